@@ -1,0 +1,246 @@
+#include "frontend/onnx/onnx_importer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <onnx/checker.h>
+#include <onnx/onnx_pb.h>
+#include <unordered_map>
+
+#include "frontend/onnx/tensor_proto.hpp"
+#include "ir/op_schema.hpp"
+
+namespace kiln::frontend {
+
+namespace {
+
+using ir::ValueId;
+
+ir::ValueType value_type_from_proto(const onnx::ValueInfoProto& info, const std::string& where) {
+  ir::ValueType type;
+  if (!info.has_type() || !info.type().has_tensor_type()) {
+    throw Error(ErrorCode::unsupported, where + ": value '" + info.name() + "' is not a tensor");
+  }
+  const auto& tensor_type = info.type().tensor_type();
+  auto dtype = dtype_from_onnx(tensor_type.elem_type());
+  if (!dtype) {
+    throw Error(ErrorCode::unsupported, where + ": value '" + info.name() + "' has element type " +
+                                           std::to_string(tensor_type.elem_type()) +
+                                           ", which kiln does not support");
+  }
+  type.dtype = *dtype;
+  if (tensor_type.has_shape()) {
+    ir::Dims dims;
+    for (const auto& d : tensor_type.shape().dim()) {
+      if (d.has_dim_value()) {
+        dims.emplace_back(d.dim_value());
+      } else if (d.has_dim_param() && !d.dim_param().empty()) {
+        dims.push_back(ir::Dim::symbol(d.dim_param()));
+      } else {
+        dims.emplace_back();
+      }
+    }
+    type.shape = std::move(dims);
+  }
+  return type;
+}
+
+std::optional<ir::AttributeValue> attribute_from_proto(const onnx::AttributeProto& a,
+                                                       TensorSource& source) {
+  using A = onnx::AttributeProto;
+  switch (a.type()) {
+    case A::INT: return ir::AttributeValue(static_cast<int64_t>(a.i()));
+    case A::FLOAT: return ir::AttributeValue(a.f());
+    case A::STRING: return ir::AttributeValue(a.s());
+    case A::INTS: return ir::AttributeValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+    case A::FLOATS: return ir::AttributeValue(std::vector<float>(a.floats().begin(), a.floats().end()));
+    case A::STRINGS:
+      return ir::AttributeValue(std::vector<std::string>(a.strings().begin(), a.strings().end()));
+    case A::TENSOR: return ir::AttributeValue(tensor_from_proto(a.t(), source));
+    default:
+      // Subgraphs, sparse tensors and type protos: only ops kiln does not
+      // support use them, and those are reported by op type.
+      return std::nullopt;
+  }
+}
+
+class GraphBuilder {
+ public:
+  GraphBuilder(const onnx::ModelProto& model, std::shared_ptr<const void> owner, std::string source,
+               std::filesystem::path base_dir)
+      : m_model(model), m_source(std::move(source)) {
+    m_tensor_source.owner = std::move(owner);
+    m_tensor_source.base_dir = std::move(base_dir);
+  }
+
+  ImportedModel build() {
+    ImportedModel result;
+    result.ir_version = m_model.ir_version();
+    result.producer = m_model.producer_name();
+    for (const auto& op : m_model.opset_import()) {
+      result.opsets[op.domain() == "ai.onnx" ? "" : op.domain()] = op.version();
+    }
+    ir::Graph& g = result.graph;
+    g.source = m_source;
+    const onnx::GraphProto& gp = m_model.graph();
+
+    for (const auto& init : gp.initializer()) {
+      Tensor t;
+      try {
+        t = tensor_from_proto(init, m_tensor_source);
+      } catch (const Error& e) {
+        throw e.with_context(m_source + ": initializer '" + init.name() + "': ");
+      }
+      define(init.name(), g.add_initializer(init.name(), std::move(t)));
+    }
+    for (const auto& input : gp.input()) {
+      if (m_by_name.count(input.name())) continue;  // IR < 4 lists initializers as inputs too
+      ValueId id = g.add_value(input.name(), value_type_from_proto(input, m_source));
+      define(input.name(), id);
+      g.add_input(id);
+    }
+    // Outputs first, so that nodes listed out of order still resolve.
+    for (int n = 0; n < gp.node_size(); ++n) {
+      for (const auto& out : gp.node(n).output()) {
+        if (out.empty()) continue;
+        if (m_by_name.count(out)) {
+          throw Error(ErrorCode::invalid_model, m_source + ": " + describe(gp.node(n), n) +
+                                                    ": output '" + out + "' is defined twice");
+        }
+        define(out, g.add_value(out));
+      }
+    }
+    for (const auto& info : gp.value_info()) {
+      auto it = m_by_name.find(info.name());
+      if (it == m_by_name.end() || !info.type().has_tensor_type()) continue;
+      auto dtype = dtype_from_onnx(info.type().tensor_type().elem_type());
+      if (dtype) g.value(it->second).type = value_type_from_proto(info, m_source);
+    }
+    for (int n = 0; n < gp.node_size(); ++n) g.add_node(convert_node(gp.node(n), n, result.opsets));
+    for (const auto& out : gp.output()) {
+      auto it = m_by_name.find(out.name());
+      if (it == m_by_name.end()) {
+        throw Error(ErrorCode::invalid_model,
+                    m_source + ": graph output '" + out.name() + "' is not produced by any node");
+      }
+      ir::Value& v = g.value(it->second);
+      if (v.type.dtype == DType::undefined) v.type = value_type_from_proto(out, m_source);
+      g.add_output(it->second);
+    }
+    ir::infer_shapes(g);
+    return result;
+  }
+
+ private:
+  void define(const std::string& name, ValueId id) { m_by_name[name] = id; }
+
+  static std::string describe(const onnx::NodeProto& node, int index) {
+    std::string name = node.name().empty() ? node.op_type() + "_" + std::to_string(index) : node.name();
+    return "node '" + name + "' (" + node.op_type() + ")";
+  }
+
+  ir::Node convert_node(const onnx::NodeProto& np, int index, const std::map<std::string, int64_t>& opsets) {
+    ir::Node node;
+    node.name = np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
+    node.op_type = np.op_type();
+    node.domain = np.domain() == "ai.onnx" ? "" : np.domain();
+    auto opset = opsets.find(node.domain);
+    node.opset = opset == opsets.end() ? 0 : opset->second;
+    std::string where = m_source + ": " + describe(np, index);
+    for (const auto& in : np.input()) {
+      if (in.empty()) {
+        node.inputs.push_back(ir::k_no_value);
+        continue;
+      }
+      auto it = m_by_name.find(in);
+      if (it == m_by_name.end()) {
+        throw Error(ErrorCode::invalid_model,
+                    where + ": input '" + in + "' is not produced by any node, input or initializer");
+      }
+      node.inputs.push_back(it->second);
+    }
+    for (const auto& out : np.output()) {
+      node.outputs.push_back(out.empty() ? ir::k_no_value : m_by_name.at(out));
+    }
+    for (const auto& a : np.attribute()) {
+      try {
+        if (auto value = attribute_from_proto(a, m_tensor_source)) node.attrs.set(a.name(), std::move(*value));
+      } catch (const Error& e) {
+        throw e.with_context(where + ": attribute '" + a.name() + "': ");
+      }
+    }
+    return node;
+  }
+
+  const onnx::ModelProto& m_model;
+  std::string m_source;
+  TensorSource m_tensor_source;
+  std::unordered_map<std::string, ValueId> m_by_name;
+};
+
+ImportedModel check_and_convert(std::shared_ptr<onnx::ModelProto> model, const std::string& source,
+                                const std::filesystem::path& base_dir) {
+  try {
+    onnx::checker::check_model(*model);
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::invalid_model, source + ": rejected by the ONNX checker: " + e.what());
+  }
+  if (!model->has_graph()) throw Error(ErrorCode::invalid_model, source + ": model has no graph");
+  const onnx::ModelProto& ref = *model;
+  GraphBuilder builder(ref, std::shared_ptr<const void>(std::move(model)), source, base_dir);
+  return builder.build();
+}
+
+}  // namespace
+
+ImportedModel import_onnx_file(const std::filesystem::path& path) {
+  const std::string source = path.string();
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(ErrorCode::io, source + ": cannot open: " + std::strerror(errno));
+  auto model = std::make_shared<onnx::ModelProto>();
+  bool parsed = false;
+  {
+    // Streaming from the descriptor means the file is never held in memory
+    // beside the parsed model: peak memory stays near one copy of the weights.
+    google::protobuf::io::FileInputStream stream(fd);
+    stream.SetCloseOnDelete(true);
+    parsed = model->ParseFromZeroCopyStream(&stream);
+  }
+  if (!parsed) {
+    throw Error(ErrorCode::invalid_model, source + ": not a valid ONNX model (truncated or corrupt protobuf)");
+  }
+  return check_and_convert(std::move(model), source, path.parent_path());
+}
+
+ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source,
+                                const std::filesystem::path& base_dir) {
+  auto model = std::make_shared<onnx::ModelProto>();
+  if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
+      !model->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    throw Error(ErrorCode::invalid_model, source + ": not a valid ONNX model (truncated or corrupt protobuf)");
+  }
+  return check_and_convert(std::move(model), source, base_dir);
+}
+
+Tensor read_tensor_proto_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::io, path.string() + ": cannot open");
+  auto proto = std::make_shared<onnx::TensorProto>();
+  if (!proto->ParseFromIstream(&in)) {
+    throw Error(ErrorCode::invalid_model, path.string() + ": not a valid onnx.TensorProto");
+  }
+  TensorSource source;
+  source.base_dir = path.parent_path();
+  const onnx::TensorProto& ref = *proto;
+  source.owner = std::shared_ptr<const void>(std::move(proto));
+  try {
+    return tensor_from_proto(ref, source).clone();
+  } catch (const Error& e) {
+    throw e.with_context(path.string() + ": ");
+  }
+}
+
+}  // namespace kiln::frontend

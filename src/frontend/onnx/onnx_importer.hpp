@@ -1,0 +1,45 @@
+// ONNX → IR.
+//
+// Loads a ModelProto from a file or from bytes, runs the ONNX model checker,
+// and converts it into an ir::Graph with static shape inference applied.
+// Weights are not copied: initializer tensors borrow the bytes of the parsed
+// model (raw_data) or of memory-mapped external-data files, and the graph
+// keeps those buffers alive for as long as any tensor refers to them.
+//
+// Every failure is a kiln::Error naming the file, and the node and op where
+// one is involved: invalid_model for a truncated, corrupt or checker-rejected
+// file, unsupported for valid ONNX that kiln cannot hold (string tensors,
+// subgraphs in a used op), io for unreadable files. Nothing is fatal.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <map>
+#include <span>
+#include <string>
+
+#include "ir/graph.hpp"
+
+namespace kiln::frontend {
+
+struct ImportedModel {
+  ir::Graph graph;
+  int64_t ir_version = 0;
+  std::map<std::string, int64_t> opsets;  // domain ("" for ONNX) → version
+  std::string producer;
+};
+
+// External-data locations are resolved relative to the model's folder and
+// must stay inside it.
+ImportedModel import_onnx_file(const std::filesystem::path& path);
+
+// `bytes` is copied into the parsed model; `base_dir` resolves external data
+// (empty: external data is refused). `source` names the model in errors.
+ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source = "<memory>",
+                                const std::filesystem::path& base_dir = {});
+
+// Reads a serialized onnx.TensorProto (the ONNX test suite's input_N.pb and
+// output_N.pb files) into an owned tensor.
+Tensor read_tensor_proto_file(const std::filesystem::path& path);
+
+}  // namespace kiln::frontend

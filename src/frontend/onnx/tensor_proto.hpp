@@ -1,0 +1,32 @@
+// onnx.TensorProto → kiln::Tensor, without copying where the bytes allow it.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "kiln/tensor.hpp"
+#include "util/mapped_file.hpp"
+
+namespace onnx {
+class TensorProto;
+}
+
+namespace kiln::frontend {
+
+struct TensorSource {
+  // Keeps the parsed proto (whose raw_data strings tensors borrow) alive.
+  std::shared_ptr<const void> owner;
+  // Folder that external-data locations are relative to; empty refuses them.
+  std::filesystem::path base_dir;
+  // External files mapped so far, shared by every tensor that lives in them.
+  std::map<std::filesystem::path, std::shared_ptr<const MappedFile>> mapped;
+};
+
+// raw_data and external data are borrowed (zero copy) when suitably aligned;
+// typed fields (float_data, int64_data, ...) are converted into an owned
+// tensor. Throws kiln::Error for string/complex types, sizes that do not
+// match the shape, and external data outside base_dir or the file's bounds.
+Tensor tensor_from_proto(const onnx::TensorProto& proto, TensorSource& source);
+
+}  // namespace kiln::frontend

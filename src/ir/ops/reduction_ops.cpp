@@ -1,0 +1,7 @@
+#include "ir/op_schema.hpp"
+
+namespace kiln::ir {
+
+void register_reduction_ops(OpRegistry& /*registry*/) {}
+
+}  // namespace kiln::ir
