@@ -181,10 +181,32 @@ class GraphBuilder {
   std::unordered_map<std::string, ValueId> m_by_name;
 };
 
+// onnx::checker::check_model(ModelProto) resolves external-data files against
+// the current directory, and check_model(path) parses the whole file a second
+// time (two copies of the weights). This runs the same checks as the former
+// with the model's own folder as the base.
+void run_checker(const onnx::ModelProto& model, const std::filesystem::path& base_dir) {
+  if (!model.has_ir_version()) throw std::runtime_error("the model has no ir_version");
+  if (model.ir_version() > onnx::IR_VERSION) {
+    throw std::runtime_error("IR version " + std::to_string(model.ir_version()) + " is newer than this ONNX (" +
+                             std::to_string(onnx::IR_VERSION) + ")");
+  }
+  std::unordered_map<std::string, int> opsets;
+  for (const auto& op : model.opset_import()) opsets[op.domain()] = static_cast<int>(op.version());
+  if (model.ir_version() >= 3 && opsets.empty()) throw std::runtime_error("the model has no opset_import");
+  onnx::checker::CheckerContext ctx;
+  ctx.set_ir_version(static_cast<int>(model.ir_version()));
+  ctx.set_opset_imports(opsets);
+  ctx.set_model_dir(base_dir.string());
+  onnx::checker::LexicalScopeContext scope;
+  onnx::checker::check_model_local_functions(model, ctx, scope);
+  onnx::checker::check_graph(model.graph(), ctx, scope);
+}
+
 ImportedModel check_and_convert(std::shared_ptr<onnx::ModelProto> model, const std::string& source,
                                 const std::filesystem::path& base_dir) {
   try {
-    onnx::checker::check_model(*model);
+    run_checker(*model, base_dir);
   } catch (const std::exception& e) {
     throw Error(ErrorCode::invalid_model, source + ": rejected by the ONNX checker: " + e.what());
   }

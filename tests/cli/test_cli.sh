@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Drives the kiln CLI as a user would and checks exit codes, messages, --json
+# and .npy output. Usage: test_cli.sh PATH/TO/kiln
+set -uo pipefail
+kiln="$1"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+failures=0
+
+check() {  # check DESCRIPTION EXPECTED_EXIT COMMAND... ; output in $work/out
+  local what="$1" want="$2"
+  shift 2
+  "$@" >"$work/out" 2>&1
+  local got=$?
+  if [ "$got" -ne "$want" ]; then
+    echo "FAIL: $what: exit $got, expected $want"
+    sed 's/^/    /' "$work/out"
+    failures=$((failures + 1))
+  else
+    echo "ok:   $what"
+  fi
+}
+expect_output() {  # expect_output DESCRIPTION PATTERN
+  if ! grep -q -- "$2" "$work/out"; then
+    echo "FAIL: $1: output lacks '$2'"
+    sed 's/^/    /' "$work/out"
+    failures=$((failures + 1))
+  fi
+}
+
+check "zoo writes resnet_tiny" 0 "$kiln" zoo resnet_tiny -o "$work/tiny.onnx"
+expect_output "zoo reports parameters" "parameters"
+check "zoo --list" 0 "$kiln" zoo --list
+expect_output "zoo lists resnet18" "resnet18"
+
+check "run with random input" 0 "$kiln" run "$work/tiny.onnx"
+expect_output "run prints the output summary" "output  output: float32\[1x10\]"
+expect_output "run notes the symbolic batch" "dim 'batch' set to 1"
+
+check "run --json" 0 "$kiln" run "$work/tiny.onnx" --json --shape input=2x3x64x64
+expect_output "json has output shape" '"shape": \[\s*$'
+expect_output "json has timings" '"run_median"'
+python3 - "$work/out" <<'PY' || failures=$((failures + 1))
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["outputs"][0]["shape"] == [2, 10], r["outputs"]
+assert r["inputs"][0]["shape"] == [2, 3, 64, 64]
+assert all(k in r["outputs"][0] for k in ("min", "max", "mean"))
+PY
+
+check "same seed, same result" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5
+cp "$work/out" "$work/first.json"
+check "same seed again" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5
+python3 - "$work/first.json" "$work/out" <<'PY' || failures=$((failures + 1))
+import json, sys
+a, b = (json.load(open(p))["outputs"][0] for p in sys.argv[1:])
+assert a["mean"] == b["mean"] and a["min"] == b["min"], (a, b)
+PY
+
+# An input from a .npy file, outputs written as .npy.
+python3 - "$work/ones.npy" <<'PY'
+import struct, sys
+header = "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 3, 64, 64), }"
+header += " " * ((64 - (10 + len(header) + 1) % 64) % 64) + "\n"
+with open(sys.argv[1], "wb") as f:
+    f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
+    f.write(struct.pack("<%df" % (3 * 64 * 64), *([1.0] * (3 * 64 * 64))))
+PY
+check "run with a .npy input and --output-dir" 0 "$kiln" run "$work/tiny.onnx" --input "input=$work/ones.npy" --output-dir "$work/outs"
+[ -f "$work/outs/output.npy" ] || { echo "FAIL: output.npy not written"; failures=$((failures + 1)); }
+python3 - "$work/outs/output.npy" <<'PY' || failures=$((failures + 1))
+import sys, struct
+data = open(sys.argv[1], "rb").read()
+assert data[:6] == b"\x93NUMPY"
+n = struct.unpack("<H", data[8:10])[0]
+header = data[10:10 + n].decode()
+assert "'shape': (1, 10)" in header and "<f4" in header, header
+assert len(data) == 10 + n + 40
+PY
+
+# User errors: exit code 1 with a message that names the culprit.
+check "missing model" 1 "$kiln" run "$work/nope.onnx"
+expect_output "missing model is named" "nope.onnx"
+head -c 300 "$work/tiny.onnx" >"$work/truncated.onnx"
+check "truncated model" 1 "$kiln" run "$work/truncated.onnx"
+expect_output "truncated model is named" "truncated.onnx"
+check "unknown input name" 1 "$kiln" run "$work/tiny.onnx" --input bogus=random
+expect_output "unknown input is named" "no input 'bogus'"
+check "bad shape" 1 "$kiln" run "$work/tiny.onnx" --shape input=1xAx3
+expect_output "bad shape is quoted" "1xAx3"
+check "wrong static dim" 1 "$kiln" run "$work/tiny.onnx" --shape input=1x3x65x64
+expect_output "wrong dim is explained" "dim 2 must be 64"
+check "unknown backend" 1 "$kiln" run "$work/tiny.onnx" --backend nope
+check "json error" 1 "$kiln" run "$work/nope.onnx" --json
+expect_output "json error object" '"error"'
+check "no subcommand" 1 "$kiln"
+check "help" 0 "$kiln" run --help
+
+if [ "$failures" -ne 0 ]; then
+  echo "$failures CLI check(s) failed"
+  exit 1
+fi
+echo "all CLI checks passed"

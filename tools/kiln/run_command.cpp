@@ -1,0 +1,303 @@
+// `kiln run MODEL.onnx`: imports a model, feeds it inputs (from .npy files or
+// seeded random data), runs it on a backend and summarizes the outputs.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "backends/ref/executor.hpp"
+#include "commands.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "npy.hpp"
+#include "zoo/model_builder.hpp"
+
+namespace kiln::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+struct RunOptions {
+  std::string model;
+  std::vector<std::string> inputs;
+  std::vector<std::string> shapes;
+  std::string backend = "ref";
+  std::string output_dir;
+  uint64_t seed = 0;
+  int repeat = 1;
+  bool json = false;
+};
+
+std::pair<std::string, std::string> split_assignment(const std::string& text, const char* flag) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+    throw Error(ErrorCode::invalid_argument, std::string(flag) + " expects NAME=VALUE, got '" + text + "'");
+  }
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+std::vector<int64_t> parse_shape(const std::string& text) {
+  std::vector<int64_t> dims;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, 'x')) {
+    size_t used = 0;
+    int64_t d = -1;
+    try {
+      d = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || d < 0) {
+      throw Error(ErrorCode::invalid_argument, "--shape: '" + text + "' is not a shape like 1x3x224x224");
+    }
+    dims.push_back(d);
+  }
+  if (text.empty() || text.back() == 'x') {
+    throw Error(ErrorCode::invalid_argument, "--shape: '" + text + "' is not a shape like 1x3x224x224");
+  }
+  return dims;
+}
+
+std::string input_names(const ir::Graph& g) {
+  std::string names;
+  for (ir::ValueId id : g.inputs()) names += (names.empty() ? "" : ", ") + g.value(id).name;
+  return names.empty() ? "none" : names;
+}
+
+ir::ValueId find_input(const ir::Graph& g, const std::string& name, const char* flag) {
+  for (ir::ValueId id : g.inputs()) {
+    if (g.value(id).name == name) return id;
+  }
+  throw Error(ErrorCode::invalid_argument,
+              std::string(flag) + ": the model has no input '" + name + "' (inputs: " + input_names(g) + ")");
+}
+
+std::vector<int64_t> shape_for_random(const ir::Value& v, const std::map<std::string, std::vector<int64_t>>& shapes,
+                                      std::vector<std::string>& notes) {
+  auto given = shapes.find(v.name);
+  if (given != shapes.end()) {
+    if (v.type.shape && v.type.shape->size() != given->second.size()) {
+      throw Error(ErrorCode::invalid_argument, "--shape " + v.name + ": rank " + std::to_string(given->second.size()) +
+                                                   " does not match the model's " + v.type.to_string());
+    }
+    return given->second;
+  }
+  if (!v.type.shape) {
+    throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' has no declared shape: pass --shape " + v.name +
+                                                 "=...");
+  }
+  std::vector<int64_t> shape;
+  for (const ir::Dim& d : *v.type.shape) {
+    if (d.is_static()) {
+      shape.push_back(d.value());
+    } else if (d.is_symbolic()) {
+      notes.push_back("input '" + v.name + "': dim '" + d.symbol_name() + "' set to 1 (use --shape to choose)");
+      shape.push_back(1);
+    } else {
+      throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' has an unknown dim: pass --shape " + v.name +
+                                                   "=...");
+    }
+  }
+  return shape;
+}
+
+Tensor random_tensor(DType dtype, std::vector<int64_t> shape, zoo::SeededRandom& random) {
+  Tensor t = Tensor::zeros(dtype, std::move(shape));
+  switch (dtype) {
+    case DType::float32:
+      for (float& x : t.mutable_data<float>()) x = static_cast<float>(random.uniform() * 2 - 1);
+      break;
+    case DType::float64:
+      for (double& x : t.mutable_data<double>()) x = random.uniform() * 2 - 1;
+      break;
+    case DType::int64:
+      for (int64_t& x : t.mutable_data<int64_t>()) x = static_cast<int64_t>(random.next_u64() % 10);
+      break;
+    case DType::int32:
+      for (int32_t& x : t.mutable_data<int32_t>()) x = static_cast<int32_t>(random.next_u64() % 10);
+      break;
+    case DType::boolean:
+      for (bool& x : t.mutable_data<bool>()) x = random.next_u64() % 2 == 1;
+      break;
+    default:
+      throw Error(ErrorCode::unsupported, "random inputs of type " + std::string(dtype_name(dtype)) +
+                                              " are not supported: pass a .npy file");
+  }
+  return t;
+}
+
+nlohmann::json summarize(const Tensor& t) {
+  nlohmann::json s;
+  s["dtype"] = dtype_name(t.dtype());
+  s["shape"] = t.shape();
+  if (t.numel() == 0 || t.dtype() == DType::float16 || t.dtype() == DType::bfloat16) return s;
+  double lo = INFINITY, hi = -INFINITY, sum = 0;
+  int64_t nonfinite = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    double v = is_floating(t.dtype()) ? t.float_at(i) : static_cast<double>(t.int_at(i));
+    if (!std::isfinite(v)) {
+      ++nonfinite;
+      continue;
+    }
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    sum += v;
+  }
+  if (nonfinite < t.numel()) {
+    s["min"] = lo;
+    s["max"] = hi;
+    s["mean"] = sum / static_cast<double>(t.numel() - nonfinite);
+  }
+  if (nonfinite) s["nonfinite"] = nonfinite;
+  return s;
+}
+
+std::string file_name_for(const std::string& output_name) {
+  std::string safe = output_name;
+  for (char& c : safe) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-' && c != '.') c = '_';
+  }
+  if (safe.empty() || safe[0] == '.') safe = "_" + safe;
+  return safe + ".npy";
+}
+
+int run(const RunOptions& opt) {
+  if (opt.backend != "ref") {
+    throw Error(ErrorCode::invalid_argument, "--backend: unknown backend '" + opt.backend + "' (available: ref)");
+  }
+  if (opt.repeat < 1) throw Error(ErrorCode::invalid_argument, "--repeat must be at least 1");
+  nlohmann::json report;
+  report["command"] = "run";
+  report["model"] = opt.model;
+  report["backend"] = opt.backend;
+
+  auto start = Clock::now();
+  frontend::ImportedModel model = frontend::import_onnx_file(opt.model);
+  const ir::Graph& g = model.graph;
+  report["timings_ms"]["import"] = ms_since(start);
+
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& s : opt.shapes) {
+    auto [name, text] = split_assignment(s, "--shape");
+    find_input(g, name, "--shape");
+    shapes[name] = parse_shape(text);
+  }
+  std::map<std::string, std::string> sources;
+  for (const auto& s : opt.inputs) {
+    auto [name, source] = split_assignment(s, "--input");
+    find_input(g, name, "--input");
+    sources[name] = source;
+  }
+
+  std::vector<std::string> notes;
+  std::vector<Tensor> inputs;
+  zoo::SeededRandom random(opt.seed);
+  for (ir::ValueId id : g.inputs()) {
+    const ir::Value& v = g.value(id);
+    auto src = sources.find(v.name);
+    nlohmann::json info;
+    info["name"] = v.name;
+    if (src != sources.end() && src->second != "random") {
+      inputs.push_back(read_npy(src->second));
+      info["source"] = src->second;
+    } else {
+      inputs.push_back(random_tensor(v.type.dtype, shape_for_random(v, shapes, notes), random));
+      info["source"] = "random (seed " + std::to_string(opt.seed) + ")";
+    }
+    info["dtype"] = dtype_name(inputs.back().dtype());
+    info["shape"] = inputs.back().shape();
+    report["inputs"].push_back(info);
+  }
+
+  start = Clock::now();
+  ref::Executor executor(g);
+  report["timings_ms"]["prepare"] = ms_since(start);
+  std::vector<Tensor> outputs;
+  std::vector<double> run_ms;
+  for (int i = 0; i < opt.repeat; ++i) {
+    start = Clock::now();
+    outputs = executor.run(inputs);
+    run_ms.push_back(ms_since(start));
+  }
+  std::vector<double> sorted = run_ms;
+  std::sort(sorted.begin(), sorted.end());
+  report["timings_ms"]["run"] = run_ms;
+  report["timings_ms"]["run_median"] = sorted[sorted.size() / 2];
+
+  if (!opt.output_dir.empty()) {
+    std::error_code ec;
+    std::filesystem::create_directories(opt.output_dir, ec);
+    if (ec) throw Error(ErrorCode::io, opt.output_dir + ": cannot create: " + ec.message());
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string& name = g.value(g.outputs()[i]).name;
+    nlohmann::json info = summarize(outputs[i]);
+    info["name"] = name;
+    if (!opt.output_dir.empty()) {
+      auto path = std::filesystem::path(opt.output_dir) / file_name_for(name);
+      write_npy(path, outputs[i]);
+      info["file"] = path.string();
+    }
+    report["outputs"].push_back(info);
+  }
+  report["notes"] = notes;
+
+  if (opt.json) {
+    print_json(report);
+    return 0;
+  }
+  auto& out = std::cout;
+  out << std::fixed << std::setprecision(1);
+  out << "model   " << opt.model << " (" << g.num_nodes() << " nodes, "
+      << std::setprecision(2) << static_cast<double>(g.initializer_bytes()) / 1e6 << " MB of weights), imported in "
+      << std::setprecision(1) << report["timings_ms"]["import"].get<double>() << " ms\n";
+  for (const auto& note : notes) out << "note    " << note << "\n";
+  for (const auto& in : report["inputs"]) {
+    out << "input   " << in["name"].get<std::string>() << ": " << in["dtype"].get<std::string>() << "["
+        << shape_to_string(in["shape"].get<std::vector<int64_t>>()) << "] from " << in["source"].get<std::string>()
+        << "\n";
+  }
+  out << "run     " << opt.backend << " backend: " << report["timings_ms"]["run_median"].get<double>() << " ms";
+  if (opt.repeat > 1) out << " (median of " << opt.repeat << ", min " << sorted.front() << ")";
+  out << "\n";
+  out << std::setprecision(5);
+  for (const auto& o : report["outputs"]) {
+    out << "output  " << o["name"].get<std::string>() << ": " << o["dtype"].get<std::string>() << "["
+        << shape_to_string(o["shape"].get<std::vector<int64_t>>()) << "]";
+    if (o.contains("min")) {
+      out << "  min " << o["min"].get<double>() << "  max " << o["max"].get<double>() << "  mean "
+          << o["mean"].get<double>();
+    }
+    if (o.contains("nonfinite")) out << "  (" << o["nonfinite"].get<int64_t>() << " non-finite)";
+    if (o.contains("file")) out << "  → " << o["file"].get<std::string>();
+    out << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, Action& action) {
+  auto opt = std::make_shared<RunOptions>();
+  CLI::App* cmd = app.add_subcommand("run", "Run an ONNX model and summarize its outputs");
+  cmd->add_option("model", opt->model, "Model file (.onnx)")->required();
+  cmd->add_option("--input", opt->inputs, "NAME=FILE.npy or NAME=random (default: random)");
+  cmd->add_option("--shape", opt->shapes, "NAME=1x3x224x224: shape of a random input with symbolic dims");
+  cmd->add_option("--backend", opt->backend, "Backend: ref")->capture_default_str();
+  cmd->add_option("--output-dir", opt->output_dir, "Write each output as NAME.npy into this folder");
+  cmd->add_option("--seed", opt->seed, "Seed for random inputs")->capture_default_str();
+  cmd->add_option("--repeat", opt->repeat, "Run this many times and report the median")->capture_default_str();
+  cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
+  cmd->callback([opt, &action] { action = [opt] { return run(*opt); }; });
+}
+
+}  // namespace kiln::cli
