@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: demo test build deps configure clean format
+.PHONY: demo test bench build deps configure clean format
 
 deps:
 	scripts/install-deps
@@ -21,6 +21,11 @@ demo: deps build
 # Installs dependencies, builds and runs every test through ctest.
 test: deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# Benchmarks against peers (ONNX Runtime CPU, PyTorch CPU), side by side.
+# Not part of `make test`.
+bench: deps build
+	bench/run --build-dir $(BUILD_DIR)
 
 format:
 	find include src tools tests -name '*.hpp' -o -name '*.cpp' -o -name '*.h' | xargs clang-format -i
