@@ -114,7 +114,7 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) const {
     std::vector<Tensor> outputs(node.outputs.size());
     try {
       inferred = ir::infer_node(node, in_types, in_tensors);
-      KernelContext ctx(node, in_tensors, inferred.types, outputs);
+      KernelContext ctx(node, in_tensors, inferred, outputs);
       kernels().find(node.op_type)->run(ctx);
       for (size_t i = 0; i < outputs.size(); ++i) {
         if (node.outputs[i] == k_no_value) continue;

@@ -5,9 +5,8 @@
 namespace kiln::ref {
 
 KernelContext::KernelContext(const ir::Node& node, std::span<const Tensor* const> inputs,
-                             std::span<const ir::ValueType> output_types,
-                             std::span<Tensor> outputs)
-    : m_node(node), m_inputs(inputs), m_output_types(output_types), m_outputs(outputs) {}
+                             const ir::InferResult& inferred, std::span<Tensor> outputs)
+    : m_node(node), m_inputs(inputs), m_inferred(inferred), m_outputs(outputs) {}
 
 const Tensor& KernelContext::input(size_t i) const {
   if (!has_input(i)) throw Error(ErrorCode::invalid_model, "missing input " + std::to_string(i));
@@ -17,7 +16,7 @@ const Tensor& KernelContext::input(size_t i) const {
 Tensor& KernelContext::output(size_t i) {
   Tensor& out = m_outputs[i];
   if (!out.defined()) {
-    const ir::ValueType& type = m_output_types[i];
+    const ir::ValueType& type = m_inferred.types[i];
     if (!type.is_static()) {
       throw Error(ErrorCode::internal, "output " + std::to_string(i) + " has no concrete shape: " +
                                            type.to_string());

@@ -14,13 +14,14 @@
 #include <vector>
 
 #include "ir/graph.hpp"
+#include "ir/op_schema.hpp"
 
 namespace kiln::ref {
 
 class KernelContext {
  public:
-  KernelContext(const ir::Node& node, std::span<const Tensor* const> inputs,
-                std::span<const ir::ValueType> output_types, std::span<Tensor> outputs);
+  KernelContext(const ir::Node& node, std::span<const Tensor* const> inputs, const ir::InferResult& inferred,
+                std::span<Tensor> outputs);
 
   const ir::Node& node() const { return m_node; }
   const ir::Attributes& attrs() const { return m_node.attrs; }
@@ -32,6 +33,13 @@ class KernelContext {
   const Tensor& input(size_t i) const;
 
   size_t num_outputs() const { return m_outputs.size(); }
+  // The output's type as shape inference computed it (always concrete here).
+  const ir::ValueType& output_type(size_t i) const { return m_inferred.types[i]; }
+  // The output's value when inference already computed it (Shape, Size,
+  // Constant); null otherwise.
+  const Tensor* inferred_value(size_t i) const {
+    return m_inferred.values[i] ? &*m_inferred.values[i] : nullptr;
+  }
   // The output, allocated (zero-filled) with its inferred type on first use.
   Tensor& output(size_t i);
   // Makes output `i` share storage with an existing tensor (Identity,
@@ -41,7 +49,7 @@ class KernelContext {
  private:
   const ir::Node& m_node;
   std::span<const Tensor* const> m_inputs;
-  std::span<const ir::ValueType> m_output_types;
+  const ir::InferResult& m_inferred;
   std::span<Tensor> m_outputs;
 };
 
