@@ -142,9 +142,15 @@ void infer_shapes(Graph& graph) {
       if (node.outputs[i] == k_no_value) continue;
       Value& out = graph.value(node.outputs[i]);
       ValueType inferred = result.types[i];
-      // A declared shape (from the model's value_info) is kept where inference
-      // cannot tell more.
-      if (!inferred.has_rank() && out.type.has_rank()) inferred.shape = out.type.shape;
+      // A declared shape (the model's value_info or graph output) fills in
+      // what inference cannot tell, dim by dim.
+      if (!inferred.has_rank()) {
+        inferred.shape = out.type.shape;
+      } else if (out.type.has_rank() && out.type.shape->size() == inferred.shape->size()) {
+        for (size_t d = 0; d < inferred.shape->size(); ++d) {
+          if ((*inferred.shape)[d].is_unknown()) (*inferred.shape)[d] = (*out.type.shape)[d];
+        }
+      }
       if (inferred.dtype == DType::undefined) inferred.dtype = out.type.dtype;
       out.type = std::move(inferred);
       out.inferred_value = std::move(result.values[i]);
