@@ -16,6 +16,7 @@
 
 #include "ir/attributes.hpp"
 #include "ir/shape.hpp"
+#include "ir/weight_recipe.hpp"
 #include "kiln/tensor.hpp"
 
 namespace kiln::ir {
@@ -34,6 +35,9 @@ struct Value {
   // A value that static inference computed (Shape of a static input,
   // Constant); never a weight. Lets later shape ops see through such chains.
   std::optional<Tensor> inferred_value;
+  // Set by lowering passes on weights that engines consume: how to recompute
+  // `initializer` from the source weights when the engine is refitted.
+  std::optional<WeightRecipe> recipe;
 
   const Tensor* known_value() const {
     if (initializer) return &*initializer;

@@ -1,0 +1,58 @@
+// Compile settings and input specifications.
+//
+// Setting names follow the engine-caching tutorial kiln implements
+// (../shared/reference/engine_caching_example.rst), in C++ snake_case.
+// Settings that change the built engine are part of the engine key; the
+// others (cache location and size, debug) are not.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kiln/dtype.hpp"
+
+namespace kiln {
+
+class EngineCache;
+
+// Kernel precisions a build may choose among. Values are persistent.
+enum class Precision : uint8_t { fp32 = 0, bf16 = 1 };
+
+struct CompileSettings {
+  // --- engine cache (issue 5) ---
+  bool cache_built_engines = true;
+  bool reuse_cached_engines = true;
+  bool refittable = true;
+  std::filesystem::path engine_cache_dir;  // empty: temp dir / "kiln_engine_cache"
+  uint64_t engine_cache_size = uint64_t{5} << 30;
+  std::shared_ptr<EngineCache> custom_engine_cache;
+
+  // --- engine build ---
+  std::filesystem::path timing_cache_path;  // empty: inside the cache dir; "-": none
+  std::set<Precision> enabled_precisions{Precision::fp32};
+  int min_block_size = 1;
+  int optimization_level = 3;  // 0: heuristics, no timing ... 5: exhaustive
+  bool debug = false;          // log each layer's candidates, timings and choice
+  int num_threads = 0;         // 0: all cores
+};
+
+// One engine input: its dtype and the range of shapes the engine must run.
+// Tactics are timed at `opt`. For a static input, min == opt == max.
+struct InputSpec {
+  std::string name;
+  DType dtype = DType::float32;
+  std::vector<int64_t> min;
+  std::vector<int64_t> opt;
+  std::vector<int64_t> max;
+
+  static InputSpec fixed(std::string name, DType dtype, std::vector<int64_t> shape) {
+    return {std::move(name), dtype, shape, shape, shape};
+  }
+  bool is_static() const { return min == max; }
+};
+
+}  // namespace kiln

@@ -1,0 +1,94 @@
+// The interfaces every engine-building backend implements (DESIGN.md, "Core
+// interfaces"). A Backend builds an Engine for a lowered graph (one engine
+// segment) at a range of input shapes; an Engine runs, serializes its plan
+// (without weights) and refits new weights by replaying weight recipes.
+//
+// Backends never touch a cache: they produce and consume plan bytes only.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/graph.hpp"
+#include "kiln/settings.hpp"
+
+namespace kiln::builder {
+class TimingCache;
+}
+
+namespace kiln {
+
+// What a built engine depends on beyond the graph: part of the engine key.
+struct Fingerprint {
+  std::string backend;          // "cpu"
+  uint32_t plan_version = 0;    // the backend's plan schema version
+  std::string library_version;  // "oneDNN 2.6.3"
+  std::string isa;              // "avx512_core_bf16"
+
+  std::string to_string() const;
+  bool operator==(const Fingerprint&) const = default;
+};
+
+struct LayerReport {
+  std::string name;    // the lowered node it implements
+  std::string op;      // "Conv", "MatMul", ...
+  std::string tactic;  // the chosen candidate, e.g. "conv:direct/nChw16c/f32+relu"
+  double time_ms = 0;  // timed at the opt shape; 0 when not timed
+};
+
+struct EngineInfo {
+  std::vector<LayerReport> layers;
+  size_t activation_bytes = 0;  // planned peak for the max shapes
+  size_t weight_bytes = 0;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // Inputs in the order of the graph the engine was built for; any shape
+  // within the specs' min/max. Throws kiln::Error(invalid_argument) naming the
+  // input, dim and range for a shape outside it.
+  // Not thread-safe: one caller at a time (an engine owns scratch buffers).
+  virtual std::vector<Tensor> run(std::span<const Tensor> inputs) = 0;
+
+  // Replaces every weight by replaying the recipes on `source_weights` (in
+  // canonical order, passes::canonical_weights). Throws kiln::Error when the
+  // weights do not match the plan (count, dtype or shape); the engine is then
+  // unusable until a successful refit.
+  virtual void refit(std::span<const Tensor> source_weights) = 0;
+
+  // The plan: tactics, layouts, memory plan, weight recipes; no weights.
+  virtual std::vector<std::byte> serialize() const = 0;
+
+  virtual EngineInfo info() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const = 0;
+  virtual Fingerprint fingerprint() const = 0;
+
+  // Why the backend cannot run `node` of `graph` (op, attribute, dtype);
+  // nullopt when it can.
+  virtual std::optional<std::string> unsupported_reason(const ir::Graph& graph, ir::NodeId node) const = 0;
+
+  // Builds an engine for the whole lowered graph. REQUIRES: every node is
+  // supported; `specs` has one entry per graph input, in order.
+  virtual std::unique_ptr<Engine> build(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                        const CompileSettings& settings, builder::TimingCache& timing_cache) = 0;
+
+  // Recreates an engine from its plan. The engine has no weights until
+  // refit() succeeds. Throws kiln::Error(invalid_model) for a plan that fails
+  // verification or was made by an incompatible version.
+  virtual std::unique_ptr<Engine> deserialize(std::span<const std::byte> plan) = 0;
+};
+
+}  // namespace kiln

@@ -1,0 +1,64 @@
+// Lowering: turns an imported graph into the graph that engine builders
+// consume, and keeps everything needed to refit it.
+//
+// The lowered graph still runs on the reference backend (it holds only ONNX
+// ops), which is how every pass is tested: outputs before and after agree.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "ir/graph.hpp"
+
+namespace kiln::passes {
+
+// Whether initializer `value` is a refittable weight: a float tensor with
+// more than one element used in a data position (a Conv/Gemm/MatMul weight
+// or bias, a normalization scale/bias/mean/variance, an embedding table, an
+// elementwise operand). Everything else is a structural constant: integer
+// tensors, shape/axes/pads/scales inputs, and float scalars (Clip bounds, the
+// 0.5/sqrt(2) of a Gelu pattern, attention's 1/sqrt(d)). Structural constants
+// are part of the engine key by value; refittable weights never are.
+bool is_refittable(const ir::Graph& graph, ir::ValueId value);
+
+// Refittable weights in canonical order: order of first use, walking the
+// nodes in topological order and each node's inputs in order. Names play no
+// part, so two exports of one architecture agree.
+std::vector<ir::ValueId> canonical_weights(const ir::Graph& graph);
+
+// The tensors of canonical_weights(graph), in that order (shared, not copied).
+std::vector<Tensor> source_weights(const ir::Graph& graph);
+
+// Evaluates a recipe on source weights given in canonical order. Throws
+// kiln::Error(invalid_argument) if an index is out of range or shapes or
+// dtypes do not fit the recipe.
+Tensor evaluate_recipe(const ir::WeightRecipe& recipe, std::span<const Tensor> sources);
+
+struct LoweringOptions {
+  bool fold_constants = true;   // evaluate nodes whose inputs are all structural constants
+  bool fold_batchnorm = true;   // BatchNormalization after Conv/Gemm into its weights (recipes)
+  bool recognize_patterns = true;  // Erf-based Gelu → Gelu; decomposed LayerNorm → LayerNormalization
+};
+
+// Returns the lowered graph. In it, every refittable weight consumed by a
+// node carries a recipe (a source weight keeps Op::source with its canonical
+// index in the *input* graph), and derived weights hold the recipe's value
+// for this model. The input graph is not modified.
+ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options = {});
+
+// A group of nodes an engine may run as one kernel: an anchor (Conv, Gemm,
+// MatMul) optionally followed by a bias Add (MatMul), a residual Add with
+// another tensor, and one activation. Each intermediate value has exactly one
+// user, so removing it is safe. Produced by find_fusions on a lowered graph.
+struct FusionGroup {
+  ir::NodeId anchor = ir::k_no_node;
+  ir::NodeId bias_add = ir::k_no_node;      // MatMul + Add(bias): bias is a 1-D weight
+  ir::NodeId residual_add = ir::k_no_node;  // Add(anchor result, other tensor)
+  int residual_input = -1;                  // which input of residual_add is the other tensor
+  ir::NodeId activation = ir::k_no_node;    // Relu, Clip, LeakyRelu, Sigmoid, Tanh, HardSwish, Gelu, Elu
+  ir::ValueId output = ir::k_no_value;      // the group's final value
+  std::vector<ir::NodeId> nodes;            // anchor first, in topological order
+};
+std::vector<FusionGroup> find_fusions(const ir::Graph& lowered);
+
+}  // namespace kiln::passes
