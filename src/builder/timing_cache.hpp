@@ -8,10 +8,12 @@
 //
 // Persistence: open() loads the file if present; a missing file is an empty
 // cache, and a corrupt or foreign one is ignored with one warning. save()
-// takes an exclusive lock file, merges in whatever other processes saved
-// since (no lost updates), and atomically replaces the file (temp file, fsync,
-// rename). A failed save is a warning, never an exception: timings are an
-// optimization.
+// takes an exclusive lock file ("<path>.lock", left in place), merges in
+// whatever other processes saved since (no lost updates; ours win on
+// conflict), and atomically replaces the file (temp file, fsync, rename). It
+// replaces a corrupt cache but never a foreign file or a newer format's. A
+// failed save is a warning, never an exception: timings are an optimization.
+// The format (versioned binary, XXH3 checksum) is described in timing_cache.cpp.
 //
 // Thread-safety: all methods may be called concurrently.
 #pragma once

@@ -1,0 +1,69 @@
+// Tactic search: picks the fastest of a layer's candidate implementations
+// ("tactics") by timing each, consulting the TimingCache first.
+//
+// The search is backend-agnostic: a candidate is a name plus a callable that
+// runs it once and returns that run's time in milliseconds (time_call() wraps
+// a plain callable with steady_clock). The callee measures, so it can leave
+// out per-run setup such as input reorders. Each candidate gets warmup runs,
+// then timed runs until both a minimum count and a minimum total time are
+// reached (capped by a maximum count); its time is the median of those runs.
+//
+// optimization_level (CompileSettings): 0 takes the first candidate without
+// timing (so list the heuristic favourite first); 1-2 time briefly; 3 is the
+// default; 4-5 time longer for steadier medians. A layer with a single
+// candidate is never timed.
+//
+// Cache: on a hit the cached timings are reused and only candidates missing
+// from the entry (new tactics) are timed; the merged timings are inserted
+// back. A candidate whose callable throws is logged and skipped (and not
+// cached); if every candidate throws, the first exception propagates.
+//
+// Thread-safety: search_tactics() is reentrant; the cache is thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "builder/timing_cache.hpp"
+#include "kiln/settings.hpp"
+
+namespace kiln::builder {
+
+struct TacticCandidate {
+  std::string name;                  // unique within the layer; the cache stores it
+  std::function<double()> time_once;  // runs the candidate once, returns milliseconds
+};
+
+struct TimingPlan {
+  int warmup_runs = 0;
+  int min_runs = 0;
+  int max_runs = 0;
+  double min_total_ms = 0;  // keep timing until the runs add up to this
+  bool time_candidates = true;
+};
+
+// The timing effort for an optimization level (clamped to 0..5).
+TimingPlan timing_plan(int optimization_level);
+
+struct TacticChoice {
+  size_t index = 0;  // into the candidate list
+  std::string tactic;
+  std::vector<TacticTiming> timings;  // every candidate measured or cached; empty if untimed
+  bool from_cache = false;            // every timing came from the cache
+};
+
+// Median time of one candidate under `plan`, in milliseconds.
+double measure(const std::function<double()>& time_once, const TimingPlan& plan);
+
+// Runs `fn` once and returns its wall time in milliseconds.
+double time_call(const std::function<void()>& fn);
+
+// Chooses among `candidates` (non-empty) for the layer `layer_key`; `cache`
+// may be null. Throws kiln::Error(invalid_argument) for an empty list.
+TacticChoice search_tactics(const std::string& layer_key,
+                            const std::vector<TacticCandidate>& candidates,
+                            const CompileSettings& settings, TimingCache* cache);
+
+}  // namespace kiln::builder
