@@ -1,0 +1,63 @@
+// The blob envelope around every cached engine plan.
+//
+// Grammar (all integers little endian):
+//
+//   blob     := magic version header_len header payload
+//   magic    := "KILNBLOB"                       8 bytes
+//   version  := u32                              k_envelope_version
+//   header_len := u32                            bytes of header
+//   header   := key digest (32) part digests (4 x 32)
+//               producer (u16 length + UTF-8)    kiln version that wrote it
+//               fingerprint (u16 length + UTF-8) Fingerprint::to_string()
+//               created_unix_ms (i64)
+//               payload_len (u64)
+//               payload_xxh3_128 (16)
+//   payload  := payload_len bytes                the backend's plan
+//
+// open() checks, in order and before trusting any length: size for the fixed
+// fields, magic, version, header_len against the blob size, payload_len
+// against what remains, the XXH3-128 checksum, then the key against the
+// expected key. Any failure is a reason string, never an exception: a bad
+// blob is a cache miss that rebuilds and overwrites.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "key/engine_key.hpp"
+
+namespace kiln::format {
+
+constexpr uint32_t k_envelope_version = 1;
+
+struct EnvelopeHeader {
+  key::EngineKey key;
+  std::string producer;     // "kiln 0.1.0"
+  std::string fingerprint;  // Fingerprint::to_string()
+  int64_t created_unix_ms = 0;
+};
+
+// Wraps `payload`; computes the length and checksum.
+std::vector<std::byte> seal(const EnvelopeHeader& header, std::span<const std::byte> payload);
+
+struct OpenedBlob {
+  EnvelopeHeader header;
+  std::span<const std::byte> payload;  // points into the blob passed to open()
+};
+
+// Why a blob was rejected: "truncated", "bad magic", "envelope version 7
+// (expected 1)", "checksum mismatch", "key mismatch", ...
+struct Rejection {
+  std::string reason;
+};
+
+std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob);
+// Also requires the blob's key to equal `expected`.
+std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob, const key::EngineKey& expected);
+
+}  // namespace kiln::format
