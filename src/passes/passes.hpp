@@ -43,13 +43,22 @@ struct LoweringOptions {
 // Returns the lowered graph. In it, every refittable weight consumed by a
 // node carries a recipe (a source weight keeps Op::source with its canonical
 // index in the *input* graph), and derived weights hold the recipe's value
-// for this model. The input graph is not modified.
+// for this model: evaluate_recipe(*v.recipe, source_weights(graph)) is
+// bitwise v.initializer. In a lowered graph, "has a recipe" is what makes an
+// initializer a refittable weight; every other initializer (folded constants
+// included) is structural. Value and node ids are new; tensors share storage
+// with `graph`, which is not modified. Throws kiln::Error only for a graph
+// that static inference rejects.
 ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options = {});
 
 // A group of nodes an engine may run as one kernel: an anchor (Conv, Gemm,
 // MatMul) optionally followed by a bias Add (MatMul), a residual Add with
 // another tensor, and one activation. Each intermediate value has exactly one
-// user, so removing it is safe. Produced by find_fusions on a lowered graph.
+// user and is not a graph output, so removing it is safe. Produced by
+// find_fusions on a lowered graph: one group per anchor (possibly the anchor
+// alone), in the anchors' topological order. A residual is only taken when
+// its shape and the anchor output's are fully known and equal (no broadcast)
+// and it is computed before the anchor, so it is ready when the group runs.
 struct FusionGroup {
   ir::NodeId anchor = ir::k_no_node;
   ir::NodeId bias_add = ir::k_no_node;      // MatMul + Add(bias): bias is a 1-D weight

@@ -1,0 +1,32 @@
+// Internal to kiln_passes: the individual lowering passes that passes::lower
+// runs in order on one GraphRewriter. Each keeps the refit invariant: every
+// weight it creates carries a recipe whose evaluation on `sources` (the input
+// graph's source weights) is bitwise the weight's initializer.
+#pragma once
+
+#include <optional>
+#include <span>
+
+#include "passes/graph_rewriter.hpp"
+
+namespace kiln::passes {
+
+// Evaluates nodes whose inputs are all structural constants (and nodes whose
+// outputs static inference already knows); their outputs become constants.
+void fold_constants(GraphRewriter& rewriter);
+
+// Conv → BatchNormalization (and Gemm → BatchNormalization) into the Conv's
+// weight and bias, through bn_fold_scale / bn_fold_bias recipes.
+void fold_batchnorm(GraphRewriter& rewriter, std::span<const Tensor> sources);
+
+// The Erf Gelu chain → Gelu; the decomposed LayerNorm chain → LayerNormalization.
+void recognize_gelu(GraphRewriter& rewriter);
+void recognize_layer_norm(GraphRewriter& rewriter);
+
+// A scalar (one element) float constant: an initializer that is not a
+// refittable weight, or a value static inference computed. nullopt otherwise.
+std::optional<double> scalar_constant(const ir::Graph& graph, ir::ValueId value);
+// Initializer without a recipe, or an inferred value: fixed for the engine's life.
+const Tensor* structural_value(const ir::Graph& graph, ir::ValueId value);
+
+}  // namespace kiln::passes
