@@ -6,6 +6,8 @@ kiln="$1"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 failures=0
+# Every compile goes to a private cache, never the user's default one.
+cache="--cache-dir $work/cache --optimization-level 0"
 
 check() {  # check DESCRIPTION EXPECTED_EXIT COMMAND... ; output in $work/out
   local what="$1" want="$2"
@@ -33,11 +35,11 @@ expect_output "zoo reports parameters" "parameters"
 check "zoo --list" 0 "$kiln" zoo --list
 expect_output "zoo lists resnet18" "resnet18"
 
-check "run with random input" 0 "$kiln" run "$work/tiny.onnx"
+check "run with random input" 0 "$kiln" run "$work/tiny.onnx" $cache
 expect_output "run prints the output summary" "output  output: float32\[1x10\]"
 expect_output "run notes the symbolic batch" "dim 'batch' set to 1"
 
-check "run --json" 0 "$kiln" run "$work/tiny.onnx" --json --shape input=2x3x64x64
+check "run --json" 0 "$kiln" run "$work/tiny.onnx" --json --shape input=2x3x64x64 $cache
 expect_output "json has output shape" '"shape": \[\s*$'
 expect_output "json has timings" '"run_median"'
 python3 - "$work/out" <<'PY' || failures=$((failures + 1))
@@ -48,9 +50,9 @@ assert r["inputs"][0]["shape"] == [2, 3, 64, 64]
 assert all(k in r["outputs"][0] for k in ("min", "max", "mean"))
 PY
 
-check "same seed, same result" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5
+check "same seed, same result" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5 $cache
 cp "$work/out" "$work/first.json"
-check "same seed again" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5
+check "same seed again" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5 $cache
 python3 - "$work/first.json" "$work/out" <<'PY' || failures=$((failures + 1))
 import json, sys
 a, b = (json.load(open(p))["outputs"][0] for p in sys.argv[1:])
@@ -66,7 +68,7 @@ with open(sys.argv[1], "wb") as f:
     f.write(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode())
     f.write(struct.pack("<%df" % (3 * 64 * 64), *([1.0] * (3 * 64 * 64))))
 PY
-check "run with a .npy input and --output-dir" 0 "$kiln" run "$work/tiny.onnx" --input "input=$work/ones.npy" --output-dir "$work/outs"
+check "run with a .npy input and --output-dir" 0 "$kiln" run "$work/tiny.onnx" --input "input=$work/ones.npy" --output-dir "$work/outs" $cache
 [ -f "$work/outs/output.npy" ] || { echo "FAIL: output.npy not written"; failures=$((failures + 1)); }
 python3 - "$work/outs/output.npy" <<'PY' || failures=$((failures + 1))
 import sys, struct
@@ -78,18 +80,46 @@ assert "'shape': (1, 10)" in header and "<f4" in header, header
 assert len(data) == 10 + n + 40
 PY
 
+# The reference backend gives the same answer as the cpu engine.
+check "run on the reference backend" 0 "$kiln" run "$work/tiny.onnx" --backend ref --json --seed 5
+python3 - "$work/first.json" "$work/out" <<'PY' || failures=$((failures + 1))
+import json, sys
+a, b = (json.load(open(p))["outputs"][0] for p in sys.argv[1:])
+assert abs(a["mean"] - b["mean"]) < 1e-4 and abs(a["max"] - b["max"]) < 1e-3, (a, b)
+PY
+
+# The engine cache through the CLI: a cold build misses, the next one hits,
+# and a model with other weights hits the same entry.
+"$kiln" zoo resnet_tiny --seed 9 -o "$work/tiny9.onnx" >/dev/null
+check "build cold" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --json --cache-dir "$work/c2" --optimization-level 0
+expect_output "cold build misses" '"status": "miss"'
+check "build again" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0
+expect_output "second build hits" " hit "
+check "build other weights" 0 "$kiln" build "$work/tiny9.onnx" --shape input=1x3x64x64 --json --cache-dir "$work/c2" --optimization-level 0
+expect_output "other weights hit" '"status": "hit"'
+check "explain another batch" 0 "$kiln" cache explain "$work/tiny.onnx" --shape input=4x3x64x64 --cache-dir "$work/c2" --optimization-level 0
+expect_output "explain names the part" "differs in: inputs"
+check "cache stats" 0 "$kiln" cache stats --cache-dir "$work/c2"
+expect_output "stats count hits" "Hits                 2"
+check "cache verify" 0 "$kiln" cache verify --cache-dir "$work/c2"
+expect_output "verify finds no bad entry" "1 entries verified, 0 bad"
+check "no reuse" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --json --no-cache --optimization-level 0 --timing-cache -
+expect_output "no cache builds uncached" '"status": "built_uncached"'
+check "cache clear" 0 "$kiln" cache clear --cache-dir "$work/c2"
+check "refittable off is not a flag" 1 "$kiln" build "$work/tiny.onnx" --not-a-flag
+
 # User errors: exit code 1 with a message that names the culprit.
 check "missing model" 1 "$kiln" run "$work/nope.onnx"
 expect_output "missing model is named" "nope.onnx"
 head -c 300 "$work/tiny.onnx" >"$work/truncated.onnx"
 check "truncated model" 1 "$kiln" run "$work/truncated.onnx"
 expect_output "truncated model is named" "truncated.onnx"
-check "unknown input name" 1 "$kiln" run "$work/tiny.onnx" --input bogus=random
+check "unknown input name" 1 "$kiln" run "$work/tiny.onnx" --input bogus=random $cache
 expect_output "unknown input is named" "no input 'bogus'"
 check "bad shape" 1 "$kiln" run "$work/tiny.onnx" --shape input=1xAx3
 expect_output "bad shape is quoted" "1xAx3"
-check "wrong static dim" 1 "$kiln" run "$work/tiny.onnx" --shape input=1x3x65x64
-expect_output "wrong dim is explained" "dim 2 must be 64"
+check "wrong static dim" 1 "$kiln" run "$work/tiny.onnx" --shape input=1x3x65x64 $cache
+expect_output "wrong dim is explained" "dim 2 is fixed at 64"
 check "unknown backend" 1 "$kiln" run "$work/tiny.onnx" --backend nope
 check "json error" 1 "$kiln" run "$work/nope.onnx" --json
 expect_output "json error object" '"error"'

@@ -16,6 +16,8 @@ namespace kiln::cli {
 using Action = std::function<int()>;
 
 void add_run_command(CLI::App& app, Action& action);
+void add_build_command(CLI::App& app, Action& action);
+void add_cache_command(CLI::App& app, Action& action);
 void add_zoo_command(CLI::App& app, Action& action);
 void add_inspect_command(CLI::App& app, Action& action);
 

@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   kiln::cli::Action action;
   kiln::cli::add_run_command(app, action);
+  kiln::cli::add_build_command(app, action);
+  kiln::cli::add_cache_command(app, action);
   kiln::cli::add_zoo_command(app, action);
   kiln::cli::add_inspect_command(app, action);
 

@@ -12,6 +12,9 @@
 #include "backends/ref/executor.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "arguments.hpp"
+#include "compile_report.hpp"
+#include "runtime/compiled_model.hpp"
 #include "npy.hpp"
 #include "zoo/model_builder.hpp"
 
@@ -29,57 +32,13 @@ struct RunOptions {
   std::string model;
   std::vector<std::string> inputs;
   std::vector<std::string> shapes;
-  std::string backend = "ref";
+  std::string backend = "cpu";
+  CompileOptions compile;
   std::string output_dir;
   uint64_t seed = 0;
   int repeat = 1;
   bool json = false;
 };
-
-std::pair<std::string, std::string> split_assignment(const std::string& text, const char* flag) {
-  auto eq = text.find('=');
-  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
-    throw Error(ErrorCode::invalid_argument, std::string(flag) + " expects NAME=VALUE, got '" + text + "'");
-  }
-  return {text.substr(0, eq), text.substr(eq + 1)};
-}
-
-std::vector<int64_t> parse_shape(const std::string& text) {
-  std::vector<int64_t> dims;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, 'x')) {
-    size_t used = 0;
-    int64_t d = -1;
-    try {
-      d = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || d < 0) {
-      throw Error(ErrorCode::invalid_argument, "--shape: '" + text + "' is not a shape like 1x3x224x224");
-    }
-    dims.push_back(d);
-  }
-  if (text.empty() || text.back() == 'x') {
-    throw Error(ErrorCode::invalid_argument, "--shape: '" + text + "' is not a shape like 1x3x224x224");
-  }
-  return dims;
-}
-
-std::string input_names(const ir::Graph& g) {
-  std::string names;
-  for (ir::ValueId id : g.inputs()) names += (names.empty() ? "" : ", ") + g.value(id).name;
-  return names.empty() ? "none" : names;
-}
-
-ir::ValueId find_input(const ir::Graph& g, const std::string& name, const char* flag) {
-  for (ir::ValueId id : g.inputs()) {
-    if (g.value(id).name == name) return id;
-  }
-  throw Error(ErrorCode::invalid_argument,
-              std::string(flag) + ": the model has no input '" + name + "' (inputs: " + input_names(g) + ")");
-}
 
 std::vector<int64_t> shape_for_random(const ir::Value& v, const std::map<std::string, std::vector<int64_t>>& shapes,
                                       std::vector<std::string>& notes) {
@@ -171,8 +130,8 @@ std::string file_name_for(const std::string& output_name) {
 }
 
 int run(const RunOptions& opt) {
-  if (opt.backend != "ref") {
-    throw Error(ErrorCode::invalid_argument, "--backend: unknown backend '" + opt.backend + "' (available: ref)");
+  if (opt.backend != "ref" && opt.backend != "cpu") {
+    throw Error(ErrorCode::invalid_argument, "--backend: unknown backend '" + opt.backend + "' (available: cpu, ref)");
   }
   if (opt.repeat < 1) throw Error(ErrorCode::invalid_argument, "--repeat must be at least 1");
   nlohmann::json report;
@@ -189,7 +148,7 @@ int run(const RunOptions& opt) {
   for (const auto& s : opt.shapes) {
     auto [name, text] = split_assignment(s, "--shape");
     find_input(g, name, "--shape");
-    shapes[name] = parse_shape(text);
+    shapes[name] = parse_shape(text, "--shape");
   }
   std::map<std::string, std::string> sources;
   for (const auto& s : opt.inputs) {
@@ -218,14 +177,25 @@ int run(const RunOptions& opt) {
     report["inputs"].push_back(info);
   }
 
+  // The reference backend interprets the graph; the cpu backend compiles it
+  // (through the engine cache) for the shapes of the inputs in hand.
   start = Clock::now();
-  ref::Executor executor(g);
+  std::optional<ref::Executor> executor;
+  std::optional<runtime::CompiledModel> compiled;
+  if (opt.backend == "ref") {
+    executor.emplace(g);
+  } else {
+    std::map<std::string, std::vector<int64_t>> known;
+    for (size_t i = 0; i < inputs.size(); ++i) known[g.value(g.inputs()[i]).name] = inputs[i].shape();
+    compiled = runtime::CompiledModel::compile(g, to_specs(g, opt.compile, known), to_settings(opt.compile));
+    report["compile"] = compile_report_json(compiled->report(), opt.compile.debug);
+  }
   report["timings_ms"]["prepare"] = ms_since(start);
   std::vector<Tensor> outputs;
   std::vector<double> run_ms;
   for (int i = 0; i < opt.repeat; ++i) {
     start = Clock::now();
-    outputs = executor.run(inputs);
+    outputs = executor ? executor->run(inputs) : compiled->run(inputs);
     run_ms.push_back(ms_since(start));
   }
   std::vector<double> sorted = run_ms;
@@ -266,6 +236,7 @@ int run(const RunOptions& opt) {
         << shape_to_string(in["shape"].get<std::vector<int64_t>>()) << "] from " << in["source"].get<std::string>()
         << "\n";
   }
+  if (compiled) print_compile_report(out, compiled->report(), opt.compile.debug);
   out << "run     " << opt.backend << " backend: " << report["timings_ms"]["run_median"].get<double>() << " ms";
   if (opt.repeat > 1) out << " (median of " << opt.repeat << ", min " << sorted.front() << ")";
   out << "\n";
@@ -292,11 +263,13 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_option("model", opt->model, "Model file (.onnx)")->required();
   cmd->add_option("--input", opt->inputs, "NAME=FILE.npy or NAME=random (default: random)");
   cmd->add_option("--shape", opt->shapes, "NAME=1x3x224x224: shape of a random input with symbolic dims");
-  cmd->add_option("--backend", opt->backend, "Backend: ref")->capture_default_str();
+  cmd->add_option("--backend", opt->backend, "Backend: cpu (oneDNN engines) or ref (reference kernels)")
+      ->capture_default_str();
   cmd->add_option("--output-dir", opt->output_dir, "Write each output as NAME.npy into this folder");
   cmd->add_option("--seed", opt->seed, "Seed for random inputs")->capture_default_str();
   cmd->add_option("--repeat", opt->repeat, "Run this many times and report the median")->capture_default_str();
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
+  add_compile_options(cmd, opt->compile);
   cmd->callback([opt, &action] { action = [opt] { return run(*opt); }; });
 }
 

@@ -1,0 +1,112 @@
+// Aux layers: nodes oneDNN has no primitive for (BERT's embedding Gathers,
+// Cast, Erf, integer ops, ...) run inside the engine on the reference
+// kernels, so whole models build as one engine. Inputs are read in place
+// (plain layouts; a blocked input is reordered to plain first) and outputs
+// are written into tensors allocated once per instance.
+#include <cstring>
+
+#include "backends/cpu/instance_builder.hpp"
+#include "backends/ref/kernel.hpp"
+#include "ir/op_schema.hpp"
+
+namespace kiln::cpu {
+
+using ir::k_no_value;
+using ir::ValueId;
+
+namespace {
+
+struct AuxInput {
+  ValueKind kind = ValueKind::unset;  // unset: an omitted optional input
+  ValueId value = k_no_value;
+  int index = -1;  // input index or slot
+  DType dtype = DType::undefined;
+  std::vector<int64_t> shape;
+};
+
+}  // namespace
+
+void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node node = b.node(layer.anchor());
+  const ref::KernelDef* kernel = ref::kernels().find(node.op_type);
+  if (!kernel) throw Error(ErrorCode::unsupported, "no reference kernel");
+  Instance* inst = &b.instance();
+  std::vector<AuxInput> inputs;
+  std::vector<ir::ValueType> types;
+  std::vector<const Tensor*> known;
+  for (ValueId v : node.inputs) {
+    AuxInput in;
+    in.value = v;
+    if (v == k_no_value) {
+      inputs.push_back(in);
+      types.emplace_back();
+      known.push_back(nullptr);
+      continue;
+    }
+    const ir::ValueType& type = inst->types[static_cast<size_t>(v)];
+    types.push_back(type);
+    known.push_back(b.known(v));
+    in.dtype = type.dtype;
+    in.shape = type.static_shape();
+    ValueState& st = b.state(v);
+    in.kind = st.kind;
+    if (st.kind == ValueKind::input) {
+      in.index = st.input_index;
+    } else if (st.kind == ValueKind::slot) {
+      auto dt = to_dnnl(type.dtype);
+      if (!dt) throw Error(ErrorCode::internal, "a oneDNN value of type " + std::string(dtype_name(type.dtype)));
+      in.index = b.use_plain(v, *dt);
+    }
+    inputs.push_back(std::move(in));
+  }
+  ir::InferResult inferred = ir::infer_node(node, types, known);
+  std::vector<Tensor> outputs;
+  for (size_t o = 0; o < node.outputs.size(); ++o) {
+    if (node.outputs[o] == k_no_value) {
+      outputs.emplace_back();
+      continue;
+    }
+    Tensor t = Tensor::zeros(inferred.types[o].dtype, inferred.types[o].static_shape());
+    b.set_aux_output(node.outputs[o], t);
+    outputs.push_back(std::move(t));
+  }
+  layer.tactic.name = "aux:" + node.op_type;
+  b.add_function([inst, node, kernel, inputs, inferred, outputs](RunContext& ctx) mutable {
+    std::vector<Tensor> held(inputs.size());
+    std::vector<const Tensor*> ptrs(inputs.size(), nullptr);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const AuxInput& in = inputs[i];
+      switch (in.kind) {
+        case ValueKind::unset: break;
+        case ValueKind::input: ptrs[i] = &ctx.inputs[static_cast<size_t>(in.index)]; break;
+        case ValueKind::weight: ptrs[i] = &(*ctx.weights)[static_cast<size_t>(in.value)]; break;
+        case ValueKind::constant:
+        case ValueKind::aux_tensor: ptrs[i] = &inst->values[static_cast<size_t>(in.value)].tensor; break;
+        case ValueKind::slot: {
+          const Slot& s = inst->slots[static_cast<size_t>(in.index)];
+          const size_t bytes = static_cast<size_t>(shape_numel(in.shape)) * dtype_size(in.dtype);
+          held[i] = Tensor::borrow(in.dtype, in.shape,
+                                   {static_cast<const std::byte*>(s.mem.get_data_handle()), bytes}, nullptr);
+          ptrs[i] = &held[i];
+          break;
+        }
+      }
+    }
+    std::vector<Tensor> outs = outputs;  // shares storage with the instance's tensors
+    for (Tensor& t : outs) {
+      if (t.defined()) std::memset(t.mutable_bytes().data(), 0, t.byte_size());
+    }
+    ref::KernelContext kc(node, ptrs, inferred, outs);
+    kernel->run(kc);
+    for (size_t o = 0; o < outs.size(); ++o) {
+      Tensor& want = outputs[o];
+      if (!want.defined() || !outs[o].defined() || outs[o].bytes().data() == want.bytes().data()) continue;
+      if (outs[o].byte_size() != want.byte_size()) {
+        throw Error(ErrorCode::internal, node.describe() + ": kernel output size differs from inference");
+      }
+      std::memcpy(want.mutable_bytes().data(), outs[o].bytes().data(), want.byte_size());
+    }
+  });
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,270 @@
+#include "backends/cpu/cpu_engine.hpp"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "backends/cpu/layer_partition.hpp"
+#include "backends/cpu/plan_format.hpp"
+#include "builder/progress.hpp"
+#include "passes/passes.hpp"
+#include "util/log.hpp"
+
+namespace kiln::cpu {
+
+using ir::ValueId;
+
+namespace {
+
+// oneDNN runs on OpenMP here. Looked up at run time so this library needs
+// neither -fopenmp nor a direct link to the OpenMP runtime (libdnnl loads it).
+void set_omp_threads(int n) {
+  using Fn = void (*)(int);
+  static Fn fn = [] {
+    void* sym = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
+    Fn f = nullptr;
+    static_assert(sizeof(sym) == sizeof(f));
+    std::memcpy(&f, &sym, sizeof(f));
+    return f;
+  }();
+  if (fn && n > 0) fn(n);
+}
+
+int32_t max_source_index(const ir::WeightRecipe& r) {
+  int32_t m = r.op == ir::WeightRecipe::Op::source ? r.index : -1;
+  for (const ir::WeightRecipe& a : r.args) m = std::max(m, max_source_index(a));
+  return m;
+}
+
+void check_specs(const ir::Graph& g, std::span<const InputSpec> specs) {
+  if (specs.size() != g.inputs().size()) {
+    throw Error(ErrorCode::invalid_argument, "cpu: " + std::to_string(specs.size()) + " input specs for " +
+                                                 std::to_string(g.inputs().size()) + " graph inputs");
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const InputSpec& s = specs[i];
+    const ir::ValueType& t = g.value(g.inputs()[i]).type;
+    auto bad = [&](const std::string& why) {
+      throw Error(ErrorCode::invalid_argument, "cpu: input spec '" + s.name + "': " + why);
+    };
+    if (s.min.size() != s.opt.size() || s.opt.size() != s.max.size()) bad("min/opt/max ranks differ");
+    if (t.shape && t.shape->size() != s.opt.size()) bad("rank differs from the model's " + t.to_string());
+    for (size_t d = 0; d < s.opt.size(); ++d) {
+      if (s.min[d] < 0 || s.min[d] > s.opt[d] || s.opt[d] > s.max[d]) bad("needs 0 <= min <= opt <= max");
+      if (t.shape && (*t.shape)[d].is_static() && (s.min[d] != (*t.shape)[d].value() ||
+                                                   s.max[d] != (*t.shape)[d].value())) {
+        bad("dim " + std::to_string(d) + " is fixed at " + std::to_string((*t.shape)[d].value()) + " in the model");
+      }
+    }
+    if (t.dtype != DType::undefined && t.dtype != s.dtype) bad("dtype differs from the model's");
+  }
+}
+
+}  // namespace
+
+CpuEngine::CpuEngine(EnginePlan plan)
+    : m_plan(std::move(plan)), m_engine(dnnl::engine::kind::cpu, 0), m_stream(m_engine) {}
+
+std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                            const CompileSettings& settings, builder::TimingCache& timing_cache,
+                                            const Fingerprint& fingerprint) {
+  check_specs(lowered, specs);
+  EnginePlan plan;
+  plan.graph = lowered;
+  plan.specs.assign(specs.begin(), specs.end());
+  plan.layers = partition_layers(lowered);  // before stripping: fusion looks at weight values
+  plan.num_threads = settings.num_threads;
+  plan.fingerprint = fingerprint;
+  WeightStore weights(plan.graph.num_values());
+  for (size_t i = 0; i < plan.graph.num_values(); ++i) {
+    ir::Value& v = plan.graph.value(static_cast<ValueId>(i));
+    if (!is_weight(plan.graph, static_cast<ValueId>(i))) continue;
+    if (!v.initializer) {
+      throw Error(ErrorCode::invalid_argument, "cpu: weight '" + v.name + "' of the lowered graph has no value");
+    }
+    if (v.initializer->dtype() != DType::float32) {
+      throw Error(ErrorCode::unsupported, "cpu: weight '" + v.name + "' is " +
+                                              std::string(dtype_name(v.initializer->dtype())));
+    }
+    weights[i] = *v.initializer;
+    v.type = ir::ValueType::of(*v.initializer);
+    v.initializer.reset();
+    plan.source_weight_count = std::max(plan.source_weight_count, max_source_index(*v.recipe) + 1);
+  }
+
+  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(plan)));
+  engine->m_weights = std::move(weights);
+  engine->apply_threads();
+  EnginePlan& p = engine->m_plan;
+  size_t tuned = 0;
+  for (const LayerDesc& l : p.layers) tuned += l.kind == LayerKind::conv || l.kind == LayerKind::matmul;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::vector<int64_t>> opt, max;
+  for (const InputSpec& s : p.specs) {
+    opt.push_back(s.opt);
+    max.push_back(s.max);
+  }
+  {
+    builder::BuildProgress progress("cpu: timing layers", tuned);
+    TuningContext tuning{&settings, &timing_cache, &progress, p.fingerprint.to_string()};
+    auto inst = create_instance(p, opt, engine->m_engine, engine->m_stream, &tuning, true);
+    progress.finish();
+    inst->prepare_weights(engine->m_weights, engine->m_engine, engine->m_stream);
+    engine->m_generation = 1;
+    inst->weight_generation = 1;
+    p.weight_bytes = inst->weight_bytes;
+    p.activation_bytes = inst->arena_bytes + inst->aux_bytes;
+    engine->m_instances.push_front(std::move(inst));
+  }
+  if (max != opt) {
+    auto planned = create_instance(p, max, engine->m_engine, engine->m_stream, nullptr, false);
+    p.activation_bytes = planned->arena_bytes + planned->aux_bytes;
+  }
+  engine->m_ready = true;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (settings.debug) {
+    for (const LayerReport& r : engine->info().layers) {
+      log::info("cpu: layer '" + r.name + "' (" + r.op + "): " + r.tactic +
+                (r.time_ms > 0 ? " " + std::to_string(r.time_ms) + " ms" : ""));
+    }
+    log::info("cpu: built " + std::to_string(p.layers.size()) + " layers in " + std::to_string(seconds) + " s; arena " +
+              std::to_string(p.activation_bytes) + " bytes, weights " + std::to_string(p.weight_bytes) + " bytes");
+  }
+  return engine;
+}
+
+std::unique_ptr<CpuEngine> CpuEngine::from_plan(EnginePlan plan) {
+  std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(plan)));
+  engine->m_weights.assign(engine->m_plan.graph.num_values(), Tensor());
+  std::vector<std::vector<int64_t>> opt;
+  for (const InputSpec& s : engine->m_plan.specs) opt.push_back(s.opt);
+  // Primitives are made now so that refit() only evaluates recipes and reorders.
+  engine->m_instances.push_front(
+      create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, true));
+  return engine;
+}
+
+void CpuEngine::apply_threads() const { set_omp_threads(m_plan.num_threads); }
+
+void CpuEngine::check_inputs(std::span<const Tensor> inputs) const {
+  const ir::Graph& g = m_plan.graph;
+  if (inputs.size() != m_plan.specs.size()) {
+    throw Error(ErrorCode::invalid_argument, "cpu engine takes " + std::to_string(m_plan.specs.size()) +
+                                                 " inputs, got " + std::to_string(inputs.size()));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const InputSpec& s = m_plan.specs[i];
+    const std::string name = s.name.empty() ? g.value(g.inputs()[i]).name : s.name;
+    const Tensor& t = inputs[i];
+    if (t.dtype() != s.dtype) {
+      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected " + std::string(dtype_name(s.dtype)) +
+                                                   ", got " + std::string(dtype_name(t.dtype())));
+    }
+    if (t.shape().size() != s.opt.size()) {
+      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected rank " +
+                                                   std::to_string(s.opt.size()) + ", got shape " + t.shape_string());
+    }
+    for (size_t d = 0; d < s.opt.size(); ++d) {
+      if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
+        throw Error(ErrorCode::invalid_argument,
+                    "input '" + name + "': dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
+                        ", outside the engine's range [" + std::to_string(s.min[d]) + ", " + std::to_string(s.max[d]) +
+                        "]");
+      }
+    }
+  }
+}
+
+Instance& CpuEngine::instance_for(const std::vector<std::vector<int64_t>>& shapes) {
+  for (auto it = m_instances.begin(); it != m_instances.end(); ++it) {
+    if ((*it)->input_shapes != shapes) continue;
+    if (it != m_instances.begin()) m_instances.splice(m_instances.begin(), m_instances, it);
+    return *m_instances.front();
+  }
+  m_instances.push_front(create_instance(m_plan, shapes, m_engine, m_stream, nullptr, true));
+  while (m_instances.size() > k_max_instances) m_instances.pop_back();
+  return *m_instances.front();
+}
+
+std::vector<Tensor> CpuEngine::run(std::span<const Tensor> inputs) {
+  if (!m_ready) {
+    throw Error(ErrorCode::invalid_argument, "cpu engine has no weights: refit() has not succeeded");
+  }
+  check_inputs(inputs);
+  std::vector<std::vector<int64_t>> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  apply_threads();
+  try {
+    Instance& inst = instance_for(shapes);
+    if (inst.weight_generation != m_generation) {
+      inst.prepare_weights(m_weights, m_engine, m_stream);
+      inst.weight_generation = m_generation;
+    }
+    return inst.run(m_plan.graph, inputs, m_weights, m_engine, m_stream);
+  } catch (const dnnl::error& e) {
+    throw Error(ErrorCode::internal, std::string("cpu engine: oneDNN: ") + e.what());
+  }
+}
+
+void CpuEngine::refit(std::span<const Tensor> source_weights) {
+  m_ready = false;
+  const ir::Graph& g = m_plan.graph;
+  if (source_weights.size() < static_cast<size_t>(m_plan.source_weight_count)) {
+    throw Error(ErrorCode::invalid_argument, "refit: " + std::to_string(source_weights.size()) +
+                                                 " source weights, the plan reads " +
+                                                 std::to_string(m_plan.source_weight_count));
+  }
+  WeightStore next(g.num_values());
+  for (size_t i = 0; i < g.num_values(); ++i) {
+    const ValueId id = static_cast<ValueId>(i);
+    if (!is_weight(g, id)) continue;
+    const ir::Value& v = g.value(id);
+    Tensor t;
+    try {
+      t = passes::evaluate_recipe(*v.recipe, source_weights);
+    } catch (const Error& e) {
+      throw e.with_context("refit: weight '" + v.name + "': ");
+    }
+    if (t.dtype() != v.type.dtype || !v.type.is_static() || t.shape() != v.type.static_shape()) {
+      throw Error(ErrorCode::invalid_argument, "refit: weight '" + v.name + "' is " +
+                                                   std::string(dtype_name(t.dtype())) + "[" + t.shape_string() +
+                                                   "], the plan needs " + v.type.to_string());
+    }
+    next[i] = std::move(t);
+  }
+  m_weights = std::move(next);
+  ++m_generation;
+  try {
+    Instance& current = *m_instances.front();
+    current.prepare_weights(m_weights, m_engine, m_stream);
+    current.weight_generation = m_generation;
+  } catch (const dnnl::error& e) {
+    throw Error(ErrorCode::internal, std::string("refit: oneDNN: ") + e.what());
+  }
+  m_ready = true;
+}
+
+std::vector<std::byte> CpuEngine::serialize() const { return serialize_plan(m_plan); }
+
+EngineInfo CpuEngine::info() const {
+  EngineInfo info;
+  const ir::Graph& g = m_plan.graph;
+  for (const LayerDesc& l : m_plan.layers) {
+    if (l.kind == LayerKind::shape) continue;
+    LayerReport r;
+    const ir::Node& anchor = g.node(l.anchor());
+    r.name = anchor.name;
+    r.op = anchor.op_type;
+    for (size_t i = 1; i < l.nodes.size(); ++i) r.op += "+" + g.node(l.nodes[i]).op_type;
+    r.tactic = l.tactic.name.empty() ? layer_kind_name(l.kind) : l.tactic.name;
+    r.time_ms = l.tactic.time_ms;
+    info.layers.push_back(std::move(r));
+  }
+  info.activation_bytes = m_plan.activation_bytes;
+  info.weight_bytes = m_plan.weight_bytes;
+  return info;
+}
+
+}  // namespace kiln::cpu

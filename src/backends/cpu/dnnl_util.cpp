@@ -1,0 +1,186 @@
+#include "backends/cpu/dnnl_util.hpp"
+
+#include <cfloat>
+#include <cmath>
+
+namespace kiln::cpu {
+
+Dims to_dims(std::span<const int64_t> shape) {
+  Dims d(shape.begin(), shape.end());
+  if (d.empty()) d.push_back(1);
+  return d;
+}
+
+Dims dense_strides(const Dims& dims) {
+  Dims s(dims.size(), 1);
+  for (size_t i = dims.size(); i-- > 1;) s[i - 1] = s[i] * std::max<int64_t>(dims[i], 1);
+  return s;
+}
+
+Md plain_md(const Dims& dims, Dt dt) {
+  Dims d = dims.empty() ? Dims{1} : dims;
+  return Md(d, dt, dense_strides(d));
+}
+
+Md plain_md(std::span<const int64_t> shape, Dt dt) { return plain_md(to_dims(shape), dt); }
+
+bool is_strided(const Md& md) {
+  return md.data.format_kind == dnnl_blocked && md.data.format_desc.blocking.inner_nblks == 0 &&
+         md.data.offset0 == 0;
+}
+
+bool is_plain(const Md& md) {
+  if (!is_strided(md)) return false;
+  Dims dims = md.dims();
+  Dims want = dense_strides(dims);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    // A stride of a size-1 dim never matters.
+    if (dims[i] != 1 && md.data.format_desc.blocking.strides[i] != want[i]) return false;
+  }
+  return true;
+}
+
+Md with_data_type(const Md& md, Dt dt) {
+  dnnl_memory_desc_t c = md.data;
+  c.data_type = static_cast<dnnl_data_type_t>(dt);
+  c.extra = dnnl_memory_extra_desc_t{};
+  return Md(c);
+}
+
+std::string md_string(const Md& md) {
+  std::string s;
+  switch (md.data_type()) {
+    case Dt::f32: s = "f32"; break;
+    case Dt::bf16: s = "bf16"; break;
+    case Dt::s32: s = "s32"; break;
+    default: s = "dt" + std::to_string(static_cast<int>(md.data_type()));
+  }
+  s += "[";
+  Dims dims = md.dims();
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  s += "]";
+  if (md.data.format_kind == dnnl_format_kind_any) return s + "{any}";
+  if (md.data.format_kind != dnnl_blocked) return s + "{opaque}";
+  const auto& b = md.data.format_desc.blocking;
+  s += "{s:";
+  for (int i = 0; i < md.data.ndims; ++i) s += (i ? "," : "") + std::to_string(b.strides[i]);
+  if (b.inner_nblks > 0) {
+    s += "|b:";
+    for (int i = 0; i < b.inner_nblks; ++i) {
+      s += (i ? "," : "") + std::to_string(b.inner_idxs[i]) + "x" + std::to_string(b.inner_blks[i]);
+    }
+  }
+  return s + "}";
+}
+
+std::optional<Dt> to_dnnl(DType dtype) {
+  switch (dtype) {
+    case DType::float32: return Dt::f32;
+    case DType::bfloat16: return Dt::bf16;
+    case DType::int32: return Dt::s32;
+    case DType::int8: return Dt::s8;
+    case DType::uint8: return Dt::u8;
+    default: return std::nullopt;
+  }
+}
+
+namespace {
+
+const Tensor* constant_of(const ir::Graph& graph, ir::ValueId v) {
+  if (v == ir::k_no_value) return nullptr;
+  const ir::Value& value = graph.value(v);
+  if (value.initializer && !value.recipe) return &*value.initializer;
+  return value.inferred_value ? &*value.inferred_value : nullptr;
+}
+
+}  // namespace
+
+std::optional<Eltwise> eltwise_for(const ir::Graph& graph, const ir::Node& node, std::string* why) {
+  using A = dnnl::algorithm;
+  auto fail = [&](const std::string& reason) -> std::optional<Eltwise> {
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  const std::string& op = node.op_type;
+  const ir::Attributes& a = node.attrs;
+  if (op == "Relu") return Eltwise{A::eltwise_relu, 0, 0};
+  if (op == "LeakyRelu") return Eltwise{A::eltwise_relu, a.get_float("alpha", 0.01f), 0};
+  if (op == "Sigmoid") return Eltwise{A::eltwise_logistic, 0, 0};
+  if (op == "Tanh") return Eltwise{A::eltwise_tanh, 0, 0};
+  if (op == "HardSwish") return Eltwise{A::eltwise_hardswish, 0, 0};
+  if (op == "Elu") return Eltwise{A::eltwise_elu, a.get_float("alpha", 1.0f), 0};
+  if (op == "Exp") return Eltwise{A::eltwise_exp, 0, 0};
+  if (op == "Sqrt") return Eltwise{A::eltwise_sqrt, 0, 0};
+  if (op == "Abs") return Eltwise{A::eltwise_abs, 0, 0};
+  if (op == "Log") return Eltwise{A::eltwise_log, 0, 0};
+  if (op == "Neg") return Eltwise{A::eltwise_linear, -1, 0};
+  if (op == "Softplus") return Eltwise{A::eltwise_soft_relu, 0, 0};
+  if (op == "Gelu") {
+    std::string approx = a.get_string("approximate", "none");
+    if (approx == "none") return Eltwise{A::eltwise_gelu_erf, 0, 0};
+    if (approx == "tanh") return Eltwise{A::eltwise_gelu_tanh, 0, 0};
+    return fail("Gelu approximate='" + approx + "'");
+  }
+  if (op == "Clip") {
+    float lo = -FLT_MAX;
+    float hi = FLT_MAX;
+    if (node.opset < 11) {
+      lo = a.get_float("min", lo);
+      hi = a.get_float("max", hi);
+    } else {
+      for (size_t i = 1; i < node.inputs.size() && i < 3; ++i) {
+        if (node.inputs[i] == ir::k_no_value) continue;
+        const Tensor* t = constant_of(graph, node.inputs[i]);
+        if (!t || t->numel() != 1) return fail("Clip bound is not a constant scalar");
+        (i == 1 ? lo : hi) = static_cast<float>(t->float_at(0));
+      }
+    }
+    return Eltwise{A::eltwise_clip, lo, hi};
+  }
+  return fail("no oneDNN eltwise for " + op);
+}
+
+std::string eltwise_name(const Eltwise& e) {
+  using A = dnnl::algorithm;
+  switch (e.alg) {
+    case A::eltwise_relu: return e.alpha == 0 ? "relu" : "leaky_relu";
+    case A::eltwise_logistic: return "sigmoid";
+    case A::eltwise_tanh: return "tanh";
+    case A::eltwise_hardswish: return "hardswish";
+    case A::eltwise_elu: return "elu";
+    case A::eltwise_exp: return "exp";
+    case A::eltwise_sqrt: return "sqrt";
+    case A::eltwise_abs: return "abs";
+    case A::eltwise_log: return "log";
+    case A::eltwise_linear: return "linear";
+    case A::eltwise_soft_relu: return "softplus";
+    case A::eltwise_gelu_erf: return "gelu_erf";
+    case A::eltwise_gelu_tanh: return "gelu_tanh";
+    case A::eltwise_clip: return "clip";
+    default: return "eltwise";
+  }
+}
+
+std::string dnnl_version_string() {
+  const dnnl_version_t* v = dnnl::version();
+  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+}
+
+std::string isa_string() {
+  using I = dnnl::cpu_isa;
+  switch (dnnl::get_effective_cpu_isa()) {
+    case I::sse41: return "sse41";
+    case I::avx: return "avx";
+    case I::avx2: return "avx2";
+    case I::avx2_vnni: return "avx2_vnni";
+    case I::avx512_mic: return "avx512_mic";
+    case I::avx512_mic_4ops: return "avx512_mic_4ops";
+    case I::avx512_core: return "avx512_core";
+    case I::avx512_core_vnni: return "avx512_core_vnni";
+    case I::avx512_core_bf16: return "avx512_core_bf16";
+    case I::avx512_core_amx: return "avx512_core_amx";
+    default: return "isa" + std::to_string(static_cast<int>(dnnl::get_effective_cpu_isa()));
+  }
+}
+
+}  // namespace kiln::cpu

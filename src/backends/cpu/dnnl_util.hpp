@@ -1,0 +1,58 @@
+// Small helpers over oneDNN's C++ API shared by the CPU backend's files:
+// memory descriptors for kiln shapes, layout tests, readable descriptor
+// strings (for timing-cache keys and logs), and the mapping of ONNX
+// activations to oneDNN eltwise algorithms.
+//
+// Stateless; every function is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "ir/graph.hpp"
+
+namespace kiln::cpu {
+
+using Md = dnnl::memory::desc;
+using Dt = dnnl::memory::data_type;
+using Dims = dnnl::memory::dims;
+
+Dims to_dims(std::span<const int64_t> shape);
+// Dense row-major; a rank-0 shape becomes {1} (oneDNN has no scalars).
+Md plain_md(std::span<const int64_t> shape, Dt dt);
+Md plain_md(const Dims& dims, Dt dt);
+// Row-major strides for `dims`.
+Dims dense_strides(const Dims& dims);
+
+// No inner blocks (a strided view, possibly permuted).
+bool is_strided(const Md& md);
+// Dense row-major, exactly what plain_md gives.
+bool is_plain(const Md& md);
+// `md`'s layout with another data type (same dims and blocking).
+Md with_data_type(const Md& md, Dt dt);
+
+// "f32[1,64,56,56]{s:200704,1,3584,64}" or with inner blocks "{...|b:1x16}".
+std::string md_string(const Md& md);
+
+std::optional<Dt> to_dnnl(DType dtype);
+
+// An ONNX activation as a oneDNN eltwise algorithm with its alpha and beta.
+struct Eltwise {
+  dnnl::algorithm alg;
+  float alpha = 0;
+  float beta = 0;
+};
+// nullopt (with `why` set) when oneDNN has no exact equivalent. Clip bounds
+// must be constants (`graph` supplies them).
+std::optional<Eltwise> eltwise_for(const ir::Graph& graph, const ir::Node& node, std::string* why = nullptr);
+std::string eltwise_name(const Eltwise& e);
+
+std::string dnnl_version_string();  // "oneDNN 2.6.3"
+std::string isa_string();           // "avx512_core_bf16"
+
+}  // namespace kiln::cpu

@@ -1,0 +1,474 @@
+#include "backends/cpu/instance.hpp"
+
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+
+#include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/memory_plan.hpp"
+#include "backends/ref/kernel.hpp"
+#include "ir/op_schema.hpp"
+#include "util/log.hpp"
+
+namespace kiln::cpu {
+
+using ir::k_no_value;
+using ir::ValueId;
+
+InstanceBuilder::InstanceBuilder(EnginePlan& plan, Instance& inst, const dnnl::engine& engine,
+                                 dnnl::stream& stream, TuningContext* tuning)
+    : m_plan(plan), m_inst(inst), m_engine(engine), m_stream(stream), m_tuning(tuning) {}
+
+const Tensor* InstanceBuilder::known(ValueId v) const {
+  if (v == k_no_value) return nullptr;
+  const ValueState& s = m_inst.values[static_cast<size_t>(v)];
+  return s.kind == ValueKind::constant ? &s.tensor : nullptr;
+}
+
+int InstanceBuilder::new_slot(const Md& md, Slot::Place place) {
+  Slot s;
+  s.md = md;
+  s.place = place;
+  s.first = s.last = m_layer;
+  m_inst.slots.push_back(std::move(s));
+  return static_cast<int>(m_inst.slots.size()) - 1;
+}
+
+int InstanceBuilder::root_of(int s) const {
+  const Slot& slot = m_inst.slots[static_cast<size_t>(s)];
+  return slot.root >= 0 ? slot.root : s;
+}
+
+void InstanceBuilder::touch(int s) {
+  Slot& root = m_inst.slots[static_cast<size_t>(root_of(s))];
+  root.last = std::max(root.last, m_layer);
+}
+
+Md InstanceBuilder::md_of(ValueId v) {
+  const ValueState& s = state(v);
+  if (s.slot >= 0) return slot(s.slot).md;
+  return plain_md(shape(v), Dt::f32);
+}
+
+int InstanceBuilder::use_current(ValueId v) {
+  ValueState& s = state(v);
+  if (s.slot >= 0) {
+    touch(s.slot);
+    return s.slot;
+  }
+  const ir::ValueType& type = m_inst.types[static_cast<size_t>(v)];
+  auto dt = to_dnnl(type.dtype);
+  if (!dt) {
+    throw Error(ErrorCode::internal, "value '" + graph().value(v).name + "' of type " +
+                                         std::string(dtype_name(type.dtype)) + " cannot feed a oneDNN primitive");
+  }
+  Md md = plain_md(shape(v), *dt);
+  switch (s.kind) {
+    case ValueKind::input:
+      s.slot = new_slot(md, Slot::Place::input);
+      m_inst.slots.back().input_index = s.input_index;
+      break;
+    case ValueKind::constant:
+    case ValueKind::aux_tensor:
+      s.slot = new_slot(md, Slot::Place::external);
+      // Constants are never written: the const_cast only satisfies oneDNN's handle type.
+      m_inst.slots.back().external = const_cast<std::byte*>(s.tensor.bytes().data());
+      break;
+    case ValueKind::weight: s.slot = weight_slot(v, md, md); break;
+    case ValueKind::unset:
+    case ValueKind::slot:
+      throw Error(ErrorCode::internal, "value '" + graph().value(v).name + "' is used before it is computed");
+  }
+  m_inst.slots[static_cast<size_t>(root_of(s.slot))].values.push_back(v);
+  touch(s.slot);
+  return s.slot;
+}
+
+int InstanceBuilder::use(ValueId v, const Md& wanted) {
+  const Md want = wanted;  // `wanted` may refer into m_inst.slots, which use_current() can grow
+  int s = use_current(v);
+  if (slot(s).md == want) return s;
+  ValueState& st = state(v);
+  for (auto& [md, c] : st.conversions) {
+    if (md == want) {
+      touch(c);
+      return c;
+    }
+  }
+  int t = new_slot(want, Slot::Place::arena);
+  add_reorder(s, t);
+  st.conversions.emplace_back(want, t);
+  return t;
+}
+
+int InstanceBuilder::use_plain(ValueId v, Dt dt) { return use(v, plain_md(shape(v), dt)); }
+
+int InstanceBuilder::use_strided(ValueId v, Dt dt) {
+  Md md = md_of(v);
+  if (is_strided(md) && md.data_type() == dt && state(v).slot >= 0) return use_current(v);
+  return use_plain(v, dt);
+}
+
+int InstanceBuilder::define(ValueId v, const Md& md) {
+  int s = new_slot(md, Slot::Place::arena);
+  m_inst.slots[static_cast<size_t>(s)].values.push_back(v);
+  ValueState& st = state(v);
+  st.kind = ValueKind::slot;
+  st.slot = s;
+  return s;
+}
+
+int InstanceBuilder::view(int base, const Md& md) {
+  int r = root_of(base);
+  int s = new_slot(md, slot(r).place);
+  m_inst.slots[static_cast<size_t>(s)].root = r;
+  touch(s);
+  return s;
+}
+
+int InstanceBuilder::define_view(ValueId v, int base, const Md& md) {
+  int s = view(base, md);
+  m_inst.slots[static_cast<size_t>(root_of(s))].values.push_back(v);
+  ValueState& st = state(v);
+  st.kind = ValueKind::slot;
+  st.slot = s;
+  return s;
+}
+
+int InstanceBuilder::try_inplace(ValueId in, ValueId out, const Md& md) {
+  const ValueState& st = state(in);
+  if (st.kind != ValueKind::slot || st.slot < 0) return -1;
+  const Slot& root = slot(root_of(st.slot));
+  if (root.place != Slot::Place::arena || !(slot(st.slot).md == md)) return -1;
+  for (ValueId v : root.values) {
+    const int last = m_last_use[static_cast<size_t>(v)];
+    if (last > m_layer || (v != in && last == m_layer)) return -1;
+  }
+  return define_view(out, st.slot, md);
+}
+
+int InstanceBuilder::temp(const Md& md) { return new_slot(md, Slot::Place::arena); }
+
+int InstanceBuilder::weight_slot(ValueId v, const Md& view_md, const Md& want) {
+  for (const WeightPrep& p : m_inst.weight_preps) {
+    if (p.value == v && p.view == view_md && slot(p.slot).md == want) return p.slot;
+  }
+  const size_t bytes = want.get_size();
+  m_inst.weight_preps.push_back({v, view_md, -1});
+  int s = new_slot(want, Slot::Place::owned);
+  m_inst.weight_preps.back().slot = s;
+  m_inst.weight_bytes += bytes;
+  return s;
+}
+
+dnnl::primitive_attr InstanceBuilder::attr() const {
+  dnnl::primitive_attr a;
+  a.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return a;
+}
+
+void InstanceBuilder::add_primitive(const dnnl::primitive_desc_base& pd, std::vector<std::pair<int, int>> args) {
+  Md scratch = pd.scratchpad_desc();
+  if (scratch.get_size() > 0) args.emplace_back(DNNL_ARG_SCRATCHPAD, temp(scratch));
+  for (auto& [arg, s] : args) touch(s);
+  Step step;
+  step.pd = pd;
+  step.arg_slots = std::move(args);
+  step.layer = m_layer;
+  m_inst.steps.push_back(std::move(step));
+}
+
+void InstanceBuilder::add_reorder(int src, int dst) {
+  dnnl::reorder::primitive_desc pd;
+  try {
+    pd = dnnl::reorder::primitive_desc(m_engine, slot(src).md, m_engine, slot(dst).md, attr());
+  } catch (const dnnl::error& e) {
+    throw Error(ErrorCode::internal, "no oneDNN reorder from " + md_string(slot(src).md) + " to " +
+                                         md_string(slot(dst).md) + ": " + e.what());
+  }
+  std::vector<std::pair<int, int>> args = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
+  Md scratch = pd.scratchpad_desc();
+  if (scratch.get_size() > 0) args.emplace_back(DNNL_ARG_SCRATCHPAD, temp(scratch));
+  for (auto& [arg, s] : args) touch(s);
+  Step step;
+  step.pd = pd;
+  step.arg_slots = std::move(args);
+  step.layer = m_layer;
+  m_inst.steps.push_back(std::move(step));
+}
+
+void InstanceBuilder::add_function(std::function<void(RunContext&)> fn) {
+  Step step;
+  step.fn = std::move(fn);
+  step.layer = m_layer;
+  m_inst.steps.push_back(std::move(step));
+}
+
+void InstanceBuilder::set_aux_output(ValueId v, Tensor tensor) {
+  ValueState& st = state(v);
+  st.kind = ValueKind::aux_tensor;
+  st.tensor = std::move(tensor);
+  m_inst.aux_bytes += st.tensor.byte_size();
+}
+
+namespace {
+
+Tensor evaluate_shape_node(const ir::Node& node, std::span<const Tensor* const> inputs,
+                           const ir::InferResult& inferred, size_t output) {
+  if (inferred.values[output]) return *inferred.values[output];
+  const ref::KernelDef* kernel = ref::kernels().find(node.op_type);
+  if (!kernel) throw Error(ErrorCode::unsupported, node.describe() + ": no reference kernel");
+  std::vector<Tensor> outs(node.outputs.size());
+  ref::KernelContext ctx(node, inputs, inferred, outs);
+  kernel->run(ctx);
+  if (!outs[output].defined()) ctx.output(output);
+  return outs[output];
+}
+
+}  // namespace
+
+void InstanceBuilder::compute_types() {
+  const ir::Graph& g = graph();
+  const size_t nv = g.num_values();
+  m_inst.types.assign(nv, {});
+  m_inst.values.assign(nv, {});
+  m_shapes.assign(nv, {});
+  auto set_type = [&](ValueId v, ir::ValueType type) {
+    if (!type.is_static()) {
+      throw Error(ErrorCode::unsupported, "value '" + g.value(v).name + "' has a data-dependent shape " +
+                                              type.to_string());
+    }
+    m_shapes[static_cast<size_t>(v)] = type.static_shape();
+    m_inst.types[static_cast<size_t>(v)] = std::move(type);
+  };
+  for (size_t i = 0; i < g.inputs().size(); ++i) {
+    ValueId v = g.inputs()[i];
+    set_type(v, ir::ValueType::of_static(m_plan.specs[i].dtype, m_inst.input_shapes[i]));
+    ValueState& s = state(v);
+    s.kind = ValueKind::input;
+    s.input_index = static_cast<int>(i);
+  }
+  for (size_t i = 0; i < nv; ++i) {
+    const ValueId v = static_cast<ValueId>(i);
+    const ir::Value& value = g.value(v);
+    if (value.producer != ir::k_no_node) continue;
+    if (is_weight(g, v)) {
+      set_type(v, value.type);
+      state(v).kind = ValueKind::weight;
+    } else if (const Tensor* t = value.known_value()) {
+      set_type(v, ir::ValueType::of(*t));
+      state(v).kind = ValueKind::constant;
+      state(v).tensor = *t;
+    }
+  }
+  for (const LayerDesc& layer : m_plan.layers) {
+    for (ir::NodeId n : layer.nodes) {
+      const ir::Node& node = g.node(n);
+      std::vector<ir::ValueType> types;
+      std::vector<const Tensor*> values;
+      for (ValueId in : node.inputs) {
+        types.push_back(in == k_no_value ? ir::ValueType{} : m_inst.types[static_cast<size_t>(in)]);
+        values.push_back(known(in));
+      }
+      ir::InferResult inferred = ir::infer_node(node, types, values);
+      for (size_t o = 0; o < node.outputs.size(); ++o) {
+        ValueId out = node.outputs[o];
+        if (out == k_no_value) continue;
+        set_type(out, inferred.types[o]);
+        if (layer.kind == LayerKind::shape) {
+          try {
+            state(out).tensor = evaluate_shape_node(node, values, inferred, o);
+          } catch (const Error& e) {
+            throw e.with_context(node.describe() + ": ");
+          }
+          state(out).kind = ValueKind::constant;
+        }
+      }
+    }
+  }
+}
+
+void InstanceBuilder::compute_last_uses() {
+  const ir::Graph& g = graph();
+  m_last_use.assign(g.num_values(), -1);
+  for (size_t l = 0; l < m_plan.layers.size(); ++l) {
+    const LayerDesc& layer = m_plan.layers[l];
+    if (layer.kind == LayerKind::shape) continue;
+    for (ir::NodeId n : layer.nodes) {
+      for (ValueId in : g.node(n).inputs) {
+        if (in != k_no_value) m_last_use[static_cast<size_t>(in)] = static_cast<int>(l);
+      }
+    }
+  }
+  for (ValueId out : g.outputs()) m_last_use[static_cast<size_t>(out)] = INT_MAX;
+}
+
+void InstanceBuilder::build_all(bool materialize_now) {
+  compute_types();
+  compute_last_uses();
+  for (size_t l = 0; l < m_plan.layers.size(); ++l) {
+    m_layer = static_cast<int>(l);
+    LayerDesc& layer = m_plan.layers[l];
+    try {
+      switch (layer.kind) {
+        case LayerKind::conv: build_conv_layer(*this, layer); break;
+        case LayerKind::matmul: build_matmul_layer(*this, layer); break;
+        case LayerKind::pool: build_pool_layer(*this, layer); break;
+        case LayerKind::eltwise: build_eltwise_layer(*this, layer); break;
+        case LayerKind::binary: build_binary_layer(*this, layer); break;
+        case LayerKind::softmax: build_softmax_layer(*this, layer); break;
+        case LayerKind::layer_norm: build_layer_norm_layer(*this, layer); break;
+        case LayerKind::concat: build_concat_layer(*this, layer); break;
+        case LayerKind::view: build_view_layer(*this, layer); break;
+        case LayerKind::aux: build_aux_layer(*this, layer); break;
+        case LayerKind::shape: break;
+      }
+    } catch (const dnnl::error& e) {
+      throw Error(ErrorCode::internal, graph().source + ": " + node(layer.anchor()).describe() + ": oneDNN: " +
+                                           e.what());
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      const std::string where = node(layer.anchor()).describe();
+      throw what.find(where) == std::string::npos ? e.with_context(where + ": ") : e;
+    }
+    if (m_tuning && m_tuning->progress &&
+        (layer.kind == LayerKind::conv || layer.kind == LayerKind::matmul)) {
+      m_tuning->progress->advance();
+    }
+  }
+  m_layer = static_cast<int>(m_plan.layers.size());
+  for (ValueId out : graph().outputs()) {
+    ValueState& st = state(out);
+    if (st.slot < 0 && st.kind == ValueKind::input && to_dnnl(m_inst.types[static_cast<size_t>(out)].dtype)) {
+      use_current(out);
+    }
+    if (st.slot < 0) continue;
+    m_inst.slots[static_cast<size_t>(root_of(st.slot))].last = INT_MAX;
+    const ir::ValueType& type = m_inst.types[static_cast<size_t>(out)];
+    Md plain = plain_md(type.static_shape(), *to_dnnl(type.dtype));
+    dnnl::reorder::primitive_desc pd(m_engine, slot(st.slot).md, m_engine, plain);
+    m_inst.output_reorders.push_back({out, pd, {}});
+  }
+  std::vector<MemoryBlock> blocks;
+  std::vector<int> block_slot;
+  for (size_t s = 0; s < m_inst.slots.size(); ++s) {
+    const Slot& sl = m_inst.slots[s];
+    if (sl.root >= 0 || sl.place != Slot::Place::arena) continue;
+    blocks.push_back({sl.md.get_size(), sl.first, sl.last, 0});
+    block_slot.push_back(static_cast<int>(s));
+  }
+  m_inst.arena_bytes = plan_memory(blocks);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    m_inst.slots[static_cast<size_t>(block_slot[i])].offset = blocks[i].offset;
+  }
+  if (materialize_now) materialize(m_inst, m_engine);
+}
+
+void materialize(Instance& inst, const dnnl::engine& engine) {
+  if (inst.arena_bytes > 0) {
+    const size_t bytes = (inst.arena_bytes + k_arena_alignment - 1) / k_arena_alignment * k_arena_alignment;
+    void* p = std::aligned_alloc(k_arena_alignment, bytes);
+    if (!p) throw Error(ErrorCode::internal, "cannot allocate a " + std::to_string(bytes) + "-byte arena");
+    inst.m_arena = std::unique_ptr<std::byte, void (*)(void*)>(static_cast<std::byte*>(p), std::free);
+  }
+  for (Slot& s : inst.slots) {
+    const Slot& root = s.root >= 0 ? inst.slots[static_cast<size_t>(s.root)] : s;
+    void* ptr = nullptr;
+    switch (root.place) {
+      case Slot::Place::arena: ptr = inst.m_arena.get() + root.offset; break;
+      case Slot::Place::input: ptr = nullptr; break;
+      case Slot::Place::external: ptr = root.external; break;
+      case Slot::Place::owned:
+        if (s.root < 0) {
+          s.mem = dnnl::memory(s.md, engine);
+          continue;
+        }
+        ptr = root.mem.get_data_handle();
+        break;
+    }
+    s.mem = dnnl::memory(s.md, engine, ptr);
+  }
+  for (Step& step : inst.steps) {
+    if (step.fn) continue;
+    step.prim = dnnl::primitive(step.pd.get());
+    for (auto& [arg, s] : step.arg_slots) step.args[arg] = inst.slots[static_cast<size_t>(s)].mem;
+  }
+  for (Instance::OutputReorder& r : inst.output_reorders) r.prim = dnnl::primitive(r.pd.get());
+  inst.materialized = true;
+}
+
+void Instance::prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream) {
+  for (const WeightPrep& p : weight_preps) {
+    const Tensor* t = nullptr;
+    if (static_cast<size_t>(p.value) < weights.size() && weights[static_cast<size_t>(p.value)].defined()) {
+      t = &weights[static_cast<size_t>(p.value)];
+    } else if (values[static_cast<size_t>(p.value)].kind == ValueKind::constant) {
+      t = &values[static_cast<size_t>(p.value)].tensor;
+    }
+    if (!t) throw Error(ErrorCode::internal, "weight " + std::to_string(p.value) + " has no data");
+    if (t->dtype() != DType::float32 || t->byte_size() != p.view.get_size()) {
+      throw Error(ErrorCode::invalid_argument, "weight " + std::to_string(p.value) + " has " +
+                                                   std::to_string(t->byte_size()) + " bytes, the layer reads " +
+                                                   std::to_string(p.view.get_size()));
+    }
+    dnnl::memory src(p.view, engine, const_cast<std::byte*>(t->bytes().data()));
+    dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
+    dnnl::reorder(src, dst).execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
+  }
+  stream.wait();
+}
+
+std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,
+                                  const dnnl::engine& engine, dnnl::stream& stream) {
+  for (Slot& s : slots) {
+    const Slot& root = s.root >= 0 ? slots[static_cast<size_t>(s.root)] : s;
+    if (root.place == Slot::Place::input) {
+      s.mem.set_data_handle(const_cast<std::byte*>(inputs[static_cast<size_t>(root.input_index)].bytes().data()));
+    }
+  }
+  RunContext ctx{inputs, &weights, &stream};
+  for (Step& step : steps) {
+    if (step.fn) {
+      stream.wait();
+      step.fn(ctx);
+    } else {
+      step.prim.execute(stream, step.args);
+    }
+  }
+  std::vector<Tensor> outputs;
+  for (ValueId out : graph.outputs()) {
+    const ValueState& st = values[static_cast<size_t>(out)];
+    const ir::ValueType& type = types[static_cast<size_t>(out)];
+    if (st.slot >= 0) {
+      Tensor t = Tensor::zeros(type.dtype, type.static_shape());
+      for (const OutputReorder& r : output_reorders) {
+        if (r.value != out) continue;
+        dnnl::memory dst(plain_md(type.static_shape(), *to_dnnl(type.dtype)), engine, t.mutable_bytes().data());
+        dnnl::memory& src = slots[static_cast<size_t>(st.slot)].mem;
+        r.prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
+        break;
+      }
+      outputs.push_back(std::move(t));
+    } else if (st.kind == ValueKind::input) {
+      outputs.push_back(inputs[static_cast<size_t>(st.input_index)].clone());
+    } else if (st.kind == ValueKind::weight) {
+      outputs.push_back(weights[static_cast<size_t>(out)].clone());
+    } else {
+      outputs.push_back(st.tensor.clone());
+    }
+  }
+  stream.wait();
+  return outputs;
+}
+
+std::unique_ptr<Instance> create_instance(EnginePlan& plan, const std::vector<std::vector<int64_t>>& input_shapes,
+                                          const dnnl::engine& engine, dnnl::stream& stream, TuningContext* tuning,
+                                          bool materialize_now) {
+  auto inst = std::make_unique<Instance>();
+  inst->input_shapes = input_shapes;
+  InstanceBuilder builder(plan, *inst, engine, stream, tuning);
+  builder.build_all(materialize_now);
+  return inst;
+}
+
+}  // namespace kiln::cpu

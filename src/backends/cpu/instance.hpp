@@ -1,0 +1,131 @@
+// Instance: an engine plan made concrete for one set of input shapes.
+//
+// oneDNN primitives are shape-specific, so an engine keeps one Instance per
+// recently seen shape set. An instance holds the primitives (created once),
+// the memory slots every value lives in (one arena planned by lifetime, the
+// caller's input buffers, constants, reference-kernel outputs), the weights
+// reordered into each primitive's layout, and the ordered steps to execute.
+// Running it allocates nothing except the returned output tensors.
+//
+// Creation (create_instance) walks the plan's layers in order; with a
+// TuningContext it also chooses each layer's tactic by timing candidates at
+// these shapes and writes the choice into the plan.
+//
+// Not thread-safe: one run at a time (the arena is shared scratch).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "backends/cpu/dnnl_util.hpp"
+#include "backends/cpu/plan.hpp"
+#include "builder/progress.hpp"
+#include "builder/timing_cache.hpp"
+
+namespace kiln::cpu {
+
+// Plain (row-major, logical dtype) weight tensors indexed by ValueId; an
+// undefined tensor for values that are not weights.
+using WeightStore = std::vector<Tensor>;
+
+struct TuningContext {
+  const CompileSettings* settings = nullptr;
+  builder::TimingCache* cache = nullptr;
+  builder::BuildProgress* progress = nullptr;
+  std::string fingerprint;  // prefixes every timing-cache key
+};
+
+struct Slot {
+  enum class Place : uint8_t { arena, input, external, owned };
+  Md md;
+  Place place = Place::arena;
+  int root = -1;             // a view of another slot's storage; -1 for a root
+  int input_index = -1;      // Place::input: which engine input
+  void* external = nullptr;  // Place::external: constants, aux outputs
+  size_t offset = 0;         // Place::arena: assigned by the memory plan
+  int first = 0;             // lifetime in layer indices (roots in the arena)
+  int last = 0;
+  std::vector<ir::ValueId> values;  // values whose storage this root is
+  dnnl::memory mem;                 // bound by materialize()
+};
+
+struct RunContext {
+  std::span<const Tensor> inputs;
+  const WeightStore* weights = nullptr;
+  dnnl::stream* stream = nullptr;
+};
+
+struct Step {
+  dnnl::primitive_desc_base pd;  // empty for function steps
+  dnnl::primitive prim;
+  std::vector<std::pair<int, int>> arg_slots;  // (DNNL_ARG_*, slot)
+  std::unordered_map<int, dnnl::memory> args;
+  std::function<void(RunContext&)> fn;
+  int layer = 0;
+};
+
+// A weight (or float constant) reordered from its plain tensor, seen through
+// `view`, into an owned slot in the primitive's layout.
+struct WeightPrep {
+  ir::ValueId value = ir::k_no_value;
+  Md view;
+  int slot = -1;
+};
+
+enum class ValueKind : uint8_t { unset, input, weight, constant, aux_tensor, slot };
+
+struct ValueState {
+  ValueKind kind = ValueKind::unset;
+  int slot = -1;         // ValueKind::slot, or the lazily made slot of another kind
+  int input_index = -1;  // ValueKind::input
+  Tensor tensor;         // constant / shape-only / aux output
+  std::vector<std::pair<Md, int>> conversions;  // the value in other layouts
+};
+
+struct Instance {
+  std::vector<std::vector<int64_t>> input_shapes;
+  std::vector<ir::ValueType> types;  // concrete, per value
+  std::vector<ValueState> values;
+  std::vector<Slot> slots;
+  std::vector<Step> steps;
+  std::vector<WeightPrep> weight_preps;
+  struct OutputReorder {
+    ir::ValueId value = ir::k_no_value;
+    dnnl::primitive_desc_base pd;  // the value's slot → a plain tensor
+    dnnl::primitive prim;
+  };
+  std::vector<OutputReorder> output_reorders;
+  size_t arena_bytes = 0;
+  size_t aux_bytes = 0;  // reference-kernel outputs held outside the arena
+  size_t weight_bytes = 0;
+  uint64_t weight_generation = 0;  // 0: weights never prepared
+  bool materialized = false;
+
+  // Reorders every weight from `weights` into its slot.
+  void prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream);
+  std::vector<Tensor> run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,
+                          const dnnl::engine& engine, dnnl::stream& stream);
+
+ private:
+  std::unique_ptr<std::byte, void (*)(void*)> m_arena{nullptr, nullptr};
+  friend void materialize(Instance& inst, const dnnl::engine& engine);
+};
+
+// Creates the instance of `plan` for `input_shapes`. With `tuning`, chooses
+// tactics by timing and stores them in plan.layers; without, uses the stored
+// tactics. `materialize` false plans only (shapes, layouts, arena size).
+std::unique_ptr<Instance> create_instance(EnginePlan& plan, const std::vector<std::vector<int64_t>>& input_shapes,
+                                          const dnnl::engine& engine, dnnl::stream& stream, TuningContext* tuning,
+                                          bool materialize);
+
+// Creates primitives, allocates the arena and binds every slot's memory.
+void materialize(Instance& inst, const dnnl::engine& engine);
+
+}  // namespace kiln::cpu

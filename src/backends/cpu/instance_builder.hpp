@@ -1,0 +1,105 @@
+// InstanceBuilder: the toolkit the per-op layer builders (conv_layer.cpp,
+// matmul_layer.cpp, ...) use to turn one plan layer into instance steps:
+// concrete shapes, values in the layout a primitive wants (adding reorders
+// only when layouts differ), output slots (in place where the lifetime plan
+// allows), weights reordered into a primitive's layout, and tuning support.
+//
+// Used only during create_instance, from one thread.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/instance.hpp"
+
+namespace kiln::cpu {
+
+class InstanceBuilder {
+ public:
+  InstanceBuilder(EnginePlan& plan, Instance& inst, const dnnl::engine& engine, dnnl::stream& stream,
+                  TuningContext* tuning);
+
+  const ir::Graph& graph() const { return m_plan.graph; }
+  const ir::Node& node(ir::NodeId n) const { return m_plan.graph.node(n); }
+  const std::vector<int64_t>& shape(ir::ValueId v) const { return m_shapes[static_cast<size_t>(v)]; }
+  // A constant or shape-only value, known at these shapes; null otherwise.
+  const Tensor* known(ir::ValueId v) const;
+  bool is_fixed(ir::ValueId v) const { return is_weight(m_plan.graph, v) || known(v) != nullptr; }
+  const dnnl::engine& engine() const { return m_engine; }
+  dnnl::stream& stream() { return m_stream; }
+  TuningContext* tuning() { return m_tuning; }
+  int layer_index() const { return m_layer; }
+  Instance& instance() { return m_inst; }
+
+  // The layout `v` is available in now (plain for values not yet in a slot).
+  Md md_of(ir::ValueId v);
+  // A slot holding `v` in its current layout.
+  int use_current(ir::ValueId v);
+  // A slot holding `v` laid out as `want` (same dims); reorders if needed.
+  int use(ir::ValueId v, const Md& want);
+  int use_plain(ir::ValueId v, Dt dt);
+  // Current layout if it is a strided view of dtype `dt`, else plain.
+  int use_strided(ir::ValueId v, Dt dt);
+
+  // A new arena slot for layer output `v`.
+  int define(ir::ValueId v, const Md& md);
+  // `v` as a view of `base`'s storage (no copy).
+  int define_view(ir::ValueId v, int base, const Md& md);
+  // `out` written over `in`'s storage when `in` dies in this layer and has
+  // layout `md`; -1 when not possible.
+  int try_inplace(ir::ValueId in, ir::ValueId out, const Md& md);
+  // A view of slot `base` with another descriptor (no value).
+  int view(int base, const Md& md);
+  // Scratch for this layer only.
+  int temp(const Md& md);
+  // Weight or float constant `v`, read through `view` (a plain descriptor
+  // over its tensor) and reordered into `want`.
+  int weight_slot(ir::ValueId v, const Md& view_md, const Md& want);
+
+  dnnl::primitive_attr attr() const;  // user scratchpad
+  void add_primitive(const dnnl::primitive_desc_base& pd, std::vector<std::pair<int, int>> args);
+  void add_reorder(int src, int dst);
+  void add_function(std::function<void(RunContext&)> fn);
+
+  // Registers the result of an aux layer: an owned tensor.
+  void set_aux_output(ir::ValueId v, Tensor tensor);
+  ValueState& state(ir::ValueId v) { return m_inst.values[static_cast<size_t>(v)]; }
+  const Slot& slot(int s) const { return m_inst.slots[static_cast<size_t>(s)]; }
+
+  // Drives the layers; called by create_instance.
+  void build_all(bool materialize);
+
+ private:
+  int new_slot(const Md& md, Slot::Place place);
+  int root_of(int s) const;
+  void touch(int s);  // extends the root's lifetime to the current layer
+  void compute_types();
+  void compute_last_uses();
+
+  EnginePlan& m_plan;
+  Instance& m_inst;
+  const dnnl::engine& m_engine;
+  dnnl::stream& m_stream;
+  TuningContext* m_tuning;
+  int m_layer = 0;
+  std::vector<std::vector<int64_t>> m_shapes;
+  std::vector<int> m_last_use;  // per value: last layer reading it (INT_MAX for outputs)
+};
+
+// Per layer kind (one file each).
+void build_conv_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_matmul_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_pool_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_binary_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_softmax_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_concat_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_view_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_aux_layer(InstanceBuilder& b, LayerDesc& layer);
+
+// Post-ops for a fused conv/matmul layer: residual sum, then the activation.
+dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name);
+
+}  // namespace kiln::cpu

@@ -1,0 +1,317 @@
+#include "backends/cpu/layer_partition.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "backends/cpu/dnnl_util.hpp"
+#include "backends/ref/kernel.hpp"
+#include "ir/op_schema.hpp"
+#include "passes/passes.hpp"
+
+namespace kiln::cpu {
+
+using ir::k_no_node;
+using ir::k_no_value;
+using ir::NodeId;
+using ir::ValueId;
+
+namespace {
+
+bool default_domain(const ir::Node& n) { return n.domain.empty() || n.domain == "ai.onnx"; }
+
+bool is_constant(const ir::Graph& g, ValueId v) {
+  const ir::Value& value = g.value(v);
+  return (value.initializer && !value.recipe) || value.inferred_value.has_value();
+}
+
+// A weight or constant: something an engine can hold, not an activation.
+bool is_fixed(const ir::Graph& g, ValueId v) { return is_weight(g, v) || is_constant(g, v); }
+
+std::optional<size_t> rank_of(const ir::Graph& g, ValueId v) {
+  const ir::ValueType& t = g.value(v).type;
+  if (!t.shape) return std::nullopt;
+  return t.shape->size();
+}
+
+bool float_data(const ir::Graph& g, const ir::Node& n, std::string* why) {
+  for (ValueId v : n.inputs) {
+    if (v == k_no_value) continue;
+    DType d = g.value(v).type.dtype;
+    if (d != DType::float32 && !is_constant(g, v)) {
+      if (why) *why = "input type " + std::string(dtype_name(d));
+      return false;
+    }
+  }
+  for (ValueId v : n.outputs) {
+    if (v != k_no_value && g.value(v).type.dtype != DType::float32) {
+      if (why) *why = "output type " + std::string(dtype_name(g.value(v).type.dtype));
+      return false;
+    }
+  }
+  return true;
+}
+
+bool all_float_inputs(const ir::Graph& g, const ir::Node& n) {
+  for (ValueId v : n.inputs) {
+    if (v != k_no_value && g.value(v).type.dtype != DType::float32) return false;
+  }
+  return true;
+}
+
+bool single_output(const ir::Node& n) {
+  for (size_t i = 1; i < n.outputs.size(); ++i) {
+    if (n.outputs[i] != k_no_value) return false;
+  }
+  return !n.outputs.empty() && n.outputs[0] != k_no_value;
+}
+
+bool pad_mode_ok(const ir::Node& n) {
+  std::string p = n.attrs.get_string("auto_pad", "NOTSET");
+  return p == "NOTSET" || p == "VALID";
+}
+
+std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std::string* why) {
+  auto no = [&](const std::string& reason) -> std::optional<LayerKind> {
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  if (!default_domain(n)) return no("domain '" + n.domain + "'");
+  const std::string& op = n.op_type;
+  if (op == "Identity" || op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
+      op == "Transpose") {
+    if (n.inputs.empty() || n.inputs[0] == k_no_value || g.value(n.inputs[0]).type.dtype != DType::float32) {
+      return no("view of a non-float tensor");
+    }
+    if (!single_output(n)) return no("extra outputs");
+    return LayerKind::view;
+  }
+  if (!single_output(n)) return no("optional outputs are requested");
+  if (!float_data(g, n, why)) return std::nullopt;
+  if (op == "Conv") {
+    if (n.inputs.size() < 2 || rank_of(g, n.inputs[0]) != 4u) return no("only 2-d convolutions");
+    if (!is_fixed(g, n.inputs[1])) return no("weights are not constant");
+    if (n.inputs.size() > 2 && n.inputs[2] != k_no_value && !is_fixed(g, n.inputs[2])) {
+      return no("bias is not constant");
+    }
+    if (!pad_mode_ok(n)) return no("auto_pad " + n.attrs.get_string("auto_pad"));
+    return LayerKind::conv;
+  }
+  if (op == "MatMul") {
+    if (n.inputs.size() != 2) return no("MatMul arity");
+    auto ra = rank_of(g, n.inputs[0]);
+    auto rb = rank_of(g, n.inputs[1]);
+    if (!ra || !rb || *ra < 2 || *rb < 2 || *ra > 6 || *rb > 6) return no("MatMul operand ranks");
+    if (is_fixed(g, n.inputs[0])) return no("constant left operand");
+    return LayerKind::matmul;
+  }
+  if (op == "Gemm") {
+    if (n.attrs.get_float("alpha", 1.0f) != 1.0f) return no("Gemm alpha != 1");
+    bool has_c = n.inputs.size() > 2 && n.inputs[2] != k_no_value;
+    if (has_c) {
+      if (n.attrs.get_float("beta", 1.0f) != 1.0f) return no("Gemm beta != 1");
+      if (!is_fixed(g, n.inputs[2])) return no("Gemm C is not constant");
+      const ir::ValueType& c = g.value(n.inputs[2]).type;
+      if (!c.shape || c.shape->empty() || c.shape->size() > 2 || (c.shape->size() == 2 && !((*c.shape)[0] == 1))) {
+        return no("Gemm C is not a row bias");
+      }
+    }
+    if (!is_fixed(g, n.inputs[1])) return no("Gemm B is not constant");
+    if (is_fixed(g, n.inputs[0])) return no("Gemm A is constant");
+    return LayerKind::matmul;
+  }
+  if (op == "MaxPool" || op == "AveragePool") {
+    if (rank_of(g, n.inputs[0]) != 4u) return no("only 2-d pooling");
+    if (!pad_mode_ok(n)) return no("auto_pad");
+    if (op == "MaxPool" && n.attrs.get_int("storage_order", 0) != 0) return no("storage_order");
+    if (op == "AveragePool" && n.attrs.get_int("ceil_mode", 0) && n.attrs.get_int("count_include_pad", 0)) {
+      return no("ceil_mode with count_include_pad");
+    }
+    return LayerKind::pool;
+  }
+  if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
+    if (rank_of(g, n.inputs[0]) != 4u) return no("only 2-d pooling");
+    return LayerKind::pool;
+  }
+  if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
+    // Which operand broadcasts is often unknown statically (dims after a
+    // Reshape): the layer decides per shape set, and runs the reference
+    // kernel when oneDNN cannot broadcast that way.
+    if (n.inputs.size() != 2) return no("arity");
+    if (!all_float_inputs(g, n)) return no("non-float operand");
+    auto r = rank_of(g, n.outputs[0]);
+    if (r && *r > 6) return no("rank");
+    if (is_fixed(g, n.inputs[0]) && is_fixed(g, n.inputs[1])) return no("constant operands");
+    return LayerKind::binary;
+  }
+  if (op == "Softmax") {
+    auto r = rank_of(g, n.inputs[0]);
+    if (!r || *r == 0) return no("rank");
+    int64_t axis = n.attrs.get_int("axis", n.opset >= 13 ? -1 : 1);
+    if (axis < 0) axis += static_cast<int64_t>(*r);
+    if (n.opset < 13 && axis != static_cast<int64_t>(*r) - 1) return no("pre-13 Softmax over several axes");
+    return LayerKind::softmax;
+  }
+  if (op == "LayerNormalization") {
+    if (!rank_of(g, n.inputs[0])) return no("rank");
+    for (size_t i = 1; i < n.inputs.size(); ++i) {
+      if (n.inputs[i] != k_no_value && !is_fixed(g, n.inputs[i])) return no("scale/bias not constant");
+    }
+    if (n.inputs.size() < 2) return no("no scale");
+    return LayerKind::layer_norm;
+  }
+  if (op == "Concat") {
+    if (!all_float_inputs(g, n)) return no("non-float operand");
+    for (ValueId v : n.inputs) {
+      if (v == k_no_value || !rank_of(g, v) || *rank_of(g, v) == 0) return no("rank");
+    }
+    return LayerKind::concat;
+  }
+  std::string reason;
+  if (eltwise_for(g, n, &reason)) return LayerKind::eltwise;
+  return no(reason);
+}
+
+}  // namespace
+
+std::optional<LayerKind> native_kind(const ir::Graph& graph, NodeId node, std::string* why) {
+  try {
+    return check_native(graph, graph.node(node), why);
+  } catch (const Error& e) {  // a malformed attribute: leave it to the reference kernel's checks
+    if (why) *why = e.what();
+    return std::nullopt;
+  }
+}
+
+namespace {
+
+// Inputs that decide an op's output shape. An engine knows every shape once
+// the input shapes are known, so these must depend on shapes only.
+std::vector<size_t> shape_inputs(const ir::Node& n) {
+  const std::string& op = n.op_type;
+  if (op == "NonZero" || op == "Unique" || op == "NonMaxSuppression" || op == "Compress") return {0, 1, 2, 3, 4};
+  if (op == "Reshape" || op == "Expand" || op == "Tile" || op == "TopK" || op == "OneHot" || op == "Upsample" ||
+      op == "Squeeze" || op == "Unsqueeze" || op == "Split" || op.rfind("Reduce", 0) == 0) {
+    return {1};
+  }
+  if (op == "Slice") return {1, 2, 3, 4};
+  if (op == "Range") return {0, 1, 2};
+  if (op == "ConstantOfShape") return {0};
+  if (op == "Pad" || op == "Resize") return {1, 2, 3};
+  return {};
+}
+
+}  // namespace
+
+std::optional<std::string> unsupported_reason(const ir::Graph& graph, NodeId node) {
+  const ir::Node& n = graph.node(node);
+  if (!default_domain(n)) return "domain '" + n.domain + "' is not supported";
+  if (n.op_type == "NonZero" || n.op_type == "Unique" || n.op_type == "NonMaxSuppression" || n.op_type == "Compress") {
+    return n.op_type + ": its output shape depends on input values";
+  }
+  if (std::vector<size_t> which = shape_inputs(n); !which.empty()) {
+    std::vector<bool> shape_only = shape_only_values(graph);
+    for (size_t i : which) {
+      if (i < n.inputs.size() && n.inputs[i] != k_no_value && !shape_only[static_cast<size_t>(n.inputs[i])]) {
+        return n.op_type + ": input " + std::to_string(i) + " decides the output shape and depends on input values";
+      }
+    }
+  }
+  if (native_kind(graph, node)) return std::nullopt;
+  const ref::KernelDef* kernel = ref::kernels().find(n.op_type);
+  if (!kernel || !ir::find_schema(n.domain, n.op_type)) return "no kernel for op " + n.op_type;
+  if (kernel->check) {
+    std::vector<DType> dtypes;
+    for (ValueId in : n.inputs) dtypes.push_back(in == k_no_value ? DType::undefined : graph.value(in).type.dtype);
+    if (auto reason = kernel->check(n, dtypes)) return n.op_type + ": " + *reason;
+  }
+  return std::nullopt;
+}
+
+std::vector<bool> shape_only_values(const ir::Graph& graph) {
+  std::vector<bool> known(graph.num_values(), false);
+  for (size_t v = 0; v < graph.num_values(); ++v) known[v] = is_constant(graph, static_cast<ValueId>(v));
+  for (NodeId id : graph.topological_order()) {
+    const ir::Node& n = graph.node(id);
+    bool all = n.op_type == "Shape" || n.op_type == "Size";
+    if (!all) {
+      all = true;
+      for (ValueId in : n.inputs) {
+        if (in != k_no_value && !known[static_cast<size_t>(in)]) all = false;
+      }
+    }
+    if (!all) continue;
+    for (ValueId out : n.outputs) {
+      if (out != k_no_value) known[static_cast<size_t>(out)] = true;
+    }
+  }
+  return known;
+}
+
+std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
+  std::map<NodeId, passes::FusionGroup> groups;
+  for (passes::FusionGroup& f : passes::find_fusions(g)) groups[f.anchor] = std::move(f);
+  std::vector<bool> shape_only = shape_only_values(g);
+  std::vector<bool> consumed(g.num_nodes(), false);
+  std::vector<LayerDesc> layers;
+  for (NodeId n : g.topological_order()) {
+    if (consumed[static_cast<size_t>(n)]) continue;
+    const ir::Node& node = g.node(n);
+    LayerDesc layer;
+    layer.nodes = {n};
+    layer.output = node.outputs.empty() ? k_no_value : node.outputs[0];
+    bool outputs_shape_only = !node.outputs.empty();
+    for (ValueId out : node.outputs) {
+      if (out != k_no_value && !shape_only[static_cast<size_t>(out)]) outputs_shape_only = false;
+    }
+    if (outputs_shape_only) {
+      layer.kind = LayerKind::shape;
+    } else if (auto kind = native_kind(g, n)) {
+      layer.kind = *kind;
+      auto it = groups.find(n);
+      if (it != groups.end() && (layer.kind == LayerKind::conv || layer.kind == LayerKind::matmul)) {
+        const passes::FusionGroup& f = it->second;
+        // Fused nodes run as post-ops; an activation without an oneDNN
+        // equivalent ends the group instead.
+        layer.bias_add = f.bias_add;
+        layer.residual_add = f.residual_add;
+        layer.residual_input = f.residual_input;
+        layer.output = f.output;
+        if (f.activation != k_no_node) {
+          if (eltwise_for(g, g.node(f.activation))) {
+            layer.activation = f.activation;
+          } else {
+            layer.output = g.node(f.activation).inputs[0];
+          }
+        }
+        for (NodeId m : f.nodes) {
+          if (m == n || (m == f.activation && layer.activation == k_no_node)) continue;
+          layer.nodes.push_back(m);
+        }
+      }
+    } else {
+      layer.kind = LayerKind::aux;
+    }
+    for (NodeId m : layer.nodes) consumed[static_cast<size_t>(m)] = true;
+    layers.push_back(std::move(layer));
+  }
+  return layers;
+}
+
+const char* layer_kind_name(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::conv: return "conv";
+    case LayerKind::matmul: return "matmul";
+    case LayerKind::pool: return "pool";
+    case LayerKind::eltwise: return "eltwise";
+    case LayerKind::binary: return "binary";
+    case LayerKind::softmax: return "softmax";
+    case LayerKind::layer_norm: return "layer_norm";
+    case LayerKind::concat: return "concat";
+    case LayerKind::view: return "view";
+    case LayerKind::aux: return "aux";
+    case LayerKind::shape: return "shape";
+  }
+  return "?";
+}
+
+}  // namespace kiln::cpu

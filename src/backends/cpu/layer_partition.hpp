@@ -1,0 +1,35 @@
+// Which nodes the CPU backend runs on oneDNN, which on reference kernels
+// inside the engine (aux layers), and which once per shape set (shape
+// layers); and the partition of a lowered graph into layers, with
+// passes::find_fusions groups becoming one primitive each.
+//
+// Stateless; every function is thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/plan.hpp"
+
+namespace kiln::cpu {
+
+// The oneDNN layer kind that runs `node`, or nullopt (with `why`) when it
+// must run as an aux layer.
+std::optional<LayerKind> native_kind(const ir::Graph& graph, ir::NodeId node, std::string* why = nullptr);
+
+// Why the engine cannot run `node` at all (neither oneDNN nor a reference
+// kernel); nullopt when it can.
+std::optional<std::string> unsupported_reason(const ir::Graph& graph, ir::NodeId node);
+
+// Per value: true when it depends only on input shapes and structural
+// constants (Shape chains, constants), never on input data or weights.
+std::vector<bool> shape_only_values(const ir::Graph& graph);
+
+// The layers of a lowered graph, in execution order. Every node belongs to
+// exactly one layer.
+std::vector<LayerDesc> partition_layers(const ir::Graph& lowered);
+
+const char* layer_kind_name(LayerKind kind);
+
+}  // namespace kiln::cpu

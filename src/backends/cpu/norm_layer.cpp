@@ -1,0 +1,88 @@
+// Softmax and LayerNormalization layers. Both read a plain (row-major)
+// tensor: LayerNormalization over trailing axes becomes oneDNN's last-axis
+// normalization of a [outer, inner] view, with scale and shift as weights.
+#include <optional>
+
+#include "backends/cpu/instance_builder.hpp"
+
+namespace kiln::cpu {
+
+using ir::ValueId;
+
+namespace {
+
+// The value's data type if it is already f32 or bf16 (bf16 chains stay bf16).
+Dt keep_dt(InstanceBuilder& b, ValueId v) { return b.md_of(v).data_type() == Dt::bf16 ? Dt::bf16 : Dt::f32; }
+
+}  // namespace
+
+void build_softmax_layer(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  const ValueId x = n.inputs[0];
+  const ValueId y = n.outputs[0];
+  const int64_t rank = static_cast<int64_t>(b.shape(x).size());
+  int64_t axis = n.attrs.get_int("axis", n.opset >= 13 ? -1 : 1);
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "Softmax axis out of range");
+  Dt dt = keep_dt(b, x);
+  std::optional<dnnl::softmax_forward::primitive_desc> pd;
+  int src = -1;
+  for (Dt attempt : {dt, Dt::f32}) {
+    try {
+      src = b.use_plain(x, attempt);
+      dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md, static_cast<int>(axis));
+      pd = dnnl::softmax_forward::primitive_desc(desc, b.attr(), b.engine());
+      break;
+    } catch (const dnnl::error&) {
+      if (attempt == Dt::f32) throw;
+    }
+  }
+  layer.tactic.name = "softmax";
+  int dst = b.try_inplace(x, y, pd->dst_desc());
+  if (dst < 0) dst = b.define(y, pd->dst_desc());
+  b.add_primitive(*pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+}
+
+void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  const ValueId x = n.inputs[0];
+  const ValueId scale = n.inputs[1];
+  const ValueId shift = n.inputs.size() > 2 ? n.inputs[2] : ir::k_no_value;
+  const ValueId y = n.outputs[0];
+  const auto& shape = b.shape(x);
+  const int64_t rank = static_cast<int64_t>(shape.size());
+  int64_t axis = n.attrs.get_int("axis", -1);
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "LayerNormalization axis out of range");
+  int64_t outer = 1;
+  int64_t inner = 1;
+  for (int64_t i = 0; i < rank; ++i) (i < axis ? outer : inner) *= shape[static_cast<size_t>(i)];
+  const float epsilon = n.attrs.get_float("epsilon", 1e-5f);
+  auto flags = dnnl::normalization_flags::use_scale;
+  if (shift != ir::k_no_value) flags = flags | dnnl::normalization_flags::use_shift;
+
+  std::optional<dnnl::layer_normalization_forward::primitive_desc> pd;
+  int src = -1;
+  for (Dt attempt : {keep_dt(b, x), Dt::f32}) {
+    try {
+      src = b.view(b.use_plain(x, attempt), plain_md(Dims{outer, inner}, attempt));
+      dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md, epsilon,
+                                                   flags);
+      pd = dnnl::layer_normalization_forward::primitive_desc(desc, b.attr(), b.engine());
+      break;
+    } catch (const dnnl::error&) {
+      if (attempt == Dt::f32) throw;
+    }
+  }
+  layer.tactic.name = "layer_norm";
+  const Md full = plain_md(shape, pd->dst_desc().data_type());
+  const int dst = b.view(b.define(y, full), pd->dst_desc());
+  const Md vec = plain_md(Dims{inner}, Dt::f32);
+  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, src},
+                                           {DNNL_ARG_DST, dst},
+                                           {DNNL_ARG_SCALE, b.weight_slot(scale, vec, vec)}};
+  if (shift != ir::k_no_value) args.emplace_back(DNNL_ARG_SHIFT, b.weight_slot(shift, vec, vec));
+  b.add_primitive(*pd, std::move(args));
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,83 @@
+// The CPU engine's plan: everything needed to recreate an engine without
+// timing and without weights (DESIGN.md, "Weights and refit").
+//
+// A plan is the lowered graph (refittable weights carry their recipe and type
+// but no data; structural constants keep their values), the input specs, and
+// the layers: a partition of the graph's nodes into units that each run as one
+// oneDNN primitive (with fused post-ops), a zero-copy view, a reference-kernel
+// "aux" step, or a shape computation done once per input-shape set. Each layer
+// records the tactic chosen at build time. The plan is plain data: building,
+// serializing and running it live elsewhere (cpu_engine, plan_format).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "ir/graph.hpp"
+#include "kiln/settings.hpp"
+
+namespace kiln::cpu {
+
+// Persistent values: never renumber.
+enum class LayerKind : uint8_t {
+  conv = 0,        // Conv (+ bias + residual sum + activation)
+  matmul = 1,      // MatMul / Gemm (+ bias Add + residual sum + activation)
+  pool = 2,        // MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool
+  eltwise = 3,     // one unary activation or math op
+  binary = 4,      // Add, Sub, Mul, Div with broadcasting
+  softmax = 5,
+  layer_norm = 6,
+  concat = 7,
+  view = 8,        // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy
+  aux = 9,         // runs a reference kernel inside the engine
+  shape = 10,      // depends only on input shapes: evaluated once per shape set
+};
+constexpr uint8_t k_last_layer_kind = 10;
+
+enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2 };
+// Activation layout a tactic asks for: oneDNN's choice, channels-last, or
+// 16-channel blocks (nChw16c, the layout of oneDNN's direct avx512 kernels).
+enum class Layout : uint8_t { any = 0, nhwc = 1, blocked = 2 };
+enum class Prec : uint8_t { f32 = 0, bf16 = 1 };
+
+struct Tactic {
+  ConvAlgo algo = ConvAlgo::automatic;
+  Layout layout = Layout::any;
+  Prec precision = Prec::f32;
+  std::string name;    // for reports: "conv:direct/any/f32"
+  double time_ms = 0;  // measured at the opt shape; 0 when not timed
+};
+
+struct LayerDesc {
+  LayerKind kind = LayerKind::aux;
+  std::vector<ir::NodeId> nodes;  // anchor first, then fused nodes in chain order
+  // Fused nodes (conv/matmul only); k_no_node when absent.
+  ir::NodeId bias_add = ir::k_no_node;
+  ir::NodeId residual_add = ir::k_no_node;
+  int residual_input = -1;
+  ir::NodeId activation = ir::k_no_node;
+  ir::ValueId output = ir::k_no_value;  // the layer's final value (first output for aux)
+  Tactic tactic;
+
+  ir::NodeId anchor() const { return nodes.front(); }
+};
+
+struct EnginePlan {
+  ir::Graph graph;  // lowered; refittable weights hold a recipe and no initializer
+  std::vector<InputSpec> specs;
+  std::vector<LayerDesc> layers;  // in execution order
+  int num_threads = 0;
+  size_t activation_bytes = 0;  // planned arena at the max shapes
+  size_t weight_bytes = 0;
+  int32_t source_weight_count = 0;  // 1 + the highest source index a recipe reads
+  Fingerprint fingerprint;
+};
+
+// Whether value `v` of the plan's graph is a refittable weight.
+inline bool is_weight(const ir::Graph& graph, ir::ValueId v) {
+  return v != ir::k_no_value && graph.value(v).recipe.has_value() && graph.value(v).producer == ir::k_no_node;
+}
+
+}  // namespace kiln::cpu

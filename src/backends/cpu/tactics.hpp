@@ -1,0 +1,47 @@
+// Tactic selection support for the layer builders: timing closures for a
+// candidate primitive (including the reorder its input layout needs from the
+// producer's layout), and the search over candidates through
+// builder::search_tactics with the TimingCache.
+//
+// A candidate's cost is its primitive plus the reorder of its input from the
+// layout the producing layer already chose: layers are tuned greedily in
+// execution order, each against its producers' final choices. That keeps
+// activations in one blocked layout through a conv stack unless another
+// layout pays for the reorder.
+//
+// Used from one thread during a build.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/instance_builder.hpp"
+#include "builder/tactic_search.hpp"
+
+namespace kiln::cpu {
+
+struct TimedArg {
+  int arg;  // DNNL_ARG_*
+  Md md;
+};
+
+// A closure that runs `pd` once on zero-filled temporaries and returns the
+// milliseconds taken; when `from` differs from the DNNL_ARG_SRC descriptor,
+// the reorder from `from` is timed with it. Resources are made on first call.
+std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitive_desc_base& pd,
+                                        std::vector<TimedArg> args, std::optional<Md> from);
+
+// Picks among `candidates` (the heuristic favourite first) and returns its
+// index; sets `time_ms` to its time (0 when untimed). `signature` names the
+// layer's problem: op, shapes, attributes, post-ops, input layout.
+size_t choose_tactic(InstanceBuilder& b, const std::string& signature,
+                     const std::vector<builder::TacticCandidate>& candidates, double* time_ms);
+
+bool bf16_enabled(InstanceBuilder& b);
+
+// "1x64x56x56"
+std::string dims_string(const Dims& dims);
+
+}  // namespace kiln::cpu

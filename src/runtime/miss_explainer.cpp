@@ -1,0 +1,84 @@
+#include "runtime/miss_explainer.hpp"
+
+#include <cstring>
+#include <fstream>
+
+#include "backends/cpu/cpu_backend.hpp"
+#include "format/header_peek.hpp"
+#include "passes/passes.hpp"
+#include "runtime/compiled_model.hpp"
+
+namespace kiln::runtime {
+
+namespace {
+
+constexpr size_t k_max_entries_examined = 256;
+
+std::optional<format::EnvelopeHeader> peek_entry(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::vector<std::byte> prefix(format::k_peek_bytes);
+  in.read(reinterpret_cast<char*>(prefix.data()), static_cast<std::streamsize>(prefix.size()));
+  prefix.resize(static_cast<size_t>(in.gcount()));
+  return format::peek_header(prefix);
+}
+
+int equal_parts(const key::KeyParts& a, const key::KeyParts& b) {
+  return (a.graph == b.graph) + (a.inputs == b.inputs) + (a.settings == b.settings) +
+         (a.fingerprint == b.fingerprint);
+}
+
+}  // namespace
+
+std::string explain_miss(cache::DiskEngineCache& cache, const key::EngineKey& wanted) {
+  auto entries = cache.list();
+  if (entries.empty()) return "not in cache (the cache is empty)";
+  std::optional<format::EnvelopeHeader> nearest;
+  int best = -1;
+  for (size_t i = 0; i < entries.size() && i < k_max_entries_examined; ++i) {
+    auto header = peek_entry(cache.layout().entry_path(entries[i].key));
+    if (!header) continue;
+    int score = equal_parts(header->key.parts, wanted.parts);
+    if (score > best) {
+      best = score;
+      nearest = header;
+    }
+  }
+  if (!nearest) return "not in cache (no readable entry to compare with)";
+  return "not in cache; nearest entry " + nearest->key.hex().substr(0, 16) + " (" + std::to_string(best) +
+         " of 4 key parts equal) differs in: " + key::differing_parts(nearest->key.parts, wanted.parts);
+}
+
+Explanation explain_compile(const ir::Graph& graph, std::span<const InputSpec> specs,
+                            const CompileSettings& settings) {
+  auto backend = make_cpu_backend();
+  ir::Graph lowered = passes::lower(graph);
+  key::EngineKey key = key::compute_engine_key(lowered, specs, settings, backend->fingerprint());
+  Explanation e;
+  e.key = key.hex();
+  e.parts = key.parts;
+  auto dir = settings.engine_cache_dir.empty() ? default_engine_cache_dir() : settings.engine_cache_dir;
+  cache::DiskEngineCache cache(dir, settings.engine_cache_size);
+  auto path = cache.layout().entry_path(e.key);
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    e.detail = explain_miss(cache, key);
+    return e;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  std::vector<std::byte> blob(bytes.size());
+  std::memcpy(blob.data(), bytes.data(), bytes.size());
+  auto opened = format::open(std::span<const std::byte>(blob), key);
+  if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
+    e.detail = "entry present but unusable (" + rejected->reason + "): a compile would rebuild it";
+  } else if (std::get<format::OpenedBlob>(opened).header.fingerprint != backend->fingerprint().to_string()) {
+    e.detail = "entry present but built by " + std::get<format::OpenedBlob>(opened).header.fingerprint;
+  } else {
+    e.would_hit = true;
+    e.detail = "entry present and valid (" + std::to_string(blob.size()) + " bytes)";
+  }
+  return e;
+}
+
+}  // namespace kiln::runtime

@@ -1,0 +1,311 @@
+// The oneDNN CPU backend against the reference backend (the oracle): every
+// zoo tiny model and resnet18, fp32 within 1e-3 relative error and bf16
+// within 3e-2 of max|ref|; the plan round trip (build A → serialize →
+// deserialize → refit with B's weights equals a build of B); dynamic batch
+// ranges; corrupted plans; unsupported ops.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.hpp"
+#include "backends/ref/executor.hpp"
+#include "builder/timing_cache.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/error.hpp"
+#include "passes/passes.hpp"
+#include "zoo/zoo.hpp"
+
+namespace kiln {
+namespace {
+
+ir::Graph import_zoo(const std::string& name, uint64_t seed) {
+  zoo::ZooOptions o;
+  o.seed = seed;
+  zoo::ZooModel m = zoo::build_zoo_model(name, o);
+  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(m.onnx_bytes)), name).graph;
+}
+
+Tensor image_batch(int64_t batch, int64_t size, double phase = 0.0) {
+  std::vector<float> pixels(static_cast<size_t>(batch * 3 * size * size));
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i) + phase));
+  return Tensor::from_values<float>({batch, 3, size, size}, pixels);
+}
+
+std::vector<Tensor> bert_inputs(int64_t batch, int64_t seq) {
+  std::vector<int64_t> ids(static_cast<size_t>(batch * seq));
+  std::vector<int64_t> mask(ids.size(), 1);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 7919 + 13) % 1000);
+  if (batch > 1) {
+    for (int64_t s = std::max<int64_t>(seq - 5, 1); s < seq; ++s) mask[static_cast<size_t>(seq + s)] = 0;
+  }
+  return {Tensor::from_values<int64_t>({batch, seq}, ids), Tensor::from_values<int64_t>({batch, seq}, mask)};
+}
+
+// Largest |a - b| over max|b|.
+double relative_error(const Tensor& got, const Tensor& want) {
+  EXPECT_EQ(got.shape(), want.shape());
+  if (got.shape() != want.shape()) return 1e9;
+  auto g = got.data<float>();
+  auto w = want.data<float>();
+  double max_ref = 1e-12;
+  double max_diff = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
+    double d = std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i]));
+    if (!std::isfinite(g[i])) d = 1e9;
+    max_diff = std::max(max_diff, d);
+  }
+  return max_diff / max_ref;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::equal(a.bytes().begin(), a.bytes().end(), b.bytes().begin());
+}
+
+std::vector<InputSpec> fixed_specs(const ir::Graph& g, const std::vector<Tensor>& inputs) {
+  std::vector<InputSpec> specs;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    specs.push_back(InputSpec::fixed(g.value(g.inputs()[i]).name, inputs[i].dtype(), inputs[i].shape()));
+  }
+  return specs;
+}
+
+CompileSettings quick(int level = 1) {
+  CompileSettings s;
+  s.optimization_level = level;
+  return s;
+}
+
+struct Built {
+  ir::Graph graph;
+  std::unique_ptr<Engine> engine;
+};
+
+Built build(Backend& backend, const std::string& name, uint64_t seed, std::span<const InputSpec> specs,
+            const CompileSettings& settings) {
+  Built b{import_zoo(name, seed), nullptr};
+  builder::TimingCache cache;
+  b.engine = backend.build(passes::lower(b.graph), specs, settings, cache);
+  return b;
+}
+
+void expect_matches_reference(const std::string& name, const std::vector<Tensor>& inputs, const CompileSettings& settings,
+                              double tolerance) {
+  SCOPED_TRACE(name);
+  auto backend = make_cpu_backend();
+  ir::Graph g = import_zoo(name, 3);
+  auto specs = fixed_specs(g, inputs);
+  builder::TimingCache cache;
+  auto engine = backend->build(passes::lower(g), specs, settings, cache);
+  auto got = engine->run(inputs);
+  auto want = ref::Executor(g).run(inputs);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    double err = relative_error(got[i], want[i]);
+    EXPECT_LE(err, tolerance) << "output " << i;
+  }
+  // Every layer reports a tactic.
+  for (const LayerReport& r : engine->info().layers) EXPECT_FALSE(r.tactic.empty()) << r.name;
+}
+
+TEST(CpuBackend, TinyModelsMatchTheReferenceInFp32) {
+  expect_matches_reference("resnet_tiny", {image_batch(2, 64)}, quick(), 1e-3);
+  expect_matches_reference("mobilenet_tiny", {image_batch(2, 64)}, quick(), 1e-3);
+  expect_matches_reference("bert_tiny", bert_inputs(2, 16), quick(), 1e-3);
+  expect_matches_reference("bert_tiny_decomposed", bert_inputs(2, 16), quick(), 1e-3);
+}
+
+TEST(CpuBackend, Resnet18MatchesTheReferenceInFp32) {
+  expect_matches_reference("resnet18", {image_batch(1, 224)}, quick(0), 1e-3);
+}
+
+// bf16 keeps 8 mantissa bits (relative rounding 2^-9 per value); a dozen
+// layers of accumulated rounding stay well inside 3e-2 of the output range.
+TEST(CpuBackend, TinyModelsInBf16StayClose) {
+  CompileSettings s = quick();
+  s.enabled_precisions = {Precision::fp32, Precision::bf16};
+  expect_matches_reference("resnet_tiny", {image_batch(2, 64)}, s, 3e-2);
+  expect_matches_reference("mobilenet_tiny", {image_batch(2, 64)}, s, 3e-2);
+  expect_matches_reference("bert_tiny", bert_inputs(2, 16), s, 3e-2);
+}
+
+TEST(CpuBackend, RefitOfADeserializedPlanEqualsABuildWithThoseWeights) {
+  auto backend = make_cpu_backend();
+  for (const std::string name : {"resnet_tiny", "mobilenet_tiny", "bert_tiny"}) {
+    SCOPED_TRACE(name);
+    std::vector<Tensor> inputs = name == "bert_tiny" ? bert_inputs(2, 16) : std::vector<Tensor>{image_batch(2, 64)};
+    ir::Graph ga = import_zoo(name, 1);
+    auto specs = fixed_specs(ga, inputs);
+    // Level 0 picks tactics without timing, so both builds choose the same ones.
+    Built a = build(*backend, name, 1, specs, quick(0));
+    Built b = build(*backend, name, 2, specs, quick(0));
+    std::vector<std::byte> plan = a.engine->serialize();
+    auto restored = backend->deserialize(plan);
+    EXPECT_THROW(restored->run(inputs), Error) << "no weights before refit";
+    restored->refit(passes::source_weights(b.graph));
+    auto got = restored->run(inputs);
+    auto want = b.engine->run(inputs);
+    auto oracle = ref::Executor(b.graph).run(inputs);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      EXPECT_TRUE(bitwise_equal(got[i], want[i])) << "output " << i;
+      EXPECT_LE(relative_error(got[i], oracle[i]), 1e-3);
+    }
+    // The plan holds no weight values: it is much smaller than the weights.
+    size_t weight_bytes = 0;
+    for (const Tensor& t : passes::source_weights(b.graph)) weight_bytes += t.byte_size();
+    if (name != "bert_tiny") {
+      EXPECT_LT(plan.size(), weight_bytes / 2);
+    }
+    // Refit back to A: same outputs as A's own engine.
+    restored->refit(passes::source_weights(a.graph));
+    auto back = restored->run(inputs);
+    auto a_out = a.engine->run(inputs);
+    for (size_t i = 0; i < back.size(); ++i) EXPECT_TRUE(bitwise_equal(back[i], a_out[i]));
+  }
+}
+
+TEST(CpuBackend, FailedRefitLeavesTheEngineUnusableUntilARefitSucceeds) {
+  auto backend = make_cpu_backend();
+  std::vector<Tensor> inputs = {image_batch(1, 64)};
+  ir::Graph g = import_zoo("resnet_tiny", 1);
+  auto specs = fixed_specs(g, inputs);
+  Built a = build(*backend, "resnet_tiny", 1, specs, quick(0));
+  std::vector<Tensor> sources = passes::source_weights(a.graph);
+  std::vector<Tensor> too_few(sources.begin(), sources.end() - 1);
+  EXPECT_THROW(a.engine->refit(too_few), Error);
+  EXPECT_THROW(a.engine->run(inputs), Error);
+  std::vector<Tensor> wrong_shape = sources;
+  wrong_shape[0] = Tensor::zeros(DType::float32, {3, 3});
+  EXPECT_THROW(a.engine->refit(wrong_shape), Error);
+  EXPECT_THROW(a.engine->run(inputs), Error);
+  a.engine->refit(sources);
+  EXPECT_NO_THROW(a.engine->run(inputs));
+}
+
+TEST(CpuBackend, DynamicBatchRunsEveryShapeInRangeAndRejectsOthers) {
+  auto backend = make_cpu_backend();
+  ir::Graph g = import_zoo("resnet_tiny", 4);
+  InputSpec spec{g.value(g.inputs()[0]).name, DType::float32, {1, 3, 64, 64}, {4, 3, 64, 64}, {8, 3, 64, 64}};
+  builder::TimingCache cache;
+  auto engine = backend->build(passes::lower(g), std::span<const InputSpec>(&spec, 1), quick(), cache);
+  EXPECT_GT(engine->info().activation_bytes, 0u);
+  ref::Executor oracle(g);
+  for (int64_t batch : {1, 3, 8, 3}) {
+    SCOPED_TRACE(batch);
+    std::vector<Tensor> inputs = {image_batch(batch, 64, static_cast<double>(batch))};
+    auto got = engine->run(inputs);
+    auto want = oracle.run(inputs);
+    EXPECT_LE(relative_error(got[0], want[0]), 1e-3);
+  }
+  // Serialized with its range; a deserialized engine keeps it.
+  auto restored = backend->deserialize(engine->serialize());
+  restored->refit(passes::source_weights(g));
+  std::vector<Tensor> three = {image_batch(3, 64)};
+  EXPECT_LE(relative_error(restored->run(three)[0], oracle.run(three)[0]), 1e-3);
+  try {
+    std::vector<Tensor> nine = {image_batch(9, 64)};
+    engine->run(nine);
+    FAIL() << "batch 9 ran";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    std::string what = e.what();
+    EXPECT_NE(what.find(spec.name), std::string::npos) << what;
+    EXPECT_NE(what.find("dim 0"), std::string::npos) << what;
+    EXPECT_NE(what.find("[1, 8]"), std::string::npos) << what;
+  }
+}
+
+// BERT's Reshape targets come from Shape chains: the engine recomputes them
+// for every new (batch, sequence).
+TEST(CpuBackend, DynamicBertShapesRecomputeShapeChains) {
+  auto backend = make_cpu_backend();
+  ir::Graph g = import_zoo("bert_tiny", 6);
+  std::vector<InputSpec> specs;
+  for (size_t i = 0; i < 2; ++i) {
+    specs.push_back({g.value(g.inputs()[i]).name, DType::int64, {1, 1}, {2, 16}, {4, 32}});
+  }
+  builder::TimingCache cache;
+  auto engine = backend->build(passes::lower(g), specs, quick(), cache);
+  ref::Executor oracle(g);
+  for (auto [batch, seq] : std::vector<std::pair<int64_t, int64_t>>{{1, 5}, {4, 32}, {2, 16}, {3, 1}}) {
+    SCOPED_TRACE(std::to_string(batch) + "x" + std::to_string(seq));
+    auto inputs = bert_inputs(batch, seq);
+    EXPECT_LE(relative_error(engine->run(inputs)[0], oracle.run(inputs)[0]), 1e-3);
+  }
+  EXPECT_THROW(engine->run(bert_inputs(2, 33)), Error);
+}
+
+TEST(CpuBackend, CorruptedPlansAreErrorsNotCrashes) {
+  auto backend = make_cpu_backend();
+  std::vector<Tensor> inputs = {image_batch(1, 64)};
+  ir::Graph g = import_zoo("resnet_tiny", 1);
+  auto specs = fixed_specs(g, inputs);
+  Built a = build(*backend, "resnet_tiny", 1, specs, quick(0));
+  const std::vector<std::byte> plan = a.engine->serialize();
+  auto expect_rejected = [&](std::span<const std::byte> bytes, const std::string& what) {
+    try {
+      backend->deserialize(bytes);
+      ADD_FAILURE() << what << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_model) << what << ": " << e.what();
+    }
+  };
+  for (size_t keep : {size_t{0}, size_t{5}, size_t{16}, plan.size() / 2, plan.size() - 1}) {
+    expect_rejected(std::span<const std::byte>(plan.data(), keep), "truncated to " + std::to_string(keep));
+  }
+  for (size_t i = 0; i < 64; ++i) {
+    std::vector<std::byte> bad = plan;
+    const size_t pos = (i * 7919 + 3) % bad.size();
+    bad[pos] ^= std::byte{0x5a};
+    expect_rejected(bad, "flipped byte " + std::to_string(pos));
+  }
+  std::vector<std::byte> garbage(plan.size(), std::byte{0x42});
+  expect_rejected(garbage, "garbage");
+}
+
+TEST(CpuBackend, UnsupportedOpsAreReported) {
+  auto backend = make_cpu_backend();
+  ir::Graph g;
+  ir::ValueId x = g.add_value("x", ir::ValueType::of_static(DType::float32, std::vector<int64_t>{2, 3}));
+  g.add_input(x);
+  ir::ValueId y = g.add_value("y", ir::ValueType::of_static(DType::float32, std::vector<int64_t>{2, 3}));
+  ir::ValueId z = g.add_value("z", ir::ValueType::of_static(DType::float32, std::vector<int64_t>{2, 3}));
+  ir::ValueId w = g.add_value("w", ir::ValueType::of_static(DType::float16, std::vector<int64_t>{2, 3}));
+  ir::ValueId w2 = g.add_value("w2", ir::ValueType::of_static(DType::float16, std::vector<int64_t>{2, 3}));
+  ir::Node relu{"relu", "Relu", "", 17, {x}, {y}, {}};
+  ir::Node custom{"custom", "FancyOp", "com.example", 1, {y}, {z}, {}};
+  ir::Node half{"half", "Relu", "", 17, {w}, {w2}, {}};
+  ir::NodeId r = g.add_node(relu);
+  ir::NodeId c = g.add_node(custom);
+  ir::NodeId h = g.add_node(half);
+  ir::ValueId nz = g.add_value("nz", ir::ValueType::of_rank(DType::int64, 2));
+  ir::NodeId d = g.add_node(ir::Node{"nonzero", "NonZero", "", 17, {x}, {nz}, {}});
+  g.add_output(z);
+  EXPECT_FALSE(backend->unsupported_reason(g, r).has_value());
+  auto reason = backend->unsupported_reason(g, c);
+  ASSERT_TRUE(reason.has_value());
+  EXPECT_NE(reason->find("com.example"), std::string::npos) << *reason;
+  auto half_reason = backend->unsupported_reason(g, h);
+  ASSERT_TRUE(half_reason.has_value());
+  EXPECT_NE(half_reason->find("float16"), std::string::npos) << *half_reason;
+  auto data_dependent = backend->unsupported_reason(g, d);
+  ASSERT_TRUE(data_dependent.has_value());
+  EXPECT_NE(data_dependent->find("depends on input values"), std::string::npos) << *data_dependent;
+}
+
+TEST(CpuBackend, FingerprintNamesLibraryAndIsa) {
+  Fingerprint f = make_cpu_backend()->fingerprint();
+  EXPECT_EQ(f.backend, "cpu");
+  EXPECT_NE(f.library_version.find("oneDNN"), std::string::npos);
+  EXPECT_FALSE(f.isa.empty());
+}
+
+}  // namespace
+}  // namespace kiln

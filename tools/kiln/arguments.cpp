@@ -1,0 +1,174 @@
+#include "arguments.hpp"
+
+#include <sstream>
+
+namespace kiln::cli {
+
+std::pair<std::string, std::string> split_assignment(const std::string& text, const char* flag) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == text.size()) {
+    throw Error(ErrorCode::invalid_argument, std::string(flag) + " expects NAME=VALUE, got '" + text + "'");
+  }
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+std::vector<int64_t> parse_shape(const std::string& text, const char* flag) {
+  auto bad = [&] {
+    return Error(ErrorCode::invalid_argument,
+                 std::string(flag) + ": '" + text + "' is not a shape like 1x3x224x224");
+  };
+  if (text.empty() || text.back() == 'x') throw bad();
+  std::vector<int64_t> dims;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, 'x')) {
+    size_t used = 0;
+    int64_t d = -1;
+    try {
+      d = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || d < 0) throw bad();
+    dims.push_back(d);
+  }
+  return dims;
+}
+
+uint64_t parse_size(const std::string& text, const char* flag) {
+  size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  uint64_t scale = 1;
+  std::string suffix = text.substr(used);
+  if (suffix == "K" || suffix == "KiB") scale = uint64_t{1} << 10;
+  else if (suffix == "M" || suffix == "MiB") scale = uint64_t{1} << 20;
+  else if (suffix == "G" || suffix == "GiB") scale = uint64_t{1} << 30;
+  else if (!suffix.empty() && suffix != "B") used = 0;
+  if (used == 0 || value < 0) {
+    throw Error(ErrorCode::invalid_argument, std::string(flag) + ": '" + text + "' is not a size like 500M or 5G");
+  }
+  return static_cast<uint64_t>(value * static_cast<double>(scale));
+}
+
+ir::ValueId find_input(const ir::Graph& graph, const std::string& name, const char* flag) {
+  std::string names;
+  for (ir::ValueId id : graph.inputs()) {
+    if (graph.value(id).name == name) return id;
+    names += (names.empty() ? "" : ", ") + graph.value(id).name;
+  }
+  throw Error(ErrorCode::invalid_argument, std::string(flag) + ": the model has no input '" + name +
+                                               "' (inputs: " + (names.empty() ? "none" : names) + ")");
+}
+
+std::map<std::string, std::vector<int64_t>> parse_shape_flags(const ir::Graph& graph,
+                                                              const std::vector<std::string>& flags,
+                                                              const char* flag) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& f : flags) {
+    auto [name, text] = split_assignment(f, flag);
+    find_input(graph, name, flag);
+    shapes[name] = parse_shape(text, flag);
+  }
+  return shapes;
+}
+
+void add_compile_options(CLI::App* cmd, CompileOptions& o) {
+  cmd->add_option("--min", o.min, "NAME=SHAPE: smallest shape the engine must run");
+  cmd->add_option("--opt", o.opt, "NAME=SHAPE: shape the tactics are timed at");
+  cmd->add_option("--max", o.max, "NAME=SHAPE: largest shape the engine must run");
+  cmd->add_option("--precision", o.precision, "Kernel precisions allowed: fp32 or fp32,bf16")->capture_default_str();
+  cmd->add_option("--optimization-level", o.optimization_level, "0 (no timing) to 5 (exhaustive)")
+      ->capture_default_str();
+  cmd->add_option("--cache-dir", o.cache_dir, "Engine cache folder (default: <tmp>/kiln_engine_cache)");
+  cmd->add_option("--cache-size", o.cache_size, "Engine cache cap, e.g. 500M or 5G (default 5G)");
+  cmd->add_flag("--no-cache", o.no_cache, "Neither save built engines nor reuse cached ones");
+  cmd->add_flag("--no-reuse", o.no_reuse, "Build and save, but do not reuse cached engines");
+  cmd->add_option("--timing-cache", o.timing_cache, "Timing cache file ('-' for none)");
+  cmd->add_option("--threads", o.threads, "Threads for the engine (0: all cores)")->capture_default_str();
+  cmd->add_flag("--debug", o.debug, "Log each layer's tactic candidates and timings");
+}
+
+CompileSettings to_settings(const CompileOptions& o) {
+  CompileSettings s;
+  s.enabled_precisions.clear();
+  std::stringstream ss(o.precision);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item == "fp32") s.enabled_precisions.insert(Precision::fp32);
+    else if (item == "bf16") s.enabled_precisions.insert(Precision::bf16);
+    else throw Error(ErrorCode::invalid_argument, "--precision: unknown precision '" + item + "' (fp32, bf16)");
+  }
+  if (!s.enabled_precisions.count(Precision::fp32)) {
+    throw Error(ErrorCode::invalid_argument, "--precision must include fp32 (layers without bf16 kernels use it)");
+  }
+  if (o.optimization_level < 0 || o.optimization_level > 5) {
+    throw Error(ErrorCode::invalid_argument, "--optimization-level must be 0 to 5");
+  }
+  s.optimization_level = o.optimization_level;
+  if (!o.cache_dir.empty()) s.engine_cache_dir = o.cache_dir;
+  if (!o.cache_size.empty()) s.engine_cache_size = parse_size(o.cache_size, "--cache-size");
+  s.cache_built_engines = !o.no_cache;
+  s.reuse_cached_engines = !o.no_cache && !o.no_reuse;
+  if (!o.timing_cache.empty()) s.timing_cache_path = o.timing_cache;
+  if (o.threads < 0) throw Error(ErrorCode::invalid_argument, "--threads must be 0 or more");
+  s.num_threads = o.threads;
+  s.debug = o.debug;
+  return s;
+}
+
+std::vector<InputSpec> to_specs(const ir::Graph& graph, const CompileOptions& o,
+                                const std::map<std::string, std::vector<int64_t>>& known_shapes) {
+  auto fixed = parse_shape_flags(graph, o.shapes, "--shape");
+  for (const auto& [name, shape] : known_shapes) fixed.emplace(name, shape);
+  auto mins = parse_shape_flags(graph, o.min, "--min");
+  auto opts = parse_shape_flags(graph, o.opt, "--opt");
+  auto maxs = parse_shape_flags(graph, o.max, "--max");
+
+  std::vector<InputSpec> specs;
+  for (ir::ValueId id : graph.inputs()) {
+    const ir::Value& v = graph.value(id);
+    InputSpec spec;
+    spec.name = v.name;
+    spec.dtype = v.type.dtype;
+    std::vector<int64_t> base;
+    if (auto it = opts.find(v.name); it != opts.end()) {
+      base = it->second;
+    } else if (auto f = fixed.find(v.name); f != fixed.end()) {
+      base = f->second;
+    } else if (v.type.shape) {
+      for (const ir::Dim& d : *v.type.shape) base.push_back(d.is_static() ? d.value() : 1);
+    } else {
+      throw Error(ErrorCode::invalid_argument,
+                  "input '" + v.name + "' has no declared shape: pass --shape or --opt " + v.name + "=...");
+    }
+    spec.opt = base;
+    spec.min = mins.count(v.name) ? mins[v.name] : base;
+    spec.max = maxs.count(v.name) ? maxs[v.name] : base;
+    if (spec.min.size() != base.size() || spec.max.size() != base.size()) {
+      throw Error(ErrorCode::invalid_argument, "input '" + v.name + "': --min, --opt and --max need the same rank");
+    }
+    for (size_t d = 0; d < base.size(); ++d) {
+      if (spec.min[d] > spec.opt[d] || spec.opt[d] > spec.max[d]) {
+        throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' dim " + std::to_string(d) +
+                                                     ": need min <= opt <= max, got " + std::to_string(spec.min[d]) +
+                                                     " / " + std::to_string(spec.opt[d]) + " / " +
+                                                     std::to_string(spec.max[d]));
+      }
+      if (v.type.shape && d < v.type.shape->size() && (*v.type.shape)[d].is_static() &&
+          (spec.min[d] != (*v.type.shape)[d].value() || spec.max[d] != (*v.type.shape)[d].value())) {
+        throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' dim " + std::to_string(d) +
+                                                     " is fixed at " + std::to_string((*v.type.shape)[d].value()) +
+                                                     " by the model");
+      }
+    }
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+}  // namespace kiln::cli

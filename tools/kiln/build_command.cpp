@@ -1,0 +1,74 @@
+// `kiln build MODEL.onnx`: compiles a model into engines (through the engine
+// cache) and reports, per engine, hit or miss and where the time went.
+#include <chrono>
+#include <iostream>
+
+#include "arguments.hpp"
+#include "commands.hpp"
+#include "compile_report.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "runtime/compiled_model.hpp"
+
+namespace kiln::cli {
+
+namespace {
+
+struct BuildOptions {
+  std::string model;
+  CompileOptions compile;
+  bool layers = false;
+  bool json = false;
+};
+
+int run_build(const BuildOptions& opt) {
+  auto start = std::chrono::steady_clock::now();
+  frontend::ImportedModel model = frontend::import_onnx_file(opt.model);
+  double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const ir::Graph& g = model.graph;
+  std::vector<InputSpec> specs = to_specs(g, opt.compile, {});
+  auto compiled = runtime::CompiledModel::compile(g, specs, to_settings(opt.compile));
+  const auto& report = compiled.report();
+  bool layers = opt.layers || opt.compile.debug;
+
+  nlohmann::json j;
+  j["command"] = "build";
+  j["model"] = opt.model;
+  j["import_ms"] = import_ms;
+  for (const auto& s : specs) {
+    j["inputs"].push_back({{"name", s.name}, {"dtype", dtype_name(s.dtype)}, {"min", s.min}, {"opt", s.opt},
+                           {"max", s.max}});
+  }
+  nlohmann::json c = compile_report_json(report, layers);
+  for (auto& [k, v] : c.items()) j[k] = v;
+  if (opt.json) {
+    print_json(j);
+    return 0;
+  }
+  std::cout << "model   " << opt.model << " imported in " << import_ms << " ms\n";
+  for (const auto& s : specs) {
+    std::cout << "input   " << s.name << ": " << dtype_name(s.dtype) << " ";
+    if (s.is_static()) {
+      std::cout << shape_to_string(s.opt) << "\n";
+    } else {
+      std::cout << "min " << shape_to_string(s.min) << ", opt " << shape_to_string(s.opt) << ", max "
+                << shape_to_string(s.max) << "\n";
+    }
+  }
+  print_compile_report(std::cout, report, layers);
+  return 0;
+}
+
+}  // namespace
+
+void add_build_command(CLI::App& app, Action& action) {
+  auto opt = std::make_shared<BuildOptions>();
+  CLI::App* cmd = app.add_subcommand("build", "Compile a model into engines through the engine cache");
+  cmd->add_option("model", opt->model, "Model file (.onnx)")->required();
+  cmd->add_option("--shape", opt->compile.shapes, "NAME=1x3x224x224: a fixed input shape");
+  add_compile_options(cmd, opt->compile);
+  cmd->add_flag("--layers", opt->layers, "List each layer's chosen tactic");
+  cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
+  cmd->callback([opt, &action] { action = [opt] { return run_build(*opt); }; });
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,139 @@
+// `kiln cache stats | ls | verify | prune --max-size S | clear | explain MODEL`:
+// inspect and manage the disk engine cache, like `ccache -s` and friends.
+#include <iomanip>
+#include <iostream>
+
+#include "arguments.hpp"
+#include "cache/disk_engine_cache.hpp"
+#include "commands.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "runtime/compiled_model.hpp"
+#include "runtime/miss_explainer.hpp"
+
+namespace kiln::cli {
+
+namespace {
+
+struct CacheOptions {
+  std::string action;
+  std::string cache_dir;
+  std::string max_size;
+  std::string model;
+  CompileOptions compile;
+  bool json = false;
+};
+
+std::filesystem::path cache_dir(const CacheOptions& o) {
+  if (!o.compile.cache_dir.empty()) return o.compile.cache_dir;
+  return o.cache_dir.empty() ? runtime::default_engine_cache_dir() : std::filesystem::path(o.cache_dir);
+}
+
+std::string human_bytes(uint64_t bytes) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1);
+  if (bytes >= (uint64_t{1} << 30)) os << static_cast<double>(bytes) / (1 << 30) << " GiB";
+  else if (bytes >= (uint64_t{1} << 20)) os << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else if (bytes >= 1024) os << static_cast<double>(bytes) / 1024 << " KiB";
+  else os << bytes << " B";
+  return os.str();
+}
+
+int run_cache(const CacheOptions& o) {
+  auto dir = cache_dir(o);
+  uint64_t cap = o.compile.cache_size.empty() ? (uint64_t{5} << 30) : parse_size(o.compile.cache_size, "--cache-size");
+  cache::DiskEngineCache cache(dir, cap);
+  nlohmann::json j{{"command", "cache " + o.action}, {"cache_dir", dir.string()}};
+  std::ostringstream text;
+
+  if (o.action == "stats") {
+    CacheStats s = cache.stats();
+    j["stats"] = {{"hits", s.hits}, {"misses", s.misses}, {"saves", s.saves}, {"evictions", s.evictions},
+                  {"refused_too_large", s.refused_too_large}, {"quarantined", s.quarantined},
+                  {"entries", s.entries}, {"bytes", s.bytes}, {"max_bytes", cap}};
+    uint64_t lookups = s.hits + s.misses;
+    text << "Cache directory      " << dir.string() << "\n"
+         << "Hits                 " << s.hits;
+    if (lookups) text << " / " << lookups << " (" << std::fixed << std::setprecision(1) << 100.0 * static_cast<double>(s.hits) / static_cast<double>(lookups) << " %)";
+    text << "\nMisses               " << s.misses << "\n"
+         << "Saves                " << s.saves << "\n"
+         << "Evictions            " << s.evictions << "\n"
+         << "Refused (too large)  " << s.refused_too_large << "\n"
+         << "Quarantined          " << s.quarantined << "\n"
+         << "Entries              " << s.entries << "\n"
+         << "Cache size           " << human_bytes(s.bytes) << " / " << human_bytes(cap) << "\n";
+  } else if (o.action == "ls") {
+    j["entries"] = nlohmann::json::array();
+    for (const auto& e : cache.list()) {
+      j["entries"].push_back({{"key", e.key}, {"bytes", e.size}, {"mtime_ns", e.mtime_ns}});
+      text << e.key << "  " << std::setw(10) << human_bytes(e.size) << "\n";
+    }
+  } else if (o.action == "verify") {
+    int bad = 0;
+    j["entries"] = nlohmann::json::array();
+    for (const auto& r : cache.verify()) {
+      j["entries"].push_back({{"key", r.key}, {"ok", r.ok}, {"reason", r.reason}});
+      if (!r.ok) {
+        ++bad;
+        text << "BAD  " << r.key << ": " << r.reason << " (quarantined)\n";
+      }
+    }
+    j["bad"] = bad;
+    text << j["entries"].size() << " entries verified, " << bad << " bad\n";
+  } else if (o.action == "prune") {
+    if (o.max_size.empty()) throw Error(ErrorCode::invalid_argument, "cache prune needs --max-size, e.g. 500M");
+    auto r = cache.prune(parse_size(o.max_size, "--max-size"));
+    j["removed_entries"] = r.removed_entries;
+    j["removed_bytes"] = r.removed_bytes;
+    j["entries"] = r.entries;
+    j["bytes"] = r.bytes;
+    text << "removed " << r.removed_entries << " entries (" << human_bytes(r.removed_bytes) << "); " << r.entries
+         << " entries, " << human_bytes(r.bytes) << " left\n";
+  } else if (o.action == "clear") {
+    j["removed_entries"] = cache.clear();
+    text << "removed " << j["removed_entries"].get<uint64_t>() << " entries\n";
+  } else if (o.action == "explain") {
+    if (o.model.empty()) throw Error(ErrorCode::invalid_argument, "cache explain needs a MODEL.onnx");
+    auto model = frontend::import_onnx_file(o.model);
+    CompileOptions compile = o.compile;
+    if (compile.cache_dir.empty()) compile.cache_dir = dir.string();
+    auto specs = to_specs(model.graph, compile, {});
+    auto e = runtime::explain_compile(model.graph, specs, to_settings(compile));
+    j["engines"] = nlohmann::json::array({{{"key", e.key},
+                                           {"status", e.would_hit ? "hit" : "miss"},
+                                           {"detail", e.detail},
+                                           {"parts",
+                                            {{"graph", key::to_hex(e.parts.graph)},
+                                             {"inputs", key::to_hex(e.parts.inputs)},
+                                             {"settings", key::to_hex(e.parts.settings)},
+                                             {"fingerprint", key::to_hex(e.parts.fingerprint)}}}}});
+    text << "engine  " << e.key.substr(0, 16) << "  " << (e.would_hit ? "hit" : "miss") << ": " << e.detail << "\n"
+         << "        graph " << key::to_hex(e.parts.graph).substr(0, 16) << "  inputs "
+         << key::to_hex(e.parts.inputs).substr(0, 16) << "  settings " << key::to_hex(e.parts.settings).substr(0, 16)
+         << "  fingerprint " << key::to_hex(e.parts.fingerprint).substr(0, 16) << "\n";
+  } else {
+    throw Error(ErrorCode::invalid_argument,
+                "cache: unknown action '" + o.action + "' (stats, ls, verify, prune, clear, explain)");
+  }
+  if (o.json) {
+    print_json(j);
+  } else {
+    std::cout << text.str();
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_cache_command(CLI::App& app, Action& action) {
+  auto opt = std::make_shared<CacheOptions>();
+  CLI::App* cmd = app.add_subcommand("cache", "Inspect and manage the engine cache");
+  cmd->add_option("action", opt->action, "stats | ls | verify | prune | clear | explain")->required();
+  cmd->add_option("model", opt->model, "Model file (.onnx), for explain");
+  cmd->add_option("--max-size", opt->max_size, "For prune: the size to shrink the cache to, e.g. 500M");
+  cmd->add_option("--shape", opt->compile.shapes, "For explain: NAME=SHAPE, as given to kiln build");
+  add_compile_options(cmd, opt->compile);
+  cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
+  cmd->callback([opt, &action] { action = [opt] { return run_cache(*opt); }; });
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,64 @@
+#include "compile_report.hpp"
+
+#include <iomanip>
+
+namespace kiln::cli {
+
+nlohmann::json compile_report_json(const runtime::CompileReport& r, bool with_layers) {
+  nlohmann::json j;
+  j["backend"] = r.backend;
+  j["lower_ms"] = r.lower_ms;
+  j["compile_ms"] = r.compile_ms;
+  j["engines"] = nlohmann::json::array();
+  for (const auto& e : r.engines) {
+    nlohmann::json ej{{"key", e.key},           {"status", e.status},       {"key_ms", e.key_ms},
+                      {"load_ms", e.load_ms},   {"refit_ms", e.refit_ms},   {"build_ms", e.build_ms},
+                      {"save_ms", e.save_ms},   {"layers", e.info.layers.size()},
+                      {"activation_bytes", e.info.activation_bytes}, {"weight_bytes", e.info.weight_bytes}};
+    if (!e.reason.empty()) ej["reason"] = e.reason;
+    if (with_layers) {
+      for (const auto& l : e.info.layers) {
+        ej["layer_tactics"].push_back({{"name", l.name}, {"op", l.op}, {"tactic", l.tactic}, {"time_ms", l.time_ms}});
+      }
+    }
+    j["engines"].push_back(ej);
+  }
+  if (!r.timing_cache_path.empty()) {
+    j["timing_cache"] = {{"path", r.timing_cache_path.string()},
+                         {"entries", r.timing_cache_entries},
+                         {"hits", r.timing_cache_hits},
+                         {"misses", r.timing_cache_misses}};
+  }
+  return j;
+}
+
+void print_compile_report(std::ostream& out, const runtime::CompileReport& r, bool with_layers) {
+  out << std::fixed << std::setprecision(1);
+  for (const auto& e : r.engines) {
+    out << "engine  " << (e.key.empty() ? std::string("(uncached)") : e.key.substr(0, 16)) << "  " << e.status;
+    if (e.status == "hit") {
+      out << "  load " << e.load_ms << " ms, refit " << e.refit_ms << " ms";
+    } else {
+      out << "  build " << e.build_ms << " ms";
+      if (e.save_ms > 0) out << ", save " << e.save_ms << " ms";
+    }
+    out << "  (" << e.info.layers.size() << " layers, " << std::setprecision(2)
+        << static_cast<double>(e.info.activation_bytes) / 1e6 << " MB activations)" << std::setprecision(1);
+    if (!e.reason.empty()) out << "\n        miss: " << e.reason;
+    out << "\n";
+    if (with_layers) {
+      for (const auto& l : e.info.layers) {
+        out << "  layer " << l.name << " (" << l.op << "): " << l.tactic;
+        if (l.time_ms > 0) out << "  " << std::setprecision(3) << l.time_ms << " ms" << std::setprecision(1);
+        out << "\n";
+      }
+    }
+  }
+  out << "compile " << r.backend << " backend: " << r.compile_ms << " ms (lowering " << r.lower_ms << " ms)";
+  if (!r.timing_cache_path.empty()) {
+    out << "; timing cache " << r.timing_cache_hits << " hits, " << r.timing_cache_misses << " misses";
+  }
+  out << "\n";
+}
+
+}  // namespace kiln::cli
