@@ -97,6 +97,18 @@ Tensor bn_fold_scale(const WeightRecipe& r, std::span<const Tensor> sources) {
   Tensor out = Tensor::zeros(DType::float32, w.shape());
   auto dst = out.mutable_data<float>();
   const int64_t slice = channels ? w.numel() / channels : 0;
+  if (w.dtype() == DType::float32) {
+    // The refit hot path: one typed span instead of a per-element dispatch.
+    auto src = w.data<float>();
+    for (int64_t c = 0; c < channels; ++c) {
+      const double sc = scale[static_cast<size_t>(c)];
+      const size_t begin = static_cast<size_t>(c * slice);
+      for (size_t i = begin; i < begin + static_cast<size_t>(slice); ++i) {
+        dst[i] = static_cast<float>(static_cast<double>(src[i]) * sc);
+      }
+    }
+    return out;
+  }
   for (int64_t c = 0; c < channels; ++c) {
     for (int64_t j = 0; j < slice; ++j) {
       const int64_t i = c * slice + j;

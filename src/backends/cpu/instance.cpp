@@ -1,4 +1,5 @@
 #include "backends/cpu/instance.hpp"
+#include "backends/cpu/weight_reorder.hpp"
 
 #include <climits>
 #include <cstdlib>
@@ -411,8 +412,10 @@ void Instance::prepare_weights(const WeightStore& weights, const dnnl::engine& e
                                                    std::to_string(t->byte_size()) + " bytes, the layer reads " +
                                                    std::to_string(p.view.get_size()));
     }
-    dnnl::memory src(p.view, engine, const_cast<std::byte*>(t->bytes().data()));
     dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
+    const auto* plain = reinterpret_cast<const float*>(t->bytes().data());
+    if (reorder_weights(p.view, plain, dst.get_desc(), dst.get_data_handle())) continue;
+    dnnl::memory src(p.view, engine, const_cast<std::byte*>(t->bytes().data()));
     dnnl::reorder(src, dst).execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
   }
   stream.wait();

@@ -1,0 +1,102 @@
+#include "backends/cpu/weight_reorder.hpp"
+
+#include <array>
+#include <bit>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace kiln::cpu {
+
+namespace {
+
+constexpr int k_max_dims = DNNL_MAX_NDIMS;
+
+// A blocked layout's offset is a sum of one term per logical dim (outer
+// stride plus that dim's inner-block positions), so per-dim tables of those
+// terms turn the reorder into table lookups and additions.
+std::vector<std::vector<int64_t>> offset_tables(const dnnl_memory_desc_t& md) {
+  const auto& b = md.format_desc.blocking;
+  std::vector<std::vector<int64_t>> tables(static_cast<size_t>(md.ndims));
+  for (int d = 0; d < md.ndims; ++d) {
+    int64_t block = 1;
+    for (int k = 0; k < b.inner_nblks; ++k) {
+      if (b.inner_idxs[k] == d) block *= b.inner_blks[k];
+    }
+    auto& table = tables[static_cast<size_t>(d)];
+    table.resize(static_cast<size_t>(md.dims[d]));
+    for (int64_t i = 0; i < md.dims[d]; ++i) {
+      int64_t off = (i / block) * b.strides[d];
+      int64_t div = 1;
+      int64_t mult = 1;
+      for (int k = b.inner_nblks - 1; k >= 0; --k) {
+        if (b.inner_idxs[k] == d) {
+          off += ((i / div) % b.inner_blks[k]) * mult;
+          div *= b.inner_blks[k];
+        }
+        mult *= b.inner_blks[k];
+      }
+      table[static_cast<size_t>(i)] = off;
+    }
+  }
+  return tables;
+}
+
+bool addressable(const dnnl_memory_desc_t& md) {
+  return md.format_kind == dnnl_blocked && md.extra.flags == dnnl_memory_extra_flag_none;
+}
+
+uint16_t to_bf16(float value) {
+  uint32_t bits = std::bit_cast<uint32_t>(value);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);  // quiet NaN
+  bits += 0x7fffu + ((bits >> 16) & 1u);  // round to nearest even
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+}  // namespace
+
+bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const dnnl::memory::desc& dst_md,
+                     void* dst) {
+  const dnnl_memory_desc_t& s = src_md.data;
+  const dnnl_memory_desc_t& d = dst_md.data;
+  if (!addressable(s) || !addressable(d) || s.ndims != d.ndims || s.data_type != dnnl_f32) return false;
+  if (d.data_type != dnnl_f32 && d.data_type != dnnl_bf16) return false;
+  for (int i = 0; i < s.ndims; ++i) {
+    if (s.dims[i] != d.dims[i]) return false;
+  }
+  std::memset(dst, 0, dst_md.get_size());  // padding must read as zero
+  const int ndims = s.ndims;
+  if (ndims == 0) return false;
+  auto from = offset_tables(s);
+  auto to = offset_tables(d);
+  const bool bf16 = d.data_type == dnnl_bf16;
+  const auto last = static_cast<size_t>(ndims - 1);
+  const int64_t inner = s.dims[ndims - 1];
+  int64_t outer = 1;
+  for (int i = 0; i < ndims - 1; ++i) outer *= s.dims[i];
+  std::array<int64_t, k_max_dims> idx{};
+  for (int64_t n = 0; n < outer; ++n) {
+    int64_t src_base = s.offset0;
+    int64_t dst_base = d.offset0;
+    for (size_t i = 0; i < last; ++i) {
+      src_base += from[i][static_cast<size_t>(idx[i])];
+      dst_base += to[i][static_cast<size_t>(idx[i])];
+    }
+    const int64_t* src_inner = from[last].data();
+    const int64_t* dst_inner = to[last].data();
+    if (bf16) {
+      auto* out = static_cast<uint16_t*>(dst) + dst_base;
+      for (int64_t j = 0; j < inner; ++j) out[dst_inner[j]] = to_bf16(src[src_base + src_inner[j]]);
+    } else {
+      auto* out = static_cast<float*>(dst) + dst_base;
+      for (int64_t j = 0; j < inner; ++j) out[dst_inner[j]] = src[src_base + src_inner[j]];
+    }
+    for (size_t i = last; i-- > 0;) {
+      if (++idx[i] < s.dims[i]) break;
+      idx[i] = 0;
+    }
+  }
+  return true;
+}
+
+}  // namespace kiln::cpu

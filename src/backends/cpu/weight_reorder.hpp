@@ -1,0 +1,23 @@
+// Weight reorders done by kiln itself instead of dnnl::reorder.
+//
+// On a cache hit every weight is reordered from its plain layout into the
+// blocked layout its primitive chose. dnnl::reorder JIT-compiles a kernel for
+// each new (source, destination) pair, and a fresh process has none cached:
+// for ResNet-18 that compilation, not the copying, was most of a refit
+// (~0.7 s). A reorder between two blocked descriptors is only index
+// arithmetic, so refit does it here and stays in the tens of milliseconds.
+#pragma once
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+namespace kiln::cpu {
+
+// Copies f32 `src` laid out as `src_md` into `dst` laid out as `dst_md`
+// (f32, or bf16 rounded to nearest even), zeroing any padding of `dst`.
+// Returns false, touching nothing, when either descriptor is not a plain or
+// blocked layout kiln can address (e.g. winograd weights): the caller then
+// falls back to dnnl::reorder.
+bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const dnnl::memory::desc& dst_md,
+                     void* dst);
+
+}  // namespace kiln::cpu
