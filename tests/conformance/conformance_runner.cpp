@@ -7,8 +7,13 @@
 // skipped, and the skips are compared with a committed list so that a
 // regression (a case that used to run and is now skipped) fails the run.
 //
-//   kiln_conformance [--data DIR] [--skip-list FILE] [--write-skip-list FILE]
-//                    [--filter SUBSTRING] [--verbose]
+// With --backend cpu, each case is compiled into a oneDNN engine instead
+// (lowered, built at optimization level 0, no engine cache) and run at the
+// test data's shapes; cases the cpu backend cannot take are skipped with its
+// reason, against their own skip list.
+//
+//   kiln_conformance [--backend ref|cpu] [--data DIR] [--skip-list FILE]
+//                    [--write-skip-list FILE] [--filter SUBSTRING] [--verbose]
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -21,6 +26,7 @@
 
 #include "backends/ref/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "runtime/compiled_model.hpp"
 
 namespace fs = std::filesystem;
 using kiln::Error;
@@ -104,7 +110,7 @@ std::string compare(const Tensor& expected, const Tensor& actual, size_t index) 
   return first + " (" + std::to_string(mismatches) + " of " + std::to_string(expected.numel()) + " differ)";
 }
 
-CaseResult run_case(const fs::path& dir, const std::string& name) {
+CaseResult run_case(const fs::path& dir, const std::string& name, const std::string& backend) {
   kiln::frontend::ImportedModel model;
   try {
     model = kiln::frontend::import_onnx_file(dir / "model.onnx");
@@ -122,14 +128,34 @@ CaseResult run_case(const fs::path& dir, const std::string& name) {
     return {name, Outcome::skipped, detail};
   }
   try {
-    kiln::ref::Executor executor(graph);
+    std::optional<kiln::ref::Executor> executor;
+    if (backend == "ref") executor.emplace(graph);
     auto data_sets = sorted_entries(dir, "test_data_set_");
     for (const auto& set : data_sets) {
       std::vector<Tensor> inputs;
       for (const auto& f : sorted_entries(set, "input_")) inputs.push_back(kiln::frontend::read_tensor_proto_file(f));
       std::vector<Tensor> expected;
       for (const auto& f : sorted_entries(set, "output_")) expected.push_back(kiln::frontend::read_tensor_proto_file(f));
-      auto actual = executor.run(inputs);
+      std::vector<Tensor> actual;
+      if (executor) {
+        actual = executor->run(inputs);
+      } else {
+        if (inputs.size() != graph.inputs().size()) {
+          return {name, Outcome::failed, "test data has " + std::to_string(inputs.size()) + " inputs"};
+        }
+        std::vector<kiln::InputSpec> specs;
+        for (size_t i = 0; i < inputs.size(); ++i) {
+          specs.push_back(kiln::InputSpec::fixed(graph.value(graph.inputs()[i]).name, inputs[i].dtype(),
+                                                 inputs[i].shape()));
+        }
+        kiln::CompileSettings settings;
+        settings.cache_built_engines = false;
+        settings.reuse_cached_engines = false;
+        settings.optimization_level = 0;
+        settings.timing_cache_path = "-";
+        auto compiled = kiln::runtime::CompiledModel::compile(graph, specs, settings);
+        actual = compiled.run(inputs);
+      }
       if (actual.size() != expected.size()) {
         return {name, Outcome::failed, "produced " + std::to_string(actual.size()) + " outputs, expected " +
                                            std::to_string(expected.size())};
@@ -168,6 +194,7 @@ int main(int argc, char** argv) {
   fs::path write_skip_list;
   std::string filter;
   bool verbose = false;
+  std::string backend = "ref";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto next = [&]() -> std::string {
@@ -182,10 +209,15 @@ int main(int argc, char** argv) {
     else if (arg == "--write-skip-list") write_skip_list = next();
     else if (arg == "--filter") filter = next();
     else if (arg == "--verbose") verbose = true;
+    else if (arg == "--backend") backend = next();
     else {
       std::cerr << "unknown argument " << arg << "\n";
       return 1;
     }
+  }
+  if (backend != "ref" && backend != "cpu") {
+    std::cerr << "unknown backend " << backend << " (ref, cpu)\n";
+    return 1;
   }
   if (!fs::is_directory(data)) {
     std::cerr << "no ONNX test data at " << data << " (install libonnx-testdata)\n";
@@ -197,7 +229,7 @@ int main(int argc, char** argv) {
     for (const auto& dir : sorted_entries(data / suite, "test_")) {
       std::string name = std::string(suite) + "/" + dir.filename().string();
       if (!filter.empty() && name.find(filter) == std::string::npos) continue;
-      results.push_back(run_case(dir, name));
+      results.push_back(run_case(dir, name, backend));
       if (verbose) std::cerr << name << ": " << static_cast<int>(results.back().outcome) << "\n";
     }
   }

@@ -216,6 +216,13 @@ std::optional<std::string> unsupported_reason(const ir::Graph& graph, NodeId nod
       }
     }
   }
+  if (n.op_type == "Dropout" && n.inputs.size() > 2 && n.inputs[2] != k_no_value) {
+    // Training mode draws a random mask: only a constant "off" is an identity.
+    const Tensor* training = graph.value(n.inputs[2]).known_value();
+    if (!training || training->numel() != 1 || training->int_at(0) != 0) {
+      return "Dropout: training_mode may be on, and a random mask cannot be reproduced";
+    }
+  }
   if (native_kind(graph, node)) return std::nullopt;
   const ref::KernelDef* kernel = ref::kernels().find(n.op_type);
   if (!kernel || !ir::find_schema(n.domain, n.op_type)) return "no kernel for op " + n.op_type;
