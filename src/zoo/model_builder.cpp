@@ -71,33 +71,35 @@ void ModelBuilder::add_output(const std::string& name, int32_t onnx_dtype, const
   set_dims(info, onnx_dtype, dims);
 }
 
-std::string ModelBuilder::weight(const std::string& name, const std::vector<int64_t>& dims, float stddev,
-                                 float fill) {
-  auto* t = m_graph->add_initializer();
+namespace {
+// Adds a float initializer whose i-th value is `value(i)`, as raw_data.
+template <typename ValueFn>
+void add_float_initializer(onnx::GraphProto* graph, const std::string& name, const std::vector<int64_t>& dims,
+                           ValueFn&& value) {
+  auto* t = graph->add_initializer();
   t->set_name(name);
   t->set_data_type(onnx::TensorProto::FLOAT);
   for (int64_t d : dims) t->add_dims(d);
   int64_t n = numel(dims);
   std::string raw(static_cast<size_t>(n) * sizeof(float), '\0');
   auto* values = reinterpret_cast<float*>(raw.data());
-  for (int64_t i = 0; i < n; ++i) values[i] = stddev > 0 ? m_random.normal(stddev) : fill;
+  for (int64_t i = 0; i < n; ++i) values[i] = value();
   t->set_raw_data(std::move(raw));
-  m_parameters += n;
+}
+}  // namespace
+
+std::string ModelBuilder::weight(const std::string& name, const std::vector<int64_t>& dims, float stddev,
+                                 float fill) {
+  add_float_initializer(m_graph, name, dims, [&] { return stddev > 0 ? m_random.normal(stddev) : fill; });
+  m_parameters += numel(dims);
   return name;
 }
 
 std::string ModelBuilder::uniform_weight(const std::string& name, const std::vector<int64_t>& dims, float lo,
                                          float hi) {
-  auto* t = m_graph->add_initializer();
-  t->set_name(name);
-  t->set_data_type(onnx::TensorProto::FLOAT);
-  for (int64_t d : dims) t->add_dims(d);
-  int64_t n = numel(dims);
-  std::string raw(static_cast<size_t>(n) * sizeof(float), '\0');
-  auto* values = reinterpret_cast<float*>(raw.data());
-  for (int64_t i = 0; i < n; ++i) values[i] = lo + static_cast<float>(m_random.uniform()) * (hi - lo);
-  t->set_raw_data(std::move(raw));
-  m_parameters += n;
+  add_float_initializer(m_graph, name, dims,
+                        [&] { return lo + static_cast<float>(m_random.uniform()) * (hi - lo); });
+  m_parameters += numel(dims);
   return name;
 }
 
