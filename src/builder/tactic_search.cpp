@@ -32,7 +32,7 @@ TimingPlan timing_plan(int optimization_level) {
     case 0: return {0, 0, 0, 0, false};
     case 1: return {1, 3, 10, 1.0, true};
     case 2: return {1, 3, 20, 2.0, true};
-    case 3: return {2, 5, 50, 10.0, true};
+    case 3: return {1, 3, 20, 10.0, true};  // the default: large layers need few reps to rank
     case 4: return {3, 10, 200, 25.0, true};
     default: return {5, 20, 1000, 100.0, true};
   }
