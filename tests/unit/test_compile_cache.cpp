@@ -12,6 +12,7 @@
 #include "backends/ref/executor.hpp"
 #include "cache/cache_layout.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/compile.hpp"
 #include "kiln/engine_cache.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"
@@ -230,6 +231,25 @@ TEST(CompileCache, EightProcessesCompilingTogetherBuildOnce) {
   }
   EXPECT_EQ(counts["\"status\": \"miss\""], 1);
   EXPECT_EQ(counts["\"status\": \"hit\""], k_processes - 1);
+}
+
+// The public API alone, as an application would use it.
+TEST(CompileApi, CompileTwiceHitsAndRuns) {
+  testing::TempDir dir;
+  testing::write_file(dir / "a.onnx", zoo::build_zoo_model("resnet_tiny", {1, std::nullopt}).onnx_bytes);
+  std::string b = zoo::build_zoo_model("resnet_tiny", {2, std::nullopt}).onnx_bytes;
+  CompileSettings settings = fast_settings(dir / "cache");
+  std::vector<InputSpec> specs{{"input", DType::float32, {1, 3, 64, 64}, {2, 3, 64, 64}, {4, 3, 64, 64}}};
+  auto first = kiln::compile(dir / "a.onnx", specs, settings);
+  EXPECT_EQ(first.engines().at(0).status, "miss");
+  EXPECT_EQ(first.input_names(), std::vector<std::string>{"input"});
+  auto second = kiln::compile(std::as_bytes(std::span<const char>(b)), specs, settings);
+  EXPECT_EQ(second.engines().at(0).status, "hit") << second.engines().at(0).reason;
+  std::vector<Tensor> in{test_input(3)};
+  auto out = second.run(in);
+  EXPECT_EQ(out.at(0).shape(), (std::vector<int64_t>{3, 10}));
+  std::vector<Tensor> too_big{test_input(5)};
+  EXPECT_THROW(second.run(too_big), Error);
 }
 
 }  // namespace

@@ -1,0 +1,70 @@
+// kiln's compile API: an ONNX model in, a runnable compiled model out, through
+// the engine cache.
+//
+//   kiln::CompileSettings settings;                 // the tutorial's settings
+//   auto model = kiln::compile("resnet18.onnx",
+//       {{"input", kiln::DType::float32, {1, 3, 224, 224}, {100, 3, 224, 224}, {200, 3, 224, 224}}},
+//       settings);
+//   std::vector<kiln::Tensor> out = model.run(inputs);
+//
+// A first compile of an architecture builds its engine and saves it; a later
+// compile of the same architecture (in this process or another, with the
+// same or other weights) loads the engine and refits this model's weights.
+// engines() says, per engine, whether it was a hit and why a miss missed.
+//
+// Errors: kiln::Error for a bad model, bad specs or an unsupported op. Cache
+// trouble is never an error: it is a miss with a warning.
+// Thread-safety: compile() may run on several threads at once; one
+// CompiledModel must not run() on two threads at once.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kiln/settings.hpp"
+#include "kiln/tensor.hpp"
+
+namespace kiln {
+
+struct EngineStatus {
+  std::string key;     // hex SHA-256; empty when caching is off
+  std::string status;  // "hit", "miss" (built and saved), "built_uncached"
+  std::string reason;  // why a miss missed
+  double build_ms = 0;
+  double load_ms = 0;
+  double refit_ms = 0;
+};
+
+class CompiledModel {
+ public:
+  CompiledModel(CompiledModel&&) noexcept;
+  CompiledModel& operator=(CompiledModel&&) noexcept;
+  ~CompiledModel();
+
+  // Inputs in the model's input order, each within its spec's min/max.
+  std::vector<Tensor> run(std::span<const Tensor> inputs);
+
+  const std::vector<EngineStatus>& engines() const;
+  double compile_ms() const;
+  std::vector<std::string> input_names() const;
+  std::vector<std::string> output_names() const;
+
+  struct Impl;
+  explicit CompiledModel(std::unique_ptr<Impl> impl);
+
+ private:
+  std::unique_ptr<Impl> m_impl;
+};
+
+// `specs` has one entry per model input, in order.
+CompiledModel compile(const std::filesystem::path& onnx_model, std::vector<InputSpec> specs,
+                      const CompileSettings& settings = {});
+// The bytes are copied; external-data weights are not available this way.
+CompiledModel compile(std::span<const std::byte> onnx_model, std::vector<InputSpec> specs,
+                      const CompileSettings& settings = {});
+
+}  // namespace kiln
