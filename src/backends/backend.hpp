@@ -67,6 +67,11 @@ class Engine {
   virtual std::vector<std::byte> serialize() const = 0;
 
   virtual EngineInfo info() const = 0;
+
+  // Threads for run(); 0 means every core. A run-time choice, not part of the
+  // plan's identity: an engine served from the cache runs with the thread
+  // count of the compile that loaded it, not of the one that built it.
+  virtual void set_num_threads(int threads) = 0;
 };
 
 class Backend {

@@ -198,6 +198,7 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
     }
   }
   build_lock.reset();
+  model.m_engine->set_num_threads(settings.num_threads);
   record.info = model.m_engine->info();
   model.m_report.engines.push_back(std::move(record));
   model.m_report.compile_ms = ms_since(compile_start);

@@ -1,5 +1,7 @@
 #include "backends/cpu/cpu_engine.hpp"
 
+#include <thread>
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -29,7 +31,10 @@ void set_omp_threads(int n) {
     std::memcpy(&f, &sym, sizeof(f));
     return f;
   }();
-  if (fn && n > 0) fn(n);
+  // 0 means every core; set it explicitly, so an earlier engine's smaller
+  // count does not stick to this one.
+  const int threads = n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (fn) fn(threads);
 }
 
 int32_t max_source_index(const ir::WeightRecipe& r) {
@@ -147,6 +152,8 @@ std::unique_ptr<CpuEngine> CpuEngine::from_plan(EnginePlan plan) {
 }
 
 void CpuEngine::apply_threads() const { set_omp_threads(m_plan.num_threads); }
+
+void CpuEngine::set_num_threads(int threads) { m_plan.num_threads = threads; }
 
 void CpuEngine::check_inputs(std::span<const Tensor> inputs) const {
   const ir::Graph& g = m_plan.graph;

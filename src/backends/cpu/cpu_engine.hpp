@@ -41,6 +41,7 @@ class CpuEngine final : public Engine {
   void refit(std::span<const Tensor> source_weights) override;
   std::vector<std::byte> serialize() const override;
   EngineInfo info() const override;
+  void set_num_threads(int threads) override;
 
   const EnginePlan& plan() const { return m_plan; }
 
