@@ -93,7 +93,10 @@ class Backend {
   // Recreates an engine from its plan. The engine has no weights until
   // refit() succeeds. Throws kiln::Error(invalid_model) for a plan that fails
   // verification or was made by an incompatible version.
-  virtual std::unique_ptr<Engine> deserialize(std::span<const std::byte> plan) = 0;
+  // `num_threads` (0: every core) is applied before any primitive is made:
+  // oneDNN fixes a primitive's thread partitioning when it is created.
+  virtual std::unique_ptr<Engine> deserialize(std::span<const std::byte> plan, int num_threads) = 0;
+  std::unique_ptr<Engine> deserialize(std::span<const std::byte> plan) { return deserialize(plan, 0); }
 };
 
 }  // namespace kiln

@@ -38,7 +38,7 @@ std::shared_ptr<EngineCache> cache_for(const CompileSettings& settings) {
 // `sources` and ready; otherwise `record.reason` says why not. Every failure
 // here is a miss, never an error: the caller builds instead.
 std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& key, Backend& backend,
-                                      std::span<const Tensor> sources, EngineRecord& record) {
+                                      std::span<const Tensor> sources, int num_threads, EngineRecord& record) {
   auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache);
   auto start = Clock::now();
   std::optional<std::vector<std::byte>> blob;
@@ -65,7 +65,7 @@ std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& 
   }
   std::unique_ptr<Engine> engine;
   try {
-    engine = backend.deserialize(std::get<format::OpenedBlob>(opened).payload);
+    engine = backend.deserialize(std::get<format::OpenedBlob>(opened).payload, num_threads);
     record.load_ms = ms_since(start);
     start = Clock::now();
     engine->refit(sources);
@@ -150,7 +150,7 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
     record.key_ms = ms_since(start);
     cache = cache_for(settings);
     if (settings.reuse_cached_engines) {
-      model.m_engine = try_cache_hit(*cache, *key, backend, sources, record);
+      model.m_engine = try_cache_hit(*cache, *key, backend, sources, settings.num_threads, record);
       auto* disk = dynamic_cast<cache::DiskEngineCache*>(cache.get());
       if (!model.m_engine && disk && settings.cache_built_engines) {
         // Single flight: whoever holds the key's lock builds; the others wait,
@@ -159,7 +159,7 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
         if (build_lock) {
           EngineRecord second;
           second.key = record.key;
-          model.m_engine = try_cache_hit(*cache, *key, backend, sources, second);
+          model.m_engine = try_cache_hit(*cache, *key, backend, sources, settings.num_threads, second);
           if (model.m_engine) record = second;
         }
       }

@@ -30,8 +30,10 @@ class CpuBackend final : public Backend {
     }
   }
 
-  std::unique_ptr<Engine> deserialize(std::span<const std::byte> plan_bytes) override {
+  using Backend::deserialize;
+  std::unique_ptr<Engine> deserialize(std::span<const std::byte> plan_bytes, int num_threads) override {
     cpu::EnginePlan plan = cpu::parse_plan(plan_bytes);
+    plan.num_threads = num_threads;  // the loading compile's choice, not the builder's
     const Fingerprint here = fingerprint();
     if (!(plan.fingerprint == here)) {
       throw Error(ErrorCode::invalid_model, "cpu plan was built for " + plan.fingerprint.to_string() +

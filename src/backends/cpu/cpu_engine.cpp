@@ -145,6 +145,8 @@ std::unique_ptr<CpuEngine> CpuEngine::from_plan(EnginePlan plan) {
   engine->m_weights.assign(engine->m_plan.graph.num_values(), Tensor());
   std::vector<std::vector<int64_t>> opt;
   for (const InputSpec& s : engine->m_plan.specs) opt.push_back(s.opt);
+  // oneDNN fixes a primitive's thread count when it is created: set ours first.
+  engine->apply_threads();
   // Primitives are made now so that refit() only evaluates recipes and reorders.
   engine->m_instances.push_front(
       create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, true));
