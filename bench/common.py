@@ -126,11 +126,28 @@ class Kiln:
         return None if proc.rc == 0 else f"kiln zoo failed: {proc.last_error()}"
 
     def version(self):
+        """`git describe` of the sources: what the binary was built from only if it is not stale."""
         try:
             return subprocess.check_output(["git", "-C", REPO_DIR, "describe", "--always", "--dirty", "--tags"],
                                            text=True, stderr=subprocess.DEVNULL).strip()
         except (OSError, subprocess.CalledProcessError):
             return "unknown"
+
+    def binary_info(self):
+        """When the binary was linked, and the tracked sources changed since (then the binary is stale:
+        the results belong to older sources than `git describe` says)."""
+        built = os.path.getmtime(self.exe)
+        info = {"built": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(built)), "stale": False}
+        try:
+            files = subprocess.check_output(["git", "-C", REPO_DIR, "ls-files", "src", "include", "tools", "cmake",
+                                             "CMakeLists.txt"], text=True, stderr=subprocess.DEVNULL).split()
+        except (OSError, subprocess.CalledProcessError):
+            return info
+        newer = [f for f in files if os.path.getmtime(os.path.join(REPO_DIR, f)) > built] \
+            if all(os.path.exists(os.path.join(REPO_DIR, f)) for f in files) else []
+        if newer:
+            info.update(stale=True, newer_sources=newer[:5], newer_count=len(newer))
+        return info
 
 
 def engine_of(compile_report):

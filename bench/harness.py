@@ -104,6 +104,11 @@ def main(argv):
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     versions = {"kiln": kiln.version(), "onnxruntime": None, "node": node,
                 "python": sys.version.split()[0]}
+    versions["kiln_binary"] = kiln.binary_info()
+    if versions["kiln_binary"]["stale"]:
+        log(f"warning: {kiln.exe} is older than {versions['kiln_binary']['newer_count']} tracked source file(s) "
+            f"({', '.join(versions['kiln_binary']['newer_sources'])}): rebuild it, or the results are an older "
+            f"kiln's than '{versions['kiln']}'")
     mach = machine.describe()
     ctx = {"cpus": mach["usable_cpus"] or 1}
     work = tempfile.mkdtemp(prefix="kiln-bench-")

@@ -183,6 +183,16 @@ def compile_tables(recs):
     return lines
 
 
+def binary_text(info):
+    if not info:
+        return ""
+    text = f" kiln binary linked {info['built']}"
+    if info.get("stale"):
+        return text + (f": STALE, older than {info['newer_count']} tracked source file(s) "
+                       f"({', '.join(info['newer_sources'])}), so not what `git describe` says.")
+    return text + ", newer than every tracked source file."
+
+
 def markdown(result, title):
     recs = result["records"]
     m, v, run = result["machine"], result["versions"], result["run"]
@@ -192,7 +202,8 @@ def markdown(result, title):
              f"({m['usable_cpus']} usable), {m['memory_gib']} GiB; ISA: {', '.join(m['isa']) or '-'}"
              f"{'; virtualized' if m.get('virtualized') else ''}. Load average (1 min) at start / end: "
              f"{run.get('loadavg_start', '-')} / {run.get('loadavg_end', '-')}.", "",
-             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + ".", "",
+             "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "kiln_binary") + "."
+             + binary_text(v.get("kiln_binary")), "",
              "Figures are medians over the runs (min–max, n = runs). Ratio = peer median / kiln median: above 1 kiln "
              "is faster. Every kiln row's outputs are checked against onnxruntime (1 thread) on the same inputs; "
              f"FAILED means max abs err > tol × max(1, max|ref|), tol per kiln precision: {tol}. A FAILED row's ratio "
