@@ -187,15 +187,7 @@ void InstanceBuilder::add_reorder(int src, int dst) {
     throw Error(ErrorCode::internal, "no oneDNN reorder from " + md_string(slot(src).md) + " to " +
                                          md_string(slot(dst).md) + ": " + e.what());
   }
-  std::vector<std::pair<int, int>> args = {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}};
-  Md scratch = pd.scratchpad_desc();
-  if (scratch.get_size() > 0) args.emplace_back(DNNL_ARG_SCRATCHPAD, temp(scratch));
-  for (auto& [arg, s] : args) touch(s);
-  Step step;
-  step.pd = pd;
-  step.arg_slots = std::move(args);
-  step.layer = m_layer;
-  m_inst.steps.push_back(std::move(step));
+  add_primitive(pd, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
 }
 
 void InstanceBuilder::add_function(std::function<void(RunContext&)> fn) {
