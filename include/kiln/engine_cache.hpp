@@ -34,9 +34,17 @@ class EngineCache {
 };
 
 // Counters a cache keeps about itself; `kiln cache stats` prints them.
+// For compiles, a hit is an engine served and a miss is a build; an entry
+// that was found but could not serve (the three "unusable" counters) is a
+// miss. For direct load() calls, a hit is bytes found.
 struct CacheStats {
   uint64_t hits = 0;
   uint64_t misses = 0;
+  // Misses whose entry was found but unusable:
+  uint64_t unusable_corrupt = 0;       // bad envelope or plan: quarantined, rebuilt
+  uint64_t unusable_incompatible = 0;  // built for another backend fingerprint (ISA, library)
+  uint64_t unusable_refit_failed = 0;  // the new weights did not fit the plan
+  uint64_t build_ms_saved = 0;         // sum over usable hits of the entry's build time
   uint64_t saves = 0;
   uint64_t evictions = 0;
   uint64_t refused_too_large = 0;

@@ -95,27 +95,33 @@ void DiskEngineCache::save(const std::string& key, std::span<const std::byte> bl
   flush_stats();
 }
 
-std::optional<std::vector<std::byte>> DiskEngineCache::load(const std::string& key) {
-  bool hit = false;
+std::optional<std::vector<std::byte>> DiskEngineCache::read_entry(const std::string& key) {
+  if (!is_valid_key(key)) return std::nullopt;
   std::vector<std::byte> bytes;
-  if (is_valid_key(key)) {
-    auto path = m_layout.entry_path(key);
-    auto status = m_fs->read_file(path, bytes);
-    hit = status.ok();
-    if (!hit && status.error != ENOENT && status.error != ENOTDIR) {
+  auto path = m_layout.entry_path(key);
+  auto status = m_fs->read_file(path, bytes);
+  if (!status.ok()) {
+    if (status.error != ENOENT && status.error != ENOTDIR) {
       log::warn_once("disk-cache-read:" + m_layout.root().string(), "engine cache: " + status.message);
     }
-    // Recency is best effort: a read-only cache still serves its entries.
-    if (hit) (void)m_fs->set_mtime_now(path);
+    return std::nullopt;
   }
+  // Recency is best effort: a read-only cache still serves its entries.
+  (void)m_fs->set_mtime_now(path);
+  return bytes;
+}
+
+std::optional<std::vector<std::byte>> DiskEngineCache::fetch(const std::string& key) { return read_entry(key); }
+
+std::optional<std::vector<std::byte>> DiskEngineCache::load(const std::string& key) {
+  auto bytes = read_entry(key);
   bool flush = false;
   {
     std::lock_guard lock(m_stats_mutex);
-    ++(hit ? m_pending.hits : m_pending.misses);
+    ++(bytes ? m_pending.hits : m_pending.misses);
     flush = ++m_pending_loads >= k_loads_per_flush;
   }
   if (flush) flush_stats();
-  if (!hit) return std::nullopt;
   return bytes;
 }
 
@@ -128,6 +134,40 @@ std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& k
     return std::nullopt;
   }
   return lock;
+}
+
+void DiskEngineCache::record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) {
+  (void)key;
+  bool flush = false;
+  {
+    std::lock_guard lock(m_stats_mutex);
+    ++(outcome == Outcome::usable ? m_pending.hits : m_pending.misses);
+    switch (outcome) {
+      case Outcome::usable: m_pending.build_ms_saved += build_ms_saved; break;
+      case Outcome::absent: break;
+      case Outcome::corrupt: ++m_pending.unusable_corrupt; break;
+      case Outcome::incompatible: ++m_pending.unusable_incompatible; break;
+      case Outcome::refit_failed: ++m_pending.unusable_refit_failed; break;
+    }
+    flush = ++m_pending_loads >= k_loads_per_flush;
+  }
+  if (flush) flush_stats();
+}
+
+namespace {
+class LockFileLease final : public BuildLease {
+ public:
+  explicit LockFileLease(LockFile lock) : m_lock(std::move(lock)) {}
+
+ private:
+  LockFile m_lock;
+};
+}  // namespace
+
+std::unique_ptr<BuildLease> DiskEngineCache::acquire_build_lease(const std::string& key) {
+  auto lock = acquire_build_lock(key);
+  if (!lock) return nullptr;
+  return std::make_unique<LockFileLease>(std::move(*lock));
 }
 
 std::vector<DiskEngineCache::ScannedEntry> DiskEngineCache::scan(TempFiles temp_files) {

@@ -43,7 +43,7 @@
 
 #include "cache/cache_fs.hpp"
 #include "cache/cache_layout.hpp"
-#include "kiln/engine_cache.hpp"
+#include "cache/managed_cache.hpp"
 #include "util/lock_file.hpp"
 
 namespace kiln::cache {
@@ -68,7 +68,7 @@ struct VerifyResult {
   std::string reason;  // why it was quarantined; empty when ok
 };
 
-class DiskEngineCache final : public EngineCache {
+class DiskEngineCache final : public ManagedCache {
  public:
   DiskEngineCache(std::filesystem::path dir, uint64_t max_bytes, std::shared_ptr<CacheFs> fs = posix_cache_fs());
   ~DiskEngineCache() override;  // adds this process's pending counts to the file
@@ -86,11 +86,17 @@ class DiskEngineCache final : public EngineCache {
   [[nodiscard]] std::optional<LockFile> acquire_build_lock(
       const std::string& key, std::chrono::milliseconds timeout = std::chrono::minutes(10));
 
+  // acquire_build_lock as a ManagedCache lease.
+  std::unique_ptr<BuildLease> acquire_build_lease(const std::string& key) override;
+
   // Moves the entry to quarantine/ with `reason` beside it, so it is never
   // served again and can be inspected. The 8 newest quarantined entries are
   // kept. False when there was no entry (already gone). If the move fails the
   // entry is deleted instead.
-  bool quarantine(const std::string& key, const std::string& reason);
+  bool quarantine(const std::string& key, const std::string& reason) override;
+
+  std::optional<std::vector<std::byte>> fetch(const std::string& key) override;
+  void record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) override;
 
   // Persisted counters plus entries and bytes from a scan.
   CacheStats stats();
@@ -113,7 +119,7 @@ class DiskEngineCache final : public EngineCache {
   // verify_entry() for every entry.
   std::vector<VerifyResult> verify();
 
-  bool degraded() const { return m_degraded.load(); }
+  bool degraded() const override { return m_degraded.load(); }
   const CacheLayout& layout() const { return m_layout; }
   uint64_t max_bytes() const { return m_max_bytes; }
 
@@ -133,6 +139,8 @@ class DiskEngineCache final : public EngineCache {
   // Under the eviction lock; `keep` (may be empty) is never deleted.
   PruneResult evict_to(uint64_t cap, const std::string& keep);
   void count(uint64_t CacheStats::*counter, uint64_t n = 1);
+  // Reads an entry and refreshes its recency; counts nothing.
+  std::optional<std::vector<std::byte>> read_entry(const std::string& key);
   void trim_quarantine();
 
   CacheLayout m_layout;

@@ -22,6 +22,10 @@ constexpr std::pair<const char*, uint64_t CacheStats::*> k_counters[] = {
     {"evictions", &CacheStats::evictions},
     {"refused_too_large", &CacheStats::refused_too_large},
     {"quarantined", &CacheStats::quarantined},
+    {"unusable_corrupt", &CacheStats::unusable_corrupt},
+    {"unusable_incompatible", &CacheStats::unusable_incompatible},
+    {"unusable_refit_failed", &CacheStats::unusable_refit_failed},
+    {"build_ms_saved", &CacheStats::build_ms_saved},
 };
 
 std::string as_text(const std::vector<std::byte>& bytes) {

@@ -21,7 +21,7 @@
 
 namespace kiln::cache {
 
-// Only the six counters of CacheStats are used; entries and bytes are
+// Only the counters of CacheStats are persisted; entries and bytes are
 // measured by a scan, never persisted.
 void add_counters(CacheStats& into, const CacheStats& delta);
 bool has_counts(const CacheStats& stats);

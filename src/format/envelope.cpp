@@ -113,6 +113,7 @@ std::vector<std::byte> seal(const EnvelopeHeader& header, std::span<const std::b
   put_string(fields, header.producer, "producer");
   put_string(fields, header.fingerprint, "fingerprint");
   put_le(fields, header.created_unix_ms);
+  put_le(fields, header.build_ms);
   put_le(fields, static_cast<uint64_t>(payload.size()));
 
   std::vector<std::byte> blob;
@@ -159,7 +160,8 @@ std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob) {
     fields_ok = fields_ok && header.get_raw(digest->data(), digest->size());
   }
   fields_ok = fields_ok && header.get_string(opened.header.producer) && header.get_string(opened.header.fingerprint) &&
-              header.get_le(opened.header.created_unix_ms) && header.get_le(payload_len);
+              header.get_le(opened.header.created_unix_ms) && header.get_le(opened.header.build_ms) &&
+              header.get_le(payload_len);
   size_t covered_end = k_preamble_size + header.pos();
   fields_ok = fields_ok && header.get_raw(stored_sum.data(), stored_sum.size());
   if (!fields_ok) return reject("corrupt header: its fields overrun header_len " + std::to_string(header_len));

@@ -6,13 +6,15 @@
 //   magic    := "KILNBLOB"                       8 bytes
 //   version  := u32                              k_envelope_version
 //   header_len := u32                            bytes of header
-//   header   := flags (u32)                      0 in version 1; bit 0 is
+//   header   := flags (u32)                      0 so far; bit 0 is
 //                                                reserved for the HMAC trailer
 //               key digest (32) part digests (4 x 32: graph, inputs,
 //                                                settings, fingerprint)
 //               producer (u16 length + UTF-8)    kiln version that wrote it
 //               fingerprint (u16 length + UTF-8) Fingerprint::to_string()
 //               created_unix_ms (i64)
+//               build_ms (u64)                   how long the build took: each
+//                                                hit saves about this much
 //               payload_len (u64)
 //               checksum (16)                    XXH3-128, low then high u64
 //   payload  := payload_len bytes                the backend's plan
@@ -46,13 +48,14 @@
 
 namespace kiln::format {
 
-constexpr uint32_t k_envelope_version = 1;
+constexpr uint32_t k_envelope_version = 2;  // 2: build_ms added
 
 struct EnvelopeHeader {
   key::EngineKey key;
   std::string producer;     // "kiln 0.1.0"
   std::string fingerprint;  // Fingerprint::to_string()
   int64_t created_unix_ms = 0;
+  uint64_t build_ms = 0;  // the build this entry saves a hit from
 };
 
 // Wraps `payload`; computes the length and checksum. Throws kiln::Error

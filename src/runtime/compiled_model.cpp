@@ -3,12 +3,10 @@
 #include <chrono>
 
 #include "backends/cpu/cpu_backend.hpp"
-#include "builder/timing_cache.hpp"
-#include "cache/disk_engine_cache.hpp"
-#include "format/envelope.hpp"
-#include "key/engine_key.hpp"
+#include "backends/ref/executor.hpp"
+#include "partition/partition.hpp"
 #include "passes/passes.hpp"
-#include "runtime/miss_explainer.hpp"
+#include "runtime/engine_provider.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
@@ -18,65 +16,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-constexpr const char* k_producer = "kiln 0.1.0";
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// The engine cache a compile uses: the user's, or the disk cache.
-std::shared_ptr<EngineCache> cache_for(const CompileSettings& settings) {
-  if (settings.custom_engine_cache) return settings.custom_engine_cache;
-  auto dir = settings.engine_cache_dir.empty() ? default_engine_cache_dir() : settings.engine_cache_dir;
-  return std::make_shared<cache::DiskEngineCache>(dir, settings.engine_cache_size);
-}
-
-// Tries to serve `key` from `cache`. On success the engine is refitted with
-// `sources` and ready; otherwise `record.reason` says why not. Every failure
-// here is a miss, never an error: the caller builds instead.
-std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& key, Backend& backend,
-                                      std::span<const Tensor> sources, int num_threads, EngineRecord& record) {
-  auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache);
-  auto start = Clock::now();
-  std::optional<std::vector<std::byte>> blob;
-  try {
-    blob = cache.load(record.key);
-  } catch (const std::exception& e) {
-    log::warn_once("cache-load", std::string("engine cache load failed, treating as a miss: ") + e.what());
-  }
-  if (!blob) {
-    record.reason = disk ? explain_miss(*disk, key) : "not in cache";
-    return nullptr;
-  }
-  auto opened = format::open(*blob, key);
-  if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
-    record.reason = "corrupt entry (" + rejected->reason + "), rebuilt";
-    log::warn("engine cache entry " + record.key.substr(0, 16) + " is unusable: " + rejected->reason);
-    if (disk) disk->quarantine(record.key, rejected->reason);
-    return nullptr;
-  }
-  const auto& header = std::get<format::OpenedBlob>(opened).header;
-  if (header.fingerprint != backend.fingerprint().to_string()) {
-    record.reason = "entry built by " + header.fingerprint + ", rebuilt";
-    return nullptr;
-  }
-  std::unique_ptr<Engine> engine;
-  try {
-    engine = backend.deserialize(std::get<format::OpenedBlob>(opened).payload, num_threads);
-    record.load_ms = ms_since(start);
-    start = Clock::now();
-    engine->refit(sources);
-    record.refit_ms = ms_since(start);
-  } catch (const Error& e) {
-    record.reason = std::string(engine ? "refit failed" : "plan rejected") + " (" + e.what() + "), rebuilt";
-    log::warn("engine cache entry " + record.key.substr(0, 16) + ": " + e.what());
-    if (disk && !engine) disk->quarantine(record.key, e.what());
-    return nullptr;
-  }
-  return engine;
 }
 
 }  // namespace
@@ -95,6 +34,14 @@ std::filesystem::path resolve_timing_cache_path(const CompileSettings& settings)
   return dir / "timing" / "timing_cache.bin";
 }
 
+struct CompiledModel::Step {
+  std::unique_ptr<Engine> engine;
+  // A fallback segment: its own graph, run by the reference executor.
+  std::unique_ptr<ir::Graph> graph;
+  std::unique_ptr<ref::Executor> executor;
+  std::vector<ir::ValueId> inputs, outputs;  // lowered-graph values
+};
+
 CompiledModel::CompiledModel(CompiledModel&&) noexcept = default;
 CompiledModel& CompiledModel::operator=(CompiledModel&&) noexcept = default;
 CompiledModel::~CompiledModel() = default;
@@ -107,104 +54,137 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
                                                  " input specs for a model with " +
                                                  std::to_string(graph.inputs().size()) + " inputs");
   }
-  bool caching = settings.cache_built_engines || settings.reuse_cached_engines;
-  if (caching && !settings.refittable) {
-    // A cached engine is only reusable by refitting it with the new model's
-    // weights; saving one that cannot be refitted would serve stale weights.
-    throw Error(ErrorCode::invalid_argument,
-                "engine caching needs refittable engines: set refittable = true, or turn off "
-                "cache_built_engines and reuse_cached_engines");
-  }
 
   CompiledModel model;
   model.m_backend = make_cpu_backend();
   Backend& backend = *model.m_backend;
   model.m_report.backend = std::string(backend.name());
+  model.m_specs = specs;
+  EngineProvider provider(backend, settings);
 
   auto start = Clock::now();
   ir::Graph lowered = passes::lower(graph);
   model.m_report.lower_ms = ms_since(start);
+  model.m_inputs = lowered.inputs();
+  model.m_outputs = lowered.outputs();
+  model.m_num_values = lowered.num_values();
 
-  std::string unsupported;
-  for (size_t n = 0; n < lowered.num_nodes(); ++n) {
-    if (auto reason = backend.unsupported_reason(lowered, static_cast<ir::NodeId>(n))) {
-      unsupported += (unsupported.empty() ? "" : "; ") + lowered.node(static_cast<ir::NodeId>(n)).describe() +
-                     ": " + *reason;
-    }
-  }
-  if (!unsupported.empty()) {
-    throw Error(ErrorCode::unsupported, graph.source + ": the " + model.m_report.backend +
-                                            " backend cannot run " + unsupported +
-                                            " (use --backend ref; partitioning with fallback comes later)");
-  }
-
-  EngineRecord record;
-  std::shared_ptr<EngineCache> cache;
-  std::optional<key::EngineKey> key;
-  std::optional<LockFile> build_lock;
   std::vector<Tensor> sources = passes::source_weights(graph);
-  if (caching) {
-    start = Clock::now();
-    key = key::compute_engine_key(lowered, specs, settings, backend.fingerprint());
-    record.key = key->hex();
-    record.key_ms = ms_since(start);
-    cache = cache_for(settings);
-    if (settings.reuse_cached_engines) {
-      model.m_engine = try_cache_hit(*cache, *key, backend, sources, settings.num_threads, record);
-      auto* disk = dynamic_cast<cache::DiskEngineCache*>(cache.get());
-      if (!model.m_engine && disk && settings.cache_built_engines) {
-        // Single flight: whoever holds the key's lock builds; the others wait,
-        // then find the published entry.
-        build_lock = disk->acquire_build_lock(record.key);
-        if (build_lock) {
-          EngineRecord second;
-          second.key = record.key;
-          model.m_engine = try_cache_hit(*cache, *key, backend, sources, settings.num_threads, second);
-          if (model.m_engine) record = second;
-        }
-      }
-    } else {
-      record.reason = "reuse_cached_engines is off";
-    }
-  }
-
-  if (model.m_engine) {
-    record.status = "hit";
+  auto segments = partition::plan_segments(lowered, backend, specs, std::max(1, settings.min_block_size));
+  if (segments.size() == 1 && segments[0].engine) {
+    // The whole graph is one engine: no extraction, the key of the graph itself.
+    EngineRecord record;
+    Step step;
+    step.engine = provider.provide(lowered, specs, sources, record);
+    step.inputs = lowered.inputs();
+    step.outputs = lowered.outputs();
+    model.m_steps.push_back(std::move(step));
+    model.m_report.segments.push_back({true, lowered.num_nodes(), 0, ""});
+    model.m_report.engines.push_back(std::move(record));
   } else {
-    auto timing_path = resolve_timing_cache_path(settings);
-    builder::TimingCache timing =
-        timing_path.empty() ? builder::TimingCache() : builder::TimingCache::open(timing_path);
-    start = Clock::now();
-    model.m_engine = backend.build(lowered, specs, settings, timing);
-    record.build_ms = ms_since(start);
-    timing.save();
-    model.m_report.timing_cache_path = timing_path;
-    model.m_report.timing_cache_entries = timing.size();
-    model.m_report.timing_cache_hits = timing.hits();
-    model.m_report.timing_cache_misses = timing.misses();
-    record.status = "built_uncached";
-    if (cache && settings.cache_built_engines) {
-      start = Clock::now();
-      format::EnvelopeHeader header{*key, k_producer, backend.fingerprint().to_string(), unix_ms_now()};
-      try {
-        cache->save(record.key, format::seal(header, model.m_engine->serialize()));
-        auto* disk = dynamic_cast<cache::DiskEngineCache*>(cache.get());
-        record.status = disk && disk->degraded() ? "built_uncached" : "miss";
-      } catch (const std::exception& e) {
-        // A cache that cannot store costs the next compile time, never this one.
-        log::warn_once("cache-save", std::string("engine cache save failed, engine not cached: ") + e.what());
+    auto at_min = partition::types_at(lowered, specs, &InputSpec::min);
+    auto at_opt = partition::types_at(lowered, specs, &InputSpec::opt);
+    auto at_max = partition::types_at(lowered, specs, &InputSpec::max);
+    for (const auto& segment : segments) {
+      partition::Subgraph sub = partition::extract_subgraph(lowered, segment);
+      Step step;
+      step.inputs = sub.inputs;
+      step.outputs = sub.outputs;
+      SegmentRecord seg{segment.engine, segment.nodes.size(), -1, segment.fallback_reason};
+      std::optional<std::vector<InputSpec>> sub_specs;
+      if (segment.engine) sub_specs = partition::subgraph_specs(sub, at_min, at_opt, at_max);
+      if (sub_specs) {
+        std::vector<Tensor> sub_sources;
+        for (int32_t index : sub.sources) sub_sources.push_back(sources.at(static_cast<size_t>(index)));
+        EngineRecord record;
+        step.engine = provider.provide(sub.graph, *sub_specs, sub_sources, record);
+        seg.engine_index = static_cast<int>(model.m_report.engines.size());
+        model.m_report.engines.push_back(std::move(record));
+      } else {
+        if (segment.engine) {
+          seg.engine = false;
+          seg.reason = "an input's shape is not known over the whole input range";
+        }
+        step.graph = std::make_unique<ir::Graph>(std::move(sub.graph));
+        step.executor = std::make_unique<ref::Executor>(*step.graph);
       }
-      record.save_ms = ms_since(start);
+      model.m_steps.push_back(std::move(step));
+      model.m_report.segments.push_back(std::move(seg));
+    }
+    if (model.m_report.engines.empty()) {
+      log::warn(graph.source + ": the " + model.m_report.backend +
+                " backend runs no part of this model; it runs on the reference backend");
     }
   }
-  build_lock.reset();
-  model.m_engine->set_num_threads(settings.num_threads);
-  record.info = model.m_engine->info();
-  model.m_report.engines.push_back(std::move(record));
+  provider.finish(model.m_report);
+
+  // Values a step reads that no step computes and the caller does not feed:
+  // initializers of the lowered graph.
+  model.m_constants.resize(lowered.num_values());
+  model.m_last_use.assign(lowered.num_values(), -1);
+  for (size_t s = 0; s < model.m_steps.size(); ++s) {
+    for (ir::ValueId v : model.m_steps[s].inputs) {
+      model.m_last_use[static_cast<size_t>(v)] = static_cast<int>(s);
+      const ir::Value& value = lowered.value(v);
+      if (value.initializer) model.m_constants[static_cast<size_t>(v)] = *value.initializer;
+    }
+  }
+  for (ir::ValueId v : lowered.outputs()) {
+    model.m_last_use[static_cast<size_t>(v)] = static_cast<int>(model.m_steps.size());
+    const ir::Value& value = lowered.value(v);
+    if (value.initializer) model.m_constants[static_cast<size_t>(v)] = *value.initializer;
+  }
   model.m_report.compile_ms = ms_since(compile_start);
   return model;
 }
 
-std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) { return m_engine->run(inputs); }
+void CompiledModel::check_inputs(std::span<const Tensor> inputs) const {
+  if (inputs.size() != m_specs.size()) {
+    throw Error(ErrorCode::invalid_argument, "expected " + std::to_string(m_specs.size()) + " inputs, got " +
+                                                 std::to_string(inputs.size()));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const InputSpec& s = m_specs[i];
+    const Tensor& t = inputs[i];
+    if (t.dtype() != s.dtype) {
+      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': dtype " + std::string(dtype_name(t.dtype())) +
+                                                   ", expected " + std::string(dtype_name(s.dtype)));
+    }
+    if (t.shape().size() != s.opt.size()) {
+      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': rank " + std::to_string(t.shape().size()) +
+                                                   ", expected " + std::to_string(s.opt.size()));
+    }
+    for (size_t d = 0; d < s.opt.size(); ++d) {
+      if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
+        throw Error(ErrorCode::invalid_argument,
+                    "input '" + s.name + "' dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
+                        ", outside the compiled range [" + std::to_string(s.min[d]) + ", " +
+                        std::to_string(s.max[d]) + "]");
+      }
+    }
+  }
+}
+
+std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
+  check_inputs(inputs);
+  if (m_steps.size() == 1 && m_steps[0].engine) return m_steps[0].engine->run(inputs);
+  std::vector<std::optional<Tensor>> values = m_constants;
+  for (size_t i = 0; i < m_inputs.size(); ++i) values[static_cast<size_t>(m_inputs[i])] = inputs[i];
+  std::vector<Tensor> step_inputs;
+  for (size_t s = 0; s < m_steps.size(); ++s) {
+    Step& step = m_steps[s];
+    step_inputs.clear();
+    for (ir::ValueId v : step.inputs) step_inputs.push_back(*values[static_cast<size_t>(v)]);
+    std::vector<Tensor> outputs = step.engine ? step.engine->run(step_inputs) : step.executor->run(step_inputs);
+    for (size_t o = 0; o < step.outputs.size(); ++o) values[static_cast<size_t>(step.outputs[o])] = std::move(outputs[o]);
+    // Tensors share storage, so dropping a value nobody reads again frees it.
+    for (ir::ValueId v : step.inputs) {
+      if (m_last_use[static_cast<size_t>(v)] == static_cast<int>(s)) values[static_cast<size_t>(v)].reset();
+    }
+  }
+  std::vector<Tensor> result;
+  for (ir::ValueId v : m_outputs) result.push_back(*values[static_cast<size_t>(v)]);
+  return result;
+}
 
 }  // namespace kiln::runtime

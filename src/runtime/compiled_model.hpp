@@ -1,15 +1,16 @@
 // CompiledModel: a model lowered and built into an engine, ready to run.
 //
-// compile() runs the lowering passes, builds one engine for the whole graph
-// on the chosen backend (timing tactics through the persistent timing cache)
-// and reports where the time went. Until partitioning lands (issue 6), every
-// node must be supported by the backend; an unsupported one is a
-// kiln::Error(unsupported) naming it.
+// compile() runs the lowering passes, partitions the lowered graph
+// (src/partition): each maximal region the backend supports becomes an
+// engine, got through the engine cache (EngineProvider), and the rest runs
+// on the reference backend. It reports where the time went.
 //
-// Not thread-safe: run() uses the engine's scratch buffers.
+// The graph's weights must outlive the CompiledModel: fallback segments read
+// them. Not thread-safe: run() uses the engines' scratch buffers.
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <memory>
 #include <span>
 #include <string>
@@ -30,11 +31,21 @@ struct EngineRecord {
   double refit_ms = 0;
   double build_ms = 0;
   double save_ms = 0;
+  double saved_build_ms = 0;  // for a hit: how long the entry's build took
   EngineInfo info;
+};
+
+// One segment of the partitioned graph, in execution order.
+struct SegmentRecord {
+  bool engine = false;
+  size_t nodes = 0;
+  int engine_index = -1;   // into CompileReport::engines, for an engine segment
+  std::string reason;      // for a fallback segment: why it is not an engine
 };
 
 struct CompileReport {
   std::string backend;
+  std::vector<SegmentRecord> segments;
   double lower_ms = 0;
   double compile_ms = 0;  // the whole compile() call
   std::vector<EngineRecord> engines;
@@ -59,9 +70,19 @@ class CompiledModel {
 
  private:
   CompiledModel() = default;
+  // A clear error naming the input, the dim and the range.
+  void check_inputs(std::span<const Tensor> inputs) const;
 
+  struct Step;
   std::unique_ptr<Backend> m_backend;
-  std::unique_ptr<Engine> m_engine;
+  std::vector<InputSpec> m_specs;
+  std::vector<Step> m_steps;
+  // Per lowered value: the values the run starts with (initializers the
+  // steps read) and after which step a value can be dropped.
+  std::vector<std::optional<Tensor>> m_constants;
+  std::vector<int> m_last_use;
+  std::vector<ir::ValueId> m_inputs, m_outputs;
+  size_t m_num_values = 0;
   CompileReport m_report;
 };
 

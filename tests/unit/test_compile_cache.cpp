@@ -11,6 +11,7 @@
 
 #include "backends/ref/executor.hpp"
 #include "cache/cache_layout.hpp"
+#include "cache/disk_engine_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/compile.hpp"
 #include "kiln/engine_cache.hpp"
@@ -92,6 +93,13 @@ TEST(CompileCache, SecondModelOfTheArchitectureHitsAndGetsItsOwnWeights) {
   auto ref_outputs = ref.run(in);
   auto expected = ref_outputs[0].data<float>();
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(out_hit[i], expected[i], 1e-3 * (1 + std::fabs(expected[i])));
+
+  // The hit reports the build it saved, and the counters add it up.
+  EXPECT_EQ(hit.report().engines[0].saved_build_ms, std::floor(cold.report().engines[0].build_ms));
+  auto stats = cache::DiskEngineCache(dir.path(), settings.engine_cache_size).stats();
+  EXPECT_EQ(stats.hits, 1u);
+  EXPECT_EQ(stats.misses, 1u);
+  EXPECT_EQ(stats.build_ms_saved, static_cast<uint64_t>(cold.report().engines[0].build_ms));
 }
 
 class CorruptEntry : public ::testing::TestWithParam<std::string> {};
@@ -126,6 +134,12 @@ TEST_P(CorruptEntry, IsALoggedMissThatRebuildsAndOverwrites) {
   auto third = CompiledModel::compile(m.graph, specs_for(2), settings);
   EXPECT_EQ(third.report().engines[0].status, "hit") << third.report().engines[0].reason;
   EXPECT_EQ(run_once(third), expected);
+
+  // Misses by reason: the cold one (absent) and the corrupt one.
+  auto stats = cache::DiskEngineCache(dir.path(), settings.engine_cache_size).stats();
+  EXPECT_EQ(stats.misses, 2u);
+  EXPECT_EQ(stats.unusable_corrupt, 1u);
+  EXPECT_EQ(stats.hits, 1u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Kinds, CorruptEntry,
@@ -231,6 +245,12 @@ TEST(CompileCache, EightProcessesCompilingTogetherBuildOnce) {
   }
   EXPECT_EQ(counts["\"status\": \"miss\""], 1);
   EXPECT_EQ(counts["\"status\": \"hit\""], k_processes - 1);
+  // The counters count compiles, not reads: a waiter's first look (a miss)
+  // and its look after the wait (a hit) are one hit.
+  auto stats = cache::DiskEngineCache(dir / "cache", uint64_t{1} << 30).stats();
+  EXPECT_EQ(stats.misses, 1u);
+  EXPECT_EQ(stats.hits, static_cast<uint64_t>(k_processes - 1));
+  EXPECT_EQ(stats.saves, 1u);
 }
 
 // The public API alone, as an application would use it.

@@ -29,7 +29,7 @@ key::EngineKey make_key(uint8_t seed) {
 }
 
 EnvelopeHeader make_header(uint8_t seed = 1) {
-  return EnvelopeHeader{make_key(seed), "kiln 0.1.0", "cpu/plan1/dnnl-2.6/avx512", 1'700'000'000'123};
+  return EnvelopeHeader{make_key(seed), "kiln 0.1.0", "cpu/plan1/dnnl-2.6/avx512", 1'700'000'000'123, 4321};
 }
 
 std::vector<std::byte> bytes_of(const std::string& text) {
@@ -53,6 +53,7 @@ TEST(Envelope, RoundTrip) {
   EXPECT_EQ(opened.header.producer, header.producer);
   EXPECT_EQ(opened.header.fingerprint, header.fingerprint);
   EXPECT_EQ(opened.header.created_unix_ms, header.created_unix_ms);
+  EXPECT_EQ(opened.header.build_ms, header.build_ms);
   ASSERT_EQ(opened.payload.size(), payload.size());
   EXPECT_EQ(std::memcmp(opened.payload.data(), payload.data(), payload.size()), 0);
   // The payload is a view into the blob, not a copy.
@@ -122,7 +123,7 @@ TEST(Envelope, ForeignDataIsRejected) {
 
   // Right magic, then garbage: lengths are checked before they are used.
   auto fake = bytes_of("KILNBLOB");
-  fake.insert(fake.end(), {std::byte{1}, std::byte{0}, std::byte{0}, std::byte{0}});
+  for (int i = 0; i < 4; ++i) fake.push_back(static_cast<std::byte>((k_envelope_version >> (8 * i)) & 0xff));
   fake.insert(fake.end(), 4, std::byte{0xff});  // header_len 4 GiB
   EXPECT_NE(reason_of(open(fake)).find("truncated"), std::string::npos) << reason_of(open(fake));
 }

@@ -1,0 +1,226 @@
+#include "partition/partition.hpp"
+
+#include <algorithm>
+#include <map>
+#include <queue>
+
+#include "ir/op_schema.hpp"
+
+namespace kiln::partition {
+
+using ir::k_no_node;
+using ir::k_no_value;
+using ir::NodeId;
+using ir::ValueId;
+
+std::vector<ir::ValueType> types_at(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                    const std::vector<int64_t> InputSpec::*which) {
+  ir::Graph copy = lowered;
+  for (size_t i = 0; i < copy.inputs().size() && i < specs.size(); ++i) {
+    ir::Value& v = copy.value(copy.inputs()[i]);
+    v.type = ir::ValueType::of_static(specs[i].dtype, specs[i].*which);
+  }
+  // Declared intermediate shapes would mask what inference finds.
+  std::vector<bool> is_input(copy.num_values(), false);
+  for (ValueId id : copy.inputs()) is_input[static_cast<size_t>(id)] = true;
+  for (size_t v = 0; v < copy.num_values(); ++v) {
+    ir::Value& value = copy.value(static_cast<ValueId>(v));
+    if (!is_input[v] && !value.initializer && value.producer != k_no_node) {
+      value.type.shape.reset();
+      value.inferred_value.reset();
+    }
+  }
+  ir::infer_shapes(copy);
+  std::vector<ir::ValueType> types;
+  types.reserve(copy.num_values());
+  for (size_t v = 0; v < copy.num_values(); ++v) types.push_back(copy.value(static_cast<ValueId>(v)).type);
+  return types;
+}
+
+namespace {
+
+// Whether node `n`'s inputs have static shapes at every corner of the range.
+bool inputs_static(const ir::Graph& g, NodeId n, std::span<const std::vector<ir::ValueType>> corners) {
+  for (ValueId in : g.node(n).inputs) {
+    if (in == k_no_value) continue;
+    for (const auto& types : corners) {
+      if (!types[static_cast<size_t>(in)].is_static()) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& backend,
+                                   std::span<const InputSpec> specs, int min_block_size) {
+  const size_t n_nodes = lowered.num_nodes();
+  std::vector<std::vector<ir::ValueType>> corners{types_at(lowered, specs, &InputSpec::min),
+                                                   types_at(lowered, specs, &InputSpec::opt),
+                                                   types_at(lowered, specs, &InputSpec::max)};
+  std::vector<std::optional<std::string>> refusal(n_nodes);
+  for (size_t n = 0; n < n_nodes; ++n) {
+    auto id = static_cast<NodeId>(n);
+    refusal[n] = backend.unsupported_reason(lowered, id);
+    if (!refusal[n] && !inputs_static(lowered, id, corners)) {
+      refusal[n] = "an input's shape depends on data";
+    }
+  }
+
+  // Kahn's algorithm with two ready queues, ordered by node id for
+  // determinism: engine nodes first, fallback nodes only when no engine node
+  // is ready.
+  std::vector<int> waiting(n_nodes, 0);
+  std::vector<std::vector<NodeId>> users(lowered.num_values());
+  for (size_t n = 0; n < n_nodes; ++n) {
+    for (ValueId in : lowered.node(static_cast<NodeId>(n)).inputs) {
+      if (in == k_no_value) continue;
+      NodeId producer = lowered.value(in).producer;
+      if (producer == k_no_node) continue;
+      ++waiting[n];
+      users[static_cast<size_t>(in)].push_back(static_cast<NodeId>(n));
+    }
+  }
+  using Queue = std::priority_queue<NodeId, std::vector<NodeId>, std::greater<>>;
+  Queue ready_engine, ready_fallback;
+  auto push = [&](NodeId n) { (refusal[static_cast<size_t>(n)] ? ready_fallback : ready_engine).push(n); };
+  for (size_t n = 0; n < n_nodes; ++n) {
+    if (waiting[n] == 0) push(static_cast<NodeId>(n));
+  }
+  std::vector<Segment> segments;
+  auto take = [&](Queue& queue, bool engine) {
+    NodeId n = queue.top();
+    queue.pop();
+    if (segments.empty() || segments.back().engine != engine) {
+      segments.push_back(Segment{engine, {}, engine ? "" : *refusal[static_cast<size_t>(n)]});
+    }
+    segments.back().nodes.push_back(n);
+    for (ValueId out : lowered.node(n).outputs) {
+      if (out == k_no_value) continue;
+      for (NodeId user : users[static_cast<size_t>(out)]) {
+        if (--waiting[static_cast<size_t>(user)] == 0) push(user);
+      }
+    }
+  };
+  size_t taken = 0;
+  while (taken < n_nodes) {
+    if (!ready_engine.empty()) {
+      take(ready_engine, true);
+    } else if (!ready_fallback.empty()) {
+      // All ready fallback nodes go together, so the next engine segment
+      // sees as many of its inputs computed as possible.
+      size_t count = ready_fallback.size();
+      for (size_t i = 0; i < count; ++i) take(ready_fallback, false);
+      taken += count - 1;
+    } else {
+      throw Error(ErrorCode::invalid_model, lowered.source + ": the graph has a cycle");
+    }
+    ++taken;
+  }
+
+  // Too-small engine segments fall back; neighbouring fallbacks merge.
+  std::vector<Segment> merged;
+  for (Segment& s : segments) {
+    if (s.engine && static_cast<int>(s.nodes.size()) < min_block_size) {
+      s.engine = false;
+      s.fallback_reason = std::to_string(s.nodes.size()) + " supported node(s), fewer than min_block_size " +
+                          std::to_string(min_block_size);
+    }
+    if (!merged.empty() && !merged.back().engine && !s.engine) {
+      merged.back().nodes.insert(merged.back().nodes.end(), s.nodes.begin(), s.nodes.end());
+    } else {
+      merged.push_back(std::move(s));
+    }
+  }
+  return merged;
+}
+
+Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment) {
+  Subgraph sub;
+  sub.graph.source = lowered.source;
+  std::vector<bool> inside(lowered.num_nodes(), false);
+  for (NodeId n : segment.nodes) inside[static_cast<size_t>(n)] = true;
+
+  // Values read after the segment: by nodes outside it, or as graph outputs.
+  std::vector<bool> read_outside(lowered.num_values(), false);
+  for (size_t n = 0; n < lowered.num_nodes(); ++n) {
+    if (inside[n]) continue;
+    for (ValueId in : lowered.node(static_cast<NodeId>(n)).inputs) {
+      if (in != k_no_value) read_outside[static_cast<size_t>(in)] = true;
+    }
+  }
+  for (ValueId out : lowered.outputs()) read_outside[static_cast<size_t>(out)] = true;
+
+  std::map<ValueId, ValueId> local;  // parent value → subgraph value
+  std::map<int32_t, int32_t> local_source;
+  auto renumber = [&](auto&& self, ir::WeightRecipe& recipe) -> void {
+    if (recipe.op == ir::WeightRecipe::Op::source) {
+      auto [it, added] = local_source.emplace(recipe.index, static_cast<int32_t>(local_source.size()));
+      if (added) sub.sources.push_back(recipe.index);
+      recipe.index = it->second;
+    }
+    for (auto& arg : recipe.args) self(self, arg);
+  };
+  auto map_input = [&](ValueId parent) -> ValueId {
+    if (auto it = local.find(parent); it != local.end()) return it->second;
+    const ir::Value& v = lowered.value(parent);
+    ValueId id;
+    if (v.initializer) {
+      id = sub.graph.add_initializer(v.name, *v.initializer);
+      ir::Value& copy = sub.graph.value(id);
+      copy.type = v.type;
+      if (v.recipe) {
+        copy.recipe = v.recipe;
+        renumber(renumber, *copy.recipe);
+      }
+    } else if (v.producer != k_no_node && v.inferred_value) {
+      // Computed outside but known before run time: a constant here.
+      id = sub.graph.add_initializer(v.name, *v.inferred_value);
+    } else {
+      id = sub.graph.add_value(v.name, v.type);
+      sub.graph.add_input(id);
+      sub.inputs.push_back(parent);
+    }
+    local.emplace(parent, id);
+    return id;
+  };
+  for (NodeId n : segment.nodes) {
+    ir::Node node = lowered.node(n);
+    for (ValueId& in : node.inputs) {
+      if (in != k_no_value) in = map_input(in);
+    }
+    for (ValueId& out : node.outputs) {
+      if (out == k_no_value) continue;
+      const ir::Value& v = lowered.value(out);
+      ValueId id = sub.graph.add_value(v.name, v.type);
+      sub.graph.value(id).inferred_value = v.inferred_value;
+      local.emplace(out, id);
+      out = id;
+    }
+    sub.graph.add_node(std::move(node));
+  }
+  for (NodeId n : segment.nodes) {
+    for (ValueId out : lowered.node(n).outputs) {
+      if (out != k_no_value && read_outside[static_cast<size_t>(out)]) {
+        sub.graph.add_output(local.at(out));
+        sub.outputs.push_back(out);
+      }
+    }
+  }
+  return sub;
+}
+
+std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub, std::span<const ir::ValueType> at_min,
+                                                     std::span<const ir::ValueType> at_opt,
+                                                     std::span<const ir::ValueType> at_max) {
+  std::vector<InputSpec> specs;
+  for (size_t i = 0; i < sub.inputs.size(); ++i) {
+    auto v = static_cast<size_t>(sub.inputs[i]);
+    if (!at_min[v].is_static() || !at_opt[v].is_static() || !at_max[v].is_static()) return std::nullopt;
+    specs.push_back(InputSpec{sub.graph.value(sub.graph.inputs()[i]).name, at_opt[v].dtype,
+                              at_min[v].static_shape(), at_opt[v].static_shape(), at_max[v].static_shape()});
+  }
+  return specs;
+}
+
+}  // namespace kiln::partition

@@ -1,0 +1,64 @@
+// Partitioning: splits a lowered graph into engine segments, which a backend
+// builds, and fallback segments, which run on the reference backend.
+//
+// A node goes to an engine when the backend supports it and every input's
+// shape is known for the whole input range (an engine is built for shape
+// ranges; a tensor whose shape depends on data, such as NonZero's output,
+// can only cross into a fallback). Segments are grown greedily along a
+// topological order: the next node taken is a ready engine node whenever one
+// exists, so fallback nodes are deferred and engine segments are as large as
+// the graph allows. Each segment is convex (a contiguous run of one
+// topological order), so segments run one after another without cycles.
+// Engine segments smaller than min_block_size nodes become fallback, and
+// neighbouring fallback segments merge.
+#pragma once
+
+#include <span>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "ir/graph.hpp"
+#include "kiln/settings.hpp"
+
+namespace kiln::partition {
+
+struct Segment {
+  bool engine = false;            // false: runs on the reference backend
+  std::vector<ir::NodeId> nodes;  // of the lowered graph, in execution order
+  std::string fallback_reason;    // for a fallback segment: why (first node's reason)
+};
+
+// Segments in execution order; together they hold every node once.
+std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& backend,
+                                   std::span<const InputSpec> specs, int min_block_size);
+
+// Concrete value types of every value of `lowered` when its inputs have the
+// given shapes (one per graph input), from static inference. Values whose
+// shape depends on data keep unknown dims.
+std::vector<ir::ValueType> types_at(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                    const std::vector<int64_t> InputSpec::*which);
+
+// A segment as a graph of its own.
+struct Subgraph {
+  ir::Graph graph;
+  std::vector<ir::ValueId> inputs;   // the parent value of each graph input
+  std::vector<ir::ValueId> outputs;  // the parent value of each graph output
+  // Weight recipes in `graph` index its own source weights, numbered by first
+  // use, so identical segments (repeated blocks, other models) get identical
+  // graphs and keys. sources[i] is the parent's source index of local i.
+  std::vector<int32_t> sources;
+};
+
+// Extracts `segment`: inputs are the values it reads that the parent
+// computes elsewhere (or the parent's inputs); outputs are the values it
+// computes that the rest of the graph or the graph outputs read.
+// Initializers and statically known values are copied (sharing storage).
+Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment);
+
+// Input specs of a subgraph, from the parent's value types at min, opt and
+// max. Nullopt when some input's shape is not known over the whole range.
+std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub, std::span<const ir::ValueType> at_min,
+                                                     std::span<const ir::ValueType> at_opt,
+                                                     std::span<const ir::ValueType> at_max);
+
+}  // namespace kiln::partition

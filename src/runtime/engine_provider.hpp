@@ -1,0 +1,51 @@
+// EngineProvider: gets the engine for one lowered subgraph, from the engine
+// cache (refitted with the subgraph's own weights) or by building it.
+//
+//   key → [cache] fetch → envelope → fingerprint → deserialize → refit
+//   miss: [managed cache] lease → fetch again → build → seal → save
+//
+// Every cache failure is a miss with a reason, never an error. One provider
+// serves one compile: it opens the engine cache and the timing cache once and
+// shares them between the compile's engines, so identical subgraphs of one
+// model are built once (the second finds the first's entry).
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "builder/timing_cache.hpp"
+#include "kiln/engine_cache.hpp"
+#include "kiln/settings.hpp"
+#include "runtime/compiled_model.hpp"
+
+namespace kiln::runtime {
+
+class EngineProvider {
+ public:
+  // Throws kiln::Error(invalid_argument) for caching without refittable.
+  EngineProvider(Backend& backend, const CompileSettings& settings);
+
+  // `lowered` is a lowered graph whose weight recipes index `sources`.
+  std::unique_ptr<Engine> provide(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                  std::span<const Tensor> sources, EngineRecord& record);
+
+  // Saves the timing cache if a build used it and fills the report's
+  // timing-cache fields.
+  void finish(CompileReport& report);
+
+ private:
+  builder::TimingCache& timing_cache();
+
+  Backend& m_backend;
+  const CompileSettings& m_settings;
+  bool m_caching = false;
+  std::shared_ptr<EngineCache> m_cache;  // null when caching is off
+  std::filesystem::path m_timing_path;
+  std::optional<builder::TimingCache> m_timing;  // opened by the first build
+};
+
+}  // namespace kiln::runtime

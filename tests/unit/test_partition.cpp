@@ -1,0 +1,158 @@
+// Partitioning with fallback: engines for the supported regions, the
+// reference backend for the rest, each engine its own cache entry.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <onnx/onnx_pb.h>
+
+#include "backends/ref/executor.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "runtime/compiled_model.hpp"
+#include "test_helpers.hpp"
+#include "zoo/model_builder.hpp"
+
+namespace kiln {
+namespace {
+
+using runtime::CompiledModel;
+
+// `blocks` times: Conv → Relu, then an add of 0 * (number of nonzeros). The
+// NonZero and the Shape of its output depend on data, so they fall back; the
+// rest of each block (Gather ... Add, the next Conv → Relu) is one engine, the
+// same for every middle block.
+std::string repeated_block_model(int blocks, uint64_t seed) {
+  zoo::ModelBuilder b("repeated_blocks", 13, seed);
+  b.add_input("input", onnx::TensorProto::FLOAT, {{0, "batch"}, {4, {}}, {8, {}}, {8, {}}});
+  std::string one = b.int64_constant("one", {}, {1});
+  std::string zero = b.float_constant("zero", {}, {0.0f});
+  std::string h = "input";
+  for (int i = 0; i < blocks; ++i) {
+    std::string p = "block" + std::to_string(i);
+    std::string w = b.weight(p + ".w", {4, 4, 3, 3}, 0.3f);
+    std::string bias = b.weight(p + ".b", {4}, 0.1f);
+    std::string c = b.node("Conv", p + ".conv", {h, w, bias}, {zoo::Attr::of("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    std::string r = b.node("Relu", p + ".relu", {c});
+    std::string nz = b.node("NonZero", p + ".nonzero", {r});
+    std::string s = b.node("Shape", p + ".shape", {nz});
+    std::string count = b.node("Gather", p + ".count", {s, one}, {zoo::Attr::of("axis", int64_t{0})});
+    std::string f = b.node("Cast", p + ".cast", {count}, {zoo::Attr::of("to", int64_t{onnx::TensorProto::FLOAT})});
+    std::string z = b.node("Mul", p + ".zero", {f, zero});
+    h = b.node("Add", p + ".add", {r, z});
+  }
+  b.add_output(h, onnx::TensorProto::FLOAT, {{0, "batch"}, {4, {}}, {8, {}}, {8, {}}});
+  return b.serialize();
+}
+
+frontend::ImportedModel import(const std::string& bytes) {
+  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), "repeated_blocks.onnx");
+}
+
+Tensor input_of(int64_t batch) {
+  Tensor t = Tensor::zeros(DType::float32, {batch, 4, 8, 8});
+  auto v = t.mutable_data<float>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
+  return t;
+}
+
+CompileSettings settings_in(const std::filesystem::path& dir) {
+  CompileSettings s;
+  s.engine_cache_dir = dir;
+  s.optimization_level = 0;
+  s.timing_cache_path = "-";
+  return s;
+}
+
+std::vector<InputSpec> batch_range(int64_t min, int64_t opt, int64_t max) {
+  return {{"input", DType::float32, {min, 4, 8, 8}, {opt, 4, 8, 8}, {max, 4, 8, 8}}};
+}
+
+void expect_matches_reference(CompiledModel& compiled, const ir::Graph& graph, int64_t batch) {
+  std::vector<Tensor> in{input_of(batch)};
+  auto got = compiled.run(in);
+  auto want = ref::Executor(graph).run(in);
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_EQ(got[0].shape(), want[0].shape());
+  auto g = got[0].data<float>();
+  auto w = want[0].data<float>();
+  for (size_t i = 0; i < w.size(); ++i) ASSERT_NEAR(g[i], w[i], 1e-4 * (1 + std::fabs(w[i]))) << "element " << i;
+}
+
+TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
+  testing::TempDir dir;
+  auto model = import(repeated_block_model(5, 1));
+  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  const auto& report = compiled.report();
+  // engine, fallback, engine, fallback, ... engine: 6 engines, 5 fallbacks.
+  ASSERT_EQ(report.segments.size(), 11u);
+  for (size_t s = 0; s < report.segments.size(); ++s) {
+    EXPECT_EQ(report.segments[s].engine, s % 2 == 0) << "segment " << s << ": " << report.segments[s].reason;
+  }
+  EXPECT_NE(report.segments[1].reason.find("NonZero"), std::string::npos) << report.segments[1].reason;
+  EXPECT_EQ(report.engines.size(), 6u);
+  for (int64_t batch : {1, 2, 3, 4}) expect_matches_reference(compiled, model.graph, batch);
+}
+
+TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
+  testing::TempDir dir;
+  auto a = import(repeated_block_model(5, 1));
+  auto cold = CompiledModel::compile(a.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  const auto& engines = cold.report().engines;
+  ASSERT_EQ(engines.size(), 6u);
+  // The first engine (Conv → Relu from the input) and the last (no Conv) are
+  // their own; the four middle ones are one architecture, built once.
+  EXPECT_EQ(engines[0].status, "miss");
+  EXPECT_EQ(engines[1].status, "miss");
+  for (size_t e = 2; e < 5; ++e) {
+    EXPECT_EQ(engines[e].key, engines[1].key);
+    EXPECT_EQ(engines[e].status, "hit") << engines[e].reason;
+  }
+  EXPECT_EQ(engines[5].status, "miss");
+  EXPECT_NE(engines[0].key, engines[1].key);
+  expect_matches_reference(cold, a.graph, 3);
+
+  // Another model of the architecture, other weights: every engine hits and
+  // computes this model's function.
+  auto b = import(repeated_block_model(5, 2));
+  auto warm = CompiledModel::compile(b.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  for (const auto& e : warm.report().engines) EXPECT_EQ(e.status, "hit") << e.reason;
+  expect_matches_reference(warm, b.graph, 3);
+}
+
+TEST(Partition, EnginesSmallerThanMinBlockSizeFallBack) {
+  testing::TempDir dir;
+  auto model = import(repeated_block_model(3, 1));
+  auto settings = settings_in(dir.path());
+  settings.min_block_size = 3;  // the first engine (Conv, Relu) and the last (4 nodes) stay
+  auto compiled = CompiledModel::compile(model.graph, batch_range(2, 2, 2), settings);
+  const auto& segments = compiled.report().segments;
+  ASSERT_FALSE(segments.empty());
+  EXPECT_FALSE(segments[0].engine);
+  EXPECT_NE(segments[0].reason.find("min_block_size 3"), std::string::npos) << segments[0].reason;
+  EXPECT_EQ(compiled.report().engines.size(), 3u);
+  expect_matches_reference(compiled, model.graph, 2);
+
+  settings.min_block_size = 100;  // nothing is big enough: all on the reference backend
+  auto all_ref = CompiledModel::compile(model.graph, batch_range(2, 2, 2), settings);
+  EXPECT_TRUE(all_ref.report().engines.empty());
+  ASSERT_EQ(all_ref.report().segments.size(), 1u);
+  expect_matches_reference(all_ref, model.graph, 2);
+}
+
+TEST(Partition, AShapeOutsideTheRangeNamesTheInputDimAndRange) {
+  testing::TempDir dir;
+  auto model = import(repeated_block_model(2, 1));
+  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  std::vector<Tensor> in{input_of(5)};
+  try {
+    compiled.run(in);
+    FAIL() << "batch 5 ran on an engine compiled for 1..4";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("input 'input' dim 0 is 5, outside the compiled range [1, 4]"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace kiln
