@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: demo test bench build deps configure clean format
+.PHONY: demo test bench build deps configure clean format test-long test-sanitize fuzz
 
 deps:
 	scripts/install-deps
@@ -32,3 +32,42 @@ format:
 
 clean:
 	rm -rf $(BUILD_DIR)
+
+# The long variants of the reliability tests (docs/reliability.md): 600
+# SIGKILLed cache processes, 30 s of concurrent writers/readers/evictor, every
+# payload byte of real blobs flipped, thousands of plan bit flips.
+test-long: deps build
+	cd $(BUILD_DIR) && KILN_LONG_TESTS=1 ctest --output-on-failure -j $(JOBS) -L reliability
+
+# ASan+UBSan build of the unit and reliability tests (oneDNN itself is not
+# instrumented), then ThreadSanitizer on the concurrency tests (cache layer
+# only: oneDNN's OpenMP runtime is not TSan-instrumented).
+SANITIZE_DIR ?= build-asan
+TSAN_DIR ?= build-tsan
+SANITIZE_TESTS ?= .
+SANITIZE_FLAGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DKILN_WERROR=OFF
+test-sanitize: deps
+	cmake -S . -B $(SANITIZE_DIR) -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE="address;undefined"
+	cmake --build $(SANITIZE_DIR) -j $(JOBS) --target kiln_unit_tests kiln_reliability_cache_tests kiln_reliability_tests
+	cd $(SANITIZE_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS) -R '$(SANITIZE_TESTS)' -E '^(conformance|conformance_cpu|cli)$$'
+	cmake -S . -B $(TSAN_DIR) -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE=thread
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target kiln_reliability_cache_tests
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN_DIR)/tests/reliability/kiln_reliability_cache_tests --gtest_filter='Concurrency.*'
+
+# libFuzzer (clang): the envelope parser, the plan verifier and the ONNX
+# importer, each for FUZZ_SECONDS from its seed corpus in fuzz/corpus/.
+# New inputs go to $(FUZZ_DIR)/corpus-<target>, findings to $(FUZZ_DIR)/.
+# Not part of `make test`.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake -S . -B $(FUZZ_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+	  -DKILN_FUZZ=ON -DKILN_WERROR=OFF -DKILN_BUILD_TESTS=OFF
+	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_envelope fuzz_plan fuzz_onnx
+	for t in envelope plan onnx; do \
+	  mkdir -p $(FUZZ_DIR)/corpus-$$t && \
+	  $(FUZZ_DIR)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -malloc_limit_mb=2048 \
+	    -timeout=30 -artifact_prefix=$(FUZZ_DIR)/ -print_final_stats=1 \
+	    $(FUZZ_DIR)/corpus-$$t fuzz/corpus/$$t || exit 1; \
+	done

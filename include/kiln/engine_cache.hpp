@@ -49,6 +49,7 @@ struct CacheStats {
   uint64_t evictions = 0;
   uint64_t refused_too_large = 0;
   uint64_t quarantined = 0;
+  uint64_t refused_unauthenticated = 0;  // unsigned or bad-signature entries, refused as misses
   uint64_t entries = 0;
   uint64_t bytes = 0;
 };

@@ -30,6 +30,17 @@ struct CompileSettings {
   std::filesystem::path engine_cache_dir;  // empty: temp dir / "kiln_engine_cache"
   uint64_t engine_cache_size = uint64_t{5} << 30;
   std::shared_ptr<EngineCache> custom_engine_cache;
+  // --- fleet cache (issue 8; docs/fleet-cache.md) ---
+  // Cache tiers, fastest first: "ram" or "ram:SIZE", "disk" (engine_cache_dir),
+  // "redis://[[user]:pass@]host[:port][/db][?prefix=..&ttl=..&readonly=1..]",
+  // "unix:///path.sock?...". A lookup served by a lower tier is copied into
+  // the tiers above; saves write through. Empty: $KILN_ENGINE_CACHE (the same
+  // list, comma-separated) if set, else {"disk"}.
+  std::vector<std::string> engine_cache_tiers;
+  // A file holding the secret that signs entries (HMAC-SHA256); unsigned or
+  // tampered entries are then refused. Empty: $KILN_ENGINE_CACHE_SECRET_FILE,
+  // else $KILN_ENGINE_CACHE_SECRET (the secret itself), else no signing.
+  std::filesystem::path engine_cache_secret_file;
 
   // --- engine build ---
   std::filesystem::path timing_cache_path;  // empty: inside the cache dir; "-": none

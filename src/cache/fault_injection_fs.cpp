@@ -11,6 +11,15 @@ void FaultInjectionFs::inject(FsOp op, int error, int times) {
   auto& fault = m_faults[static_cast<size_t>(op)];
   fault.error = error;
   fault.times = times;
+  fault.stage = WriteStage::short_write;
+}
+
+void FaultInjectionFs::inject_write(WriteStage stage, int error, int times) {
+  std::lock_guard lock(m_mutex);
+  auto& fault = m_faults[static_cast<size_t>(FsOp::write)];
+  fault.error = error;
+  fault.times = times;
+  fault.stage = stage;
 }
 
 void FaultInjectionFs::clear() {
@@ -31,9 +40,10 @@ int FaultInjectionFs::failures(FsOp op) const {
   return m_faults[static_cast<size_t>(op)].failures;
 }
 
-int FaultInjectionFs::take(FsOp op) {
+int FaultInjectionFs::take(FsOp op, WriteStage* stage) {
   std::lock_guard lock(m_mutex);
   auto& fault = m_faults[static_cast<size_t>(op)];
+  if (stage) *stage = fault.stage;
   ++fault.calls;
   if (fault.error == 0 || fault.times == 0) return 0;
   if (fault.times > 0) --fault.times;
@@ -47,11 +57,18 @@ IoStatus FaultInjectionFs::create_directories(const std::filesystem::path& dir) 
 }
 
 IoStatus FaultInjectionFs::write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) {
-  if (int err = take(FsOp::write)) {
-    // Half the bytes reach a real temp file, which is then abandoned.
-    AtomicFile file(target);
-    (void)file.write(bytes.first(bytes.size() / 2));
-    return IoStatus::failure(err, "injected: cannot write " + target.string());
+  WriteStage stage{};
+  if (int err = take(FsOp::write, &stage)) {
+    // What reaches the disk before the failure, then cleaned up as
+    // AtomicFile cleans up (its destructor removes the uncommitted temp file).
+    const char* what = "create a temp file for";
+    if (stage != WriteStage::create) {
+      AtomicFile file(target);
+      bool whole = stage == WriteStage::fsync || stage == WriteStage::rename;
+      (void)file.write(whole ? bytes : bytes.first(bytes.size() / 2));
+      what = stage == WriteStage::short_write ? "write" : stage == WriteStage::fsync ? "fsync" : "rename into place";
+    }
+    return IoStatus::failure(err, std::string("injected: cannot ") + what + " " + target.string());
   }
   return CacheFsWrapper::write_file_atomic(target, bytes);
 }

@@ -4,6 +4,10 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <array>
 #include <cstring>
 #include <limits>
@@ -18,7 +22,8 @@ namespace {
 constexpr std::string_view k_magic = "KILNBLOB";
 constexpr size_t k_preamble_size = 8 + 4 + 4;  // magic, version, header_len
 constexpr size_t k_checksum_size = 16;
-constexpr uint32_t k_known_flags = 0;  // version 1 defines no flag yet
+constexpr uint32_t k_known_flags = k_flag_signed;
+constexpr size_t k_flags_offset = k_preamble_size;  // flags open the header
 
 void put_bytes(std::vector<std::byte>& out, const void* data, size_t size) {
   const auto* p = static_cast<const std::byte*>(data);
@@ -169,20 +174,89 @@ std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob) {
     return reject("corrupt header: " + std::to_string(header.left()) + " unread bytes at the end of the header");
   }
 
+  if ((flags & ~k_known_flags) != 0) return reject("unknown envelope flags " + std::to_string(flags));
   size_t payload_offset = k_preamble_size + header_len;
   size_t remaining = blob.size() - payload_offset;
+  if ((flags & k_flag_signed) != 0) {
+    // The HMAC trailer is checked by verify_signature(); here only its room.
+    if (remaining < k_signature_size) return reject("truncated: a signed blob without its 32-byte signature");
+    remaining -= k_signature_size;
+  }
   if (payload_len != remaining) {
     return reject(payload_len > remaining ? "truncated: payload of " + std::to_string(payload_len) + " bytes but only " +
                                                 std::to_string(remaining) + " remain"
                                           : "payload of " + std::to_string(payload_len) + " bytes followed by " +
                                                 std::to_string(remaining - payload_len) + " trailing bytes");
   }
-  if ((flags & ~k_known_flags) != 0) return reject("unknown envelope flags " + std::to_string(flags));
 
-  opened.payload = blob.subspan(payload_offset);
+  opened.payload = blob.subspan(payload_offset, payload_len);
   auto actual_sum = checksum(blob.first(covered_end), opened.payload);
   if (actual_sum != stored_sum) return reject("checksum mismatch (corrupt blob)");
   return opened;
+}
+
+namespace {
+
+uint32_t read_flags(std::span<const std::byte> blob) {
+  uint32_t flags = 0;
+  Reader reader(blob.subspan(k_flags_offset, 4));
+  (void)reader.get_le(flags);
+  return flags;
+}
+
+std::array<std::byte, k_signature_size> hmac_sha256(std::span<const std::byte> secret,
+                                                    std::span<const std::byte> data) {
+  std::array<std::byte, k_signature_size> mac{};
+  unsigned int length = 0;
+  if (!HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+            reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+            reinterpret_cast<unsigned char*>(mac.data()), &length) ||
+      length != mac.size()) {
+    throw Error(ErrorCode::internal, "blob envelope: HMAC-SHA256 failed in OpenSSL");
+  }
+  return mac;
+}
+
+}  // namespace
+
+bool is_signed(std::span<const std::byte> blob) {
+  return blob.size() >= k_flags_offset + 4 && std::memcmp(blob.data(), k_magic.data(), k_magic.size()) == 0 &&
+         (read_flags(blob) & k_flag_signed) != 0;
+}
+
+std::vector<std::byte> sign(std::span<const std::byte> blob, std::span<const std::byte> secret) {
+  if (secret.empty()) throw Error(ErrorCode::invalid_argument, "blob envelope: cannot sign with an empty secret");
+  auto result = open(blob);
+  if (auto* rejected = std::get_if<Rejection>(&result)) {
+    throw Error(ErrorCode::invalid_argument, "blob envelope: cannot sign a bad blob: " + rejected->reason);
+  }
+  const auto& opened = std::get<OpenedBlob>(result);
+  // Header fields (flags set), a fresh checksum, the payload, then the HMAC
+  // over all of it. The checksum covers the flags, so it must be redone.
+  size_t payload_offset = static_cast<size_t>(opened.payload.data() - blob.data());
+  size_t covered_end = payload_offset - k_checksum_size;
+  std::vector<std::byte> out;
+  out.reserve(payload_offset + opened.payload.size() + k_signature_size);
+  out.insert(out.end(), blob.begin(), blob.begin() + static_cast<std::ptrdiff_t>(covered_end));
+  uint32_t flags = read_flags(blob) | k_flag_signed;
+  for (size_t i = 0; i < 4; ++i) out[k_flags_offset + i] = static_cast<std::byte>((flags >> (8 * i)) & 0xff);
+  auto sum = checksum(out, opened.payload);
+  out.insert(out.end(), sum.begin(), sum.end());
+  out.insert(out.end(), opened.payload.begin(), opened.payload.end());
+  auto mac = hmac_sha256(secret, out);
+  out.insert(out.end(), mac.begin(), mac.end());
+  return out;
+}
+
+std::optional<Rejection> verify_signature(std::span<const std::byte> blob, std::span<const std::byte> secret) {
+  if (!is_signed(blob)) return reject("unsigned entry (a signing secret is configured)");
+  if (blob.size() < k_preamble_size + k_signature_size) return reject("truncated signed entry");
+  auto covered = blob.first(blob.size() - k_signature_size);
+  auto mac = hmac_sha256(secret, covered);
+  if (CRYPTO_memcmp(mac.data(), blob.data() + covered.size(), mac.size()) != 0) {
+    return reject("bad signature (tampered, or signed with another secret)");
+  }
+  return std::nullopt;
 }
 
 std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob, const key::EngineKey& expected) {

@@ -6,8 +6,8 @@
 //   magic    := "KILNBLOB"                       8 bytes
 //   version  := u32                              k_envelope_version
 //   header_len := u32                            bytes of header
-//   header   := flags (u32)                      0 so far; bit 0 is
-//                                                reserved for the HMAC trailer
+//   header   := flags (u32)                      bit 0: signed (an HMAC
+//                                                trailer follows the payload)
 //               key digest (32) part digests (4 x 32: graph, inputs,
 //                                                settings, fingerprint)
 //               producer (u16 length + UTF-8)    kiln version that wrote it
@@ -18,12 +18,23 @@
 //               payload_len (u64)
 //               checksum (16)                    XXH3-128, low then high u64
 //   payload  := payload_len bytes                the backend's plan
+//   trailer  := HMAC-SHA256 (32)                 only when flags bit 0 is set:
+//                                                over every byte before it
 //
 // The checksum covers every byte before it (magic through payload_len) and
 // then the payload, so any corruption of the header (a flipped bit in the key,
 // the producer or the fingerprint) is caught, not only of the payload. The
 // header's fields must fill header_len exactly, and the payload must end the
-// blob exactly: trailing bytes are rejected.
+// blob exactly (or be followed by exactly the 32-byte trailer of a signed
+// blob): trailing bytes are rejected.
+//
+// Signing (shared caches): sign() sets flags bit 0, recomputes the checksum
+// and appends HMAC-SHA256(secret, magic .. payload). open() checks a signed
+// blob's structure but cannot check its HMAC (it has no secret);
+// verify_signature() does, and cache::SigningEngineCache calls it on every
+// load before a blob reaches open(). The HMAC lives in the envelope, not in a
+// side file or a Redis field, so an entry carries its proof through every
+// tier and copy (backfill, `kiln cache`, rsync of a folder).
 //
 // open() checks, in order and before trusting any length: size for the fixed
 // fields, magic, version, header_len against the blob size, each header field
@@ -76,5 +87,25 @@ struct Rejection {
 std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob);
 // Also requires the blob's key (digest and part digests) to equal `expected`.
 std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob, const key::EngineKey& expected);
+
+// --- signed blobs -----------------------------------------------------------
+
+constexpr uint32_t k_flag_signed = 1;
+constexpr size_t k_signature_size = 32;  // HMAC-SHA256
+
+// True when `blob` is an envelope whose flags say it is signed (its structure
+// and HMAC are not checked).
+bool is_signed(std::span<const std::byte> blob);
+
+// The blob, signed with `secret`: flags bit 0 set, checksum recomputed, the
+// HMAC trailer appended (a signed blob is re-signed, its old trailer
+// dropped). Throws kiln::Error (invalid_argument) when `blob` does not open
+// or `secret` is empty.
+std::vector<std::byte> sign(std::span<const std::byte> blob, std::span<const std::byte> secret);
+
+// Nullopt when `blob` is signed and its HMAC under `secret` matches (compared
+// in constant time); else why not: "unsigned entry", "bad signature ...".
+// Checks only the HMAC: open() still checks the rest.
+std::optional<Rejection> verify_signature(std::span<const std::byte> blob, std::span<const std::byte> secret);
 
 }  // namespace kiln::format

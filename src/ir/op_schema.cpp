@@ -1,6 +1,7 @@
 #include "ir/op_schema.hpp"
 
 #include <algorithm>
+#include <stdexcept>
 
 namespace kiln::ir {
 
@@ -102,6 +103,9 @@ InferResult infer_node(const Node& node, std::span<const ValueType> input_types,
     schema->infer(ctx);
   } catch (const Error& e) {
     throw e.with_context(node.describe() + ": ");
+  } catch (const std::length_error& e) {
+    // A hostile shape (a rank or size past what a vector can hold) is a bad model, not a crash.
+    throw Error(ErrorCode::invalid_model, node.describe() + ": shape too large (" + e.what() + ")");
   }
   return {ctx.outputs(), std::move(ctx.output_values())};
 }

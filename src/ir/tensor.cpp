@@ -6,7 +6,12 @@ namespace kiln {
 
 int64_t shape_numel(std::span<const int64_t> shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    // A hostile shape must not wrap around to a small count (and a short buffer).
+    if (__builtin_mul_overflow(n, d, &n)) {
+      throw Error(ErrorCode::invalid_model, "shape " + shape_to_string(shape) + " has more elements than int64 counts");
+    }
+  }
   return n;
 }
 

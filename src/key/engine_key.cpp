@@ -263,8 +263,9 @@ Digest settings_digest(const CompileSettings& s) {
   h.i64(s.optimization_level);
   h.tag(Tag::refittable);
   h.u64(s.refittable ? 1 : 0);
-  h.tag(Tag::min_block_size);
-  h.i64(s.min_block_size);
+  // min_block_size is not here: it decides which subgraphs become engines,
+  // and each subgraph is keyed by itself, so an engine serves every model
+  // and setting that produces its subgraph.
   return h.finish();
 }
 

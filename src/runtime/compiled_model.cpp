@@ -1,12 +1,17 @@
 #include "runtime/compiled_model.hpp"
 
 #include <chrono>
+#include <map>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/ref/executor.hpp"
 #include "partition/partition.hpp"
 #include "passes/passes.hpp"
 #include "runtime/engine_provider.hpp"
+#include "cache/managed_cache.hpp"
+#include "format/envelope.hpp"
+#include "runtime/artifact.hpp"
+#include "runtime/cache_selection.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
@@ -16,6 +21,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+constexpr const char* k_producer = "kiln 0.1.0";
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 }  // namespace
@@ -60,6 +72,8 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
   Backend& backend = *model.m_backend;
   model.m_report.backend = std::string(backend.name());
   model.m_specs = specs;
+  model.m_settings = settings;
+  model.m_settings.custom_engine_cache.reset();  // not kept alive by the model
   EngineProvider provider(backend, settings);
 
   auto start = Clock::now();
@@ -135,6 +149,111 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
     if (value.initializer) model.m_constants[static_cast<size_t>(v)] = *value.initializer;
   }
   model.m_report.compile_ms = ms_since(compile_start);
+  return model;
+}
+
+namespace {
+
+// The artifact's engines, by key, in front of the configured cache (if any):
+// loads look in the artifact first; saves (rebuilt engines) go behind it.
+class ArtifactEngineCache final : public cache::ManagedCache {
+ public:
+  ArtifactEngineCache(std::span<const std::vector<std::byte>> engines, std::shared_ptr<EngineCache> behind,
+                      const std::string& source)
+      : m_behind(std::move(behind)), m_managed(dynamic_cast<cache::ManagedCache*>(m_behind.get())) {
+    for (const auto& blob : engines) {
+      auto opened = format::open(blob);
+      if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
+        log::warn(source + ": an engine in the artifact is unusable (" + rejected->reason + "); it will be rebuilt");
+        continue;
+      }
+      m_engines.emplace(std::get<format::OpenedBlob>(opened).header.key.hex(), blob);
+    }
+  }
+
+  void save(const std::string& key, std::span<const std::byte> blob) override {
+    if (m_behind) m_behind->save(key, blob);
+  }
+  std::optional<std::vector<std::byte>> load(const std::string& key) override {
+    if (auto it = m_engines.find(key); it != m_engines.end()) return it->second;
+    return m_behind ? m_behind->load(key) : std::nullopt;
+  }
+  std::optional<std::vector<std::byte>> fetch(const std::string& key) override {
+    if (auto it = m_engines.find(key); it != m_engines.end()) return it->second;
+    if (m_managed) return m_managed->fetch(key);
+    return m_behind ? m_behind->load(key) : std::nullopt;
+  }
+  std::unique_ptr<cache::BuildLease> acquire_build_lease(const std::string& key) override {
+    return m_managed ? m_managed->acquire_build_lease(key) : nullptr;
+  }
+  bool quarantine(const std::string& key, const std::string& reason) override {
+    bool in_artifact = m_engines.erase(key) > 0;
+    return (m_managed && m_managed->quarantine(key, reason)) || in_artifact;
+  }
+  bool degraded() const override { return m_managed && m_managed->degraded(); }
+  void record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) override {
+    if (m_managed && !m_engines.contains(key)) m_managed->record_outcome(key, outcome, build_ms_saved);
+  }
+
+ private:
+  std::map<std::string, std::vector<std::byte>> m_engines;
+  std::shared_ptr<EngineCache> m_behind;
+  cache::ManagedCache* m_managed;
+};
+
+}  // namespace
+
+std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onnx, const ir::Graph& graph) const {
+  if (!m_settings.refittable) {
+    throw Error(ErrorCode::invalid_argument, graph.source + ": an artifact needs refittable engines (a loaded artifact "
+                                                            "refits its weights); compile with refittable = true");
+  }
+  if (graph.initializer_bytes() > onnx.size()) {
+    throw Error(ErrorCode::invalid_argument, graph.source + ": the model keeps weights in external data files; an "
+                                                            "artifact needs them inside the .onnx file");
+  }
+  Artifact artifact;
+  artifact.manifest = ArtifactManifest{k_producer, m_backend->fingerprint().to_string(), m_specs,
+                                       m_settings.enabled_precisions, m_settings.optimization_level,
+                                       m_settings.min_block_size};
+  artifact.onnx.assign(onnx.begin(), onnx.end());
+  size_t engine = 0;
+  for (const Step& step : m_steps) {
+    if (!step.engine) continue;
+    const EngineRecord& record = m_report.engines.at(engine++);
+    format::EnvelopeHeader header{*record.engine_key, k_producer, m_backend->fingerprint().to_string(),
+                                  unix_ms_now(), static_cast<uint64_t>(record.build_ms + record.saved_build_ms)};
+    artifact.engines.push_back(format::seal(header, step.engine->serialize()));
+  }
+  return encode_artifact(artifact);
+}
+
+CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::Graph& graph,
+                                           const CompileSettings& settings) {
+  const ArtifactManifest& m = artifact.manifest;
+  CompileSettings s = settings;
+  s.enabled_precisions = m.enabled_precisions;
+  s.optimization_level = m.optimization_level;
+  s.min_block_size = m.min_block_size;
+  s.refittable = true;
+  std::string here = make_cpu_backend()->fingerprint().to_string();
+  if (m.fingerprint != here) {
+    log::warn(graph.source + ": artifact engines were built for " + m.fingerprint + ", this machine is " + here +
+              "; compiling from the artifact's graph through the engine cache");
+    return compile(graph, m.specs, s);
+  }
+  bool caching = settings.cache_built_engines || settings.reuse_cached_engines;
+  auto behind = caching && settings.refittable ? open_engine_cache(settings) : nullptr;
+  s.custom_engine_cache = std::make_shared<ArtifactEngineCache>(artifact.engines, behind, graph.source);
+  s.reuse_cached_engines = true;
+  s.cache_built_engines = behind != nullptr && settings.cache_built_engines;
+  CompiledModel model = compile(graph, m.specs, s);
+  for (const EngineRecord& record : model.m_report.engines) {
+    if (record.status != "hit") {
+      log::warn(graph.source + ": artifact engine " + record.engine_key->hex().substr(0, 16) + " was rebuilt: " +
+                record.reason);
+    }
+  }
   return model;
 }
 

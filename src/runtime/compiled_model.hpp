@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "key/engine_key.hpp"
 #include "kiln/settings.hpp"
 
 namespace kiln::runtime {
@@ -32,6 +33,7 @@ struct EngineRecord {
   double build_ms = 0;
   double save_ms = 0;
   double saved_build_ms = 0;  // for a hit: how long the entry's build took
+  std::optional<key::EngineKey> engine_key;
   EngineInfo info;
 };
 
@@ -55,6 +57,8 @@ struct CompileReport {
   uint64_t timing_cache_misses = 0;
 };
 
+struct Artifact;
+
 class CompiledModel {
  public:
   // `specs` has one entry per graph input, in order.
@@ -68,6 +72,18 @@ class CompiledModel {
   std::vector<Tensor> run(std::span<const Tensor> inputs);
   const CompileReport& report() const { return m_report; }
 
+  // The model as one AOT artifact (runtime/artifact.hpp): `onnx` is the
+  // model's ONNX bytes, weights inline, the bytes `graph` was imported from.
+  // Throws kiln::Error(invalid_argument) if the engines are not refittable
+  // (a loaded artifact refits its weights) or the weights are not inline.
+  std::vector<std::byte> to_artifact(std::span<const std::byte> onnx, const ir::Graph& graph) const;
+
+  // Compiles `graph`, imported from artifact.onnx, with the artifact's
+  // engines as the first cache tier (no build when they fit this machine),
+  // else through the engine cache of `settings`, with a warning.
+  static CompiledModel from_artifact(const Artifact& artifact, const ir::Graph& graph,
+                                     const CompileSettings& settings);
+
  private:
   CompiledModel() = default;
   // A clear error naming the input, the dim and the range.
@@ -76,6 +92,7 @@ class CompiledModel {
   struct Step;
   std::unique_ptr<Backend> m_backend;
   std::vector<InputSpec> m_specs;
+  CompileSettings m_settings;
   std::vector<Step> m_steps;
   // Per lowered value: the values the run starts with (initializers the
   // steps read) and after which step a value can be dropped.

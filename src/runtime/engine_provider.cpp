@@ -110,11 +110,15 @@ std::unique_ptr<Engine> EngineProvider::provide(const ir::Graph& lowered, std::s
   std::unique_ptr<Engine> engine;
   auto* managed = dynamic_cast<cache::ManagedCache*>(m_cache.get());
   Outcome outcome = Outcome::absent;
-  if (m_cache) {
+  {
+    // Always keyed: an AOT artifact seals every engine under its key.
     auto start = Clock::now();
     key = key::compute_engine_key(lowered, specs, m_settings, m_backend.fingerprint());
-    record.key = key->hex();
+    record.engine_key = key;
     record.key_ms = ms_since(start);
+  }
+  if (m_cache) {
+    record.key = key->hex();
     if (m_settings.reuse_cached_engines) {
       engine = try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, record, outcome);
       if (!engine && managed && m_settings.cache_built_engines) {

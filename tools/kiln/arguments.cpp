@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "runtime/cache_selection.hpp"
+
 namespace kiln::cli {
 
 std::pair<std::string, std::string> split_assignment(const std::string& text, const char* flag) {
@@ -86,6 +88,9 @@ void add_compile_options(CLI::App* cmd, CompileOptions& o) {
       ->capture_default_str();
   cmd->add_option("--cache-dir", o.cache_dir, "Engine cache folder (default: <tmp>/kiln_engine_cache)");
   cmd->add_option("--cache-size", o.cache_size, "Engine cache cap, e.g. 500M or 5G (default 5G)");
+  cmd->add_option("--cache", o.cache, "One engine cache: disk, ram[:SIZE], redis://host:port/db?..., unix:///sock");
+  cmd->add_option("--cache-tiers", o.cache_tiers, "Cache tiers, fastest first, e.g. ram,disk,redis://host:6379/0");
+  cmd->add_option("--cache-secret-file", o.cache_secret_file, "File with the secret that signs cache entries");
   cmd->add_flag("--no-cache", o.no_cache, "Neither save built engines nor reuse cached ones");
   cmd->add_flag("--no-reuse", o.no_reuse, "Build and save, but do not reuse cached engines");
   cmd->add_option("--timing-cache", o.timing_cache, "Timing cache file ('-' for none)");
@@ -112,6 +117,12 @@ CompileSettings to_settings(const CompileOptions& o) {
   s.optimization_level = o.optimization_level;
   if (!o.cache_dir.empty()) s.engine_cache_dir = o.cache_dir;
   if (!o.cache_size.empty()) s.engine_cache_size = parse_size(o.cache_size, "--cache-size");
+  if (!o.cache.empty() && !o.cache_tiers.empty()) {
+    throw Error(ErrorCode::invalid_argument, "give --cache or --cache-tiers, not both");
+  }
+  if (!o.cache.empty()) s.engine_cache_tiers = {o.cache};
+  if (!o.cache_tiers.empty()) s.engine_cache_tiers = runtime::split_tier_list(o.cache_tiers);
+  if (!o.cache_secret_file.empty()) s.engine_cache_secret_file = o.cache_secret_file;
   s.cache_built_engines = !o.no_cache;
   s.reuse_cached_engines = !o.no_cache && !o.no_reuse;
   if (!o.timing_cache.empty()) s.timing_cache_path = o.timing_cache;

@@ -8,6 +8,8 @@
 #include "compile_report.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "runtime/compiled_model.hpp"
+#include "util/atomic_file.hpp"
+#include "util/mapped_file.hpp"
 
 namespace kiln::cli {
 
@@ -18,7 +20,17 @@ struct BuildOptions {
   CompileOptions compile;
   bool layers = false;
   bool json = false;
+  std::string save;  // write an AOT artifact here
 };
+
+void save_artifact(const runtime::CompiledModel& compiled, const BuildOptions& opt, const ir::Graph& graph) {
+  auto file = MappedFile::open(opt.model);
+  auto bytes = compiled.to_artifact(file->bytes(), graph);
+  AtomicFile out(std::filesystem::absolute(opt.save));
+  if (!out.write(bytes) || !out.commit()) {
+    throw Error(ErrorCode::io, opt.save + ": cannot write the artifact: " + out.error());
+  }
+}
 
 int run_build(const BuildOptions& opt) {
   auto start = std::chrono::steady_clock::now();
@@ -29,6 +41,7 @@ int run_build(const BuildOptions& opt) {
   auto compiled = runtime::CompiledModel::compile(g, specs, to_settings(opt.compile));
   const auto& report = compiled.report();
   bool layers = opt.layers || opt.compile.debug;
+  if (!opt.save.empty()) save_artifact(compiled, opt, g);
 
   nlohmann::json j;
   j["command"] = "build";
@@ -40,6 +53,7 @@ int run_build(const BuildOptions& opt) {
   }
   nlohmann::json c = compile_report_json(report, layers);
   for (auto& [k, v] : c.items()) j[k] = v;
+  if (!opt.save.empty()) j["artifact"] = opt.save;
   if (opt.json) {
     print_json(j);
     return 0;
@@ -55,6 +69,7 @@ int run_build(const BuildOptions& opt) {
     }
   }
   print_compile_report(std::cout, report, layers);
+  if (!opt.save.empty()) std::cout << "saved   " << opt.save << " (run it with: kiln run " << opt.save << ")\n";
   return 0;
 }
 
@@ -68,6 +83,7 @@ void add_build_command(CLI::App& app, Action& action) {
   add_compile_options(cmd, opt->compile);
   cmd->add_flag("--layers", opt->layers, "List each layer's chosen tactic");
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
+  cmd->add_option("--save", opt->save, "Write an AOT artifact (.kiln): model, engines and specs in one file");
   cmd->callback([opt, &action] { action = [opt] { return run_build(*opt); }; });
 }
 

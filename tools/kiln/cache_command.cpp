@@ -5,8 +5,10 @@
 
 #include "arguments.hpp"
 #include "cache/disk_engine_cache.hpp"
+#include "cache/tiered_engine_cache.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "runtime/cache_selection.hpp"
 #include "runtime/compiled_model.hpp"
 #include "runtime/miss_explainer.hpp"
 
@@ -38,7 +40,42 @@ std::string human_bytes(uint64_t bytes) {
   return os.str();
 }
 
+// `kiln cache stats --cache URI | --cache-tiers LIST`: each tier's counters
+// (a Redis tier's are the fleet's, kept in Redis).
+int run_tier_stats(const CacheOptions& o) {
+  CompileSettings settings = to_settings(o.compile);
+  settings.engine_cache_dir = cache_dir(o);
+  auto opened = runtime::open_engine_cache(settings);
+  std::vector<cache::TierReport> tiers;
+  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(opened.get())) tiers = tiered->tier_stats();
+  else tiers.push_back({runtime::engine_cache_tiers(settings).front(), cache::stats_of(*opened)});
+  nlohmann::json j{{"command", "cache stats"}, {"tiers", nlohmann::json::array()}};
+  for (const auto& t : tiers) {
+    nlohmann::json tier{{"name", t.name}, {"reachable", t.stats.has_value()}};
+    std::cout << (o.json ? "" : "Tier " + t.name + "\n");
+    if (t.stats) {
+      const CacheStats& s = *t.stats;
+      tier["stats"] = {{"hits", s.hits}, {"misses", s.misses}, {"saves", s.saves}, {"evictions", s.evictions},
+                       {"refused_too_large", s.refused_too_large}, {"quarantined", s.quarantined},
+                       {"refused_unauthenticated", s.refused_unauthenticated}, {"build_ms_saved", s.build_ms_saved},
+                       {"entries", s.entries}, {"bytes", s.bytes}};
+      if (!o.json) {
+        std::cout << "  Hits " << s.hits << ", misses " << s.misses << ", saves " << s.saves << ", evictions "
+                  << s.evictions << ", quarantined " << s.quarantined << ", refused unauthenticated "
+                  << s.refused_unauthenticated << "\n  Entries " << s.entries << ", " << human_bytes(s.bytes)
+                  << "; build time saved " << s.build_ms_saved / 1000.0 << " s\n";
+      }
+    } else if (!o.json) {
+      std::cout << "  (unreachable, or a cache without counters)\n";
+    }
+    j["tiers"].push_back(tier);
+  }
+  if (o.json) print_json(j);
+  return 0;
+}
+
 int run_cache(const CacheOptions& o) {
+  if (o.action == "stats" && (!o.compile.cache.empty() || !o.compile.cache_tiers.empty())) return run_tier_stats(o);
   auto dir = cache_dir(o);
   uint64_t cap = o.compile.cache_size.empty() ? (uint64_t{5} << 30) : parse_size(o.compile.cache_size, "--cache-size");
   cache::DiskEngineCache cache(dir, cap);

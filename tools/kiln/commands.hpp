@@ -20,6 +20,7 @@ void add_build_command(CLI::App& app, Action& action);
 void add_cache_command(CLI::App& app, Action& action);
 void add_zoo_command(CLI::App& app, Action& action);
 void add_inspect_command(CLI::App& app, Action& action);
+void add_bench_command(CLI::App& app, Action& action);
 
 // Shared by every subcommand: --json prints a single JSON object.
 struct OutputMode {

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   kiln::cli::add_cache_command(app, action);
   kiln::cli::add_zoo_command(app, action);
   kiln::cli::add_inspect_command(app, action);
+  kiln::cli::add_bench_command(app, action);
 
   try {
     app.parse(argc, argv);

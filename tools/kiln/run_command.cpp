@@ -14,7 +14,9 @@
 #include "frontend/onnx/onnx_importer.hpp"
 #include "arguments.hpp"
 #include "compile_report.hpp"
+#include "runtime/artifact.hpp"
 #include "runtime/compiled_model.hpp"
+#include "util/mapped_file.hpp"
 #include "npy.hpp"
 #include "zoo/model_builder.hpp"
 
@@ -140,11 +142,23 @@ int run(const RunOptions& opt) {
   report["backend"] = opt.backend;
 
   auto start = Clock::now();
-  frontend::ImportedModel model = frontend::import_onnx_file(opt.model);
+  // A .kiln artifact embeds its model; its engines are used below.
+  std::optional<runtime::Artifact> artifact;
+  frontend::ImportedModel model;
+  if (runtime::is_artifact_file(opt.model)) {
+    artifact = runtime::decode_artifact(MappedFile::open(opt.model)->bytes(), opt.model);
+    model = frontend::import_onnx_bytes(artifact->onnx, opt.model);
+  } else {
+    model = frontend::import_onnx_file(opt.model);
+  }
   const ir::Graph& g = model.graph;
   report["timings_ms"]["import"] = ms_since(start);
 
   std::map<std::string, std::vector<int64_t>> shapes;
+  if (artifact) {
+    // Random inputs default to the shapes the artifact was tuned for.
+    for (const auto& spec : artifact->manifest.specs) shapes[spec.name] = spec.opt;
+  }
   for (const auto& s : opt.shapes) {
     auto [name, text] = split_assignment(s, "--shape");
     find_input(g, name, "--shape");
@@ -187,7 +201,8 @@ int run(const RunOptions& opt) {
   } else {
     std::map<std::string, std::vector<int64_t>> known;
     for (size_t i = 0; i < inputs.size(); ++i) known[g.value(g.inputs()[i]).name] = inputs[i].shape();
-    compiled = runtime::CompiledModel::compile(g, to_specs(g, opt.compile, known), to_settings(opt.compile));
+    compiled = artifact ? runtime::CompiledModel::from_artifact(*artifact, g, to_settings(opt.compile))
+                        : runtime::CompiledModel::compile(g, to_specs(g, opt.compile, known), to_settings(opt.compile));
     report["compile"] = compile_report_json(compiled->report(), opt.compile.debug);
   }
   report["timings_ms"]["prepare"] = ms_since(start);

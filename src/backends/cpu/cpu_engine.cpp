@@ -148,8 +148,18 @@ std::unique_ptr<CpuEngine> CpuEngine::from_plan(EnginePlan plan) {
   // oneDNN fixes a primitive's thread count when it is created: set ours first.
   engine->apply_threads();
   // Primitives are made now so that refit() only evaluates recipes and reorders.
-  engine->m_instances.push_front(
-      create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, true));
+  auto inst = create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, false);
+  // The plan recorded its activation memory at its max shapes: needing far more
+  // at the opt shapes means its shapes or attributes were altered (a corrupt
+  // plan resealed with a valid checksum). Refuse it before allocating.
+  const size_t needed = inst->arena_bytes + inst->aux_bytes;
+  if (needed > 2 * engine->m_plan.activation_bytes + (size_t{1} << 20)) {
+    throw Error(ErrorCode::invalid_model, "cpu plan: needs " + std::to_string(needed) +
+                                              " bytes of activations, but recorded " +
+                                              std::to_string(engine->m_plan.activation_bytes));
+  }
+  materialize(*inst, engine->m_engine);
+  engine->m_instances.push_front(std::move(inst));
   return engine;
 }
 

@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wshadow"
 #include "backends/cpu/cpu_plan_generated.h"
 #pragma GCC diagnostic pop
+#include "backends/cpu/layer_partition.hpp"
 
 namespace kiln::cpu {
 
@@ -108,7 +109,12 @@ std::optional<DType> read_dtype(int32_t code) {
 }
 
 std::vector<int64_t> read_ints(const flatbuffers::Vector<int64_t>* v) {
-  return v ? std::vector<int64_t>(v->begin(), v->end()) : std::vector<int64_t>{};
+  // The verifier checks the alignment of a vector's length, not of its 8-byte
+  // elements: a crafted plan can place them off alignment, so copy bytes
+  // (little-endian, as FlatBuffers stores them) instead of loading int64s.
+  std::vector<int64_t> out(v ? v->size() : 0);
+  if (!out.empty()) std::memcpy(out.data(), v->Data(), out.size() * sizeof(int64_t));
+  return out;
 }
 
 std::string read_string(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
@@ -354,6 +360,17 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   }
   for (bool c : covered) {
     if (!c) corrupt("a node in no layer");
+  }
+  // The conv and matmul builders trust their layer's kind (a conv layer reads
+  // a rank-4 input and a weight): the anchor must be a node this kiln would
+  // build as that kind, or the plan is corrupt, not a crash.
+  for (const LayerDesc& l : plan.layers) {
+    if (l.kind != LayerKind::conv && l.kind != LayerKind::matmul) continue;
+    const ir::Node& anchor = plan.graph.node(l.anchor());
+    if (anchor.inputs.size() < 2 || anchor.inputs[0] == ir::k_no_value || anchor.inputs[1] == ir::k_no_value ||
+        native_kind(plan.graph, l.anchor()) != l.kind) {
+      corrupt("a layer whose kind does not fit its node");
+    }
   }
   plan.num_threads = p->num_threads();
   plan.activation_bytes = p->activation_bytes();

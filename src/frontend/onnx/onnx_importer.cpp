@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
@@ -34,9 +35,22 @@ ir::ValueType value_type_from_proto(const onnx::ValueInfoProto& info, const std:
   type.dtype = *dtype;
   if (tensor_type.has_shape()) {
     ir::Dims dims;
+    // Declared sizes are checked here so that shape inference and every
+    // later product of static dims works on counts that fit in int64.
+    uint64_t count = 1;
     for (const auto& d : tensor_type.shape().dim()) {
       if (d.has_dim_value()) {
-        dims.emplace_back(d.dim_value());
+        int64_t size = d.dim_value();
+        if (size < 0) {
+          throw Error(ErrorCode::invalid_model,
+                      where + ": value '" + info.name() + "' has a negative dimension " + std::to_string(size));
+        }
+        if (size != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(size)) {
+          throw Error(ErrorCode::invalid_model,
+                      where + ": value '" + info.name() + "' has more elements than int64 counts");
+        }
+        count *= static_cast<uint64_t>(size);
+        dims.emplace_back(size);
       } else if (d.has_dim_param() && !d.dim_param().empty()) {
         dims.push_back(ir::Dim::symbol(d.dim_param()));
       } else {
@@ -234,7 +248,9 @@ ImportedModel import_onnx_file(const std::filesystem::path& path) {
   if (!parsed) {
     throw Error(ErrorCode::invalid_model, source + ": not a valid ONNX model (truncated or corrupt protobuf)");
   }
-  return check_and_convert(std::move(model), source, path.parent_path());
+  // "model.onnx" has no parent: its folder is the current one.
+  auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  return check_and_convert(std::move(model), source, folder);
 }
 
 ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source,

@@ -1,6 +1,10 @@
 #include "frontend/onnx/tensor_proto.hpp"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstring>
+#include <limits>
 #include <onnx/onnx_pb.h>
 
 namespace kiln::frontend {
@@ -24,6 +28,50 @@ Tensor borrow_or_copy(DType dtype, std::vector<int64_t> shape, std::span<const s
   }
   std::memcpy(t.mutable_bytes().data(), bytes.data(), bytes.size());
   return t;
+}
+
+// The byte size of a tensor of `shape` and `dtype`, checked: every dim is
+// non-negative and neither the element count nor the byte count overflows.
+// A hostile file's dims are checked here, before anything of that size is
+// allocated or a product wraps around to a small number.
+size_t checked_byte_size(DType dtype, std::span<const int64_t> shape) {
+  uint64_t count = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error(ErrorCode::invalid_model, "tensor has a negative dimension " + std::to_string(d));
+    if (d != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(d)) {
+      throw Error(ErrorCode::invalid_model, "tensor of shape " + shape_to_string(shape) + " has more elements than int64 counts");
+    }
+    count *= static_cast<uint64_t>(d);
+  }
+  if (count > std::numeric_limits<size_t>::max() / 16 / dtype_size(dtype)) {
+    throw Error(ErrorCode::invalid_model, "tensor of shape " + shape_to_string(shape) + " is too large to address");
+  }
+  return static_cast<size_t>(count) * dtype_size(dtype);
+}
+
+void expect_byte_size(DType dtype, std::span<const int64_t> shape, size_t actual, const char* what) {
+  size_t needed = checked_byte_size(dtype, shape);
+  if (actual != needed) {
+    throw Error(ErrorCode::invalid_model, std::string(what) + " of " + std::to_string(actual) + " bytes, but shape " +
+                                              shape_to_string(shape) + " of " + std::string(dtype_name(dtype)) +
+                                              " needs " + std::to_string(needed));
+  }
+}
+
+// `full` with every symlink resolved must lie inside `base` (resolved too):
+// a model must not make kiln read files outside its own folder, whether by
+// "..", an absolute path or a symlink pointing out.
+void require_inside(const std::filesystem::path& base, const std::filesystem::path& full, const std::string& location) {
+  std::error_code ec;
+  auto real_base = std::filesystem::canonical(base, ec);
+  if (ec) throw Error(ErrorCode::io, "cannot resolve the model's folder " + base.string() + ": " + ec.message());
+  auto real = std::filesystem::weakly_canonical(full, ec);
+  if (ec) throw Error(ErrorCode::io, "cannot resolve external data '" + location + "': " + ec.message());
+  auto rel = real.lexically_relative(real_base);
+  if (rel.empty() || *rel.begin() == "..") {
+    throw Error(ErrorCode::invalid_model,
+                "external data location '" + location + "' leaves the model's folder (it resolves to " + real.string() + ")");
+  }
 }
 
 struct ExternalBytes {
@@ -56,8 +104,19 @@ ExternalBytes external_bytes(const onnx::TensorProto& proto, TensorSource& sourc
     throw Error(ErrorCode::invalid_model, "external data location '" + location + "' leaves the model's folder");
   }
   std::filesystem::path full = source.base_dir / relative;
+  require_inside(source.base_dir, full, location);
   auto& mapping = source.mapped[full];
-  if (!mapping) mapping = MappedFile::open(full);
+  if (!mapping) {
+    // stat, not open: opening a FIFO blocks until a writer comes.
+    struct stat st {};
+    if (::stat(full.c_str(), &st) != 0) {
+      throw Error(ErrorCode::io, "external data '" + location + "': " + std::strerror(errno));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      throw Error(ErrorCode::invalid_model, "external data '" + location + "' is not a regular file");
+    }
+    mapping = MappedFile::open(full);
+  }
   auto file = mapping->bytes();
   if (offset < 0 || static_cast<uint64_t>(offset) > file.size()) {
     throw Error(ErrorCode::invalid_model, "external data offset " + std::to_string(offset) + " is beyond the end of '" +
@@ -74,11 +133,13 @@ ExternalBytes external_bytes(const onnx::TensorProto& proto, TensorSource& sourc
 
 template <typename Dst, typename Field>
 Tensor from_typed_field(DType dtype, std::vector<int64_t> shape, const Field& field) {
-  Tensor t = Tensor::zeros(dtype, std::move(shape));
-  if (static_cast<int64_t>(field.size()) != t.numel()) {
-    throw Error(ErrorCode::invalid_model, "tensor of shape " + t.shape_string() + " has " +
+  // Counted before allocating: a header may claim terabytes over three values.
+  size_t count = checked_byte_size(dtype, shape) / dtype_size(dtype);
+  if (static_cast<size_t>(field.size()) != count) {
+    throw Error(ErrorCode::invalid_model, "tensor of shape " + shape_to_string(shape) + " has " +
                                               std::to_string(field.size()) + " values");
   }
+  Tensor t = Tensor::zeros(dtype, std::move(shape));
   auto* out = reinterpret_cast<Dst*>(t.mutable_bytes().data());
   for (int i = 0; i < field.size(); ++i) out[i] = static_cast<Dst>(field.Get(i));
   return t;
@@ -93,16 +154,16 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto, TensorSource& source) {
                 "tensor element type " + std::to_string(proto.data_type()) + " is not supported by kiln");
   }
   std::vector<int64_t> shape(proto.dims().begin(), proto.dims().end());
-  for (int64_t d : shape) {
-    if (d < 0) throw Error(ErrorCode::invalid_model, "tensor has a negative dimension");
-  }
+  (void)checked_byte_size(*dtype, shape);
   if (proto.data_location() == onnx::TensorProto::EXTERNAL) {
     auto external = external_bytes(proto, source);
+    expect_byte_size(*dtype, shape, external.bytes.size(), "external data");
     return borrow_or_copy(*dtype, std::move(shape), external.bytes, std::move(external.file));
   }
   if (proto.has_raw_data()) {
     const std::string& raw = proto.raw_data();
     std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(raw.data()), raw.size());
+    expect_byte_size(*dtype, shape, bytes.size(), "raw_data");
     return borrow_or_copy(*dtype, std::move(shape), bytes, source.owner);
   }
   switch (*dtype) {

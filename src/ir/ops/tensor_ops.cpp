@@ -25,6 +25,9 @@ std::optional<int64_t> static_length(const InferContext& ctx, size_t i) {
   if (!ctx.has_input(i)) return std::nullopt;
   const ValueType& t = ctx.input(i);
   if (!t.shape || t.shape->size() != 1 || !(*t.shape)[0].is_static()) return std::nullopt;
+  // Every caller makes a rank of it: a hostile length must not allocate gigabytes of dims.
+  constexpr int64_t k_max_rank = 4096;
+  if ((*t.shape)[0].value() > k_max_rank) ctx.fail("a shape of more than 4096 dims");
   return (*t.shape)[0].value();
 }
 
@@ -370,6 +373,7 @@ void infer_squeeze(InferContext& ctx) {
   }
   if (!axes && !absent) {
     auto n = static_length(ctx, 1);
+    if (n && static_cast<size_t>(*n) > in.shape->size()) ctx.fail("more axes than the input has dims");
     ctx.set_output(0, n ? ValueType::of_rank(in.dtype, in.shape->size() - static_cast<size_t>(*n))
                         : ValueType::unknown_shape(in.dtype));
     return;

@@ -1,0 +1,398 @@
+#include "cache/redis_engine_cache.hpp"
+
+#include <xxhash.h>
+
+#include <charconv>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "cache/redis_build_lease.hpp"
+#include "util/log.hpp"
+
+namespace kiln::cache {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr std::string_view k_manifest_magic = "kiln-redis";
+constexpr int k_manifest_version = 1;
+// Chunks written before their manifest: if the writer dies they go away.
+constexpr milliseconds k_write_window{10 * 60 * 1000};
+// Superseded chunks stay this long, for readers still on the old manifest.
+constexpr milliseconds k_grace{60 * 1000};
+constexpr int64_t k_quarantine_seconds = 7 * 24 * 3600;
+
+// Sets the manifest (with PX ARGV[2] when > 0) and returns the one it replaced.
+constexpr const char* k_swap_script =
+    "local old = redis.call('GET', KEYS[1]) "
+    "if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+    "else redis.call('SET', KEYS[1], ARGV[1]) end "
+    "return old";
+// Deletes KEYS[1] only if it still holds ARGV[1].
+constexpr const char* k_delete_if_script =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+struct Manifest {
+  std::string generation;
+  uint64_t size = 0;
+  uint64_t chunk_bytes = 0;
+  uint64_t checksum = 0;
+
+  uint64_t chunks() const { return size == 0 ? 0 : (size + chunk_bytes - 1) / chunk_bytes; }
+  std::string text() const {
+    std::ostringstream os;
+    os << k_manifest_magic << ' ' << k_manifest_version << ' ' << generation << ' ' << size << ' '
+       << chunk_bytes << ' ' << std::hex << checksum;
+    return os.str();
+  }
+};
+
+std::optional<Manifest> parse_manifest(const std::string& text) {
+  std::istringstream is(text);
+  std::string magic;
+  int version = 0;
+  Manifest m;
+  if (!(is >> magic >> version >> m.generation >> m.size >> m.chunk_bytes >> std::hex >> m.checksum)) {
+    return std::nullopt;
+  }
+  std::string rest;
+  if (is >> rest || magic != k_manifest_magic || version != k_manifest_version || m.generation.empty() ||
+      m.chunk_bytes == 0) {
+    return std::nullopt;
+  }
+  return m;
+}
+
+std::string reply_string(const RedisReply& reply) {
+  return reply && reply->type == REDIS_REPLY_STRING ? std::string(reply->str, reply->len) : std::string();
+}
+
+std::string_view as_chars(std::span<const std::byte> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// Every key matching `pattern`, by SCAN (never KEYS, which blocks Redis).
+std::vector<std::string> scan_keys(RedisConnection& c, const std::string& pattern) {
+  std::vector<std::string> keys;
+  std::string cursor = "0";
+  do {
+    auto reply = c.command({"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"});
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2)
+      throw RedisReplyError("unexpected SCAN reply");
+    cursor.assign(reply->element[0]->str, reply->element[0]->len);
+    const redisReply* batch = reply->element[1];
+    for (size_t i = 0; i < batch->elements; ++i)
+      keys.emplace_back(batch->element[i]->str, batch->element[i]->len);
+  } while (cursor != "0");
+  return keys;
+}
+
+}  // namespace
+
+RedisEngineCache::RedisEngineCache(RedisOptions options)
+    : m_client(std::make_shared<RedisClient>(std::move(options))) {}
+
+std::string RedisEngineCache::entry_key(const std::string& key) const {
+  return options().prefix + ":entry:" + key;
+}
+std::string RedisEngineCache::lease_key(const std::string& key) const {
+  return options().prefix + ":lease:" + key;
+}
+std::string RedisEngineCache::chunk_key(const std::string& key, const std::string& generation,
+                                        uint64_t index) const {
+  return options().prefix + ":chunk:" + key + ":" + generation + ":" + std::to_string(index);
+}
+
+void RedisEngineCache::count(std::initializer_list<Count> counts) {
+  {
+    std::lock_guard lock(m_stats_mutex);
+    for (const Count& c : counts) m_stats.*(c.counter) += c.n;
+  }
+  if (options().read_only || m_client->down()) return;
+  const std::string stats_key = options().prefix + ":stats";
+  std::vector<std::string> amounts;
+  for (const Count& c : counts) amounts.push_back(std::to_string(c.n));
+  std::vector<RedisConnection::Args> increments;
+  size_t i = 0;
+  for (const Count& c : counts) increments.push_back({"HINCRBY", stats_key, c.field, amounts[i++]});
+  (void)m_client->call([&](RedisConnection& c) { return c.pipeline(increments).size(); });
+}
+
+void RedisEngineCache::save(const std::string& key, std::span<const std::byte> blob) {
+  const RedisOptions& o = options();
+  if (o.read_only) return;
+  if (blob.size() > o.max_entry_bytes) {
+    log::warn("Redis engine cache: not caching a " + std::to_string(blob.size()) +
+              "-byte engine, larger than max_entry_size " + std::to_string(o.max_entry_bytes));
+    count({{&CacheStats::refused_too_large, "refused_too_large"}});
+    return;
+  }
+  Manifest manifest{random_hex(8), blob.size(), o.chunk_bytes, XXH3_64bits(blob.data(), blob.size())};
+  const std::string manifest_text = manifest.text();
+  const std::string entry = entry_key(key);
+  const int64_t ttl_ms = std::chrono::duration_cast<milliseconds>(o.ttl).count();
+
+  auto saved = m_client->call([&](RedisConnection& c) {
+    const std::string window = std::to_string(k_write_window.count());
+    std::vector<std::string> chunk_keys;
+    for (uint64_t i = 0; i < manifest.chunks(); ++i) {
+      chunk_keys.push_back(chunk_key(key, manifest.generation, i));
+      auto part =
+          blob.subspan(i * o.chunk_bytes, std::min<uint64_t>(o.chunk_bytes, blob.size() - i * o.chunk_bytes));
+      c.command({"SET", chunk_keys.back(), as_chars(part), "PX", window});
+    }
+    // The entry exists from here on, whole.
+    auto old = c.command({"EVAL", k_swap_script, "1", entry, manifest_text, std::to_string(ttl_ms)});
+
+    std::vector<std::string> old_keys;
+    if (auto replaced = parse_manifest(reply_string(old));
+        replaced && replaced->generation != manifest.generation) {
+      for (uint64_t i = 0; i < replaced->chunks(); ++i)
+        old_keys.push_back(chunk_key(key, replaced->generation, i));
+    }
+    const std::string keep_ms = std::to_string(ttl_ms + k_grace.count());
+    const std::string grace_ms = std::to_string(k_grace.count());
+    std::vector<RedisConnection::Args> after;
+    for (const auto& k : chunk_keys) {
+      after.push_back(ttl_ms > 0 ? RedisConnection::Args{"PEXPIRE", k, keep_ms}
+                                 : RedisConnection::Args{"PERSIST", k});
+    }
+    for (const auto& k : old_keys) after.push_back({"PEXPIRE", k, grace_ms});
+    c.pipeline(after);
+    return true;
+  });
+  if (saved) count({{&CacheStats::saves, "saves"}});
+}
+
+std::optional<std::vector<std::byte>> RedisEngineCache::load(const std::string& key) {
+  auto blob = fetch(key);
+  if (blob)
+    count({{&CacheStats::hits, "hits"}});
+  else
+    count({{&CacheStats::misses, "misses"}});
+  return blob;
+}
+
+void RedisEngineCache::record_outcome(const std::string&, Outcome outcome, uint64_t build_ms_saved) {
+  switch (outcome) {
+    case Outcome::usable:
+      count({{&CacheStats::hits, "hits"}, {&CacheStats::build_ms_saved, "build_ms_saved", build_ms_saved}});
+      break;
+    case Outcome::absent:
+      count({{&CacheStats::misses, "misses"}});
+      break;
+    case Outcome::corrupt:
+      count({{&CacheStats::misses, "misses"}, {&CacheStats::unusable_corrupt, "unusable_corrupt"}});
+      break;
+    case Outcome::incompatible:
+      count({{&CacheStats::misses, "misses"}, {&CacheStats::unusable_incompatible, "unusable_incompatible"}});
+      break;
+    case Outcome::refit_failed:
+      count({{&CacheStats::misses, "misses"}, {&CacheStats::unusable_refit_failed, "unusable_refit_failed"}});
+      break;
+  }
+}
+
+std::optional<std::vector<std::byte>> RedisEngineCache::fetch(const std::string& key) {
+  enum class Found { hit, miss, broken };
+  struct Result {
+    Found found = Found::miss;
+    std::vector<std::byte> blob;
+    std::string why;
+  };
+  const RedisOptions& o = options();
+  const std::string entry = entry_key(key);
+  const int64_t ttl_ms = std::chrono::duration_cast<milliseconds>(o.ttl).count();
+
+  auto result = m_client->call([&](RedisConnection& c) -> Result {
+    std::string manifest_text = reply_string(c.command({"GET", entry}));
+    if (manifest_text.empty()) return {};
+    auto manifest = parse_manifest(manifest_text);
+    auto broken = [&](std::string why) {
+      // Take the entry out of service unless a newer save replaced it.
+      if (!o.read_only) c.command({"EVAL", k_delete_if_script, "1", entry, manifest_text});
+      return Result{Found::broken, {}, std::move(why)};
+    };
+    if (!manifest) return broken("unreadable manifest");
+    Result hit{Found::hit, {}, {}};
+    hit.blob.reserve(manifest->size);
+    std::vector<std::string> chunk_keys;
+    for (uint64_t i = 0; i < manifest->chunks(); ++i) {
+      chunk_keys.push_back(chunk_key(key, manifest->generation, i));
+      auto reply = c.command({"GET", chunk_keys.back()});
+      if (reply->type != REDIS_REPLY_STRING) return broken("chunk " + std::to_string(i) + " is gone");
+      if (reply->len > manifest->size - hit.blob.size())
+        return broken("chunk " + std::to_string(i) + " is too long");
+      const auto* bytes = reinterpret_cast<const std::byte*>(reply->str);
+      hit.blob.insert(hit.blob.end(), bytes, bytes + reply->len);
+    }
+    if (hit.blob.size() != manifest->size) return broken("chunks hold fewer bytes than the manifest says");
+    if (XXH3_64bits(hit.blob.data(), hit.blob.size()) != manifest->checksum)
+      return broken("checksum mismatch");
+    if (ttl_ms > 0 && !o.read_only) {
+      // Each hit restarts the entry's time to live.
+      const std::string ttl = std::to_string(ttl_ms);
+      const std::string keep = std::to_string(ttl_ms + k_grace.count());
+      std::vector<RedisConnection::Args> touch{{"PEXPIRE", entry, ttl}};
+      for (const auto& k : chunk_keys) touch.push_back({"PEXPIRE", k, keep});
+      c.pipeline(touch);
+    }
+    return hit;
+  });
+
+  if (result && result->found == Found::hit) return std::move(result->blob);
+  if (result && result->found == Found::broken) {
+    log::warn("Redis engine cache: entry " + key.substr(0, 16) + " is incomplete (" + result->why +
+              "); treated as a miss");
+  }
+  return std::nullopt;
+}
+
+std::unique_ptr<BuildLease> RedisEngineCache::acquire_build_lease(const std::string& key) {
+  const RedisOptions& o = options();
+  const std::string entry = entry_key(key);
+  const std::string lease = lease_key(key);
+  const auto deadline = std::chrono::steady_clock::now() + o.lease_wait;
+  milliseconds poll{50};
+  bool waited = false;
+  for (;;) {
+    if (!o.read_only) {
+      std::unique_ptr<RedisBuildLease> taken;
+      switch (RedisBuildLease::try_take(m_client, lease, taken)) {
+        case RedisBuildLease::Outcome::taken:
+          if (waited) ++m_lease_waits;
+          return taken;
+        case RedisBuildLease::Outcome::unavailable:
+          return nullptr;
+        case RedisBuildLease::Outcome::held_by_other:
+          break;
+      }
+    }
+    // Another host is building (or we may not take leases): has it
+    // published, or has its lease gone?
+    auto state = m_client->call([&](RedisConnection& c) {
+      auto replies = c.pipeline({{"EXISTS", entry}, {"EXISTS", lease}});
+      return std::pair<bool, bool>(replies[0]->integer > 0, replies[1]->integer > 0);
+    });
+    if (!state) return nullptr;
+    auto [published, building] = *state;
+    if (published) {
+      if (waited) ++m_lease_waits;
+      return std::make_unique<NoBuildLease>();
+    }
+    if (o.read_only && !building) return std::make_unique<NoBuildLease>();  // nobody to wait for
+    if (std::chrono::steady_clock::now() >= deadline) {
+      log::warn("Redis engine cache: waited " + std::to_string(o.lease_wait.count()) +
+                " ms for another host to build " + key.substr(0, 16) + "; building here too");
+      return nullptr;
+    }
+    if (!waited) log::info("Redis engine cache: another host is building " + key.substr(0, 16) + "; waiting");
+    waited = true;
+    std::this_thread::sleep_for(poll);
+    poll = std::min(poll * 2, milliseconds(500));
+  }
+}
+
+bool RedisEngineCache::quarantine(const std::string& key, const std::string& reason) {
+  if (options().read_only) return false;
+  const std::string entry = entry_key(key);
+  auto removed = m_client->call([&](RedisConnection& c) {
+    std::string manifest_text = reply_string(c.command({"GET", entry}));
+    if (manifest_text.empty()) return false;
+    c.command({"SET", options().prefix + ":quarantine:" + key, reason + "\n" + manifest_text, "EX",
+               std::to_string(k_quarantine_seconds)});
+    if (c.command({"EVAL", k_delete_if_script, "1", entry, manifest_text})->integer == 0) return false;
+    if (auto manifest = parse_manifest(manifest_text)) {
+      std::vector<RedisConnection::Args> expire;
+      std::vector<std::string> keys;
+      for (uint64_t i = 0; i < manifest->chunks(); ++i)
+        keys.push_back(chunk_key(key, manifest->generation, i));
+      const std::string grace = std::to_string(k_grace.count());
+      for (const auto& k : keys) expire.push_back({"PEXPIRE", k, grace});
+      c.pipeline(expire);
+    }
+    return true;
+  });
+  if (!removed || !*removed) return false;
+  count({{&CacheStats::quarantined, "quarantined"}});
+  return true;
+}
+
+CacheStats RedisEngineCache::stats() const {
+  std::lock_guard lock(m_stats_mutex);
+  return m_stats;
+}
+
+std::optional<std::vector<RedisEntryInfo>> RedisEngineCache::list() {
+  const std::string prefix = options().prefix + ":entry:";
+  return m_client->call([&](RedisConnection& c) {
+    std::vector<RedisEntryInfo> entries;
+    auto keys = scan_keys(c, prefix + "*");
+    std::vector<RedisConnection::Args> gets;
+    for (const auto& k : keys) {
+      gets.push_back({"GET", k});
+      gets.push_back({"PTTL", k});
+    }
+    auto replies = c.pipeline(gets);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto manifest = parse_manifest(reply_string(replies[2 * i]));
+      if (!manifest) continue;  // expired between SCAN and GET, or foreign
+      entries.push_back({keys[i].substr(prefix.size()), manifest->size, replies[2 * i + 1]->integer});
+    }
+    return entries;
+  });
+}
+
+std::optional<CacheStats> RedisEngineCache::fleet_stats() {
+  auto entries = list();
+  if (!entries) return std::nullopt;
+  auto counters = m_client->call([&](RedisConnection& c) {
+    auto reply = c.command({"HGETALL", options().prefix + ":stats"});
+    std::map<std::string, uint64_t> values;
+    for (size_t i = 0; reply->type == REDIS_REPLY_ARRAY && i + 1 < reply->elements; i += 2) {
+      std::string value(reply->element[i + 1]->str, reply->element[i + 1]->len);
+      uint64_t n = 0;
+      std::from_chars(value.data(), value.data() + value.size(), n);
+      values[std::string(reply->element[i]->str, reply->element[i]->len)] = n;
+    }
+    return values;
+  });
+  if (!counters) return std::nullopt;
+  CacheStats s;
+  auto get = [&](const char* name) { return counters->count(name) ? counters->at(name) : 0; };
+  s.hits = get("hits");
+  s.misses = get("misses");
+  s.saves = get("saves");
+  s.refused_too_large = get("refused_too_large");
+  s.quarantined = get("quarantined");
+  s.unusable_corrupt = get("unusable_corrupt");
+  s.unusable_incompatible = get("unusable_incompatible");
+  s.unusable_refit_failed = get("unusable_refit_failed");
+  s.build_ms_saved = get("build_ms_saved");
+  s.refused_unauthenticated = get("refused_unauthenticated");
+  s.entries = entries->size();
+  for (const auto& e : *entries) s.bytes += e.size;
+  return s;
+}
+
+std::optional<uint64_t> RedisEngineCache::clear() {
+  if (options().read_only) return std::nullopt;
+  return m_client->call([&](RedisConnection& c) {
+    uint64_t removed = 0;
+    for (const char* kind : {":entry:*", ":chunk:*"}) {
+      auto keys = scan_keys(c, options().prefix + kind);
+      std::vector<RedisConnection::Args> unlink;
+      for (const auto& k : keys) unlink.push_back({"UNLINK", k});
+      auto replies = c.pipeline(unlink);
+      if (std::string_view(kind) == ":entry:*") {
+        for (const auto& r : replies)
+          removed += r->type == REDIS_REPLY_INTEGER ? static_cast<uint64_t>(r->integer) : 0;
+      }
+    }
+    return removed;
+  });
+}
+
+}  // namespace kiln::cache
