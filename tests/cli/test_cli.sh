@@ -101,10 +101,18 @@ check "explain another batch" 0 "$kiln" cache explain "$work/tiny.onnx" --shape 
 expect_output "explain names the part" "differs in: inputs"
 check "cache stats" 0 "$kiln" cache stats --cache-dir "$work/c2"
 expect_output "stats count hits" "Hits                 2"
+expect_output "stats give misses by reason" "  not in cache       1"
+expect_output "stats report build time saved" "Build time saved     "
 check "cache verify" 0 "$kiln" cache verify --cache-dir "$work/c2"
 expect_output "verify finds no bad entry" "1 entries verified, 0 bad"
 check "no reuse" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --json --no-cache --optimization-level 0 --timing-cache -
 expect_output "no cache builds uncached" '"status": "built_uncached"'
+check "build an artifact" 0 "$kiln" build "$work/tiny.onnx" --min input=1x3x64x64 --opt input=2x3x64x64 --max input=4x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/tiny.kiln"
+expect_output "build says where the artifact is" "saved   $work/tiny.kiln"
+check "run the artifact" 0 "$kiln" run "$work/tiny.kiln" --shape input=3x3x64x64 --no-cache
+expect_output "the artifact's engine serves the run" " hit "
+check "an artifact refuses shapes outside its range" 1 "$kiln" run "$work/tiny.kiln" --shape input=5x3x64x64 --no-cache
+expect_output "the range error names input, dim and range" "input 'input' dim 0 is 5, outside the compiled range .1, 4."
 check "cache clear" 0 "$kiln" cache clear --cache-dir "$work/c2"
 check "refittable off is not a flag" 1 "$kiln" build "$work/tiny.onnx" --not-a-flag
 

@@ -1,5 +1,6 @@
 // `kiln cache stats | ls | verify | prune --max-size S | clear | explain MODEL`:
 // inspect and manage the disk engine cache, like `ccache -s` and friends.
+#include <algorithm>
 #include <iomanip>
 #include <iostream>
 
@@ -84,14 +85,24 @@ int run_cache(const CacheOptions& o) {
 
   if (o.action == "stats") {
     CacheStats s = cache.stats();
+    uint64_t absent = s.misses - std::min(s.misses, s.unusable_corrupt + s.unusable_incompatible + s.unusable_refit_failed);
     j["stats"] = {{"hits", s.hits}, {"misses", s.misses}, {"saves", s.saves}, {"evictions", s.evictions},
                   {"refused_too_large", s.refused_too_large}, {"quarantined", s.quarantined},
+                  {"misses_by_reason", {{"not_in_cache", absent}, {"corrupt", s.unusable_corrupt},
+                                        {"other_fingerprint", s.unusable_incompatible},
+                                        {"refit_failed", s.unusable_refit_failed}}},
+                  {"build_ms_saved", s.build_ms_saved},
                   {"entries", s.entries}, {"bytes", s.bytes}, {"max_bytes", cap}};
     uint64_t lookups = s.hits + s.misses;
     text << "Cache directory      " << dir.string() << "\n"
          << "Hits                 " << s.hits;
     if (lookups) text << " / " << lookups << " (" << std::fixed << std::setprecision(1) << 100.0 * static_cast<double>(s.hits) / static_cast<double>(lookups) << " %)";
     text << "\nMisses               " << s.misses << "\n"
+         << "  not in cache       " << absent << "\n"
+         << "  corrupt entry      " << s.unusable_corrupt << "\n"
+         << "  other machine      " << s.unusable_incompatible << "\n"
+         << "  refit failed       " << s.unusable_refit_failed << "\n"
+         << "Build time saved     " << std::setprecision(2) << static_cast<double>(s.build_ms_saved) / 1000.0 << " s\n"
          << "Saves                " << s.saves << "\n"
          << "Evictions            " << s.evictions << "\n"
          << "Refused (too large)  " << s.refused_too_large << "\n"

@@ -23,6 +23,13 @@ nlohmann::json compile_report_json(const runtime::CompileReport& r, bool with_la
     }
     j["engines"].push_back(ej);
   }
+  j["segments"] = nlohmann::json::array();
+  for (const auto& seg : r.segments) {
+    nlohmann::json sj{{"kind", seg.engine ? "engine" : "fallback"}, {"nodes", seg.nodes}};
+    if (seg.engine) sj["engine"] = seg.engine_index;
+    if (!seg.reason.empty()) sj["reason"] = seg.reason;
+    j["segments"].push_back(sj);
+  }
   if (!r.timing_cache_path.empty()) {
     j["timing_cache"] = {{"path", r.timing_cache_path.string()},
                          {"entries", r.timing_cache_entries},
@@ -53,6 +60,9 @@ void print_compile_report(std::ostream& out, const runtime::CompileReport& r, bo
         out << "\n";
       }
     }
+  }
+  for (const auto& seg : r.segments) {
+    if (!seg.engine) out << "fallback " << seg.nodes << " node(s) on the reference backend: " << seg.reason << "\n";
   }
   out << "compile " << r.backend << " backend: " << r.compile_ms << " ms (lowering " << r.lower_ms << " ms)";
   if (!r.timing_cache_path.empty()) {
