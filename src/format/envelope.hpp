@@ -38,8 +38,9 @@
 //
 // open() checks, in order and before trusting any length: size for the fixed
 // fields, magic, version, header_len against the blob size, each header field
-// against header_len, payload_len against what remains, the flags, the
-// checksum, then the key against the expected key. Any failure is a reason
+// against header_len, the flags, payload_len against what remains (less
+// the trailer of a signed blob), the checksum, then the key against the
+// expected key. Any failure is a reason
 // string, never an exception: a bad blob is a cache miss that rebuilds and
 // overwrites.
 //

@@ -39,13 +39,10 @@ std::vector<ir::ValueType> types_at(const ir::Graph& lowered, std::span<const In
 
 namespace {
 
-// Whether node `n`'s inputs have static shapes at every corner of the range.
-bool inputs_static(const ir::Graph& g, NodeId n, std::span<const std::vector<ir::ValueType>> corners) {
-  for (ValueId in : g.node(n).inputs) {
-    if (in == k_no_value) continue;
-    for (const auto& types : corners) {
-      if (!types[static_cast<size_t>(in)].is_static()) return false;
-    }
+// Whether `value` has a static shape at every corner of the input range.
+bool is_static_everywhere(ValueId value, std::span<const std::vector<ir::ValueType>> corners) {
+  for (const auto& types : corners) {
+    if (!types[static_cast<size_t>(value)].is_static()) return false;
   }
   return true;
 }
@@ -58,12 +55,22 @@ std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& back
   std::vector<std::vector<ir::ValueType>> corners{types_at(lowered, specs, &InputSpec::min),
                                                    types_at(lowered, specs, &InputSpec::opt),
                                                    types_at(lowered, specs, &InputSpec::max)};
+  // Inside an engine, shapes that static inference cannot tell are fine: the
+  // engine infers them at run time. A tensor that comes out of a fallback
+  // node into an engine must have a shape known over the whole range, since
+  // it becomes an engine input with a min/opt/max spec.
   std::vector<std::optional<std::string>> refusal(n_nodes);
-  for (size_t n = 0; n < n_nodes; ++n) {
-    auto id = static_cast<NodeId>(n);
+  for (NodeId id : lowered.topological_order()) {
+    auto n = static_cast<size_t>(id);
     refusal[n] = backend.unsupported_reason(lowered, id);
-    if (!refusal[n] && !inputs_static(lowered, id, corners)) {
-      refusal[n] = "an input's shape depends on data";
+    if (refusal[n]) continue;
+    for (ValueId in : lowered.node(id).inputs) {
+      if (in == k_no_value) continue;
+      NodeId producer = lowered.value(in).producer;
+      if (producer != k_no_node && refusal[static_cast<size_t>(producer)] && !is_static_everywhere(in, corners)) {
+        refusal[n] = "input '" + lowered.value(in).name + "' comes from a fallback node and its shape depends on data";
+        break;
+      }
     }
   }
 

@@ -1,10 +1,12 @@
 // Partitioning: splits a lowered graph into engine segments, which a backend
 // builds, and fallback segments, which run on the reference backend.
 //
-// A node goes to an engine when the backend supports it and every input's
-// shape is known for the whole input range (an engine is built for shape
-// ranges; a tensor whose shape depends on data, such as NonZero's output,
-// can only cross into a fallback). Segments are grown greedily along a
+// A node goes to an engine when the backend supports it and every input that
+// a fallback node computes has a shape known for the whole input range (an
+// engine input needs a min/opt/max spec; a tensor whose shape depends on
+// data, such as NonZero's output, can only be read by fallback nodes).
+// Inside an engine, shapes static inference cannot tell are fine: the engine
+// infers them at run time. Segments are grown greedily along a
 // topological order: the next node taken is a ready engine node whenever one
 // exists, so fallback nodes are deferred and engine segments are as large as
 // the graph allows. Each segment is convex (a contiguous run of one

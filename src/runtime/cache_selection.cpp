@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -58,7 +59,8 @@ uint64_t ram_bytes(const std::string& spec) {
 // Process-wide instances: a RAM tier must outlive one compile to be of any
 // use, and a Redis client keeps its connections and its outage state.
 template <typename Cache>
-std::shared_ptr<Cache> shared_instance(const std::string& id, auto make) {
+std::shared_ptr<Cache> shared_instance(const std::string& id,
+                                       const std::function<std::shared_ptr<Cache>()>& make) {
   static std::mutex mutex;
   static std::map<std::string, std::shared_ptr<Cache>> instances;
   std::lock_guard lock(mutex);

@@ -10,6 +10,7 @@
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"
 #include "zoo/model_builder.hpp"
+#include "zoo/zoo.hpp"
 
 namespace kiln {
 namespace {
@@ -136,6 +137,31 @@ TEST(Partition, EnginesSmallerThanMinBlockSizeFallBack) {
   EXPECT_TRUE(all_ref.report().engines.empty());
   ASSERT_EQ(all_ref.report().segments.size(), 1u);
   expect_matches_reference(all_ref, model.graph, 2);
+}
+
+// Shapes that static inference cannot tell inside a model (BERT's
+// Shape → Slice → Concat → Reshape chains) must not split it: the engine
+// infers them at run time. Every zoo model is one engine.
+TEST(Partition, ZooModelsAreOneEngineEach) {
+  testing::TempDir dir;
+  for (const char* name : {"resnet_tiny", "mobilenet_tiny", "bert_tiny", "bert_tiny_decomposed"}) {
+    std::string bytes = zoo::build_zoo_model(name, {1, std::nullopt}).onnx_bytes;
+    auto model = frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), name);
+    std::vector<InputSpec> specs;
+    for (ir::ValueId id : model.graph.inputs()) {
+      const ir::Value& v = model.graph.value(id);
+      std::vector<int64_t> min, opt, max;
+      for (const ir::Dim& d : *v.type.shape) {
+        min.push_back(d.is_static() ? d.value() : 1);
+        opt.push_back(d.is_static() ? d.value() : 2);
+        max.push_back(d.is_static() ? d.value() : 4);
+      }
+      specs.push_back({v.name, v.type.dtype, min, opt, max});
+    }
+    auto compiled = CompiledModel::compile(model.graph, specs, settings_in(dir.path()));
+    ASSERT_EQ(compiled.report().segments.size(), 1u) << name;
+    EXPECT_TRUE(compiled.report().segments[0].engine) << name << ": " << compiled.report().segments[0].reason;
+  }
 }
 
 TEST(Partition, AShapeOutsideTheRangeNamesTheInputDimAndRange) {

@@ -1,4 +1,5 @@
 #include "backends/cpu/cpu_engine.hpp"
+#include "util/parallel_for.hpp"
 
 #include <thread>
 
@@ -116,7 +117,7 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
     TuningContext tuning{&settings, &timing_cache, &progress, p.fingerprint.to_string()};
     auto inst = create_instance(p, opt, engine->m_engine, engine->m_stream, &tuning, true);
     progress.finish();
-    inst->prepare_weights(engine->m_weights, engine->m_engine, engine->m_stream);
+    inst->prepare_weights(engine->m_weights, engine->m_engine, engine->m_stream, p.num_threads);
     engine->m_generation = 1;
     inst->weight_generation = 1;
     p.weight_bytes = inst->weight_bytes;
@@ -218,7 +219,7 @@ std::vector<Tensor> CpuEngine::run(std::span<const Tensor> inputs) {
   try {
     Instance& inst = instance_for(shapes);
     if (inst.weight_generation != m_generation) {
-      inst.prepare_weights(m_weights, m_engine, m_stream);
+      inst.prepare_weights(m_weights, m_engine, m_stream, m_plan.num_threads);
       inst.weight_generation = m_generation;
     }
     return inst.run(m_plan.graph, inputs, m_weights, m_engine, m_stream);
@@ -236,9 +237,14 @@ void CpuEngine::refit(std::span<const Tensor> source_weights) {
                                                  std::to_string(m_plan.source_weight_count));
   }
   WeightStore next(g.num_values());
+  std::vector<ValueId> weights;
   for (size_t i = 0; i < g.num_values(); ++i) {
-    const ValueId id = static_cast<ValueId>(i);
-    if (!is_weight(g, id)) continue;
+    if (is_weight(g, static_cast<ValueId>(i))) weights.push_back(static_cast<ValueId>(i));
+  }
+  // Weights are independent: evaluate their recipes on every thread.
+  parallel_for(weights.size(), m_plan.num_threads, [&](size_t w) {
+    const ValueId id = weights[w];
+    const size_t i = static_cast<size_t>(id);
     const ir::Value& v = g.value(id);
     Tensor t;
     try {
@@ -252,12 +258,12 @@ void CpuEngine::refit(std::span<const Tensor> source_weights) {
                                                    "], the plan needs " + v.type.to_string());
     }
     next[i] = std::move(t);
-  }
+  });
   m_weights = std::move(next);
   ++m_generation;
   try {
     Instance& current = *m_instances.front();
-    current.prepare_weights(m_weights, m_engine, m_stream);
+    current.prepare_weights(m_weights, m_engine, m_stream, m_plan.num_threads);
     current.weight_generation = m_generation;
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::internal, std::string("refit: oneDNN: ") + e.what());

@@ -1,5 +1,7 @@
 #include "backends/cpu/instance.hpp"
+
 #include "backends/cpu/weight_reorder.hpp"
+#include "util/parallel_for.hpp"
 
 #include <climits>
 #include <cstdlib>
@@ -390,27 +392,44 @@ void materialize(Instance& inst, const dnnl::engine& engine) {
   inst.materialized = true;
 }
 
-void Instance::prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream) {
-  for (const WeightPrep& p : weight_preps) {
-    const Tensor* t = nullptr;
-    if (static_cast<size_t>(p.value) < weights.size() && weights[static_cast<size_t>(p.value)].defined()) {
-      t = &weights[static_cast<size_t>(p.value)];
-    } else if (values[static_cast<size_t>(p.value)].kind == ValueKind::constant) {
-      t = &values[static_cast<size_t>(p.value)].tensor;
-    }
-    if (!t) throw Error(ErrorCode::internal, "weight " + std::to_string(p.value) + " has no data");
-    if (t->dtype() != DType::float32 || t->byte_size() != p.view.get_size()) {
-      throw Error(ErrorCode::invalid_argument, "weight " + std::to_string(p.value) + " has " +
-                                                   std::to_string(t->byte_size()) + " bytes, the layer reads " +
-                                                   std::to_string(p.view.get_size()));
-    }
+void Instance::prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream,
+                               int num_threads) {
+  // kiln's own reorders run on every thread, one weight each; the few a
+  // oneDNN reorder must do (layouts reorder_weights does not address) follow
+  // on the stream.
+  std::vector<char> done(weight_preps.size(), 0);
+  parallel_for(weight_preps.size(), num_threads, [&](size_t w) {
+    const WeightPrep& p = weight_preps[w];
+    const Tensor* t = weight_tensor(weights, p);
     dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
     const auto* plain = reinterpret_cast<const float*>(t->bytes().data());
-    if (reorder_weights(p.view, plain, dst.get_desc(), dst.get_data_handle())) continue;
+    done[w] = reorder_weights(p.view, plain, dst.get_desc(), dst.get_data_handle()) ? 1 : 0;
+  });
+  for (size_t w = 0; w < weight_preps.size(); ++w) {
+    if (done[w]) continue;
+    const WeightPrep& p = weight_preps[w];
+    const Tensor* t = weight_tensor(weights, p);
+    dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
     dnnl::memory src(p.view, engine, const_cast<std::byte*>(t->bytes().data()));
     dnnl::reorder(src, dst).execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
   }
   stream.wait();
+}
+
+const Tensor* Instance::weight_tensor(const WeightStore& weights, const WeightPrep& p) const {
+  const Tensor* t = nullptr;
+  if (static_cast<size_t>(p.value) < weights.size() && weights[static_cast<size_t>(p.value)].defined()) {
+    t = &weights[static_cast<size_t>(p.value)];
+  } else if (values[static_cast<size_t>(p.value)].kind == ValueKind::constant) {
+    t = &values[static_cast<size_t>(p.value)].tensor;
+  }
+  if (!t) throw Error(ErrorCode::internal, "weight " + std::to_string(p.value) + " has no data");
+  if (t->dtype() != DType::float32 || t->byte_size() != p.view.get_size()) {
+    throw Error(ErrorCode::invalid_argument, "weight " + std::to_string(p.value) + " has " +
+                                                 std::to_string(t->byte_size()) + " bytes, the layer reads " +
+                                                 std::to_string(p.view.get_size()));
+  }
+  return t;
 }
 
 std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,

@@ -108,12 +108,15 @@ struct Instance {
   uint64_t weight_generation = 0;  // 0: weights never prepared
   bool materialized = false;
 
-  // Reorders every weight from `weights` into its slot.
-  void prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream);
+  // Reorders every weight from `weights` into its slot, on up to
+  // `num_threads` threads (0: all cores).
+  void prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream,
+                       int num_threads);
   std::vector<Tensor> run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,
                           const dnnl::engine& engine, dnnl::stream& stream);
 
  private:
+  const Tensor* weight_tensor(const WeightStore& weights, const WeightPrep& p) const;
   std::unique_ptr<std::byte, void (*)(void*)> m_arena{nullptr, nullptr};
   friend void materialize(Instance& inst, const dnnl::engine& engine);
 };

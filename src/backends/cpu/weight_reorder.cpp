@@ -64,9 +64,14 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
   for (int i = 0; i < s.ndims; ++i) {
     if (s.dims[i] != d.dims[i]) return false;
   }
-  std::memset(dst, 0, dst_md.get_size());  // padding must read as zero
   const int ndims = s.ndims;
   if (ndims == 0) return false;
+  int64_t elements = 1;
+  for (int i = 0; i < ndims; ++i) elements *= s.dims[i];
+  const size_t element_size = d.data_type == dnnl_bf16 ? 2 : 4;
+  // Padding (blocked layouts round channels up) must read as zero; without
+  // padding every byte is written below.
+  if (dst_md.get_size() != static_cast<size_t>(elements) * element_size) std::memset(dst, 0, dst_md.get_size());
   auto from = offset_tables(s);
   auto to = offset_tables(d);
   const bool bf16 = d.data_type == dnnl_bf16;
