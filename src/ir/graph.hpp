@@ -38,6 +38,10 @@ struct Value {
   // Set by lowering passes on weights that engines consume: how to recompute
   // `initializer` from the source weights when the engine is refitted.
   std::optional<WeightRecipe> recipe;
+  // Set by lowering that deferred this weight's values (a cache hit refits
+  // from the sources and never reads them): `initializer` has the recipe's
+  // dtype and shape but not its values. passes::materialize_weights fills it.
+  bool placeholder = false;
 
   const Tensor* known_value() const {
     if (initializer) return &*initializer;

@@ -176,6 +176,7 @@ Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment) {
       id = sub.graph.add_initializer(v.name, *v.initializer);
       ir::Value& copy = sub.graph.value(id);
       copy.type = v.type;
+      copy.placeholder = v.placeholder;
       if (v.recipe) {
         copy.recipe = v.recipe;
         renumber(renumber, *copy.recipe);

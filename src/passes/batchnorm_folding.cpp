@@ -82,7 +82,7 @@ std::optional<FoldSite> fold_site(const GraphRewriter& rewriter, const ir::Node&
   return site;
 }
 
-void fold_one(GraphRewriter& rewriter, NodeId bn_id, std::span<const Tensor> sources) {
+void fold_one(GraphRewriter& rewriter, NodeId bn_id, std::span<const Tensor> sources, bool defer_values) {
   ir::Graph& graph = rewriter.graph();
   const ir::Node bn = graph.node(bn_id);
   if (bn.inputs.size() != 5 || bn.outputs.empty() || bn.outputs[0] == k_no_value) return;
@@ -120,7 +120,9 @@ void fold_one(GraphRewriter& rewriter, NodeId bn_id, std::span<const Tensor> sou
 
   const ir::Node& producer = graph.node(site->producer);
   const std::string base = producer.name.empty() ? bn.name : producer.name;
-  ValueId new_weight = rewriter.add_initializer(base + ".folded_weight", evaluate_recipe(scale, sources));
+  ValueId new_weight = rewriter.add_initializer(
+      base + ".folded_weight", defer_values ? placeholder_for(scale, sources) : evaluate_recipe(scale, sources));
+  graph.value(new_weight).placeholder = defer_values;
   graph.value(new_weight).recipe = std::move(scale);
   ValueId new_bias = rewriter.add_initializer(base + ".folded_bias", evaluate_recipe(bias, sources));
   graph.value(new_bias).recipe = std::move(bias);
@@ -134,11 +136,11 @@ void fold_one(GraphRewriter& rewriter, NodeId bn_id, std::span<const Tensor> sou
 
 }  // namespace
 
-void fold_batchnorm(GraphRewriter& rewriter, std::span<const Tensor> sources) {
+void fold_batchnorm(GraphRewriter& rewriter, std::span<const Tensor> sources, bool defer_values) {
   for (NodeId n : rewriter.live_order()) {
     const ir::Node& node = rewriter.graph().node(n);
     if (node.op_type == "BatchNormalization" && (node.domain.empty() || node.domain == "ai.onnx")) {
-      fold_one(rewriter, n, sources);
+      fold_one(rewriter, n, sources, defer_values);
     }
   }
 }

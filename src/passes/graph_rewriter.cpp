@@ -166,6 +166,7 @@ ir::Graph GraphRewriter::finish() const {
       copy.initializer = v.initializer;
       copy.inferred_value = v.inferred_value;
       copy.recipe = v.recipe;
+      copy.placeholder = v.placeholder;
     }
     return slot;
   };

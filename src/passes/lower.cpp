@@ -32,7 +32,7 @@ ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options) {
     rewriter.graph().value(canonical[i]).recipe = ir::WeightRecipe::from_source(static_cast<int32_t>(i));
   }
   if (options.fold_constants) fold_constants(rewriter);
-  if (options.fold_batchnorm) fold_batchnorm(rewriter, sources);
+  if (options.fold_batchnorm) fold_batchnorm(rewriter, sources, options.defer_weight_values);
   if (options.recognize_patterns) {
     recognize_gelu(rewriter);
     recognize_layer_norm(rewriter);

@@ -17,7 +17,12 @@ void fold_constants(GraphRewriter& rewriter);
 
 // Conv → BatchNormalization (and Gemm → BatchNormalization) into the Conv's
 // weight and bias, through bn_fold_scale / bn_fold_bias recipes.
-void fold_batchnorm(GraphRewriter& rewriter, std::span<const Tensor> sources);
+// With `defer_values`, the folded kernel is a placeholder (Value::placeholder).
+void fold_batchnorm(GraphRewriter& rewriter, std::span<const Tensor> sources, bool defer_values);
+
+// A tensor of the recipe's dtype and shape without computing it when that is
+// free (a view of a source of the same size), else the recipe's value.
+Tensor placeholder_for(const ir::WeightRecipe& recipe, std::span<const Tensor> sources);
 
 // The Erf Gelu chain → Gelu; the decomposed LayerNorm chain → LayerNormalization.
 void recognize_gelu(GraphRewriter& rewriter);

@@ -38,13 +38,23 @@ struct LoweringOptions {
   bool fold_constants = true;   // evaluate nodes whose inputs are all structural constants
   bool fold_batchnorm = true;   // BatchNormalization after Conv/Gemm into its weights (recipes)
   bool recognize_patterns = true;  // Erf-based Gelu → Gelu; decomposed LayerNorm → LayerNormalization
+  // Large derived weights (BatchNorm-folded kernels) get placeholder values
+  // (Value::placeholder) instead of being computed: a compile that hits the
+  // engine cache refits from the sources and would compute them for nothing.
+  // Call materialize_weights before anything reads weight values.
+  bool defer_weight_values = false;
 };
+
+// Computes every placeholder weight of `lowered` from the source weights of
+// the graph it was lowered from, on all cores. A no-op when there are none.
+void materialize_weights(ir::Graph& lowered, std::span<const Tensor> sources);
+bool has_placeholder_weights(const ir::Graph& lowered);
 
 // Returns the lowered graph. In it, every refittable weight consumed by a
 // node carries a recipe (a source weight keeps Op::source with its canonical
 // index in the *input* graph), and derived weights hold the recipe's value
 // for this model: evaluate_recipe(*v.recipe, source_weights(graph)) is
-// bitwise v.initializer. In a lowered graph, "has a recipe" is what makes an
+// bitwise v.initializer (once materialized, with defer_weight_values). In a lowered graph, "has a recipe" is what makes an
 // initializer a refittable weight; every other initializer (folded constants
 // included) is structural. Value and node ids are new; tensors share storage
 // with `graph`, which is not modified. Throws kiln::Error only for a graph

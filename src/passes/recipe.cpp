@@ -8,6 +8,7 @@
 #include <string>
 
 #include "passes/passes.hpp"
+#include "util/parallel_for.hpp"
 #include "passes/weight_uses.hpp"
 
 namespace kiln::passes {
@@ -226,6 +227,71 @@ Tensor evaluate_recipe(const WeightRecipe& recipe, std::span<const Tensor> sourc
       return Tensor::zeros(DType::float32, recipe.ints);
   }
   fail("unknown op " + std::to_string(static_cast<int>(recipe.op)));
+}
+
+namespace {
+
+// The shape evaluate_recipe would give, and a source of at least that size.
+std::vector<int64_t> recipe_shape(const WeightRecipe& recipe, std::span<const Tensor> sources, const Tensor*& leaf) {
+  switch (recipe.op) {
+    case WeightRecipe::Op::source:
+      if (recipe.index < 0 || static_cast<size_t>(recipe.index) >= sources.size()) {
+        fail("source index " + std::to_string(recipe.index) + " is out of range");
+      }
+      leaf = &sources[static_cast<size_t>(recipe.index)];
+      return leaf->shape();
+    case WeightRecipe::Op::bn_fold_scale:
+    case WeightRecipe::Op::bn_fold_bias:
+      if (recipe.args.empty()) fail("a fold without arguments");
+      return recipe_shape(recipe.args[0], sources, leaf);
+    case WeightRecipe::Op::transpose: {
+      if (recipe.args.size() != 1) fail("transpose takes one argument");
+      auto in = recipe_shape(recipe.args[0], sources, leaf);
+      if (recipe.ints.size() != in.size()) fail("transpose: permutation rank differs");
+      std::vector<int64_t> out;
+      for (int64_t axis : recipe.ints) {
+        if (axis < 0 || static_cast<size_t>(axis) >= in.size()) fail("transpose: bad axis");
+        out.push_back(in[static_cast<size_t>(axis)]);
+      }
+      return out;
+    }
+    case WeightRecipe::Op::reshape:
+      if (recipe.args.size() != 1) fail("reshape takes one argument");
+      (void)recipe_shape(recipe.args[0], sources, leaf);
+      return recipe.ints;
+    case WeightRecipe::Op::zeros: leaf = nullptr; return recipe.ints;
+  }
+  fail("unknown op " + std::to_string(static_cast<int>(recipe.op)));
+}
+
+}  // namespace
+
+Tensor placeholder_for(const WeightRecipe& recipe, std::span<const Tensor> sources) {
+  const Tensor* leaf = nullptr;
+  auto shape = recipe_shape(recipe, sources, leaf);
+  // Same element count (scale, transpose, reshape keep it): a view of the
+  // source costs nothing. Anything else is small enough to compute.
+  if (leaf && leaf->dtype() == DType::float32 && leaf->numel() == shape_numel(shape)) return leaf->reshaped(shape);
+  return evaluate_recipe(recipe, sources);
+}
+
+bool has_placeholder_weights(const ir::Graph& lowered) {
+  for (size_t v = 0; v < lowered.num_values(); ++v) {
+    if (lowered.value(static_cast<ir::ValueId>(v)).placeholder) return true;
+  }
+  return false;
+}
+
+void materialize_weights(ir::Graph& lowered, std::span<const Tensor> sources) {
+  std::vector<ir::ValueId> pending;
+  for (size_t v = 0; v < lowered.num_values(); ++v) {
+    if (lowered.value(static_cast<ir::ValueId>(v)).placeholder) pending.push_back(static_cast<ir::ValueId>(v));
+  }
+  parallel_for(pending.size(), 0, [&](size_t i) {
+    ir::Value& v = lowered.value(pending[i]);
+    v.initializer = evaluate_recipe(*v.recipe, sources);
+    v.placeholder = false;
+  });
 }
 
 }  // namespace kiln::passes

@@ -77,7 +77,9 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
   EngineProvider provider(backend, settings);
 
   auto start = Clock::now();
-  ir::Graph lowered = passes::lower(graph);
+  passes::LoweringOptions lowering;
+  lowering.defer_weight_values = true;  // a cache hit never reads them
+  ir::Graph lowered = passes::lower(graph, lowering);
   model.m_report.lower_ms = ms_since(start);
   model.m_inputs = lowered.inputs();
   model.m_outputs = lowered.outputs();
@@ -96,6 +98,8 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
     model.m_report.segments.push_back({true, lowered.num_nodes(), 0, ""});
     model.m_report.engines.push_back(std::move(record));
   } else {
+    // Fallback segments read weight values, and extraction copies them.
+    passes::materialize_weights(lowered, sources);
     auto at_min = partition::types_at(lowered, specs, &InputSpec::min);
     auto at_opt = partition::types_at(lowered, specs, &InputSpec::opt);
     auto at_max = partition::types_at(lowered, specs, &InputSpec::max);

@@ -6,6 +6,7 @@
 #include "cache/managed_cache.hpp"
 #include "format/envelope.hpp"
 #include "key/engine_key.hpp"
+#include "passes/passes.hpp"
 #include "runtime/cache_selection.hpp"
 #include "runtime/miss_explainer.hpp"
 #include "util/log.hpp"
@@ -103,7 +104,7 @@ builder::TimingCache& EngineProvider::timing_cache() {
   return *m_timing;
 }
 
-std::unique_ptr<Engine> EngineProvider::provide(const ir::Graph& lowered, std::span<const InputSpec> specs,
+std::unique_ptr<Engine> EngineProvider::provide(ir::Graph& lowered, std::span<const InputSpec> specs,
                                                 std::span<const Tensor> sources, EngineRecord& record) {
   std::optional<key::EngineKey> key;
   std::unique_ptr<cache::BuildLease> lease;
@@ -147,6 +148,7 @@ std::unique_ptr<Engine> EngineProvider::provide(const ir::Graph& lowered, std::s
     record.status = "hit";
   } else {
     auto start = Clock::now();
+    passes::materialize_weights(lowered, sources);
     engine = m_backend.build(lowered, specs, m_settings, timing_cache());
     record.build_ms = ms_since(start);
     record.status = "built_uncached";

@@ -29,8 +29,10 @@ class EngineProvider {
   // Throws kiln::Error(invalid_argument) for caching without refittable.
   EngineProvider(Backend& backend, const CompileSettings& settings);
 
-  // `lowered` is a lowered graph whose weight recipes index `sources`.
-  std::unique_ptr<Engine> provide(const ir::Graph& lowered, std::span<const InputSpec> specs,
+  // `lowered` is a lowered graph whose weight recipes index `sources`; it may
+  // hold placeholder weights (passes::LoweringOptions::defer_weight_values),
+  // which are materialized only if the engine has to be built.
+  std::unique_ptr<Engine> provide(ir::Graph& lowered, std::span<const InputSpec> specs,
                                   std::span<const Tensor> sources, EngineRecord& record);
 
   // Saves the timing cache if a build used it and fills the report's

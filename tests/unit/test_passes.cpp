@@ -326,6 +326,40 @@ TEST(PassesLower, ResnetTinyFoldsEveryBatchNorm) {
   expect_weights_have_recipes(g, lowered);
 }
 
+// Deferred lowering leaves placeholders of the right type for the folded
+// kernels and, once materialized, equals eager lowering bitwise.
+TEST(PassesLower, DeferredWeightsMaterializeToTheEagerValues) {
+  ir::Graph g = zoo_graph("resnet_tiny", 1);
+  ir::Graph eager = passes::lower(g);
+  passes::LoweringOptions options;
+  options.defer_weight_values = true;
+  ir::Graph deferred = passes::lower(g, options);
+  ASSERT_EQ(eager.num_values(), deferred.num_values());
+  EXPECT_TRUE(passes::has_placeholder_weights(deferred));
+  EXPECT_FALSE(passes::has_placeholder_weights(eager));
+  int placeholders = 0;
+  for (size_t v = 0; v < deferred.num_values(); ++v) {
+    const ir::Value& d = deferred.value(static_cast<ir::ValueId>(v));
+    const ir::Value& e = eager.value(static_cast<ir::ValueId>(v));
+    placeholders += d.placeholder;
+    EXPECT_EQ(d.type.to_string(), e.type.to_string()) << d.name;
+    if (d.initializer) {
+      EXPECT_EQ(d.initializer->shape(), e.initializer->shape()) << d.name;
+    }
+  }
+  EXPECT_EQ(placeholders, 12);  // one folded kernel per Conv
+  passes::materialize_weights(deferred, passes::source_weights(g));
+  EXPECT_FALSE(passes::has_placeholder_weights(deferred));
+  EXPECT_EQ(deferred.to_string(), eager.to_string());
+  for (size_t v = 0; v < deferred.num_values(); ++v) {
+    const ir::Value& d = deferred.value(static_cast<ir::ValueId>(v));
+    if (!d.initializer) continue;
+    const Tensor& e = *eager.value(static_cast<ir::ValueId>(v)).initializer;
+    ASSERT_EQ(d.initializer->byte_size(), e.byte_size());
+    EXPECT_EQ(std::memcmp(d.initializer->bytes().data(), e.bytes().data(), e.byte_size()), 0) << d.name;
+  }
+}
+
 TEST(PassesLower, RefitWithAnotherSeedGivesThatSeedsLoweredWeights) {
   for (const std::string name : {"resnet_tiny", "mobilenet_tiny", "bert_tiny_decomposed"}) {
     SCOPED_TRACE(name);
