@@ -5,6 +5,7 @@
 // ops), which is how every pass is tested: outputs before and after agree.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -33,6 +34,17 @@ std::vector<Tensor> source_weights(const ir::Graph& graph);
 // kiln::Error(invalid_argument) if an index is out of range or shapes or
 // dtypes do not fit the recipe.
 Tensor evaluate_recipe(const ir::WeightRecipe& recipe, std::span<const Tensor> sources);
+
+// A bn_fold_scale recipe applied straight to a float32 source weight W, as
+// W and one factor per slice of W's axis 0: evaluate_recipe's result is
+// exactly static_cast<float>(double(W[i]) * factors[i / (numel / channels)]).
+// Lets refit fold the scale into the reorder it does anyway instead of
+// writing the folded weight first. Nullopt for any other recipe.
+struct AxisScaledWeight {
+  Tensor weight;
+  std::vector<double> factors;
+};
+std::optional<AxisScaledWeight> split_axis_scale(const ir::WeightRecipe& recipe, std::span<const Tensor> sources);
 
 struct LoweringOptions {
   bool fold_constants = true;   // evaluate nodes whose inputs are all structural constants

@@ -266,6 +266,19 @@ std::vector<int64_t> recipe_shape(const WeightRecipe& recipe, std::span<const Te
 
 }  // namespace
 
+std::optional<AxisScaledWeight> split_axis_scale(const WeightRecipe& recipe, std::span<const Tensor> sources) {
+  if (recipe.op != WeightRecipe::Op::bn_fold_scale || recipe.args.size() != 3 ||
+      recipe.args[0].op != WeightRecipe::Op::source) {
+    return std::nullopt;
+  }
+  Tensor w = evaluate_recipe(recipe.args[0], sources);
+  if (w.dtype() != DType::float32 || w.rank() < 1) return std::nullopt;
+  const int64_t channels = w.shape()[0];
+  auto gamma = channel_vector(evaluate_recipe(recipe.args[1], sources), channels, "gamma", recipe.op);
+  auto var = channel_vector(evaluate_recipe(recipe.args[2], sources), channels, "var", recipe.op);
+  return AxisScaledWeight{std::move(w), inverse_std(gamma, var, epsilon_of(recipe))};
+}
+
 Tensor placeholder_for(const WeightRecipe& recipe, std::span<const Tensor> sources) {
   const Tensor* leaf = nullptr;
   auto shape = recipe_shape(recipe, sources, leaf);

@@ -117,7 +117,7 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
     TuningContext tuning{&settings, &timing_cache, &progress, p.fingerprint.to_string()};
     auto inst = create_instance(p, opt, engine->m_engine, engine->m_stream, &tuning, true);
     progress.finish();
-    inst->prepare_weights(engine->m_weights, engine->m_engine, engine->m_stream, p.num_threads);
+    inst->prepare_weights(engine->m_weights, engine->m_weight_factors, engine->m_engine, engine->m_stream, p.num_threads);
     engine->m_generation = 1;
     inst->weight_generation = 1;
     p.weight_bytes = inst->weight_bytes;
@@ -219,7 +219,7 @@ std::vector<Tensor> CpuEngine::run(std::span<const Tensor> inputs) {
   try {
     Instance& inst = instance_for(shapes);
     if (inst.weight_generation != m_generation) {
-      inst.prepare_weights(m_weights, m_engine, m_stream, m_plan.num_threads);
+      inst.prepare_weights(m_weights, m_weight_factors, m_engine, m_stream, m_plan.num_threads);
       inst.weight_generation = m_generation;
     }
     return inst.run(m_plan.graph, inputs, m_weights, m_engine, m_stream);
@@ -227,6 +227,28 @@ std::vector<Tensor> CpuEngine::run(std::span<const Tensor> inputs) {
     throw Error(ErrorCode::internal, std::string("cpu engine: oneDNN: ") + e.what());
   }
 }
+
+namespace {
+
+std::vector<bool> reordered_only_weights(const EnginePlan& plan) {
+  const ir::Graph& g = plan.graph;
+  std::vector<int> kernel_uses(g.num_values(), 0), other_uses(g.num_values(), 0);
+  for (const LayerDesc& l : plan.layers) {
+    for (size_t k = 0; k < l.nodes.size(); ++k) {
+      const ir::Node& n = g.node(l.nodes[k]);
+      for (size_t i = 0; i < n.inputs.size(); ++i) {
+        if (n.inputs[i] == ir::k_no_value) continue;
+        bool kernel = k == 0 && i == 1 && (l.kind == LayerKind::conv || l.kind == LayerKind::matmul);
+        ++(kernel ? kernel_uses : other_uses)[static_cast<size_t>(n.inputs[i])];
+      }
+    }
+  }
+  std::vector<bool> result(g.num_values());
+  for (size_t v = 0; v < result.size(); ++v) result[v] = kernel_uses[v] > 0 && other_uses[v] == 0;
+  return result;
+}
+
+}  // namespace
 
 void CpuEngine::refit(std::span<const Tensor> source_weights) {
   m_ready = false;
@@ -236,7 +258,9 @@ void CpuEngine::refit(std::span<const Tensor> source_weights) {
                                                  " source weights, the plan reads " +
                                                  std::to_string(m_plan.source_weight_count));
   }
+  if (m_reordered_only.empty()) m_reordered_only = reordered_only_weights(m_plan);
   WeightStore next(g.num_values());
+  WeightFactors factors(g.num_values());
   std::vector<ValueId> weights;
   for (size_t i = 0; i < g.num_values(); ++i) {
     if (is_weight(g, static_cast<ValueId>(i))) weights.push_back(static_cast<ValueId>(i));
@@ -248,7 +272,16 @@ void CpuEngine::refit(std::span<const Tensor> source_weights) {
     const ir::Value& v = g.value(id);
     Tensor t;
     try {
-      t = passes::evaluate_recipe(*v.recipe, source_weights);
+      // A folded BatchNorm scale is applied while reordering: one pass over
+      // the kernel instead of writing the folded kernel and reading it again.
+      std::optional<passes::AxisScaledWeight> split;
+      if (m_reordered_only[i]) split = passes::split_axis_scale(*v.recipe, source_weights);
+      if (split) {
+        t = std::move(split->weight);
+        factors[i] = std::move(split->factors);
+      } else {
+        t = passes::evaluate_recipe(*v.recipe, source_weights);
+      }
     } catch (const Error& e) {
       throw e.with_context("refit: weight '" + v.name + "': ");
     }
@@ -260,10 +293,11 @@ void CpuEngine::refit(std::span<const Tensor> source_weights) {
     next[i] = std::move(t);
   });
   m_weights = std::move(next);
+  m_weight_factors = std::move(factors);
   ++m_generation;
   try {
     Instance& current = *m_instances.front();
-    current.prepare_weights(m_weights, m_engine, m_stream, m_plan.num_threads);
+    current.prepare_weights(m_weights, m_weight_factors, m_engine, m_stream, m_plan.num_threads);
     current.weight_generation = m_generation;
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::internal, std::string("refit: oneDNN: ") + e.what());

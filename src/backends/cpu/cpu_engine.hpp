@@ -55,6 +55,10 @@ class CpuEngine final : public Engine {
   dnnl::engine m_engine;
   dnnl::stream m_stream;
   WeightStore m_weights;  // by ValueId
+  WeightFactors m_weight_factors;  // by ValueId: scales folded into the reorder
+  // By ValueId: weights read only as Conv/MatMul/Gemm kernels, which are
+  // always reordered (so a scale can be applied then); computed once.
+  std::vector<bool> m_reordered_only;
   bool m_ready = false;
   uint64_t m_generation = 0;  // bumped by every successful refit
   std::list<std::unique_ptr<Instance>> m_instances;  // most recently used first

@@ -392,8 +392,12 @@ void materialize(Instance& inst, const dnnl::engine& engine) {
   inst.materialized = true;
 }
 
-void Instance::prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream,
-                               int num_threads) {
+void Instance::prepare_weights(const WeightStore& weights, const WeightFactors& factors, const dnnl::engine& engine,
+                               dnnl::stream& stream, int num_threads) {
+  auto factors_of = [&](const WeightPrep& p) -> std::span<const double> {
+    auto v = static_cast<size_t>(p.value);
+    return v < factors.size() ? std::span<const double>(factors[v]) : std::span<const double>();
+  };
   // kiln's own reorders run on every thread, one weight each; the few a
   // oneDNN reorder must do (layouts reorder_weights does not address) follow
   // on the stream.
@@ -403,12 +407,22 @@ void Instance::prepare_weights(const WeightStore& weights, const dnnl::engine& e
     const Tensor* t = weight_tensor(weights, p);
     dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
     const auto* plain = reinterpret_cast<const float*>(t->bytes().data());
-    done[w] = reorder_weights(p.view, plain, dst.get_desc(), dst.get_data_handle()) ? 1 : 0;
+    done[w] = reorder_weights(p.view, plain, dst.get_desc(), dst.get_data_handle(), factors_of(p)) ? 1 : 0;
   });
   for (size_t w = 0; w < weight_preps.size(); ++w) {
     if (done[w]) continue;
     const WeightPrep& p = weight_preps[w];
     const Tensor* t = weight_tensor(weights, p);
+    Tensor scaled;
+    if (auto f = factors_of(p); !f.empty()) {
+      // oneDNN's reorder cannot scale: write the scaled weight first.
+      scaled = Tensor::zeros(DType::float32, t->shape());
+      auto in = t->data<float>();
+      auto out = scaled.mutable_data<float>();
+      const size_t slice = in.size() / f.size();
+      for (size_t i = 0; i < in.size(); ++i) out[i] = static_cast<float>(static_cast<double>(in[i]) * f[i / slice]);
+      t = &scaled;
+    }
     dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
     dnnl::memory src(p.view, engine, const_cast<std::byte*>(t->bytes().data()));
     dnnl::reorder(src, dst).execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});

@@ -34,6 +34,9 @@ namespace kiln::cpu {
 // Plain (row-major, logical dtype) weight tensors indexed by ValueId; an
 // undefined tensor for values that are not weights.
 using WeightStore = std::vector<Tensor>;
+// By ValueId: empty, or the per-slice factors to apply to that weight while
+// reordering it (the store then holds the unscaled source; see refit).
+using WeightFactors = std::vector<std::vector<double>>;
 
 struct TuningContext {
   const CompileSettings* settings = nullptr;
@@ -110,8 +113,8 @@ struct Instance {
 
   // Reorders every weight from `weights` into its slot, on up to
   // `num_threads` threads (0: all cores).
-  void prepare_weights(const WeightStore& weights, const dnnl::engine& engine, dnnl::stream& stream,
-                       int num_threads);
+  void prepare_weights(const WeightStore& weights, const WeightFactors& factors, const dnnl::engine& engine,
+                       dnnl::stream& stream, int num_threads);
   std::vector<Tensor> run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,
                           const dnnl::engine& engine, dnnl::stream& stream);
 

@@ -53,10 +53,21 @@ uint16_t to_bf16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+bool dense_row_major(const dnnl_memory_desc_t& md) {
+  const auto& b = md.format_desc.blocking;
+  if (md.format_kind != dnnl_blocked || b.inner_nblks != 0 || md.offset0 != 0) return false;
+  int64_t stride = 1;
+  for (int d = md.ndims - 1; d >= 0; --d) {
+    if (md.dims[d] != 1 && b.strides[d] != stride) return false;
+    stride *= md.dims[d];
+  }
+  return true;
+}
+
 }  // namespace
 
 bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const dnnl::memory::desc& dst_md,
-                     void* dst) {
+                     void* dst, std::span<const double> slice_factors) {
   const dnnl_memory_desc_t& s = src_md.data;
   const dnnl_memory_desc_t& d = dst_md.data;
   if (!addressable(s) || !addressable(d) || s.ndims != d.ndims || s.data_type != dnnl_f32) return false;
@@ -68,6 +79,9 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
   if (ndims == 0) return false;
   int64_t elements = 1;
   for (int i = 0; i < ndims; ++i) elements *= s.dims[i];
+  const auto factors = static_cast<int64_t>(slice_factors.size());
+  if (factors > 0 && (!dense_row_major(s) || elements % factors != 0)) return false;
+  const int64_t slice = factors > 0 ? elements / factors : 0;
   const size_t element_size = d.data_type == dnnl_bf16 ? 2 : 4;
   // Padding (blocked layouts round channels up) must read as zero; without
   // padding every byte is written below.
@@ -89,7 +103,18 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
     }
     const int64_t* src_inner = from[last].data();
     const int64_t* dst_inner = to[last].data();
-    if (bf16) {
+    if (factors > 0) {
+      // Dense row-major source: the offset is the flat index.
+      for (int64_t j = 0; j < inner; ++j) {
+        const int64_t at = src_base + src_inner[j];
+        const auto value = static_cast<float>(static_cast<double>(src[at]) * slice_factors[static_cast<size_t>(at / slice)]);
+        if (bf16) {
+          static_cast<uint16_t*>(dst)[dst_base + dst_inner[j]] = to_bf16(value);
+        } else {
+          static_cast<float*>(dst)[dst_base + dst_inner[j]] = value;
+        }
+      }
+    } else if (bf16) {
       auto* out = static_cast<uint16_t*>(dst) + dst_base;
       for (int64_t j = 0; j < inner; ++j) out[dst_inner[j]] = to_bf16(src[src_base + src_inner[j]]);
     } else {

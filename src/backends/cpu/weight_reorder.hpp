@@ -9,6 +9,7 @@
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <span>
 
 namespace kiln::cpu {
 
@@ -17,7 +18,12 @@ namespace kiln::cpu {
 // Returns false, touching nothing, when either descriptor is not a plain or
 // blocked layout kiln can address (e.g. winograd weights): the caller then
 // falls back to dnnl::reorder.
+//
+// With `slice_factors` (one per slice of the flattened source: slice i holds
+// elements [i * n/k, (i+1) * n/k) of n, for k factors), each element is
+// written as float(double(value) * factor), bitwise what a bn_fold_scale
+// recipe computes; this needs a dense row-major source, else false.
 bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const dnnl::memory::desc& dst_md,
-                     void* dst);
+                     void* dst, std::span<const double> slice_factors = {});
 
 }  // namespace kiln::cpu
