@@ -89,25 +89,42 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
   auto from = offset_tables(s);
   auto to = offset_tables(d);
   const bool bf16 = d.data_type == dnnl_bf16;
-  const auto last = static_cast<size_t>(ndims - 1);
-  const int64_t inner = s.dims[ndims - 1];
-  int64_t outer = 1;
-  for (int i = 0; i < ndims - 1; ++i) outer *= s.dims[i];
+  // The innermost loop runs over the longest dim: for a 1x1 or 3x3 kernel
+  // (O, I, kh, kw) that is I, not kw, so the per-run bookkeeping (one table
+  // lookup per other dim) is paid per I elements instead of per 1 to 3.
+  int inner_dim = ndims - 1;
+  for (int i = ndims - 1; i >= 0; --i) {
+    if (s.dims[i] > s.dims[inner_dim]) inner_dim = i;
+  }
+  std::array<int, k_max_dims> outer_dims{};
+  int n_outer = 0;
+  for (int i = 0; i < ndims; ++i) {
+    if (i != inner_dim) outer_dims[static_cast<size_t>(n_outer++)] = i;
+  }
+  const int64_t inner = s.dims[inner_dim];
+  const int64_t* src_inner = from[static_cast<size_t>(inner_dim)].data();
+  const int64_t* dst_inner = to[static_cast<size_t>(inner_dim)].data();
+  const int64_t outer = inner > 0 ? elements / inner : 0;
   std::array<int64_t, k_max_dims> idx{};
   for (int64_t n = 0; n < outer; ++n) {
     int64_t src_base = s.offset0;
     int64_t dst_base = d.offset0;
-    for (size_t i = 0; i < last; ++i) {
-      src_base += from[i][static_cast<size_t>(idx[i])];
-      dst_base += to[i][static_cast<size_t>(idx[i])];
+    for (int k = 0; k < n_outer; ++k) {
+      const auto dim = static_cast<size_t>(outer_dims[static_cast<size_t>(k)]);
+      src_base += from[dim][static_cast<size_t>(idx[dim])];
+      dst_base += to[dim][static_cast<size_t>(idx[dim])];
     }
-    const int64_t* src_inner = from[last].data();
-    const int64_t* dst_inner = to[last].data();
     if (factors > 0) {
-      // Dense row-major source: the offset is the flat index.
+      // Dense row-major source: an offset is the element's flat index. A run
+      // inside one slice (the usual case) shares one factor.
+      const int64_t first = src_base + src_inner[0];
+      const int64_t last_at = src_base + src_inner[inner - 1];
+      const bool one_slice = first / slice == last_at / slice;
+      const double shared = one_slice ? slice_factors[static_cast<size_t>(first / slice)] : 0.0;
       for (int64_t j = 0; j < inner; ++j) {
         const int64_t at = src_base + src_inner[j];
-        const auto value = static_cast<float>(static_cast<double>(src[at]) * slice_factors[static_cast<size_t>(at / slice)]);
+        const double factor = one_slice ? shared : slice_factors[static_cast<size_t>(at / slice)];
+        const auto value = static_cast<float>(static_cast<double>(src[at]) * factor);
         if (bf16) {
           static_cast<uint16_t*>(dst)[dst_base + dst_inner[j]] = to_bf16(value);
         } else {
@@ -121,9 +138,10 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
       auto* out = static_cast<float*>(dst) + dst_base;
       for (int64_t j = 0; j < inner; ++j) out[dst_inner[j]] = src[src_base + src_inner[j]];
     }
-    for (size_t i = last; i-- > 0;) {
-      if (++idx[i] < s.dims[i]) break;
-      idx[i] = 0;
+    for (int k = n_outer; k-- > 0;) {
+      const auto dim = static_cast<size_t>(outer_dims[static_cast<size_t>(k)]);
+      if (++idx[dim] < s.dims[dim]) break;
+      idx[dim] = 0;
     }
   }
   return true;

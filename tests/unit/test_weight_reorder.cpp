@@ -1,0 +1,99 @@
+// kiln's own weight reorder against oneDNN's reorder, the reference: every
+// blocked layout a conv or matmul picks, f32 and bf16, with and without the
+// folded BatchNorm factors.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "backends/cpu/weight_reorder.hpp"
+
+namespace kiln::cpu {
+namespace {
+
+using Md = dnnl::memory::desc;
+using Tag = dnnl::memory::format_tag;
+using Dt = dnnl::memory::data_type;
+
+struct Case {
+  dnnl::memory::dims dims;
+  Tag plain;
+  Tag blocked;
+};
+
+std::vector<float> random_values(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// What oneDNN's reorder writes for `src` (already scaled by the caller).
+std::vector<std::byte> reference(const Md& src_md, std::vector<float> src, const Md& dst_md) {
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  dnnl::memory from(src_md, engine, src.data());
+  dnnl::memory to(dst_md, engine);
+  std::memset(to.get_data_handle(), 0, dst_md.get_size());
+  dnnl::reorder(from, to).execute(stream, from, to);
+  stream.wait();
+  std::vector<std::byte> out(dst_md.get_size());
+  std::memcpy(out.data(), to.get_data_handle(), out.size());
+  return out;
+}
+
+TEST(WeightReorder, EqualsOneDnnForBlockedLayoutsTypesAndFactors) {
+  const std::vector<Case> cases = {
+      {{64, 32, 3, 3}, Tag::oihw, Tag::OIhw16i16o},
+      {{256, 64, 1, 1}, Tag::oihw, Tag::OIhw16i16o},
+      {{24, 17, 3, 3}, Tag::oihw, Tag::OIhw16i16o},   // padded: channels not a multiple of 16
+      {{4, 8, 1, 3, 3}, Tag::goihw, Tag::gOIhw16i16o},  // grouped, 5-D view
+      {{32, 1, 1, 3, 3}, Tag::goihw, Tag::Goihw16g},    // depthwise
+      {{128, 96}, Tag::ab, Tag::BA16a64b},              // matmul weights
+  };
+  uint32_t seed = 1;
+  for (const Case& c : cases) {
+    for (Dt dt : {Dt::f32, Dt::bf16}) {
+      for (bool scaled : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "dims[0]=" << c.dims[0] << " ndims=" << c.dims.size()
+                                          << (dt == Dt::bf16 ? " bf16" : " f32") << (scaled ? " scaled" : ""));
+        Md src_md(c.dims, Dt::f32, c.plain);
+        Md dst_md(c.dims, dt, c.blocked);
+        size_t n = src_md.get_size() / sizeof(float);
+        auto src = random_values(n, seed++);
+        // Factors per output channel: slices of the flattened weight.
+        int64_t channels = c.dims.size() == 5 ? c.dims[0] * c.dims[1] : c.dims[0];
+        std::vector<double> factors;
+        std::vector<float> expected_src = src;
+        if (scaled) {
+          factors = std::vector<double>(static_cast<size_t>(channels));
+          std::mt19937 rng(seed++);
+          for (double& f : factors) f = std::uniform_real_distribution<double>(0.1, 3.0)(rng);
+          size_t slice = n / factors.size();
+          for (size_t i = 0; i < n; ++i) {
+            expected_src[i] = static_cast<float>(static_cast<double>(src[i]) * factors[i / slice]);
+          }
+        }
+        auto expected = reference(src_md, expected_src, dst_md);
+        std::vector<std::byte> got(dst_md.get_size(), std::byte{0x5a});  // padding must be zeroed
+        ASSERT_TRUE(reorder_weights(src_md, src.data(), dst_md, got.data(), factors));
+        EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size()), 0);
+      }
+    }
+  }
+}
+
+TEST(WeightReorder, FactorsNeedADenseRowMajorSource) {
+  dnnl::memory::dims dims{16, 16, 3, 3};
+  Md transposed_src(dims, Dt::f32, Tag::ihwo);
+  Md dst(dims, Dt::f32, Tag::OIhw16i16o);
+  std::vector<float> src(16 * 16 * 9, 1.0f);
+  std::vector<std::byte> out(dst.get_size());
+  std::vector<double> factors(16, 2.0);
+  EXPECT_FALSE(reorder_weights(transposed_src, src.data(), dst, out.data(), factors));
+  EXPECT_TRUE(reorder_weights(transposed_src, src.data(), dst, out.data()));
+}
+
+}  // namespace
+}  // namespace kiln::cpu
