@@ -1,36 +1,21 @@
 #include "runtime/compiled_model.hpp"
 
-#include <chrono>
 #include <map>
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/ref/executor.hpp"
-#include "partition/partition.hpp"
-#include "passes/passes.hpp"
-#include "runtime/engine_provider.hpp"
 #include "cache/managed_cache.hpp"
 #include "format/envelope.hpp"
+#include "partition/partition.hpp"
+#include "passes/passes.hpp"
 #include "runtime/artifact.hpp"
+#include "runtime/artifact_engine_cache.hpp"
 #include "runtime/cache_selection.hpp"
+#include "runtime/clock.hpp"
+#include "runtime/engine_provider.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-constexpr const char* k_producer = "kiln 0.1.0";
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 std::filesystem::path default_engine_cache_dir() {
   std::error_code ec;
@@ -155,57 +140,6 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
   model.m_report.compile_ms = ms_since(compile_start);
   return model;
 }
-
-namespace {
-
-// The artifact's engines, by key, in front of the configured cache (if any):
-// loads look in the artifact first; saves (rebuilt engines) go behind it.
-class ArtifactEngineCache final : public cache::ManagedCache {
- public:
-  ArtifactEngineCache(std::span<const std::vector<std::byte>> engines, std::shared_ptr<EngineCache> behind,
-                      const std::string& source)
-      : m_behind(std::move(behind)), m_managed(dynamic_cast<cache::ManagedCache*>(m_behind.get())) {
-    for (const auto& blob : engines) {
-      auto opened = format::open(blob);
-      if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
-        log::warn(source + ": an engine in the artifact is unusable (" + rejected->reason + "); it will be rebuilt");
-        continue;
-      }
-      m_engines.emplace(std::get<format::OpenedBlob>(opened).header.key.hex(), blob);
-    }
-  }
-
-  void save(const std::string& key, std::span<const std::byte> blob) override {
-    if (m_behind) m_behind->save(key, blob);
-  }
-  std::optional<std::vector<std::byte>> load(const std::string& key) override {
-    if (auto it = m_engines.find(key); it != m_engines.end()) return it->second;
-    return m_behind ? m_behind->load(key) : std::nullopt;
-  }
-  std::optional<std::vector<std::byte>> fetch(const std::string& key) override {
-    if (auto it = m_engines.find(key); it != m_engines.end()) return it->second;
-    if (m_managed) return m_managed->fetch(key);
-    return m_behind ? m_behind->load(key) : std::nullopt;
-  }
-  std::unique_ptr<cache::BuildLease> acquire_build_lease(const std::string& key) override {
-    return m_managed ? m_managed->acquire_build_lease(key) : nullptr;
-  }
-  bool quarantine(const std::string& key, const std::string& reason) override {
-    bool in_artifact = m_engines.erase(key) > 0;
-    return (m_managed && m_managed->quarantine(key, reason)) || in_artifact;
-  }
-  bool degraded() const override { return m_managed && m_managed->degraded(); }
-  void record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) override {
-    if (m_managed && !m_engines.contains(key)) m_managed->record_outcome(key, outcome, build_ms_saved);
-  }
-
- private:
-  std::map<std::string, std::vector<std::byte>> m_engines;
-  std::shared_ptr<EngineCache> m_behind;
-  cache::ManagedCache* m_managed;
-};
-
-}  // namespace
 
 std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onnx, const ir::Graph& graph) const {
   if (!m_settings.refittable) {

@@ -1,31 +1,18 @@
 #include "runtime/engine_provider.hpp"
 
-#include <chrono>
-
 #include "cache/disk_engine_cache.hpp"
 #include "cache/managed_cache.hpp"
 #include "format/envelope.hpp"
 #include "key/engine_key.hpp"
 #include "passes/passes.hpp"
 #include "runtime/cache_selection.hpp"
+#include "runtime/clock.hpp"
 #include "runtime/miss_explainer.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-constexpr const char* k_producer = "kiln 0.1.0";
-
-int64_t unix_ms_now() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 using Outcome = cache::ManagedCache::Outcome;
 

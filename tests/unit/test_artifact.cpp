@@ -39,20 +39,7 @@ Model tiny_resnet(uint64_t seed) {
 
 std::vector<InputSpec> batch_1_to_8() { return {{"input", DType::float32, {1, 3, 64, 64}, {4, 3, 64, 64}, {8, 3, 64, 64}}}; }
 
-CompileSettings settings_in(const std::filesystem::path& dir) {
-  CompileSettings s;
-  s.engine_cache_dir = dir;
-  s.optimization_level = 0;
-  s.timing_cache_path = "-";
-  return s;
-}
-
-Tensor input_of(int64_t batch) {
-  Tensor t = Tensor::zeros(DType::float32, {batch, 3, 64, 64});
-  auto v = t.mutable_data<float>();
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
-  return t;
-}
+Tensor input_of(int64_t batch) { return testing::ramp_tensor({batch, 3, 64, 64}); }
 
 void expect_matches_reference(CompiledModel& compiled, const ir::Graph& graph, int64_t batch) {
   std::vector<Tensor> in{input_of(batch)};
@@ -65,7 +52,7 @@ void expect_matches_reference(CompiledModel& compiled, const ir::Graph& graph, i
 }
 
 std::vector<std::byte> artifact_of(const Model& m, const std::filesystem::path& cache) {
-  auto compiled = CompiledModel::compile(m.imported.graph, batch_1_to_8(), settings_in(cache));
+  auto compiled = CompiledModel::compile(m.imported.graph, batch_1_to_8(), testing::fast_settings(cache));
   return compiled.to_artifact(m.bytes, m.imported.graph);
 }
 
@@ -82,7 +69,7 @@ TEST(Artifact, LoadsWithoutABuildAndMatchesTheReference) {
   auto m = tiny_resnet(1);
   auto bytes = artifact_of(m, dir / "build_cache");
   frontend::ImportedModel imported;
-  auto loaded = load(bytes, settings_in(dir / "empty_cache"), imported);
+  auto loaded = load(bytes, testing::fast_settings(dir / "empty_cache"), imported);
   ASSERT_EQ(loaded.report().engines.size(), 1u);
   EXPECT_EQ(loaded.report().engines[0].status, "hit") << loaded.report().engines[0].reason;
   EXPECT_EQ(loaded.report().engines[0].build_ms, 0);
@@ -116,7 +103,7 @@ TEST(Artifact, AnotherMachinesArtifactRecompilesFromItsGraph) {
   for (auto& blob : artifact.engines) blob.clear();
   auto bytes = runtime::encode_artifact(artifact);
   frontend::ImportedModel imported;
-  auto loaded = load(bytes, settings_in(dir / "fresh"), imported);
+  auto loaded = load(bytes, testing::fast_settings(dir / "fresh"), imported);
   ASSERT_EQ(loaded.report().engines.size(), 1u);
   EXPECT_EQ(loaded.report().engines[0].status, "miss");  // built, and saved in this machine's cache
   expect_matches_reference(loaded, m.imported.graph, 2);
@@ -131,14 +118,14 @@ TEST(Artifact, ACorruptEngineIsRebuiltThroughTheCache) {
   blob[blob.size() / 2] ^= std::byte{0x40};
   auto bytes = runtime::encode_artifact(artifact);
   frontend::ImportedModel imported;
-  auto loaded = load(bytes, settings_in(dir / "fresh"), imported);
+  auto loaded = load(bytes, testing::fast_settings(dir / "fresh"), imported);
   EXPECT_EQ(loaded.report().engines[0].status, "miss");
   expect_matches_reference(loaded, m.imported.graph, 2);
 
   // A truncated file loses its engines, not its model.
   auto whole = artifact_of(m, dir / "c");
   whole.resize(whole.size() - 100);
-  auto truncated = load(whole, settings_in(dir / "fresh2"), imported);
+  auto truncated = load(whole, testing::fast_settings(dir / "fresh2"), imported);
   EXPECT_EQ(truncated.report().engines[0].status, "miss");
   expect_matches_reference(truncated, m.imported.graph, 2);
 }
@@ -162,7 +149,7 @@ TEST(Artifact, ACorruptGraphSectionOrForeignFileIsAClearError) {
 TEST(Artifact, NonRefittableEnginesCannotBeSaved) {
   testing::TempDir dir;
   auto m = tiny_resnet(1);
-  auto settings = settings_in(dir.path());
+  auto settings = testing::fast_settings(dir.path());
   settings.cache_built_engines = settings.reuse_cached_engines = false;
   settings.refittable = false;
   auto compiled = CompiledModel::compile(m.imported.graph, batch_1_to_8(), settings);

@@ -35,20 +35,9 @@ frontend::ImportedModel zoo_model(const std::string& name, uint64_t seed) {
 
 std::vector<InputSpec> specs_for(int64_t batch) { return {InputSpec::fixed("input", DType::float32, {batch, 3, 64, 64})}; }
 
-Tensor test_input(int64_t batch) {
-  Tensor t = Tensor::zeros(DType::float32, {batch, 3, 64, 64});
-  auto v = t.mutable_data<float>();
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
-  return t;
-}
+Tensor test_input(int64_t batch) { return testing::ramp_tensor({batch, 3, 64, 64}); }
 
-CompileSettings fast_settings(const std::filesystem::path& cache_dir) {
-  CompileSettings s;
-  s.engine_cache_dir = cache_dir;
-  s.optimization_level = 0;  // no timing: fast, and the same tactics every build
-  s.timing_cache_path = "-";
-  return s;
-}
+CompileSettings fast_settings(const std::filesystem::path& cache_dir) { return testing::fast_settings(cache_dir); }
 
 std::vector<float> run_once(CompiledModel& m, int64_t batch = 2) {
   std::vector<Tensor> in{test_input(batch)};

@@ -6,6 +6,10 @@
 #include <fstream>
 #include <string>
 #include <unistd.h>
+#include <vector>
+
+#include "kiln/settings.hpp"
+#include "kiln/tensor.hpp"
 
 namespace kiln::testing {
 
@@ -35,6 +39,24 @@ class TempDir {
 inline void write_file(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Settings for fast cache tests: a private cache folder, no tactic timing
+// (the same tactics every build) and no timing cache.
+inline CompileSettings fast_settings(const std::filesystem::path& cache_dir) {
+  CompileSettings s;
+  s.engine_cache_dir = cache_dir;
+  s.optimization_level = 0;
+  s.timing_cache_path = "-";
+  return s;
+}
+
+// A deterministic float tensor with values spread over [-1, 1).
+inline Tensor ramp_tensor(std::vector<int64_t> shape) {
+  Tensor t = Tensor::zeros(DType::float32, std::move(shape));
+  auto v = t.mutable_data<float>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
+  return t;
 }
 
 }  // namespace kiln::testing

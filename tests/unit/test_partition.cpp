@@ -48,20 +48,7 @@ frontend::ImportedModel import(const std::string& bytes) {
   return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), "repeated_blocks.onnx");
 }
 
-Tensor input_of(int64_t batch) {
-  Tensor t = Tensor::zeros(DType::float32, {batch, 4, 8, 8});
-  auto v = t.mutable_data<float>();
-  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
-  return t;
-}
-
-CompileSettings settings_in(const std::filesystem::path& dir) {
-  CompileSettings s;
-  s.engine_cache_dir = dir;
-  s.optimization_level = 0;
-  s.timing_cache_path = "-";
-  return s;
-}
+Tensor input_of(int64_t batch) { return testing::ramp_tensor({batch, 4, 8, 8}); }
 
 std::vector<InputSpec> batch_range(int64_t min, int64_t opt, int64_t max) {
   return {{"input", DType::float32, {min, 4, 8, 8}, {opt, 4, 8, 8}, {max, 4, 8, 8}}};
@@ -81,7 +68,7 @@ void expect_matches_reference(CompiledModel& compiled, const ir::Graph& graph, i
 TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
   testing::TempDir dir;
   auto model = import(repeated_block_model(5, 1));
-  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   const auto& report = compiled.report();
   // engine, fallback, engine, fallback, ... engine: 6 engines, 5 fallbacks.
   ASSERT_EQ(report.segments.size(), 11u);
@@ -96,7 +83,7 @@ TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
 TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
   testing::TempDir dir;
   auto a = import(repeated_block_model(5, 1));
-  auto cold = CompiledModel::compile(a.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  auto cold = CompiledModel::compile(a.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   const auto& engines = cold.report().engines;
   ASSERT_EQ(engines.size(), 6u);
   // The first engine (Conv → Relu from the input) and the last (no Conv) are
@@ -114,7 +101,7 @@ TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
   // Another model of the architecture, other weights: every engine hits and
   // computes this model's function.
   auto b = import(repeated_block_model(5, 2));
-  auto warm = CompiledModel::compile(b.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  auto warm = CompiledModel::compile(b.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   for (const auto& e : warm.report().engines) EXPECT_EQ(e.status, "hit") << e.reason;
   expect_matches_reference(warm, b.graph, 3);
 }
@@ -122,7 +109,7 @@ TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
 TEST(Partition, EnginesSmallerThanMinBlockSizeFallBack) {
   testing::TempDir dir;
   auto model = import(repeated_block_model(3, 1));
-  auto settings = settings_in(dir.path());
+  auto settings = testing::fast_settings(dir.path());
   settings.min_block_size = 3;  // the first engine (Conv, Relu) and the last (4 nodes) stay
   auto compiled = CompiledModel::compile(model.graph, batch_range(2, 2, 2), settings);
   const auto& segments = compiled.report().segments;
@@ -158,7 +145,7 @@ TEST(Partition, ZooModelsAreOneEngineEach) {
       }
       specs.push_back({v.name, v.type.dtype, min, opt, max});
     }
-    auto compiled = CompiledModel::compile(model.graph, specs, settings_in(dir.path()));
+    auto compiled = CompiledModel::compile(model.graph, specs, testing::fast_settings(dir.path()));
     ASSERT_EQ(compiled.report().segments.size(), 1u) << name;
     EXPECT_TRUE(compiled.report().segments[0].engine) << name << ": " << compiled.report().segments[0].reason;
   }
@@ -167,7 +154,7 @@ TEST(Partition, ZooModelsAreOneEngineEach) {
 TEST(Partition, AShapeOutsideTheRangeNamesTheInputDimAndRange) {
   testing::TempDir dir;
   auto model = import(repeated_block_model(2, 1));
-  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), settings_in(dir.path()));
+  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   std::vector<Tensor> in{input_of(5)};
   try {
     compiled.run(in);
