@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: demo test bench build deps configure clean format test-long test-sanitize fuzz
+.PHONY: demo test bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz
 
 deps:
 	scripts/install-deps
@@ -42,18 +42,28 @@ test-long: deps build
 # ASan+UBSan build of the unit and reliability tests (oneDNN itself is not
 # instrumented), then ThreadSanitizer on the concurrency tests (cache layer
 # only: oneDNN's OpenMP runtime is not TSan-instrumented).
+# test-sanitize-core (CI) instruments only what the core reliability tests
+# need (cache, format, key, frontend, ir): no oneDNN layers, no CLI.
 SANITIZE_DIR ?= build-asan
 TSAN_DIR ?= build-tsan
-SANITIZE_TESTS ?= .
 SANITIZE_FLAGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" -DKILN_WERROR=OFF
+ASAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
 test-sanitize: deps
-	cmake -S . -B $(SANITIZE_DIR) -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE="address;undefined"
-	cmake --build $(SANITIZE_DIR) -j $(JOBS) --target kiln_unit_tests kiln_reliability_cache_tests kiln_reliability_tests
-	cd $(SANITIZE_DIR) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --output-on-failure -j $(JOBS) -R '$(SANITIZE_TESTS)' -E '^(conformance|conformance_cpu|cli)$$'
-	cmake -S . -B $(TSAN_DIR) -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE=thread
-	cmake --build $(TSAN_DIR) -j $(JOBS) --target kiln_reliability_cache_tests
-	TSAN_OPTIONS=halt_on_error=1 $(TSAN_DIR)/tests/reliability/kiln_reliability_cache_tests --gtest_filter='Concurrency.*'
+	cmake -S . -B $(SANITIZE_DIR) -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE="address;undefined" -DKILN_RELIABILITY_CLI=ON
+	cmake --build $(SANITIZE_DIR) -j $(JOBS) --target kiln_unit_tests kiln_reliability_core_tests kiln_reliability_tests
+	cd $(SANITIZE_DIR) && $(ASAN_ENV) ctest --output-on-failure -j $(JOBS) -E '^(conformance|conformance_cpu|cli|example_.*)$$'
+	$(MAKE) test-tsan
+
+test-sanitize-core: deps
+	cmake -S . -B $(SANITIZE_DIR)-core -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE="address;undefined" -DKILN_RELIABILITY_CLI=OFF
+	cmake --build $(SANITIZE_DIR)-core -j $(JOBS) --target kiln_reliability_core_tests
+	$(ASAN_ENV) $(SANITIZE_DIR)-core/tests/reliability/kiln_reliability_core_tests
+	$(MAKE) test-tsan
+
+test-tsan: deps
+	cmake -S . -B $(TSAN_DIR) -G Ninja $(SANITIZE_FLAGS) -DKILN_SANITIZE=thread -DKILN_RELIABILITY_CLI=OFF
+	cmake --build $(TSAN_DIR) -j $(JOBS) --target kiln_reliability_core_tests
+	TSAN_OPTIONS=halt_on_error=1 $(TSAN_DIR)/tests/reliability/kiln_reliability_core_tests --gtest_filter='Concurrency.*'
 
 # libFuzzer (clang): the envelope parser, the plan verifier and the ONNX
 # importer, each for FUZZ_SECONDS from its seed corpus in fuzz/corpus/.
@@ -66,8 +76,10 @@ fuzz: deps
 	  -DKILN_FUZZ=ON -DKILN_WERROR=OFF -DKILN_BUILD_TESTS=OFF
 	cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_envelope fuzz_plan fuzz_onnx
 	for t in envelope plan onnx; do \
+	  limits="-rss_limit_mb=4096 -malloc_limit_mb=2048 -timeout=30"; \
+	  [ $$t = plan ] && limits="-rss_limit_mb=6000 -malloc_limit_mb=6000 -timeout=120"; \
 	  mkdir -p $(FUZZ_DIR)/corpus-$$t && \
-	  $(FUZZ_DIR)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -malloc_limit_mb=2048 \
-	    -timeout=30 -artifact_prefix=$(FUZZ_DIR)/ -print_final_stats=1 \
+	  $(FUZZ_DIR)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) $$limits \
+	    -artifact_prefix=$(FUZZ_DIR)/$$t- -print_final_stats=1 \
 	    $(FUZZ_DIR)/corpus-$$t fuzz/corpus/$$t || exit 1; \
 	done
