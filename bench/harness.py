@@ -55,7 +55,8 @@ def parse_args(argv):
                     help="also time kiln's reference backend (about 30x slower; on with --quick)")
     ap.add_argument("--compile-models",
                     help="models of the compile cases: resnet18 at batch 100 (dynamic 1-200, as the tutorial), "
-                         "any other at batch 1 (default resnet18,resnet50,bert_base; resnet18 at batch 1 quick)")
+                         "any other at batch 1, model@N at batch N (default resnet18,resnet50,bert_base; "
+                         "resnet18 at batch 1 quick)")
     ap.add_argument("--compile-runs", type=int, help="cold and save builds per compile model (3; 2 quick)")
     ap.add_argument("--hit-runs", type=int, default=6, help="at least this many cache hits per compile model (6)")
     ap.add_argument("--refit-rounds", type=int, help="refit_overhead rounds, each a fresh and a refitted engine "
@@ -92,8 +93,13 @@ def parse_args(argv):
             opts.workloads = [w for w in opts.workloads if w[1] in keep]
     opts.compile_models = opts.compile_models or ("resnet18" if q else ",".join(COMPILE_FULL))
     # --quick: the compile cases at batch 1 (a batch-100 cold build takes minutes).
-    opts.compile_workloads = [(m, 1, False) if q else (m, *COMPILE_BATCH.get(m, (1, False)))
-                              for m in opts.compile_models.split(",")]
+    def workload(m):
+        # "model@batch" picks a fixed batch (a larger batch makes a longer cold build).
+        if "@" in m:
+            name, b = m.split("@", 1)
+            return (name, int(b), False)
+        return (m, 1, False) if q else (m, *COMPILE_BATCH.get(m, (1, False)))
+    opts.compile_workloads = [workload(m) for m in opts.compile_models.split(",")]
     opts.refit_workload = REFIT_WORKLOAD
     return opts
 
