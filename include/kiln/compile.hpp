@@ -48,6 +48,13 @@ class CompiledModel {
   // Inputs in the model's input order, each within its spec's min/max.
   std::vector<Tensor> run(std::span<const Tensor> inputs);
 
+  // Writes one AOT artifact (.kiln): the model, its engines and input specs,
+  // atomically. Another process loads it with kiln::load (or `kiln run`)
+  // without building. Throws kiln::Error(invalid_argument) when the model
+  // keeps weights in external data files or was compiled with refittable
+  // off, and kiln::Error(io) when the file cannot be written.
+  void save(const std::filesystem::path& artifact) const;
+
   const std::vector<EngineStatus>& engines() const;
   double compile_ms() const;
   std::vector<std::string> input_names() const;
@@ -66,5 +73,14 @@ CompiledModel compile(const std::filesystem::path& onnx_model, std::vector<Input
 // The bytes are copied; external-data weights are not available this way.
 CompiledModel compile(std::span<const std::byte> onnx_model, std::vector<InputSpec> specs,
                       const CompileSettings& settings = {});
+
+// Loads an AOT artifact. Its engines serve without a build when they were
+// built for this machine (plan version, oneDNN version, ISA); otherwise, or
+// for an engine that does not verify, the model it embeds is compiled
+// through the engine cache of `settings`, with a warning. Input specs and
+// the engine-shaping settings come from the artifact. Throws
+// kiln::Error(invalid_model) for a file that is not an artifact or whose
+// model section is corrupt.
+CompiledModel load(const std::filesystem::path& artifact, const CompileSettings& settings = {});
 
 }  // namespace kiln

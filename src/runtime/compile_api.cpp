@@ -1,12 +1,18 @@
 // The public kiln::compile, on top of runtime::CompiledModel.
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/compile.hpp"
+#include "runtime/artifact.hpp"
 #include "runtime/compiled_model.hpp"
+#include "util/atomic_file.hpp"
+#include "util/mapped_file.hpp"
 
 namespace kiln {
 
 struct CompiledModel::Impl {
   frontend::ImportedModel model;  // keeps the graph (and its borrowed weights) alive
+  // Where the model's ONNX bytes are, for save(): the file, or a copy.
+  std::filesystem::path model_path;
+  std::vector<std::byte> model_bytes;
   std::optional<runtime::CompiledModel> compiled;
   std::vector<EngineStatus> engines;
 };
@@ -32,26 +38,56 @@ std::vector<std::string> CompiledModel::output_names() const {
   return names;
 }
 
-namespace {
-CompiledModel finish(frontend::ImportedModel model, std::vector<InputSpec> specs, const CompileSettings& settings) {
-  auto impl = std::make_unique<CompiledModel::Impl>();
-  impl->model = std::move(model);
-  impl->compiled = runtime::CompiledModel::compile(impl->model.graph, std::move(specs), settings);
-  for (const auto& e : impl->compiled->report().engines) {
-    impl->engines.push_back({e.key, e.status, e.reason, e.build_ms, e.load_ms, e.refit_ms});
+void CompiledModel::save(const std::filesystem::path& artifact) const {
+  std::shared_ptr<const MappedFile> file;
+  std::span<const std::byte> onnx = m_impl->model_bytes;
+  if (!m_impl->model_path.empty()) {
+    file = MappedFile::open(m_impl->model_path);
+    onnx = file->bytes();
   }
-  return CompiledModel(std::move(impl));
+  auto bytes = m_impl->compiled->to_artifact(onnx, m_impl->model.graph);
+  AtomicFile out(std::filesystem::absolute(artifact));
+  if (!out.write(bytes) || !out.commit()) {
+    throw Error(ErrorCode::io, artifact.string() + ": cannot write the artifact: " + out.error());
+  }
+}
+
+namespace {
+void record_engines(CompiledModel::Impl& impl) {
+  for (const auto& e : impl.compiled->report().engines) {
+    impl.engines.push_back({e.key, e.status, e.reason, e.build_ms, e.load_ms, e.refit_ms});
+  }
 }
 }  // namespace
 
 CompiledModel compile(const std::filesystem::path& onnx_model, std::vector<InputSpec> specs,
                       const CompileSettings& settings) {
-  return finish(frontend::import_onnx_file(onnx_model), std::move(specs), settings);
+  auto impl = std::make_unique<CompiledModel::Impl>();
+  impl->model = frontend::import_onnx_file(onnx_model);
+  impl->model_path = onnx_model;
+  impl->compiled = runtime::CompiledModel::compile(impl->model.graph, std::move(specs), settings);
+  record_engines(*impl);
+  return CompiledModel(std::move(impl));
 }
 
 CompiledModel compile(std::span<const std::byte> onnx_model, std::vector<InputSpec> specs,
                       const CompileSettings& settings) {
-  return finish(frontend::import_onnx_bytes(onnx_model), std::move(specs), settings);
+  auto impl = std::make_unique<CompiledModel::Impl>();
+  impl->model = frontend::import_onnx_bytes(onnx_model);
+  impl->model_bytes.assign(onnx_model.begin(), onnx_model.end());
+  impl->compiled = runtime::CompiledModel::compile(impl->model.graph, std::move(specs), settings);
+  record_engines(*impl);
+  return CompiledModel(std::move(impl));
+}
+
+CompiledModel load(const std::filesystem::path& artifact, const CompileSettings& settings) {
+  auto decoded = runtime::decode_artifact(MappedFile::open(artifact)->bytes(), artifact.string());
+  auto impl = std::make_unique<CompiledModel::Impl>();
+  impl->model_bytes = std::move(decoded.onnx);
+  impl->model = frontend::import_onnx_bytes(impl->model_bytes, artifact.string());
+  impl->compiled = runtime::CompiledModel::from_artifact(decoded, impl->model.graph, settings);
+  record_engines(*impl);
+  return CompiledModel(std::move(impl));
 }
 
 }  // namespace kiln

@@ -9,6 +9,7 @@
 
 #include "backends/ref/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/compile.hpp"
 #include "runtime/artifact.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"
@@ -144,6 +145,28 @@ TEST(Artifact, ACorruptGraphSectionOrForeignFileIsAClearError) {
   }
   EXPECT_THROW((void)runtime::decode_artifact(m.bytes, "model.onnx"), Error);
   EXPECT_THROW((void)runtime::decode_artifact({}, "empty.kiln"), Error);
+}
+
+// The public API, as an application would use it: compile, save, load.
+TEST(Artifact, PublicSaveAndLoad) {
+  testing::TempDir dir;
+  auto m = tiny_resnet(3);
+  testing::write_file(dir / "model.onnx", std::string(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size()));
+  auto settings = testing::fast_settings(dir / "cache");
+  auto compiled = kiln::compile(dir / "model.onnx", batch_1_to_8(), settings);
+  compiled.save(dir / "model.kiln");
+  auto loaded = kiln::load(dir / "model.kiln", testing::fast_settings(dir / "other_cache"));
+  ASSERT_EQ(loaded.engines().size(), 1u);
+  EXPECT_EQ(loaded.engines()[0].status, "hit") << loaded.engines()[0].reason;
+  EXPECT_EQ(loaded.engines()[0].build_ms, 0);
+  std::vector<Tensor> in{input_of(6)};
+  auto want = ref::Executor(m.imported.graph).run(in);
+  auto got = loaded.run(in);
+  auto g = got[0].data<float>();
+  auto w = want[0].data<float>();
+  ASSERT_EQ(g.size(), w.size());
+  for (size_t i = 0; i < w.size(); ++i) EXPECT_NEAR(g[i], w[i], 1e-3 * (1 + std::fabs(w[i])));
+  EXPECT_THROW((void)kiln::load(dir / "model.onnx"), Error);
 }
 
 TEST(Artifact, NonRefittableEnginesCannotBeSaved) {
