@@ -2,6 +2,8 @@
 
 #include "cache/disk_engine_cache.hpp"
 #include "cache/managed_cache.hpp"
+#include "cache/signing_engine_cache.hpp"
+#include "cache/tiered_engine_cache.hpp"
 #include "format/envelope.hpp"
 #include "key/engine_key.hpp"
 #include "passes/passes.hpp"
@@ -15,6 +17,19 @@ namespace kiln::runtime {
 namespace {
 
 using Outcome = cache::ManagedCache::Outcome;
+
+// The disk cache behind `cache`, through tiers and signing, whose entry
+// headers can say why a key missed; null when there is none.
+cache::DiskEngineCache* find_disk_cache(EngineCache& cache) {
+  if (auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache)) return disk;
+  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache)) return find_disk_cache(*signing->inner());
+  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
+    for (const auto& tier : tiered->tiers()) {
+      if (auto* disk = find_disk_cache(*tier.cache)) return disk;
+    }
+  }
+  return nullptr;
+}
 
 // One lookup of `key`; the engine, refitted, or null with record.reason set
 // and `outcome` saying why.
@@ -30,7 +45,7 @@ std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& 
     log::warn_once("cache-load", std::string("engine cache load failed, treating as a miss: ") + e.what());
   }
   if (!blob) {
-    auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache);
+    cache::DiskEngineCache* disk = find_disk_cache(cache);
     record.reason = disk ? explain_miss(*disk, key) : "not in cache";
     outcome = Outcome::absent;
     return nullptr;
