@@ -84,13 +84,8 @@ TEST(Artifact, RunsInASeparateProcessWithoutABuild) {
   testing::write_file(dir / "model.kiln", std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
   std::string command = std::string(KILN_CLI) + " run " + (dir / "model.kiln").string() +
                         " --shape input=3x3x64x64 --json --cache-dir " + (dir / "other_cache").string() + " 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  ASSERT_EQ(::pclose(pipe), 0) << output;
+  auto [status, output] = testing::run_command(command);
+  ASSERT_EQ(status, 0) << output;
   EXPECT_NE(output.find("\"status\": \"hit\""), std::string::npos) << output;
   EXPECT_EQ(output.find("\"status\": \"miss\""), std::string::npos) << output;
   EXPECT_NE(output.find("\"shape\": [\n        3,\n        10\n      ]"), std::string::npos) << output;

@@ -2,6 +2,7 @@
 // written with the zoo's ModelBuilder.
 #pragma once
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -57,6 +58,23 @@ inline Tensor ramp_tensor(std::vector<int64_t> shape) {
   auto v = t.mutable_data<float>();
   for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 500.0f - 1.0f;
   return t;
+}
+
+// Runs `command` through the shell (exec'ing it, never a bare fork: see
+// test_compile_cache.cpp) and returns its exit status and standard output.
+struct CommandResult {
+  int status = -1;  // as pclose returns it: 0 for success
+  std::string output;
+};
+inline CommandResult run_command(const std::string& command) {
+  CommandResult result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (!pipe) return result;
+  char buffer[4096];
+  size_t n = 0;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) result.output.append(buffer, n);
+  result.status = ::pclose(pipe);
+  return result;
 }
 
 }  // namespace kiln::testing

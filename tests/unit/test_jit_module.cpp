@@ -424,13 +424,8 @@ TEST(JitModule, InputsTheModelCannotTakeAreErrorsNamingTheInput) {
 TEST(BenchTutorial, ReportsTheThreeStepsOfBothFlows) {
   std::string command =
       std::string(KILN_CLI) + " bench tutorial --model resnet_tiny --batch 2 --json 2>/dev/null";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  size_t n = 0;
-  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) output.append(buffer, n);
-  ASSERT_EQ(::pclose(pipe), 0) << output;
+  auto [status, output] = testing::run_command(command);
+  ASSERT_EQ(status, 0) << output;
   auto report = nlohmann::json::parse(output);
   EXPECT_TRUE(report["cache_private"].get<bool>());
   EXPECT_FALSE(std::filesystem::exists(report["cache_dir"].get<std::string>()));  // removed at exit
