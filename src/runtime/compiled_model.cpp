@@ -68,7 +68,6 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
   model.m_report.lower_ms = ms_since(start);
   model.m_inputs = lowered.inputs();
   model.m_outputs = lowered.outputs();
-  model.m_num_values = lowered.num_values();
 
   std::vector<Tensor> sources = passes::source_weights(graph);
   auto segments = partition::plan_segments(lowered, backend, specs, std::max(1, settings.min_block_size));

@@ -99,7 +99,6 @@ class CompiledModel {
   std::vector<std::optional<Tensor>> m_constants;
   std::vector<int> m_last_use;
   std::vector<ir::ValueId> m_inputs, m_outputs;
-  size_t m_num_values = 0;
   CompileReport m_report;
 };
 
