@@ -52,9 +52,18 @@ bool is_static_everywhere(ValueId value, std::span<const std::vector<ir::ValueTy
 std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& backend,
                                    std::span<const InputSpec> specs, int min_block_size) {
   const size_t n_nodes = lowered.num_nodes();
-  std::vector<std::vector<ir::ValueType>> corners{types_at(lowered, specs, &InputSpec::min),
-                                                   types_at(lowered, specs, &InputSpec::opt),
-                                                   types_at(lowered, specs, &InputSpec::max)};
+  // Shapes at the range's corners cost three inferences over a graph copy;
+  // a graph the backend fully supports (every cache hit of a supported
+  // model) never needs them.
+  std::vector<std::vector<ir::ValueType>> corners;
+  auto corner_types = [&]() -> std::span<const std::vector<ir::ValueType>> {
+    if (corners.empty()) {
+      for (auto which : {&InputSpec::min, &InputSpec::opt, &InputSpec::max}) {
+        corners.push_back(types_at(lowered, specs, which));
+      }
+    }
+    return corners;
+  };
   // Inside an engine, shapes that static inference cannot tell are fine: the
   // engine infers them at run time. A tensor that comes out of a fallback
   // node into an engine must have a shape known over the whole range, since
@@ -67,7 +76,7 @@ std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& back
     for (ValueId in : lowered.node(id).inputs) {
       if (in == k_no_value) continue;
       NodeId producer = lowered.value(in).producer;
-      if (producer != k_no_node && refusal[static_cast<size_t>(producer)] && !is_static_everywhere(in, corners)) {
+      if (producer != k_no_node && refusal[static_cast<size_t>(producer)] && !is_static_everywhere(in, corner_types())) {
         refusal[n] = "input '" + lowered.value(in).name + "' comes from a fallback node and its shape depends on data";
         break;
       }
