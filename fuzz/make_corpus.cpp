@@ -3,8 +3,9 @@
 // envelopes a compile would save for them, and small ONNX models. Run once
 // when the formats change:
 //   cmake --build BUILD --target kiln_fuzz_corpus && BUILD/fuzz/kiln_fuzz_corpus fuzz/corpus
-// (ONNX seeds also include a few of Debian's libonnx-testdata node models,
-// copied by scripts, not by this tool.)
+// The ONNX seeds are 37 small models of Debian's libonnx-testdata node suite
+// (/usr/share/libonnx-testdata/data/node/<test>/model.onnx, copied by hand);
+// regression-* seeds are inputs with which a fuzzer found a bug (now fixed).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>

@@ -19,11 +19,14 @@
 // KILN_TRACE_BITS=1 prints each plan bit before it is tried (to find a crash).
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <cstring>
 #include <fstream>
 #include <variant>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/cpu/plan_format.hpp"
 #include "cache/cache_layout.hpp"
 #include "format/envelope.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
@@ -288,6 +291,42 @@ TEST(CorruptPlan, BitFlipsBehindRecomputedChecksumsAreRejectedOrHarmlessNeverACr
               "%zu loaded (%zu ran, %zu refused at refit/run), 0 crashes\n",
               plan.size(), bits.size(), rejected_count, loaded, ran, run_errors);
   EXPECT_GT(rejected_count, bits.size() / 4);  // the verifier does the work, not luck
+}
+
+// Found by fuzz_plan: a plan whose Conv pads were altered (and resealed)
+// asked for gigabytes of activations, and oneDNN spent seconds and gigabytes
+// creating primitives for it before anything failed. It is now refused from
+// the plan's recorded activation size, before oneDNN sees the shapes.
+TEST(CorruptPlan, AlteredShapesThatNeedFarMoreMemoryThanRecordedAreRefusedUpFront) {
+  kiln::testing::TempDir dir;
+  QuietLogs quiet;
+  auto real = make_real_blob("resnet_tiny", dir / "cache");
+  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset), real.blob.end());
+  cpu::EnginePlan parsed = cpu::parse_plan(plan);
+  bool changed = false;
+  for (size_t n = 0; n < parsed.graph.num_nodes() && !changed; ++n) {
+    auto& node = parsed.graph.node(static_cast<ir::NodeId>(n));
+    if (node.op_type != "Conv") continue;
+    node.attrs.set("pads", std::vector<int64_t>{20000, 20000, 20000, 20000});
+    changed = true;
+  }
+  ASSERT_TRUE(changed);
+  long before = 0;
+  {
+    struct rusage usage {};
+    ::getrusage(RUSAGE_SELF, &usage);
+    before = usage.ru_maxrss / 1024;
+  }
+  try {
+    make_cpu_backend()->deserialize(cpu::serialize_plan(parsed));
+    ADD_FAILURE() << "a plan asking for gigabytes was loaded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::invalid_model);
+    EXPECT_NE(std::string(e.what()).find("activations"), std::string::npos) << e.what();
+  }
+  struct rusage usage {};
+  ::getrusage(RUSAGE_SELF, &usage);
+  EXPECT_LT(usage.ru_maxrss / 1024 - before, 256);
 }
 
 // The same corrupted plans, sealed in a valid envelope under the right key,

@@ -264,6 +264,37 @@ TEST(HostileModels, ShapeInputsLongerThanAnyRankAreInvalidModels) {
   }
 }
 
+// Found by fuzz_plan (the same shape code serves the importer): a Conv with
+// a dilation of 2^56 overflowed int64 in the window arithmetic (signed
+// overflow: undefined behaviour, caught by UBSan).
+TEST(HostileModels, HugeConvWindowAttributesAreInvalidModels) {
+  for (const char* attr : {"dilations", "strides", "pads", "kernel_shape"}) {
+    SCOPED_TRACE(attr);
+    auto m = relu_model();
+    auto* g = m.mutable_graph();
+    auto* shape = g->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+    shape->mutable_dim(0)->set_dim_value(1);
+    for (int64_t d : {1, 8, 8}) shape->add_dim()->set_dim_value(d);
+    auto* node = g->mutable_node(0);
+    node->set_op_type("Conv");
+    node->add_input("w");
+    auto* w = add_initializer(m, "w", {1, 1, 3, 3});
+    w->set_raw_data(std::string(9 * sizeof(float), '\0'));
+    auto* a = node->add_attribute();
+    a->set_name(attr);
+    a->set_type(onnx::AttributeProto::INTS);
+    const int64_t huge = int64_t{1} << 62;  // (3 - 1) * 2^62 and 8 + 2 * 2^62 overflow int64
+    if (std::string(attr) == "pads") {
+      for (int i = 0; i < 4; ++i) a->add_ints(huge);
+    } else {
+      a->add_ints(huge);
+      a->add_ints(std::string(attr) == "kernel_shape" ? 3 : 1);
+    }
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->clear_dim();
+    expect_import_error(bytes_of(m), ErrorCode::invalid_model, {"hostile.onnx"});
+  }
+}
+
 TEST(HostileModels, HugeAttributeCountsEndInBoundedTime) {
   // 200,000 attributes on one node.
   auto many = relu_model();

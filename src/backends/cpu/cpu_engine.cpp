@@ -12,6 +12,7 @@
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/plan_format.hpp"
 #include "builder/progress.hpp"
+#include "ir/op_schema.hpp"
 #include "passes/passes.hpp"
 #include "util/log.hpp"
 
@@ -149,16 +150,32 @@ std::unique_ptr<CpuEngine> CpuEngine::from_plan(EnginePlan plan) {
   // oneDNN fixes a primitive's thread count when it is created: set ours first.
   engine->apply_threads();
   // Primitives are made now so that refit() only evaluates recipes and reorders.
-  auto inst = create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, false);
-  // The plan recorded its activation memory at its max shapes: needing far more
-  // at the opt shapes means its shapes or attributes were altered (a corrupt
-  // plan resealed with a valid checksum). Refuse it before allocating.
-  const size_t needed = inst->arena_bytes + inst->aux_bytes;
-  if (needed > 2 * engine->m_plan.activation_bytes + (size_t{1} << 20)) {
-    throw Error(ErrorCode::invalid_model, "cpu plan: needs " + std::to_string(needed) +
-                                              " bytes of activations, but recorded " +
-                                              std::to_string(engine->m_plan.activation_bytes));
+  // The plan recorded its activation memory at its max shapes: a value, or
+  // an arena, far larger at the opt shapes means its shapes or attributes
+  // were altered (a corrupt plan resealed with valid checksums). It is
+  // refused before oneDNN sees those shapes (creating primitives for absurd
+  // shapes alone takes seconds and gigabytes) and before allocating.
+  const size_t limit = 2 * engine->m_plan.activation_bytes + (size_t{1} << 20);
+  auto too_large = [&](size_t needed) {
+    return Error(ErrorCode::invalid_model, "cpu plan: needs " + std::to_string(needed) +
+                                               " bytes of activations, but recorded " +
+                                               std::to_string(engine->m_plan.activation_bytes));
+  };
+  {
+    ir::Graph g = engine->m_plan.graph;
+    for (size_t i = 0; i < g.inputs().size() && i < opt.size(); ++i) {
+      g.value(g.inputs()[i]).type = ir::ValueType::of_static(engine->m_plan.specs[i].dtype, opt[i]);
+    }
+    ir::infer_shapes(g);
+    for (size_t v = 0; v < g.num_values(); ++v) {
+      const ir::Value& value = g.value(static_cast<ValueId>(v));
+      if (value.producer == ir::k_no_node || !value.type.is_static()) continue;
+      const auto count = static_cast<size_t>(shape_numel(value.type.static_shape()));
+      if (count > limit || count * dtype_size(value.type.dtype) > limit) throw too_large(count * dtype_size(value.type.dtype));
+    }
   }
+  auto inst = create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, false);
+  if (inst->arena_bytes + inst->aux_bytes > limit) throw too_large(inst->arena_bytes + inst->aux_bytes);
   materialize(*inst, engine->m_engine);
   engine->m_instances.push_front(std::move(inst));
   return engine;

@@ -61,8 +61,11 @@ inline Window read_window(const Attributes& attrs, size_t spatial,
       throw Error(ErrorCode::invalid_model, std::string(name) + " has " + std::to_string(v.size()) +
                                                 " values, expected " + std::to_string(n));
     }
+    // The upper bound keeps the window arithmetic below (kernel * dilation,
+    // input + pads) inside int64 for any hostile value.
+    constexpr int64_t k_max = int64_t{1} << 31;
     for (int64_t x : v) {
-      if (x < min) throw Error(ErrorCode::invalid_model, std::string(name) + " has an invalid value");
+      if (x < min || x > k_max) throw Error(ErrorCode::invalid_model, std::string(name) + " has an invalid value");
     }
   };
   if (!w.kernel.empty()) check(w.kernel, spatial, "kernel_shape", 1);

@@ -74,7 +74,9 @@ void infer_conv(InferContext& ctx) {
     out[1] = m;
     if (m.is_static() && m.value() % group != 0) ctx.fail("output channels are not divisible by group");
     const Dim& wc = (*w.shape)[1];
-    if (x.shape && (*x.shape)[1].is_static() && wc.is_static() && (*x.shape)[1].value() != wc.value() * group) {
+    // Divided, not multiplied: hostile dims must not overflow int64.
+    if (x.shape && (*x.shape)[1].is_static() && wc.is_static() &&
+        ((*x.shape)[1].value() % group != 0 || (*x.shape)[1].value() / group != wc.value())) {
       ctx.fail("input channels " + (*x.shape)[1].to_string() + " do not match W " + w.to_string() +
                " with group " + std::to_string(group));
     }
@@ -101,7 +103,9 @@ void infer_conv_transpose(InferContext& ctx) {
   if (x.shape) out[0] = (*x.shape)[0];
   if (w.shape) {
     const Dim& m = (*w.shape)[1];
-    if (m.is_static()) out[1] = m.value() * group;
+    int64_t channels = 0;
+    if (m.is_static() && __builtin_mul_overflow(m.value(), group, &channels)) ctx.fail("output channels overflow int64");
+    if (m.is_static()) out[1] = channels;
     const Dim& wc = (*w.shape)[0];
     if (x.shape && (*x.shape)[1].is_static() && wc.is_static() && (*x.shape)[1].value() != wc.value()) {
       ctx.fail("input channels " + (*x.shape)[1].to_string() + " do not match W " + w.to_string());
