@@ -13,7 +13,7 @@ import time
 
 from common import (OTHER_WEIGHT_SEED, PRECISION_FLAGS, TOLERANCES, WEIGHT_SEED, apply_check, cross_check,
                     engine_of, input_args, input_shapes, json_from, log, make_inputs, planned_runs, record, run_ort,
-                    skipped, summary)
+                    skipped, summary, with_report)
 
 
 def ort_systems(ctx):
@@ -38,13 +38,7 @@ def kiln_run(kiln, model_path, inputs, out_dir, precision, threads, repeat, back
             *input_args(inputs)]
     if backend == "cpu":
         args += ["--precision", PRECISION_FLAGS[precision], "--threads", str(threads), *cache]
-    proc = kiln.call(*args)
-    if proc.rc != 0:
-        return proc, None
-    try:
-        return proc, json_from(proc)
-    except ValueError:
-        return proc, None
+    return with_report(kiln.call(*args))
 
 
 def outputs_of(report):

@@ -284,7 +284,11 @@ def run_ort(model_path, inputs, out_dir, threads, opts, extra=()):
            "--budget-s", str(opts.budget), *extra]
     for name, path, _ in inputs:
         cmd += ["--input", f"{name}={path}"]
-    proc = run_measured(cmd, opts.timeout)
+    return with_report(run_measured(cmd, opts.timeout))
+
+
+def with_report(proc):
+    """(proc, its --json report), or (proc, None) when it failed or printed no JSON."""
     if proc.rc != 0:
         return proc, None
     try:

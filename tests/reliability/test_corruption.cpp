@@ -42,18 +42,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<std::byte> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto view = std::as_bytes(std::span(text.data(), text.size()));
-  return {view.begin(), view.end()};
-}
-
-void write_bytes(const fs::path& path, std::span<const std::byte> bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
 std::vector<InputSpec> image_specs() { return {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}; }
 
 CompileSettings settings_for(const fs::path& cache_dir) {
@@ -89,7 +77,7 @@ RealBlob make_real_blob(const std::string& model, const fs::path& cache_dir) {
   r.onnx = zoo_bytes(model);
   auto compiled = kiln::compile(std::as_bytes(std::span<const char>(r.onnx)), image_specs(), settings_for(cache_dir));
   r.key = compiled.engines().at(0).key;
-  r.blob = read_bytes(cache::CacheLayout(cache_dir).entry_path(r.key));
+  r.blob = testing::read_file_bytes(cache::CacheLayout(cache_dir).entry_path(r.key));
   auto opened = format::open(r.blob);
   const auto& ok = std::get<format::OpenedBlob>(opened);
   r.engine_key = ok.header.key;
@@ -203,7 +191,7 @@ TEST(CorruptRealBlob, DamagedEntriesAreQuarantinedAndRebuiltNeverServed) {
   size_t quarantined = 0;
   for (const auto& damage : damages) {
     SCOPED_TRACE(damage.what);
-    write_bytes(entry, damage.bytes);
+    testing::write_file_bytes(entry, damage.bytes);
     auto compiled = kiln::compile(onnx, image_specs(), settings_for(cache_dir));
     const auto& status = compiled.engines().at(0);
     EXPECT_EQ(status.status, "miss");
@@ -215,7 +203,7 @@ TEST(CorruptRealBlob, DamagedEntriesAreQuarantinedAndRebuiltNeverServed) {
     for (const auto& f : fs::directory_iterator(quarantine_dir)) now += f.path().extension() == ".kiln";
     EXPECT_GE(now, std::min<size_t>(quarantined + 1, 8));
     quarantined = now;
-    EXPECT_EQ(read_bytes(entry).size(), real.blob.size());
+    EXPECT_EQ(testing::read_file_bytes(entry).size(), real.blob.size());
     auto again = kiln::compile(onnx, image_specs(), settings_for(cache_dir));
     EXPECT_EQ(again.engines().at(0).status, "hit") << again.engines().at(0).reason;
   }
@@ -345,7 +333,7 @@ TEST(CorruptPlan, SealedCorruptPlansAreMissesThatRebuild) {
     auto bad = plan;
     bad[pos] ^= std::byte{0x21};
     reseal_plan(bad);
-    write_bytes(entry, format::seal(header, bad));
+    testing::write_file_bytes(entry, format::seal(header, bad));
     auto compiled = kiln::compile(onnx, image_specs(), settings_for(cache_dir));
     const auto& status = compiled.engines().at(0);
     if (status.status == "miss") {

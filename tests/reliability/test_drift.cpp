@@ -33,19 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<std::byte> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto view = std::as_bytes(std::span(text.data(), text.size()));
-  return {view.begin(), view.end()};
-}
-
-void write_bytes(const fs::path& path, std::span<const std::byte> bytes) {
-  fs::create_directories(path.parent_path());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
-
 std::vector<InputSpec> specs() { return {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}; }
 
 CompileSettings settings_for(const fs::path& cache_dir) {
@@ -63,7 +50,7 @@ class Drift : public ::testing::Test {
     auto first = compile();
     m_key = first.engines().at(0).key;
     m_entry = cache::CacheLayout(m_dir / "cache").entry_path(m_key);
-    m_blob = read_bytes(m_entry);
+    m_blob = testing::read_file_bytes(m_entry);
     auto result = format::open(m_blob);
     const auto& opened = std::get<format::OpenedBlob>(result);
     m_header = opened.header;
@@ -77,7 +64,7 @@ class Drift : public ::testing::Test {
   // Compiles with `entry_bytes` in our entry's place: a miss whose reason
   // holds `why`, then (rebuilt and saved) a hit.
   void expect_clean_miss(std::span<const std::byte> entry_bytes, const std::string& why) {
-    write_bytes(m_entry, entry_bytes);
+    testing::write_file_bytes(m_entry, entry_bytes);
     auto compiled = compile();
     const auto& status = compiled.engines().at(0);
     EXPECT_EQ(status.status, "miss");
@@ -121,7 +108,7 @@ TEST_F(Drift, AnEntryFromAnotherMachineSitsUnderAnotherKeyAndIsAPlainMiss) {
   auto header = m_header;
   header.key = their_key;
   header.fingerprint = theirs.to_string();
-  write_bytes(cache::CacheLayout(m_dir / "cache").entry_path(their_key.hex()), format::seal(header, m_plan));
+  testing::write_file_bytes(cache::CacheLayout(m_dir / "cache").entry_path(their_key.hex()), format::seal(header, m_plan));
   fs::remove(m_entry);  // only their entry is left
 
   auto compiled = compile();
