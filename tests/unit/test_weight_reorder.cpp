@@ -5,8 +5,10 @@
 
 #include <cstring>
 #include <random>
+#include <set>
 
 #include "backends/cpu/weight_reorder.hpp"
+#include "backends/cpu/winograd_weights.hpp"
 
 namespace kiln::cpu {
 namespace {
@@ -93,6 +95,78 @@ TEST(WeightReorder, FactorsNeedADenseRowMajorSource) {
   std::vector<double> factors(16, 2.0);
   EXPECT_FALSE(reorder_weights(transposed_src, src.data(), dst, out.data(), factors));
   EXPECT_TRUE(reorder_weights(transposed_src, src.data(), dst, out.data()));
+}
+
+// The winograd weight layouts oneDNN's convolutions pick for `dims` (OIHW,
+// 3x3), one per implementation that takes transformed weights.
+std::vector<Md> winograd_weight_layouts(const dnnl::memory::dims& dims, int64_t spatial) {
+  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  Md src({1, dims[1], spatial, spatial}, Dt::f32, Tag::any);
+  Md dst({1, dims[0], spatial, spatial}, Dt::f32, Tag::any);
+  Md wei(dims, Dt::f32, Tag::any);
+  std::vector<Md> layouts;
+  try {
+    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
+                                         src, wei, dst, {1, 1}, {1, 1}, {1, 1});
+    dnnl::convolution_forward::primitive_desc pd(desc, engine);
+    do {
+      if (pd.weights_desc().data.format_kind == dnnl_format_kind_wino) layouts.push_back(pd.weights_desc());
+    } while (pd.next_impl());
+  } catch (const dnnl::error&) {
+    // no winograd implementation on this CPU
+  }
+  return layouts;
+}
+
+TEST(WeightReorder, WinogradEqualsOneDnnForBothTileSizesAndFactors) {
+  std::set<int> formats;
+  uint32_t seed = 100;
+  for (const auto& [dims, spatial] : std::vector<std::pair<dnnl::memory::dims, int64_t>>{
+           {{64, 64, 3, 3}, 56}, {{128, 128, 3, 3}, 28}, {{256, 256, 3, 3}, 14}, {{64, 32, 3, 3}, 28}, {{40, 24, 3, 3}, 14}}) {
+    for (const Md& dst_md : winograd_weight_layouts(dims, spatial)) {
+      const dnnl_wino_desc_t& w = dst_md.data.format_desc.wino_desc;
+      formats.insert(w.wino_format);
+      ASSERT_TRUE(winograd_layout_supported(dst_md)) << "wino format " << w.wino_format;
+      for (bool scaled : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "oc=" << dims[0] << " ic=" << dims[1] << " format=" << w.wino_format
+                                          << (scaled ? " scaled" : ""));
+        Md src_md(dims, Dt::f32, Tag::oihw);
+        const size_t n = src_md.get_size() / sizeof(float);
+        auto src = random_values(n, seed++);
+        std::vector<double> factors;
+        std::vector<float> expected_src = src;
+        if (scaled) {
+          factors.resize(static_cast<size_t>(dims[0]));
+          std::mt19937 rng(seed++);
+          for (double& f : factors) f = std::uniform_real_distribution<double>(0.1, 3.0)(rng);
+          const size_t slice = n / factors.size();
+          for (size_t i = 0; i < n; ++i) {
+            expected_src[i] = static_cast<float>(static_cast<double>(src[i]) * factors[i / slice]);
+          }
+        }
+        auto expected = reference(src_md, expected_src, dst_md);
+        std::vector<std::byte> got(dst_md.get_size(), std::byte{0x5a});
+        ASSERT_TRUE(reorder_weights(src_md, src.data(), dst_md, got.data(), factors));
+        EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size()), 0);
+      }
+    }
+  }
+  if (formats.empty()) GTEST_SKIP() << "oneDNN offers no winograd convolution on this CPU";
+  // Both avx512_core kernels: F(2x2,3x3) and F(4x4,3x3).
+  EXPECT_TRUE(formats.count(dnnl_wino_wei_aaOBiOo));
+  EXPECT_TRUE(formats.count(dnnl_wino_wei_aaOio));
+  EXPECT_TRUE(formats.count(dnnl_wino_wei_OBaaIBOIio));
+}
+
+TEST(WeightReorder, WinogradRejectsWhatItCannotTransform) {
+  auto layouts = winograd_weight_layouts({64, 64, 3, 3}, 28);
+  if (layouts.empty()) GTEST_SKIP() << "oneDNN offers no winograd convolution on this CPU";
+  std::vector<float> src(64 * 64 * 9, 1.0f);
+  std::vector<std::byte> out(layouts[0].get_size());
+  // A transposed source, and factors that are not one per output channel.
+  EXPECT_FALSE(reorder_weights(Md({64, 64, 3, 3}, Dt::f32, Tag::ihwo), src.data(), layouts[0], out.data()));
+  std::vector<double> factors(7, 2.0);
+  EXPECT_FALSE(reorder_weights(Md({64, 64, 3, 3}, Dt::f32, Tag::oihw), src.data(), layouts[0], out.data(), factors));
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Conv layers: one oneDNN convolution with the fused bias, residual sum and
 // activation. Tactics: oneDNN's own choice (convolution_auto, layout any:
 // brgconv/nhwc on avx512_core), direct on nChw16c blocks, direct on nhwc,
-// and winograd (only when refit speed may be traded, see below); each in
+// and winograd (F(2x2,3x3) or F(4x4,3x3), whose weights kiln transforms
+// itself at build and refit, winograd_weights.hpp); each in
 // f32, and in bf16 (f32 accumulation) when enabled. Candidates that resolve
 // to the same kernel and layouts are timed once; reference kernels are never
 // candidates while an optimized one exists.
@@ -9,6 +10,7 @@
 
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/tactics.hpp"
+#include "backends/cpu/winograd_weights.hpp"
 
 namespace kiln::cpu {
 
@@ -147,14 +149,17 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
       // oneDNN's reference kernels are orders of magnitude slower: not worth
       // timing while an optimized kernel exists.
       if (any_fast && std::string(cand.impl_info_str()).rfind("ref", 0) == 0) continue;
-      // Winograd kernels take transformed (opaque) weights; oneDNN 2.6 makes
-      // them in a slow reorder (40-90 ms for one 512x512 3x3 layer), paid at
-      // every refit. They halve a 3x3 layer's time, so they are candidates
-      // only where refit speed was traded away: engines that are not
-      // refittable, or optimization level 4 and up.
+      // Opaque weight layouts other than the winograd ones kiln transforms
+      // itself (winograd_weights.hpp) can only be made by oneDNN's reorder,
+      // which is slow (the winograd one took 10-15 ms per 256x256 3x3 layer)
+      // and paid at every refit. They are candidates only where refit speed
+      // was traded away: engines that are not refittable, or optimization
+      // level 4 and up.
       const CompileSettings& settings = *b.tuning()->settings;
       const bool slow_refit_ok = !settings.refittable || settings.optimization_level >= 4;
-      if (!slow_refit_ok && any_blocked && cand.weights_desc().data.format_kind != dnnl_blocked) continue;
+      const dnnl::memory::desc wd = cand.weights_desc();
+      const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
+      if (!slow_refit_ok && any_blocked && !fast_weights) continue;
       t.name = tactic_name(t);
       std::vector<TimedArg> args = {{DNNL_ARG_SRC, cand.src_desc()},
                                     {DNNL_ARG_WEIGHTS, cand.weights_desc()},

@@ -1,5 +1,7 @@
 #include "backends/cpu/weight_reorder.hpp"
 
+#include "backends/cpu/winograd_weights.hpp"
+
 #include <array>
 #include <bit>
 #include <cstdint>
@@ -70,6 +72,7 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
                      void* dst, std::span<const double> slice_factors) {
   const dnnl_memory_desc_t& s = src_md.data;
   const dnnl_memory_desc_t& d = dst_md.data;
+  if (d.format_kind == dnnl_format_kind_wino) return transform_winograd_weights(src_md, src, dst_md, dst, slice_factors);
   if (!addressable(s) || !addressable(d) || s.ndims != d.ndims || s.data_type != dnnl_f32) return false;
   if (d.data_type != dnnl_f32 && d.data_type != dnnl_bf16) return false;
   for (int i = 0; i < s.ndims; ++i) {

@@ -15,9 +15,10 @@ namespace kiln::cpu {
 
 // Copies f32 `src` laid out as `src_md` into `dst` laid out as `dst_md`
 // (f32, or bf16 rounded to nearest even), zeroing any padding of `dst`.
-// Returns false, touching nothing, when either descriptor is not a plain or
-// blocked layout kiln can address (e.g. winograd weights): the caller then
-// falls back to dnnl::reorder.
+// Winograd destinations go to transform_winograd_weights
+// (winograd_weights.hpp). Returns false, touching nothing, when either
+// descriptor is not a layout kiln can address: the caller then falls back
+// to dnnl::reorder.
 //
 // With `slice_factors` (one per slice of the flattened source: slice i holds
 // elements [i * n/k, (i+1) * n/k) of n, for k factors), each element is
