@@ -1,17 +1,17 @@
 #include "backends/cpu/instance.hpp"
 
-#include "backends/cpu/weight_reorder.hpp"
-#include "util/parallel_for.hpp"
-
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
 
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/memory_plan.hpp"
+#include "backends/cpu/weight_reorder.hpp"
 #include "backends/ref/kernel.hpp"
 #include "ir/op_schema.hpp"
 #include "util/log.hpp"
+#include "util/parallel_for.hpp"
 
 namespace kiln::cpu {
 
@@ -360,26 +360,28 @@ void InstanceBuilder::build_all(bool materialize_now) {
 }
 
 void materialize(Instance& inst, const dnnl::engine& engine) {
-  if (inst.arena_bytes > 0) {
-    const size_t bytes = (inst.arena_bytes + k_arena_alignment - 1) / k_arena_alignment * k_arena_alignment;
-    void* p = std::aligned_alloc(k_arena_alignment, bytes);
-    if (!p) throw Error(ErrorCode::internal, "cannot allocate a " + std::to_string(bytes) + "-byte arena");
-    inst.m_arena = std::unique_ptr<std::byte, void (*)(void*)>(static_cast<std::byte*>(p), std::free);
+  auto align = [](size_t n) { return (n + k_arena_alignment - 1) / k_arena_alignment * k_arena_alignment; };
+  if (inst.arena_bytes > 0) inst.m_arena = HugePageBuffer(align(inst.arena_bytes));
+  // Owned roots (weights, mostly) share one buffer, each at an aligned offset.
+  std::vector<size_t> owned_offset(inst.slots.size(), 0);
+  size_t owned_bytes = 0;
+  for (size_t i = 0; i < inst.slots.size(); ++i) {
+    const Slot& s = inst.slots[i];
+    if (s.root >= 0 || s.place != Slot::Place::owned) continue;
+    owned_offset[i] = owned_bytes;
+    owned_bytes += align(s.md.get_size());
   }
-  for (Slot& s : inst.slots) {
-    const Slot& root = s.root >= 0 ? inst.slots[static_cast<size_t>(s.root)] : s;
+  if (owned_bytes > 0) inst.m_owned = HugePageBuffer(owned_bytes);
+  for (size_t i = 0; i < inst.slots.size(); ++i) {
+    Slot& s = inst.slots[i];
+    const size_t root_index = s.root >= 0 ? static_cast<size_t>(s.root) : i;
+    const Slot& root = inst.slots[root_index];
     void* ptr = nullptr;
     switch (root.place) {
-      case Slot::Place::arena: ptr = inst.m_arena.get() + root.offset; break;
+      case Slot::Place::arena: ptr = inst.m_arena.data() + root.offset; break;
       case Slot::Place::input: ptr = nullptr; break;
       case Slot::Place::external: ptr = root.external; break;
-      case Slot::Place::owned:
-        if (s.root < 0) {
-          s.mem = dnnl::memory(s.md, engine);
-          continue;
-        }
-        ptr = root.mem.get_data_handle();
-        break;
+      case Slot::Place::owned: ptr = inst.m_owned.data() + owned_offset[root_index]; break;
     }
     s.mem = dnnl::memory(s.md, engine, ptr);
   }
@@ -402,7 +404,17 @@ void Instance::prepare_weights(const WeightStore& weights, const WeightFactors& 
   // oneDNN reorder must do (layouts reorder_weights does not address) follow
   // on the stream.
   std::vector<char> done(weight_preps.size(), 0);
-  parallel_for(weight_preps.size(), num_threads, [&](size_t w) {
+  // Largest destinations first: threads take items in order, and a big
+  // weight (a winograd 512x512 layer is 17-38 MB) taken last would leave the
+  // other threads idle while it finishes.
+  std::vector<size_t> order(weight_preps.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return slots[static_cast<size_t>(weight_preps[a].slot)].md.get_size() >
+           slots[static_cast<size_t>(weight_preps[b].slot)].md.get_size();
+  });
+  parallel_for(order.size(), num_threads, [&](size_t i) {
+    const size_t w = order[i];
     const WeightPrep& p = weight_preps[w];
     const Tensor* t = weight_tensor(weights, p);
     dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;

@@ -28,6 +28,7 @@
 #include "backends/cpu/plan.hpp"
 #include "builder/progress.hpp"
 #include "builder/timing_cache.hpp"
+#include "util/huge_page_buffer.hpp"
 
 namespace kiln::cpu {
 
@@ -120,7 +121,8 @@ struct Instance {
 
  private:
   const Tensor* weight_tensor(const WeightStore& weights, const WeightPrep& p) const;
-  std::unique_ptr<std::byte, void (*)(void*)> m_arena{nullptr, nullptr};
+  HugePageBuffer m_arena;  // activations
+  HugePageBuffer m_owned;  // weights and other slots the instance owns, one after another
   friend void materialize(Instance& inst, const dnnl::engine& engine);
 };
 
