@@ -61,6 +61,16 @@ double measure(const std::function<double()>& time_once, const TimingPlan& plan)
   return *middle;
 }
 
+std::string layer_key(std::string_view platform, int threads, std::string_view signature,
+                      const std::vector<TacticCandidate>& candidates) {
+  std::string key(platform);
+  key += "|threads=" + std::to_string(threads) + "|";
+  key += signature;
+  key += "|cands=";
+  for (size_t i = 0; i < candidates.size(); ++i) key += (i ? "," : "") + candidates[i].name;
+  return key;
+}
+
 TacticChoice search_tactics(const std::string& layer_key,
                             const std::vector<TacticCandidate>& candidates,
                             const CompileSettings& settings, TimingCache* cache) {

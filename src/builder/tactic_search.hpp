@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "builder/timing_cache.hpp"
@@ -59,6 +60,14 @@ double measure(const std::function<double()>& time_once, const TimingPlan& plan)
 
 // Runs `fn` once and returns its wall time in milliseconds.
 double time_call(const std::function<void()>& fn);
+
+// The timing-cache key of one layer's search. Timings are comparable only
+// where all of these agree: the platform (backend, library version, ISA),
+// the number of threads the candidates run on (a tactic timed on 2 threads
+// is not the measurement it is on 1), the layer's signature (op, shapes,
+// attributes, layouts) and the candidates offered, by name.
+std::string layer_key(std::string_view platform, int threads, std::string_view signature,
+                      const std::vector<TacticCandidate>& candidates);
 
 // Chooses among `candidates` (non-empty) for the layer `layer_key`; `cache`
 // may be null. Throws kiln::Error(invalid_argument) for an empty list.

@@ -15,7 +15,7 @@
 #include "util/lock_file.hpp"
 #include "util/log.hpp"
 
-// File format, version 1 (all integers little-endian):
+// File format, version 2 (all integers little-endian):
 //
 //   file     := magic version entry_count entry* checksum
 //   magic    := "KILNTC"                      6 bytes
@@ -27,15 +27,17 @@
 //   checksum := u64                           XXH3-64 of every byte before it
 //
 // Entries are written sorted by key, so equal caches give equal files. A new
-// layout gets a new version; a file with another version is ignored on load
-// and, if newer, left untouched by save.
+// layout, or a new way of forming keys, gets a new version; a file with
+// another version is ignored on load and, if newer, left untouched by save.
+// Version 2: keys name the thread count the timings ran with (layer_key in
+// tactic_search.hpp); version 1 keys did not, so their timings are dropped.
 
 namespace kiln::builder {
 
 namespace {
 
 constexpr std::string_view k_magic = "KILNTC";
-constexpr uint16_t k_format_version = 1;
+constexpr uint16_t k_format_version = 2;
 constexpr size_t k_header_size = 6 + 2 + 8;
 constexpr size_t k_checksum_size = 8;
 // Far beyond any real cache; bounds what a corrupt or foreign file can make
@@ -320,6 +322,15 @@ bool TimingCache::save() {
     // failure must never take down a build.
     return fail_save(path, e.what());
   }
+}
+
+std::vector<std::string> TimingCache::keys() const {
+  std::lock_guard lock(m_mutex);
+  std::vector<std::string> keys;
+  keys.reserve(m_entries.size());
+  for (const auto& entry : m_entries) keys.push_back(entry.first);
+  std::sort(keys.begin(), keys.end());
+  return keys;
 }
 
 size_t TimingCache::size() const {

@@ -48,6 +48,8 @@ class TimingCache {
   // Returns false (after logging a warning) when the file cannot be written.
   bool save();
 
+  // Every layer key held, sorted (for reports and tests).
+  std::vector<std::string> keys() const;
   size_t size() const;
   uint64_t hits() const;
   uint64_t misses() const;

@@ -148,12 +148,15 @@ TEST_F(TimingCacheBadFile, GarbageTruncatedOrForeignIsIgnored) {
   auto wrong_magic = good;
   wrong_magic[0] = 'X';
   expect_ignored(wrong_magic, "wrong magic");
+  ASSERT_EQ(good[6], 2) << "format version u16 LE";
   auto newer = good;
-  newer[6] = 2;  // version u16 LE
+  newer[6] = 3;
   expect_ignored(newer, "newer version");
   auto older = good;
-  older[6] = 0;
+  older[6] = 1;  // version 1 keys did not name the thread count: never read as ours
   expect_ignored(older, "older version");
+  older[6] = 0;
+  expect_ignored(older, "version 0");
   auto flipped = good;
   flipped[good.size() / 2] ^= 0x10;
   expect_ignored(flipped, "flipped bit");
@@ -454,6 +457,29 @@ TEST(TacticSearch, LevelsScaleEffortAndFailuresAreSkipped) {
       {"y", []() -> double { throw std::runtime_error("second"); }}};
   EXPECT_THROW(search_tactics("k2", all_broken, CompileSettings{}, nullptr), std::runtime_error);
   EXPECT_THROW(search_tactics("k3", {}, CompileSettings{}, nullptr), kiln::Error);
+}
+
+TEST(TacticSearch, LayerKeyNamesThreadsSignatureAndCandidates) {
+  std::vector<TacticCandidate> two = {{"a", [] { return 1.0; }}, {"b", [] { return 2.0; }}};
+  std::vector<TacticCandidate> one = {{"a", [] { return 1.0; }}};
+  const std::string base = layer_key("cpu plan v2, oneDNN 2.6.3, avx512_core", 1, "matmul|m=32", two);
+  // A timing at 2 threads is another measurement than at 1.
+  EXPECT_NE(base, layer_key("cpu plan v2, oneDNN 2.6.3, avx512_core", 2, "matmul|m=32", two));
+  EXPECT_NE(base, layer_key("cpu plan v2, oneDNN 2.6.3, avx2", 1, "matmul|m=32", two));
+  EXPECT_NE(base, layer_key("cpu plan v2, oneDNN 2.6.3, avx512_core", 1, "matmul|m=64", two));
+  EXPECT_NE(base, layer_key("cpu plan v2, oneDNN 2.6.3, avx512_core", 1, "matmul|m=32", one));
+  EXPECT_EQ(base, layer_key("cpu plan v2, oneDNN 2.6.3, avx512_core", 1, "matmul|m=32", two));
+  EXPECT_NE(base.find("threads=1"), std::string::npos) << base;
+
+  // Timings cached at one thread count are not served at another.
+  TimingCache cache;
+  CompileSettings s;
+  s.optimization_level = 1;
+  search_tactics(base, two, s, &cache);
+  const std::string at2 = layer_key("cpu plan v2, oneDNN 2.6.3, avx512_core", 2, "matmul|m=32", two);
+  EXPECT_FALSE(cache.find(at2).has_value());
+  EXPECT_FALSE(search_tactics(at2, two, s, &cache).from_cache);
+  EXPECT_EQ(cache.keys(), (std::vector<std::string>{base, at2}));
 }
 
 TEST(TacticSearch, TimeCallMeasuresWallTime) {

@@ -986,7 +986,9 @@ struct Layer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_LAYOUT = 20,
     VT_PRECISION = 22,
     VT_TACTIC = 24,
-    VT_TIME_MS = 26
+    VT_TIME_MS = 26,
+    VT_WEIGHT_LAYOUT = 28,
+    VT_IMPL = 30
   };
   uint8_t kind() const {
     return GetField<uint8_t>(VT_KIND, 0);
@@ -1024,6 +1026,12 @@ struct Layer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   double time_ms() const {
     return GetField<double>(VT_TIME_MS, 0.0);
   }
+  uint8_t weight_layout() const {
+    return GetField<uint8_t>(VT_WEIGHT_LAYOUT, 0);
+  }
+  const flatbuffers::String *impl() const {
+    return GetPointer<const flatbuffers::String *>(VT_IMPL);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
@@ -1040,6 +1048,9 @@ struct Layer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyOffset(verifier, VT_TACTIC) &&
            verifier.VerifyString(tactic()) &&
            VerifyField<double>(verifier, VT_TIME_MS, 8) &&
+           VerifyField<uint8_t>(verifier, VT_WEIGHT_LAYOUT, 1) &&
+           VerifyOffset(verifier, VT_IMPL) &&
+           verifier.VerifyString(impl()) &&
            verifier.EndTable();
   }
 };
@@ -1084,6 +1095,12 @@ struct LayerBuilder {
   void add_time_ms(double time_ms) {
     fbb_.AddElement<double>(Layer::VT_TIME_MS, time_ms, 0.0);
   }
+  void add_weight_layout(uint8_t weight_layout) {
+    fbb_.AddElement<uint8_t>(Layer::VT_WEIGHT_LAYOUT, weight_layout, 0);
+  }
+  void add_impl(flatbuffers::Offset<flatbuffers::String> impl) {
+    fbb_.AddOffset(Layer::VT_IMPL, impl);
+  }
   explicit LayerBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1108,9 +1125,12 @@ inline flatbuffers::Offset<Layer> CreateLayer(
     uint8_t layout = 0,
     uint8_t precision = 0,
     flatbuffers::Offset<flatbuffers::String> tactic = 0,
-    double time_ms = 0.0) {
+    double time_ms = 0.0,
+    uint8_t weight_layout = 0,
+    flatbuffers::Offset<flatbuffers::String> impl = 0) {
   LayerBuilder builder_(_fbb);
   builder_.add_time_ms(time_ms);
+  builder_.add_impl(impl);
   builder_.add_tactic(tactic);
   builder_.add_output(output);
   builder_.add_activation(activation);
@@ -1118,6 +1138,7 @@ inline flatbuffers::Offset<Layer> CreateLayer(
   builder_.add_residual_add(residual_add);
   builder_.add_bias_add(bias_add);
   builder_.add_nodes(nodes);
+  builder_.add_weight_layout(weight_layout);
   builder_.add_precision(precision);
   builder_.add_layout(layout);
   builder_.add_algo(algo);
@@ -1138,9 +1159,12 @@ inline flatbuffers::Offset<Layer> CreateLayerDirect(
     uint8_t layout = 0,
     uint8_t precision = 0,
     const char *tactic = nullptr,
-    double time_ms = 0.0) {
+    double time_ms = 0.0,
+    uint8_t weight_layout = 0,
+    const char *impl = nullptr) {
   auto nodes__ = nodes ? _fbb.CreateVector<int32_t>(*nodes) : 0;
   auto tactic__ = tactic ? _fbb.CreateString(tactic) : 0;
+  auto impl__ = impl ? _fbb.CreateString(impl) : 0;
   return kiln::cpu::fb::CreateLayer(
       _fbb,
       kind,
@@ -1154,7 +1178,9 @@ inline flatbuffers::Offset<Layer> CreateLayerDirect(
       layout,
       precision,
       tactic__,
-      time_ms);
+      time_ms,
+      weight_layout,
+      impl__);
 }
 
 struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {

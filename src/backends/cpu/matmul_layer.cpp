@@ -1,10 +1,18 @@
 // MatMul and Gemm layers as one oneDNN matmul with the fused bias, residual
 // sum and activation. With constant 2-d weights, activations of any rank are
-// flattened to [M, K] (no copy) and the weights are reordered into oneDNN's
-// preferred layout once, at refit; tactics are the precision (f32, bf16).
+// flattened to [M, K] (no copy) and the weights are reordered at refit into
+// the tactic's layout. Tactics: precision (f32, bf16) x weight layout
+// (oneDNN's choice, plain ab, transposed ba) x every implementation oneDNN
+// offers for it, deduplicated by implementation and layouts; reference
+// kernels are never candidates while an optimized one exists. The plan
+// records layout and implementation, and loading recreates exactly that
+// primitive or fails.
 // Activation x activation products (attention) run batched, reading
 // transposed operands through strides instead of copying them.
+#include <algorithm>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/tactics.hpp"
@@ -42,6 +50,65 @@ ValueId bias_of(const InstanceBuilder& b, const LayerDesc& layer) {
   return add.inputs[0] == y ? add.inputs[1] : add.inputs[0];
 }
 
+// oneDNN's name for a blocked layout ("ab", "ba", "BA16a64b"): dims from
+// outermost to innermost stride, upper case when blocked, then the blocks.
+std::string layout_tag(const Md& md) {
+  if (md.data.format_kind != dnnl_blocked) return "opaque";
+  const auto& blocking = md.data.format_desc.blocking;
+  std::vector<int> order(static_cast<size_t>(md.data.ndims));
+  for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<int>(d);
+  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return blocking.strides[x] > blocking.strides[y]; });
+  std::string tag;
+  for (int d : order) {
+    bool blocked = false;
+    for (int k = 0; k < blocking.inner_nblks; ++k) blocked = blocked || blocking.inner_idxs[k] == d;
+    tag += static_cast<char>((blocked ? 'A' : 'a') + d);
+  }
+  for (int k = 0; k < blocking.inner_nblks; ++k) {
+    tag += std::to_string(blocking.inner_blks[k]) + static_cast<char>('a' + blocking.inner_idxs[k]);
+  }
+  return tag;
+}
+
+const char* prec_name(Prec p) { return p == Prec::bf16 ? "bf16" : "f32"; }
+
+// Weights kiln's own reorder can write at refit (weight_reorder.hpp); other
+// layouts would need dnnl::reorder, JIT-compiled on every cache hit.
+bool refit_friendly(const Md& weights) {
+  return weights.data.format_kind == dnnl_blocked && weights.data.extra.flags == dnnl_memory_extra_flag_none;
+}
+
+bool is_ref(const std::string& impl) { return impl.rfind("ref", 0) == 0; }
+
+// Every implementation oneDNN offers for `desc`, in its order of preference;
+// empty when there is none. The iterator behind next_impl() reads the
+// operation descriptor through a pointer, so it is iterated here, while
+// `desc` is alive (iterating a primitive_desc whose desc was a temporary
+// reads freed memory and stops after the first implementation).
+std::vector<dnnl::matmul::primitive_desc> implementations(const dnnl::matmul::desc& desc,
+                                                          const dnnl::primitive_attr& attr,
+                                                          const dnnl::engine& engine) {
+  std::vector<dnnl::matmul::primitive_desc> out;
+  dnnl::matmul::primitive_desc pd;
+  try {
+    pd = dnnl::matmul::primitive_desc(desc, attr, engine);
+  } catch (const dnnl::error&) {
+    return out;  // nothing for this precision and layout
+  }
+  do {
+    out.push_back(pd);  // a copy keeps this implementation; next_impl() replaces only `pd`'s
+  } while (pd.next_impl());
+  return out;
+}
+
+struct MatmulCandidate {
+  Prec prec = Prec::f32;
+  WeightLayout layout = WeightLayout::any;
+  dnnl::matmul::primitive_desc pd;
+  std::string impl;
+  std::string name;  // "matmul:f32/brg:avx512_core/BA16a64b" + post-ops
+};
+
 void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
   const bool gemm = n.op_type == "Gemm";
@@ -63,50 +130,109 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
   }
   const Md w_view = trans_b ? Md({K, N}, Dt::f32, Dims{1, K}) : plain_md(Dims{K, N}, Dt::f32);
   std::string post_name;
-  const dnnl::post_ops post_ops = fused_post_ops(b, layer, &post_name);
+  dnnl::primitive_attr attr = b.attr();
+  attr.set_post_ops(fused_post_ops(b, layer, &post_name));
 
-  auto make_pd = [&](Prec prec) {
+  auto make_desc = [&](Prec prec, WeightLayout layout) {
+    using Tag = dnnl::memory::format_tag;
     const Dt dt = prec == Prec::bf16 ? Dt::bf16 : Dt::f32;
     Md src = trans_a ? Md({M, K}, dt, Dims{1, M}) : plain_md(Dims{M, K}, dt);
-    Md w({K, N}, dt, dnnl::memory::format_tag::any);
+    const Tag tag = layout == WeightLayout::plain ? Tag::ab : layout == WeightLayout::transposed ? Tag::ba : Tag::any;
+    Md w({K, N}, dt, tag);
     Md dst = plain_md(Dims{M, N}, dt);
-    dnnl::primitive_attr attr = b.attr();
-    attr.set_post_ops(post_ops);
-    auto desc = bias != k_no_value
-                    ? dnnl::matmul::desc(src, w, plain_md(Dims{1, N}, Dt::f32), dst)
-                    : dnnl::matmul::desc(src, w, dst);
-    return dnnl::matmul::primitive_desc(desc, attr, b.engine());
+    return bias != k_no_value ? dnnl::matmul::desc(src, w, plain_md(Dims{1, N}, Dt::f32), dst)
+                              : dnnl::matmul::desc(src, w, dst);
   };
-  auto name_of = [&](Prec prec) {
-    return std::string("matmul:") + (prec == Prec::bf16 ? "bf16" : "f32") + post_name;
+  auto candidate = [&](Prec prec, WeightLayout layout, const dnnl::matmul::primitive_desc& pd) {
+    MatmulCandidate c{prec, layout, pd, pd.impl_info_str(), {}};
+    c.name = std::string("matmul:") + prec_name(prec) + "/" + c.impl + "/" + layout_tag(pd.weights_desc()) + post_name;
+    return c;
   };
 
-  Prec prec = layer.tactic.precision;
+  std::optional<MatmulCandidate> chosen;
   if (b.tuning()) {
+    // Candidates: per precision (bf16 first when enabled, the heuristic
+    // favourite), oneDNN's preferred weight layout and the two plain ones,
+    // each with every implementation oneDNN offers for it. oneDNN's first
+    // choice stays first, so level 0 keeps it.
     std::vector<Prec> precs = {Prec::f32};
     if (bf16_enabled(b)) precs.insert(precs.begin(), Prec::bf16);
+    std::vector<MatmulCandidate> all;
+    std::vector<std::string> seen;  // implementation + layouts: identical candidates are timed once
+    for (Prec p : precs) {
+      for (WeightLayout layout : {WeightLayout::any, WeightLayout::plain, WeightLayout::transposed}) {
+        const dnnl::matmul::desc desc = make_desc(p, layout);
+        for (const dnnl::matmul::primitive_desc& pd : implementations(desc, attr, b.engine())) {
+          std::string identity = std::string(pd.impl_info_str()) + md_string(pd.src_desc()) +
+                                 md_string(pd.weights_desc()) + md_string(pd.dst_desc());
+          if (std::find(seen.begin(), seen.end(), identity) != seen.end()) continue;
+          seen.push_back(std::move(identity));
+          all.push_back(candidate(p, layout, pd));
+        }
+      }
+    }
+    bool any_fast = false;
+    bool any_friendly = false;
+    for (const MatmulCandidate& c : all) {
+      any_fast = any_fast || !is_ref(c.impl);
+      any_friendly = any_friendly || refit_friendly(c.pd.weights_desc());
+    }
+    std::vector<MatmulCandidate> offered;
+    for (MatmulCandidate& c : all) {
+      // Reference kernels are orders of magnitude slower: not worth timing
+      // while an optimized one exists.
+      if (any_fast && is_ref(c.impl)) continue;
+      if (any_friendly && !refit_friendly(c.pd.weights_desc())) continue;
+      offered.push_back(std::move(c));
+    }
+    if (offered.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no matmul for this problem");
+
     const Md current = b.md_of(A);
     const Md from = plain_md(trans_a ? Dims{K, M} : Dims{M, K}, is_plain(current) ? current.data_type() : Dt::f32);
     std::vector<builder::TacticCandidate> candidates;
-    for (Prec p : precs) {
-      auto pd = make_pd(p);
-      std::vector<TimedArg> args = {{DNNL_ARG_SRC, pd.src_desc()},
-                                    {DNNL_ARG_WEIGHTS, pd.weights_desc()},
-                                    {DNNL_ARG_DST, pd.dst_desc()}};
-      if (bias != k_no_value) args.push_back({DNNL_ARG_BIAS, pd.bias_desc()});
-      candidates.push_back({name_of(p), primitive_timer(b, pd, args, trans_a ? std::nullopt : std::optional<Md>(from))});
+    for (const MatmulCandidate& c : offered) {
+      std::vector<TimedArg> args = {{DNNL_ARG_SRC, c.pd.src_desc()},
+                                    {DNNL_ARG_WEIGHTS, c.pd.weights_desc()},
+                                    {DNNL_ARG_DST, c.pd.dst_desc()}};
+      if (bias != k_no_value) args.push_back({DNNL_ARG_BIAS, c.pd.bias_desc()});
+      candidates.push_back({c.name, primitive_timer(b, c.pd, args, trans_a ? std::nullopt : std::optional<Md>(from))});
     }
+    // The candidate names (implementation and layouts) join this in the
+    // timing-cache key, so a machine or kiln offering other candidates
+    // never reads these timings as its own.
     std::string signature = "matmul|a=" + md_string(current) + "|m=" + std::to_string(M) + "|k=" +
                             std::to_string(K) + "|n=" + std::to_string(N) + "|ta=" + (trans_a ? "1" : "0") +
                             "|tb=" + (trans_b ? "1" : "0") + "|b=" + (bias != k_no_value ? "1" : "0") +
                             "|post=" + post_name;
     double ms = 0;
-    size_t index = choose_tactic(b, signature, candidates, &ms);
-    prec = precs[index];
-    layer.tactic = Tactic{ConvAlgo::automatic, Layout::any, prec, name_of(prec), ms};
+    const size_t index = choose_tactic(b, signature, candidates, &ms);
+    chosen = offered[index];
+    layer.tactic = Tactic(ConvAlgo::automatic, Layout::any, chosen->prec, chosen->name, ms);
+    layer.tactic.weights = chosen->layout;
+    layer.tactic.impl = chosen->impl;
+  } else {
+    // The plan's choice, exactly: the same precision, requested weight
+    // layout and oneDNN implementation.
+    const Tactic& t = layer.tactic;
+    const dnnl::matmul::desc desc = make_desc(t.precision, t.weights);
+    std::string available;
+    for (const dnnl::matmul::primitive_desc& pd : implementations(desc, attr, b.engine())) {
+      const std::string impl = pd.impl_info_str();
+      if (t.impl.empty() || impl == t.impl) {
+        chosen = candidate(t.precision, t.weights, pd);
+        break;
+      }
+      available += (available.empty() ? "" : ", ") + impl;
+    }
+    if (!chosen) {
+      throw Error(ErrorCode::invalid_model,
+                  "node '" + n.name + "' (" + n.op_type + "): the plan's tactic " + t.name +
+                      " needs oneDNN implementation '" + t.impl + "', which is not available on this machine (" +
+                      (available.empty() ? std::string("oneDNN offers none") : "oneDNN offers " + available) + ")");
+    }
   }
-  const Dt dt = prec == Prec::bf16 ? Dt::bf16 : Dt::f32;
-  auto pd = make_pd(prec);
+  const dnnl::matmul::primitive_desc& pd = chosen->pd;
+  const Dt dt = chosen->prec == Prec::bf16 ? Dt::bf16 : Dt::f32;
 
   std::vector<std::pair<int, int>> args;
   const int a_full = b.use_plain(A, dt);
@@ -152,7 +278,7 @@ void build_activation_matmul(InstanceBuilder& b, LayerDesc& layer) {
   auto desc = bias != k_no_value ? dnnl::matmul::desc(a_md, b_md, plain_md(bias_dims, Dt::f32), dst_md)
                                  : dnnl::matmul::desc(a_md, b_md, dst_md);
   dnnl::matmul::primitive_desc pd(desc, attr, b.engine());
-  layer.tactic = Tactic{ConvAlgo::automatic, Layout::any, Prec::f32, "matmul:batched/f32" + post_name, 0};
+  layer.tactic = Tactic(ConvAlgo::automatic, Layout::any, Prec::f32, "matmul:batched/f32" + post_name, 0);
 
   std::vector<std::pair<int, int>> args;
   args.emplace_back(DNNL_ARG_SRC, b.view(a_slot, a_md));

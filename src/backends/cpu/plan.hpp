@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.hpp"
@@ -41,13 +42,29 @@ enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2 };
 // 16-channel blocks (nChw16c, the layout of oneDNN's direct avx512 kernels).
 enum class Layout : uint8_t { any = 0, nhwc = 1, blocked = 2 };
 enum class Prec : uint8_t { f32 = 0, bf16 = 1 };
+// Weight layout a MatMul/Gemm tactic asks oneDNN for, over the logical
+// [K, N] weights: its choice (format_tag::any, e.g. brgemm's BA16a64b),
+// plain row-major (ab) or transposed (ba).
+enum class WeightLayout : uint8_t { any = 0, plain = 1, transposed = 2 };
+constexpr uint8_t k_last_weight_layout = 2;
 
 struct Tactic {
+  // A constructor rather than an aggregate, so layer builders can name the
+  // fields they use and leave the matmul-only ones at their defaults.
+  Tactic() = default;
+  Tactic(ConvAlgo a, Layout l, Prec p, std::string n = {}, double ms = 0)
+      : algo(a), layout(l), precision(p), name(std::move(n)), time_ms(ms) {}
+
   ConvAlgo algo = ConvAlgo::automatic;
   Layout layout = Layout::any;
   Prec precision = Prec::f32;
   std::string name;    // for reports: "conv:direct/any/f32"
   double time_ms = 0;  // measured at the opt shape; 0 when not timed
+  // Weight MatMul/Gemm only: the weight layout requested and the oneDNN
+  // implementation (impl_info_str, e.g. "brg:avx512_core") chosen among
+  // those oneDNN offers for it. Empty impl: oneDNN's first choice.
+  WeightLayout weights = WeightLayout::any;
+  std::string impl;
 };
 
 struct LayerDesc {
@@ -60,6 +77,14 @@ struct LayerDesc {
   ir::NodeId activation = ir::k_no_node;
   ir::ValueId output = ir::k_no_value;  // the layer's final value (first output for aux)
   Tactic tactic;
+  // Conv only: a depthwise 3x3 Conv (and its activation) reading this 1x1
+  // conv's result, its only reader. Run either as a post-op of the 1x1
+  // primitive (dw_fused), so the wide intermediate never leaves the cache,
+  // or as a second primitive with its own tactic; the build times both.
+  ir::NodeId dw_conv = ir::k_no_node;
+  ir::NodeId dw_activation = ir::k_no_node;
+  bool dw_fused = false;
+  Tactic dw_tactic;
 
   ir::NodeId anchor() const { return nodes.front(); }
 };

@@ -261,7 +261,8 @@ std::vector<std::byte> serialize_plan(const EnginePlan& plan) {
     layers.push_back(fbs::CreateLayerDirect(
         b, static_cast<uint8_t>(l.kind), &l.nodes, l.bias_add, l.residual_add, l.residual_input, l.activation, l.output,
         static_cast<uint8_t>(l.tactic.algo), static_cast<uint8_t>(l.tactic.layout),
-        static_cast<uint8_t>(l.tactic.precision), l.tactic.name.c_str(), l.tactic.time_ms));
+        static_cast<uint8_t>(l.tactic.precision), l.tactic.name.c_str(), l.tactic.time_ms,
+        static_cast<uint8_t>(l.tactic.weights), l.tactic.impl.empty() ? nullptr : l.tactic.impl.c_str()));
   }
   const Fingerprint& f = plan.fingerprint;
   auto root = fbs::CreatePlanDirect(b, f.plan_version, f.backend.c_str(), f.library_version.c_str(), f.isa.c_str(), graph,
@@ -350,12 +351,16 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     }
     if (fl->output() < -1 || fl->output() >= nv) corrupt("bad layer output");
     l.output = fl->output();
-    if (fl->algo() > 2 || fl->layout() > 2 || fl->precision() > 1) corrupt("bad tactic");
+    if (fl->algo() > 2 || fl->layout() > 2 || fl->precision() > 1 || fl->weight_layout() > k_last_weight_layout) {
+      corrupt("bad tactic");
+    }
     l.tactic.algo = static_cast<ConvAlgo>(fl->algo());
     l.tactic.layout = static_cast<Layout>(fl->layout());
     l.tactic.precision = static_cast<Prec>(fl->precision());
     l.tactic.name = read_string(fl->tactic());
     l.tactic.time_ms = fl->time_ms();
+    l.tactic.weights = static_cast<WeightLayout>(fl->weight_layout());
+    l.tactic.impl = read_string(fl->impl());
     plan.layers.push_back(std::move(l));
   }
   for (bool c : covered) {

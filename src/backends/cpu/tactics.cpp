@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "util/log.hpp"
 
@@ -59,8 +60,7 @@ std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitiv
 size_t choose_tactic(InstanceBuilder& b, const std::string& signature,
                      const std::vector<builder::TacticCandidate>& candidates, double* time_ms) {
   TuningContext* t = b.tuning();
-  std::string key = t->fingerprint + "|" + signature + "|cands=";
-  for (size_t i = 0; i < candidates.size(); ++i) key += (i ? "," : "") + candidates[i].name;
+  const std::string key = builder::layer_key(t->fingerprint, timing_threads(*t->settings), signature, candidates);
   builder::TacticChoice choice = builder::search_tactics(key, candidates, *t->settings, t->cache);
   *time_ms = 0;
   for (const builder::TacticTiming& timing : choice.timings) {
@@ -74,6 +74,12 @@ size_t choose_tactic(InstanceBuilder& b, const std::string& signature,
     log::info(line + " -> " + choice.tactic + (choice.from_cache ? " (timing cache)" : ""));
   }
   return choice.index;
+}
+
+int timing_threads(const CompileSettings& settings) {
+  // The count CpuEngine gives OpenMP before timing (0: every core).
+  return settings.num_threads > 0 ? settings.num_threads
+                                  : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
 bool bf16_enabled(InstanceBuilder& b) {

@@ -35,11 +35,17 @@ std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitiv
 
 // Picks among `candidates` (the heuristic favourite first) and returns its
 // index; sets `time_ms` to its time (0 when untimed). `signature` names the
-// layer's problem: op, shapes, attributes, post-ops, input layout.
+// layer's problem: op, shapes, attributes, post-ops, input layout; the
+// timing-cache key adds the fingerprint, the thread count and the candidate
+// names (builder::layer_key).
 size_t choose_tactic(InstanceBuilder& b, const std::string& signature,
                      const std::vector<builder::TacticCandidate>& candidates, double* time_ms);
 
 bool bf16_enabled(InstanceBuilder& b);
+
+// The number of threads a build times candidates with: settings.num_threads,
+// or every core for 0. Part of every timing-cache key.
+int timing_threads(const CompileSettings& settings);
 
 // "1x64x56x56"
 std::string dims_string(const Dims& dims);
