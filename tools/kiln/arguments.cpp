@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "runtime/cache_selection.hpp"
+#include "util/log.hpp"
 
 namespace kiln::cli {
 
@@ -129,6 +130,9 @@ CompileSettings to_settings(const CompileOptions& o) {
   if (o.threads < 0) throw Error(ErrorCode::invalid_argument, "--threads must be 0 or more");
   s.num_threads = o.threads;
   s.debug = o.debug;
+  // The per-layer candidate timings are info-level lines; the CLI is quiet
+  // (warnings only) unless asked.
+  if (o.debug) log::set_level(log::Level::info);
   return s;
 }
 
