@@ -2,10 +2,17 @@
 // activation. Tactics: oneDNN's own choice (convolution_auto, layout any:
 // brgconv/nhwc on avx512_core), direct on nChw16c blocks, direct on nhwc,
 // and winograd (F(2x2,3x3) or F(4x4,3x3), whose weights kiln transforms
-// itself at build and refit, winograd_weights.hpp); each in
-// f32, and in bf16 (f32 accumulation) when enabled. Candidates that resolve
-// to the same kernel and layouts are timed once; reference kernels are never
-// candidates while an optimized one exists.
+// itself at build and refit, winograd_weights.hpp); each in f32, and in bf16
+// (f32 accumulation) when enabled. Candidates that resolve to the same kernel
+// and layouts are timed once; reference kernels are never candidates while
+// an optimized one exists.
+//
+// A layer may also carry a depthwise 3x3 conv that reads only its 1x1 conv's
+// result (layer_partition.cpp attaches it). The build times that pair both
+// ways: as one primitive, the depthwise conv a post-op of the 1x1 one, so the
+// wide intermediate (MobileNet's 6x expansion) is consumed tile by tile while
+// still in cache; and as two primitives, each with its own best tactic. The
+// faster wins and the plan records which.
 #include <optional>
 
 #include "backends/cpu/instance_builder.hpp"
@@ -16,7 +23,20 @@ namespace kiln::cpu {
 
 using ir::k_no_node;
 using ir::k_no_value;
+using ir::NodeId;
 using ir::ValueId;
+
+namespace {
+
+void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId activation, std::string* name) {
+  if (activation == k_no_node) return;
+  std::optional<Eltwise> e = eltwise_for(b.graph(), b.node(activation));
+  if (!e) throw Error(ErrorCode::internal, "fused activation has no oneDNN equivalent");
+  po.append_eltwise(1.0f, e->alg, e->alpha, e->beta);
+  if (name) *name += "+" + eltwise_name(*e);
+}
+
+}  // namespace
 
 dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name) {
   dnnl::post_ops po;
@@ -24,16 +44,16 @@ dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, 
     po.append_sum(1.0f);
     if (name) *name += "+sum";
   }
-  if (layer.activation != k_no_node) {
-    std::optional<Eltwise> e = eltwise_for(b.graph(), b.node(layer.activation));
-    if (!e) throw Error(ErrorCode::internal, "fused activation has no oneDNN equivalent");
-    po.append_eltwise(1.0f, e->alg, e->alpha, e->beta);
-    if (name) *name += "+" + eltwise_name(*e);
-  }
+  append_activation(po, b, layer.activation, name);
   return po;
 }
 
 namespace {
+
+using ConvPd = dnnl::convolution_forward::primitive_desc;
+
+constexpr int k_dw_weights_arg = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS;
+constexpr int k_dw_bias_arg = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
 
 const char* algo_name(ConvAlgo a) {
   switch (a) {
@@ -50,57 +70,36 @@ std::string tactic_name(const Tactic& t) {
          (t.precision == Prec::bf16 ? "bf16" : "f32");
 }
 
+// One convolution primitive's problem: the node's geometry and values, and
+// the post-ops fused into it (possibly a whole depthwise conv).
 struct ConvProblem {
+  ValueId x = k_no_value, w = k_no_value, bias = k_no_value;
   Dims src, weights, dst, strides, dilates, pad_l, pad_r;
   int64_t groups = 1;
-  bool has_bias = false;
   dnnl::post_ops post_ops;
   std::string post_name;
+  // A depthwise conv fused as a post-op: its weights ({C, 1, 1, 3, 3}) and bias.
+  ValueId dw_w = k_no_value, dw_bias = k_no_value;
+  Dims dw_weights;
+  // Set when the post-ops only fit one precision (the depthwise post-op's).
+  std::optional<Prec> precision;
+
+  bool has_bias() const { return bias != k_no_value; }
+  bool fused_dw() const { return dw_w != k_no_value; }
 };
 
-std::optional<dnnl::convolution_forward::primitive_desc> make_pd(InstanceBuilder& b, const ConvProblem& p,
-                                                                 const Tactic& t) {
-  using Tag = dnnl::memory::format_tag;
-  const Dt dt = t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32;
-  const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? Tag::nhwc : Tag::nChw16c;
-  Md src(p.src, dt, act);
-  Md dst(p.dst, dt, act);
-  Md w(p.weights, dt, Tag::any);
-  Md bias(Dims{p.dst[1]}, Dt::f32, Tag::x);
-  dnnl::algorithm alg = t.algo == ConvAlgo::direct     ? dnnl::algorithm::convolution_direct
-                        : t.algo == ConvAlgo::winograd ? dnnl::algorithm::convolution_winograd
-                                                       : dnnl::algorithm::convolution_auto;
-  dnnl::primitive_attr attr = b.attr();
-  attr.set_post_ops(p.post_ops);
-  try {
-    auto desc = p.has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, bias,
-                                                             dst, p.strides, p.dilates, p.pad_l, p.pad_r)
-                           : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, dst,
-                                                             p.strides, p.dilates, p.pad_l, p.pad_r);
-    return dnnl::convolution_forward::primitive_desc(desc, attr, b.engine());
-  } catch (const dnnl::error&) {
-    return std::nullopt;  // this algorithm or layout is not implemented for the problem
-  }
-}
-
-}  // namespace
-
-void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
-  const ir::Node& n = b.node(layer.anchor());
-  const ValueId x = n.inputs[0];
-  const ValueId w = n.inputs[1];
-  const ValueId bias = n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
+ConvProblem conv_problem(const InstanceBuilder& b, const ir::Node& n) {
   const ir::Attributes& a = n.attrs;
-
   ConvProblem p;
-  p.src = to_dims(b.shape(x));
+  p.x = n.inputs[0];
+  p.w = n.inputs[1];
+  p.bias = n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
+  p.src = to_dims(b.shape(p.x));
   p.dst = to_dims(b.shape(n.outputs[0]));
-  const Dims wdims = to_dims(b.shape(w));
+  const Dims wdims = to_dims(b.shape(p.w));
   p.groups = a.get_int("group", 1);
   p.weights = wdims;
-  if (p.groups > 1) {
-    p.weights = {p.groups, wdims[0] / p.groups, wdims[1], wdims[2], wdims[3]};
-  }
+  if (p.groups > 1) p.weights = {p.groups, wdims[0] / p.groups, wdims[1], wdims[2], wdims[3]};
   std::vector<int64_t> strides = a.get_ints("strides", {1, 1});
   std::vector<int64_t> dilations = a.get_ints("dilations", {1, 1});
   std::vector<int64_t> pads = a.get_ints("pads", {0, 0, 0, 0});
@@ -112,102 +111,246 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   p.dilates = {dilations[0] - 1, dilations[1] - 1};
   p.pad_l = {pads[0], pads[1]};
   p.pad_r = {pads[2], pads[3]};
-  p.has_bias = bias != k_no_value;
-  p.post_ops = fused_post_ops(b, layer, &p.post_name);
+  return p;
+}
 
-  std::optional<dnnl::convolution_forward::primitive_desc> pd;
-  if (b.tuning()) {
-    std::vector<Tactic> tactics;
-    std::vector<Prec> precisions = {Prec::f32};
-    if (bf16_enabled(b)) precisions.insert(precisions.begin(), Prec::bf16);  // the heuristic favourite
-    for (Prec prec : precisions) {
-      tactics.push_back({ConvAlgo::automatic, Layout::any, prec, {}, 0});
-      tactics.push_back({ConvAlgo::direct, Layout::blocked, prec, {}, 0});
-      tactics.push_back({ConvAlgo::direct, Layout::nhwc, prec, {}, 0});
-      tactics.push_back({ConvAlgo::winograd, Layout::any, prec, {}, 0});
-    }
-    const Md from = b.md_of(x);
-    std::vector<builder::TacticCandidate> candidates;
-    std::vector<Tactic> offered;
-    std::vector<dnnl::convolution_forward::primitive_desc> pds;
-    std::vector<std::string> seen;  // implementation + layouts: identical candidates are timed once
-    std::vector<std::pair<Tactic, dnnl::convolution_forward::primitive_desc>> usable;
-    bool any_fast = false;
-    bool any_blocked = false;
-    for (const Tactic& t : tactics) {
-      auto cand = make_pd(b, p, t);
-      if (!cand) continue;
-      std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) + md_string(cand->weights_desc()) +
-                             md_string(cand->dst_desc());
-      if (std::find(seen.begin(), seen.end(), identity) != seen.end()) continue;
-      seen.push_back(identity);
-      any_fast = any_fast || std::string(cand->impl_info_str()).rfind("ref", 0) != 0;
-      any_blocked = any_blocked || cand->weights_desc().data.format_kind == dnnl_blocked;
-      usable.emplace_back(t, *cand);
-    }
-    for (auto& [t, cand] : usable) {
-      // oneDNN's reference kernels are orders of magnitude slower: not worth
-      // timing while an optimized kernel exists.
-      if (any_fast && std::string(cand.impl_info_str()).rfind("ref", 0) == 0) continue;
-      // Opaque weight layouts other than the winograd ones kiln transforms
-      // itself (winograd_weights.hpp) can only be made by oneDNN's reorder,
-      // which is slow (the winograd one took 10-15 ms per 256x256 3x3 layer)
-      // and paid at every refit. They are candidates only where refit speed
-      // was traded away: engines that are not refittable, or optimization
-      // level 4 and up.
-      const CompileSettings& settings = *b.tuning()->settings;
-      const bool slow_refit_ok = !settings.refittable || settings.optimization_level >= 4;
-      const dnnl::memory::desc wd = cand.weights_desc();
-      const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
-      if (!slow_refit_ok && any_blocked && !fast_weights) continue;
-      t.name = tactic_name(t);
-      std::vector<TimedArg> args = {{DNNL_ARG_SRC, cand.src_desc()},
-                                    {DNNL_ARG_WEIGHTS, cand.weights_desc()},
-                                    {DNNL_ARG_DST, cand.dst_desc()}};
-      if (p.has_bias) args.push_back({DNNL_ARG_BIAS, cand.bias_desc()});
-      candidates.push_back({t.name, primitive_timer(b, cand, args, from)});
-      offered.push_back(t);
-      pds.push_back(cand);
-    }
-    if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
-    std::string signature = "conv|x=" + md_string(from) + "|w=" + dims_string(p.weights) + "|y=" +
-                            dims_string(p.dst) + "|s=" + dims_string(p.strides) + "|d=" + dims_string(p.dilates) +
-                            "|p=" + dims_string(p.pad_l) + "," + dims_string(p.pad_r) + "|b=" +
-                            (p.has_bias ? "1" : "0") + "|post=" + p.post_name;
-    double ms = 0;
-    size_t index = choose_tactic(b, signature, candidates, &ms);
-    layer.tactic = offered[index];
-    layer.tactic.name += p.post_name + " [" + pds[index].impl_info_str() + "]";
-    layer.tactic.time_ms = ms;
-    pd = pds[index];
-  } else {
-    pd = make_pd(b, p, layer.tactic);
-    if (!pd) {
-      throw Error(ErrorCode::invalid_model, "the plan's tactic " + layer.tactic.name +
-                                                " is not available for this convolution");
-    }
+std::optional<ConvPd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Tactic& t) {
+  using Tag = dnnl::memory::format_tag;
+  const Dt dt = t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32;
+  const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? Tag::nhwc : Tag::nChw16c;
+  Md src(p.src, dt, act);
+  Md dst(p.dst, dt, act);
+  Md w(p.weights, dt, Tag::any);
+  Md bias(Dims{p.dst[1]}, Dt::f32, Tag::x);
+  dnnl::algorithm alg = t.algo == ConvAlgo::direct     ? dnnl::algorithm::convolution_direct
+                        : t.algo == ConvAlgo::winograd ? dnnl::algorithm::convolution_winograd
+                                                       : dnnl::algorithm::convolution_auto;
+  dnnl::primitive_attr attr = b.attr();
+  dnnl::post_ops po = p.post_ops;
+  attr.set_post_ops(po);
+  try {
+    auto desc = p.has_bias() ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, bias,
+                                                               dst, p.strides, p.dilates, p.pad_l, p.pad_r)
+                             : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, dst,
+                                                               p.strides, p.dilates, p.pad_l, p.pad_r);
+    return ConvPd(desc, attr, b.engine());
+  } catch (const dnnl::error&) {
+    return std::nullopt;  // this algorithm, layout or post-op chain is not implemented for the problem
   }
+}
 
+Md dw_md(const ConvPd& pd, int arg) { return pd.query_md(dnnl::query::exec_arg_md, arg); }
+
+std::vector<TimedArg> timed_args(const ConvProblem& p, const ConvPd& pd) {
+  std::vector<TimedArg> args = {
+      {DNNL_ARG_SRC, pd.src_desc()}, {DNNL_ARG_WEIGHTS, pd.weights_desc()}, {DNNL_ARG_DST, pd.dst_desc()}};
+  if (p.has_bias()) args.push_back({DNNL_ARG_BIAS, pd.bias_desc()});
+  if (p.fused_dw()) {
+    args.push_back({k_dw_weights_arg, dw_md(pd, k_dw_weights_arg)});
+    args.push_back({k_dw_bias_arg, dw_md(pd, k_dw_bias_arg)});
+  }
+  return args;
+}
+
+struct ConvChoice {
+  Tactic tactic;
+  ConvPd pd;
+};
+
+// With tuning, times the candidates for `p` with its input now laid out as
+// `from` and returns the fastest; without, recreates `stored`. Throws
+// kiln::Error(unsupported) when oneDNN has no convolution for the problem.
+ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from, const Tactic& stored) {
+  if (!b.tuning()) {
+    std::optional<ConvPd> pd = make_pd(b, p, stored);
+    if (!pd) {
+      throw Error(ErrorCode::invalid_model,
+                  "the plan's tactic " + stored.name + " is not available for this convolution");
+    }
+    return {stored, *pd};
+  }
+  std::vector<Tactic> tactics;
+  std::vector<Prec> precisions = {Prec::f32};
+  if (bf16_enabled(b)) precisions.insert(precisions.begin(), Prec::bf16);  // the heuristic favourite
+  if (p.precision) precisions = {*p.precision};
+  for (Prec prec : precisions) {
+    // A fused depthwise conv only on nChw16c blocks: oneDNN 2.6.3's jit_1x1
+    // kernel with the depthwise post-op on nhwc activations computes wrong
+    // results (off by up to the activation's clip bound; kiln's tests caught
+    // it), and with layout any oneDNN picks nhwc.
+    if (p.fused_dw()) {
+      tactics.emplace_back(ConvAlgo::direct, Layout::blocked, prec);
+      continue;
+    }
+    tactics.emplace_back(ConvAlgo::automatic, Layout::any, prec);
+    tactics.emplace_back(ConvAlgo::direct, Layout::blocked, prec);
+    tactics.emplace_back(ConvAlgo::direct, Layout::nhwc, prec);
+    tactics.emplace_back(ConvAlgo::winograd, Layout::any, prec);
+  }
+  std::vector<std::string> seen;  // implementation + layouts: identical candidates are timed once
+  std::vector<std::pair<Tactic, ConvPd>> usable;
+  bool any_fast = false;
+  bool any_blocked = false;
+  for (const Tactic& t : tactics) {
+    auto cand = make_pd(b, p, t);
+    if (!cand) continue;
+    std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) + md_string(cand->weights_desc()) +
+                           md_string(cand->dst_desc());
+    if (std::find(seen.begin(), seen.end(), identity) != seen.end()) continue;
+    seen.push_back(identity);
+    any_fast = any_fast || std::string(cand->impl_info_str()).rfind("ref", 0) != 0;
+    any_blocked = any_blocked || cand->weights_desc().data.format_kind == dnnl_blocked;
+    usable.emplace_back(t, *cand);
+  }
+  std::vector<builder::TacticCandidate> candidates;
+  std::vector<std::pair<Tactic, ConvPd>> offered;
+  for (auto& [t, cand] : usable) {
+    // oneDNN's reference kernels are orders of magnitude slower: not worth
+    // timing while an optimized kernel exists.
+    if (any_fast && std::string(cand.impl_info_str()).rfind("ref", 0) == 0) continue;
+    // Opaque weight layouts other than the winograd ones kiln transforms
+    // itself (winograd_weights.hpp) can only be made by oneDNN's reorder,
+    // which is slow (the winograd one took 10-15 ms per 256x256 3x3 layer)
+    // and paid at every refit. They are candidates only where refit speed
+    // was traded away: engines that are not refittable, or optimization
+    // level 4 and up.
+    const CompileSettings& settings = *b.tuning()->settings;
+    const bool slow_refit_ok = !settings.refittable || settings.optimization_level >= 4;
+    const Md wd = cand.weights_desc();
+    const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
+    if (!slow_refit_ok && any_blocked && !fast_weights) continue;
+    t.name = tactic_name(t);
+    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, cand), from)});
+    offered.emplace_back(t, cand);
+  }
+  if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
+  std::string signature = "conv|x=" + md_string(from) + "|w=" + dims_string(p.weights) + "|y=" + dims_string(p.dst) +
+                          "|s=" + dims_string(p.strides) + "|d=" + dims_string(p.dilates) + "|p=" +
+                          dims_string(p.pad_l) + "," + dims_string(p.pad_r) + "|b=" + (p.has_bias() ? "1" : "0") +
+                          "|post=" + p.post_name;
+  double ms = 0;
+  const size_t index = choose_tactic(b, signature, candidates, &ms);
+  ConvChoice choice{offered[index].first, offered[index].second};
+  choice.tactic.name += p.post_name + " [" + choice.pd.impl_info_str() + "]";
+  choice.tactic.time_ms = ms;
+  return choice;
+}
+
+// Adds the primitive: input, weights, bias (and a fused depthwise conv's),
+// and the output `out`. With `residual` (a value the sum post-op adds), the
+// output starts as a copy of it unless it can be written in place.
+void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd, ValueId out,
+               ValueId residual = k_no_value) {
   std::vector<std::pair<int, int>> args;
-  args.emplace_back(DNNL_ARG_SRC, b.use(x, pd->src_desc()));
-  args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(w, plain_md(p.weights, Dt::f32), pd->weights_desc()));
-  if (p.has_bias) {
-    args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(bias, plain_md(Dims{p.dst[1]}, Dt::f32), pd->bias_desc()));
+  args.emplace_back(DNNL_ARG_SRC, b.use(p.x, pd.src_desc()));
+  args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, plain_md(p.weights, Dt::f32), pd.weights_desc()));
+  if (p.has_bias()) {
+    args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(p.bias, plain_md(Dims{p.dst[1]}, Dt::f32), pd.bias_desc()));
+  }
+  if (p.fused_dw()) {
+    args.emplace_back(k_dw_weights_arg,
+                      b.weight_slot(p.dw_w, plain_md(p.dw_weights, Dt::f32), dw_md(pd, k_dw_weights_arg)));
+    args.emplace_back(k_dw_bias_arg,
+                      b.weight_slot(p.dw_bias, plain_md(Dims{p.dw_weights[0]}, Dt::f32), dw_md(pd, k_dw_bias_arg)));
   }
   int dst = -1;
-  if (layer.residual_add != k_no_node) {
-    const ValueId residual = b.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
-    if (residual != x) dst = b.try_inplace(residual, layer.output, pd->dst_desc());
+  if (residual != k_no_value) {
+    if (residual != p.x) dst = b.try_inplace(residual, out, pd.dst_desc());
     if (dst < 0) {
       const int from = b.use_current(residual);
-      dst = b.define(layer.output, pd->dst_desc());
+      dst = b.define(out, pd.dst_desc());
       b.add_reorder(from, dst);  // the sum post-op adds to what dst holds
     }
   } else {
-    dst = b.define(layer.output, pd->dst_desc());
+    dst = b.define(out, pd.dst_desc());
   }
   args.emplace_back(DNNL_ARG_DST, dst);
-  b.add_primitive(*pd, std::move(args));
+  b.add_primitive(pd, std::move(args));
+}
+
+// The layer's 1x1 conv and its depthwise follower, fused or as two
+// primitives, whichever the timing (or the plan) says.
+void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& pw_node = b.node(layer.anchor());
+  const ir::Node& dw_node = b.node(layer.dw_conv);
+  ConvProblem pw = conv_problem(b, pw_node);
+  pw.post_ops = fused_post_ops(b, layer, &pw.post_name);
+  ConvProblem dw = conv_problem(b, dw_node);
+  append_activation(dw.post_ops, b, layer.dw_activation, &dw.post_name);
+
+  ConvProblem fused = pw;
+  fused.dw_w = dw.w;
+  fused.dw_bias = dw.bias;
+  fused.dw_weights = dw.weights;
+  const auto append_dw = [&](Prec prec) {
+    ConvProblem f = fused;
+    f.precision = prec;
+    const Dt precision = prec == Prec::bf16 ? Dt::bf16 : Dt::f32;
+    // dnnl::post_ops is a shared handle: a copy would grow pw's chain too.
+    f.post_name.clear();
+    f.post_ops = fused_post_ops(b, layer, &f.post_name);
+    f.post_ops.append_dw(precision, Dt::f32, precision, 3, dw.strides[0], 1, 0, {});
+    f.post_name += "+dw3s" + std::to_string(dw.strides[0]);
+    append_activation(f.post_ops, b, layer.dw_activation, &f.post_name);
+    return f;
+  };
+
+  const ValueId mid = dw_node.inputs[0];  // the 1x1 conv's result, read only by the depthwise conv
+  const Md from = b.md_of(pw.x);
+  if (b.tuning()) {
+    // Precision is per tactic; the depthwise post-op takes the 1x1's, so the
+    // fused problem is posed once per precision the build allows.
+    std::optional<ConvChoice> best_fused;
+    std::vector<Prec> precisions = {Prec::f32};
+    if (bf16_enabled(b)) precisions.push_back(Prec::bf16);
+    for (Prec prec : precisions) {
+      try {
+        ConvChoice c = choose_conv(b, append_dw(prec), from, {});
+        if (!best_fused || c.tactic.time_ms < best_fused->tactic.time_ms) best_fused = std::move(c);
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::unsupported) throw;
+      }
+    }
+    ConvChoice first = choose_conv(b, pw, from, {});
+    ConvChoice second = choose_conv(b, dw, first.pd.dst_desc(), {});
+    layer.dw_fused = best_fused && best_fused->tactic.time_ms <= first.tactic.time_ms + second.tactic.time_ms;
+    if (layer.dw_fused) {
+      layer.tactic = best_fused->tactic;
+      layer.dw_tactic = Tactic{};
+      emit_conv(b, append_dw(best_fused->tactic.precision), best_fused->pd, layer.output);
+    } else {
+      layer.tactic = first.tactic;
+      layer.dw_tactic = second.tactic;
+      emit_conv(b, pw, first.pd, mid);
+      emit_conv(b, dw, second.pd, layer.output);
+    }
+    return;
+  }
+  if (layer.dw_fused) {
+    const ConvProblem f = append_dw(layer.tactic.precision);
+    emit_conv(b, f, choose_conv(b, f, from, layer.tactic).pd, layer.output);
+  } else {
+    const ConvChoice first = choose_conv(b, pw, from, layer.tactic);
+    emit_conv(b, pw, first.pd, mid);
+    emit_conv(b, dw, choose_conv(b, dw, first.pd.dst_desc(), layer.dw_tactic).pd, layer.output);
+  }
+}
+
+}  // namespace
+
+void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
+  if (layer.dw_conv != k_no_node) {
+    build_pointwise_depthwise(b, layer);
+    return;
+  }
+  ConvProblem p = conv_problem(b, b.node(layer.anchor()));
+  p.post_ops = fused_post_ops(b, layer, &p.post_name);
+  ConvChoice choice = choose_conv(b, p, b.md_of(p.x), layer.tactic);
+  if (b.tuning()) layer.tactic = choice.tactic;
+  const ValueId residual = layer.residual_add == k_no_node
+                               ? k_no_value
+                               : b.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
+  emit_conv(b, p, choice.pd, layer.output, residual);
 }
 
 }  // namespace kiln::cpu

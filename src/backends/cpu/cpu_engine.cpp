@@ -336,6 +336,11 @@ EngineInfo CpuEngine::info() const {
     for (size_t i = 1; i < l.nodes.size(); ++i) r.op += "+" + g.node(l.nodes[i]).op_type;
     r.tactic = l.tactic.name.empty() ? layer_kind_name(l.kind) : l.tactic.name;
     r.time_ms = l.tactic.time_ms;
+    if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
+      // The attached depthwise conv runs as a primitive of its own.
+      r.tactic += " then " + l.dw_tactic.name;
+      r.time_ms += l.dw_tactic.time_ms;
+    }
     info.layers.push_back(std::move(r));
   }
   info.activation_bytes = m_plan.activation_bytes;

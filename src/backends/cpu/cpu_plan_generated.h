@@ -46,6 +46,9 @@ struct SpecBuilder;
 struct Layer;
 struct LayerBuilder;
 
+struct ConvTactic;
+struct ConvTacticBuilder;
+
 struct Plan;
 struct PlanBuilder;
 
@@ -988,7 +991,11 @@ struct Layer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
     VT_TACTIC = 24,
     VT_TIME_MS = 26,
     VT_WEIGHT_LAYOUT = 28,
-    VT_IMPL = 30
+    VT_IMPL = 30,
+    VT_DW_CONV = 32,
+    VT_DW_ACTIVATION = 34,
+    VT_DW_FUSED = 36,
+    VT_DW_TACTIC = 38
   };
   uint8_t kind() const {
     return GetField<uint8_t>(VT_KIND, 0);
@@ -1032,6 +1039,18 @@ struct Layer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
   const flatbuffers::String *impl() const {
     return GetPointer<const flatbuffers::String *>(VT_IMPL);
   }
+  int32_t dw_conv() const {
+    return GetField<int32_t>(VT_DW_CONV, -1);
+  }
+  int32_t dw_activation() const {
+    return GetField<int32_t>(VT_DW_ACTIVATION, -1);
+  }
+  bool dw_fused() const {
+    return GetField<uint8_t>(VT_DW_FUSED, 0) != 0;
+  }
+  const kiln::cpu::fb::ConvTactic *dw_tactic() const {
+    return GetPointer<const kiln::cpu::fb::ConvTactic *>(VT_DW_TACTIC);
+  }
   bool Verify(flatbuffers::Verifier &verifier) const {
     return VerifyTableStart(verifier) &&
            VerifyField<uint8_t>(verifier, VT_KIND, 1) &&
@@ -1051,6 +1070,11 @@ struct Layer FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
            VerifyField<uint8_t>(verifier, VT_WEIGHT_LAYOUT, 1) &&
            VerifyOffset(verifier, VT_IMPL) &&
            verifier.VerifyString(impl()) &&
+           VerifyField<int32_t>(verifier, VT_DW_CONV, 4) &&
+           VerifyField<int32_t>(verifier, VT_DW_ACTIVATION, 4) &&
+           VerifyField<uint8_t>(verifier, VT_DW_FUSED, 1) &&
+           VerifyOffset(verifier, VT_DW_TACTIC) &&
+           verifier.VerifyTable(dw_tactic()) &&
            verifier.EndTable();
   }
 };
@@ -1101,6 +1125,18 @@ struct LayerBuilder {
   void add_impl(flatbuffers::Offset<flatbuffers::String> impl) {
     fbb_.AddOffset(Layer::VT_IMPL, impl);
   }
+  void add_dw_conv(int32_t dw_conv) {
+    fbb_.AddElement<int32_t>(Layer::VT_DW_CONV, dw_conv, -1);
+  }
+  void add_dw_activation(int32_t dw_activation) {
+    fbb_.AddElement<int32_t>(Layer::VT_DW_ACTIVATION, dw_activation, -1);
+  }
+  void add_dw_fused(bool dw_fused) {
+    fbb_.AddElement<uint8_t>(Layer::VT_DW_FUSED, static_cast<uint8_t>(dw_fused), 0);
+  }
+  void add_dw_tactic(flatbuffers::Offset<kiln::cpu::fb::ConvTactic> dw_tactic) {
+    fbb_.AddOffset(Layer::VT_DW_TACTIC, dw_tactic);
+  }
   explicit LayerBuilder(flatbuffers::FlatBufferBuilder &_fbb)
         : fbb_(_fbb) {
     start_ = fbb_.StartTable();
@@ -1127,9 +1163,16 @@ inline flatbuffers::Offset<Layer> CreateLayer(
     flatbuffers::Offset<flatbuffers::String> tactic = 0,
     double time_ms = 0.0,
     uint8_t weight_layout = 0,
-    flatbuffers::Offset<flatbuffers::String> impl = 0) {
+    flatbuffers::Offset<flatbuffers::String> impl = 0,
+    int32_t dw_conv = -1,
+    int32_t dw_activation = -1,
+    bool dw_fused = false,
+    flatbuffers::Offset<kiln::cpu::fb::ConvTactic> dw_tactic = 0) {
   LayerBuilder builder_(_fbb);
   builder_.add_time_ms(time_ms);
+  builder_.add_dw_tactic(dw_tactic);
+  builder_.add_dw_activation(dw_activation);
+  builder_.add_dw_conv(dw_conv);
   builder_.add_impl(impl);
   builder_.add_tactic(tactic);
   builder_.add_output(output);
@@ -1138,6 +1181,7 @@ inline flatbuffers::Offset<Layer> CreateLayer(
   builder_.add_residual_add(residual_add);
   builder_.add_bias_add(bias_add);
   builder_.add_nodes(nodes);
+  builder_.add_dw_fused(dw_fused);
   builder_.add_weight_layout(weight_layout);
   builder_.add_precision(precision);
   builder_.add_layout(layout);
@@ -1161,7 +1205,11 @@ inline flatbuffers::Offset<Layer> CreateLayerDirect(
     const char *tactic = nullptr,
     double time_ms = 0.0,
     uint8_t weight_layout = 0,
-    const char *impl = nullptr) {
+    const char *impl = nullptr,
+    int32_t dw_conv = -1,
+    int32_t dw_activation = -1,
+    bool dw_fused = false,
+    flatbuffers::Offset<kiln::cpu::fb::ConvTactic> dw_tactic = 0) {
   auto nodes__ = nodes ? _fbb.CreateVector<int32_t>(*nodes) : 0;
   auto tactic__ = tactic ? _fbb.CreateString(tactic) : 0;
   auto impl__ = impl ? _fbb.CreateString(impl) : 0;
@@ -1180,7 +1228,110 @@ inline flatbuffers::Offset<Layer> CreateLayerDirect(
       tactic__,
       time_ms,
       weight_layout,
-      impl__);
+      impl__,
+      dw_conv,
+      dw_activation,
+      dw_fused,
+      dw_tactic);
+}
+
+struct ConvTactic FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {
+  typedef ConvTacticBuilder Builder;
+  enum FlatBuffersVTableOffset FLATBUFFERS_VTABLE_UNDERLYING_TYPE {
+    VT_ALGO = 4,
+    VT_LAYOUT = 6,
+    VT_PRECISION = 8,
+    VT_NAME = 10,
+    VT_TIME_MS = 12
+  };
+  uint8_t algo() const {
+    return GetField<uint8_t>(VT_ALGO, 0);
+  }
+  uint8_t layout() const {
+    return GetField<uint8_t>(VT_LAYOUT, 0);
+  }
+  uint8_t precision() const {
+    return GetField<uint8_t>(VT_PRECISION, 0);
+  }
+  const flatbuffers::String *name() const {
+    return GetPointer<const flatbuffers::String *>(VT_NAME);
+  }
+  double time_ms() const {
+    return GetField<double>(VT_TIME_MS, 0.0);
+  }
+  bool Verify(flatbuffers::Verifier &verifier) const {
+    return VerifyTableStart(verifier) &&
+           VerifyField<uint8_t>(verifier, VT_ALGO, 1) &&
+           VerifyField<uint8_t>(verifier, VT_LAYOUT, 1) &&
+           VerifyField<uint8_t>(verifier, VT_PRECISION, 1) &&
+           VerifyOffset(verifier, VT_NAME) &&
+           verifier.VerifyString(name()) &&
+           VerifyField<double>(verifier, VT_TIME_MS, 8) &&
+           verifier.EndTable();
+  }
+};
+
+struct ConvTacticBuilder {
+  typedef ConvTactic Table;
+  flatbuffers::FlatBufferBuilder &fbb_;
+  flatbuffers::uoffset_t start_;
+  void add_algo(uint8_t algo) {
+    fbb_.AddElement<uint8_t>(ConvTactic::VT_ALGO, algo, 0);
+  }
+  void add_layout(uint8_t layout) {
+    fbb_.AddElement<uint8_t>(ConvTactic::VT_LAYOUT, layout, 0);
+  }
+  void add_precision(uint8_t precision) {
+    fbb_.AddElement<uint8_t>(ConvTactic::VT_PRECISION, precision, 0);
+  }
+  void add_name(flatbuffers::Offset<flatbuffers::String> name) {
+    fbb_.AddOffset(ConvTactic::VT_NAME, name);
+  }
+  void add_time_ms(double time_ms) {
+    fbb_.AddElement<double>(ConvTactic::VT_TIME_MS, time_ms, 0.0);
+  }
+  explicit ConvTacticBuilder(flatbuffers::FlatBufferBuilder &_fbb)
+        : fbb_(_fbb) {
+    start_ = fbb_.StartTable();
+  }
+  flatbuffers::Offset<ConvTactic> Finish() {
+    const auto end = fbb_.EndTable(start_);
+    auto o = flatbuffers::Offset<ConvTactic>(end);
+    return o;
+  }
+};
+
+inline flatbuffers::Offset<ConvTactic> CreateConvTactic(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    uint8_t algo = 0,
+    uint8_t layout = 0,
+    uint8_t precision = 0,
+    flatbuffers::Offset<flatbuffers::String> name = 0,
+    double time_ms = 0.0) {
+  ConvTacticBuilder builder_(_fbb);
+  builder_.add_time_ms(time_ms);
+  builder_.add_name(name);
+  builder_.add_precision(precision);
+  builder_.add_layout(layout);
+  builder_.add_algo(algo);
+  return builder_.Finish();
+}
+
+inline flatbuffers::Offset<ConvTactic> CreateConvTacticDirect(
+    flatbuffers::FlatBufferBuilder &_fbb,
+    uint8_t algo = 0,
+    uint8_t layout = 0,
+    uint8_t precision = 0,
+    const char *name = nullptr,
+    double time_ms = 0.0) {
+  auto name__ = name ? _fbb.CreateString(name) : 0;
+  return kiln::cpu::fb::CreateConvTactic(
+      _fbb,
+      algo,
+      layout,
+      precision,
+      name__,
+      time_ms);
 }
 
 struct Plan FLATBUFFERS_FINAL_CLASS : private flatbuffers::Table {

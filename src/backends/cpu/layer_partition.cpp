@@ -254,6 +254,101 @@ std::vector<bool> shape_only_values(const ir::Graph& graph) {
   return known;
 }
 
+namespace {
+
+// The static dims of `v`'s shape, or empty when any is unknown.
+std::vector<int64_t> static_dims(const ir::Graph& g, ValueId v) {
+  const ir::ValueType& t = g.value(v).type;
+  std::vector<int64_t> dims;
+  if (!t.shape) return dims;
+  for (const ir::Dim& d : *t.shape) {
+    if (!d.is_static()) return {};
+    dims.push_back(d.value());
+  }
+  return dims;
+}
+
+bool all_equal(const std::vector<int64_t>& v, int64_t x) {
+  return std::all_of(v.begin(), v.end(), [x](int64_t e) { return e == x; });
+}
+
+// A 2-D Conv with group 1, a 1x1 kernel, stride 1 and no padding: what
+// oneDNN 2.6 can extend with a depthwise post-op.
+bool is_pointwise_conv(const ir::Graph& g, const ir::Node& n) {
+  const std::vector<int64_t> w = static_dims(g, n.inputs[1]);
+  if (w.size() != 4 || w[2] != 1 || w[3] != 1 || n.attrs.get_int("group", 1) != 1) return false;
+  const std::string pad = n.attrs.get_string("auto_pad", "NOTSET");
+  return (pad == "NOTSET" || pad == "VALID") && all_equal(n.attrs.get_ints("strides", {1, 1}), 1) &&
+         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1) && all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 0);
+}
+
+// A depthwise 3x3 Conv over `channels` channels with a bias, stride 1 or 2
+// in both dims and padding 1 all around: oneDNN 2.6's depthwise post-op.
+bool is_fusable_depthwise(const ir::Graph& g, const ir::Node& n, int64_t channels) {
+  if (n.inputs.size() < 3 || n.inputs[2] == k_no_value) return false;
+  const std::vector<int64_t> w = static_dims(g, n.inputs[1]);
+  if (w.size() != 4 || w[0] != channels || w[1] != 1 || w[2] != 3 || w[3] != 3) return false;
+  if (n.attrs.get_int("group", 1) != channels || n.attrs.get_string("auto_pad", "NOTSET") != "NOTSET") return false;
+  const std::vector<int64_t> strides = n.attrs.get_ints("strides", {1, 1});
+  return strides.size() == 2 && strides[0] == strides[1] && (strides[0] == 1 || strides[0] == 2) &&
+         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1) && n.attrs.get_ints("pads", {0, 0, 0, 0}).size() == 4 &&
+         all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 1);
+}
+
+}  // namespace
+
+bool can_attach_depthwise(const ir::Graph& g, NodeId pointwise, NodeId depthwise) {
+  const ir::Node& a = g.node(pointwise);
+  const ir::Node& d = g.node(depthwise);
+  if (a.op_type != "Conv" || d.op_type != "Conv" || a.inputs.size() < 2 || d.inputs.empty()) return false;
+  if (!is_pointwise_conv(g, a)) return false;
+  const std::vector<int64_t> w = static_dims(g, a.inputs[1]);
+  return !w.empty() && is_fusable_depthwise(g, d, w[0]);
+}
+
+namespace {
+
+// Attaches each depthwise conv layer to the pointwise conv layer whose
+// result only it reads (MobileNet's expand 1x1 -> depthwise 3x3). The
+// depthwise layer runs earlier than before, right after its only input.
+void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
+  std::vector<int> readers(g.num_values(), 0);
+  for (size_t n = 0; n < g.num_nodes(); ++n) {
+    for (ValueId in : g.node(static_cast<NodeId>(n)).inputs) {
+      if (in != k_no_value) ++readers[static_cast<size_t>(in)];
+    }
+  }
+  for (ValueId out : g.outputs()) ++readers[static_cast<size_t>(out)];
+  std::map<ValueId, size_t> conv_reading;  // conv layers by their data input
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].kind == LayerKind::conv) conv_reading[g.node(layers[i].anchor()).inputs[0]] = i;
+  }
+  std::vector<bool> absorbed(layers.size(), false);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    LayerDesc& pw = layers[i];
+    if (absorbed[i] || pw.kind != LayerKind::conv || pw.residual_add != k_no_node) continue;
+    if (readers[static_cast<size_t>(pw.output)] != 1) continue;
+    auto it = conv_reading.find(pw.output);
+    if (it == conv_reading.end() || it->second <= i || absorbed[it->second]) continue;
+    const LayerDesc& dw = layers[it->second];
+    if (dw.residual_add != k_no_node || dw.dw_conv != k_no_node) continue;
+    if (!can_attach_depthwise(g, pw.anchor(), dw.anchor())) continue;
+    pw.dw_conv = dw.anchor();
+    pw.dw_activation = dw.activation;
+    pw.nodes.insert(pw.nodes.end(), dw.nodes.begin(), dw.nodes.end());
+    pw.output = dw.output;
+    absorbed[it->second] = true;
+  }
+  std::vector<LayerDesc> kept;
+  kept.reserve(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!absorbed[i]) kept.push_back(std::move(layers[i]));
+  }
+  layers = std::move(kept);
+}
+
+}  // namespace
+
 std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
   std::map<NodeId, passes::FusionGroup> groups;
   for (passes::FusionGroup& f : passes::find_fusions(g)) groups[f.anchor] = std::move(f);
@@ -301,6 +396,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
     for (NodeId m : layer.nodes) consumed[static_cast<size_t>(m)] = true;
     layers.push_back(std::move(layer));
   }
+  attach_depthwise(g, layers);
   return layers;
 }
 

@@ -30,6 +30,12 @@ std::vector<bool> shape_only_values(const ir::Graph& graph);
 // exactly one layer.
 std::vector<LayerDesc> partition_layers(const ir::Graph& lowered);
 
+// Whether depthwise Conv `depthwise` can run as a post-op of Conv
+// `pointwise` (oneDNN 2.6: a 1x1 stride-1 unpadded conv, then a 3x3
+// depthwise conv with bias, stride 1 or 2, padding 1, over its channels).
+// Only the nodes' geometry is checked, not that one reads the other.
+bool can_attach_depthwise(const ir::Graph& graph, ir::NodeId pointwise, ir::NodeId depthwise);
+
 const char* layer_kind_name(LayerKind kind);
 
 }  // namespace kiln::cpu

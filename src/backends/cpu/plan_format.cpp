@@ -1,5 +1,6 @@
 #include "backends/cpu/plan_format.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -258,11 +259,18 @@ std::vector<std::byte> serialize_plan(const EnginePlan& plan) {
   }
   std::vector<Offset<fbs::Layer>> layers;
   for (const LayerDesc& l : plan.layers) {
+    Offset<fbs::ConvTactic> dw_tactic = 0;
+    if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
+      const Tactic& t = l.dw_tactic;
+      dw_tactic = fbs::CreateConvTacticDirect(b, static_cast<uint8_t>(t.algo), static_cast<uint8_t>(t.layout),
+                                              static_cast<uint8_t>(t.precision), t.name.c_str(), t.time_ms);
+    }
     layers.push_back(fbs::CreateLayerDirect(
         b, static_cast<uint8_t>(l.kind), &l.nodes, l.bias_add, l.residual_add, l.residual_input, l.activation, l.output,
         static_cast<uint8_t>(l.tactic.algo), static_cast<uint8_t>(l.tactic.layout),
         static_cast<uint8_t>(l.tactic.precision), l.tactic.name.c_str(), l.tactic.time_ms,
-        static_cast<uint8_t>(l.tactic.weights), l.tactic.impl.empty() ? nullptr : l.tactic.impl.c_str()));
+        static_cast<uint8_t>(l.tactic.weights), l.tactic.impl.empty() ? nullptr : l.tactic.impl.c_str(), l.dw_conv,
+        l.dw_activation, l.dw_fused, dw_tactic));
   }
   const Fingerprint& f = plan.fingerprint;
   auto root = fbs::CreatePlanDirect(b, f.plan_version, f.backend.c_str(), f.library_version.c_str(), f.isa.c_str(), graph,
@@ -361,6 +369,17 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.tactic.time_ms = fl->time_ms();
     l.tactic.weights = static_cast<WeightLayout>(fl->weight_layout());
     l.tactic.impl = read_string(fl->impl());
+    check_node(fl->dw_conv(), true);
+    check_node(fl->dw_activation(), true);
+    l.dw_conv = fl->dw_conv();
+    l.dw_activation = fl->dw_activation();
+    l.dw_fused = fl->dw_fused();
+    if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
+      const fbs::ConvTactic* t = fl->dw_tactic();
+      if (!t || t->algo() > 2 || t->layout() > 2 || t->precision() > 1) corrupt("bad depthwise tactic");
+      l.dw_tactic = Tactic(static_cast<ConvAlgo>(t->algo()), static_cast<Layout>(t->layout()),
+                           static_cast<Prec>(t->precision()), read_string(t->name()), t->time_ms());
+    }
     plan.layers.push_back(std::move(l));
   }
   for (bool c : covered) {
@@ -375,6 +394,16 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     if (anchor.inputs.size() < 2 || anchor.inputs[0] == ir::k_no_value || anchor.inputs[1] == ir::k_no_value ||
         native_kind(plan.graph, l.anchor()) != l.kind) {
       corrupt("a layer whose kind does not fit its node");
+    }
+    if (l.dw_activation != ir::k_no_node && l.dw_conv == ir::k_no_node) corrupt("a depthwise activation alone");
+    if (l.dw_conv == ir::k_no_node) continue;
+    // The conv builder reads the depthwise node's weights and bias and the
+    // 1x1 node's geometry; both must be what the partition would attach.
+    const auto in_layer = [&](ir::NodeId n) { return std::find(l.nodes.begin(), l.nodes.end(), n) != l.nodes.end(); };
+    if (l.kind != LayerKind::conv || !in_layer(l.dw_conv) || l.residual_add != ir::k_no_node ||
+        (l.dw_activation != ir::k_no_node && !in_layer(l.dw_activation)) ||
+        !can_attach_depthwise(plan.graph, l.anchor(), l.dw_conv)) {
+      corrupt("a depthwise conv that cannot be attached to its layer");
     }
   }
   plan.num_threads = p->num_threads();

@@ -18,7 +18,7 @@
 namespace kiln::cpu {
 
 // Bump on any change to the schema or to what a field means.
-constexpr uint32_t k_plan_version = 2;  // 2: matmul weight layout and implementation
+constexpr uint32_t k_plan_version = 2;  // 2: matmul weight layout and implementation, depthwise fusion
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);
 // Throws kiln::Error(invalid_model) for a plan that fails any check.
