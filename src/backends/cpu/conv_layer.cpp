@@ -74,6 +74,8 @@ std::string tactic_name(const Tactic& t) {
 // the post-ops fused into it (possibly a whole depthwise conv).
 struct ConvProblem {
   ValueId x = k_no_value, w = k_no_value, bias = k_no_value;
+  ValueId out = k_no_value;       // the value the primitive writes
+  ValueId residual = k_no_value;  // the tensor a sum post-op adds, if any
   Dims src, weights, dst, strides, dilates, pad_l, pad_r;
   int64_t groups = 1;
   dnnl::post_ops post_ops;
@@ -187,6 +189,11 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     tactics.emplace_back(ConvAlgo::direct, Layout::nhwc, prec);
     tactics.emplace_back(ConvAlgo::winograd, Layout::any, prec);
   }
+  // Each candidate pays for the reorders its layouts imply: its input from
+  // the producer's layout, the residual into its output layout, and (from a
+  // second tuning pass on) its output into what the consumer read last pass.
+  LayoutMoves moves{from, std::nullopt, b.previous_consumer_layout(p.out)};
+  if (p.residual != k_no_value) moves.residual = b.md_of(p.residual);
   std::vector<std::string> seen;  // implementation + layouts: identical candidates are timed once
   std::vector<std::pair<Tactic, ConvPd>> usable;
   bool any_fast = false;
@@ -220,7 +227,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
     if (!slow_refit_ok && any_blocked && !fast_weights) continue;
     t.name = tactic_name(t);
-    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, cand), from)});
+    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, cand), moves)});
     offered.emplace_back(t, cand);
   }
   if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
@@ -228,6 +235,8 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
                           "|s=" + dims_string(p.strides) + "|d=" + dims_string(p.dilates) + "|p=" +
                           dims_string(p.pad_l) + "," + dims_string(p.pad_r) + "|b=" + (p.has_bias() ? "1" : "0") +
                           "|post=" + p.post_name;
+  if (moves.residual) signature += "|r=" + md_string(*moves.residual);
+  if (moves.consumer) signature += "|to=" + md_string(*moves.consumer);
   double ms = 0;
   const size_t index = choose_tactic(b, signature, candidates, &ms);
   ConvChoice choice{offered[index].first, offered[index].second};
@@ -237,10 +246,11 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
 }
 
 // Adds the primitive: input, weights, bias (and a fused depthwise conv's),
-// and the output `out`. With `residual` (a value the sum post-op adds), the
+// and the output. With a residual (the value the sum post-op adds), the
 // output starts as a copy of it unless it can be written in place.
-void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd, ValueId out,
-               ValueId residual = k_no_value) {
+void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd) {
+  const ValueId out = p.out;
+  const ValueId residual = p.residual;
   std::vector<std::pair<int, int>> args;
   args.emplace_back(DNNL_ARG_SRC, b.use(p.x, pd.src_desc()));
   args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, plain_md(p.weights, Dt::f32), pd.weights_desc()));
@@ -255,6 +265,7 @@ void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd, Value
   }
   int dst = -1;
   if (residual != k_no_value) {
+    b.note_consumer_layout(residual, pd.dst_desc());
     if (residual != p.x) dst = b.try_inplace(residual, out, pd.dst_desc());
     if (dst < 0) {
       const int from = b.use_current(residual);
@@ -273,12 +284,16 @@ void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd, Value
 void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& pw_node = b.node(layer.anchor());
   const ir::Node& dw_node = b.node(layer.dw_conv);
+  const ValueId mid = dw_node.inputs[0];  // the 1x1 conv's result, read only by the depthwise conv
   ConvProblem pw = conv_problem(b, pw_node);
   pw.post_ops = fused_post_ops(b, layer, &pw.post_name);
+  pw.out = mid;
   ConvProblem dw = conv_problem(b, dw_node);
   append_activation(dw.post_ops, b, layer.dw_activation, &dw.post_name);
+  dw.out = layer.output;
 
   ConvProblem fused = pw;
+  fused.out = layer.output;
   fused.dw_w = dw.w;
   fused.dw_bias = dw.bias;
   fused.dw_weights = dw.weights;
@@ -295,7 +310,6 @@ void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
     return f;
   };
 
-  const ValueId mid = dw_node.inputs[0];  // the 1x1 conv's result, read only by the depthwise conv
   const Md from = b.md_of(pw.x);
   if (b.tuning()) {
     // Precision is per tactic; the depthwise post-op takes the 1x1's, so the
@@ -317,22 +331,22 @@ void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
     if (layer.dw_fused) {
       layer.tactic = best_fused->tactic;
       layer.dw_tactic = Tactic{};
-      emit_conv(b, append_dw(best_fused->tactic.precision), best_fused->pd, layer.output);
+      emit_conv(b, append_dw(best_fused->tactic.precision), best_fused->pd);
     } else {
       layer.tactic = first.tactic;
       layer.dw_tactic = second.tactic;
-      emit_conv(b, pw, first.pd, mid);
-      emit_conv(b, dw, second.pd, layer.output);
+      emit_conv(b, pw, first.pd);
+      emit_conv(b, dw, second.pd);
     }
     return;
   }
   if (layer.dw_fused) {
     const ConvProblem f = append_dw(layer.tactic.precision);
-    emit_conv(b, f, choose_conv(b, f, from, layer.tactic).pd, layer.output);
+    emit_conv(b, f, choose_conv(b, f, from, layer.tactic).pd);
   } else {
     const ConvChoice first = choose_conv(b, pw, from, layer.tactic);
-    emit_conv(b, pw, first.pd, mid);
-    emit_conv(b, dw, choose_conv(b, dw, first.pd.dst_desc(), layer.dw_tactic).pd, layer.output);
+    emit_conv(b, pw, first.pd);
+    emit_conv(b, dw, choose_conv(b, dw, first.pd.dst_desc(), layer.dw_tactic).pd);
   }
 }
 
@@ -345,12 +359,13 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   }
   ConvProblem p = conv_problem(b, b.node(layer.anchor()));
   p.post_ops = fused_post_ops(b, layer, &p.post_name);
+  p.out = layer.output;
+  if (layer.residual_add != k_no_node) {
+    p.residual = b.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
+  }
   ConvChoice choice = choose_conv(b, p, b.md_of(p.x), layer.tactic);
   if (b.tuning()) layer.tactic = choice.tactic;
-  const ValueId residual = layer.residual_add == k_no_node
-                               ? k_no_value
-                               : b.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
-  emit_conv(b, p, choice.pd, layer.output, residual);
+  emit_conv(b, p, choice.pd);
 }
 
 }  // namespace kiln::cpu

@@ -50,6 +50,14 @@ class CpuEngine final : public Engine {
   void check_inputs(std::span<const Tensor> inputs) const;
   Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
   void apply_threads() const;
+  // A second tuning pass that prices each layer's output reorder into the
+  // layout its consumer read in `first`'s pass; returns the resulting
+  // instance (and adopts its tactics) when it runs faster end to end, else
+  // null.
+  std::unique_ptr<Instance> refine_layouts(Instance& first,
+                                           const std::vector<std::vector<int64_t>>& shapes,
+                                           const ConsumerLayouts& consumers, const CompileSettings& settings,
+                                           builder::TimingCache& timing_cache);
 
   EnginePlan m_plan;
   dnnl::engine m_engine;

@@ -87,8 +87,22 @@ int InstanceBuilder::use_current(ValueId v) {
   return s.slot;
 }
 
+void InstanceBuilder::note_consumer_layout(ValueId v, const Md& md) {
+  if (m_tuning && m_tuning->record) m_tuning->record->try_emplace(v, LayoutHandoff{md_of(v), md});
+}
+
+std::optional<Md> InstanceBuilder::previous_consumer_layout(ValueId v) const {
+  if (!m_tuning || !m_tuning->previous_pass) return std::nullopt;
+  auto it = m_tuning->previous_pass->find(v);
+  // Where producer and consumer agreed, the layer keeps its first-pass
+  // problem (and timing-cache entry): only layout boundaries are re-timed.
+  if (it == m_tuning->previous_pass->end() || it->second.produced == it->second.consumed) return std::nullopt;
+  return it->second.consumed;
+}
+
 int InstanceBuilder::use(ValueId v, const Md& wanted) {
   const Md want = wanted;  // `wanted` may refer into m_inst.slots, which use_current() can grow
+  note_consumer_layout(v, want);
   int s = use_current(v);
   if (slot(s).md == want) return s;
   ValueState& st = state(v);

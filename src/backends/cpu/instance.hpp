@@ -39,11 +39,22 @@ using WeightStore = std::vector<Tensor>;
 // reordering it (the store then holds the unscaled source; see refit).
 using WeightFactors = std::vector<std::vector<double>>;
 
+// For each value, the layout its producer wrote and the one its first
+// consumer read it as, recorded by one tuning pass and read by the next:
+// where the two differed (a reorder between layers), the producer's
+// candidates then also pay for reordering their output into the consumer's.
+struct LayoutHandoff {
+  dnnl::memory::desc produced, consumed;
+};
+using ConsumerLayouts = std::unordered_map<ir::ValueId, LayoutHandoff>;
+
 struct TuningContext {
   const CompileSettings* settings = nullptr;
   builder::TimingCache* cache = nullptr;
   builder::BuildProgress* progress = nullptr;
   std::string fingerprint;  // prefixes every timing-cache key
+  const ConsumerLayouts* previous_pass = nullptr;  // null in the first pass
+  ConsumerLayouts* record = nullptr;               // where this pass notes what consumers want
 };
 
 struct Slot {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,11 @@ class InstanceBuilder {
 
   // The layout `v` is available in now (plain for values not yet in a slot).
   Md md_of(ir::ValueId v);
+  // While tuning: notes that a consumer reads `v` laid out as `md`; and what
+  // the previous tuning pass's consumer read it as, where that differed from
+  // what its producer wrote (nullopt otherwise, and in a first pass).
+  void note_consumer_layout(ir::ValueId v, const Md& md);
+  std::optional<Md> previous_consumer_layout(ir::ValueId v) const;
   // A slot holding `v` in its current layout.
   int use_current(ir::ValueId v);
   // A slot holding `v` laid out as `want` (same dims); reorders if needed.

@@ -195,7 +195,7 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
                                     {DNNL_ARG_WEIGHTS, c.pd.weights_desc()},
                                     {DNNL_ARG_DST, c.pd.dst_desc()}};
       if (bias != k_no_value) args.push_back({DNNL_ARG_BIAS, c.pd.bias_desc()});
-      candidates.push_back({c.name, primitive_timer(b, c.pd, args, trans_a ? std::nullopt : std::optional<Md>(from))});
+      candidates.push_back({c.name, primitive_timer(b, c.pd, args, LayoutMoves{trans_a ? std::nullopt : std::optional<Md>(from), {}, {}})});
     }
     // The candidate names (implementation and layouts) join this in the
     // timing-cache key, so a machine or kiln offering other candidates

@@ -17,38 +17,55 @@ dnnl::memory zeroed(const Md& md, const dnnl::engine& engine) {
   return m;
 }
 
+// A reorder between two temporaries, run before or after the primitive.
+struct TimedReorder {
+  dnnl::primitive prim;
+  dnnl::memory from, to;
+};
+
 struct TimerState {
   bool ready = false;
   dnnl::primitive prim;
   std::unordered_map<int, dnnl::memory> args;
-  dnnl::primitive reorder;
-  dnnl::memory reorder_src;
+  std::vector<TimedReorder> before, after;
 };
+
+// A reorder from `from` into the candidate's argument `arg` (or, with
+// `out`, from `arg` into `from`); none when the layouts already agree.
+void add_move(TimerState& s, const std::optional<Md>& other, int arg, bool out, const dnnl::engine& engine) {
+  auto it = s.args.find(arg);
+  if (!other || it == s.args.end() || *other == it->second.get_desc()) return;
+  dnnl::memory extra = zeroed(*other, engine);
+  if (out) {
+    s.after.push_back({dnnl::reorder(it->second, extra), it->second, extra});
+  } else {
+    s.before.push_back({dnnl::reorder(extra, it->second), extra, it->second});
+  }
+}
 
 }  // namespace
 
 std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitive_desc_base& pd,
-                                        std::vector<TimedArg> args, std::optional<Md> from) {
+                                        std::vector<TimedArg> args, LayoutMoves moves) {
   auto state = std::make_shared<TimerState>();
   const dnnl::engine& engine = b.engine();
   dnnl::stream& stream = b.stream();
-  return [state, pd, args, from, &engine, &stream]() {
+  return [state, pd, args, moves, &engine, &stream]() {
     TimerState& s = *state;
     if (!s.ready) {
       s.prim = dnnl::primitive(pd.get());
       for (const TimedArg& a : args) s.args[a.arg] = zeroed(a.md, engine);
       Md scratch = pd.scratchpad_desc();
       if (scratch.get_size() > 0) s.args[DNNL_ARG_SCRATCHPAD] = zeroed(scratch, engine);
-      auto src = s.args.find(DNNL_ARG_SRC);
-      if (from && src != s.args.end() && !(*from == src->second.get_desc())) {
-        s.reorder_src = zeroed(*from, engine);
-        s.reorder = dnnl::reorder(s.reorder_src, src->second);
-      }
+      add_move(s, moves.input, DNNL_ARG_SRC, false, engine);
+      add_move(s, moves.residual, DNNL_ARG_DST, false, engine);
+      add_move(s, moves.consumer, DNNL_ARG_DST, true, engine);
       s.ready = true;
     }
     auto once = [&] {
-      if (s.reorder) s.reorder.execute(stream, {{DNNL_ARG_FROM, s.reorder_src}, {DNNL_ARG_TO, s.args.at(DNNL_ARG_SRC)}});
+      for (TimedReorder& r : s.before) r.prim.execute(stream, {{DNNL_ARG_FROM, r.from}, {DNNL_ARG_TO, r.to}});
       s.prim.execute(stream, s.args);
+      for (TimedReorder& r : s.after) r.prim.execute(stream, {{DNNL_ARG_FROM, r.from}, {DNNL_ARG_TO, r.to}});
       stream.wait();
     };
     // The better of two runs: on a loaded machine a run preempted mid-way is

@@ -27,11 +27,23 @@ struct TimedArg {
   Md md;
 };
 
-// A closure that runs `pd` once on zero-filled temporaries and returns the
-// milliseconds taken; when `from` differs from the DNNL_ARG_SRC descriptor,
-// the reorder from `from` is timed with it. Resources are made on first call.
+// The layout reorders a candidate brings with it, timed with its primitive:
+// from `input` (the producer's layout) into its DNNL_ARG_SRC, from
+// `residual` (the tensor a sum post-op adds) into its DNNL_ARG_DST, and
+// from its DNNL_ARG_DST into `consumer` (the layout the next layer read the
+// output as in the previous tuning pass). Each is timed only where the
+// layouts differ.
+struct LayoutMoves {
+  std::optional<Md> input;
+  std::optional<Md> residual;
+  std::optional<Md> consumer;
+};
+
+// A closure that runs `pd` once on zero-filled temporaries, with the
+// reorders `moves` implies, and returns the milliseconds taken. Resources are
+// made on first call.
 std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitive_desc_base& pd,
-                                        std::vector<TimedArg> args, std::optional<Md> from);
+                                        std::vector<TimedArg> args, LayoutMoves moves);
 
 // Picks among `candidates` (the heuristic favourite first) and returns its
 // index; sets `time_ms` to its time (0 when untimed). `signature` names the
