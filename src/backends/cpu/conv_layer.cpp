@@ -128,8 +128,7 @@ std::optional<ConvPd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Ta
                         : t.algo == ConvAlgo::winograd ? dnnl::algorithm::convolution_winograd
                                                        : dnnl::algorithm::convolution_auto;
   dnnl::primitive_attr attr = b.attr();
-  dnnl::post_ops po = p.post_ops;
-  attr.set_post_ops(po);
+  attr.set_post_ops(p.post_ops);
   try {
     auto desc = p.has_bias() ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, bias,
                                                                dst, p.strides, p.dilates, p.pad_l, p.pad_r)
