@@ -86,15 +86,36 @@ TEST(WeightReorder, EqualsOneDnnForBlockedLayoutsTypesAndFactors) {
   }
 }
 
-TEST(WeightReorder, FactorsNeedADenseRowMajorSource) {
-  dnnl::memory::dims dims{16, 16, 3, 3};
-  Md transposed_src(dims, Dt::f32, Tag::ihwo);
-  Md dst(dims, Dt::f32, Tag::OIhw16i16o);
-  std::vector<float> src(16 * 16 * 9, 1.0f);
+// A 1x1 conv run as a GEMM reads its [O, I] kernel through a transposed
+// [I, O] view; the BatchNorm factors still go by output channel, i.e. by
+// slice of the kernel's own buffer.
+TEST(WeightReorder, FactorsFollowTheBufferOfATransposedSource) {
+  const int64_t o = 48, i = 40;
+  Md transposed({i, o}, Dt::f32, dnnl::memory::dims{1, i});  // [I, O] over an [O, I] buffer
+  Md dst({i, o}, Dt::f32, Tag::BA16a64b);
+  auto src = random_values(static_cast<size_t>(o * i), 7);
+  std::vector<double> factors(static_cast<size_t>(o));
+  std::mt19937 rng(8);
+  for (double& f : factors) f = std::uniform_real_distribution<double>(0.1, 3.0)(rng);
+  std::vector<float> scaled = src;
+  for (size_t k = 0; k < scaled.size(); ++k) {
+    scaled[k] = static_cast<float>(static_cast<double>(src[k]) * factors[k / static_cast<size_t>(i)]);
+  }
+  auto expected = reference(transposed, scaled, dst);
+  std::vector<std::byte> got(dst.get_size(), std::byte{0x5a});
+  ASSERT_TRUE(reorder_weights(transposed, src.data(), dst, got.data(), factors));
+  EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size()), 0);
+}
+
+TEST(WeightReorder, FactorsNeedADenseSource) {
+  // Rows padded to 20 floats: offsets are no longer buffer indices.
+  Md padded({16, 16}, Dt::f32, dnnl::memory::dims{20, 1});
+  Md dst({16, 16}, Dt::f32, Tag::BA16a64b);
+  std::vector<float> src(16 * 20, 1.0f);
   std::vector<std::byte> out(dst.get_size());
   std::vector<double> factors(16, 2.0);
-  EXPECT_FALSE(reorder_weights(transposed_src, src.data(), dst, out.data(), factors));
-  EXPECT_TRUE(reorder_weights(transposed_src, src.data(), dst, out.data()));
+  EXPECT_FALSE(reorder_weights(padded, src.data(), dst, out.data(), factors));
+  EXPECT_TRUE(reorder_weights(padded, src.data(), dst, out.data()));
 }
 
 // The winograd weight layouts oneDNN's convolutions pick for `dims` (OIHW,

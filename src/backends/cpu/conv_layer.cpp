@@ -1,9 +1,10 @@
 // Conv layers: one oneDNN convolution with the fused bias, residual sum and
 // activation. Tactics: oneDNN's own choice (convolution_auto, layout any:
 // brgconv/nhwc on avx512_core), direct on nChw16c blocks, direct on nhwc,
-// and winograd (F(2x2,3x3) or F(4x4,3x3), whose weights kiln transforms
-// itself at build and refit, winograd_weights.hpp); each in f32, and in bf16
-// (f32 accumulation) when enabled. Candidates that resolve to the same kernel
+// winograd (F(2x2,3x3) or F(4x4,3x3), whose weights kiln transforms itself
+// at build and refit, winograd_weights.hpp), and for a 1x1 conv a GEMM (one
+// oneDNN matmul over the nhwc activations); each in f32, and in bf16 (f32
+// accumulation) when enabled. Candidates that resolve to the same kernel
 // and layouts are timed once; reference kernels are never candidates while
 // an optimized one exists.
 //
@@ -50,7 +51,8 @@ dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, 
 
 namespace {
 
-using ConvPd = dnnl::convolution_forward::primitive_desc;
+// A candidate's primitive: a convolution, or for a 1x1 conv a matmul.
+using Pd = dnnl::primitive_desc_base;
 
 constexpr int k_dw_weights_arg = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS;
 constexpr int k_dw_bias_arg = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
@@ -60,6 +62,7 @@ const char* algo_name(ConvAlgo a) {
     case ConvAlgo::automatic: return "auto";
     case ConvAlgo::direct: return "direct";
     case ConvAlgo::winograd: return "winograd";
+    case ConvAlgo::gemm: return "gemm";
   }
   return "?";
 }
@@ -116,8 +119,38 @@ ConvProblem conv_problem(const InstanceBuilder& b, const ir::Node& n) {
   return p;
 }
 
-std::optional<ConvPd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Tactic& t) {
+// A 1x1 conv with stride 1, no padding, one group: over nhwc activations it
+// is one [N*H*W, I] x [I, O] product.
+bool gemm_shaped(const ConvProblem& p) {
+  return p.groups == 1 && !p.fused_dw() && p.weights.size() == 4 && p.weights[2] == 1 && p.weights[3] == 1 &&
+         p.strides == Dims{1, 1} && p.pad_l == Dims{0, 0} && p.pad_r == Dims{0, 0} && p.dilates == Dims{0, 0};
+}
+
+// The GEMM's matrices: M = N*H*W rows of the nhwc input and output.
+int64_t gemm_rows(const ConvProblem& p) { return p.dst[0] * p.dst[2] * p.dst[3]; }
+
+Md nhwc_md(const Dims& dims, Dt dt) { return Md(dims, dt, dnnl::memory::format_tag::nhwc); }
+
+std::optional<Pd> make_gemm_pd(InstanceBuilder& b, const ConvProblem& p, Dt dt) {
+  if (!gemm_shaped(p)) return std::nullopt;
+  const int64_t m = gemm_rows(p), k = p.weights[1], n = p.weights[0];
+  Md src = plain_md(Dims{m, k}, dt);
+  Md w({k, n}, dt, dnnl::memory::format_tag::any);
+  Md dst = plain_md(Dims{m, n}, dt);
+  dnnl::primitive_attr attr = b.attr();
+  attr.set_post_ops(p.post_ops);
+  try {
+    auto desc = p.has_bias() ? dnnl::matmul::desc(src, w, plain_md(Dims{1, n}, Dt::f32), dst)
+                             : dnnl::matmul::desc(src, w, dst);
+    return dnnl::matmul::primitive_desc(desc, attr, b.engine());
+  } catch (const dnnl::error&) {
+    return std::nullopt;
+  }
+}
+
+std::optional<Pd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Tactic& t) {
   using Tag = dnnl::memory::format_tag;
+  if (t.algo == ConvAlgo::gemm) return make_gemm_pd(b, p, t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32);
   const Dt dt = t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32;
   const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? Tag::nhwc : Tag::nChw16c;
   Md src(p.src, dt, act);
@@ -134,18 +167,23 @@ std::optional<ConvPd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Ta
                                                                dst, p.strides, p.dilates, p.pad_l, p.pad_r)
                              : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, dst,
                                                                p.strides, p.dilates, p.pad_l, p.pad_r);
-    return ConvPd(desc, attr, b.engine());
+    return dnnl::convolution_forward::primitive_desc(desc, attr, b.engine());
   } catch (const dnnl::error&) {
     return std::nullopt;  // this algorithm, layout or post-op chain is not implemented for the problem
   }
 }
 
-Md dw_md(const ConvPd& pd, int arg) { return pd.query_md(dnnl::query::exec_arg_md, arg); }
+Md dw_md(const Pd& pd, int arg) { return pd.query_md(dnnl::query::exec_arg_md, arg); }
 
-std::vector<TimedArg> timed_args(const ConvProblem& p, const ConvPd& pd) {
+std::vector<TimedArg> timed_args(const ConvProblem& p, const Tactic& t, const Pd& pd) {
   std::vector<TimedArg> args = {
       {DNNL_ARG_SRC, pd.src_desc()}, {DNNL_ARG_WEIGHTS, pd.weights_desc()}, {DNNL_ARG_DST, pd.dst_desc()}};
-  if (p.has_bias()) args.push_back({DNNL_ARG_BIAS, pd.bias_desc()});
+  if (t.algo == ConvAlgo::gemm) {
+    const Dt dt = pd.src_desc().data_type();
+    args[0].seen_as = nhwc_md(p.src, dt);
+    args[2].seen_as = nhwc_md(p.dst, dt);
+  }
+  if (p.has_bias()) args.push_back({DNNL_ARG_BIAS, pd.weights_desc(1)});
   if (p.fused_dw()) {
     args.push_back({k_dw_weights_arg, dw_md(pd, k_dw_weights_arg)});
     args.push_back({k_dw_bias_arg, dw_md(pd, k_dw_bias_arg)});
@@ -155,7 +193,12 @@ std::vector<TimedArg> timed_args(const ConvProblem& p, const ConvPd& pd) {
 
 struct ConvChoice {
   Tactic tactic;
-  ConvPd pd;
+  Pd pd;
+
+  // The output's layout as the next layer sees it (a GEMM writes nhwc).
+  Md dst_layout(const ConvProblem& p) const {
+    return tactic.algo == ConvAlgo::gemm ? nhwc_md(p.dst, pd.dst_desc().data_type()) : pd.dst_desc();
+  }
 };
 
 // With tuning, times the candidates for `p` with its input now laid out as
@@ -163,7 +206,7 @@ struct ConvChoice {
 // kiln::Error(unsupported) when oneDNN has no convolution for the problem.
 ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from, const Tactic& stored) {
   if (!b.tuning()) {
-    std::optional<ConvPd> pd = make_pd(b, p, stored);
+    std::optional<Pd> pd = make_pd(b, p, stored);
     if (!pd) {
       throw Error(ErrorCode::invalid_model,
                   "the plan's tactic " + stored.name + " is not available for this convolution");
@@ -187,6 +230,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     tactics.emplace_back(ConvAlgo::direct, Layout::blocked, prec);
     tactics.emplace_back(ConvAlgo::direct, Layout::nhwc, prec);
     tactics.emplace_back(ConvAlgo::winograd, Layout::any, prec);
+    tactics.emplace_back(ConvAlgo::gemm, Layout::nhwc, prec);
   }
   // Each candidate pays for the reorders its layouts imply: its input from
   // the producer's layout, the residual into its output layout, and (from a
@@ -194,7 +238,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   LayoutMoves moves{from, std::nullopt, b.previous_consumer_layout(p.out)};
   if (p.residual != k_no_value) moves.residual = b.md_of(p.residual);
   std::vector<std::string> seen;  // implementation + layouts: identical candidates are timed once
-  std::vector<std::pair<Tactic, ConvPd>> usable;
+  std::vector<std::pair<Tactic, Pd>> usable;
   bool any_fast = false;
   bool any_blocked = false;
   for (const Tactic& t : tactics) {
@@ -209,7 +253,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     usable.emplace_back(t, *cand);
   }
   std::vector<builder::TacticCandidate> candidates;
-  std::vector<std::pair<Tactic, ConvPd>> offered;
+  std::vector<std::pair<Tactic, Pd>> offered;
   for (auto& [t, cand] : usable) {
     // oneDNN's reference kernels are orders of magnitude slower: not worth
     // timing while an optimized kernel exists.
@@ -226,7 +270,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
     if (!slow_refit_ok && any_blocked && !fast_weights) continue;
     t.name = tactic_name(t);
-    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, cand), moves)});
+    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, t, cand), moves)});
     offered.emplace_back(t, cand);
   }
   if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
@@ -247,14 +291,28 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
 // Adds the primitive: input, weights, bias (and a fused depthwise conv's),
 // and the output. With a residual (the value the sum post-op adds), the
 // output starts as a copy of it unless it can be written in place.
-void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd) {
+void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvChoice& choice) {
+  const Pd& pd = choice.pd;
+  const bool gemm = choice.tactic.algo == ConvAlgo::gemm;
   const ValueId out = p.out;
   const ValueId residual = p.residual;
+  const Md dst_md = choice.dst_layout(p);
   std::vector<std::pair<int, int>> args;
-  args.emplace_back(DNNL_ARG_SRC, b.use(p.x, pd.src_desc()));
-  args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, plain_md(p.weights, Dt::f32), pd.weights_desc()));
-  if (p.has_bias()) {
-    args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(p.bias, plain_md(Dims{p.dst[1]}, Dt::f32), pd.bias_desc()));
+  if (gemm) {
+    // The nhwc activations as [N*H*W, C] matrices, and the [O, I, 1, 1]
+    // kernel read as its transpose [I, O]: views, no copies.
+    const int64_t k = p.weights[1], n = p.weights[0];
+    args.emplace_back(DNNL_ARG_SRC, b.view(b.use(p.x, nhwc_md(p.src, pd.src_desc().data_type())), pd.src_desc()));
+    args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, Md({k, n}, Dt::f32, Dims{1, k}), pd.weights_desc()));
+    if (p.has_bias()) {
+      args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(p.bias, plain_md(Dims{1, n}, Dt::f32), pd.weights_desc(1)));
+    }
+  } else {
+    args.emplace_back(DNNL_ARG_SRC, b.use(p.x, pd.src_desc()));
+    args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, plain_md(p.weights, Dt::f32), pd.weights_desc()));
+    if (p.has_bias()) {
+      args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(p.bias, plain_md(Dims{p.dst[1]}, Dt::f32), pd.weights_desc(1)));
+    }
   }
   if (p.fused_dw()) {
     args.emplace_back(k_dw_weights_arg,
@@ -264,17 +322,17 @@ void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvPd& pd) {
   }
   int dst = -1;
   if (residual != k_no_value) {
-    b.note_consumer_layout(residual, pd.dst_desc());
-    if (residual != p.x) dst = b.try_inplace(residual, out, pd.dst_desc());
+    b.note_consumer_layout(residual, dst_md);
+    if (residual != p.x) dst = b.try_inplace(residual, out, dst_md);
     if (dst < 0) {
       const int from = b.use_current(residual);
-      dst = b.define(out, pd.dst_desc());
+      dst = b.define(out, dst_md);
       b.add_reorder(from, dst);  // the sum post-op adds to what dst holds
     }
   } else {
-    dst = b.define(out, pd.dst_desc());
+    dst = b.define(out, dst_md);
   }
-  args.emplace_back(DNNL_ARG_DST, dst);
+  args.emplace_back(DNNL_ARG_DST, gemm ? b.view(dst, pd.dst_desc()) : dst);
   b.add_primitive(pd, std::move(args));
 }
 
@@ -325,27 +383,27 @@ void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
       }
     }
     ConvChoice first = choose_conv(b, pw, from, {});
-    ConvChoice second = choose_conv(b, dw, first.pd.dst_desc(), {});
+    ConvChoice second = choose_conv(b, dw, first.dst_layout(pw), {});
     layer.dw_fused = best_fused && best_fused->tactic.time_ms <= first.tactic.time_ms + second.tactic.time_ms;
     if (layer.dw_fused) {
       layer.tactic = best_fused->tactic;
       layer.dw_tactic = Tactic{};
-      emit_conv(b, append_dw(best_fused->tactic.precision), best_fused->pd);
+      emit_conv(b, append_dw(best_fused->tactic.precision), *best_fused);
     } else {
       layer.tactic = first.tactic;
       layer.dw_tactic = second.tactic;
-      emit_conv(b, pw, first.pd);
-      emit_conv(b, dw, second.pd);
+      emit_conv(b, pw, first);
+      emit_conv(b, dw, second);
     }
     return;
   }
   if (layer.dw_fused) {
     const ConvProblem f = append_dw(layer.tactic.precision);
-    emit_conv(b, f, choose_conv(b, f, from, layer.tactic).pd);
+    emit_conv(b, f, choose_conv(b, f, from, layer.tactic));
   } else {
     const ConvChoice first = choose_conv(b, pw, from, layer.tactic);
-    emit_conv(b, pw, first.pd);
-    emit_conv(b, dw, choose_conv(b, dw, first.pd.dst_desc(), layer.dw_tactic).pd);
+    emit_conv(b, pw, first);
+    emit_conv(b, dw, choose_conv(b, dw, first.dst_layout(pw), layer.dw_tactic));
   }
 }
 
@@ -364,7 +422,7 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   }
   ConvChoice choice = choose_conv(b, p, b.md_of(p.x), layer.tactic);
   if (b.tuning()) layer.tactic = choice.tactic;
-  emit_conv(b, p, choice.pd);
+  emit_conv(b, p, choice);
 }
 
 }  // namespace kiln::cpu

@@ -37,7 +37,9 @@ enum class LayerKind : uint8_t {
 };
 constexpr uint8_t k_last_layer_kind = 10;
 
-enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2 };
+// gemm: a 1x1 conv as one oneDNN matmul over its nhwc activations.
+enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2, gemm = 3 };
+constexpr uint8_t k_last_conv_algo = 3;
 // Activation layout a tactic asks for: oneDNN's choice, channels-last, or
 // 16-channel blocks (nChw16c, the layout of oneDNN's direct avx512 kernels).
 enum class Layout : uint8_t { any = 0, nhwc = 1, blocked = 2 };

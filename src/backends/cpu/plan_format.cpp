@@ -359,7 +359,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     }
     if (fl->output() < -1 || fl->output() >= nv) corrupt("bad layer output");
     l.output = fl->output();
-    if (fl->algo() > 2 || fl->layout() > 2 || fl->precision() > 1 || fl->weight_layout() > k_last_weight_layout) {
+    if (fl->algo() > k_last_conv_algo || fl->layout() > 2 || fl->precision() > 1 || fl->weight_layout() > k_last_weight_layout) {
       corrupt("bad tactic");
     }
     l.tactic.algo = static_cast<ConvAlgo>(fl->algo());
@@ -376,7 +376,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.dw_fused = fl->dw_fused();
     if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
       const fbs::ConvTactic* t = fl->dw_tactic();
-      if (!t || t->algo() > 2 || t->layout() > 2 || t->precision() > 1) corrupt("bad depthwise tactic");
+      if (!t || t->algo() > k_last_conv_algo || t->layout() > 2 || t->precision() > 1) corrupt("bad depthwise tactic");
       l.dw_tactic = Tactic(static_cast<ConvAlgo>(t->algo()), static_cast<Layout>(t->layout()),
                            static_cast<Prec>(t->precision()), read_string(t->name()), t->time_ms());
     }

@@ -26,20 +26,26 @@ struct TimedReorder {
 struct TimerState {
   bool ready = false;
   dnnl::primitive prim;
-  std::unordered_map<int, dnnl::memory> args;
+  std::unordered_map<int, dnnl::memory> args;  // as the primitive reads them
+  std::unordered_map<int, dnnl::memory> seen;  // as neighbours see them, where that differs
   std::vector<TimedReorder> before, after;
 };
 
 // A reorder from `from` into the candidate's argument `arg` (or, with
 // `out`, from `arg` into `from`); none when the layouts already agree.
 void add_move(TimerState& s, const std::optional<Md>& other, int arg, bool out, const dnnl::engine& engine) {
-  auto it = s.args.find(arg);
-  if (!other || it == s.args.end() || *other == it->second.get_desc()) return;
+  dnnl::memory* mem = nullptr;
+  if (auto seen = s.seen.find(arg); seen != s.seen.end()) {
+    mem = &seen->second;
+  } else if (auto own = s.args.find(arg); own != s.args.end()) {
+    mem = &own->second;
+  }
+  if (!other || !mem || *other == mem->get_desc()) return;
   dnnl::memory extra = zeroed(*other, engine);
   if (out) {
-    s.after.push_back({dnnl::reorder(it->second, extra), it->second, extra});
+    s.after.push_back({dnnl::reorder(*mem, extra), *mem, extra});
   } else {
-    s.before.push_back({dnnl::reorder(extra, it->second), extra, it->second});
+    s.before.push_back({dnnl::reorder(extra, *mem), extra, *mem});
   }
 }
 
@@ -54,7 +60,14 @@ std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitiv
     TimerState& s = *state;
     if (!s.ready) {
       s.prim = dnnl::primitive(pd.get());
-      for (const TimedArg& a : args) s.args[a.arg] = zeroed(a.md, engine);
+      for (const TimedArg& a : args) {
+        if (!a.seen_as) {
+          s.args[a.arg] = zeroed(a.md, engine);
+          continue;
+        }
+        s.seen[a.arg] = zeroed(*a.seen_as, engine);
+        s.args[a.arg] = dnnl::memory(a.md, engine, s.seen[a.arg].get_data_handle());
+      }
       Md scratch = pd.scratchpad_desc();
       if (scratch.get_size() > 0) s.args[DNNL_ARG_SCRATCHPAD] = zeroed(scratch, engine);
       add_move(s, moves.input, DNNL_ARG_SRC, false, engine);

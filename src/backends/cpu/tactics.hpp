@@ -25,6 +25,10 @@ namespace kiln::cpu {
 struct TimedArg {
   int arg;  // DNNL_ARG_*
   Md md;
+  // The layout the neighbouring layers see when `md` is the primitive's own
+  // view of it (a GEMM reads nhwc activations as a matrix): the buffer is
+  // allocated, and reordered to and from, as this.
+  std::optional<Md> seen_as = std::nullopt;
 };
 
 // The layout reorders a candidate brings with it, timed with its primitive:

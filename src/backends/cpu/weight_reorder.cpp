@@ -2,6 +2,7 @@
 
 #include "backends/cpu/winograd_weights.hpp"
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstdint>
@@ -55,11 +56,18 @@ uint16_t to_bf16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-bool dense_row_major(const dnnl_memory_desc_t& md) {
+// Every element at its own offset in [0, elements): a row-major layout of
+// the dims in some order (a transposed view of a dense tensor qualifies).
+// Then an element's offset is its index in the tensor's own buffer.
+bool dense_permutation(const dnnl_memory_desc_t& md) {
   const auto& b = md.format_desc.blocking;
   if (md.format_kind != dnnl_blocked || b.inner_nblks != 0 || md.offset0 != 0) return false;
+  std::array<int, k_max_dims> order{};
+  for (int d = 0; d < md.ndims; ++d) order[static_cast<size_t>(d)] = d;
+  std::sort(order.begin(), order.begin() + md.ndims, [&](int x, int y) { return b.strides[x] < b.strides[y]; });
   int64_t stride = 1;
-  for (int d = md.ndims - 1; d >= 0; --d) {
+  for (int i = 0; i < md.ndims; ++i) {
+    const int d = order[static_cast<size_t>(i)];
     if (md.dims[d] != 1 && b.strides[d] != stride) return false;
     stride *= md.dims[d];
   }
@@ -83,7 +91,7 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
   int64_t elements = 1;
   for (int i = 0; i < ndims; ++i) elements *= s.dims[i];
   const auto factors = static_cast<int64_t>(slice_factors.size());
-  if (factors > 0 && (!dense_row_major(s) || elements % factors != 0)) return false;
+  if (factors > 0 && (!dense_permutation(s) || elements % factors != 0)) return false;
   const int64_t slice = factors > 0 ? elements / factors : 0;
   const size_t element_size = d.data_type == dnnl_bf16 ? 2 : 4;
   // Padding (blocked layouts round channels up) must read as zero; without
@@ -118,8 +126,9 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
       dst_base += to[dim][static_cast<size_t>(idx[dim])];
     }
     if (factors > 0) {
-      // Dense row-major source: an offset is the element's flat index. A run
-      // inside one slice (the usual case) shares one factor.
+      // Dense source: an offset is the element's index in the tensor's
+      // buffer, which is what the slices divide. A run inside one slice (the
+      // usual case) shares one factor.
       const int64_t first = src_base + src_inner[0];
       const int64_t last_at = src_base + src_inner[inner - 1];
       const bool one_slice = first / slice == last_at / slice;

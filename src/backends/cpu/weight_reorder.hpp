@@ -20,10 +20,11 @@ namespace kiln::cpu {
 // descriptor is not a layout kiln can address: the caller then falls back
 // to dnnl::reorder.
 //
-// With `slice_factors` (one per slice of the flattened source: slice i holds
-// elements [i * n/k, (i+1) * n/k) of n, for k factors), each element is
-// written as float(double(value) * factor), bitwise what a bn_fold_scale
-// recipe computes; this needs a dense row-major source, else false.
+// With `slice_factors` (one per slice of the source tensor's buffer: slice i
+// holds buffer elements [i * n/k, (i+1) * n/k) of n, for k factors), each
+// element is written as float(double(value) * factor), bitwise what a
+// bn_fold_scale recipe computes; this needs a dense source (row-major in some
+// dim order, e.g. a transposed view of the buffer), else false.
 bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const dnnl::memory::desc& dst_md,
                      void* dst, std::span<const double> slice_factors = {});
 
