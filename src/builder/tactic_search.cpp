@@ -73,12 +73,12 @@ std::string layer_key(std::string_view platform, int threads, std::string_view s
 
 TacticChoice search_tactics(const std::string& layer_key,
                             const std::vector<TacticCandidate>& candidates,
-                            const CompileSettings& settings, TimingCache* cache) {
+                            const CompileSettings& settings, TimingCache* cache, bool time_single) {
   if (candidates.empty())
     throw Error(ErrorCode::invalid_argument, "layer '" + layer_key + "': no tactic candidates");
 
   TimingPlan plan = timing_plan(settings.optimization_level);
-  if (!plan.time_candidates || candidates.size() == 1) {
+  if (!plan.time_candidates || (candidates.size() == 1 && !time_single)) {
     if (settings.debug)
       log::debug("layer '" + layer_key + "': " + candidates.front().name + " (" +
                  (candidates.size() == 1 ? "only candidate" : "optimization level 0, untimed") + ")");

@@ -71,8 +71,10 @@ std::string layer_key(std::string_view platform, int threads, std::string_view s
 
 // Chooses among `candidates` (non-empty) for the layer `layer_key`; `cache`
 // may be null. Throws kiln::Error(invalid_argument) for an empty list.
+// `time_single`: time even a lone candidate, for a caller that compares its
+// time with another search's (a lone candidate is otherwise not timed).
 TacticChoice search_tactics(const std::string& layer_key,
                             const std::vector<TacticCandidate>& candidates,
-                            const CompileSettings& settings, TimingCache* cache);
+                            const CompileSettings& settings, TimingCache* cache, bool time_single = false);
 
 }  // namespace kiln::builder

@@ -159,9 +159,19 @@ TEST_P(DepthwiseFusion, TimedChoiceMatchesTheReferenceAndFusesOnBlocksOnly) {
   builder::TimingCache cache;
   auto engine = backend->build(passes::lower(g), specs, settings, cache);
   EXPECT_LE(relative_error(engine->run(inputs)[0], ref::Executor(g).run(inputs)[0]), 1e-3);
-  for (const auto& [fused, name] : attached(cpu::parse_plan(engine->serialize()))) {
+  const cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
+  for (const auto& [fused, name] : attached(plan)) {
     if (fused) {
       EXPECT_NE(name.find("nChw16c"), std::string::npos) << name;
+    }
+  }
+  // The choice compared real times: the fused primitive is a lone candidate,
+  // and an untimed one (0 ms) used to win every comparison.
+  for (const cpu::LayerDesc& l : plan.layers) {
+    if (l.dw_conv == ir::k_no_node) continue;
+    EXPECT_GT(l.tactic.time_ms, 0.0) << l.tactic.name;
+    if (!l.dw_fused) {
+      EXPECT_GT(l.dw_tactic.time_ms, 0.0) << l.dw_tactic.name;
     }
   }
 }

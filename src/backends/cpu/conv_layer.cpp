@@ -202,9 +202,12 @@ struct ConvChoice {
 };
 
 // With tuning, times the candidates for `p` with its input now laid out as
-// `from` and returns the fastest; without, recreates `stored`. Throws
+// `from` and returns the fastest (`compared`: its time will be weighed
+// against another choice's, so even a lone candidate is timed); without,
+// recreates `stored`. Throws
 // kiln::Error(unsupported) when oneDNN has no convolution for the problem.
-ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from, const Tactic& stored) {
+ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from, const Tactic& stored,
+                       bool compared = false) {
   if (!b.tuning()) {
     std::optional<Pd> pd = make_pd(b, p, stored);
     if (!pd) {
@@ -281,7 +284,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   if (moves.residual) signature += "|r=" + md_string(*moves.residual);
   if (moves.consumer) signature += "|to=" + md_string(*moves.consumer);
   double ms = 0;
-  const size_t index = choose_tactic(b, signature, candidates, &ms);
+  const size_t index = choose_tactic(b, signature, candidates, &ms, compared);
   ConvChoice choice{offered[index].first, offered[index].second};
   choice.tactic.name += p.post_name + " [" + choice.pd.impl_info_str() + "]";
   choice.tactic.time_ms = ms;
@@ -376,14 +379,14 @@ void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
     if (bf16_enabled(b)) precisions.push_back(Prec::bf16);
     for (Prec prec : precisions) {
       try {
-        ConvChoice c = choose_conv(b, append_dw(prec), from, {});
+        ConvChoice c = choose_conv(b, append_dw(prec), from, {}, true);
         if (!best_fused || c.tactic.time_ms < best_fused->tactic.time_ms) best_fused = std::move(c);
       } catch (const Error& e) {
         if (e.code() != ErrorCode::unsupported) throw;
       }
     }
-    ConvChoice first = choose_conv(b, pw, from, {});
-    ConvChoice second = choose_conv(b, dw, first.dst_layout(pw), {});
+    ConvChoice first = choose_conv(b, pw, from, {}, true);
+    ConvChoice second = choose_conv(b, dw, first.dst_layout(pw), {}, true);
     layer.dw_fused = best_fused && best_fused->tactic.time_ms <= first.tactic.time_ms + second.tactic.time_ms;
     if (layer.dw_fused) {
       layer.tactic = best_fused->tactic;

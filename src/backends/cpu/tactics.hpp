@@ -54,8 +54,10 @@ std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitiv
 // layer's problem: op, shapes, attributes, post-ops, input layout; the
 // timing-cache key adds the fingerprint, the thread count and the candidate
 // names (builder::layer_key).
+// With `time_single`, a lone candidate is timed too (see search_tactics).
 size_t choose_tactic(InstanceBuilder& b, const std::string& signature,
-                     const std::vector<builder::TacticCandidate>& candidates, double* time_ms);
+                     const std::vector<builder::TacticCandidate>& candidates, double* time_ms,
+                     bool time_single = false);
 
 bool bf16_enabled(InstanceBuilder& b);
 
