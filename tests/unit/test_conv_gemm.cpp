@@ -20,28 +20,13 @@
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
+#include "cpu_test_helpers.hpp"
+
 namespace kiln {
 namespace {
 
-ir::Graph import_zoo(const std::string& name, uint64_t seed) {
-  zoo::ZooOptions o;
-  o.seed = seed;
-  o.batch = 2;
-  zoo::ZooModel m = zoo::build_zoo_model(name, o);
-  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(m.onnx_bytes)), name).graph;
-}
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double max_ref = 1e-12;
-  double max_diff = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
-    max_diff = std::max(max_diff, std::isfinite(g[i]) ? std::fabs(static_cast<double>(g[i]) - w[i]) : 1e9);
-  }
-  return max_diff / max_ref;
-}
+using testing::import_zoo;
+using testing::relative_error;
 
 bool all_equal(const std::vector<int64_t>& v, int64_t x) {
   return std::all_of(v.begin(), v.end(), [x](int64_t e) { return e == x; });
@@ -60,17 +45,10 @@ const cpu::Tactic k_direct(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Pre
 
 TEST(ConvGemm, EveryPointwiseConvAsAMatmulMatchesTheReferenceAndRefits) {
   auto backend = make_cpu_backend();
-  ir::Graph a = import_zoo("mobilenet_tiny", 1);
-  ir::Graph b = import_zoo("mobilenet_tiny", 2);
-  std::vector<float> pixels(2 * 3 * 64 * 64);
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
-  const std::vector<Tensor> inputs = {Tensor::from_values<float>({2, 3, 64, 64}, pixels)};
-  const std::vector<InputSpec> specs = {
-      InputSpec::fixed(a.value(a.inputs()[0]).name, DType::float32, inputs[0].shape())};
-  CompileSettings settings;
-  settings.optimization_level = 0;
-  builder::TimingCache cache;
-  auto engine = backend->build(passes::lower(a), specs, settings, cache);
+  ir::Graph a = import_zoo("mobilenet_tiny", 1, 2);
+  ir::Graph b = import_zoo("mobilenet_tiny", 2, 2);
+  const std::vector<Tensor> inputs = {testing::sine_images(2, 64)};
+  auto engine = testing::build_engine(*backend, a, inputs, 0);
 
   cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
   int as_gemm = 0;
@@ -103,12 +81,9 @@ TEST(ConvGemm, EveryPointwiseConvAsAMatmulMatchesTheReferenceAndRefits) {
 
 TEST(ConvGemm, APlanAskingItForAnotherConvIsRefused) {
   auto backend = make_cpu_backend();
-  ir::Graph g = import_zoo("resnet_tiny", 1);
-  const std::vector<InputSpec> specs = {InputSpec::fixed(g.value(g.inputs()[0]).name, DType::float32, {2, 3, 64, 64})};
-  CompileSettings settings;
-  settings.optimization_level = 0;
-  builder::TimingCache cache;
-  auto engine = backend->build(passes::lower(g), specs, settings, cache);
+  ir::Graph g = import_zoo("resnet_tiny", 1, 2);
+  const std::vector<Tensor> inputs = {Tensor::zeros(DType::float32, {2, 3, 64, 64})};
+  auto engine = testing::build_engine(*backend, g, inputs, 0);
   cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
   bool changed = false;
   for (cpu::LayerDesc& l : plan.layers) {
@@ -122,7 +97,6 @@ TEST(ConvGemm, APlanAskingItForAnotherConvIsRefused) {
   try {
     auto bad = backend->deserialize(cpu::serialize_plan(plan));
     bad->refit(passes::source_weights(g));
-    const std::vector<Tensor> inputs = {Tensor::zeros(DType::float32, {2, 3, 64, 64})};
     bad->run(inputs);
     FAIL() << "a gemm tactic on a 3x3 conv was accepted";
   } catch (const Error& e) {

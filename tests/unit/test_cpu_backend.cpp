@@ -20,21 +20,16 @@
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
+#include "cpu_test_helpers.hpp"
+
 namespace kiln {
 namespace {
 
-ir::Graph import_zoo(const std::string& name, uint64_t seed) {
-  zoo::ZooOptions o;
-  o.seed = seed;
-  zoo::ZooModel m = zoo::build_zoo_model(name, o);
-  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(m.onnx_bytes)), name).graph;
-}
-
-Tensor image_batch(int64_t batch, int64_t size, double phase = 0.0) {
-  std::vector<float> pixels(static_cast<size_t>(batch * 3 * size * size));
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i) + phase));
-  return Tensor::from_values<float>({batch, 3, size, size}, pixels);
-}
+using testing::bitwise_equal;
+using testing::fixed_specs;
+using testing::import_zoo;
+using testing::relative_error;
+using testing::sine_images;
 
 std::vector<Tensor> bert_inputs(int64_t batch, int64_t seq) {
   std::vector<int64_t> ids(static_cast<size_t>(batch * seq));
@@ -44,36 +39,6 @@ std::vector<Tensor> bert_inputs(int64_t batch, int64_t seq) {
     for (int64_t s = std::max<int64_t>(seq - 5, 1); s < seq; ++s) mask[static_cast<size_t>(seq + s)] = 0;
   }
   return {Tensor::from_values<int64_t>({batch, seq}, ids), Tensor::from_values<int64_t>({batch, seq}, mask)};
-}
-
-// Largest |a - b| over max|b|.
-double relative_error(const Tensor& got, const Tensor& want) {
-  EXPECT_EQ(got.shape(), want.shape());
-  if (got.shape() != want.shape()) return 1e9;
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double max_ref = 1e-12;
-  double max_diff = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
-    double d = std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i]));
-    if (!std::isfinite(g[i])) d = 1e9;
-    max_diff = std::max(max_diff, d);
-  }
-  return max_diff / max_ref;
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
-         std::equal(a.bytes().begin(), a.bytes().end(), b.bytes().begin());
-}
-
-std::vector<InputSpec> fixed_specs(const ir::Graph& g, const std::vector<Tensor>& inputs) {
-  std::vector<InputSpec> specs;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    specs.push_back(InputSpec::fixed(g.value(g.inputs()[i]).name, inputs[i].dtype(), inputs[i].shape()));
-  }
-  return specs;
 }
 
 CompileSettings quick(int level = 1) {
@@ -115,14 +80,14 @@ void expect_matches_reference(const std::string& name, const std::vector<Tensor>
 }
 
 TEST(CpuBackend, TinyModelsMatchTheReferenceInFp32) {
-  expect_matches_reference("resnet_tiny", {image_batch(2, 64)}, quick(), 1e-3);
-  expect_matches_reference("mobilenet_tiny", {image_batch(2, 64)}, quick(), 1e-3);
+  expect_matches_reference("resnet_tiny", {sine_images(2, 64)}, quick(), 1e-3);
+  expect_matches_reference("mobilenet_tiny", {sine_images(2, 64)}, quick(), 1e-3);
   expect_matches_reference("bert_tiny", bert_inputs(2, 16), quick(), 1e-3);
   expect_matches_reference("bert_tiny_decomposed", bert_inputs(2, 16), quick(), 1e-3);
 }
 
 TEST(CpuBackend, Resnet18MatchesTheReferenceInFp32) {
-  expect_matches_reference("resnet18", {image_batch(1, 224)}, quick(0), 1e-3);
+  expect_matches_reference("resnet18", {sine_images(1, 224)}, quick(0), 1e-3);
 }
 
 // bf16 keeps 8 mantissa bits (relative rounding 2^-9 per value); a dozen
@@ -130,8 +95,8 @@ TEST(CpuBackend, Resnet18MatchesTheReferenceInFp32) {
 TEST(CpuBackend, TinyModelsInBf16StayClose) {
   CompileSettings s = quick();
   s.enabled_precisions = {Precision::fp32, Precision::bf16};
-  expect_matches_reference("resnet_tiny", {image_batch(2, 64)}, s, 3e-2);
-  expect_matches_reference("mobilenet_tiny", {image_batch(2, 64)}, s, 3e-2);
+  expect_matches_reference("resnet_tiny", {sine_images(2, 64)}, s, 3e-2);
+  expect_matches_reference("mobilenet_tiny", {sine_images(2, 64)}, s, 3e-2);
   expect_matches_reference("bert_tiny", bert_inputs(2, 16), s, 3e-2);
 }
 
@@ -139,7 +104,7 @@ TEST(CpuBackend, RefitOfADeserializedPlanEqualsABuildWithThoseWeights) {
   auto backend = make_cpu_backend();
   for (const std::string name : {"resnet_tiny", "mobilenet_tiny", "bert_tiny"}) {
     SCOPED_TRACE(name);
-    std::vector<Tensor> inputs = name == "bert_tiny" ? bert_inputs(2, 16) : std::vector<Tensor>{image_batch(2, 64)};
+    std::vector<Tensor> inputs = name == "bert_tiny" ? bert_inputs(2, 16) : std::vector<Tensor>{sine_images(2, 64)};
     ir::Graph ga = import_zoo(name, 1);
     auto specs = fixed_specs(ga, inputs);
     // Level 0 picks tactics without timing, so both builds choose the same ones.
@@ -173,7 +138,7 @@ TEST(CpuBackend, RefitOfADeserializedPlanEqualsABuildWithThoseWeights) {
 
 TEST(CpuBackend, FailedRefitLeavesTheEngineUnusableUntilARefitSucceeds) {
   auto backend = make_cpu_backend();
-  std::vector<Tensor> inputs = {image_batch(1, 64)};
+  std::vector<Tensor> inputs = {sine_images(1, 64)};
   ir::Graph g = import_zoo("resnet_tiny", 1);
   auto specs = fixed_specs(g, inputs);
   Built a = build(*backend, "resnet_tiny", 1, specs, quick(0));
@@ -199,7 +164,7 @@ TEST(CpuBackend, DynamicBatchRunsEveryShapeInRangeAndRejectsOthers) {
   ref::Executor oracle(g);
   for (int64_t batch : {1, 3, 8, 3}) {
     SCOPED_TRACE(batch);
-    std::vector<Tensor> inputs = {image_batch(batch, 64, static_cast<double>(batch))};
+    std::vector<Tensor> inputs = {sine_images(batch, 64, static_cast<double>(batch))};
     auto got = engine->run(inputs);
     auto want = oracle.run(inputs);
     EXPECT_LE(relative_error(got[0], want[0]), 1e-3);
@@ -207,10 +172,10 @@ TEST(CpuBackend, DynamicBatchRunsEveryShapeInRangeAndRejectsOthers) {
   // Serialized with its range; a deserialized engine keeps it.
   auto restored = backend->deserialize(engine->serialize());
   restored->refit(passes::source_weights(g));
-  std::vector<Tensor> three = {image_batch(3, 64)};
+  std::vector<Tensor> three = {sine_images(3, 64)};
   EXPECT_LE(relative_error(restored->run(three)[0], oracle.run(three)[0]), 1e-3);
   try {
-    std::vector<Tensor> nine = {image_batch(9, 64)};
+    std::vector<Tensor> nine = {sine_images(9, 64)};
     engine->run(nine);
     FAIL() << "batch 9 ran";
   } catch (const Error& e) {
@@ -244,7 +209,7 @@ TEST(CpuBackend, DynamicBertShapesRecomputeShapeChains) {
 
 TEST(CpuBackend, CorruptedPlansAreErrorsNotCrashes) {
   auto backend = make_cpu_backend();
-  std::vector<Tensor> inputs = {image_batch(1, 64)};
+  std::vector<Tensor> inputs = {sine_images(1, 64)};
   ir::Graph g = import_zoo("resnet_tiny", 1);
   auto specs = fixed_specs(g, inputs);
   Built a = build(*backend, "resnet_tiny", 1, specs, quick(0));

@@ -20,38 +20,16 @@
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
+#include "cpu_test_helpers.hpp"
+
 namespace kiln {
 namespace {
 
-ir::Graph import_zoo(const std::string& name, uint64_t seed, int64_t batch) {
-  zoo::ZooOptions o;
-  o.seed = seed;
-  o.batch = batch;
-  zoo::ZooModel m = zoo::build_zoo_model(name, o);
-  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(m.onnx_bytes)), name).graph;
-}
-
-Tensor images(int64_t batch, int64_t size) {
-  std::vector<float> pixels(static_cast<size_t>(batch * 3 * size * size));
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
-  return Tensor::from_values<float>({batch, 3, size, size}, pixels);
-}
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double max_ref = 1e-12;
-  double max_diff = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
-    max_diff = std::max(max_diff, std::isfinite(g[i]) ? std::fabs(static_cast<double>(g[i]) - w[i]) : 1e9);
-  }
-  return max_diff / max_ref;
-}
-
-bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && std::equal(a.bytes().begin(), a.bytes().end(), b.bytes().begin());
-}
+using testing::bitwise_equal;
+using testing::build_engine;
+using testing::import_zoo;
+using testing::relative_error;
+using testing::sine_images;
 
 // Every attached depthwise conv of `plan`: (fused, tactic name).
 std::vector<std::pair<bool, std::string>> attached(const cpu::EnginePlan& plan) {
@@ -98,13 +76,8 @@ TEST_P(DepthwiseFusion, FusedAndSplitMatchTheReferenceAndRefitBitwise) {
   auto backend = make_cpu_backend();
   ir::Graph a = import_zoo(c.model, 1, c.batch);
   ir::Graph b = import_zoo(c.model, 2, c.batch);
-  const std::vector<Tensor> inputs = {images(c.batch, c.size)};
-  const std::vector<InputSpec> specs = {
-      InputSpec::fixed(a.value(a.inputs()[0]).name, DType::float32, inputs[0].shape())};
-  CompileSettings settings;
-  settings.optimization_level = 0;
-  builder::TimingCache cache;
-  auto engine = backend->build(passes::lower(a), specs, settings, cache);
+  const std::vector<Tensor> inputs = {sine_images(c.batch, c.size)};
+  auto engine = build_engine(*backend, a, inputs, 0);
   const std::vector<Tensor> oracle_a = ref::Executor(a).run(inputs);
   const std::vector<Tensor> oracle_b = ref::Executor(b).run(inputs);
   const std::vector<Tensor> fused_a = engine->run(inputs);
@@ -151,13 +124,8 @@ TEST_P(DepthwiseFusion, TimedChoiceMatchesTheReferenceAndFusesOnBlocksOnly) {
   const Case& c = GetParam();
   auto backend = make_cpu_backend();
   ir::Graph g = import_zoo(c.model, 1, c.batch);
-  const std::vector<Tensor> inputs = {images(c.batch, c.size)};
-  const std::vector<InputSpec> specs = {
-      InputSpec::fixed(g.value(g.inputs()[0]).name, DType::float32, inputs[0].shape())};
-  CompileSettings settings;
-  settings.optimization_level = 1;
-  builder::TimingCache cache;
-  auto engine = backend->build(passes::lower(g), specs, settings, cache);
+  const std::vector<Tensor> inputs = {sine_images(c.batch, c.size)};
+  auto engine = build_engine(*backend, g, inputs, 1);
   EXPECT_LE(relative_error(engine->run(inputs)[0], ref::Executor(g).run(inputs)[0]), 1e-3);
   const cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
   for (const auto& [fused, name] : attached(plan)) {

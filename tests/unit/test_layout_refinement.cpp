@@ -18,43 +18,23 @@
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
+#include "cpu_test_helpers.hpp"
+
 namespace kiln {
 namespace {
 
-ir::Graph import_zoo(const std::string& name, uint64_t seed) {
-  zoo::ZooOptions o;
-  o.seed = seed;
-  o.batch = 2;
-  zoo::ZooModel m = zoo::build_zoo_model(name, o);
-  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(m.onnx_bytes)), name).graph;
-}
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double max_ref = 1e-12;
-  double max_diff = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
-    max_diff = std::max(max_diff, std::isfinite(g[i]) ? std::fabs(static_cast<double>(g[i]) - w[i]) : 1e9);
-  }
-  return max_diff / max_ref;
-}
+using testing::build_engine;
+using testing::import_zoo;
+using testing::relative_error;
+using testing::sine_images;
 
 TEST(LayoutRefinement, Level4BuildsMatchTheReferenceAndTheirPlansReload) {
   auto backend = make_cpu_backend();
   for (const std::string name : {"resnet_tiny", "mobilenet_tiny"}) {
     SCOPED_TRACE(name);
-    ir::Graph g = import_zoo(name, 1);
-    std::vector<float> pixels(2 * 3 * 64 * 64);
-    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
-    const std::vector<Tensor> inputs = {Tensor::from_values<float>({2, 3, 64, 64}, pixels)};
-    const std::vector<InputSpec> specs = {
-        InputSpec::fixed(g.value(g.inputs()[0]).name, DType::float32, inputs[0].shape())};
-    CompileSettings settings;
-    settings.optimization_level = 4;  // both passes
-    builder::TimingCache cache;
-    auto engine = backend->build(passes::lower(g), specs, settings, cache);
+    ir::Graph g = import_zoo(name, 1, 2);
+    const std::vector<Tensor> inputs = {sine_images(2, 64)};
+    auto engine = build_engine(*backend, g, inputs, 4);  // level 4: both passes
     const std::vector<Tensor> got = engine->run(inputs);
     EXPECT_LE(relative_error(got[0], ref::Executor(g).run(inputs)[0]), 1e-3);
     auto restored = backend->deserialize(engine->serialize());

@@ -21,15 +21,14 @@
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
+#include "cpu_test_helpers.hpp"
+
 namespace kiln {
 namespace {
 
-ir::Graph import_zoo(const std::string& name, uint64_t seed) {
-  zoo::ZooOptions o;
-  o.seed = seed;
-  zoo::ZooModel m = zoo::build_zoo_model(name, o);
-  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(m.onnx_bytes)), name).graph;
-}
+using testing::fixed_specs;
+using testing::import_zoo;
+using testing::relative_error;
 
 // bert_tiny: MatMul + bias Add layers (weights [in, out]); resnet_tiny: its
 // classifier is a Gemm with transB (weights [out, in]).
@@ -44,28 +43,6 @@ std::vector<Tensor> inputs_for(const std::string& name) {
   std::vector<int64_t> mask(ids.size(), 1);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 7919 + 13) % 1000);
   return {Tensor::from_values<int64_t>({batch, seq}, ids), Tensor::from_values<int64_t>({batch, seq}, mask)};
-}
-
-std::vector<InputSpec> fixed_specs(const ir::Graph& g, const std::vector<Tensor>& inputs) {
-  std::vector<InputSpec> specs;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    specs.push_back(InputSpec::fixed(g.value(g.inputs()[i]).name, inputs[i].dtype(), inputs[i].shape()));
-  }
-  return specs;
-}
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  if (got.shape() != want.shape()) return 1e9;
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double max_ref = 1e-12, max_diff = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
-    double d = std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i]));
-    if (!std::isfinite(g[i])) d = 1e9;
-    max_diff = std::max(max_diff, d);
-  }
-  return max_diff / max_ref;
 }
 
 bool bitwise_equal(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
