@@ -17,6 +17,7 @@
 #include "backends/ref/executor.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/error.hpp"
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
@@ -142,6 +143,37 @@ TEST_P(DepthwiseFusion, TimedChoiceMatchesTheReferenceAndFusesOnBlocksOnly) {
       EXPECT_GT(l.dw_tactic.time_ms, 0.0) << l.dw_tactic.name;
     }
   }
+}
+
+// A plan whose attached depthwise conv does not read its layer's 1x1 conv,
+// or whose output is not the depthwise conv's, is corrupt, not a crash.
+TEST(DepthwisePlan, BrokenChainsAreInvalidModels) {
+  auto backend = make_cpu_backend();
+  ir::Graph g = import_zoo("mobilenet_tiny", 1, 2);
+  auto engine = build_engine(*backend, g, {sine_images(2, 64)}, 0);
+  const cpu::EnginePlan good = cpu::parse_plan(engine->serialize());
+  auto pair = std::find_if(good.layers.begin(), good.layers.end(),
+                           [](const cpu::LayerDesc& l) { return l.dw_conv != ir::k_no_node; });
+  ASSERT_NE(pair, good.layers.end());
+  ASSERT_NE(pair->activation, ir::k_no_node);
+  const size_t index = static_cast<size_t>(pair - good.layers.begin());
+  const auto expect_corrupt = [&](cpu::EnginePlan plan, const char* what) {
+    SCOPED_TRACE(what);
+    try {
+      backend->deserialize(cpu::serialize_plan(plan));
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_model) << e.what();
+    }
+  };
+  cpu::EnginePlan no_activation = good;  // the depthwise conv then reads a value no layer step writes
+  no_activation.layers[index].activation = ir::k_no_node;
+  expect_corrupt(no_activation, "1x1 activation dropped");
+  cpu::EnginePlan early_output = good;
+  early_output.layers[index].output = good.graph.node(pair->anchor()).outputs[0];
+  expect_corrupt(early_output, "output before the depthwise conv");
+  // The untouched plan loads.
+  EXPECT_NO_THROW(backend->deserialize(cpu::serialize_plan(good)));
 }
 
 // mobilenet_v2 at batch 1 is where oneDNN's nhwc fused kernel went wrong

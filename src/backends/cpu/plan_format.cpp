@@ -405,6 +405,21 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
         !can_attach_depthwise(plan.graph, l.anchor(), l.dw_conv)) {
       corrupt("a depthwise conv that cannot be attached to its layer");
     }
+    // The chain the builder assumes: 1x1 conv (-> activation) -> depthwise
+    // conv (-> activation) = the layer's output.
+    const ir::Node& dw = plan.graph.node(l.dw_conv);
+    const ir::NodeId feeds_dw = l.activation != ir::k_no_node ? l.activation : l.anchor();
+    const ir::Node& pw_last = plan.graph.node(feeds_dw);
+    const ir::ValueId dw_out = dw.outputs.empty() ? ir::k_no_value : dw.outputs[0];
+    const ir::ValueId last =
+        l.dw_activation != ir::k_no_node && !plan.graph.node(l.dw_activation).outputs.empty()
+            ? plan.graph.node(l.dw_activation).outputs[0]
+            : dw_out;
+    if (pw_last.outputs.empty() || dw.inputs[0] != pw_last.outputs[0] || l.output != last ||
+        (l.dw_activation != ir::k_no_node && (plan.graph.node(l.dw_activation).inputs.empty() ||
+                                               plan.graph.node(l.dw_activation).inputs[0] != dw_out))) {
+      corrupt("a depthwise conv that does not read its layer's 1x1 conv");
+    }
   }
   plan.num_threads = p->num_threads();
   plan.activation_bytes = p->activation_bytes();
