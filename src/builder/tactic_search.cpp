@@ -44,21 +44,65 @@ double time_call(const std::function<void()>& fn) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
 }
 
-double measure(const std::function<double()>& time_once, const TimingPlan& plan) {
-  for (int i = 0; i < plan.warmup_runs; ++i) time_once();
-  std::vector<double> runs;
-  double total = 0;
-  int max_runs = std::max({plan.max_runs, plan.min_runs, 1});
-  while (static_cast<int>(runs.size()) < max_runs &&
-         (static_cast<int>(runs.size()) < std::max(plan.min_runs, 1) || total < plan.min_total_ms)) {
-    double ms = time_once();
-    runs.push_back(ms);
-    total += ms;
+std::vector<std::optional<double>> measure_together(const std::vector<TacticCandidate>& candidates,
+                                                    const std::vector<size_t>& which, const TimingPlan& plan,
+                                                    const FailureHandler& on_failure) {
+  struct Runs {
+    size_t index;
+    std::vector<double> ms;
+    double total = 0;
+    bool failed = false;
+  };
+  std::vector<Runs> runs;
+  for (size_t index : which) runs.push_back({index, {}, 0, false});
+
+  // Runs one candidate once; a throw drops it from the search.
+  auto run = [&](Runs& r) -> std::optional<double> {
+    try {
+      return candidates[r.index].time_once();
+    } catch (const std::exception& e) {
+      r.failed = true;
+      on_failure(r.index, e);
+      return std::nullopt;
+    }
+  };
+  const int min_runs = std::max(plan.min_runs, 1);
+  const int max_runs = std::max({plan.max_runs, plan.min_runs, 1});
+  auto done = [&](const Runs& r) {
+    int n = static_cast<int>(r.ms.size());
+    return r.failed || n >= max_runs || (n >= min_runs && r.total >= plan.min_total_ms);
+  };
+
+  for (int i = 0; i < plan.warmup_runs; ++i)
+    for (Runs& r : runs)
+      if (!r.failed) run(r);
+  // Round-robin, one run per unfinished candidate per round: a disturbance
+  // (another process, a frequency change) then lands on every candidate
+  // timed in that window, not on whichever one happened to be running, and
+  // the medians below discount it for all of them alike.
+  for (bool any = true; any;) {
+    any = false;
+    for (Runs& r : runs) {
+      if (done(r)) continue;
+      if (auto ms = run(r)) {
+        r.ms.push_back(*ms);
+        r.total += *ms;
+        any = true;
+      }
+    }
   }
-  // Median, not mean: one run disturbed by another process should not decide.
-  auto middle = runs.begin() + static_cast<std::ptrdiff_t>(runs.size() / 2);
-  std::nth_element(runs.begin(), middle, runs.end());
-  return *middle;
+
+  std::vector<std::optional<double>> medians;
+  for (Runs& r : runs) {
+    if (r.failed || r.ms.empty()) {
+      medians.emplace_back();
+      continue;
+    }
+    auto middle = r.ms.begin() + static_cast<std::ptrdiff_t>(r.ms.size() / 2);
+    std::nth_element(r.ms.begin(), middle, r.ms.end());
+    medians.emplace_back(*middle);
+  }
+  return medians;
 }
 
 std::string layer_key(std::string_view platform, int threads, std::string_view signature,
@@ -88,32 +132,35 @@ TacticChoice search_tactics(const std::string& layer_key,
   std::optional<std::vector<TacticTiming>> cached;
   if (cache) cached = cache->find(layer_key);
 
-  std::vector<TacticTiming> timings;
   std::vector<std::optional<double>> times(candidates.size());
-  std::exception_ptr first_failure;
-  bool measured_any = false;
+  std::vector<size_t> to_measure;
   for (size_t i = 0; i < candidates.size(); ++i) {
-    const auto& candidate = candidates[i];
-    if (cached) {
-      if (const auto* hit = find_timing(*cached, candidate.name)) {
-        times[i] = hit->time_ms;
-        timings.push_back(*hit);
-        continue;
-      }
-    }
-    try {
-      double ms = measure(candidate.time_once, plan);
-      times[i] = ms;
-      timings.push_back({candidate.name, ms});
-      measured_any = true;
-    } catch (const std::exception& e) {
-      // A tactic that cannot run on this input (an unsupported layout, an
-      // allocation failure) is just not a candidate.
-      if (!first_failure) first_failure = std::current_exception();
-      if (settings.debug)
-        log::debug("layer '" + layer_key + "': " + candidate.name + " failed: " + e.what());
+    const TacticTiming* hit = cached ? find_timing(*cached, candidates[i].name) : nullptr;
+    if (hit) {
+      times[i] = hit->time_ms;
+    } else {
+      to_measure.push_back(i);
     }
   }
+
+  std::exception_ptr first_failure;
+  auto on_failure = [&](size_t index, const std::exception& e) {
+    // A tactic that cannot run on this input (an unsupported layout, an
+    // allocation failure) is just not a candidate.
+    if (!first_failure) first_failure = std::current_exception();
+    if (settings.debug)
+      log::debug("layer '" + layer_key + "': " + candidates[index].name + " failed: " + e.what());
+  };
+  std::vector<std::optional<double>> measured = measure_together(candidates, to_measure, plan, on_failure);
+  bool measured_any = false;
+  for (size_t k = 0; k < to_measure.size(); ++k) {
+    times[to_measure[k]] = measured[k];
+    measured_any = measured_any || measured[k].has_value();
+  }
+
+  std::vector<TacticTiming> timings;  // in candidate order, failures left out
+  for (size_t i = 0; i < candidates.size(); ++i)
+    if (times[i]) timings.push_back({candidates[i].name, *times[i]});
 
   std::optional<size_t> best;
   for (size_t i = 0; i < candidates.size(); ++i)

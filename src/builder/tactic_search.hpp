@@ -7,6 +7,8 @@
 // out per-run setup such as input reorders. Each candidate gets warmup runs,
 // then timed runs until both a minimum count and a minimum total time are
 // reached (capped by a maximum count); its time is the median of those runs.
+// The candidates' runs are interleaved, round by round, so that a burst of
+// load from elsewhere slows all of them rather than deciding between them.
 //
 // optimization_level (CompileSettings): 0 takes the first candidate without
 // timing (so list the heuristic favourite first); 1-2 time briefly; 3 is the
@@ -22,7 +24,9 @@
 #pragma once
 
 #include <cstddef>
+#include <exception>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -55,8 +59,15 @@ struct TacticChoice {
   bool from_cache = false;            // every timing came from the cache
 };
 
-// Median time of one candidate under `plan`, in milliseconds.
-double measure(const std::function<double()>& time_once, const TimingPlan& plan);
+// Called when candidate `index` throws; it is then left out of the search.
+using FailureHandler = std::function<void(size_t index, const std::exception&)>;
+
+// Times candidates[which[k]] for each k under `plan`: warmups for all, then
+// round-robin rounds of one run per unfinished candidate. Returns each one's
+// median in milliseconds, or nothing for a candidate that threw.
+std::vector<std::optional<double>> measure_together(const std::vector<TacticCandidate>& candidates,
+                                                    const std::vector<size_t>& which, const TimingPlan& plan,
+                                                    const FailureHandler& on_failure);
 
 // Runs `fn` once and returns its wall time in milliseconds.
 double time_call(const std::function<void()>& fn);

@@ -413,6 +413,24 @@ TEST(TacticSearch, ChoosesTheFastestAndCachesAllTimings) {
   EXPECT_EQ(cache.find("conv 3x3")->size(), 3u);
 }
 
+TEST(TacticSearch, ABurstOfLoadDoesNotDecideBetweenCandidates) {
+  // Two candidates, "fast" at 1.0 ms and "slow" at 1.3 ms, and a burst of
+  // load from elsewhere that adds 2 ms to the first 4 runs the machine makes,
+  // whichever candidate is running. Timed one candidate after the other, the
+  // burst would cover most of "fast"'s runs and hand the layer to "slow";
+  // interleaved, it costs each the same few runs and the medians see past it.
+  int machine_runs = 0;
+  auto timed = [&machine_runs](double ms) {
+    return [&machine_runs, ms] { return ms + (machine_runs++ < 4 ? 2.0 : 0.0); };
+  };
+  std::vector<TacticCandidate> candidates = {{"fast", timed(1.0)}, {"slow", timed(1.3)}};
+  auto choice = search_tactics("conv under load", candidates, CompileSettings{}, nullptr);
+  EXPECT_EQ(choice.tactic, "fast");
+  ASSERT_EQ(choice.timings.size(), 2u);
+  EXPECT_EQ(choice.timings[0].time_ms, 1.0);
+  EXPECT_EQ(choice.timings[1].time_ms, 1.3);
+}
+
 TEST(TacticSearch, CacheHitSkipsTiming) {
   TimingCache cache;
   cache.insert("matmul", {{"a", 5.0}, {"b", 0.1}});
