@@ -99,71 +99,135 @@ def latency_workload(kiln, ctx, model, batch, work, opts, records, versions):
         return
     model_path, inspect, inputs = prepared
 
-    # The peers first: ONNX Runtime at 1 thread gives the reference outputs, and each peer's
-    # median sizes the kiln rows at its thread count (their budget is the same).
-    pairs = []  # (latency record, peak_rss record, outputs)
-    peer_ms = {}
-    reference = None
-    for system, threads in peers:
-        log(f"{tag}: {system} ({threads} thread{'s' if threads > 1 else ''})")
-        proc, rep = run_ort(model_path, inputs, os.path.join(d, f"{system}-out"), threads, opts)
-        if rep is None:
-            pairs.append(rec_pair(system, threads, status="error", reason=f"onnxruntime failed: {proc.last_error()}")
-                         + ({},))
-            continue
-        versions["onnxruntime"] = rep["version"]
-        outs = {o["name"]: o["file"] for o in rep["outputs"] if "file" in o}
-        lat, rss = rec_pair(system, threads, status="ok", session_create_ms=rep["load_ms"][0])
-        lat.update(summary(rep["latencies_ms"]))
-        rss.update(status="ok", median=proc.maxrss_mib, min=proc.maxrss_mib, max=proc.maxrss_mib, runs=1,
-                   note="includes the node.js runtime")
-        peer_ms[threads] = lat["median"]
-        if reference is None and threads == 1:
-            reference = (system, outs)
-        pairs.append((lat, rss, outs))
-
-    # kiln: one process per row, with its own engine cache (so no row is served another
-    # row's engine: the plan stores its thread count and the engine key does not hash it).
-    # `--repeat N+1`: one compile, then N+1 passes; the first pass is a warmup (dropped), as
-    # the peer's is. The compile is reported separately (compile_ms), never in the latency.
+    # Rounds: every row is timed once per round, its budget split between the rounds, and the
+    # rounds follow each other. A burst of load from elsewhere (this is often a shared VM) then
+    # slows every system in the window it lasts, not only whichever ran then, and each row's
+    # median is taken over the runs of all rounds. Within a round the peers go first: ONNX
+    # Runtime at 1 thread gives the reference outputs, and each peer's first-round median
+    # sizes the kiln rows at its thread count (their budget is the same).
+    #
+    # kiln: one process per row and round, with the row's own engine cache (so no row is served
+    # another row's engine: the plan stores its thread count and the engine key does not hash
+    # it). The first round builds the engine; later rounds load it from that cache, as a user's
+    # next process would, so every round times the same engine. `--repeat N+1`: one compile,
+    # then N+1 passes; the first pass is a warmup (dropped), as the peer's is. The compile is
+    # reported separately (compile_ms, first round), never in the latency.
+    rounds = max(1, opts.rounds)
+    per_round = argparse.Namespace(**vars(opts))
+    per_round.budget = opts.budget / rounds
+    per_round.min_runs = max(1, math.ceil(opts.min_runs / rounds))
+    per_round.max_runs = max(1, math.ceil(opts.max_runs / rounds))
     unsupported = inspect.get("unsupported") or []
+
+    peer_rows = [{"system": s, "threads": t, "ms": [], "round_medians": [], "rss": 0.0} for s, t in peers]
+    kiln_rows = [{"system": s, "precision": p, "threads": t, "backend": b, "ms": [], "round_medians": [], "rss": 0.0}
+                 for s, p, t, b in configs]
+    peer_ms = {}
+    for r in range(rounds):
+        of = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
+        for row in peer_rows:
+            system, threads = row["system"], row["threads"]
+            if "failed" in row:
+                continue
+            log(f"{tag}: {system} ({threads} thread{'s' if threads > 1 else ''}){of}")
+            proc, rep = run_ort(model_path, inputs, os.path.join(d, f"{system}-out-{r}"), threads, per_round)
+            if rep is None:
+                row["failed"] = f"onnxruntime failed: {proc.last_error()}"
+                continue
+            versions["onnxruntime"] = rep["version"]
+            if r == 0:
+                row["outs"] = {o["name"]: o["file"] for o in rep["outputs"] if "file" in o}
+                row["session_create_ms"] = rep["load_ms"][0]
+                peer_ms.setdefault(threads, statistics.median(rep["latencies_ms"]))
+            row["ms"] += rep["latencies_ms"]
+            row["round_medians"].append(statistics.median(rep["latencies_ms"]))
+            row["rss"] = max(row["rss"], proc.maxrss_mib)
+
+        for row in kiln_rows:
+            system, precision, threads, backend = row["system"], row["precision"], row["threads"], row["backend"]
+            if "failed" in row or "skipped" in row:
+                continue
+            label = f"{system} {precision} {threads}t"
+            if unsupported and backend == "ref":
+                u = unsupported[0]
+                row["skipped"] = f"kiln's ref backend cannot run it: {u.get('op')} ({u.get('reason')})"
+                continue
+            n = per_round.min_runs if backend == "ref" else planned_runs(peer_ms.get(threads), per_round)
+            compiling = "compile + " if backend == "cpu" and r == 0 else ""
+            log(f"{tag}: {label}: {compiling}{n} runs (+1 warmup){of}")
+            cache = ["--cache-dir", os.path.join(work, "cache", f"{precision}-{threads}t")]
+            proc, rep = kiln_run(kiln, model_path, inputs, os.path.join(d, f"{system}-{precision}-{threads}t-out-{r}"),
+                                 precision, threads, n + 1, backend, cache)
+            if rep is None:
+                row["failed"] = f"kiln run failed: {proc.last_error()}"
+                continue
+            t = rep["timings_ms"]
+            if r == 0:
+                row["outs"] = outputs_of(rep)
+                row["import_ms"], row["prepare_ms"] = t["import"], t["prepare"]
+                if backend == "cpu":
+                    c = rep.get("compile", {})
+                    row["compile_ms"], row["engine_status"] = c.get("compile_ms"), engine_of(c).get("status")
+            elif backend == "cpu":
+                row.setdefault("later_engine_status", []).append(engine_of(rep.get("compile", {})).get("status"))
+            row["ms"] += t["run"][1:]
+            row["round_medians"].append(statistics.median(t["run"][1:]))
+            row["rss"] = max(row["rss"], proc.maxrss_mib)
+            row["cpu_per_wall"] = proc.cpu_per_wall()
+
+    pairs = []  # (latency record, peak_rss record, outputs)
+    reference = None
+    for row in peer_rows:
+        system, threads = row["system"], row["threads"]
+        if not row["ms"]:
+            pairs.append(rec_pair(system, threads, status="error", reason=row.get("failed")) + ({},))
+            continue
+        lat, rss = rec_pair(system, threads, status="ok", session_create_ms=row["session_create_ms"],
+                            rounds=len(row["round_medians"]), round_medians=row["round_medians"])
+        if "failed" in row:
+            lat["note"] = f"a later round failed: {row['failed']}"
+        lat.update(summary(row["ms"]))
+        rss.update(status="ok", median=row["rss"], min=row["rss"], max=row["rss"], runs=1,
+                   note="includes the node.js runtime; the largest of the rounds")
+        if reference is None and threads == 1:
+            reference = (system, row["outs"])
+        pairs.append((lat, rss, row["outs"]))
+
     kiln_pairs = []
-    for system, precision, threads, backend in configs:
-        label = f"{system} {precision} {threads}t"
+    for row in kiln_rows:
+        system, precision, threads, backend = row["system"], row["precision"], row["threads"], row["backend"]
         extra = {"backend": backend}
         if backend == "cpu":
             extra["precision_flag"] = PRECISION_FLAGS[precision]
-        if unsupported and backend == "ref":
-            u = unsupported[0]
-            why = f"kiln's ref backend cannot run it: {u.get('op')} ({u.get('reason')})"
-            kiln_pairs.append(rec_pair(system, threads, precision, status="skipped", reason=why, **extra) + ({},))
+        if "skipped" in row:
+            kiln_pairs.append(rec_pair(system, threads, precision, status="skipped", reason=row["skipped"], **extra)
+                              + ({},))
             continue
-        n = opts.min_runs if backend == "ref" else planned_runs(peer_ms.get(threads), opts)
-        log(f"{tag}: {label}: {'compile + ' if backend == 'cpu' else ''}{n} runs (+1 warmup)")
-        cache = ["--cache-dir", os.path.join(work, "cache", f"{precision}-{threads}t")]
-        proc, rep = kiln_run(kiln, model_path, inputs, os.path.join(d, f"{system}-{precision}-{threads}t-out"),
-                             precision, threads, n + 1, backend, cache)
-        if rep is None:
-            kiln_pairs.append(rec_pair(system, threads, precision, status="error",
-                                       reason=f"kiln run failed: {proc.last_error()}", **extra) + ({},))
+        if not row["ms"]:
+            kiln_pairs.append(rec_pair(system, threads, precision, status="error", reason=row["failed"], **extra)
+                              + ({},))
             continue
-        t = rep["timings_ms"]
         if backend == "cpu":
-            c = rep.get("compile", {})
-            extra.update(compile_ms=c.get("compile_ms"), engine_status=engine_of(c).get("status"))
-        lat, rss = rec_pair(system, threads, precision, status="ok", import_ms=t["import"], prepare_ms=t["prepare"],
-                            cpu_per_wall=proc.cpu_per_wall(), **extra)
-        lat.update(summary(t["run"][1:]))
-        rss.update(median=proc.maxrss_mib, min=proc.maxrss_mib, max=proc.maxrss_mib, runs=1,
-                   note="the whole kiln run process, compile included")
-        outs = outputs_of(rep)
-        if reference is None:
-            lat["status"] = "unchecked"
-        else:
-            apply_check(lat, cross_check(outs, reference[1], TOLERANCES[precision]), reference[0])
+            extra.update(compile_ms=row["compile_ms"], engine_status=row["engine_status"])
+            if row.get("later_engine_status"):
+                extra["later_rounds_engine_status"] = row["later_engine_status"]
+        lat, rss = rec_pair(system, threads, precision, status="ok", import_ms=row["import_ms"],
+                            prepare_ms=row["prepare_ms"], cpu_per_wall=row["cpu_per_wall"],
+                            rounds=len(row["round_medians"]), round_medians=row["round_medians"], **extra)
+        if "failed" in row:
+            lat["status"], lat["reason"] = "error", f"a later round failed: {row['failed']}"
+        lat.update(summary(row["ms"]))
+        rss.update(median=row["rss"], min=row["rss"], max=row["rss"], runs=1,
+                   note="the whole kiln run process, compile included; the largest of the rounds")
+        outs = row["outs"]
+        if lat["status"] == "ok":
+            if reference is None:
+                lat["status"] = "unchecked"
+            else:
+                apply_check(lat, cross_check(outs, reference[1], TOLERANCES[precision]), reference[0])
         compiled = f" (compile {extra['compile_ms']:.0f} ms, {extra['engine_status']})" if "compile_ms" in extra else ""
-        log(f"{tag}: {label}: median {lat['median']:.1f} ms{compiled}; max abs err {lat.get('max_abs_err')} → "
-            f"{lat['status']}")
+        log(f"{tag}: {system} {precision} {threads}t: median {lat['median']:.1f} ms over {lat['rounds']} round(s)"
+            f"{compiled}; max abs err {lat.get('max_abs_err')} → {lat['status']}")
         kiln_pairs.append((lat, rss, outs))
 
     # The peers' errors against kiln's first row, for information (they are not judged).

@@ -62,6 +62,8 @@ def parse_args(argv):
     ap.add_argument("--refit-rounds", type=int, help="refit_overhead rounds, each a fresh and a refitted engine "
                                                      "(2; 1 quick)")
     ap.add_argument("--budget", type=float, help="seconds of timed runs per system and workload (3; 1 quick)")
+    ap.add_argument("--rounds", type=int, help="latency: time every row this many times in turn, the budget and "
+                                               "run counts split between the rounds (3; 1 quick)")
     ap.add_argument("--min-runs", type=int, help="at least this many timed runs (3; 2 quick)")
     ap.add_argument("--max-runs", type=int, help="at most this many timed runs (30; 10 quick)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before one process is killed")
@@ -74,6 +76,7 @@ def parse_args(argv):
     opts.max_runs = opts.max_runs if opts.max_runs is not None else (10 if q else 30)
     opts.compile_runs = max(1, opts.compile_runs if opts.compile_runs is not None else (2 if q else 3))
     opts.refit_rounds = max(1, opts.refit_rounds if opts.refit_rounds is not None else (1 if q else 2))
+    opts.rounds = max(1, opts.rounds if opts.rounds is not None else (1 if q else 3))
     opts.with_ref = opts.with_ref or q
     opts.cases = opts.cases.split(",") if opts.cases else list(CASES)
     for c in opts.cases:
@@ -146,7 +149,8 @@ def main(argv):
               "run": {"date": datetime.date.today().isoformat(), "quick": opts.quick, "cases": opts.cases,
                       "precisions": opts.precisions, "budget_s": opts.budget, "min_runs": opts.min_runs,
                       "max_runs": opts.max_runs, "compile_runs": opts.compile_runs, "hit_runs": opts.hit_runs,
-                      "refit_rounds": opts.refit_rounds, "tolerances": TOLERANCES, "input_seed": INPUT_SEED,
+                      "refit_rounds": opts.refit_rounds, "rounds": opts.rounds, "tolerances": TOLERANCES,
+                      "input_seed": INPUT_SEED,
                       "weight_seed": WEIGHT_SEED, "seq_len": SEQ_LEN, "loadavg_start": loadavg_start,
                       "loadavg_end": round(os.getloadavg()[0], 2), "duration_s": round(time.time() - started, 1)},
               "records": records}

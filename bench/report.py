@@ -204,7 +204,10 @@ def markdown(result, title):
              f"{run.get('loadavg_start', '-')} / {run.get('loadavg_end', '-')}.", "",
              "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if k != "kiln_binary") + "."
              + binary_text(v.get("kiln_binary")), "",
-             "Figures are medians over the runs (min–max, n = runs). Ratio = peer median / kiln median: above 1 kiln "
+             "Figures are medians over the runs (min–max, n = runs)"
+             + (f"; latency rows pool the runs of {run['rounds']} rounds, every row timed once per round in turn, "
+                "so load from elsewhere falls on all systems alike" if run.get("rounds", 1) > 1 else "")
+             + ". Ratio = peer median / kiln median: above 1 kiln "
              "is faster. Every kiln row's outputs are checked against onnxruntime (1 thread) on the same inputs; "
              f"FAILED means max abs err > tol × max(1, max|ref|), tol per kiln precision: {tol}. A FAILED row's ratio "
              "is \"not counted\". kiln bf16 is `--precision fp32,bf16` (bf16 kernels allowed) and is compared with "
