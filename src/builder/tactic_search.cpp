@@ -30,11 +30,14 @@ const TacticTiming* find_timing(const std::vector<TacticTiming>& timings, const 
 TimingPlan timing_plan(int optimization_level) {
   switch (std::clamp(optimization_level, 0, 5)) {
     case 0: return {0, 0, 0, 0, false};
-    case 1: return {1, 3, 10, 1.0, true};
-    case 2: return {1, 3, 20, 2.0, true};
-    case 3: return {1, 3, 20, 10.0, true};  // the default: large layers need few reps to rank
-    case 4: return {3, 10, 200, 25.0, true};
-    default: return {5, 20, 1000, 100.0, true};
+    // Levels 1-3 stop timing a candidate that is already twice as slow as the
+    // best after one run: it cannot win, and at a large batch each of its runs
+    // costs a tenth of a second or more. Levels 4-5 time everything fully.
+    case 1: return {1, 3, 10, 1.0, true, 2.0};
+    case 2: return {1, 3, 20, 2.0, true, 2.0};
+    case 3: return {1, 3, 20, 10.0, true, 2.0};  // the default: large layers need few reps to rank
+    case 4: return {3, 10, 200, 25.0, true, 0};
+    default: return {5, 20, 1000, 100.0, true, 0};
   }
 }
 
@@ -52,6 +55,7 @@ std::vector<std::optional<double>> measure_together(const std::vector<TacticCand
     std::vector<double> ms;
     double total = 0;
     bool failed = false;
+    bool dropped = false;  // too slow to win: timed no further
   };
   std::vector<Runs> runs;
   for (size_t index : which) runs.push_back({index, {}, 0, false});
@@ -70,7 +74,19 @@ std::vector<std::optional<double>> measure_together(const std::vector<TacticCand
   const int max_runs = std::max({plan.max_runs, plan.min_runs, 1});
   auto done = [&](const Runs& r) {
     int n = static_cast<int>(r.ms.size());
-    return r.failed || n >= max_runs || (n >= min_runs && r.total >= plan.min_total_ms);
+    return r.failed || r.dropped || n >= max_runs || (n >= min_runs && r.total >= plan.min_total_ms);
+  };
+  auto drop_the_hopeless = [&] {
+    std::optional<double> fastest;
+    for (const Runs& r : runs)
+      if (!r.failed && !r.ms.empty()) {
+        double best = *std::min_element(r.ms.begin(), r.ms.end());
+        if (!fastest || best < *fastest) fastest = best;
+      }
+    if (!fastest) return;
+    for (Runs& r : runs)
+      if (!r.failed && !r.ms.empty() && *std::min_element(r.ms.begin(), r.ms.end()) > plan.drop_ratio * *fastest)
+        r.dropped = true;
   };
 
   for (int i = 0; i < plan.warmup_runs; ++i)
@@ -90,6 +106,7 @@ std::vector<std::optional<double>> measure_together(const std::vector<TacticCand
         any = true;
       }
     }
+    if (plan.drop_ratio > 0) drop_the_hopeless();
   }
 
   std::vector<std::optional<double>> medians;

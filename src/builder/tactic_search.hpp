@@ -9,6 +9,8 @@
 // reached (capped by a maximum count); its time is the median of those runs.
 // The candidates' runs are interleaved, round by round, so that a burst of
 // load from elsewhere slows all of them rather than deciding between them.
+// At levels 1-3 a candidate whose best run is over twice the fastest one's
+// is timed no further (TimingPlan::drop_ratio).
 //
 // optimization_level (CompileSettings): 0 takes the first candidate without
 // timing (so list the heuristic favourite first); 1-2 time briefly; 3 is the
@@ -47,6 +49,10 @@ struct TimingPlan {
   int max_runs = 0;
   double min_total_ms = 0;  // keep timing until the runs add up to this
   bool time_candidates = true;
+  // After the first round, a candidate whose best run is this many times the
+  // fastest candidate's best run stops being timed (0: every candidate runs to
+  // the end). Its time is then its median so far: enough to rank it last.
+  double drop_ratio = 0;
 };
 
 // The timing effort for an optimization level (clamped to 0..5).

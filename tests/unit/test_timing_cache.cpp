@@ -396,7 +396,7 @@ TEST(TacticSearch, LevelZeroTakesTheFirstWithoutTiming) {
 
 TEST(TacticSearch, ChoosesTheFastestAndCachesAllTimings) {
   FakeCandidates fake;
-  auto candidates = fake.make({{"direct", 3.0}, {"gemm", 0.7}, {"winograd", 1.5}});
+  auto candidates = fake.make({{"direct", 3.0}, {"gemm", 0.7}, {"winograd", 1.2}});
   CompileSettings settings;
   settings.debug = true;
   TimingCache cache;
@@ -405,12 +405,38 @@ TEST(TacticSearch, ChoosesTheFastestAndCachesAllTimings) {
   EXPECT_EQ(choice.index, 1u);
   EXPECT_FALSE(choice.from_cache);
   ASSERT_EQ(choice.timings.size(), 3u);
-  EXPECT_EQ(choice.timings[2].time_ms, 1.5);
+  EXPECT_EQ(choice.timings[2].time_ms, 1.2);
   auto plan = timing_plan(3);
-  for (int c : fake.calls) EXPECT_GE(c, plan.warmup_runs + plan.min_runs);
-  for (int c : fake.calls) EXPECT_LE(c, plan.warmup_runs + plan.max_runs);
+  // "direct" (over twice gemm's time) is dropped after one run; the others run in full.
+  EXPECT_EQ(fake.calls[0], plan.warmup_runs + 1);
+  for (int c : {fake.calls[1], fake.calls[2]}) {
+    EXPECT_GE(c, plan.warmup_runs + plan.min_runs);
+    EXPECT_LE(c, plan.warmup_runs + plan.max_runs);
+  }
   ASSERT_TRUE(cache.find("conv 3x3").has_value());
   EXPECT_EQ(cache.find("conv 3x3")->size(), 3u);
+}
+
+TEST(TacticSearch, ACandidateTwiceAsSlowAsTheBestStopsBeingTimed) {
+  // At a large batch one run of a slow tactic costs a tenth of a second or
+  // more; once it is twice the best it cannot win, so levels 1-3 stop there.
+  FakeCandidates fake;
+  auto candidates = fake.make({{"fast", 1.0}, {"close", 1.9}, {"hopeless", 2.1}});
+  auto choice = search_tactics("conv", candidates, CompileSettings{}, nullptr);
+  EXPECT_EQ(choice.tactic, "fast");
+  auto plan = timing_plan(3);
+  EXPECT_EQ(fake.calls[2], plan.warmup_runs + 1);
+  EXPECT_GE(fake.calls[1], plan.warmup_runs + plan.min_runs);
+  ASSERT_EQ(choice.timings.size(), 3u);
+  EXPECT_EQ(choice.timings[2].time_ms, 2.1);  // still timed, so the cache ranks it
+
+  // Level 4 and up time every candidate in full.
+  FakeCandidates full;
+  auto again = full.make({{"fast", 1.0}, {"close", 1.9}, {"hopeless", 2.1}});
+  CompileSettings thorough;
+  thorough.optimization_level = 4;
+  search_tactics("conv", again, thorough, nullptr);
+  EXPECT_GE(full.calls[2], timing_plan(4).warmup_runs + timing_plan(4).min_runs);
 }
 
 TEST(TacticSearch, ABurstOfLoadDoesNotDecideBetweenCandidates) {
