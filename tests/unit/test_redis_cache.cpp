@@ -489,5 +489,53 @@ TEST(RedisFleet, RedisKilledMidRunThenRestartedCompilesKeepWorkingAndLaterHit) {
   EXPECT_EQ(count_status(later, "hit"), 2);
 }
 
+TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {
+  // `kiln cache clear --cache redis://...` once emptied the local disk cache
+  // and left Redis as it was.
+  REQUIRE_REDIS_SERVER();
+  RedisTestServer server;
+  testing::TempDir dir;
+  testing::write_file(dir / "model.onnx", zoo::build_zoo_model("resnet_tiny", {2, std::nullopt}).onnx_bytes);
+  auto built = run_hosts({host_build(dir, "a", "disk," + server.uri())});
+  ASSERT_EQ(count_status(built, "miss"), 1) << built[0].output;
+  RedisEngineCache redis(parse_redis_uri(server.uri()));
+  ASSERT_EQ(redis.list().value().size(), 1u);
+  const std::string key = redis.list().value().front().key;
+
+  const std::string cli = std::string(KILN_CLI) + " cache ";
+  const std::string on_redis = " --cache " + server.uri() + " --cache-dir " + (dir / "a").string();
+  auto ls = run_hosts({cli + "ls --json" + on_redis});
+  EXPECT_EQ(ls[0].exit_code, 0) << ls[0].output;
+  EXPECT_NE(ls[0].output.find(key), std::string::npos) << ls[0].output;
+
+  // verify and prune have no Redis form: a clear error, nothing touched.
+  auto verify = run_hosts({cli + "verify" + on_redis + " 2>&1", cli + "prune --max-size 1K" + on_redis + " 2>&1"});
+  for (const auto& r : verify) {
+    EXPECT_NE(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("disk cache only"), std::string::npos) << r.output;
+  }
+
+  auto clear = run_hosts({cli + "clear" + on_redis});
+  EXPECT_EQ(clear[0].exit_code, 0) << clear[0].output;
+  EXPECT_NE(clear[0].output.find("removed 1 entries"), std::string::npos) << clear[0].output;
+  EXPECT_TRUE(redis.list().value().empty());
+  // The local disk cache still has its copy.
+  auto disk = run_hosts({cli + "ls --cache-dir " + (dir / "a").string()});
+  EXPECT_NE(disk[0].output.find(key), std::string::npos) << disk[0].output;
+
+  // A tier list acts on each tier in turn; a RAM tier (one process's) is skipped.
+  auto both = run_hosts({cli + "clear --cache-tiers ram,disk," + server.uri() + " --cache-dir " +
+                         (dir / "a").string()});
+  EXPECT_EQ(both[0].exit_code, 0) << both[0].output;
+  EXPECT_NE(both[0].output.find("skipped"), std::string::npos) << both[0].output;
+  disk = run_hosts({cli + "ls --cache-dir " + (dir / "a").string()});
+  EXPECT_EQ(disk[0].output.find(key), std::string::npos) << disk[0].output;
+
+  server.stop();
+  auto down = run_hosts({cli + "ls" + on_redis + " 2>&1"});
+  EXPECT_NE(down[0].exit_code, 0);
+  EXPECT_NE(down[0].output.find("cannot reach"), std::string::npos) << down[0].output;
+}
+
 }  // namespace
 }  // namespace kiln

@@ -1,11 +1,15 @@
 // `kiln cache stats | ls | verify | prune --max-size S | clear | explain MODEL`:
-// inspect and manage the disk engine cache, like `ccache -s` and friends.
+// inspect and manage the engine cache, like `ccache -s` and friends: the disk
+// cache by default, or the tiers --cache / --cache-tiers name.
 #include <algorithm>
 #include <iomanip>
 #include <iostream>
+#include <sstream>
 
 #include "arguments.hpp"
 #include "cache/disk_engine_cache.hpp"
+#include "cache/redis_engine_cache.hpp"
+#include "cache/redis_options.hpp"
 #include "cache/tiered_engine_cache.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
@@ -75,14 +79,11 @@ int run_tier_stats(const CacheOptions& o) {
   return 0;
 }
 
-int run_cache(const CacheOptions& o) {
-  if (o.action == "stats" && (!o.compile.cache.empty() || !o.compile.cache_tiers.empty())) return run_tier_stats(o);
-  auto dir = cache_dir(o);
+// `ls`, `verify`, `prune` and `clear` on the disk cache in `dir`; fills `j`
+// and `text`.
+void disk_action(const CacheOptions& o, const std::filesystem::path& dir, nlohmann::json& j, std::ostream& text) {
   uint64_t cap = o.compile.cache_size.empty() ? (uint64_t{5} << 30) : parse_size(o.compile.cache_size, "--cache-size");
   cache::DiskEngineCache cache(dir, cap);
-  nlohmann::json j{{"command", "cache " + o.action}, {"cache_dir", dir.string()}};
-  std::ostringstream text;
-
   if (o.action == "stats") {
     CacheStats s = cache.stats();
     uint64_t absent = s.misses - std::min(s.misses, s.unusable_corrupt + s.unusable_incompatible + s.unusable_refit_failed);
@@ -128,7 +129,6 @@ int run_cache(const CacheOptions& o) {
     j["bad"] = bad;
     text << j["entries"].size() << " entries verified, " << bad << " bad\n";
   } else if (o.action == "prune") {
-    if (o.max_size.empty()) throw Error(ErrorCode::invalid_argument, "cache prune needs --max-size, e.g. 500M");
     auto r = cache.prune(parse_size(o.max_size, "--max-size"));
     j["removed_entries"] = r.removed_entries;
     j["removed_bytes"] = r.removed_bytes;
@@ -139,7 +139,90 @@ int run_cache(const CacheOptions& o) {
   } else if (o.action == "clear") {
     j["removed_entries"] = cache.clear();
     text << "removed " << j["removed_entries"].get<uint64_t>() << " entries\n";
-  } else if (o.action == "explain") {
+  }
+}
+
+// `ls` and `clear` on a Redis tier. `verify` and `prune` have no Redis form:
+// every load already checks an entry's size and XXH3 (and the envelope above
+// it), and Redis evicts by its own maxmemory policy or the URI's ttl.
+void redis_action(const CacheOptions& o, const std::string& uri, nlohmann::json& j, std::ostream& text) {
+  cache::RedisEngineCache redis(cache::parse_redis_uri(uri));
+  const std::string where = "Redis at " + redis.options().describe();
+  if (o.action == "ls") {
+    auto entries = redis.list();
+    if (!entries) throw Error(ErrorCode::io, "cache ls: cannot reach " + where);
+    j["entries"] = nlohmann::json::array();
+    for (const auto& e : *entries) {
+      j["entries"].push_back({{"key", e.key}, {"bytes", e.size}, {"ttl_ms", e.ttl_ms}});
+      text << e.key << "  " << std::setw(10) << human_bytes(e.size)
+           << (e.ttl_ms >= 0 ? "  expires in " + std::to_string(e.ttl_ms / 1000) + " s" : "") << "\n";
+    }
+  } else if (o.action == "clear") {
+    auto removed = redis.clear();
+    if (!removed)
+      throw Error(ErrorCode::io, "cache clear: cannot reach " + where + (redis.options().read_only ? " (read-only)" : ""));
+    j["removed_entries"] = *removed;
+    text << "removed " << *removed << " entries\n";
+  } else {
+    throw Error(ErrorCode::invalid_argument,
+                "cache " + o.action + " works on the disk cache only: " + where +
+                    (o.action == "verify" ? " checks every entry's size and XXH3 as it is loaded"
+                                          : " evicts by its maxmemory policy, or by the URI's ttl") +
+                    " (docs/fleet-cache.md)");
+  }
+}
+
+// `ls`, `verify`, `prune` and `clear` act on every tier that --cache or
+// --cache-tiers names ($KILN_ENGINE_CACHE if neither; the disk cache by
+// default). They once acted on the disk cache whatever was named, so
+// `kiln cache clear --cache redis://...` emptied the local disk and left
+// Redis as it was.
+int run_tier_action(const CacheOptions& o, const std::vector<std::string>& tiers) {
+  nlohmann::json j{{"command", "cache " + o.action}, {"tiers", nlohmann::json::array()}};
+  std::ostringstream text;
+  for (const auto& tier : tiers) {
+    nlohmann::json t{{"name", tier}};
+    text << "Tier " << tier << "\n";
+    std::ostringstream tier_text;
+    if (tier == "disk") {
+      t["cache_dir"] = cache_dir(o).string();
+      disk_action(o, cache_dir(o), t, tier_text);
+    } else if (cache::is_redis_uri(tier)) {
+      redis_action(o, tier, t, tier_text);
+    } else {
+      // A RAM tier lives inside one process: another process has nothing to act on.
+      t["skipped"] = "a ram tier lives inside one process";
+      tier_text << "(skipped: a ram tier lives inside one process)\n";
+    }
+    std::istringstream lines(tier_text.str());
+    for (std::string line; std::getline(lines, line);) text << "  " << line << "\n";
+    j["tiers"].push_back(t);
+  }
+  if (o.json) {
+    print_json(j);
+  } else {
+    std::cout << text.str();
+  }
+  return 0;
+}
+
+int run_cache(const CacheOptions& o) {
+  static const std::vector<std::string> k_actions = {"stats", "ls", "verify", "prune", "clear", "explain"};
+  if (std::find(k_actions.begin(), k_actions.end(), o.action) == k_actions.end())
+    throw Error(ErrorCode::invalid_argument,
+                "cache: unknown action '" + o.action + "' (stats, ls, verify, prune, clear, explain)");
+  if (o.action == "stats" && (!o.compile.cache.empty() || !o.compile.cache_tiers.empty())) return run_tier_stats(o);
+  if (o.action == "prune" && o.max_size.empty())
+    throw Error(ErrorCode::invalid_argument, "cache prune needs --max-size, e.g. 500M");
+  if (o.action != "stats" && o.action != "explain") {
+    auto tiers = runtime::engine_cache_tiers(to_settings(o.compile));
+    if (tiers != std::vector<std::string>{"disk"}) return run_tier_action(o, tiers);
+  }
+
+  auto dir = cache_dir(o);
+  nlohmann::json j{{"command", "cache " + o.action}, {"cache_dir", dir.string()}};
+  std::ostringstream text;
+  if (o.action == "explain") {
     if (o.model.empty()) throw Error(ErrorCode::invalid_argument, "cache explain needs a MODEL.onnx");
     auto model = frontend::import_onnx_file(o.model);
     CompileOptions compile = o.compile;
@@ -159,8 +242,7 @@ int run_cache(const CacheOptions& o) {
          << key::to_hex(e.parts.inputs).substr(0, 16) << "  settings " << key::to_hex(e.parts.settings).substr(0, 16)
          << "  fingerprint " << key::to_hex(e.parts.fingerprint).substr(0, 16) << "\n";
   } else {
-    throw Error(ErrorCode::invalid_argument,
-                "cache: unknown action '" + o.action + "' (stats, ls, verify, prune, clear, explain)");
+    disk_action(o, dir, j, text);
   }
   if (o.json) {
     print_json(j);
