@@ -264,8 +264,10 @@ int main(int argc, char** argv) {
   }
   if (!write_skip_list.empty()) {
     std::ofstream out(write_skip_list);
-    out << "# ONNX conformance cases the reference backend skips, with the reason.\n"
-           "# Regenerate with: kiln_conformance --write-skip-list tests/conformance/skipped.txt\n";
+    const bool cpu = backend == "cpu";
+    out << "# ONNX conformance cases the " << (cpu ? "cpu" : "reference") << " backend skips, with the reason.\n"
+        << "# Regenerate with: kiln_conformance" << (cpu ? " --backend cpu" : "")
+        << " --write-skip-list tests/conformance/" << (cpu ? "skipped_cpu.txt" : "skipped.txt") << "\n";
     for (const auto& r : results) {
       if (r.outcome == Outcome::skipped) {
         std::string reason = r.detail.substr(0, 160);
