@@ -36,13 +36,24 @@ void SigningEngineCache::save(const std::string& key, std::span<const std::byte>
   m_inner->save(key, signed_blob);
 }
 
+void SigningEngineCache::count_refusal() {
+  ++m_refused;
+  if (auto* redis = dynamic_cast<RedisEngineCache*>(m_inner.get())) redis->count_refused_unauthenticated();
+}
+
 std::optional<std::vector<std::byte>> SigningEngineCache::verified(
-    const std::string& key, std::optional<std::vector<std::byte>> blob) {
+    const std::string& key, std::optional<std::vector<std::byte>> blob, bool in_compile) {
   if (!blob) return blob;
   auto rejection = format::verify_signature(*blob, m_secret);
   if (!rejection) return blob;
-  ++m_refused;
-  if (auto* redis = dynamic_cast<RedisEngineCache*>(m_inner.get())) redis->count_refused_unauthenticated();
+  if (in_compile) {
+    // A compile reads a key up to twice (before and after waiting for another
+    // builder); its outcome counts the refusal once (record_outcome).
+    std::lock_guard lock(m_pending_mutex);
+    if (!m_pending.insert(key).second) return std::nullopt;  // warned on this compile's first read
+  } else {
+    count_refusal();
+  }
   std::string message = "engine cache: refused entry " + key.substr(0, 16) + ": " + rejection->reason;
   if (format::is_signed(*blob))
     log::warn(message);  // a forgery or a misconfigured host: every time
@@ -52,14 +63,20 @@ std::optional<std::vector<std::byte>> SigningEngineCache::verified(
 }
 
 std::optional<std::vector<std::byte>> SigningEngineCache::load(const std::string& key) {
-  return verified(key, m_inner->load(key));
+  return verified(key, m_inner->load(key), false);
 }
 
 std::optional<std::vector<std::byte>> SigningEngineCache::fetch(const std::string& key) {
-  return verified(key, m_managed ? m_managed->fetch(key) : m_inner->load(key));
+  return verified(key, m_managed ? m_managed->fetch(key) : m_inner->load(key), true);
 }
 
 void SigningEngineCache::record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) {
+  bool refused = false;
+  {
+    std::lock_guard lock(m_pending_mutex);
+    refused = m_pending.erase(key) != 0;
+  }
+  if (refused) count_refusal();
   if (m_managed) m_managed->record_outcome(key, outcome, build_ms_saved);
 }
 

@@ -14,7 +14,9 @@
 //   HMAC does not match (tampered, or another secret): counted in
 //   refused_unauthenticated, never quarantined, since a host with the wrong
 //   secret must not delete the fleet's good entries. The next build
-//   overwrites it with a signed entry.
+//   overwrites it with a signed entry. A compile's refusal counts once, at
+//   its record_outcome(), however often the compile read the key (fetch());
+//   a plain load() counts each time.
 // - Leases, quarantine, degraded() and outcomes go to the inner cache when it
 //   is a ManagedCache.
 //
@@ -25,7 +27,10 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "cache/managed_cache.hpp"
@@ -49,13 +54,17 @@ class SigningEngineCache final : public ManagedCache {
   const std::shared_ptr<EngineCache>& inner() const { return m_inner; }
 
  private:
-  std::optional<std::vector<std::byte>> verified(const std::string& key,
-                                                 std::optional<std::vector<std::byte>> blob);
+  // `in_compile`: read by fetch(), so counted at record_outcome().
+  std::optional<std::vector<std::byte>> verified(const std::string& key, std::optional<std::vector<std::byte>> blob,
+                                                 bool in_compile);
+  void count_refusal();
 
   std::shared_ptr<EngineCache> m_inner;
   ManagedCache* m_managed;  // m_inner as a ManagedCache, or null
   std::vector<std::byte> m_secret;
   std::atomic<uint64_t> m_refused{0};
+  std::mutex m_pending_mutex;
+  std::set<std::string> m_pending;  // keys refused by a compile not yet recorded
 };
 
 // The signing secret from a file: its bytes with trailing whitespace
