@@ -50,7 +50,7 @@ std::optional<std::vector<std::byte>> SigningEngineCache::verified(
     // A compile reads a key up to twice (before and after waiting for another
     // builder); its outcome counts the refusal once (record_outcome).
     std::lock_guard lock(m_pending_mutex);
-    if (!m_pending.insert(key).second) return std::nullopt;  // warned on this compile's first read
+    if (!m_pending.emplace(key, rejection->reason).second) return std::nullopt;  // warned on the first read
   } else {
     count_refusal();
   }
@@ -68,6 +68,13 @@ std::optional<std::vector<std::byte>> SigningEngineCache::load(const std::string
 
 std::optional<std::vector<std::byte>> SigningEngineCache::fetch(const std::string& key) {
   return verified(key, m_managed ? m_managed->fetch(key) : m_inner->load(key), true);
+}
+
+std::optional<std::string> SigningEngineCache::refusal(const std::string& key) const {
+  std::lock_guard lock(m_pending_mutex);
+  auto it = m_pending.find(key);
+  if (it == m_pending.end()) return std::nullopt;
+  return it->second;
 }
 
 void SigningEngineCache::record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) {

@@ -29,7 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,6 +51,9 @@ class SigningEngineCache final : public ManagedCache {
   bool degraded() const override;
 
   uint64_t refused_unauthenticated() const { return m_refused.load(); }
+  // Why a compile's read of `key` was refused, until its outcome is recorded:
+  // the compile's miss then says so instead of "not in cache".
+  std::optional<std::string> refusal(const std::string& key) const;
   const std::shared_ptr<EngineCache>& inner() const { return m_inner; }
 
  private:
@@ -63,8 +66,8 @@ class SigningEngineCache final : public ManagedCache {
   ManagedCache* m_managed;  // m_inner as a ManagedCache, or null
   std::vector<std::byte> m_secret;
   std::atomic<uint64_t> m_refused{0};
-  std::mutex m_pending_mutex;
-  std::set<std::string> m_pending;  // keys refused by a compile not yet recorded
+  mutable std::mutex m_pending_mutex;
+  std::map<std::string, std::string> m_pending;  // key → why, refused by a compile not yet recorded
 };
 
 // The signing secret from a file: its bytes with trailing whitespace

@@ -31,6 +31,20 @@ cache::DiskEngineCache* find_disk_cache(EngineCache& cache) {
   return nullptr;
 }
 
+// Why a signing layer in `cache` refused this compile's read of `key`, if one did.
+std::optional<std::string> find_refusal(EngineCache& cache, const std::string& key) {
+  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache)) {
+    if (auto why = signing->refusal(key)) return why;
+    return find_refusal(*signing->inner(), key);
+  }
+  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
+    for (const auto& tier : tiered->tiers()) {
+      if (auto why = find_refusal(*tier.cache, key)) return why;
+    }
+  }
+  return std::nullopt;
+}
+
 // One lookup of `key`; the engine, refitted, or null with record.reason set
 // and `outcome` saying why.
 std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& key, Backend& backend,
@@ -46,7 +60,11 @@ std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& 
   }
   if (!blob) {
     cache::DiskEngineCache* disk = find_disk_cache(cache);
-    record.reason = disk ? explain_miss(*disk, key) : "not in cache";
+    if (auto why = find_refusal(cache, record.key)) {
+      record.reason = "entry refused: " + *why + ", rebuilt";
+    } else {
+      record.reason = disk ? explain_miss(*disk, key) : "not in cache";
+    }
     outcome = Outcome::absent;
     return nullptr;
   }

@@ -170,6 +170,9 @@ TEST(SigningCache, ACompileThroughSignedRedisRefusesForgedEntriesAndRebuilds) {
   raw.save(key, format::sign(*good, k_other));
   auto forged = runtime::CompiledModel::compile(model.graph, specs, s);
   EXPECT_EQ(forged.report().engines[0].status, "miss");  // refused, rebuilt, re-signed
+  // The miss says why, rather than "not in cache".
+  EXPECT_NE(forged.report().engines[0].reason.find("refused"), std::string::npos)
+      << forged.report().engines[0].reason;
   // The genuine entry with its signature stripped (re-sealed unsigned).
   std::vector<std::byte> stripped;
   {
