@@ -25,21 +25,12 @@
 namespace kiln {
 namespace {
 
+using testing::bert_inputs;
 using testing::bitwise_equal;
 using testing::fixed_specs;
 using testing::import_zoo;
 using testing::relative_error;
 using testing::sine_images;
-
-std::vector<Tensor> bert_inputs(int64_t batch, int64_t seq) {
-  std::vector<int64_t> ids(static_cast<size_t>(batch * seq));
-  std::vector<int64_t> mask(ids.size(), 1);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 7919 + 13) % 1000);
-  if (batch > 1) {
-    for (int64_t s = std::max<int64_t>(seq - 5, 1); s < seq; ++s) mask[static_cast<size_t>(seq + s)] = 0;
-  }
-  return {Tensor::from_values<int64_t>({batch, seq}, ids), Tensor::from_values<int64_t>({batch, seq}, mask)};
-}
 
 CompileSettings quick(int level = 1) {
   CompileSettings s;
