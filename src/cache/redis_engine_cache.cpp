@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "cache/redis_build_lease.hpp"
+#include "format/header_peek.hpp"
 #include "util/log.hpp"
 
 namespace kiln::cache {
@@ -342,6 +343,34 @@ std::optional<std::vector<RedisEntryInfo>> RedisEngineCache::list() {
       entries.push_back({keys[i].substr(prefix.size()), manifest->size, replies[2 * i + 1]->integer});
     }
     return entries;
+  });
+}
+
+std::optional<std::vector<format::EnvelopeHeader>> RedisEngineCache::peek_headers(size_t max_entries) {
+  const std::string prefix = options().prefix + ":entry:";
+  return m_client->call([&](RedisConnection& c) {
+    auto keys = scan_keys(c, prefix + "*");
+    if (keys.size() > max_entries) keys.resize(max_entries);
+    std::vector<RedisConnection::Args> gets;
+    for (const auto& k : keys) gets.push_back({"GET", k});
+    auto manifests = c.pipeline(gets);
+    // The argument strings outlive the pipeline call (Args holds views).
+    std::vector<std::string> chunk_keys;
+    chunk_keys.reserve(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      auto manifest = parse_manifest(reply_string(manifests[i]));
+      if (!manifest || manifest->size == 0) continue;
+      chunk_keys.push_back(chunk_key(keys[i].substr(prefix.size()), manifest->generation, 0));
+    }
+    const std::string last = std::to_string(format::k_peek_bytes - 1);
+    std::vector<RedisConnection::Args> ranges;
+    for (const auto& k : chunk_keys) ranges.push_back({"GETRANGE", k, "0", last});
+    std::vector<format::EnvelopeHeader> headers;
+    for (const auto& reply : c.pipeline(ranges)) {
+      std::string bytes = reply_string(reply);
+      if (auto header = format::peek_header(std::as_bytes(std::span<const char>(bytes)))) headers.push_back(*header);
+    }
+    return headers;
   });
 }
 

@@ -43,6 +43,7 @@
 #include "cache/managed_cache.hpp"
 #include "cache/redis_client.hpp"
 #include "cache/redis_options.hpp"
+#include "format/envelope.hpp"
 
 namespace kiln::cache {
 
@@ -78,6 +79,10 @@ class RedisEngineCache final : public ManagedCache {
   // the manifests. Nullopt when Redis is unreachable.
   std::optional<CacheStats> fleet_stats();
   std::optional<std::vector<RedisEntryInfo>> list();
+  // The envelope headers of up to `max_entries` entries, read from the first
+  // bytes of each entry's first chunk (GETRANGE), for explaining a miss.
+  // Unverified (format/header_peek.hpp). Nullopt when unreachable.
+  std::optional<std::vector<format::EnvelopeHeader>> peek_headers(size_t max_entries);
   // Deletes every entry under the prefix (not leases or counters); nullopt
   // when unreachable or read-only.
   std::optional<uint64_t> clear();

@@ -1,6 +1,5 @@
 #include "runtime/engine_provider.hpp"
 
-#include "cache/disk_engine_cache.hpp"
 #include "cache/managed_cache.hpp"
 #include "cache/signing_engine_cache.hpp"
 #include "cache/tiered_engine_cache.hpp"
@@ -17,19 +16,6 @@ namespace kiln::runtime {
 namespace {
 
 using Outcome = cache::ManagedCache::Outcome;
-
-// The disk cache behind `cache`, through tiers and signing, whose entry
-// headers can say why a key missed; null when there is none.
-cache::DiskEngineCache* find_disk_cache(EngineCache& cache) {
-  if (auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache)) return disk;
-  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache)) return find_disk_cache(*signing->inner());
-  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
-    for (const auto& tier : tiered->tiers()) {
-      if (auto* disk = find_disk_cache(*tier.cache)) return disk;
-    }
-  }
-  return nullptr;
-}
 
 // Why a signing layer in `cache` refused this compile's read of `key`, if one did.
 std::optional<std::string> find_refusal(EngineCache& cache, const std::string& key) {
@@ -59,11 +45,10 @@ std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& 
     log::warn_once("cache-load", std::string("engine cache load failed, treating as a miss: ") + e.what());
   }
   if (!blob) {
-    cache::DiskEngineCache* disk = find_disk_cache(cache);
     if (auto why = find_refusal(cache, record.key)) {
       record.reason = "entry refused: " + *why + ", rebuilt";
     } else {
-      record.reason = disk ? explain_miss(*disk, key) : "not in cache";
+      record.reason = explain_miss(cache, key);
     }
     outcome = Outcome::absent;
     return nullptr;

@@ -4,6 +4,9 @@
 #include <fstream>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "cache/redis_engine_cache.hpp"
+#include "cache/signing_engine_cache.hpp"
+#include "cache/tiered_engine_cache.hpp"
 #include "format/header_peek.hpp"
 #include "passes/passes.hpp"
 #include "runtime/compiled_model.hpp"
@@ -28,25 +31,71 @@ int equal_parts(const key::KeyParts& a, const key::KeyParts& b) {
          (a.fingerprint == b.fingerprint);
 }
 
-}  // namespace
+// The headers of up to k_max_entries_examined entries of `cache`; `entries`
+// counts the entries seen, readable or not.
+std::vector<format::EnvelopeHeader> disk_headers(cache::DiskEngineCache& cache, size_t& entries) {
+  std::vector<format::EnvelopeHeader> headers;
+  auto listed = cache.list();
+  entries += listed.size();
+  for (size_t i = 0; i < listed.size() && i < k_max_entries_examined; ++i) {
+    if (auto header = peek_entry(cache.layout().entry_path(listed[i].key))) headers.push_back(*header);
+  }
+  return headers;
+}
 
-std::string explain_miss(cache::DiskEngineCache& cache, const key::EngineKey& wanted) {
-  auto entries = cache.list();
-  if (entries.empty()) return "not in cache (the cache is empty)";
-  std::optional<format::EnvelopeHeader> nearest;
+std::string nearest_of(const std::vector<format::EnvelopeHeader>& headers, size_t entries,
+                       const key::EngineKey& wanted) {
+  if (entries == 0) return "not in cache (the cache is empty)";
+  const format::EnvelopeHeader* nearest = nullptr;
   int best = -1;
-  for (size_t i = 0; i < entries.size() && i < k_max_entries_examined; ++i) {
-    auto header = peek_entry(cache.layout().entry_path(entries[i].key));
-    if (!header) continue;
-    int score = equal_parts(header->key.parts, wanted.parts);
+  for (const auto& header : headers) {
+    int score = equal_parts(header.key.parts, wanted.parts);
     if (score > best) {
       best = score;
-      nearest = header;
+      nearest = &header;
     }
   }
   if (!nearest) return "not in cache (no readable entry to compare with)";
   return "not in cache; nearest entry " + nearest->key.hex().substr(0, 16) + " (" + std::to_string(best) +
          " of 4 key parts equal) differs in: " + key::differing_parts(nearest->key.parts, wanted.parts);
+}
+
+// Gathers the headers of every disk and Redis store inside `cache`; false
+// when it holds none that could be read.
+bool gather_headers(EngineCache& cache, std::vector<format::EnvelopeHeader>& headers, size_t& entries) {
+  if (auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache)) {
+    auto more = disk_headers(*disk, entries);
+    headers.insert(headers.end(), more.begin(), more.end());
+    return true;
+  }
+  if (auto* redis = dynamic_cast<cache::RedisEngineCache*>(&cache)) {
+    auto more = redis->peek_headers(k_max_entries_examined);
+    if (!more) return false;
+    entries += more->size();
+    headers.insert(headers.end(), more->begin(), more->end());
+    return true;
+  }
+  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache)) return gather_headers(*signing->inner(), headers, entries);
+  bool any = false;
+  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
+    for (const auto& tier : tiered->tiers()) any = gather_headers(*tier.cache, headers, entries) || any;
+  }
+  return any;
+}
+
+}  // namespace
+
+std::string explain_miss(cache::DiskEngineCache& cache, const key::EngineKey& wanted) {
+  size_t entries = 0;
+  auto headers = disk_headers(cache, entries);
+  return nearest_of(headers, entries, wanted);
+}
+
+std::string explain_miss(EngineCache& cache, const key::EngineKey& wanted) {
+  std::vector<format::EnvelopeHeader> headers;
+  size_t entries = 0;
+  if (!gather_headers(cache, headers, entries)) return "not in cache";
+  return nearest_of(headers, entries, wanted);
 }
 
 Explanation explain_compile(const ir::Graph& graph, std::span<const InputSpec> specs,

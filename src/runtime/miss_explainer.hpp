@@ -17,6 +17,13 @@ namespace kiln::runtime {
 // untouched.
 std::string explain_miss(cache::DiskEngineCache& cache, const key::EngineKey& wanted);
 
+// The same over every disk and Redis store inside `cache` (through signing
+// and tier wrappers): the nearest entry of any of them. A Redis store is
+// read with a SCAN and one GETRANGE per entry (at most 256). "not in cache"
+// when `cache` holds neither (a RAM tier, a user's cache) or Redis is
+// unreachable.
+std::string explain_miss(EngineCache& cache, const key::EngineKey& wanted);
+
 // What a compile of `graph` with these specs and settings would find in the
 // disk cache, without building anything (`kiln cache explain`).
 struct Explanation {

@@ -489,6 +489,27 @@ TEST(RedisFleet, RedisKilledMidRunThenRestartedCompilesKeepWorkingAndLaterHit) {
   EXPECT_EQ(count_status(later, "hit"), 2);
 }
 
+TEST(RedisFleet, AMissExplainsItselfFromRedisEntriesAlone) {
+  // A host with no disk tier (a fresh container) still learns why it missed:
+  // the nearest entry in Redis and the key parts that differ.
+  REQUIRE_REDIS_SERVER();
+  RedisTestServer server;
+  testing::TempDir dir;
+  testing::write_file(dir / "model.onnx", zoo::build_zoo_model("resnet_tiny", {5, std::nullopt}).onnx_bytes);
+  auto build = [&](const std::string& extra) {
+    return std::string(KILN_CLI) + " build " + (dir / "model.onnx").string() +
+           " --shape input=2x3x64x64 --optimization-level 0 --timing-cache - --json --cache " + server.uri() + extra +
+           " 2>/dev/null";
+  };
+  auto first = run_hosts({build("")});
+  ASSERT_EQ(count_status(first, "miss"), 1) << first[0].output;
+  EXPECT_NE(first[0].output.find("the cache is empty"), std::string::npos) << first[0].output;
+
+  auto other = run_hosts({build(" --precision fp32,bf16")});
+  ASSERT_EQ(count_status(other, "miss"), 1) << other[0].output;
+  EXPECT_NE(other[0].output.find("differs in: settings"), std::string::npos) << other[0].output;
+}
+
 TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {
   // `kiln cache clear --cache redis://...` once emptied the local disk cache
   // and left Redis as it was.
