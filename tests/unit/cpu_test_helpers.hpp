@@ -40,14 +40,14 @@ inline Tensor sine_images(int64_t batch, int64_t size, double phase = 0.0) {
 }
 
 // BERT's inputs: token ids spread over the first 1000 of the vocabulary, and
-// an attention mask of ones (with batch > 1, the second sequence's last five
-// tokens masked out).
-inline std::vector<Tensor> bert_inputs(int64_t batch, int64_t seq) {
+// an attention mask of ones (with batch > 1, the second sequence's last
+// `masked` tokens masked out).
+inline std::vector<Tensor> bert_inputs(int64_t batch, int64_t seq, int64_t masked = 5) {
   std::vector<int64_t> ids(static_cast<size_t>(batch * seq));
   std::vector<int64_t> mask(ids.size(), 1);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>((i * 7919 + 13) % 1000);
   if (batch > 1) {
-    for (int64_t s = std::max<int64_t>(seq - 5, 1); s < seq; ++s) mask[static_cast<size_t>(seq + s)] = 0;
+    for (int64_t s = std::max<int64_t>(seq - masked, 1); s < seq; ++s) mask[static_cast<size_t>(seq + s)] = 0;
   }
   return {Tensor::from_values<int64_t>({batch, seq}, ids), Tensor::from_values<int64_t>({batch, seq}, mask)};
 }
