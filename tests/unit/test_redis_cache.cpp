@@ -556,6 +556,13 @@ TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {
   auto down = run_hosts({cli + "ls" + on_redis + " 2>&1"});
   EXPECT_NE(down[0].exit_code, 0);
   EXPECT_NE(down[0].output.find("cannot reach"), std::string::npos) << down[0].output;
+  // With Redis down, a tier list still acts on the disk tier, reports Redis's
+  // error, and exits non-zero.
+  auto partial = run_hosts({cli + "ls --cache-tiers disk," + server.uri() + " --cache-dir " + (dir / "a").string() +
+                            " 2>&1"});
+  EXPECT_NE(partial[0].exit_code, 0);
+  EXPECT_NE(partial[0].output.find("Tier disk"), std::string::npos) << partial[0].output;
+  EXPECT_NE(partial[0].output.find("error: cache ls: cannot reach"), std::string::npos) << partial[0].output;
 }
 
 }  // namespace

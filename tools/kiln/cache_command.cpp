@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "arguments.hpp"
@@ -180,19 +181,26 @@ void redis_action(const CacheOptions& o, const std::string& uri, nlohmann::json&
 int run_tier_action(const CacheOptions& o, const std::vector<std::string>& tiers) {
   nlohmann::json j{{"command", "cache " + o.action}, {"tiers", nlohmann::json::array()}};
   std::ostringstream text;
+  std::optional<Error> first_error;  // a tier that fails does not stop the others
   for (const auto& tier : tiers) {
     nlohmann::json t{{"name", tier}};
     text << "Tier " << tier << "\n";
     std::ostringstream tier_text;
-    if (tier == "disk") {
-      t["cache_dir"] = cache_dir(o).string();
-      disk_action(o, cache_dir(o), t, tier_text);
-    } else if (cache::is_redis_uri(tier)) {
-      redis_action(o, tier, t, tier_text);
-    } else {
-      // A RAM tier lives inside one process: another process has nothing to act on.
-      t["skipped"] = "a ram tier lives inside one process";
-      tier_text << "(skipped: a ram tier lives inside one process)\n";
+    try {
+      if (tier == "disk") {
+        t["cache_dir"] = cache_dir(o).string();
+        disk_action(o, cache_dir(o), t, tier_text);
+      } else if (cache::is_redis_uri(tier)) {
+        redis_action(o, tier, t, tier_text);
+      } else {
+        // A RAM tier lives inside one process: another process has nothing to act on.
+        t["skipped"] = "a ram tier lives inside one process";
+        tier_text << "(skipped: a ram tier lives inside one process)\n";
+      }
+    } catch (const Error& e) {
+      t["error"] = e.what();
+      tier_text << "error: " << e.what() << "\n";
+      if (!first_error) first_error = e;
     }
     std::istringstream lines(tier_text.str());
     for (std::string line; std::getline(lines, line);) text << "  " << line << "\n";
@@ -203,6 +211,7 @@ int run_tier_action(const CacheOptions& o, const std::vector<std::string>& tiers
   } else {
     std::cout << text.str();
   }
+  if (first_error) throw *first_error;  // after the report, for the exit code
   return 0;
 }
 
