@@ -9,6 +9,7 @@
 // new affects the whole program.
 #include <atomic>
 #include <cstdio>
+#include <cstddef>
 #include <cstdlib>
 #include <new>
 #include <string>
@@ -23,26 +24,55 @@ constexpr std::size_t k_large = 64 * 1024;
 std::atomic<bool> g_counting{false};
 std::atomic<long long> g_allocations{0}, g_large{0}, g_large_bytes{0};
 
-void* counted_allocation(std::size_t size) {
-  if (g_counting.load(std::memory_order_relaxed)) {
-    ++g_allocations;
-    if (size >= k_large) {
-      ++g_large;
-      g_large_bytes += static_cast<long long>(size);
-    }
+void count(std::size_t size) {
+  if (!g_counting.load(std::memory_order_relaxed)) return;
+  ++g_allocations;
+  if (size >= k_large) {
+    ++g_large;
+    g_large_bytes += static_cast<long long>(size);
   }
-  if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
+}
+
+void* counted_allocation(std::size_t size, std::size_t alignment = 0) noexcept {
+  count(size);
+  if (size == 0) size = 1;
+  if (alignment <= alignof(std::max_align_t)) return std::malloc(size);
+  return std::aligned_alloc(alignment, (size + alignment - 1) / alignment * alignment);
+}
+
+void* counted_or_throw(std::size_t size, std::size_t alignment = 0) {
+  if (void* p = counted_allocation(size, alignment)) return p;
   throw std::bad_alloc();
 }
 
 }  // namespace
 
-void* operator new(std::size_t size) { return counted_allocation(size); }
-void* operator new[](std::size_t size) { return counted_allocation(size); }
+// Every form of operator new and delete, so that all of them meet in malloc
+// and free (a sanitizer checks that allocation and release functions pair up).
+void* operator new(std::size_t size) { return counted_or_throw(size); }
+void* operator new[](std::size_t size) { return counted_or_throw(size); }
+void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
+void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
+void* operator new(std::size_t size, std::align_val_t a) { return counted_or_throw(size, static_cast<std::size_t>(a)); }
+void* operator new[](std::size_t size, std::align_val_t a) { return counted_or_throw(size, static_cast<std::size_t>(a)); }
+void* operator new(std::size_t size, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_allocation(size, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t size, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_allocation(size, static_cast<std::size_t>(a));
+}
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
 
 int main(int argc, char** argv) {
   if (argc < 2) {
