@@ -346,10 +346,12 @@ std::optional<std::vector<RedisEntryInfo>> RedisEngineCache::list() {
   });
 }
 
-std::optional<std::vector<format::EnvelopeHeader>> RedisEngineCache::peek_headers(size_t max_entries) {
+std::optional<RedisEngineCache::PeekedHeaders> RedisEngineCache::peek_headers(size_t max_entries) {
   const std::string prefix = options().prefix + ":entry:";
   return m_client->call([&](RedisConnection& c) {
+    PeekedHeaders peeked;
     auto keys = scan_keys(c, prefix + "*");
+    peeked.entries = keys.size();
     if (keys.size() > max_entries) keys.resize(max_entries);
     std::vector<RedisConnection::Args> gets;
     for (const auto& k : keys) gets.push_back({"GET", k});
@@ -365,12 +367,12 @@ std::optional<std::vector<format::EnvelopeHeader>> RedisEngineCache::peek_header
     const std::string last = std::to_string(format::k_peek_bytes - 1);
     std::vector<RedisConnection::Args> ranges;
     for (const auto& k : chunk_keys) ranges.push_back({"GETRANGE", k, "0", last});
-    std::vector<format::EnvelopeHeader> headers;
     for (const auto& reply : c.pipeline(ranges)) {
       std::string bytes = reply_string(reply);
-      if (auto header = format::peek_header(std::as_bytes(std::span<const char>(bytes)))) headers.push_back(*header);
+      if (auto header = format::peek_header(std::as_bytes(std::span<const char>(bytes))))
+        peeked.headers.push_back(*header);
     }
-    return headers;
+    return peeked;
   });
 }
 

@@ -82,7 +82,11 @@ class RedisEngineCache final : public ManagedCache {
   // The envelope headers of up to `max_entries` entries, read from the first
   // bytes of each entry's first chunk (GETRANGE), for explaining a miss.
   // Unverified (format/header_peek.hpp). Nullopt when unreachable.
-  std::optional<std::vector<format::EnvelopeHeader>> peek_headers(size_t max_entries);
+  struct PeekedHeaders {
+    size_t entries = 0;  // entries found, readable or not
+    std::vector<format::EnvelopeHeader> headers;
+  };
+  std::optional<PeekedHeaders> peek_headers(size_t max_entries);
   // Deletes every entry under the prefix (not leases or counters); nullopt
   // when unreachable or read-only.
   std::optional<uint64_t> clear();

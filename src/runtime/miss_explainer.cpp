@@ -69,13 +69,14 @@ bool gather_headers(EngineCache& cache, std::vector<format::EnvelopeHeader>& hea
     return true;
   }
   if (auto* redis = dynamic_cast<cache::RedisEngineCache*>(&cache)) {
-    auto more = redis->peek_headers(k_max_entries_examined);
-    if (!more) return false;
-    entries += more->size();
-    headers.insert(headers.end(), more->begin(), more->end());
+    auto peeked = redis->peek_headers(k_max_entries_examined);
+    if (!peeked) return false;
+    entries += peeked->entries;
+    headers.insert(headers.end(), peeked->headers.begin(), peeked->headers.end());
     return true;
   }
-  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache)) return gather_headers(*signing->inner(), headers, entries);
+  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache))
+    return gather_headers(*signing->inner(), headers, entries);
   bool any = false;
   if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
     for (const auto& tier : tiered->tiers()) any = gather_headers(*tier.cache, headers, entries) || any;

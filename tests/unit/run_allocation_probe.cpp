@@ -8,8 +8,8 @@
 // count is live. A separate process because replacing the global operator
 // new affects the whole program.
 #include <atomic>
-#include <cstdio>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <string>
@@ -53,8 +53,12 @@ void* operator new(std::size_t size) { return counted_or_throw(size); }
 void* operator new[](std::size_t size) { return counted_or_throw(size); }
 void* operator new(std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
 void* operator new[](std::size_t size, const std::nothrow_t&) noexcept { return counted_allocation(size); }
-void* operator new(std::size_t size, std::align_val_t a) { return counted_or_throw(size, static_cast<std::size_t>(a)); }
-void* operator new[](std::size_t size, std::align_val_t a) { return counted_or_throw(size, static_cast<std::size_t>(a)); }
+void* operator new(std::size_t size, std::align_val_t a) {
+  return counted_or_throw(size, static_cast<std::size_t>(a));
+}
+void* operator new[](std::size_t size, std::align_val_t a) {
+  return counted_or_throw(size, static_cast<std::size_t>(a));
+}
 void* operator new(std::size_t size, std::align_val_t a, const std::nothrow_t&) noexcept {
   return counted_allocation(size, static_cast<std::size_t>(a));
 }
@@ -99,8 +103,8 @@ int main(int argc, char** argv) {
     g_counting = false;
     std::size_t output_bytes = 0;
     for (const kiln::Tensor& t : outputs) output_bytes += t.bytes().size();
-    std::printf("%lld %lld %lld %zu %zu\n", g_allocations.load(), g_large.load(), g_large_bytes.load(), activations,
-                output_bytes);
+    std::printf("%lld %lld %lld %zu %zu\n", g_allocations.load(), g_large.load(), g_large_bytes.load(),
+                activations, output_bytes);
     return outputs.empty() ? 1 : 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "run_allocation_probe: %s\n", e.what());

@@ -37,12 +37,13 @@ void expect_no_activation_allocations(const std::string& model) {
   ASSERT_GE(c.activation_bytes, 1 << 20) << "the probe failed, or the model is too small to tell";
   // Allocations of 64 KiB or more: only the returned outputs (each with a
   // few bytes of bookkeeping).
-  EXPECT_LE(c.large_bytes, c.output_bytes + 4096) << c.large << " large allocations, " << c.large_bytes
-                                                  << " bytes, against " << c.output_bytes << " bytes of outputs and "
-                                                  << c.activation_bytes << " of activations";
-  std::printf("%s: a warm run made %lld allocations, %lld of 64 KiB or more (%lld bytes; outputs %lld bytes); "
-              "activations %lld bytes\n",
-              model.c_str(), c.allocations, c.large, c.large_bytes, c.output_bytes, c.activation_bytes);
+  EXPECT_LE(c.large_bytes, c.output_bytes + 4096)
+      << c.large << " large allocations, " << c.large_bytes << " bytes, against " << c.output_bytes
+      << " bytes of outputs and " << c.activation_bytes << " of activations";
+  std::printf(
+      "%s: a warm run made %lld allocations, %lld of 64 KiB or more (%lld bytes; outputs %lld bytes); "
+      "activations %lld bytes\n",
+      model.c_str(), c.allocations, c.large, c.large_bytes, c.output_bytes, c.activation_bytes);
 }
 
 TEST(CpuRunMemory, TheProbeSeesAnActivationSizedAllocation) {
@@ -51,7 +52,9 @@ TEST(CpuRunMemory, TheProbeSeesAnActivationSizedAllocation) {
   EXPECT_GE(c.large_bytes, c.activation_bytes);
 }
 
-TEST(CpuRunMemory, AWarmResnet18RunAllocatesNoActivationMemory) { expect_no_activation_allocations("resnet18"); }
+TEST(CpuRunMemory, AWarmResnet18RunAllocatesNoActivationMemory) {
+  expect_no_activation_allocations("resnet18");
+}
 
 TEST(CpuRunMemory, AWarmMobilenetV2RunAllocatesNoActivationMemory) {
   expect_no_activation_allocations("mobilenet_v2");
