@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include <charconv>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -74,8 +75,10 @@ std::string_view as_chars(std::span<const std::byte> bytes) {
   return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
 }
 
-// Every key matching `pattern`, by SCAN (never KEYS, which blocks Redis).
-std::vector<std::string> scan_keys(RedisConnection& c, const std::string& pattern) {
+// Every key matching `pattern` (or the first `max` found), by SCAN (never
+// KEYS, which blocks Redis).
+std::vector<std::string> scan_keys(RedisConnection& c, const std::string& pattern,
+                                   size_t max = std::numeric_limits<size_t>::max()) {
   std::vector<std::string> keys;
   std::string cursor = "0";
   do {
@@ -86,7 +89,8 @@ std::vector<std::string> scan_keys(RedisConnection& c, const std::string& patter
     const redisReply* batch = reply->element[1];
     for (size_t i = 0; i < batch->elements; ++i)
       keys.emplace_back(batch->element[i]->str, batch->element[i]->len);
-  } while (cursor != "0");
+  } while (cursor != "0" && keys.size() < max);
+  if (keys.size() > max) keys.resize(max);
   return keys;
 }
 
@@ -350,9 +354,10 @@ std::optional<RedisEngineCache::PeekedHeaders> RedisEngineCache::peek_headers(si
   const std::string prefix = options().prefix + ":entry:";
   return m_client->call([&](RedisConnection& c) {
     PeekedHeaders peeked;
-    auto keys = scan_keys(c, prefix + "*");
+    // A miss should not pay for a SCAN of the whole fleet: the first
+    // max_entries entries are enough to compare with.
+    auto keys = scan_keys(c, prefix + "*", max_entries);
     peeked.entries = keys.size();
-    if (keys.size() > max_entries) keys.resize(max_entries);
     std::vector<RedisConnection::Args> gets;
     for (const auto& k : keys) gets.push_back({"GET", k});
     auto manifests = c.pipeline(gets);

@@ -83,7 +83,7 @@ class RedisEngineCache final : public ManagedCache {
   // bytes of each entry's first chunk (GETRANGE), for explaining a miss.
   // Unverified (format/header_peek.hpp). Nullopt when unreachable.
   struct PeekedHeaders {
-    size_t entries = 0;  // entries found, readable or not
+    size_t entries = 0;  // entries found (at most max_entries), readable or not
     std::vector<format::EnvelopeHeader> headers;
   };
   std::optional<PeekedHeaders> peek_headers(size_t max_entries);
