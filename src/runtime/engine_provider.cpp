@@ -1,8 +1,8 @@
 #include "runtime/engine_provider.hpp"
 
+#include "cache/cache_layers.hpp"
 #include "cache/managed_cache.hpp"
 #include "cache/signing_engine_cache.hpp"
-#include "cache/tiered_engine_cache.hpp"
 #include "format/envelope.hpp"
 #include "key/engine_key.hpp"
 #include "passes/passes.hpp"
@@ -19,16 +19,12 @@ using Outcome = cache::ManagedCache::Outcome;
 
 // Why a signing layer in `cache` refused this compile's read of `key`, if one did.
 std::optional<std::string> find_refusal(EngineCache& cache, const std::string& key) {
-  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache)) {
-    if (auto why = signing->refusal(key)) return why;
-    return find_refusal(*signing->inner(), key);
-  }
-  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
-    for (const auto& tier : tiered->tiers()) {
-      if (auto why = find_refusal(*tier.cache, key)) return why;
-    }
-  }
-  return std::nullopt;
+  std::optional<std::string> why;
+  cache::for_each_layer(cache, [&](EngineCache& layer) {
+    auto* signing = dynamic_cast<cache::SigningEngineCache*>(&layer);
+    if (signing && !why) why = signing->refusal(key);
+  });
+  return why;
 }
 
 // One lookup of `key`; the engine, refitted, or null with record.reason set

@@ -4,9 +4,8 @@
 #include <fstream>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "cache/cache_layers.hpp"
 #include "cache/redis_engine_cache.hpp"
-#include "cache/signing_engine_cache.hpp"
-#include "cache/tiered_engine_cache.hpp"
 #include "format/header_peek.hpp"
 #include "passes/passes.hpp"
 #include "runtime/compiled_model.hpp"
@@ -63,24 +62,20 @@ std::string nearest_of(const std::vector<format::EnvelopeHeader>& headers, size_
 // Gathers the headers of every disk and Redis store inside `cache`; false
 // when it holds none that could be read.
 bool gather_headers(EngineCache& cache, std::vector<format::EnvelopeHeader>& headers, size_t& entries) {
-  if (auto* disk = dynamic_cast<cache::DiskEngineCache*>(&cache)) {
-    auto more = disk_headers(*disk, entries);
-    headers.insert(headers.end(), more.begin(), more.end());
-    return true;
-  }
-  if (auto* redis = dynamic_cast<cache::RedisEngineCache*>(&cache)) {
-    auto peeked = redis->peek_headers(k_max_entries_examined);
-    if (!peeked) return false;
-    entries += peeked->entries;
-    headers.insert(headers.end(), peeked->headers.begin(), peeked->headers.end());
-    return true;
-  }
-  if (auto* signing = dynamic_cast<cache::SigningEngineCache*>(&cache))
-    return gather_headers(*signing->inner(), headers, entries);
   bool any = false;
-  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(&cache)) {
-    for (const auto& tier : tiered->tiers()) any = gather_headers(*tier.cache, headers, entries) || any;
-  }
+  cache::for_each_layer(cache, [&](EngineCache& layer) {
+    if (auto* disk = dynamic_cast<cache::DiskEngineCache*>(&layer)) {
+      auto more = disk_headers(*disk, entries);
+      headers.insert(headers.end(), more.begin(), more.end());
+      any = true;
+    } else if (auto* redis = dynamic_cast<cache::RedisEngineCache*>(&layer)) {
+      if (auto peeked = redis->peek_headers(k_max_entries_examined)) {
+        entries += peeked->entries;
+        headers.insert(headers.end(), peeked->headers.begin(), peeked->headers.end());
+        any = true;
+      }
+    }
+  });
   return any;
 }
 
