@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: demo test bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz
+.PHONY: demo test bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz check-fresh
 
 deps:
 	scripts/install-deps
@@ -26,6 +26,12 @@ test: deps build
 # Not part of `make test`.
 bench: deps build
 	bench/run --build-dir $(BUILD_DIR)
+
+# Proves `make demo` and `make test` on a bare Debian 12 root (mmdebstrap +
+# chroot; needs root, network to Debian's registry and many minutes). By hand,
+# not part of `make test`: scripts/check-fresh --help.
+check-fresh:
+	scripts/check-fresh --jobs $(JOBS)
 
 format:
 	find include src tools tests -name '*.hpp' -o -name '*.cpp' -o -name '*.h' | xargs clang-format -i
