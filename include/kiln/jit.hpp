@@ -1,7 +1,7 @@
 // JitModule: just-in-time compilation that recompiles through the engine
-// cache, the C++ counterpart of the tutorial's torch.compile workflow
-// (../shared/reference/engine_caching_example.rst, "Engine Caching for JIT
-// Compilation") with PyTorch's automatic dynamic shapes.
+// cache, the C++ counterpart of the torch.compile workflow in Torch-TensorRT's
+// engine-caching tutorial ("Engine Caching for JIT Compilation"), with
+// PyTorch's automatic dynamic shapes.
 //
 //   kiln::JitModule model("resnet18.onnx", settings);
 //   auto out = model(inputs);        // first call: compiles for these exact shapes

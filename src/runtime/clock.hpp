@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cstdint>
 
+#include "kiln/version.hpp"
+
 namespace kiln::runtime {
 
 using Clock = std::chrono::steady_clock;
@@ -18,6 +20,6 @@ inline int64_t unix_ms_now() {
 }
 
 // Written into every blob and artifact this kiln produces.
-inline constexpr const char* k_producer = "kiln 0.1.0";
+inline constexpr const char* k_producer = "kiln " KILN_VERSION_STRING;
 
 }  // namespace kiln::runtime

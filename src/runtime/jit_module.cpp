@@ -15,16 +15,15 @@
 
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
+#include "runtime/clock.hpp"
 #include "util/log.hpp"
 
 namespace kiln {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point start) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
+using runtime::Clock;
+using runtime::ms_since;
 
 using Shapes = std::vector<std::vector<int64_t>>;
 

@@ -1,5 +1,5 @@
 // `kiln bench tutorial`: the engine-caching tutorial
-// (../shared/reference/engine_caching_example.rst), both halves, with the
+// (Torch-TensorRT's engine_caching_example.py), both halves, with the
 // tutorial's three timings each:
 //
 //   JIT (torch_compile):  a fresh kiln::JitModule, timed over its first call
