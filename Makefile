@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: demo test bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz check-fresh
+.PHONY: demo test bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz check-fresh check-format
 
 deps:
 	scripts/install-deps
@@ -34,7 +34,10 @@ check-fresh:
 	scripts/check-fresh --jobs $(JOBS)
 
 format:
-	find include src tools tests -name '*.hpp' -o -name '*.cpp' -o -name '*.h' | xargs clang-format -i
+	git ls-files -- '*.c' '*.h' '*.cpp' '*.hpp' '*.cu' '*.cuh' | xargs clang-format -i
+
+check-format: deps
+	scripts/check-format
 
 clean:
 	rm -rf $(BUILD_DIR)

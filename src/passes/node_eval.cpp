@@ -1,6 +1,6 @@
 #include "passes/node_eval.hpp"
 
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
 
 namespace kiln::passes {

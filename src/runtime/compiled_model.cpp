@@ -3,7 +3,7 @@
 #include <map>
 
 #include "backends/cpu/cpu_backend.hpp"
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "cache/managed_cache.hpp"
 #include "format/envelope.hpp"
 #include "partition/partition.hpp"

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "runtime/compiled_model.hpp"
 

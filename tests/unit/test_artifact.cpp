@@ -7,7 +7,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/compile.hpp"
 #include "runtime/artifact.hpp"

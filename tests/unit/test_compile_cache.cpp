@@ -9,7 +9,7 @@
 #include <map>
 #include <mutex>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "cache/cache_layout.hpp"
 #include "cache/disk_engine_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"

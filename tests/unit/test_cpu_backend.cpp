@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.hpp"
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"

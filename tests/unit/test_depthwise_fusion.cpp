@@ -14,7 +14,7 @@
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/plan_format.hpp"
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"

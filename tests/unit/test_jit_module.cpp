@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "kiln/jit.hpp"

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <onnx/onnx_pb.h>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "test_helpers.hpp"
 #include "zoo/model_builder.hpp"

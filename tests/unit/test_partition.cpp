@@ -5,7 +5,7 @@
 #include <cmath>
 #include <onnx/onnx_pb.h>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"

@@ -14,7 +14,7 @@
 
 #include <onnx/onnx_pb.h>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "ir/op_schema.hpp"
 #include "kiln/error.hpp"

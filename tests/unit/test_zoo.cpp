@@ -13,7 +13,7 @@
 
 #include <onnx/onnx_pb.h>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "zoo/zoo.hpp"

@@ -2,7 +2,7 @@
 // shapes, and the ops the reference backend cannot run.
 #include <iostream>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 

@@ -9,7 +9,7 @@
 #include <map>
 #include <sstream>
 
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "arguments.hpp"

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "backends/cpu/instance_builder.hpp"
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
 
 namespace kiln::cpu {

@@ -8,7 +8,7 @@
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/memory_plan.hpp"
 #include "backends/cpu/weight_reorder.hpp"
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
 #include "util/log.hpp"
 #include "util/parallel_for.hpp"

@@ -4,7 +4,7 @@
 #include <map>
 
 #include "backends/cpu/dnnl_util.hpp"
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
 #include "passes/passes.hpp"
 

@@ -9,9 +9,9 @@
 #include <numeric>
 #include <string>
 
-#include "backends/ref/dispatch.hpp"
-#include "backends/ref/kernel.hpp"
-#include "backends/ref/kernels/reduction_kernels.hpp"
+#include "reference/dispatch.hpp"
+#include "reference/kernel.hpp"
+#include "reference/kernels/reduction_kernels.hpp"
 
 namespace kiln::ref {
 

@@ -4,7 +4,7 @@
 #include <limits>
 #include <type_traits>
 
-#include "backends/ref/kernels/elementwise_kernels.hpp"
+#include "reference/kernels/elementwise_kernels.hpp"
 
 namespace kiln::ref::elementwise {
 

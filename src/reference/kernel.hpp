@@ -78,7 +78,7 @@ class KernelRegistry {
 // The registry of every reference kernel.
 const KernelRegistry& kernels();
 
-// One registration function per op family (src/backends/ref/kernels/*.cpp).
+// One registration function per op family (src/reference/kernels/*.cpp).
 void register_elementwise_kernels(KernelRegistry& registry);
 void register_nn_kernels(KernelRegistry& registry);
 void register_tensor_kernels(KernelRegistry& registry);

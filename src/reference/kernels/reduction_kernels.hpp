@@ -2,7 +2,7 @@
 // other files, called from register_reduction_kernels.
 #pragma once
 
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 
 namespace kiln::ref {
 

@@ -2,7 +2,7 @@
 //
 // Floating-point reductions accumulate in double so that the reference stays
 // an accurate oracle for long reductions; integer ones accumulate in int64.
-#include "backends/ref/kernels/reduction_kernels.hpp"
+#include "reference/kernels/reduction_kernels.hpp"
 
 #include <algorithm>
 #include <cmath>
@@ -10,8 +10,8 @@
 #include <string>
 #include <type_traits>
 
-#include "backends/ref/dispatch.hpp"
-#include "backends/ref/kernel.hpp"
+#include "reference/dispatch.hpp"
+#include "reference/kernel.hpp"
 
 namespace kiln::ref {
 

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <string>
 
-#include "backends/ref/broadcast.hpp"
-#include "backends/ref/dispatch.hpp"
-#include "backends/ref/kernels/nn_kernels.hpp"
+#include "reference/broadcast.hpp"
+#include "reference/dispatch.hpp"
+#include "reference/kernels/nn_kernels.hpp"
 
 namespace kiln::ref {
 

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "backends/ref/dispatch.hpp"
-#include "backends/ref/kernels/tensor_kernels.hpp"
+#include "reference/dispatch.hpp"
+#include "reference/kernels/tensor_kernels.hpp"
 #include "ir/ops/tensor_params.hpp"
 
 namespace kiln::ref {

@@ -1,11 +1,11 @@
 // Reference kernels for the tensor (data movement) ops: reshapes, slicing,
 // gathering, concatenation, constants and shape queries. Spatial ones are in
 // tensor_spatial_kernels.cpp.
-#include "backends/ref/kernels/tensor_kernels.hpp"
+#include "reference/kernels/tensor_kernels.hpp"
 
 #include <cstring>
 
-#include "backends/ref/dispatch.hpp"
+#include "reference/dispatch.hpp"
 #include "ir/ops/tensor_params.hpp"
 
 namespace kiln::ref {

@@ -1,4 +1,4 @@
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 
 #include <algorithm>
 

@@ -1,4 +1,4 @@
-#include "backends/ref/broadcast.hpp"
+#include "reference/broadcast.hpp"
 
 #include "kiln/tensor.hpp"
 

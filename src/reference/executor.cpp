@@ -1,6 +1,6 @@
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
 
 namespace kiln::ref {

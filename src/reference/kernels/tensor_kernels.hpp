@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
 
 namespace kiln::ref {

@@ -1,7 +1,7 @@
 // Elementwise reference kernels: unary math, activations, Clip, PRelu and
 // Cast. The broadcasting binary and variadic ops live in
 // elementwise_binary_kernels.cpp.
-#include "backends/ref/kernels/elementwise_kernels.hpp"
+#include "reference/kernels/elementwise_kernels.hpp"
 
 #include <cmath>
 #include <limits>

@@ -1,13 +1,13 @@
 // Neural-network reference kernels: Gemm and MatMul here; convolution,
 // pooling and normalization live in the nn_*_kernels.cpp files registered
 // below.
-#include "backends/ref/kernels/nn_kernels.hpp"
+#include "reference/kernels/nn_kernels.hpp"
 
 #include <algorithm>
 #include <type_traits>
 
-#include "backends/ref/broadcast.hpp"
-#include "backends/ref/dispatch.hpp"
+#include "reference/broadcast.hpp"
+#include "reference/dispatch.hpp"
 
 namespace kiln::ref {
 

@@ -6,9 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "backends/ref/broadcast.hpp"
-#include "backends/ref/dispatch.hpp"
-#include "backends/ref/kernel.hpp"
+#include "reference/broadcast.hpp"
+#include "reference/dispatch.hpp"
+#include "reference/kernel.hpp"
 
 namespace kiln::ref::elementwise {
 

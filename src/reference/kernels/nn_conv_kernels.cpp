@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <string>
 
-#include "backends/ref/dispatch.hpp"
-#include "backends/ref/kernels/nn_kernels.hpp"
+#include "reference/dispatch.hpp"
+#include "reference/kernels/nn_kernels.hpp"
 #include "ir/ops/nn_geometry.hpp"
 
 namespace kiln::ref {

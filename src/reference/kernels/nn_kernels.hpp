@@ -7,7 +7,7 @@
 #include <span>
 #include <vector>
 
-#include "backends/ref/kernel.hpp"
+#include "reference/kernel.hpp"
 
 namespace kiln::ref {
 
