@@ -1,7 +1,7 @@
 // Compile settings and input specifications.
 //
-// Setting names follow the engine-caching tutorial kiln implements
-// (../shared/reference/engine_caching_example.rst), in C++ snake_case.
+// Setting names follow the engine-caching tutorial kiln implements, in C++
+// snake_case.
 // Settings that change the built engine are part of the engine key; the
 // others (cache location and size, debug) are not.
 #pragma once
@@ -19,18 +19,29 @@ namespace kiln {
 
 class EngineCache;
 
+// The system temp dir followed by "kiln_engine_cache": the tutorial's
+// default engine_cache_dir.
+inline std::filesystem::path default_engine_cache_dir() {
+  std::error_code ec;
+  auto temp = std::filesystem::temp_directory_path(ec);
+  if (ec) temp = "/tmp";
+  return temp / "kiln_engine_cache";
+}
+
 // Kernel precisions a build may choose among. Values are persistent.
 enum class Precision : uint8_t { fp32 = 0, bf16 = 1 };
 
 struct CompileSettings {
-  // --- engine cache (issue 5) ---
+  // --- engine cache ---
   bool cache_built_engines = true;
   bool reuse_cached_engines = true;
   bool refittable = true;
-  std::filesystem::path engine_cache_dir;  // empty: temp dir / "kiln_engine_cache"
+  // An empty folder is an error (kiln::Error), never a silent fallback to the
+  // shared default.
+  std::filesystem::path engine_cache_dir = default_engine_cache_dir();
   uint64_t engine_cache_size = uint64_t{5} << 30;
   std::shared_ptr<EngineCache> custom_engine_cache;
-  // --- fleet cache (issue 8; docs/fleet-cache.md) ---
+  // --- fleet cache (docs/fleet-cache.md) ---
   // Cache tiers, fastest first: "ram" or "ram:SIZE", "disk" (engine_cache_dir),
   // "redis://[[user]:pass@]host[:port][/db][?prefix=..&ttl=..&readonly=1..]",
   // "unix:///path.sock?...". A lookup served by a lower tier is copied into
