@@ -37,10 +37,12 @@ bool is_shard_name(const std::string& name) {
 }
 
 // True for a failure that the next write would meet too: a read-only
-// folder or mount, no permission, a full disk or quota. Anything else (EIO,
-// EINTR, ...) may pass, so it costs one save, not every save after it.
+// folder or mount, no permission, a full disk, a quota or the process's file
+// size limit. Anything else (EIO, EMFILE, a failed rename, ...) may pass, so
+// it costs one save, not every save after it.
 bool is_persistent(int error) {
-  return error == EROFS || error == EACCES || error == EPERM || error == ENOSPC || error == EDQUOT;
+  return error == EROFS || error == EACCES || error == EPERM || error == ENOSPC || error == EDQUOT ||
+         error == EFBIG;
 }
 
 }  // namespace

@@ -67,7 +67,8 @@ std::string stage_case_name(const ::testing::TestParamInfo<StageCase>& param_inf
 
 // Errors the next write would meet too; the others may pass.
 bool persistent(int error) {
-  return error == EROFS || error == EACCES || error == EPERM || error == ENOSPC || error == EDQUOT;
+  return error == EROFS || error == EACCES || error == EPERM || error == ENOSPC || error == EDQUOT ||
+         error == EFBIG;
 }
 
 class FailedPublish : public ::testing::TestWithParam<StageCase> {};
