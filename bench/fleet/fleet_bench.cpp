@@ -18,7 +18,7 @@
 
 #include "kiln/compile.hpp"
 #include "kiln/engine_cache.hpp"
-#include "runtime/cache_selection.hpp"
+#include "cache/open.hpp"
 
 namespace {
 
@@ -91,7 +91,7 @@ int main(int argc, char** argv) {
   for (const std::string& tier : {ram, std::string("disk"), redis}) {
     kiln::CompileSettings s = base;
     s.engine_cache_tiers = {tier};
-    auto cache = kiln::runtime::open_engine_cache(s);
+    auto cache = kiln::cache::open(s);
     std::vector<double> fetch, hit, load, refit;
     size_t blob_bytes = 0;
     std::string status;

@@ -19,6 +19,15 @@ namespace kiln {
 
 class EngineCache;
 
+// The system temp dir followed by "kiln_engine_cache": the tutorial's
+// default engine_cache_dir.
+inline std::filesystem::path default_engine_cache_dir() {
+  std::error_code ec;
+  auto temp = std::filesystem::temp_directory_path(ec);
+  if (ec) temp = "/tmp";
+  return temp / "kiln_engine_cache";
+}
+
 // Kernel precisions a build may choose among. Values are persistent.
 enum class Precision : uint8_t { fp32 = 0, bf16 = 1 };
 
@@ -27,7 +36,9 @@ struct CompileSettings {
   bool cache_built_engines = true;
   bool reuse_cached_engines = true;
   bool refittable = true;
-  std::filesystem::path engine_cache_dir;  // empty: temp dir / "kiln_engine_cache"
+  // An empty folder is an error (kiln::Error), never a silent fallback to the
+  // shared default.
+  std::filesystem::path engine_cache_dir = default_engine_cache_dir();
   uint64_t engine_cache_size = uint64_t{5} << 30;
   std::shared_ptr<EngineCache> custom_engine_cache;
   // --- fleet cache (docs/fleet-cache.md) ---

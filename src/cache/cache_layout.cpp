@@ -49,6 +49,7 @@ std::filesystem::path CacheLayout::quarantine_stem(std::string_view key, long lo
 
 std::filesystem::path CacheLayout::stats_path() const { return m_version_dir / "stats"; }
 std::filesystem::path CacheLayout::timing_dir() const { return m_root / "timing"; }
+std::filesystem::path CacheLayout::timing_cache_path() const { return timing_dir() / "timing_cache.bin"; }
 
 std::optional<std::string> key_from_entry_name(std::string_view file_name) {
   if (!ends_with(file_name, k_entry_suffix)) return std::nullopt;

@@ -9,7 +9,7 @@
 //   <root>/v1/locks/<key>.lock           per-key single flight (build lock)
 //   <root>/v1/quarantine/<key>.<ms>.kiln (+ .reason)  entries that failed to verify
 //   <root>/v1/stats                      persisted counters (text)
-//   <root>/timing/                       the timing cache: not ours, never
+//   <root>/timing/timing_cache.bin       the timing cache: not ours, never
 //                                        counted, listed or evicted
 //
 // "v1" is k_layout_version: a future layout lives beside this one instead of
@@ -49,6 +49,7 @@ class CacheLayout {
   std::filesystem::path quarantine_stem(std::string_view key, long long unix_ms) const;
   std::filesystem::path stats_path() const;
   std::filesystem::path timing_dir() const;
+  std::filesystem::path timing_cache_path() const;
 
  private:
   std::filesystem::path m_root;

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <fstream>
 #include <utility>
 #include <variant>
 
 #include "cache/stats_file.hpp"
 #include "format/envelope.hpp"
+#include "format/header_peek.hpp"
 #include "util/log.hpp"
 
 namespace kiln::cache {
@@ -32,6 +34,15 @@ std::span<const std::byte> as_bytes(const std::string& text) {
 bool is_shard_name(const std::string& name) {
   auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); };
   return name.size() == 2 && hex(name[0]) && hex(name[1]);
+}
+
+// True for a failure that the next write would meet too: a read-only
+// folder or mount, no permission, a full disk, a quota or the process's file
+// size limit. Anything else (EIO, EMFILE, a failed rename, ...) may pass, so
+// it costs one save, not every save after it.
+bool is_persistent(int error) {
+  return error == EROFS || error == EACCES || error == EPERM || error == ENOSPC || error == EDQUOT ||
+         error == EFBIG;
 }
 
 }  // namespace
@@ -62,7 +73,7 @@ bool DiskEngineCache::ensure_writable(const std::filesystem::path& shard) {
   }
   if (shard.empty()) return true;
   auto status = m_fs->create_directories(shard);
-  if (!status.ok()) degrade(status.message);
+  if (!status.ok()) skip_or_degrade(status);
   return status.ok();
 }
 
@@ -71,7 +82,16 @@ void DiskEngineCache::count(uint64_t CacheStats::*counter, uint64_t n) {
   m_pending.*counter += n;
 }
 
-void DiskEngineCache::save(const std::string& key, std::span<const std::byte> blob) {
+void DiskEngineCache::skip_or_degrade(const IoStatus& status) {
+  if (is_persistent(status.error)) {
+    degrade(status.message);
+    return;
+  }
+  log::warn("engine cache " + m_layout.root().string() + ": one engine not saved (" + status.message +
+            "); later engines are still saved");
+}
+
+void DiskEngineCache::put(const std::string& key, std::span<const std::byte> blob) {
   if (!is_valid_key(key)) {
     log::warn_once("disk-cache-invalid-key", "engine cache: ignoring a save under '" + key +
                                                  "', which is not a 64-character lowercase hex key");
@@ -87,7 +107,7 @@ void DiskEngineCache::save(const std::string& key, std::span<const std::byte> bl
   if (!ensure_writable(m_layout.shard_dir(key))) return;
   auto status = m_fs->write_file_atomic(m_layout.entry_path(key), blob);
   if (!status.ok()) {
-    degrade(status.message);
+    skip_or_degrade(status);
     return;
   }
   count(&CacheStats::saves);
@@ -95,35 +115,24 @@ void DiskEngineCache::save(const std::string& key, std::span<const std::byte> bl
   flush_stats();
 }
 
-std::optional<std::vector<std::byte>> DiskEngineCache::read_entry(const std::string& key) {
-  if (!is_valid_key(key)) return std::nullopt;
+Fetched DiskEngineCache::read_entry(const std::string& key) {
+  if (!is_valid_key(key)) return Fetched::miss(Status::absent, "not a valid key");
   std::vector<std::byte> bytes;
   auto path = m_layout.entry_path(key);
   auto status = m_fs->read_file(path, bytes);
   if (!status.ok()) {
     if (status.error != ENOENT && status.error != ENOTDIR) {
       log::warn_once("disk-cache-read:" + m_layout.root().string(), "engine cache: " + status.message);
+      return Fetched::miss(Status::unavailable, status.message);
     }
-    return std::nullopt;
+    return Fetched::miss(Status::absent);
   }
   // Recency is best effort: a read-only cache still serves its entries.
   (void)m_fs->set_mtime_now(path);
-  return bytes;
+  return Fetched::found(std::move(bytes));
 }
 
-std::optional<std::vector<std::byte>> DiskEngineCache::fetch(const std::string& key) { return read_entry(key); }
-
-std::optional<std::vector<std::byte>> DiskEngineCache::load(const std::string& key) {
-  auto bytes = read_entry(key);
-  bool flush = false;
-  {
-    std::lock_guard lock(m_stats_mutex);
-    ++(bytes ? m_pending.hits : m_pending.misses);
-    flush = ++m_pending_loads >= k_loads_per_flush;
-  }
-  if (flush) flush_stats();
-  return bytes;
-}
+Fetched DiskEngineCache::get(const std::string& key) { return read_entry(key); }
 
 std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& key, std::chrono::milliseconds timeout) {
   if (!is_valid_key(key) || !ensure_writable({})) return std::nullopt;
@@ -136,8 +145,8 @@ std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& k
   return lock;
 }
 
-void DiskEngineCache::record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) {
-  (void)key;
+void DiskEngineCache::record_outcome(const std::string&, const Fetched&, Outcome outcome,
+                                     uint64_t build_ms_saved) {
   bool flush = false;
   {
     std::lock_guard lock(m_stats_mutex);
@@ -164,7 +173,7 @@ class LockFileLease final : public BuildLease {
 };
 }  // namespace
 
-std::unique_ptr<BuildLease> DiskEngineCache::acquire_build_lease(const std::string& key) {
+std::unique_ptr<BuildLease> DiskEngineCache::lease(const std::string& key) {
   auto lock = acquire_build_lock(key);
   if (!lock) return nullptr;
   return std::make_unique<LockFileLease>(std::move(*lock));
@@ -391,6 +400,21 @@ std::vector<VerifyResult> DiskEngineCache::verify() {
   }
   flush_stats();
   return results;
+}
+
+std::optional<EntryHeaders> DiskEngineCache::entry_headers(size_t max_entries) {
+  EntryHeaders found;
+  auto listed = list();
+  found.entries = listed.size();
+  for (size_t i = 0; i < listed.size() && i < max_entries; ++i) {
+    std::ifstream in(m_layout.entry_path(listed[i].key), std::ios::binary);
+    if (!in) continue;
+    std::vector<std::byte> prefix(format::k_peek_bytes);
+    in.read(reinterpret_cast<char*>(prefix.data()), static_cast<std::streamsize>(prefix.size()));
+    prefix.resize(static_cast<size_t>(in.gcount()));
+    if (auto header = format::peek_header(prefix)) found.headers.push_back(*header);
+  }
+  return found;
 }
 
 }  // namespace kiln::cache

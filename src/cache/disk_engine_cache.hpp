@@ -43,7 +43,7 @@
 
 #include "cache/cache_fs.hpp"
 #include "cache/cache_layout.hpp"
-#include "cache/managed_cache.hpp"
+#include "cache/store.hpp"
 #include "util/lock_file.hpp"
 
 namespace kiln::cache {
@@ -68,15 +68,19 @@ struct VerifyResult {
   std::string reason;  // why it was quarantined; empty when ok
 };
 
-class DiskEngineCache final : public ManagedCache {
+class DiskEngineCache final : public Store {
  public:
   DiskEngineCache(std::filesystem::path dir, uint64_t max_bytes, std::shared_ptr<CacheFs> fs = posix_cache_fs());
   ~DiskEngineCache() override;  // adds this process's pending counts to the file
   DiskEngineCache(const DiskEngineCache&) = delete;
   DiskEngineCache& operator=(const DiskEngineCache&) = delete;
 
-  void save(const std::string& key, std::span<const std::byte> blob) override;
-  std::optional<std::vector<std::byte>> load(const std::string& key) override;
+  std::string name() const override { return "disk " + m_layout.root().string(); }
+  void put(const std::string& key, std::span<const std::byte> blob) override;
+  // A read error other than "no such entry" is `unavailable`.
+  Fetched get(const std::string& key) override;
+  void record_outcome(const std::string& key, const Fetched& lookup, Outcome outcome,
+                      uint64_t build_ms_saved) override;
 
   // The per-key build lock, held until the LockFile dies. The pipeline does:
   // load (no lock) → on a miss acquire_build_lock → load again → build →
@@ -86,8 +90,8 @@ class DiskEngineCache final : public ManagedCache {
   [[nodiscard]] std::optional<LockFile> acquire_build_lock(
       const std::string& key, std::chrono::milliseconds timeout = std::chrono::minutes(10));
 
-  // acquire_build_lock as a ManagedCache lease.
-  std::unique_ptr<BuildLease> acquire_build_lease(const std::string& key) override;
+  // acquire_build_lock as a Store lease.
+  std::unique_ptr<BuildLease> lease(const std::string& key) override;
 
   // Moves the entry to quarantine/ with `reason` beside it, so it is never
   // served again and can be inspected. The 8 newest quarantined entries are
@@ -95,18 +99,19 @@ class DiskEngineCache final : public ManagedCache {
   // entry is deleted instead.
   bool quarantine(const std::string& key, const std::string& reason) override;
 
-  std::optional<std::vector<std::byte>> fetch(const std::string& key) override;
-  void record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) override;
-
   // Persisted counters plus entries and bytes from a scan.
   CacheStats stats();
+  std::optional<CacheStats> counters() override { return stats(); }
+  // The headers of the most recently used entries, read from each file's
+  // first bytes; recency is left untouched.
+  std::optional<EntryHeaders> entry_headers(size_t max_entries) override;
   // Adds pending counts to the counters file now.
   void flush_stats();
   void zero_stats();
 
   // Entries, most recently used first.
   std::vector<EntryInfo> list();
-  bool remove(const std::string& key);
+  bool remove(const std::string& key) override;
   // Deletes least recently used entries until at most `max_bytes` remain
   // (counted as evictions).
   PruneResult prune(uint64_t max_bytes);
@@ -135,12 +140,15 @@ class DiskEngineCache final : public ManagedCache {
   // Creates the folders a write needs; false (and degraded) when it cannot.
   bool ensure_writable(const std::filesystem::path& shard);
   void degrade(const std::string& reason);
+  // A failed write: degrade() when the failure persists (read-only, full),
+  // else a warned skip of this one save.
+  void skip_or_degrade(const IoStatus& status);
   std::vector<ScannedEntry> scan(TempFiles temp_files);
   // Under the eviction lock; `keep` (may be empty) is never deleted.
   PruneResult evict_to(uint64_t cap, const std::string& keep);
   void count(uint64_t CacheStats::*counter, uint64_t n = 1);
   // Reads an entry and refreshes its recency; counts nothing.
-  std::optional<std::vector<std::byte>> read_entry(const std::string& key);
+  Fetched read_entry(const std::string& key);
   void trim_quarantine();
 
   CacheLayout m_layout;

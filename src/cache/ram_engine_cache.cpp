@@ -1,10 +1,11 @@
 #include "cache/ram_engine_cache.hpp"
 
+#include "format/header_peek.hpp"
 #include "util/log.hpp"
 
 namespace kiln::cache {
 
-void RamEngineCache::save(const std::string& key, std::span<const std::byte> blob) {
+void RamEngineCache::put(const std::string& key, std::span<const std::byte> blob) {
   std::lock_guard lock(m_mutex);
   if (blob.size() > m_max_bytes) {
     ++m_stats.refused_too_large;
@@ -34,16 +35,44 @@ void RamEngineCache::save(const std::string& key, std::span<const std::byte> blo
   }
 }
 
-std::optional<std::vector<std::byte>> RamEngineCache::load(const std::string& key) {
+Fetched RamEngineCache::get(const std::string& key) {
   std::lock_guard lock(m_mutex);
   auto found = m_index.find(key);
-  if (found == m_index.end()) {
-    ++m_stats.misses;
-    return std::nullopt;
-  }
-  ++m_stats.hits;
+  if (found == m_index.end()) return Fetched::miss(Status::absent);
   m_lru.splice(m_lru.begin(), m_lru, found->second);
-  return found->second->blob;
+  return Fetched::found(found->second->blob);
+}
+
+void RamEngineCache::record_outcome(const std::string&, const Fetched&, Outcome outcome,
+                                    uint64_t build_ms_saved) {
+  std::lock_guard lock(m_mutex);
+  if (outcome == Outcome::usable) {
+    ++m_stats.hits;
+    m_stats.build_ms_saved += build_ms_saved;
+  } else {
+    ++m_stats.misses;
+  }
+}
+
+bool RamEngineCache::remove(const std::string& key) {
+  std::lock_guard lock(m_mutex);
+  auto found = m_index.find(key);
+  if (found == m_index.end()) return false;
+  m_stats.bytes -= found->second->blob.size();
+  --m_stats.entries;
+  m_lru.erase(found->second);
+  m_index.erase(found);
+  return true;
+}
+
+std::optional<EntryHeaders> RamEngineCache::entry_headers(size_t max_entries) {
+  std::lock_guard lock(m_mutex);
+  EntryHeaders found;
+  found.entries = m_lru.size();
+  for (auto it = m_lru.begin(); it != m_lru.end() && found.headers.size() < max_entries; ++it) {
+    if (auto header = format::peek_header(it->blob)) found.headers.push_back(*header);
+  }
+  return found;
 }
 
 CacheStats RamEngineCache::stats() const {

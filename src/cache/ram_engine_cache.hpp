@@ -16,19 +16,27 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kiln/engine_cache.hpp"
+#include "cache/store.hpp"
 
 namespace kiln::cache {
 
-class RamEngineCache final : public EngineCache {
+class RamEngineCache final : public Store {
  public:
   explicit RamEngineCache(uint64_t max_bytes) : m_max_bytes(max_bytes) {}
 
-  void save(const std::string& key, std::span<const std::byte> blob) override;
-  std::optional<std::vector<std::byte>> load(const std::string& key) override;
+  std::string name() const override { return "ram"; }
+  void put(const std::string& key, std::span<const std::byte> blob) override;
+  // A hit makes the entry the most recently used; counts nothing.
+  Fetched get(const std::string& key) override;
+  // Counts a hit (and the build time it saved) or a miss.
+  void record_outcome(const std::string& key, const Fetched& lookup, Outcome outcome,
+                      uint64_t build_ms_saved) override;
+  bool remove(const std::string& key) override;
 
   // hits, misses, saves, evictions, refused_too_large, entries and bytes.
   CacheStats stats() const;
+  std::optional<CacheStats> counters() override { return stats(); }
+  std::optional<EntryHeaders> entry_headers(size_t max_entries) override;
 
  private:
   struct Entry {
@@ -39,9 +47,9 @@ class RamEngineCache final : public EngineCache {
 
   uint64_t m_max_bytes;
   mutable std::mutex m_mutex;
-  Lru m_lru;                                                // guarded by m_mutex
+  Lru m_lru;                                               // guarded by m_mutex
   std::unordered_map<std::string, Lru::iterator> m_index;  // guarded by m_mutex
-  CacheStats m_stats;                                       // guarded by m_mutex
+  CacheStats m_stats;                                      // guarded by m_mutex
 };
 
 }  // namespace kiln::cache

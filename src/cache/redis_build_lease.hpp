@@ -20,8 +20,8 @@
 #include <string>
 #include <thread>
 
-#include "cache/managed_cache.hpp"
 #include "cache/redis_client.hpp"
+#include "cache/store.hpp"
 
 namespace kiln::cache {
 

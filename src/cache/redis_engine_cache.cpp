@@ -125,7 +125,7 @@ void RedisEngineCache::count(std::initializer_list<Count> counts) {
   (void)m_client->call([&](RedisConnection& c) { return c.pipeline(increments).size(); });
 }
 
-void RedisEngineCache::save(const std::string& key, std::span<const std::byte> blob) {
+void RedisEngineCache::put(const std::string& key, std::span<const std::byte> blob) {
   const RedisOptions& o = options();
   if (o.read_only) return;
   if (blob.size() > o.max_entry_bytes) {
@@ -171,16 +171,16 @@ void RedisEngineCache::save(const std::string& key, std::span<const std::byte> b
   if (saved) count({{&CacheStats::saves, "saves"}});
 }
 
-std::optional<std::vector<std::byte>> RedisEngineCache::load(const std::string& key) {
+Fetched RedisEngineCache::get(const std::string& key) {
   auto blob = fetch(key);
-  if (blob)
-    count({{&CacheStats::hits, "hits"}});
-  else
-    count({{&CacheStats::misses, "misses"}});
-  return blob;
+  if (blob) return Fetched::found(std::move(*blob));
+  if (m_client->down())
+    return Fetched::miss(Status::unavailable, "Redis at " + options().describe() + " is down");
+  return Fetched::miss(Status::absent);
 }
 
-void RedisEngineCache::record_outcome(const std::string&, Outcome outcome, uint64_t build_ms_saved) {
+void RedisEngineCache::record_outcome(const std::string&, const Fetched&, Outcome outcome,
+                                      uint64_t build_ms_saved) {
   switch (outcome) {
     case Outcome::usable:
       count({{&CacheStats::hits, "hits"}, {&CacheStats::build_ms_saved, "build_ms_saved", build_ms_saved}});
@@ -255,7 +255,7 @@ std::optional<std::vector<std::byte>> RedisEngineCache::fetch(const std::string&
   return std::nullopt;
 }
 
-std::unique_ptr<BuildLease> RedisEngineCache::acquire_build_lease(const std::string& key) {
+std::unique_ptr<BuildLease> RedisEngineCache::lease(const std::string& key) {
   const RedisOptions& o = options();
   const std::string entry = entry_key(key);
   const std::string lease = lease_key(key);

@@ -40,9 +40,9 @@
 #include <string>
 #include <vector>
 
-#include "cache/managed_cache.hpp"
 #include "cache/redis_client.hpp"
 #include "cache/redis_options.hpp"
+#include "cache/store.hpp"
 #include "format/envelope.hpp"
 
 namespace kiln::cache {
@@ -53,22 +53,25 @@ struct RedisEntryInfo {
   int64_t ttl_ms = -1;  // -1: no expiry
 };
 
-class RedisEngineCache final : public ManagedCache {
+class RedisEngineCache final : public Store {
  public:
   explicit RedisEngineCache(RedisOptions options);
 
-  void save(const std::string& key, std::span<const std::byte> blob) override;
-  // fetch() and counts a hit or a miss.
-  std::optional<std::vector<std::byte>> load(const std::string& key) override;
-  std::optional<std::vector<std::byte>> fetch(const std::string& key) override;
-  void record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) override;
+  std::string name() const override { return options().describe(); }
+  void put(const std::string& key, std::span<const std::byte> blob) override;
+  // fetch() as a result: a miss while Redis is down is `unavailable`.
+  Fetched get(const std::string& key) override;
+  // The entry's bytes, or nullopt (absent, broken or unreachable); counts nothing.
+  std::optional<std::vector<std::byte>> fetch(const std::string& key);
+  void record_outcome(const std::string& key, const Fetched& lookup, Outcome outcome,
+                      uint64_t build_ms_saved) override;
 
   // Waits (up to lease_wait_ms) while another host holds the key's lease;
   // returns the lease once taken, a NoBuildLease when the entry was
   // published meanwhile, or null when Redis is unreachable or the wait ran
   // out (build anyway). Read-only: waits for another host's build, never
   // takes a lease.
-  std::unique_ptr<BuildLease> acquire_build_lease(const std::string& key) override;
+  std::unique_ptr<BuildLease> lease(const std::string& key) override;
   bool quarantine(const std::string& key, const std::string& reason) override;
   // Saves are being dropped: read-only, or Redis is down.
   bool degraded() const override { return m_client->options().read_only || m_client->down(); }
@@ -78,6 +81,7 @@ class RedisEngineCache final : public ManagedCache {
   // The fleet's counters from P:stats, with entries and bytes from a SCAN of
   // the manifests. Nullopt when Redis is unreachable.
   std::optional<CacheStats> fleet_stats();
+  std::optional<CacheStats> counters() override { return fleet_stats(); }
   std::optional<std::vector<RedisEntryInfo>> list();
   // The envelope headers of up to `max_entries` entries, read from the first
   // bytes of each entry's first chunk (GETRANGE), for explaining a miss.
@@ -87,6 +91,11 @@ class RedisEngineCache final : public ManagedCache {
     std::vector<format::EnvelopeHeader> headers;
   };
   std::optional<PeekedHeaders> peek_headers(size_t max_entries);
+  std::optional<EntryHeaders> entry_headers(size_t max_entries) override {
+    auto peeked = peek_headers(max_entries);
+    if (!peeked) return std::nullopt;
+    return EntryHeaders{peeked->entries, std::move(peeked->headers)};
+  }
   // Deletes every entry under the prefix (not leases or counters); nullopt
   // when unreachable or read-only.
   std::optional<uint64_t> clear();
@@ -94,6 +103,11 @@ class RedisEngineCache final : public ManagedCache {
   // A SigningEngineCache above refused one of our entries.
   void count_refused_unauthenticated() {
     count({{&CacheStats::refused_unauthenticated, "refused_unauthenticated"}});
+  }
+  // Counted fleet-wide, so every host's `cache stats` sees the refusals.
+  bool count_refusal() override {
+    count_refused_unauthenticated();
+    return true;
   }
 
   uint64_t outages() const { return m_client->outages(); }

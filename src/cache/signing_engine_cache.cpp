@@ -5,7 +5,6 @@
 #include <fstream>
 #include <sstream>
 
-#include "cache/redis_engine_cache.hpp"
 #include "format/envelope.hpp"
 #include "kiln/error.hpp"
 #include "util/log.hpp"
@@ -18,14 +17,16 @@ constexpr size_t k_min_secret_bytes = 16;
 
 }  // namespace
 
-SigningEngineCache::SigningEngineCache(std::shared_ptr<EngineCache> inner, std::vector<std::byte> secret)
-    : m_inner(std::move(inner)),
-      m_managed(dynamic_cast<ManagedCache*>(m_inner.get())),
-      m_secret(std::move(secret)) {
+SigningEngineCache::SigningEngineCache(std::shared_ptr<Store> inner, std::vector<std::byte> secret)
+    : CompositeStore({std::move(inner)}), m_secret(std::move(secret)) {
+  if (!kids().front())
+    throw Error(ErrorCode::invalid_argument, "engine cache signing: the inner store is null");
   if (m_secret.empty()) throw Error(ErrorCode::invalid_argument, "engine cache signing: the secret is empty");
 }
 
-void SigningEngineCache::save(const std::string& key, std::span<const std::byte> blob) {
+std::string SigningEngineCache::name() const { return inner()->name() + " (signed)"; }
+
+void SigningEngineCache::put(const std::string& key, std::span<const std::byte> blob) {
   std::vector<std::byte> signed_blob;
   try {
     signed_blob = format::sign(blob, m_secret);
@@ -33,69 +34,58 @@ void SigningEngineCache::save(const std::string& key, std::span<const std::byte>
     log::warn("engine cache: not saving entry " + key.substr(0, 16) + ": " + e.what());
     return;
   }
-  m_inner->save(key, signed_blob);
+  inner()->put(key, signed_blob);
 }
 
-void SigningEngineCache::count_refusal() {
+void SigningEngineCache::note_refusal() {
   ++m_refused;
-  if (auto* redis = dynamic_cast<RedisEngineCache*>(m_inner.get())) redis->count_refused_unauthenticated();
+  if (!inner()->count_refusal()) ++m_refused_uncounted;
 }
 
-std::optional<std::vector<std::byte>> SigningEngineCache::verified(
-    const std::string& key, std::optional<std::vector<std::byte>> blob, bool in_compile) {
-  if (!blob) return blob;
-  auto rejection = format::verify_signature(*blob, m_secret);
-  if (!rejection) return blob;
-  if (in_compile) {
-    // A compile reads a key up to twice (before and after waiting for another
-    // builder); its outcome counts the refusal once (record_outcome).
-    std::lock_guard lock(m_pending_mutex);
-    if (!m_pending.emplace(key, rejection->reason).second) return std::nullopt;  // warned on the first read
-  } else {
-    count_refusal();
+Fetched SigningEngineCache::get(const std::string& key) {
+  Fetched inner_result = inner()->get(key);
+  Fetched result;
+  if (!inner_result.hit()) {
+    result.status = inner_result.status;
+    result.reason = inner_result.reason;
+    result.asked.push_back(std::move(inner_result));
+    return result;
   }
+  result.status = Status::hit;
+  result.blob = std::move(inner_result.blob);
+  inner_result.blob.clear();
+  result.asked.push_back(std::move(inner_result));
+  auto rejection = format::verify_signature(result.blob, m_secret);
+  if (!rejection) return result;  // a hit
+  bool is_signed = format::is_signed(result.blob);
+  result.status = is_signed ? Status::refused_bad_signature : Status::refused_unsigned;
+  result.reason = rejection->reason;
+  result.blob.clear();
   std::string message = "engine cache: refused entry " + key.substr(0, 16) + ": " + rejection->reason;
-  if (format::is_signed(*blob))
+  if (is_signed)
     log::warn(message);  // a forgery or a misconfigured host: every time
   else
     log::warn_once("unsigned-entry", message + " (further unsigned entries are refused silently)");
-  return std::nullopt;
+  return result;
 }
 
-std::optional<std::vector<std::byte>> SigningEngineCache::load(const std::string& key) {
-  return verified(key, m_inner->load(key), false);
-}
-
-std::optional<std::vector<std::byte>> SigningEngineCache::fetch(const std::string& key) {
-  return verified(key, m_managed ? m_managed->fetch(key) : m_inner->load(key), true);
-}
-
-std::optional<std::string> SigningEngineCache::refusal(const std::string& key) const {
-  std::lock_guard lock(m_pending_mutex);
-  auto it = m_pending.find(key);
-  if (it == m_pending.end()) return std::nullopt;
-  return it->second;
-}
-
-void SigningEngineCache::record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) {
-  bool refused = false;
-  {
-    std::lock_guard lock(m_pending_mutex);
-    refused = m_pending.erase(key) != 0;
+void SigningEngineCache::record_outcome(const std::string& key, const Fetched& lookup, Outcome outcome,
+                                        uint64_t build_ms_saved) {
+  // A compile may read a key twice; its last read is the one it reports, so
+  // a refusal counts once per compile.
+  if (lookup.refused()) {
+    note_refusal();
+    outcome = Outcome::absent;
+    build_ms_saved = 0;
   }
-  if (refused) count_refusal();
-  if (m_managed) m_managed->record_outcome(key, outcome, build_ms_saved);
+  if (!lookup.asked.empty()) inner()->record_outcome(key, lookup.asked.front(), outcome, build_ms_saved);
 }
 
-std::unique_ptr<BuildLease> SigningEngineCache::acquire_build_lease(const std::string& key) {
-  return m_managed ? m_managed->acquire_build_lease(key) : nullptr;
+std::optional<CacheStats> SigningEngineCache::counters() {
+  auto stats = inner()->counters();
+  if (stats) stats->refused_unauthenticated += m_refused_uncounted.load();
+  return stats;
 }
-
-bool SigningEngineCache::quarantine(const std::string& key, const std::string& reason) {
-  return m_managed && m_managed->quarantine(key, reason);
-}
-
-bool SigningEngineCache::degraded() const { return m_managed && m_managed->degraded(); }
 
 std::vector<std::byte> secret_from_text(const std::string& text, const std::string& origin) {
   std::string trimmed = text;

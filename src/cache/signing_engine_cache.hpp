@@ -10,15 +10,15 @@
 //
 // - save(): format::sign(blob, secret), then the inner save. A blob that
 //   does not open is not saved (logged).
-// - fetch()/load(): the inner blob, or a miss when it is unsigned or its
-//   HMAC does not match (tampered, or another secret): counted in
+// - get()/load(): the inner blob, or a miss refused_unsigned or
+//   refused_bad_signature (tampered, or another secret), counted in
 //   refused_unauthenticated, never quarantined, since a host with the wrong
 //   secret must not delete the fleet's good entries. The next build
 //   overwrites it with a signed entry. A compile's refusal counts once, at
-//   its record_outcome(), however often the compile read the key (fetch());
-//   a plain load() counts each time.
-// - Leases, quarantine, degraded() and outcomes go to the inner cache when it
-//   is a ManagedCache.
+//   its record_outcome(), which is handed the lookup's result; a plain
+//   load() is a get() and its outcome, so it counts each time.
+// - Leases, quarantine, degraded() and outcomes go to the inner store
+//   (CompositeStore).
 //
 // Thread-safety: as the inner cache.
 #pragma once
@@ -27,47 +27,36 @@
 #include <cstddef>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <map>
 #include <string>
 #include <vector>
 
-#include "cache/managed_cache.hpp"
+#include "cache/store.hpp"
 
 namespace kiln::cache {
 
-class SigningEngineCache final : public ManagedCache {
+class SigningEngineCache final : public CompositeStore {
  public:
   // Throws kiln::Error(invalid_argument) for an empty secret.
-  SigningEngineCache(std::shared_ptr<EngineCache> inner, std::vector<std::byte> secret);
+  SigningEngineCache(std::shared_ptr<Store> inner, std::vector<std::byte> secret);
 
-  void save(const std::string& key, std::span<const std::byte> blob) override;
-  std::optional<std::vector<std::byte>> load(const std::string& key) override;
-  std::optional<std::vector<std::byte>> fetch(const std::string& key) override;
-  void record_outcome(const std::string& key, Outcome outcome, uint64_t build_ms_saved) override;
-  std::unique_ptr<BuildLease> acquire_build_lease(const std::string& key) override;
-  bool quarantine(const std::string& key, const std::string& reason) override;
-  bool degraded() const override;
+  std::string name() const override;
+  Fetched get(const std::string& key) override;
+  void put(const std::string& key, std::span<const std::byte> blob) override;
+  void record_outcome(const std::string& key, const Fetched& lookup, Outcome outcome,
+                      uint64_t build_ms_saved) override;
+  // The inner store's counters, plus the refusals it does not count itself.
+  std::optional<CacheStats> counters() override;
 
   uint64_t refused_unauthenticated() const { return m_refused.load(); }
-  // Why a compile's read of `key` was refused, until its outcome is recorded:
-  // the compile's miss then says so instead of "not in cache".
-  std::optional<std::string> refusal(const std::string& key) const;
-  const std::shared_ptr<EngineCache>& inner() const { return m_inner; }
+  const std::shared_ptr<Store>& inner() const { return kids().front(); }
 
  private:
-  // `in_compile`: read by fetch(), so counted at record_outcome().
-  std::optional<std::vector<std::byte>> verified(const std::string& key, std::optional<std::vector<std::byte>> blob,
-                                                 bool in_compile);
-  void count_refusal();
+  void note_refusal();
 
-  std::shared_ptr<EngineCache> m_inner;
-  ManagedCache* m_managed;  // m_inner as a ManagedCache, or null
   std::vector<std::byte> m_secret;
   std::atomic<uint64_t> m_refused{0};
-  mutable std::mutex m_pending_mutex;
-  std::map<std::string, std::string> m_pending;  // key → why, refused by a compile not yet recorded
+  std::atomic<uint64_t> m_refused_uncounted{0};  // those the inner store did not count
 };
 
 // The signing secret from a file: its bytes with trailing whitespace

@@ -4,32 +4,16 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "reference/executor.hpp"
-#include "cache/managed_cache.hpp"
+#include "cache/open.hpp"
 #include "format/envelope.hpp"
 #include "partition/partition.hpp"
 #include "passes/passes.hpp"
 #include "runtime/artifact.hpp"
-#include "runtime/artifact_engine_cache.hpp"
-#include "runtime/cache_selection.hpp"
 #include "runtime/clock.hpp"
 #include "runtime/engine_provider.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
-
-std::filesystem::path default_engine_cache_dir() {
-  std::error_code ec;
-  auto temp = std::filesystem::temp_directory_path(ec);
-  if (ec) temp = "/tmp";
-  return temp / "kiln_engine_cache";
-}
-
-std::filesystem::path resolve_timing_cache_path(const CompileSettings& settings) {
-  if (settings.timing_cache_path == "-") return {};
-  if (!settings.timing_cache_path.empty()) return settings.timing_cache_path;
-  auto dir = settings.engine_cache_dir.empty() ? default_engine_cache_dir() : settings.engine_cache_dir;
-  return dir / "timing" / "timing_cache.bin";
-}
 
 struct CompiledModel::Step {
   std::unique_ptr<Engine> engine;
@@ -45,6 +29,12 @@ CompiledModel::~CompiledModel() = default;
 
 CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSpec> specs,
                                      const CompileSettings& settings) {
+  return compile_with(graph, std::move(specs), settings, std::nullopt);
+}
+
+CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<InputSpec> specs,
+                                          const CompileSettings& settings,
+                                          std::optional<std::shared_ptr<cache::Store>> store) {
   auto compile_start = Clock::now();
   if (specs.size() != graph.inputs().size()) {
     throw Error(ErrorCode::invalid_argument, graph.source + ": " + std::to_string(specs.size()) +
@@ -59,7 +49,7 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
   model.m_specs = specs;
   model.m_settings = settings;
   model.m_settings.custom_engine_cache.reset();  // not kept alive by the model
-  EngineProvider provider(backend, settings);
+  EngineProvider provider(backend, settings, std::move(store));
 
   auto start = Clock::now();
   passes::LoweringOptions lowering;
@@ -180,11 +170,11 @@ CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::G
     return compile(graph, m.specs, s);
   }
   bool caching = settings.cache_built_engines || settings.reuse_cached_engines;
-  auto behind = caching && settings.refittable ? open_engine_cache(settings) : nullptr;
-  s.custom_engine_cache = std::make_shared<ArtifactEngineCache>(artifact.engines, behind, graph.source);
+  bool behind = caching && settings.refittable;
+  auto store = cache::open_artifact(artifact.engines, s, behind, graph.source);
   s.reuse_cached_engines = true;
-  s.cache_built_engines = behind != nullptr && settings.cache_built_engines;
-  CompiledModel model = compile(graph, m.specs, s);
+  s.cache_built_engines = behind && settings.cache_built_engines;
+  CompiledModel model = compile_with(graph, m.specs, s, store);
   for (const EngineRecord& record : model.m_report.engines) {
     if (record.status != "hit") {
       log::warn(graph.source + ": artifact engine " + record.engine_key->hex().substr(0, 16) + " was rebuilt: " +

@@ -20,6 +20,10 @@
 #include "key/engine_key.hpp"
 #include "kiln/settings.hpp"
 
+namespace kiln::cache {
+class Store;
+}  // namespace kiln::cache
+
 namespace kiln::runtime {
 
 // What happened to one engine subgraph during a compile.
@@ -86,6 +90,10 @@ class CompiledModel {
 
  private:
   CompiledModel() = default;
+  // compile() through `store` (cache::open(settings) when unset).
+  static CompiledModel compile_with(const ir::Graph& graph, std::vector<InputSpec> specs,
+                                    const CompileSettings& settings,
+                                    std::optional<std::shared_ptr<cache::Store>> store);
   // A clear error naming the input, the dim and the range.
   void check_inputs(std::span<const Tensor> inputs) const;
 
@@ -101,14 +109,5 @@ class CompiledModel {
   std::vector<ir::ValueId> m_inputs, m_outputs;
   CompileReport m_report;
 };
-
-// The system temp dir followed by "kiln_engine_cache", as the tutorial's
-// default engine_cache_dir.
-std::filesystem::path default_engine_cache_dir();
-
-// Where the timing cache lives for `settings`: timing_cache_path if set ("-"
-// means none), else a "timing" subfolder of the engine cache dir, so it never
-// counts as a cache entry.
-std::filesystem::path resolve_timing_cache_path(const CompileSettings& settings);
 
 }  // namespace kiln::runtime

@@ -1,59 +1,59 @@
 #include "runtime/engine_provider.hpp"
 
-#include "cache/cache_layers.hpp"
-#include "cache/managed_cache.hpp"
-#include "cache/signing_engine_cache.hpp"
+#include "cache/miss_explainer.hpp"
+#include "cache/open.hpp"
 #include "format/envelope.hpp"
 #include "key/engine_key.hpp"
 #include "passes/passes.hpp"
-#include "runtime/cache_selection.hpp"
 #include "runtime/clock.hpp"
-#include "runtime/miss_explainer.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
 
 namespace {
 
-using Outcome = cache::ManagedCache::Outcome;
+using Outcome = cache::Store::Outcome;
 
-// Why a signing layer in `cache` refused this compile's read of `key`, if one did.
-std::optional<std::string> find_refusal(EngineCache& cache, const std::string& key) {
-  std::optional<std::string> why;
-  cache::for_each_layer(cache, [&](EngineCache& layer) {
-    auto* signing = dynamic_cast<cache::SigningEngineCache*>(&layer);
-    if (signing && !why) why = signing->refusal(key);
-  });
-  return why;
+// Why a lookup that found nothing usable missed, for the compile report.
+std::string miss_reason(cache::Store& store, const cache::Fetched& fetched, const key::EngineKey& key) {
+  switch (fetched.status) {
+    case cache::Status::refused_unsigned:
+    case cache::Status::refused_bad_signature:
+      return "entry refused: " + fetched.reason + ", rebuilt";
+    case cache::Status::corrupt:
+      return "corrupt entry (" + fetched.reason + "), rebuilt";
+    case cache::Status::unavailable:
+      return "cache unavailable (" + fetched.reason + "); " + cache::explain_miss(store, key);
+    case cache::Status::absent:
+    case cache::Status::hit:
+      break;
+  }
+  return cache::explain_miss(store, key);
 }
 
 // One lookup of `key`; the engine, refitted, or null with record.reason set
-// and `outcome` saying why.
-std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& key, Backend& backend,
+// and `outcome` saying why. `fetched` is the lookup, for record_outcome().
+std::unique_ptr<Engine> try_cache_hit(cache::Store& cache, const key::EngineKey& key, Backend& backend,
                                       std::span<const Tensor> sources, int num_threads, EngineRecord& record,
-                                      Outcome& outcome) {
-  auto* managed = dynamic_cast<cache::ManagedCache*>(&cache);
+                                      cache::Fetched& fetched, Outcome& outcome) {
   auto start = Clock::now();
-  std::optional<std::vector<std::byte>> blob;
   try {
-    blob = managed ? managed->fetch(record.key) : cache.load(record.key);
+    fetched = cache.get(record.key);
   } catch (const std::exception& e) {
     log::warn_once("cache-load", std::string("engine cache load failed, treating as a miss: ") + e.what());
+    fetched = cache::Fetched::miss(cache::Status::unavailable, e.what());
   }
-  if (!blob) {
-    if (auto why = find_refusal(cache, record.key)) {
-      record.reason = "entry refused: " + *why + ", rebuilt";
-    } else {
-      record.reason = explain_miss(cache, key);
-    }
+  if (!fetched.hit()) {
+    record.reason = miss_reason(cache, fetched, key);
     outcome = Outcome::absent;
     return nullptr;
   }
+  const std::vector<std::byte>* blob = &fetched.blob;
   auto opened = format::open(*blob, key);
   if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
     record.reason = "corrupt entry (" + rejected->reason + "), rebuilt";
     log::warn("engine cache entry " + record.key.substr(0, 16) + " is unusable: " + rejected->reason);
-    if (managed) managed->quarantine(record.key, rejected->reason);
+    cache.quarantine(record.key, rejected->reason);
     outcome = Outcome::corrupt;
     return nullptr;
   }
@@ -73,7 +73,7 @@ std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& 
   } catch (const Error& e) {
     record.reason = std::string(engine ? "refit failed" : "plan rejected") + " (" + e.what() + "), rebuilt";
     log::warn("engine cache entry " + record.key.substr(0, 16) + ": " + e.what());
-    if (managed && !engine) managed->quarantine(record.key, e.what());
+    if (!engine) cache.quarantine(record.key, e.what());
     outcome = engine ? Outcome::refit_failed : Outcome::corrupt;
     return nullptr;
   }
@@ -84,7 +84,8 @@ std::unique_ptr<Engine> try_cache_hit(EngineCache& cache, const key::EngineKey& 
 
 }  // namespace
 
-EngineProvider::EngineProvider(Backend& backend, const CompileSettings& settings)
+EngineProvider::EngineProvider(Backend& backend, const CompileSettings& settings,
+                               std::optional<std::shared_ptr<cache::Store>> store)
     : m_backend(backend), m_settings(settings) {
   m_caching = settings.cache_built_engines || settings.reuse_cached_engines;
   if (m_caching && !settings.refittable) {
@@ -94,8 +95,11 @@ EngineProvider::EngineProvider(Backend& backend, const CompileSettings& settings
                 "engine caching needs refittable engines: set refittable = true, or turn off "
                 "cache_built_engines and reuse_cached_engines");
   }
-  if (m_caching) m_cache = open_engine_cache(settings);
-  m_timing_path = resolve_timing_cache_path(settings);
+  if (store)
+    m_cache = std::move(*store);
+  else if (m_caching)
+    m_cache = cache::open(settings);
+  m_timing_path = cache::timing_cache_path(settings);
 }
 
 builder::TimingCache& EngineProvider::timing_cache() {
@@ -110,8 +114,8 @@ std::unique_ptr<Engine> EngineProvider::provide(ir::Graph& lowered, std::span<co
   std::optional<key::EngineKey> key;
   std::unique_ptr<cache::BuildLease> lease;
   std::unique_ptr<Engine> engine;
-  auto* managed = dynamic_cast<cache::ManagedCache*>(m_cache.get());
   Outcome outcome = Outcome::absent;
+  cache::Fetched fetched;
   {
     // Always keyed: an AOT artifact seals every engine under its key.
     auto start = Clock::now();
@@ -122,24 +126,30 @@ std::unique_ptr<Engine> EngineProvider::provide(ir::Graph& lowered, std::span<co
   if (m_cache) {
     record.key = key->hex();
     if (m_settings.reuse_cached_engines) {
-      engine = try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, record, outcome);
-      if (!engine && managed && m_settings.cache_built_engines) {
+      engine =
+          try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, record, fetched, outcome);
+      if (!engine && m_settings.cache_built_engines) {
         // Single flight: whoever holds the key's lease builds; the others
         // wait, then find the published entry.
-        lease = managed->acquire_build_lease(record.key);
+        lease = m_cache->lease(record.key);
         if (lease) {
           EngineRecord second;
           second.key = record.key;
           second.key_ms = record.key_ms;
           Outcome second_outcome = Outcome::absent;
-          engine = try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, second, second_outcome);
+          cache::Fetched second_fetched;
+          engine = try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, second,
+                                 second_fetched, second_outcome);
+          // The second read is the compile's lookup: a refusal counts once.
+          fetched = std::move(second_fetched);
           if (engine) {
             record = second;
             outcome = second_outcome;
           }
         }
       }
-      if (managed) managed->record_outcome(record.key, outcome, engine ? static_cast<uint64_t>(record.saved_build_ms) : 0);
+      m_cache->record_outcome(record.key, fetched, outcome,
+                              engine ? static_cast<uint64_t>(record.saved_build_ms) : 0);
     } else {
       record.reason = "reuse_cached_engines is off";
     }
@@ -158,8 +168,8 @@ std::unique_ptr<Engine> EngineProvider::provide(ir::Graph& lowered, std::span<co
       format::EnvelopeHeader header{*key, k_producer, m_backend.fingerprint().to_string(), unix_ms_now(),
                                     static_cast<uint64_t>(record.build_ms)};
       try {
-        m_cache->save(record.key, format::seal(header, engine->serialize()));
-        record.status = managed && managed->degraded() ? "built_uncached" : "miss";
+        m_cache->put(record.key, format::seal(header, engine->serialize()));
+        record.status = m_cache->degraded() ? "built_uncached" : "miss";
       } catch (const std::exception& e) {
         // A cache that cannot store costs the next compile time, never this one.
         log::warn_once("cache-save", std::string("engine cache save failed, engine not cached: ") + e.what());

@@ -1,8 +1,8 @@
 // EngineProvider: gets the engine for one lowered subgraph, from the engine
 // cache (refitted with the subgraph's own weights) or by building it.
 //
-//   key → [cache] fetch → envelope → fingerprint → deserialize → refit
-//   miss: [managed cache] lease → fetch again → build → seal → save
+//   key → [store] get → envelope → fingerprint → deserialize → refit
+//   miss: [store] lease → get again → build → seal → put
 //
 // Every cache failure is a miss with a reason, never an error. One provider
 // serves one compile: it opens the engine cache and the timing cache once and
@@ -18,7 +18,7 @@
 
 #include "backends/backend.hpp"
 #include "builder/timing_cache.hpp"
-#include "kiln/engine_cache.hpp"
+#include "cache/store.hpp"
 #include "kiln/settings.hpp"
 #include "runtime/compiled_model.hpp"
 
@@ -27,7 +27,10 @@ namespace kiln::runtime {
 class EngineProvider {
  public:
   // Throws kiln::Error(invalid_argument) for caching without refittable.
-  EngineProvider(Backend& backend, const CompileSettings& settings);
+  // `store` is the store tree to use; unset, it is cache::open(settings)
+  // when caching is on.
+  EngineProvider(Backend& backend, const CompileSettings& settings,
+                 std::optional<std::shared_ptr<cache::Store>> store = std::nullopt);
 
   // `lowered` is a lowered graph whose weight recipes index `sources`; it may
   // hold placeholder weights (passes::LoweringOptions::defer_weight_values),
@@ -45,7 +48,7 @@ class EngineProvider {
   Backend& m_backend;
   const CompileSettings& m_settings;
   bool m_caching = false;
-  std::shared_ptr<EngineCache> m_cache;  // null when caching is off
+  std::shared_ptr<cache::Store> m_cache;  // null when caching is off
   std::filesystem::path m_timing_path;
   std::optional<builder::TimingCache> m_timing;  // opened by the first build
 };

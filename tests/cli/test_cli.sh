@@ -131,6 +131,11 @@ expect_output "wrong dim is explained" "dim 2 is fixed at 64"
 check "unknown backend" 1 "$kiln" run "$work/tiny.onnx" --backend nope
 check "json error" 1 "$kiln" run "$work/nope.onnx" --json
 expect_output "json error object" '"error"'
+check "empty --cache-dir" 1 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir '' --optimization-level 0
+expect_output "empty --cache-dir is named, not the default folder" "cache-dir is empty"
+check "empty --cache-dir for cache stats" 1 "$kiln" cache stats --cache-dir ''
+check "garbage KILN_ENGINE_CACHE still compiles" 0 env KILN_ENGINE_CACHE='tape,ram:lots' "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c3" --optimization-level 0
+expect_output "garbage KILN_ENGINE_CACHE is a warning" "KILN_ENGINE_CACHE: engine cache tier 'tape'"
 check "no subcommand" 1 "$kiln"
 check "help" 0 "$kiln" run --help
 

@@ -279,7 +279,7 @@ TEST(RedisCache, ReadOnlyNeverWritesButServes) {
   EXPECT_TRUE(reader.load(key_of('a')));
   EXPECT_FALSE(reader.load(key_of('b')));
   EXPECT_FALSE(reader.quarantine(key_of('a'), "test"));
-  auto lease = reader.acquire_build_lease(key_of('c'));  // nobody building: go ahead, without a lease key
+  auto lease = reader.lease(key_of('c'));  // nobody building: go ahead, without a lease key
   EXPECT_TRUE(lease);
   EXPECT_EQ(server.command({"DBSIZE"}), before);
   EXPECT_EQ(server.command({"HGETALL", "kiln:stats"}), stats_before);
@@ -322,7 +322,7 @@ TEST(RedisCache, AnOutageIsOneWarningThenMissesAndItReconnects) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   EXPECT_TRUE(cache.degraded());
-  EXPECT_EQ(cache.acquire_build_lease(key_of('c')), nullptr);
+  EXPECT_EQ(cache.lease(key_of('c')), nullptr);
   EXPECT_EQ(cache.outages(), 1u);
   EXPECT_EQ(warnings.count(), 1);
 
@@ -349,13 +349,13 @@ TEST(RedisLease, AWaiterBlocksUntilTheBuilderPublishesThenHits) {
   RedisTestServer server;
   RedisEngineCache host1(parse_redis_uri(server.uri()));
   RedisEngineCache host2(parse_redis_uri(server.uri()));
-  auto lease = host1.acquire_build_lease(key_of('a'));
+  auto lease = host1.lease(key_of('a'));
   ASSERT_TRUE(dynamic_cast<cache::RedisBuildLease*>(lease.get()));
   std::atomic<bool> published{false};
   bool published_when_returned = false;
   std::optional<std::vector<std::byte>> second_look;
   std::thread waiter([&] {
-    auto waited = host2.acquire_build_lease(key_of('a'));
+    auto waited = host2.lease(key_of('a'));
     published_when_returned = published.load();
     EXPECT_TRUE(waited);
     second_look = host2.load(key_of('a'));
@@ -374,7 +374,7 @@ TEST(RedisLease, IsRenewedWhileHeldAndOnlyItsHolderReleasesIt) {
   REQUIRE_REDIS_SERVER();
   RedisTestServer server;
   RedisEngineCache cache(parse_redis_uri(server.uri("lease_ms=150")));
-  auto lease = cache.acquire_build_lease(key_of('a'));
+  auto lease = cache.lease(key_of('a'));
   auto* redis_lease = dynamic_cast<cache::RedisBuildLease*>(lease.get());
   ASSERT_TRUE(redis_lease);
   std::this_thread::sleep_for(std::chrono::milliseconds(600));  // four lifetimes
@@ -384,7 +384,7 @@ TEST(RedisLease, IsRenewedWhileHeldAndOnlyItsHolderReleasesIt) {
   EXPECT_EQ(server.command({"EXISTS", cache.lease_key(key_of('a'))}), "0");
 
   // A lease that another host has since taken over is not deleted by its old holder.
-  lease = cache.acquire_build_lease(key_of('b'));
+  lease = cache.lease(key_of('b'));
   server.command({"SET", cache.lease_key(key_of('b')), "someone-else", "PX", "60000"});
   lease.reset();
   EXPECT_EQ(server.command({"GET", cache.lease_key(key_of('b'))}), "someone-else");
@@ -396,7 +396,7 @@ TEST(RedisLease, AVanishedHolderIsTakenOverAndTheWaitIsBounded) {
   RedisEngineCache cache(parse_redis_uri(server.uri("lease_wait_ms=2000")));
   // A host that took the lease and died: its lease expires, ours follows.
   server.command({"SET", cache.lease_key(key_of('a')), "crashed-host", "PX", "300"});
-  auto lease = cache.acquire_build_lease(key_of('a'));
+  auto lease = cache.lease(key_of('a'));
   auto* taken = dynamic_cast<cache::RedisBuildLease*>(lease.get());
   ASSERT_TRUE(taken);
   EXPECT_EQ(server.command({"GET", cache.lease_key(key_of('a'))}), taken->token());
@@ -405,7 +405,7 @@ TEST(RedisLease, AVanishedHolderIsTakenOverAndTheWaitIsBounded) {
   // A holder that keeps its lease for longer than lease_wait: build anyway.
   server.command({"SET", cache.lease_key(key_of('b')), "slow-host", "PX", "60000"});
   RedisEngineCache impatient(parse_redis_uri(server.uri("lease_wait_ms=300")));
-  EXPECT_EQ(impatient.acquire_build_lease(key_of('b')), nullptr);
+  EXPECT_EQ(impatient.lease(key_of('b')), nullptr);
 }
 
 // --- several hosts: real processes with their own disk caches, one Redis ---

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cache/open.hpp"
 #include "cache/ram_engine_cache.hpp"
 #include "cache/redis_engine_cache.hpp"
 #include "cache/signing_engine_cache.hpp"
@@ -17,7 +18,6 @@
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "redis_test_server.hpp"
-#include "runtime/cache_selection.hpp"
 #include "runtime/compiled_model.hpp"
 #include "zoo/zoo.hpp"
 
@@ -100,17 +100,19 @@ TEST(SigningCache, SignsOnSaveAndRefusesUnsignedOrTamperedEntriesAsCountedMisses
   EXPECT_FALSE(signing.load(key));
   auto forged = format::sign(sealed(), k_other);  // someone with another secret
   inner->save(key, forged);
-  EXPECT_FALSE(signing.fetch(key));
+  EXPECT_EQ(signing.get(key).status, cache::Status::refused_bad_signature);
   auto tampered = format::sign(sealed(), k_secret);
   tampered[tampered.size() - 40] ^= std::byte{1};
   inner->save(key, tampered);
   EXPECT_FALSE(signing.load(key));
-  // Two plain loads count at once; the compile read (fetch) counts at its outcome.
+  // Two plain loads count at once; the compile read (get) counts at its outcome.
   EXPECT_EQ(signing.refused_unauthenticated(), 2u);
-  EXPECT_FALSE(signing.fetch(key));  // the compile's second read of the key
-  signing.record_outcome(key, cache::ManagedCache::Outcome::absent, 0);
+  auto second = signing.get(key);  // the compile's second read of the key
+  EXPECT_EQ(second.status, cache::Status::refused_bad_signature);
+  EXPECT_EQ(signing.refused_unauthenticated(), 2u);
+  signing.record_outcome(key, second, cache::Store::Outcome::absent, 0);
   EXPECT_EQ(signing.refused_unauthenticated(), 3u);
-  EXPECT_EQ(cache::stats_of(signing)->refused_unauthenticated, 3u);
+  EXPECT_EQ(signing.counters()->refused_unauthenticated, 3u);
 }
 
 TEST(SigningCache, SecretsFromFilesAndTheEnvironment) {
@@ -125,14 +127,14 @@ TEST(SigningCache, SecretsFromFilesAndTheEnvironment) {
   CompileSettings s;
   s.engine_cache_dir = dir / "cache";
   ::setenv("KILN_ENGINE_CACHE_SECRET", "an environment secret!", 1);
-  EXPECT_TRUE(dynamic_cast<cache::SigningEngineCache*>(runtime::open_engine_cache(s).get()));
+  EXPECT_TRUE(dynamic_cast<cache::SigningEngineCache*>(cache::open(s).get()));
   ::unsetenv("KILN_ENGINE_CACHE_SECRET");
-  EXPECT_FALSE(dynamic_cast<cache::SigningEngineCache*>(runtime::open_engine_cache(s).get()));
+  EXPECT_FALSE(dynamic_cast<cache::SigningEngineCache*>(cache::open(s).get()));
   s.engine_cache_secret_file = dir / "short";
-  EXPECT_THROW(runtime::open_engine_cache(s), Error);
+  EXPECT_THROW(cache::open(s), Error);
   s.engine_cache_secret_file = dir / "secret";
   s.engine_cache_tiers = {"ram:16M", "disk"};
-  auto tiered = std::dynamic_pointer_cast<cache::TieredEngineCache>(runtime::open_engine_cache(s));
+  auto tiered = std::dynamic_pointer_cast<cache::TieredEngineCache>(cache::open(s));
   ASSERT_TRUE(tiered);
   EXPECT_FALSE(dynamic_cast<cache::SigningEngineCache*>(tiered->tiers()[0].cache.get()));  // RAM: in-process
   EXPECT_TRUE(dynamic_cast<cache::SigningEngineCache*>(tiered->tiers()[1].cache.get()));

@@ -7,7 +7,9 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "cache/cache_layout.hpp"
 #include "cache/disk_engine_cache.hpp"
+#include "cache/open.hpp"
 #include "cache/ram_engine_cache.hpp"
 #include "cache/redis_engine_cache.hpp"
 #include "cache/tiered_engine_cache.hpp"
@@ -15,7 +17,6 @@
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "redis_test_server.hpp"
-#include "runtime/cache_selection.hpp"
 #include "runtime/compiled_model.hpp"
 #include "zoo/zoo.hpp"
 
@@ -112,7 +113,7 @@ TEST(TieredCache, LeasesAreTakenInEveryManagedTier) {
   auto disk = std::make_shared<cache::DiskEngineCache>(dir / "cache", uint64_t{1} << 30);
   TieredEngineCache tiers({{"ram", std::make_shared<cache::RamEngineCache>(1 << 20)}, {"disk", disk}});
   auto [key, blob] = entry(5);
-  auto lease = tiers.acquire_build_lease(key);
+  auto lease = tiers.lease(key);
   ASSERT_TRUE(lease);
   // The disk lock is held: another taker times out.
   EXPECT_FALSE(disk->acquire_build_lock(key, std::chrono::milliseconds(50)));
@@ -165,23 +166,70 @@ TEST(CacheSelection, TierListsFromSettingsAndEnvironment) {
   testing::TempDir dir;
   CompileSettings s = fast_settings(dir / "cache");
   ::unsetenv("KILN_ENGINE_CACHE");
-  EXPECT_EQ(runtime::engine_cache_tiers(s), std::vector<std::string>{"disk"});
-  EXPECT_TRUE(dynamic_cast<cache::DiskEngineCache*>(runtime::open_engine_cache(s).get()));
+  EXPECT_EQ(cache::engine_cache_tiers(s), std::vector<std::string>{"disk"});
+  EXPECT_TRUE(dynamic_cast<cache::DiskEngineCache*>(cache::open(s).get()));
 
   ::setenv("KILN_ENGINE_CACHE", "ram:64M, disk", 1);
-  EXPECT_EQ(runtime::engine_cache_tiers(s), (std::vector<std::string>{"ram:64M", "disk"}));
-  auto tiered = std::dynamic_pointer_cast<TieredEngineCache>(runtime::open_engine_cache(s));
+  EXPECT_EQ(cache::engine_cache_tiers(s), (std::vector<std::string>{"ram:64M", "disk"}));
+  auto tiered = std::dynamic_pointer_cast<TieredEngineCache>(cache::open(s));
   ASSERT_TRUE(tiered);
   EXPECT_EQ(tiered->tiers().size(), 2u);
 
   s.engine_cache_tiers = {"ram"};  // settings win over the environment
-  EXPECT_TRUE(dynamic_cast<cache::RamEngineCache*>(runtime::open_engine_cache(s).get()));
+  EXPECT_TRUE(dynamic_cast<cache::RamEngineCache*>(cache::open(s).get()));
   ::unsetenv("KILN_ENGINE_CACHE");
 
   for (const char* bad : {"tape", "ram:lots", "redis://h?bogus=1"}) {
     s.engine_cache_tiers = {bad};
-    EXPECT_THROW(runtime::open_engine_cache(s), Error) << bad;
+    EXPECT_THROW(cache::open(s), Error) << bad;
   }
+}
+
+TEST(CacheSelection, AnEmptyCacheDirIsAnErrorNotTheSharedDefault) {
+  testing::TempDir dir;
+  CompileSettings s = fast_settings(dir / "cache");
+  EXPECT_FALSE(CompileSettings{}.engine_cache_dir.empty());  // unset: the default folder
+  s.engine_cache_dir.clear();
+  EXPECT_THROW(cache::open(s), Error);
+  s.timing_cache_path.clear();
+  EXPECT_THROW(cache::timing_cache_path(s), Error);
+  auto a = zoo_model("resnet_tiny", 1);
+  EXPECT_THROW(runtime::CompiledModel::compile(
+                   a.graph, {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}, s),
+               Error);
+}
+
+TEST(CacheSelection, TheTimingCacheLivesWhereCacheLayoutSays) {
+  testing::TempDir dir;
+  CompileSettings s = fast_settings(dir / "cache");
+  s.timing_cache_path.clear();
+  EXPECT_EQ(cache::timing_cache_path(s), cache::CacheLayout(dir / "cache").timing_cache_path());
+  s.timing_cache_path = "-";
+  EXPECT_TRUE(cache::timing_cache_path(s).empty());
+}
+
+TEST(CacheSelection, AGarbageEnvironmentTierIsAWarningNotAFailedCompile) {
+  testing::TempDir dir;
+  CompileSettings s = fast_settings(dir / "cache");
+  auto a = zoo_model("resnet_tiny", 1);
+  for (const char* garbage : {"tape", "ram:lots, disk", "redis://h?bogus=1,ram:32M", ",,"}) {
+    ::setenv("KILN_ENGINE_CACHE", garbage, 1);
+    ::testing::internal::CaptureStderr();
+    std::shared_ptr<cache::Store> store;
+    EXPECT_NO_THROW(store = cache::open(s)) << garbage;
+    auto compiled = runtime::CompiledModel::compile(
+        a.graph, {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}, s);
+    auto err = ::testing::internal::GetCapturedStderr();
+    EXPECT_FALSE(compiled.report().engines.empty()) << garbage;
+    if (std::string(garbage) != ",,") {
+      EXPECT_NE(err.find("KILN_ENGINE_CACHE"), std::string::npos) << err;
+    }
+  }
+  ::setenv("KILN_ENGINE_CACHE", "tape", 1);
+  EXPECT_TRUE(dynamic_cast<cache::DiskEngineCache*>(cache::open(s).get()));  // no tier left: the disk cache
+  ::setenv("KILN_ENGINE_CACHE", "tape,ram:32M", 1);
+  EXPECT_TRUE(dynamic_cast<cache::RamEngineCache*>(cache::open(s).get()));  // the good tier stays
+  ::unsetenv("KILN_ENGINE_CACHE");
 }
 
 TEST(CacheSelection, ARamTierServesTheNextCompileInTheSameProcess) {

@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "runtime/cache_selection.hpp"
+#include "cache/open.hpp"
 #include "util/log.hpp"
 
 namespace kiln::cli {
@@ -116,13 +116,18 @@ CompileSettings to_settings(const CompileOptions& o) {
     throw Error(ErrorCode::invalid_argument, "--optimization-level must be 0 to 5");
   }
   s.optimization_level = o.optimization_level;
-  if (!o.cache_dir.empty()) s.engine_cache_dir = o.cache_dir;
+  if (o.cache_dir) {
+    if (o.cache_dir->empty())
+      throw Error(ErrorCode::invalid_argument,
+                  "--cache-dir is empty; name a folder, or leave it out for the default");
+    s.engine_cache_dir = *o.cache_dir;
+  }
   if (!o.cache_size.empty()) s.engine_cache_size = parse_size(o.cache_size, "--cache-size");
   if (!o.cache.empty() && !o.cache_tiers.empty()) {
     throw Error(ErrorCode::invalid_argument, "give --cache or --cache-tiers, not both");
   }
   if (!o.cache.empty()) s.engine_cache_tiers = {o.cache};
-  if (!o.cache_tiers.empty()) s.engine_cache_tiers = runtime::split_tier_list(o.cache_tiers);
+  if (!o.cache_tiers.empty()) s.engine_cache_tiers = cache::split_tier_list(o.cache_tiers);
   if (!o.cache_secret_file.empty()) s.engine_cache_secret_file = o.cache_secret_file;
   s.cache_built_engines = !o.no_cache;
   s.reuse_cached_engines = !o.no_cache && !o.no_reuse;

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -32,7 +33,7 @@ struct CompileOptions {
   std::vector<std::string> min, opt, max;
   std::string precision = "fp32";
   int optimization_level = 3;
-  std::string cache_dir;
+  std::optional<std::string> cache_dir;  // given and empty is an error, never the default folder
   std::string cache_size;
   std::string cache;              // one cache: disk, ram[:SIZE], redis://..., unix://...
   std::string cache_tiers;        // ram,disk,redis://... fastest first

@@ -9,12 +9,12 @@
 
 #include "arguments.hpp"
 #include "cache/disk_engine_cache.hpp"
+#include "cache/open.hpp"
 #include "cache/redis_engine_cache.hpp"
 #include "cache/redis_options.hpp"
 #include "cache/tiered_engine_cache.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
-#include "runtime/cache_selection.hpp"
 #include "runtime/compiled_model.hpp"
 #include "runtime/miss_explainer.hpp"
 
@@ -24,17 +24,13 @@ namespace {
 
 struct CacheOptions {
   std::string action;
-  std::string cache_dir;
   std::string max_size;
   std::string model;
   CompileOptions compile;
   bool json = false;
 };
 
-std::filesystem::path cache_dir(const CacheOptions& o) {
-  if (!o.compile.cache_dir.empty()) return o.compile.cache_dir;
-  return o.cache_dir.empty() ? runtime::default_engine_cache_dir() : std::filesystem::path(o.cache_dir);
-}
+std::filesystem::path cache_dir(const CacheOptions& o) { return cache::cache_dir(to_settings(o.compile)); }
 
 std::string human_bytes(uint64_t bytes) {
   std::ostringstream os;
@@ -51,10 +47,9 @@ std::string human_bytes(uint64_t bytes) {
 int run_tier_stats(const CacheOptions& o) {
   CompileSettings settings = to_settings(o.compile);
   settings.engine_cache_dir = cache_dir(o);
-  auto opened = runtime::open_engine_cache(settings);
-  std::vector<cache::TierReport> tiers;
-  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(opened.get())) tiers = tiered->tier_stats();
-  else tiers.push_back({runtime::engine_cache_tiers(settings).front(), cache::stats_of(*opened)});
+  auto opened = cache::open(settings);
+  std::vector<cache::TierReport> tiers = opened->tier_stats();
+  if (tiers.size() == 1) tiers.front().name = cache::engine_cache_tiers(settings).front();
   nlohmann::json j{{"command", "cache stats"}, {"tiers", nlohmann::json::array()}};
   for (const auto& t : tiers) {
     nlohmann::json tier{{"name", t.name}, {"reachable", t.stats.has_value()}};
@@ -224,7 +219,7 @@ int run_cache(const CacheOptions& o) {
   if (o.action == "prune" && o.max_size.empty())
     throw Error(ErrorCode::invalid_argument, "cache prune needs --max-size, e.g. 500M");
   if (o.action != "stats" && o.action != "explain") {
-    auto tiers = runtime::engine_cache_tiers(to_settings(o.compile));
+    auto tiers = cache::engine_cache_tiers(to_settings(o.compile));
     if (tiers != std::vector<std::string>{"disk"}) return run_tier_action(o, tiers);
   }
 
@@ -235,7 +230,7 @@ int run_cache(const CacheOptions& o) {
     if (o.model.empty()) throw Error(ErrorCode::invalid_argument, "cache explain needs a MODEL.onnx");
     auto model = frontend::import_onnx_file(o.model);
     CompileOptions compile = o.compile;
-    if (compile.cache_dir.empty()) compile.cache_dir = dir.string();
+    compile.cache_dir = dir.string();
     auto specs = to_specs(model.graph, compile, {});
     auto e = runtime::explain_compile(model.graph, specs, to_settings(compile));
     j["engines"] = nlohmann::json::array({{{"key", e.key},
