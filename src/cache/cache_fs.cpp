@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "cache/entry_limits.hpp"
 #include "util/atomic_file.hpp"
 
 namespace kiln::cache {
@@ -26,9 +27,20 @@ int set_mtime(const char* path) {
   struct timespec now {};
   ::clock_gettime(CLOCK_REALTIME, &now);
   struct timespec times[2] = {now, now};
-  if (::utimensat(AT_FDCWD, path, times, 0) == 0) return 0;
+  // Never through a symlink: a link planted in the cache must not let a hit
+  // refresh (or probe) a file elsewhere.
+  if (::utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) == 0) return 0;
   if (errno != EPERM && errno != EACCES) return errno;
-  return ::utimensat(AT_FDCWD, path, nullptr, 0) == 0 ? 0 : errno;
+  return ::utimensat(AT_FDCWD, path, nullptr, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+}
+
+const char* file_type_name(mode_t mode) {
+  if (S_ISDIR(mode)) return "a folder";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  if (S_ISLNK(mode)) return "a symlink";
+  return "not a plain file";
 }
 
 // AtomicFile keeps a message, not the errno; errno is the best guess left.
@@ -59,13 +71,31 @@ class PosixCacheFs final : public CacheFs {
 
   IoStatus read_file(const std::filesystem::path& path, std::vector<std::byte>& out) override {
     out.clear();
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return IoStatus::failure(errno, "cannot open " + path.string());
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: a
+    // planted symlink is refused, not followed. The type is checked on the
+    // open descriptor, so nothing can be swapped in between.
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0) {
+      int err = errno;
+      if (err == ELOOP) return IoStatus{ELOOP, path.string() + " is not a regular file (a symlink)"};
+      return IoStatus::failure(err, "cannot open " + path.string());
+    }
     struct stat st {};
     if (::fstat(fd, &st) != 0) {
       int err = errno;
       ::close(fd);
       return IoStatus::failure(err, "cannot stat " + path.string());
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return IoStatus{S_ISDIR(st.st_mode) ? EISDIR : EINVAL,
+                      path.string() + " is not a regular file (" + file_type_name(st.st_mode) + ")"};
+    }
+    if (static_cast<uint64_t>(st.st_size) > k_max_entry_bytes) {
+      ::close(fd);
+      return IoStatus{EFBIG, path.string() + " is " + std::to_string(st.st_size) +
+                                 " bytes, more than the largest entry a cache accepts (" +
+                                 std::to_string(k_max_entry_bytes) + " bytes)"};
     }
     out.resize(static_cast<size_t>(st.st_size));
     size_t done = 0;

@@ -12,6 +12,7 @@
 // Ownership: the cache holds its CacheFs through a shared_ptr.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -32,6 +33,12 @@ struct IoStatus {
   static IoStatus failure(int error, const std::string& what);
 };
 
+// True for read_file()'s refusals of what is at a path (not a regular file,
+// or too large to be an entry), as opposed to trouble reading it.
+inline bool is_unusable_file(const IoStatus& status) {
+  return status.error == ELOOP || status.error == EISDIR || status.error == EINVAL || status.error == EFBIG;
+}
+
 struct DirEntry {
   std::string name;
   bool is_dir = false;
@@ -47,7 +54,10 @@ class CacheFs {
   virtual IoStatus create_directories(const std::filesystem::path& dir) = 0;
   // Temp file in the target's folder, fsync, mtime set to now, rename.
   virtual IoStatus write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) = 0;
-  // ENOENT when the file does not exist.
+  // ENOENT when the file does not exist. Anything but a regular file is
+  // refused without blocking or following it: ELOOP for a symlink, EISDIR for
+  // a folder, EINVAL for a FIFO, socket or device (is_unusable_file());
+  // EFBIG for a file above k_max_entry_bytes, refused before it is read.
   virtual IoStatus read_file(const std::filesystem::path& file, std::vector<std::byte>& out) = 0;
   // Sets the mtime to the current time with the clock's full resolution, so
   // that mtime order is access order even within one kernel clock tick.

@@ -6,6 +6,7 @@
 #include <utility>
 #include <variant>
 
+#include "cache/entry_limits.hpp"
 #include "cache/stats_file.hpp"
 #include "format/envelope.hpp"
 #include "format/header_peek.hpp"
@@ -97,9 +98,10 @@ void DiskEngineCache::put(const std::string& key, std::span<const std::byte> blo
                                                  "', which is not a 64-character lowercase hex key");
     return;
   }
-  if (blob.size() > m_max_bytes) {
+  const uint64_t cap = std::min(m_max_bytes, k_max_entry_bytes);
+  if (blob.size() > cap) {
     log::warn("engine cache: not caching engine " + key.substr(0, 16) + "… (" + std::to_string(blob.size()) +
-              " bytes), larger than the cache's cap of " + std::to_string(m_max_bytes) + " bytes");
+              " bytes), larger than the cache's cap of " + std::to_string(cap) + " bytes");
     count(&CacheStats::refused_too_large);
     flush_stats();
     return;
@@ -120,6 +122,13 @@ Fetched DiskEngineCache::read_entry(const std::string& key) {
   std::vector<std::byte> bytes;
   auto path = m_layout.entry_path(key);
   auto status = m_fs->read_file(path, bytes);
+  if (is_unusable_file(status)) {
+    // Something else sits at the entry's path (a FIFO, a folder, a symlink,
+    // a file too large to be an entry): never read or followed, and moved out
+    // of the way so that the key can be saved again.
+    quarantine(key, status.message);
+    return std::nullopt;
+  }
   if (!status.ok()) {
     if (status.error != ENOENT && status.error != ENOTDIR) {
       log::warn_once("disk-cache-read:" + m_layout.root().string(), "engine cache: " + status.message);
@@ -190,7 +199,14 @@ std::vector<DiskEngineCache::ScannedEntry> DiskEngineCache::scan(TempFiles temp_
     auto shard_dir = m_layout.entries_dir() / shard.name;
     if (!m_fs->list_dir(shard_dir, files).ok()) continue;
     for (auto& file : files) {
-      if (!file.is_regular) continue;
+      if (!file.is_regular) {
+        // Not an entry, but in an entry's place: verify() reports it.
+        auto key = key_from_entry_name(file.name);
+        if (key && key->compare(0, 2, shard.name) == 0) {
+          entries.push_back({std::move(*key), shard_dir / file.name, 0, file.mtime_ns, false});
+        }
+        continue;
+      }
       if (is_temp_name(file.name)) {
         bool remove = temp_files == TempFiles::remove_all ||
                       (temp_files == TempFiles::remove_stale && file.mtime_ns < stale_before);
@@ -208,15 +224,20 @@ std::vector<DiskEngineCache::ScannedEntry> DiskEngineCache::scan(TempFiles temp_
 
 PruneResult DiskEngineCache::evict_to(uint64_t cap, const std::string& keep) {
   PruneResult result;
-  if (!ensure_writable({})) return result;
+  if (!ensure_writable({})) {
+    result.failures.push_back("the cache folder " + m_layout.root().string() + " is not writable");
+    return result;
+  }
   LockFile lock(m_layout.evict_lock_path());
   if (!lock.acquire(k_evict_lock_timeout)) {
     // The next save enforces the cap again.
     log::warn_once("disk-cache-evict-lock:" + m_layout.root().string(),
                    "engine cache: skipping eviction: " + lock.error());
+    result.failures.push_back("cannot take the eviction lock: " + lock.error());
     return result;
   }
   auto entries = scan(TempFiles::remove_stale);
+  std::erase_if(entries, [](const ScannedEntry& e) { return !e.regular; });
   std::sort(entries.begin(), entries.end(), [](const ScannedEntry& a, const ScannedEntry& b) {
     return a.mtime_ns != b.mtime_ns ? a.mtime_ns < b.mtime_ns : a.key < b.key;
   });
@@ -229,6 +250,7 @@ PruneResult DiskEngineCache::evict_to(uint64_t cap, const std::string& keep) {
     auto status = m_fs->remove_file(entry.path);
     if (!status.ok() && status.error != ENOENT) {
       log::warn_once("disk-cache-evict:" + m_layout.root().string(), "engine cache: " + status.message);
+      result.failures.push_back(status.message);
       continue;
     }
     total -= entry.size;
@@ -274,7 +296,9 @@ bool DiskEngineCache::quarantine(const std::string& key, const std::string& reas
 void DiskEngineCache::trim_quarantine() {
   std::vector<DirEntry> files;
   if (!m_fs->list_dir(m_layout.quarantine_dir(), files).ok()) return;
-  std::erase_if(files, [](const DirEntry& f) { return !f.is_regular || !f.name.ends_with(".kiln"); });
+  // Not only regular files: a FIFO or symlink quarantined from an entry's
+  // place is trimmed as well (a folder stays: remove_file cannot delete it).
+  std::erase_if(files, [](const DirEntry& f) { return f.is_dir || !f.name.ends_with(".kiln"); });
   if (files.size() <= k_quarantine_keep) return;
   std::sort(files.begin(), files.end(),
             [](const DirEntry& a, const DirEntry& b) { return a.mtime_ns > b.mtime_ns; });
@@ -311,6 +335,7 @@ CacheStats DiskEngineCache::stats() {
     add_counters(result, m_pending);
   }
   for (const auto& entry : scan(TempFiles::keep)) {
+    if (!entry.regular) continue;
     ++result.entries;
     result.bytes += entry.size;
   }
@@ -329,7 +354,9 @@ void DiskEngineCache::zero_stats() {
 
 std::vector<EntryInfo> DiskEngineCache::list() {
   std::vector<EntryInfo> result;
-  for (auto& entry : scan(TempFiles::keep)) result.push_back({std::move(entry.key), entry.size, entry.mtime_ns});
+  for (auto& entry : scan(TempFiles::keep)) {
+    if (entry.regular) result.push_back({std::move(entry.key), entry.size, entry.mtime_ns});
+  }
   std::sort(result.begin(), result.end(), [](const EntryInfo& a, const EntryInfo& b) {
     return a.mtime_ns != b.mtime_ns ? a.mtime_ns > b.mtime_ns : a.key < b.key;
   });
@@ -346,12 +373,33 @@ PruneResult DiskEngineCache::prune(uint64_t max_bytes) {
   return result;
 }
 
-uint64_t DiskEngineCache::clear() {
-  uint64_t removed = 0;
+uint64_t DiskEngineCache::clear() { return clear_entries().removed_entries; }
+
+PruneResult DiskEngineCache::clear_entries() {
+  PruneResult result;
   LockFile lock(m_layout.evict_lock_path());
-  if (!ensure_writable({}) || !lock.acquire(k_evict_lock_timeout)) return 0;
+  if (!ensure_writable({})) {
+    result.failures.push_back("the cache folder " + m_layout.root().string() + " is not writable");
+  } else if (!lock.acquire(k_evict_lock_timeout)) {
+    result.failures.push_back("cannot take the eviction lock: " + lock.error());
+  }
+  if (!result.failures.empty()) {
+    for (const auto& entry : scan(TempFiles::keep)) {
+      ++result.entries;
+      result.bytes += entry.size;
+    }
+    return result;
+  }
   for (const auto& entry : scan(TempFiles::remove_all)) {
-    if (m_fs->remove_file(entry.path).ok()) ++removed;
+    auto status = m_fs->remove_file(entry.path);
+    if (status.ok()) {
+      ++result.removed_entries;
+      result.removed_bytes += entry.size;
+    } else if (status.error != ENOENT) {
+      result.failures.push_back(status.message);
+      ++result.entries;
+      result.bytes += entry.size;
+    }
   }
   std::vector<DirEntry> files;
   if (m_fs->list_dir(m_layout.quarantine_dir(), files).ok()) {
@@ -369,7 +417,7 @@ uint64_t DiskEngineCache::clear() {
       if (key_lock.try_acquire()) (void)m_fs->remove_file(key_lock.path());
     }
   }
-  return removed;
+  return result;
 }
 
 std::optional<VerifyResult> DiskEngineCache::verify_entry(const std::string& key) {

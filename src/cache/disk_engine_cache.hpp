@@ -59,6 +59,10 @@ struct PruneResult {
   uint64_t removed_bytes = 0;
   uint64_t entries = 0;  // left afterwards
   uint64_t bytes = 0;
+  // What could not be removed, and why (one message each, naming the path):
+  // a read-only or foreign folder, an entry that cannot be deleted, an
+  // eviction lock that cannot be taken. Empty when everything asked went.
+  std::vector<std::string> failures;
 };
 
 struct VerifyResult {
@@ -118,6 +122,8 @@ class DiskEngineCache final : public Store {
   // Deletes every entry, temp file, quarantined file and unheld key lock; the
   // counters and the timing cache stay. Returns the number of entries deleted.
   uint64_t clear();
+  // clear(), reporting what could not be removed (entries left, failures).
+  PruneResult clear_entries();
   // Opens the entry's envelope and checks that its key is `key`; a bad entry
   // is quarantined. Nullopt when there is no such entry.
   std::optional<VerifyResult> verify_entry(const std::string& key);
@@ -134,6 +140,7 @@ class DiskEngineCache final : public Store {
     std::filesystem::path path;
     uint64_t size = 0;
     int64_t mtime_ns = 0;
+    bool regular = true;  // false: a FIFO, folder, symlink... named as an entry
   };
   enum class TempFiles { keep, remove_stale, remove_all };
 

@@ -15,6 +15,7 @@
 #include "cache/signing_engine_cache.hpp"
 #include "cache/tiered_engine_cache.hpp"
 #include "kiln/error.hpp"
+#include "util/byte_size.hpp"
 #include "util/log.hpp"
 
 namespace kiln::cache {
@@ -40,21 +41,13 @@ std::optional<std::vector<std::byte>> configured_secret(const CompileSettings& s
 // "ram" or "ram:512M".
 uint64_t ram_bytes(const std::string& spec) {
   if (spec == "ram") return k_default_ram_bytes;
-  std::string text = spec.substr(4);
-  uint64_t scale = 1;
-  if (!text.empty() && (text.back() == 'K' || text.back() == 'M' || text.back() == 'G')) {
-    scale = text.back() == 'K'   ? uint64_t{1} << 10
-            : text.back() == 'M' ? uint64_t{1} << 20
-                                 : uint64_t{1} << 30;
-    text.pop_back();
+  auto size = parse_byte_size(std::string_view(spec).substr(4));
+  if (!size.ok() || size.bytes == 0) {
+    throw Error(ErrorCode::invalid_argument, "engine cache tier '" + spec +
+                                                 "': expected ram or ram:SIZE (e.g. ram:512M)" +
+                                                 (size.ok() ? std::string() : ": " + size.error));
   }
-  uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end != text.data() + text.size() || text.empty() || value == 0) {
-    throw Error(ErrorCode::invalid_argument,
-                "engine cache tier '" + spec + "': expected ram or ram:SIZE (e.g. ram:512M)");
-  }
-  return value * scale;
+  return size.bytes;
 }
 
 // Process-wide instances: a RAM tier must outlive one compile to be of any

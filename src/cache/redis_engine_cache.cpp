@@ -2,12 +2,14 @@
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
 #include <map>
 #include <sstream>
 #include <thread>
 
+#include "cache/entry_limits.hpp"
 #include "cache/redis_build_lease.hpp"
 #include "format/header_peek.hpp"
 #include "util/log.hpp"
@@ -36,6 +38,20 @@ constexpr const char* k_swap_script =
 constexpr const char* k_delete_if_script =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+// A manifest is not signed, and anyone who can write to the Redis server can
+// write one, so nothing in it is trusted before parse_manifest() has bounded
+// it: the size by k_max_entry_bytes, the chunk length by Redis's largest value,
+// the chunk count by k_max_chunks, and the generation to a short hex string
+// (it becomes part of key names). Within those bounds a manifest can only
+// choose which bytes a load reads, at most k_max_entry_bytes of them; what is
+// read is then checked against the manifest's XXH3, and by whoever reads the
+// blob (the envelope's own XXH3-128 and key, the signing layer's HMAC when the
+// cache is signed), so a forged manifest costs a miss, never a wrong engine.
+// Signing the manifest as well would add nothing to that.
+constexpr uint64_t k_max_chunk_bytes = uint64_t{512} << 20;  // Redis's largest value
+constexpr uint64_t k_max_chunks = 65536;
+constexpr size_t k_max_generation_chars = 32;
+
 struct Manifest {
   std::string generation;
   uint64_t size = 0;
@@ -51,20 +67,53 @@ struct Manifest {
   }
 };
 
-std::optional<Manifest> parse_manifest(const std::string& text) {
+// Why a manifest cannot be used; empty when it can.
+std::string manifest_problem(const Manifest& m) {
+  bool hex = !m.generation.empty() && m.generation.size() <= k_max_generation_chars &&
+             std::all_of(m.generation.begin(), m.generation.end(),
+                         [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  if (!hex) return "its generation is not a short hex string";
+  if (m.size > k_max_entry_bytes) {
+    return "it claims " + std::to_string(m.size) + " bytes, more than the largest entry (" +
+           std::to_string(k_max_entry_bytes) + ")";
+  }
+  if (m.chunk_bytes == 0 || m.chunk_bytes > k_max_chunk_bytes) {
+    return "its chunk length " + std::to_string(m.chunk_bytes) + " is not 1 byte to 512 MiB";
+  }
+  if (m.chunks() > k_max_chunks) {
+    return "it claims " + std::to_string(m.chunks()) + " chunks, more than " + std::to_string(k_max_chunks);
+  }
+  return {};
+}
+
+struct ParsedManifest {
+  std::optional<Manifest> manifest;
+  std::string problem;  // why there is none
+};
+
+ParsedManifest parse_manifest_checked(const std::string& text) {
+  // Numbers are read as text first: istream would wrap "-1" to 2^64 - 1.
   std::istringstream is(text);
-  std::string magic;
-  int version = 0;
+  std::string magic, version, size, chunk_bytes, checksum, rest;
   Manifest m;
-  if (!(is >> magic >> version >> m.generation >> m.size >> m.chunk_bytes >> std::hex >> m.checksum)) {
-    return std::nullopt;
+  if (!(is >> magic >> version >> m.generation >> size >> chunk_bytes >> checksum) || (is >> rest) ||
+      magic != k_manifest_magic || version != std::to_string(k_manifest_version)) {
+    return {std::nullopt, "it is not a kiln manifest"};
   }
-  std::string rest;
-  if (is >> rest || magic != k_manifest_magic || version != k_manifest_version || m.generation.empty() ||
-      m.chunk_bytes == 0) {
-    return std::nullopt;
+  auto number = [](const std::string& digits, uint64_t& out, int base) {
+    auto [ptr, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), out, base);
+    return ec == std::errc() && ptr == digits.data() + digits.size();
+  };
+  if (!number(size, m.size, 10) || !number(chunk_bytes, m.chunk_bytes, 10) ||
+      !number(checksum, m.checksum, 16)) {
+    return {std::nullopt, "a number in it is malformed or out of range"};
   }
-  return m;
+  if (auto problem = manifest_problem(m); !problem.empty()) return {std::nullopt, problem};
+  return {m, {}};
+}
+
+std::optional<Manifest> parse_manifest(const std::string& text) {
+  return parse_manifest_checked(text).manifest;
 }
 
 std::string reply_string(const RedisReply& reply) {
@@ -134,6 +183,14 @@ void RedisEngineCache::put(const std::string& key, std::span<const std::byte> bl
     count({{&CacheStats::refused_too_large, "refused_too_large"}});
     return;
   }
+  if (blob.size() > k_max_entry_bytes || (blob.size() + o.chunk_bytes - 1) / o.chunk_bytes > k_max_chunks) {
+    log::warn("Redis engine cache: not caching a " + std::to_string(blob.size()) +
+              "-byte engine, more than " + std::to_string(k_max_chunks) + " chunks of chunk_size " +
+              std::to_string(o.chunk_bytes) + " or above the largest entry (" +
+              std::to_string(k_max_entry_bytes) + " bytes)");
+    count({{&CacheStats::refused_too_large, "refused_too_large"}});
+    return;
+  }
   Manifest manifest{random_hex(8), blob.size(), o.chunk_bytes, XXH3_64bits(blob.data(), blob.size())};
   const std::string manifest_text = manifest.text();
   const std::string entry = entry_key(key);
@@ -151,6 +208,9 @@ void RedisEngineCache::put(const std::string& key, std::span<const std::byte> bl
     // The entry exists from here on, whole.
     auto old = c.command({"EVAL", k_swap_script, "1", entry, manifest_text, std::to_string(ttl_ms)});
 
+    // The replaced manifest is bounded by parse_manifest like any other; one
+    // that fails it was not written by kiln, and its chunks (if any) cannot
+    // be named safely: they are left to their own expiry.
     std::vector<std::string> old_keys;
     if (auto replaced = parse_manifest(reply_string(old));
         replaced && replaced->generation != manifest.generation) {
@@ -214,13 +274,14 @@ std::optional<std::vector<std::byte>> RedisEngineCache::fetch(const std::string&
   auto result = m_client->call([&](RedisConnection& c) -> Result {
     std::string manifest_text = reply_string(c.command({"GET", entry}));
     if (manifest_text.empty()) return {};
-    auto manifest = parse_manifest(manifest_text);
+    auto parsed = parse_manifest_checked(manifest_text);
+    const auto& manifest = parsed.manifest;
     auto broken = [&](std::string why) {
       // Take the entry out of service unless a newer save replaced it.
       if (!o.read_only) c.command({"EVAL", k_delete_if_script, "1", entry, manifest_text});
       return Result{Found::broken, {}, std::move(why)};
     };
-    if (!manifest) return broken("unreadable manifest");
+    if (!manifest) return broken("invalid manifest: " + parsed.problem);
     Result hit{Found::hit, {}, {}};
     hit.blob.reserve(manifest->size);
     std::vector<std::string> chunk_keys;

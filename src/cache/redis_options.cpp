@@ -3,7 +3,9 @@
 #include <charconv>
 #include <map>
 
+#include "cache/entry_limits.hpp"
 #include "kiln/error.hpp"
+#include "util/byte_size.hpp"
 
 namespace kiln::cache {
 
@@ -35,25 +37,10 @@ uint64_t parse_uint(const std::string& uri, const std::string& name, const std::
 }
 
 // "8M", "65536", "1G" (powers of 1024).
-uint64_t parse_bytes(const std::string& uri, const std::string& name, std::string text) {
-  uint64_t scale = 1;
-  if (!text.empty()) {
-    switch (text.back()) {
-      case 'K':
-        scale = uint64_t{1} << 10;
-        break;
-      case 'M':
-        scale = uint64_t{1} << 20;
-        break;
-      case 'G':
-        scale = uint64_t{1} << 30;
-        break;
-      default:
-        break;
-    }
-    if (scale != 1) text.pop_back();
-  }
-  return parse_uint(uri, name, text) * scale;
+uint64_t parse_bytes(const std::string& uri, const std::string& name, const std::string& text) {
+  auto size = parse_byte_size(text);
+  if (!size.ok()) bad(uri, name + ": " + size.error);
+  return size.bytes;
 }
 
 bool parse_bool(const std::string& uri, const std::string& name, const std::string& text) {
@@ -200,7 +187,9 @@ RedisOptions parse_redis_uri(const std::string& uri) {
   if (o.chunk_bytes == 0 || o.chunk_bytes > k_redis_max_bulk) {
     bad(uri, "chunk_size must be 1 byte to 512M (Redis's largest value)");
   }
-  if (o.max_entry_bytes == 0) bad(uri, "max_entry_size must be positive");
+  if (o.max_entry_bytes == 0 || o.max_entry_bytes > k_max_entry_bytes) {
+    bad(uri, "max_entry_size must be 1 byte to 1G (the largest entry any kiln cache reads)");
+  }
   if (o.lease.count() < 10) bad(uri, "lease_ms must be at least 10");
   if (o.command_timeout.count() == 0 || o.connect_timeout.count() == 0) bad(uri, "timeouts must be positive");
   if (o.db < 0) bad(uri, "db must be 0 or more");

@@ -1,9 +1,11 @@
 #include "cache/signing_engine_cache.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-#include <fstream>
-#include <sstream>
+#include <cerrno>
+#include <cstring>
 
 #include "format/envelope.hpp"
 #include "kiln/error.hpp"
@@ -14,6 +16,8 @@ namespace kiln::cache {
 namespace {
 
 constexpr size_t k_min_secret_bytes = 16;
+// A secret is a short line of text; anything larger is not one.
+constexpr size_t k_max_secret_file_bytes = 64 << 10;
 
 }  // namespace
 
@@ -101,18 +105,51 @@ std::vector<std::byte> secret_from_text(const std::string& text, const std::stri
 }
 
 std::vector<std::byte> read_secret_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw Error(ErrorCode::invalid_argument,
-                "engine cache secret file " + path.string() + ": cannot read it");
-  std::ostringstream text;
-  text << in.rdbuf();
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-    log::warn_once("secret-mode:" + path.string(),
-                   "engine cache secret file " + path.string() + " can be read by other users; chmod 600 it");
+  const std::string what = "engine cache secret file " + path.string();
+  // Symlinks are followed (secrets often sit in mounted volumes behind
+  // links); O_NONBLOCK so that a FIFO cannot block the open, and the type is
+  // checked on the open descriptor before anything is read.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    throw Error(ErrorCode::invalid_argument, what + ": cannot read it: " + std::strerror(errno));
   }
-  return secret_from_text(text.str(), path.string());
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    throw Error(ErrorCode::invalid_argument, what + ": cannot read it: " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    const char* type = S_ISDIR(st.st_mode)    ? "a folder"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "a device";
+    throw Error(ErrorCode::invalid_argument, what + " is not a regular file (" + type + ")");
+  }
+  auto too_large = [&] {
+    return Error(
+        ErrorCode::invalid_argument,
+        what + " holds more than " + std::to_string(k_max_secret_file_bytes) + " bytes: not a secret");
+  };
+  if (static_cast<uint64_t>(st.st_size) > k_max_secret_file_bytes) throw too_large();
+  // At most one byte more than the limit, whatever the file does meanwhile.
+  std::string text(k_max_secret_file_bytes + 1, '\0');
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::read(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Error(ErrorCode::invalid_argument, what + ": cannot read it: " + std::strerror(errno));
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  if (done > k_max_secret_file_bytes) throw too_large();
+  text.resize(done);
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    log::warn_once("secret-mode:" + path.string(), what + " can be read by other users; chmod 600 it");
+  }
+  return secret_from_text(text, path.string());
 }
 
 }  // namespace kiln::cache

@@ -60,8 +60,11 @@ class SigningEngineCache final : public CompositeStore {
 };
 
 // The signing secret from a file: its bytes with trailing whitespace
-// removed. Throws kiln::Error(invalid_argument) when it cannot be read or is
-// shorter than 16 bytes; warns once when others may read the file.
+// removed. Throws kiln::Error(invalid_argument) naming the file when it
+// cannot be read, is not a regular file (checked after opening without
+// blocking, so a FIFO or device never hangs or floods the process), holds
+// more than 64 KiB or is shorter than 16 bytes; warns once when others may
+// read the file. Symlinks are followed.
 std::vector<std::byte> read_secret_file(const std::filesystem::path& path);
 // The secret from `text` (an environment variable's value), same rules.
 std::vector<std::byte> secret_from_text(const std::string& text, const std::string& origin);

@@ -1,6 +1,11 @@
 #include "kiln/tensor.hpp"
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+
+#include "ir/tensor_limits.hpp"
+#include "util/byte_size.hpp"
 
 namespace kiln {
 
@@ -13,6 +18,34 @@ int64_t shape_numel(std::span<const int64_t> shape) {
     }
   }
   return n;
+}
+
+namespace {
+
+constexpr uint64_t k_default_max_tensor_bytes = uint64_t{16} << 30;
+
+uint64_t max_tensor_bytes_from_env() {
+  const char* text = std::getenv("KILN_MAX_TENSOR_BYTES");
+  if (!text || !*text) return k_default_max_tensor_bytes;
+  auto size = parse_byte_size(text);
+  if (!size.ok() || size.bytes == 0) {
+    throw Error(ErrorCode::invalid_argument,
+                "KILN_MAX_TENSOR_BYTES: " + (size.ok() ? "0 bytes" : size.error));
+  }
+  return size.bytes;
+}
+
+std::atomic<uint64_t>& max_tensor_bytes_setting() {
+  static std::atomic<uint64_t> bytes{max_tensor_bytes_from_env()};
+  return bytes;
+}
+
+}  // namespace
+
+uint64_t max_tensor_bytes() { return max_tensor_bytes_setting().load(std::memory_order_relaxed); }
+
+void set_max_tensor_bytes(uint64_t bytes) {
+  max_tensor_bytes_setting().store(bytes, std::memory_order_relaxed);
 }
 
 std::string shape_to_string(std::span<const int64_t> shape) {
@@ -30,6 +63,16 @@ Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
     if (d < 0) throw Error(ErrorCode::invalid_argument, "negative dimension in shape " + shape_to_string(shape));
   }
   if (dtype_size(dtype) == 0) throw Error(ErrorCode::internal, "Tensor::zeros: undefined dtype");
+  uint64_t wanted = 0;
+  bool overflow =
+      __builtin_mul_overflow(static_cast<uint64_t>(shape_numel(shape)), dtype_size(dtype), &wanted);
+  if (overflow || wanted > max_tensor_bytes()) {
+    throw Error(ErrorCode::invalid_model,
+                "a " + std::string(dtype_name(dtype)) + " tensor of shape " + shape_to_string(shape) +
+                    " needs " + (overflow ? std::string("more than 2^64") : std::to_string(wanted)) +
+                    " bytes, above the limit of " + std::to_string(max_tensor_bytes()) +
+                    " bytes (KILN_MAX_TENSOR_BYTES sets it)");
+  }
   Tensor t;
   t.m_dtype = dtype;
   t.m_shape = std::move(shape);

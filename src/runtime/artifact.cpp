@@ -155,9 +155,18 @@ Artifact decode_artifact(std::span<const std::byte> bytes, const std::string& so
   auto onnx = g.take(onnx_len, "the model");
   artifact.onnx.assign(onnx.begin(), onnx.end());
 
-  // Engines verify on their own; a damaged tail loses engines, not the model.
+  // Engines verify on their own; a truncated tail loses engines, not the
+  // model. A count that the bytes left cannot hold (each engine takes at least
+  // its 8-byte length) or bytes after the last engine are not damage a
+  // truncation or a flipped length makes: the file is not what kiln wrote.
+  if (r.left() < sizeof(uint32_t)) return artifact;  // cut before the engine count
+  auto count = r.le<uint32_t>("the engine count");
+  if (count > r.left() / sizeof(uint64_t)) {
+    throw Error(ErrorCode::invalid_model, source + ": artifact is corrupt: it claims " +
+                                              std::to_string(count) + " engines, more than its last " +
+                                              std::to_string(r.left()) + " bytes can hold");
+  }
   try {
-    auto count = r.le<uint32_t>("the engine count");
     for (uint32_t i = 0; i < count; ++i) {
       auto len = r.le<uint64_t>("an engine length");
       auto blob = r.take(len, "an engine");
@@ -165,6 +174,11 @@ Artifact decode_artifact(std::span<const std::byte> bytes, const std::string& so
     }
   } catch (const Error&) {
     // Fewer engines: the missing ones are rebuilt, with a warning from the loader.
+    return artifact;
+  }
+  if (r.left() != 0) {
+    throw Error(ErrorCode::invalid_model, source + ": artifact is corrupt: " + std::to_string(r.left()) +
+                                              " bytes follow its last engine");
   }
   return artifact;
 }

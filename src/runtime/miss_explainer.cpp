@@ -28,10 +28,14 @@ Explanation explain_compile(const ir::Graph& graph, std::span<const InputSpec> s
     e.detail = cache::explain_miss(cache, key);
     return e;
   }
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), {});
-  std::vector<std::byte> blob(bytes.size());
-  std::memcpy(blob.data(), bytes.data(), bytes.size());
+  // Through CacheFs: a FIFO, folder, symlink or huge file at the entry's
+  // path is reported, never blocked on, followed or read whole.
+  std::vector<std::byte> blob;
+  if (auto status = cache::posix_cache_fs()->read_file(path, blob); !status.ok()) {
+    e.detail =
+        "entry present but unusable (" + status.message + "): a compile would move it aside and rebuild";
+    return e;
+  }
   auto opened = format::open(std::span<const std::byte>(blob), key);
   if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
     e.detail = "entry present but unusable (" + rejected->reason + "): a compile would rebuild it";

@@ -4,7 +4,7 @@
 set -uo pipefail
 kiln="$1"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'chattr -R -i "$work" 2>/dev/null; rm -rf "$work"' EXIT
 failures=0
 # Every compile goes to a private cache, never the user's default one.
 cache="--cache-dir $work/cache --optimization-level 0"
@@ -110,9 +110,48 @@ expect_output "no cache builds uncached" '"status": "built_uncached"'
 check "build an artifact" 0 "$kiln" build "$work/tiny.onnx" --min input=1x3x64x64 --opt input=2x3x64x64 --max input=4x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/tiny.kiln"
 expect_output "build says where the artifact is" "saved   $work/tiny.kiln"
 check "run the artifact" 0 "$kiln" run "$work/tiny.kiln" --shape input=3x3x64x64 --no-cache
+# --save never destroys the input model or a file that is not an artifact.
+cp "$work/tiny.onnx" "$work/model-copy.onnx"
+ln "$work/model-copy.onnx" "$work/hardlink.onnx"
+ln -s "$work/model-copy.onnx" "$work/symlink.onnx"
+for target in model-copy.onnx hardlink.onnx symlink.onnx; do
+  check "--save over the input model ($target) is refused" 1 "$kiln" build "$work/model-copy.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/$target"
+  expect_output "the refusal names the input model ($target)" "is the input model"
+done
+check "the input model is intact" 0 cmp "$work/tiny.onnx" "$work/model-copy.onnx"
+echo "notes" >"$work/notes.txt"
+check "--save over a file that is not an artifact is refused" 1 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/notes.txt"
+expect_output "the refusal suggests --force" "not a kiln artifact; pass --force"
+check "--force replaces it" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/notes.txt" --force
+check "an artifact is replaced without --force" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/notes.txt"
 expect_output "the artifact's engine serves the run" " hit "
 check "an artifact refuses shapes outside its range" 1 "$kiln" run "$work/tiny.kiln" --shape input=5x3x64x64 --no-cache
 expect_output "the range error names input, dim and range" "input 'input' dim 0 is 5, outside the compiled range .1, 4."
+# A size too large for 64 bits is an error, never a wrapped or zero size
+# (prune once read 99999999999G as 0 and deleted every entry).
+for size in 99999999999G 1e30 inf nan -1 18446744073709551616; do
+  check "prune --max-size $size is refused" 1 "$kiln" cache prune --max-size "$size" --cache-dir "$work/c2"
+  expect_output "prune names the bad size $size" "is not a size"
+done
+check "huge sizes removed nothing" 0 "$kiln" cache verify --cache-dir "$work/c2"
+expect_output "every entry is still there" "2 entries verified, 0 bad"
+check "ram tier of 2^64 bytes is refused" 1 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --cache-tiers ram:17179869184G --optimization-level 0
+expect_output "the ram tier size is named" "ram:17179869184G"
+check "the largest cache size is a size, not 0" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --json --cache-dir "$work/c2" --cache-size 18446744073709551615 --optimization-level 0
+expect_output "a cap of 2^64-1 bytes still caches" '"status": "hit"'
+# A cache whose entries cannot be removed (immutable shard folders: root
+# ignores permissions, not the immutable flag) reports each failure and
+# exits non-zero instead of "removed 0 entries".
+if chattr +i "$work"/c2/v1/entries/* 2>/dev/null; then
+  check "clear of undeletable entries fails" 1 "$kiln" cache clear --cache-dir "$work/c2"
+  expect_output "clear names what it could not remove" "could not remove: cannot remove $work/c2/v1/entries/"
+  expect_output "clear says why" "Operation not permitted"
+  check "prune of undeletable entries fails" 1 "$kiln" cache prune --max-size 0 --cache-dir "$work/c2" --json
+  expect_output "prune lists the failures" '"failures"'
+  chattr -i "$work"/c2/v1/entries/*
+else
+  echo "skip: chattr +i is not available here; undeletable entries not tested"
+fi
 check "cache clear" 0 "$kiln" cache clear --cache-dir "$work/c2"
 check "refittable off is not a flag" 1 "$kiln" build "$work/tiny.onnx" --not-a-flag
 

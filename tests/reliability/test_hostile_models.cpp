@@ -10,12 +10,14 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <limits>
 #include <onnx/onnx_pb.h>
 
 #include "frontend/onnx/onnx_importer.hpp"
+#include "process.hpp"
 #include "test_helpers.hpp"
 
 namespace kiln::reliability {
@@ -457,6 +459,69 @@ TEST(HostileModels, ExternalDataOffsetsAndLengthsAreChecked) {
   m.mutable_graph()->mutable_initializer(0)->mutable_external_data(1)->set_value("99999999999999999999999");
   expect_file_error(f.write(m), ErrorCode::invalid_model, {"model.onnx", "offset"});
 }
+
+#ifdef KILN_CLI
+// Runs the CLI under a deadline; its exit code (128 + signal if killed).
+struct CliResult {
+  int status = -1;
+  std::string output;
+};
+CliResult run_cli_with_deadline(std::vector<std::string> args, const fs::path& log, int seconds) {
+  args.insert(args.begin(), KILN_CLI);
+  Child child(args, log);
+  for (int waited_ms = 0; !child.poll(); waited_ms += 20) {
+    if (waited_ms > seconds * 1000) child.kill();
+    ::usleep(20'000);
+  }
+  return {child.wait(), child.output()};
+}
+
+// A model may import cleanly and still ask for an absurd tensor at compile
+// or run time: ConstantOfShape of 10^12 floats (4 TB). Every tensor kiln
+// allocates is bounded by max_tensor_bytes() (16 GiB unless
+// KILN_MAX_TENSOR_BYTES says otherwise): a clear invalid_model error naming
+// the node and op, exit 1, never std::bad_alloc (exit 2) or an OOM kill.
+TEST(HostileModels, TensorsAboveTheSizeLimitAreErrorsNamingTheNode) {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("g");
+  add_float(g->mutable_input(), "x", {1});
+  auto* shape = g->add_initializer();
+  shape->set_name("shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(2);
+  shape->add_int64_data(1'000'000);
+  shape->add_int64_data(1'000'000);
+  auto* fill = g->add_node();
+  fill->set_op_type("ConstantOfShape");
+  fill->set_name("terabytes");
+  fill->add_input("shape");
+  fill->add_output("big");
+  auto* add = g->add_node();
+  add->set_op_type("Add");
+  add->set_name("add");
+  add->add_input("big");
+  add->add_input("x");
+  add->add_output("y");
+  add_float(g->mutable_output(), "y", {1'000'000, 1'000'000});
+  kiln::testing::TempDir dir;
+  kiln::testing::write_file(dir / "huge.onnx", bytes_of(m));
+  for (const char* command : {"build", "run"}) {
+    SCOPED_TRACE(command);
+    auto result =
+        run_cli_with_deadline({command, (dir / "huge.onnx").string(), "--cache-dir", (dir / "cache").string(),
+                               "--optimization-level", "0", "--timing-cache", "-"},
+                              dir / "cli.log", 120);
+    EXPECT_EQ(result.status, 1) << result.output;
+    for (const char* part :
+         {"terabytes", "ConstantOfShape", "4000000000000 bytes", "KILN_MAX_TENSOR_BYTES"}) {
+      EXPECT_NE(result.output.find(part), std::string::npos) << part << " not in: " << result.output;
+    }
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace kiln::reliability

@@ -142,6 +142,37 @@ TEST(Artifact, ACorruptGraphSectionOrForeignFileIsAClearError) {
   EXPECT_THROW((void)runtime::decode_artifact({}, "empty.kiln"), Error);
 }
 
+// Bytes a truncation cannot explain are refused naming the file: an engine
+// count the rest of the file cannot hold (it once looped to 0xffffffff and
+// was accepted) and bytes after the last engine.
+TEST(Artifact, ImpossibleEngineCountsAndTrailingBytesAreClearErrors) {
+  testing::TempDir dir;
+  auto m = tiny_resnet(1);
+  auto bytes = artifact_of(m, dir / "c");
+  uint64_t graph_len = 0;
+  for (size_t i = 0; i < 8; ++i) graph_len |= static_cast<uint64_t>(bytes[12 + i]) << (8 * i);
+  const size_t count_at = 36 + static_cast<size_t>(graph_len);
+  ASSERT_EQ(static_cast<uint8_t>(bytes[count_at]), 1u);
+  auto expect_error = [](const std::vector<std::byte>& b, const std::string& what) {
+    try {
+      (void)runtime::decode_artifact(b, "model.kiln");
+      ADD_FAILURE() << "decoded: " << what;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_model);
+      EXPECT_NE(std::string(e.what()).find("model.kiln: artifact is corrupt"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  auto huge = bytes;
+  for (size_t i = 0; i < 4; ++i) huge[count_at + i] = std::byte{0xff};
+  expect_error(huge, "claims 4294967295 engines");
+  auto trailing = bytes;
+  for (char c : std::string("garbage")) trailing.push_back(static_cast<std::byte>(c));
+  expect_error(trailing, "7 bytes follow its last engine");
+  // What kiln wrote still decodes, with its engine.
+  EXPECT_EQ(runtime::decode_artifact(bytes, "model.kiln").engines.size(), 1u);
+}
+
 // The public API, as an application would use it: compile, save, load.
 TEST(Artifact, PublicSaveAndLoad) {
   testing::TempDir dir;

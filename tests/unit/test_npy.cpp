@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include "npy.hpp"
 #include "test_helpers.hpp"
 
@@ -39,6 +41,40 @@ TEST(Npy, BadFilesAreClearErrors) {
     EXPECT_NE(std::string(e.what()).find("fewer bytes"), std::string::npos);
   }
   EXPECT_THROW(read_npy(dir / "missing.npy"), Error);
+}
+
+// A header may claim any shape: its byte count is checked (overflow
+// included) against the file before anything is allocated. A 1.9 GB claim in
+// a tiny file was once allocated and zeroed (10 s) before "fewer bytes".
+TEST(Npy, HugeClaimedShapesAreRefusedBeforeAllocating) {
+  testing::TempDir dir;
+  auto write_with_shape = [&](const std::string& name, const std::string& shape) {
+    std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + ", }";
+    header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+    header += '\n';
+    std::string bytes = std::string("\x93NUMPY", 6) + std::string("\x01\x00", 2);
+    bytes += static_cast<char>(header.size() & 0xff);
+    bytes += static_cast<char>(header.size() >> 8);
+    bytes += header + std::string(16, '\0');
+    testing::write_file(dir / name, bytes);
+    return dir / name;
+  };
+  for (const auto& [shape, why] : std::vector<std::pair<std::string, std::string>>{
+           {"(500000000,)", "holds 16 bytes of data; its shape 500000000 needs 2000000000"},
+           {"(4611686018427387904, 4)", "more elements than int64 counts"},
+           {"(2305843009213693952, 2)", "more bytes than"}}) {
+    auto path = write_with_shape("huge.npy", shape);
+    auto started = std::chrono::steady_clock::now();
+    try {
+      (void)read_npy(path);
+      ADD_FAILURE() << "decoded shape " << shape;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(1)) << shape;
+  }
 }
 
 }  // namespace

@@ -144,6 +144,37 @@ TEST(RedisCache, RoundTripsSmallAndChunkedBlobs) {
   EXPECT_EQ(fleet->hits, 5u);
 }
 
+// Manifests are not signed and a shared Redis is reachable by others: a
+// manifest's size, chunk length, chunk count and generation are bounded and
+// checked before anything is allocated or looped over. A bad one is a warned
+// miss on load, and a save over it neither trusts nor follows it.
+TEST(RedisCache, HostileManifestsAreWarnedMissesAndSavesOverwriteThem) {
+  REQUIRE_REDIS_SERVER();
+  RedisTestServer server;
+  RedisEngineCache cache(parse_redis_uri(server.uri("chunk_size=1K")));
+  const std::string key = key_of('h');
+  for (std::string manifest : {"kiln-redis 1 abc 1000000000000000 8388608 0",  // 1 PB
+                               "kiln-redis 1 abc 1073741824 1 0",              // 2^30 one-byte chunks
+                               "kiln-redis 1 abc 18446744073709551615 1048576 0", "kiln-redis 1 abc 4096 0 0",
+                               "kiln-redis 1 abc 4096 1099511627776 0", "kiln-redis 1 ../../x 4096 1024 0",
+                               "kiln-redis 1 abc -1 1024 0"}) {
+    server.command({"SET", cache.entry_key(key), manifest});
+    WarningCounter warned("treated as a miss");
+    auto started = std::chrono::steady_clock::now();
+    EXPECT_FALSE(cache.load(key)) << manifest;
+    EXPECT_EQ(warned.count(), 1) << manifest;
+    // Taken out of service.
+    EXPECT_EQ(server.command({"EXISTS", cache.entry_key(key)}), "0") << manifest;
+    server.command({"SET", cache.entry_key(key), manifest});
+    auto blob = bytes(5000, 3);
+    cache.save(key, blob);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5)) << manifest;
+    auto loaded = cache.load(key);
+    ASSERT_TRUE(loaded) << manifest;
+    EXPECT_EQ(*loaded, blob) << manifest;
+  }
+}
+
 TEST(RedisCache, LargeBlobsAreStoredInChunksWellWithinRedisLimits) {
   REQUIRE_REDIS_SERVER();
   RedisTestServer server;
@@ -508,6 +539,35 @@ TEST(RedisFleet, AMissExplainsItselfFromRedisEntriesAlone) {
   auto other = run_hosts({build(" --precision fp32,bf16")});
   ASSERT_EQ(count_status(other, "miss"), 1) << other[0].output;
   EXPECT_NE(other[0].output.find("differs in: settings"), std::string::npos) << other[0].output;
+}
+
+TEST(RedisFleet, AHostileManifestNeitherHangsNorExhaustsASigningHost) {
+  // The CLI under a deadline (`timeout`): a save over a manifest claiming
+  // 10^15 bytes once looped building chunk keys until memory ran out.
+  REQUIRE_REDIS_SERVER();
+  RedisTestServer server;
+  testing::TempDir dir;
+  testing::write_file(dir / "model.onnx", zoo::build_zoo_model("resnet_tiny", {4, std::nullopt}).onnx_bytes);
+  testing::write_file(dir / "secret", "a shared secret of the fleet");
+  const std::string uri = server.uri("prefix=hostile");
+  auto build = [&]() {
+    return "timeout -s KILL 60 " + std::string(KILN_CLI) + " build " + (dir / "model.onnx").string() +
+           " --shape input=2x3x64x64 --optimization-level 0 --timing-cache - --json --cache '" + uri +
+           "' --cache-secret-file " + (dir / "secret").string() + " 2>&1";
+  };
+  auto first = run_hosts({build()});
+  ASSERT_EQ(first[0].exit_code, 0) << first[0].output;
+  RedisEngineCache redis(parse_redis_uri(uri));
+  auto entries = redis.list().value();
+  ASSERT_EQ(entries.size(), 1u);
+  server.command({"SET", redis.entry_key(entries[0].key), "kiln-redis 1 abc 1000000000000000 8388608 0"});
+  auto hostile = run_hosts({build()});
+  ASSERT_EQ(hostile[0].exit_code, 0) << "killed by the deadline or failed: " << hostile[0].output;
+  EXPECT_EQ(count_status(hostile, "miss"), 1) << hostile[0].output;
+  EXPECT_NE(hostile[0].output.find("manifest"), std::string::npos) << hostile[0].output;
+  auto after = run_hosts({build()});
+  EXPECT_EQ(after[0].exit_code, 0) << after[0].output;
+  EXPECT_EQ(count_status(after, "hit"), 1) << after[0].output;
 }
 
 TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {

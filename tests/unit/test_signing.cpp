@@ -4,6 +4,7 @@
 // refuses forged and unsigned entries.
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -113,6 +114,50 @@ TEST(SigningCache, SignsOnSaveAndRefusesUnsignedOrTamperedEntriesAsCountedMisses
   signing.record_outcome(key, second, cache::Store::Outcome::absent, 0);
   EXPECT_EQ(signing.refused_unauthenticated(), 3u);
   EXPECT_EQ(signing.counters()->refused_unauthenticated, 3u);
+}
+
+// The secret file is checked before it is read: a FIFO is never opened for
+// a blocking read, a device or a file above 64 KiB is never read whole, a
+// folder is not "0 bytes". Each is an error naming the file. The CLI runs
+// under a deadline, so a regression fails instead of hanging.
+TEST(SigningCache, SecretFilesThatAreNotSmallRegularFilesAreErrorsNamingThem) {
+  testing::TempDir dir;
+  auto message_of = [](const std::filesystem::path& path) {
+    try {
+      (void)cache::read_secret_file(path);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  ASSERT_EQ(::mkfifo((dir / "fifo").c_str(), 0600), 0);
+  std::filesystem::create_directory(dir / "folder");
+  testing::write_file(dir / "big", std::string((64 << 10) + 1, 'x'));
+  for (const auto& [path, why] :
+       std::vector<std::pair<std::filesystem::path, std::string>>{{dir / "fifo", "not a regular file"},
+                                                                  {dir / "folder", "not a regular file"},
+                                                                  {"/dev/zero", "not a regular file"},
+                                                                  {dir / "big", "more than 65536 bytes"}}) {
+    auto message = message_of(path);
+    EXPECT_NE(message.find(path.string()), std::string::npos) << message;
+    EXPECT_NE(message.find(why), std::string::npos) << message;
+  }
+  // A symlink to a good secret is followed (secrets often live in mounted
+  // volumes reached through links).
+  testing::write_file(dir / "secret", "0123456789abcdef0123\n");
+  ::chmod((dir / "secret").c_str(), 0600);
+  std::filesystem::create_symlink(dir / "secret", dir / "link");
+  EXPECT_EQ(cache::read_secret_file(dir / "link"), secret_of("0123456789abcdef0123"));
+
+  testing::write_file(dir / "model.onnx", zoo::build_zoo_model("resnet_tiny", {1, std::nullopt}).onnx_bytes);
+  auto result = testing::run_command("timeout -s KILL 30 " + std::string(KILN_CLI) + " build " +
+                                     (dir / "model.onnx").string() + " --shape input=1x3x64x64 --cache-dir " +
+                                     (dir / "cache").string() + " --cache-secret-file " +
+                                     (dir / "fifo").string() + " 2>&1");
+  ASSERT_TRUE(WIFEXITED(result.status)) << "killed by the deadline: " << result.output;
+  EXPECT_EQ(WEXITSTATUS(result.status), 1) << result.output;
+  EXPECT_NE(result.output.find("not a regular file"), std::string::npos) << result.output;
 }
 
 TEST(SigningCache, SecretsFromFilesAndTheEnvironment) {

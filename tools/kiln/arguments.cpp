@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "cache/open.hpp"
+#include "util/byte_size.hpp"
 #include "util/log.hpp"
 
 namespace kiln::cli {
@@ -39,23 +40,9 @@ std::vector<int64_t> parse_shape(const std::string& text, const char* flag) {
 }
 
 uint64_t parse_size(const std::string& text, const char* flag) {
-  size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  uint64_t scale = 1;
-  std::string suffix = text.substr(used);
-  if (suffix == "K" || suffix == "KiB") scale = uint64_t{1} << 10;
-  else if (suffix == "M" || suffix == "MiB") scale = uint64_t{1} << 20;
-  else if (suffix == "G" || suffix == "GiB") scale = uint64_t{1} << 30;
-  else if (!suffix.empty() && suffix != "B") used = 0;
-  if (used == 0 || value < 0) {
-    throw Error(ErrorCode::invalid_argument, std::string(flag) + ": '" + text + "' is not a size like 500M or 5G");
-  }
-  return static_cast<uint64_t>(value * static_cast<double>(scale));
+  auto size = parse_byte_size(text);
+  if (!size.ok()) throw Error(ErrorCode::invalid_argument, std::string(flag) + ": " + size.error);
+  return size.bytes;
 }
 
 ir::ValueId find_input(const ir::Graph& graph, const std::string& name, const char* flag) {

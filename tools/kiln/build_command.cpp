@@ -1,5 +1,7 @@
 // `kiln build MODEL.onnx`: compiles a model into engines (through the engine
 // cache) and reports, per engine, hit or miss and where the time went.
+#include <sys/stat.h>
+
 #include <chrono>
 #include <iostream>
 
@@ -7,6 +9,7 @@
 #include "commands.hpp"
 #include "compile_report.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "runtime/artifact.hpp"
 #include "runtime/compiled_model.hpp"
 #include "util/atomic_file.hpp"
 #include "util/mapped_file.hpp"
@@ -21,7 +24,31 @@ struct BuildOptions {
   bool layers = false;
   bool json = false;
   std::string save;  // write an AOT artifact here
+  bool force = false;  // --save may replace a file that is not an artifact
 };
+
+// Refuses an artifact path that would destroy something, before compiling:
+// the input model itself (the same file, also through a symlink or a hard
+// link: same st_dev and st_ino), anything that is not a regular file, and,
+// without --force, a file that is not a kiln artifact. An existing artifact
+// is replaced (rebuilding one in place is the common case).
+void check_save_target(const BuildOptions& opt) {
+  struct stat target {};
+  if (::stat(opt.save.c_str(), &target) != 0) return;  // nothing there; a write error is reported later
+  struct stat model {};
+  if (::stat(opt.model.c_str(), &model) == 0 && model.st_dev == target.st_dev &&
+      model.st_ino == target.st_ino) {
+    throw Error(ErrorCode::invalid_argument, "--save " + opt.save + " is the input model " + opt.model +
+                                                 ": the artifact would overwrite it; choose another path");
+  }
+  if (!S_ISREG(target.st_mode)) {
+    throw Error(ErrorCode::invalid_argument, "--save " + opt.save + " exists and is not a regular file");
+  }
+  if (!opt.force && !runtime::is_artifact_file(opt.save)) {
+    throw Error(ErrorCode::invalid_argument,
+                "--save " + opt.save + " exists and is not a kiln artifact; pass --force to replace it");
+  }
+}
 
 void save_artifact(const runtime::CompiledModel& compiled, const BuildOptions& opt, const ir::Graph& graph) {
   auto file = MappedFile::open(opt.model);
@@ -33,6 +60,7 @@ void save_artifact(const runtime::CompiledModel& compiled, const BuildOptions& o
 }
 
 int run_build(const BuildOptions& opt) {
+  if (!opt.save.empty()) check_save_target(opt);
   auto start = std::chrono::steady_clock::now();
   frontend::ImportedModel model = frontend::import_onnx_file(opt.model);
   double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -84,6 +112,8 @@ void add_build_command(CLI::App& app, Action& action) {
   cmd->add_flag("--layers", opt->layers, "List each layer's chosen tactic");
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
   cmd->add_option("--save", opt->save, "Write an AOT artifact (.kiln): model, engines and specs in one file");
+  cmd->add_flag("--force", opt->force,
+                "Let --save replace a file that is not a kiln artifact (never the input model itself)");
   cmd->callback([opt, &action] { action = [opt] { return run_build(*opt); }; });
 }
 

@@ -75,6 +75,17 @@ int run_tier_stats(const CacheOptions& o) {
   return 0;
 }
 
+// A prune or clear that could not remove everything says what and why
+// (a read-only folder once reported "removed 0 entries" and exit 0).
+void report_failures(const std::vector<std::string>& failures, nlohmann::json& j, std::ostream& text) {
+  if (failures.empty()) return;
+  j["failures"] = failures;
+  constexpr size_t k_listed = 20;
+  for (size_t i = 0; i < failures.size() && i < k_listed; ++i)
+    text << "could not remove: " << failures[i] << "\n";
+  if (failures.size() > k_listed) text << "... and " << failures.size() - k_listed << " more\n";
+}
+
 // `ls`, `verify`, `prune` and `clear` on the disk cache in `dir`; fills `j`
 // and `text`.
 void disk_action(const CacheOptions& o, const std::filesystem::path& dir, nlohmann::json& j, std::ostream& text) {
@@ -132,10 +143,25 @@ void disk_action(const CacheOptions& o, const std::filesystem::path& dir, nlohma
     j["bytes"] = r.bytes;
     text << "removed " << r.removed_entries << " entries (" << human_bytes(r.removed_bytes) << "); " << r.entries
          << " entries, " << human_bytes(r.bytes) << " left\n";
+    report_failures(r.failures, j, text);
   } else if (o.action == "clear") {
-    j["removed_entries"] = cache.clear();
-    text << "removed " << j["removed_entries"].get<uint64_t>() << " entries\n";
+    auto r = cache.clear_entries();
+    j["removed_entries"] = r.removed_entries;
+    j["entries"] = r.entries;
+    text << "removed " << r.removed_entries << " entries";
+    if (r.entries > 0)
+      text << "; " << r.entries << " entries (" << human_bytes(r.bytes) << ") could not be removed";
+    text << "\n";
+    report_failures(r.failures, j, text);
   }
+}
+
+// The error that makes a prune or clear that left entries behind exit
+// non-zero, thrown after its report is printed; nullopt when all went.
+std::optional<Error> failure_of(const std::string& action, const nlohmann::json& j) {
+  if (!j.contains("failures")) return std::nullopt;
+  return Error(ErrorCode::io, "cache " + action + ": " + std::to_string(j["failures"].size()) +
+                                  " removals failed, first: " + j["failures"][0].get<std::string>());
 }
 
 // `ls` and `clear` on a Redis tier. `verify` and `prune` have no Redis form:
@@ -185,6 +211,7 @@ int run_tier_action(const CacheOptions& o, const std::vector<std::string>& tiers
       if (tier == "disk") {
         t["cache_dir"] = cache_dir(o).string();
         disk_action(o, cache_dir(o), t, tier_text);
+        if (auto failed = failure_of(o.action, t); failed && !first_error) first_error = failed;
       } else if (cache::is_redis_uri(tier)) {
         redis_action(o, tier, t, tier_text);
       } else {
@@ -253,6 +280,7 @@ int run_cache(const CacheOptions& o) {
   } else {
     std::cout << text.str();
   }
+  if (auto failed = failure_of(o.action, j)) throw *failed;  // after the report, for the exit code
   return 0;
 }
 

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <regex>
 #include <sstream>
 
@@ -89,6 +90,34 @@ Tensor read_npy(const std::filesystem::path& path) {
       throw Error(ErrorCode::invalid_argument, where + ": bad shape entry '" + item + "'");
     }
     if (shape.back() < 0) throw Error(ErrorCode::invalid_argument, where + ": negative dimension");
+  }
+  // The shape is the file's claim: its byte count (overflow-checked) must be
+  // in the file before anything is allocated for it.
+  int64_t numel = 0;
+  try {
+    numel = shape_numel(shape);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::invalid_argument, where + ": " + e.what());
+  }
+  const std::string shape_text = shape_to_string(shape);
+  uint64_t needed = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(numel), static_cast<uint64_t>(dtype_size(dtype)),
+                             &needed) ||
+      needed > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    throw Error(ErrorCode::invalid_argument,
+                where + ": shape " + shape_text + " has more bytes than any file holds");
+  }
+  const auto data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const auto data_end = in.tellg();
+  in.seekg(data_start);
+  if (data_start < 0 || data_end < data_start)
+    throw Error(ErrorCode::io, where + ": cannot measure the file");
+  const auto available = static_cast<uint64_t>(data_end - data_start);
+  if (needed > available) {
+    throw Error(ErrorCode::invalid_argument,
+                where + ": holds " + std::to_string(available) + " bytes of data; its shape " + shape_text +
+                    " needs " + std::to_string(needed) + " (fewer bytes than its shape needs)");
   }
   Tensor t = Tensor::zeros(dtype, shape);
   auto bytes = t.mutable_bytes();
