@@ -26,7 +26,7 @@ test: deps build
 # package (python/) into Debian's Python with pip, offline. The copied
 # library finds kiln's other libraries in $(BUILD_DIR) (its RUNPATH).
 python: deps build
-	cp -P $(BUILD_DIR)/src/libkiln.so* python/kiln/
+	cp -L $(BUILD_DIR)/src/libkiln.so.1 python/kiln/
 	/usr/bin/python3 -m pip install --no-index --no-build-isolation --break-system-packages ./python
 
 # Benchmarks against peers (ONNX Runtime CPU, PyTorch CPU), side by side.
