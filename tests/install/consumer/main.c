@@ -3,10 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define OK(call)                                                    \
-  if ((call) != KILN_OK) {                                          \
-    fprintf(stderr, "%s: %s\n", #call, kiln_last_error());          \
-    return 1;                                                       \
+#define OK(call)                                           \
+  if ((call) != KILN_OK) {                                 \
+    fprintf(stderr, "%s: %s\n", #call, kiln_last_error()); \
+    return 1;                                              \
   }
 
 int main(void) {
@@ -21,8 +21,9 @@ int main(void) {
   if (kiln_abi_version() != KILN_ABI_VERSION) return 1;
   OK(kiln_zoo_model("resnet_tiny", 0, 1, &bytes, &size));
   OK(kiln_settings_create(&settings));
-  OK(kiln_settings_set_json(settings, "{\"optimization_level\": 0, \"timing_cache_path\": \"-\", "
-                                      "\"cache_built_engines\": false, \"reuse_cached_engines\": false}"));
+  OK(kiln_settings_set_json(settings,
+                            "{\"optimization_level\": 0, \"timing_cache_path\": \"-\", "
+                            "\"cache_built_engines\": false, \"reuse_cached_engines\": false}"));
   OK(kiln_compile_bytes(bytes, size, NULL, 0, settings, &model));
   OK(kiln_tensor_wrap(KILN_FLOAT32, shape, 4, data, sizeof data, &input));
   OK(kiln_model_run(model, (const kiln_tensor* const*)&input, 1, &output, 1));
