@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 
-.PHONY: demo test bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz check-fresh check-format
+.PHONY: demo test python bench build deps configure clean format test-long test-sanitize test-sanitize-core test-tsan fuzz check-fresh check-format
 
 deps:
 	scripts/install-deps
@@ -21,6 +21,13 @@ demo: deps build
 # Installs dependencies, builds and runs every test through ctest.
 test: deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# Builds libkiln, copies it next to the Python package and installs the
+# package (python/) into Debian's Python with pip, offline. The copied
+# library finds kiln's other libraries in $(BUILD_DIR) (its RUNPATH).
+python: deps build
+	cp -L $(BUILD_DIR)/src/libkiln.so.1 python/kiln/
+	/usr/bin/python3 -m pip install --no-index --no-build-isolation --break-system-packages ./python
 
 # Benchmarks against peers (ONNX Runtime CPU, PyTorch CPU), side by side.
 # Not part of `make test`.
