@@ -7,9 +7,14 @@
 //   });
 //
 // Throws kiln::Error(unsupported) for any other dtype.
+//
+// is_nan(x) is std::isnan for floating types and false for integers, for
+// kernels written once over both.
 #pragma once
 
+#include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "kiln/dtype.hpp"
 #include "kiln/error.hpp"
@@ -23,6 +28,12 @@ void dispatch(DType dtype, Fn&& fn) {
     throw Error(ErrorCode::unsupported,
                 "the reference backend has no kernel for type " + std::string(dtype_name(dtype)));
   }
+}
+
+template <typename T>
+bool is_nan(T x) {
+  if constexpr (std::is_floating_point_v<T>) return std::isnan(x);
+  return false;
 }
 
 }  // namespace kiln::ref

@@ -10,6 +10,12 @@
 // and reorders the new weights into the current instance (others catch up
 // when next used).
 //
+// NaN and infinities: oneDNN's relu, clip, max pooling and softmax drop NaN
+// (also inside a fused conv), so run() scans its float inputs first, and
+// refit() its weights and constants once; a run meeting any non-finite value
+// runs the same lowered graph on the reference kernels, which propagate it
+// as ONNX and PyTorch do (docs/reliability.md, "NaN and infinities").
+//
 // Not thread-safe: one call at a time.
 #pragma once
 
@@ -23,6 +29,7 @@
 #include "backends/backend.hpp"
 #include "backends/cpu/instance.hpp"
 #include "backends/cpu/plan.hpp"
+#include "backends/ref/executor.hpp"
 
 namespace kiln::cpu {
 
@@ -50,6 +57,12 @@ class CpuEngine final : public Engine {
   void check_inputs(std::span<const Tensor> inputs) const;
   Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
   void apply_threads() const;
+  // Whether a weight (with its refit factors) or a constant of the plan holds
+  // a NaN or an infinity.
+  bool weights_non_finite() const;
+  // The lowered graph with this generation's weights on the reference
+  // kernels: the path for data oneDNN would not propagate NaN through.
+  std::vector<Tensor> run_reference(std::span<const Tensor> inputs);
   // A second tuning pass that prices each layer's output reorder into the
   // layout its consumer read in `first`'s pass; returns the resulting
   // instance (and adopts its tactics) when it runs faster end to end, else
@@ -70,6 +83,11 @@ class CpuEngine final : public Engine {
   bool m_ready = false;
   uint64_t m_generation = 0;  // bumped by every successful refit
   std::list<std::unique_ptr<Instance>> m_instances;  // most recently used first
+  bool m_non_finite_weights = false;                 // every run then takes the reference path
+  // Made on the first run that needs it, again after a refit.
+  std::unique_ptr<ir::Graph> m_reference_graph;
+  std::unique_ptr<ref::Executor> m_reference;
+  uint64_t m_reference_generation = 0;
 };
 
 }  // namespace kiln::cpu

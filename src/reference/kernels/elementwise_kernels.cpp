@@ -212,7 +212,9 @@ void register_activations(KernelRegistry& r) {
     using T = decltype(tag);
     T alpha = static_cast<T>(a.get_float("alpha", 0.2f));
     T beta = static_cast<T>(a.get_float("beta", 0.5f));
-    return [alpha, beta](T x) { return std::max(T(0), std::min(T(1), alpha * x + beta)); };
+    // NaN stays NaN (std::min/max would clamp it to a bound), as in PyTorch.
+    return
+        [alpha, beta](T x) { return std::isnan(x) ? x : std::max(T(0), std::min(T(1), alpha * x + beta)); };
   });
   add_float_attr_math(r, "Elu", [](const ir::Attributes& a, auto tag) {
     using T = decltype(tag);
@@ -229,6 +231,7 @@ void register_activations(KernelRegistry& r) {
     using T = decltype(tag);
     T alpha = static_cast<T>(a.get_float("alpha", 1.0f));
     return [alpha](T x) {
+      if (std::isnan(x)) return x;  // std::max/min would turn it into 0
       return std::max(T(0), x) + std::min(T(0), alpha * (std::exp(x / alpha) - T(1)));
     };
   });

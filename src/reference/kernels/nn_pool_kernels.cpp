@@ -84,8 +84,9 @@ void run_max_pool(KernelContext& ctx) {
       for (int64_t op = 0; op < p.num_out; ++op) {
         const int64_t off = row[op];
         const size_t o = static_cast<size_t>(op);
-        // Strictly greater keeps the first maximum, as the ONNX reference does.
-        if (off >= 0 && (arg[o] < 0 || xin[off] > best[o])) {
+        // Strictly greater keeps the first maximum, as the ONNX reference
+        // does; a NaN wins over any number and then stays (as in PyTorch).
+        if (off >= 0 && (arg[o] < 0 || xin[off] > best[o] || (is_nan(xin[off]) && !is_nan(best[o])))) {
           best[o] = xin[off];
           arg[o] = off;
         }
@@ -162,7 +163,7 @@ void run_global_pool(KernelContext& ctx, PoolKind kind) {
     for (int64_t i = 0; i < size; ++i) {
       const double v = static_cast<double>(xin[i]);
       if (kind == PoolKind::max) {
-        acc = std::max(acc, v);
+        if (v > acc || (std::isnan(v) && !std::isnan(acc))) acc = v;  // NaN propagates
       } else if (kind == PoolKind::lp) {
         acc += std::pow(std::fabs(v), power);
       } else {

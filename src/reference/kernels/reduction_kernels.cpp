@@ -120,8 +120,10 @@ void reduce_log_sum_exp(KernelContext& ctx, const std::vector<bool>& reduced) {
   auto dst = ctx.output(0).mutable_data<T>();
   const double inf = std::numeric_limits<double>::infinity();
   std::vector<double> max(dst.size(), -inf);
-  for_each_reduced(in.shape(), reduced,
-                   [&](size_t i, size_t o) { max[o] = std::max(max[o], static_cast<double>(src[i])); });
+  for_each_reduced(in.shape(), reduced, [&](size_t i, size_t o) {
+    const auto x = static_cast<double>(src[i]);
+    if (x > max[o] || (std::isnan(x) && !std::isnan(max[o]))) max[o] = x;  // NaN propagates
+  });
   std::vector<double> sum(dst.size(), 0.0);
   for_each_reduced(in.shape(), reduced, [&](size_t i, size_t o) {
     if (std::isfinite(max[o])) sum[o] += std::exp(static_cast<double>(src[i]) - max[o]);
@@ -158,11 +160,21 @@ void run_reduce(KernelContext& ctx, const std::string& op, const std::vector<boo
     reduce<T>(
         ctx, reduced, A(1), [](A a, T x) { return static_cast<A>(a * static_cast<A>(x)); }, same);
   } else if (op == "ReduceMax") {
+    // A NaN anywhere in the set is the result (numpy's max, torch.amax);
+    // std::max(a, NaN) would return a.
     reduce<T>(
-        ctx, reduced, lowest<T>(), [](A a, T x) { return std::max(a, static_cast<A>(x)); }, same);
+        ctx, reduced, lowest<T>(),
+        [](A a, T x) {
+          return is_nan(a) || is_nan(x) ? a + static_cast<A>(x) : std::max(a, static_cast<A>(x));
+        },
+        same);
   } else if (op == "ReduceMin") {
     reduce<T>(
-        ctx, reduced, highest<T>(), [](A a, T x) { return std::min(a, static_cast<A>(x)); }, same);
+        ctx, reduced, highest<T>(),
+        [](A a, T x) {
+          return is_nan(a) || is_nan(x) ? a + static_cast<A>(x) : std::min(a, static_cast<A>(x));
+        },
+        same);
   } else if constexpr (std::is_floating_point_v<T>) {
     if (op == "ReduceLogSum") {
       reduce<T>(ctx, reduced, A(0), plus, [](A a, int64_t) { return std::log(a); });
