@@ -127,7 +127,7 @@ Fetched DiskEngineCache::read_entry(const std::string& key) {
     // a file too large to be an entry): never read or followed, and moved out
     // of the way so that the key can be saved again.
     quarantine(key, status.message);
-    return std::nullopt;
+    return Fetched::miss(Status::corrupt, "unusable entry moved to quarantine: " + status.message);
   }
   if (!status.ok()) {
     if (status.error != ENOENT && status.error != ENOTDIR) {

@@ -15,7 +15,7 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/cpu/non_finite.hpp"
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "passes/passes.hpp"
 #include "zoo/model_builder.hpp"

@@ -29,7 +29,7 @@
 #include "backends/backend.hpp"
 #include "backends/cpu/instance.hpp"
 #include "backends/cpu/plan.hpp"
-#include "backends/ref/executor.hpp"
+#include "reference/executor.hpp"
 
 namespace kiln::cpu {
 
