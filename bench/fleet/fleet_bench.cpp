@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "cache/open.hpp"
 #include "kiln/compile.hpp"
 #include "kiln/engine_cache.hpp"
-#include "cache/open.hpp"
 
 namespace {
 

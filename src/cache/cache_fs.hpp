@@ -53,7 +53,8 @@ class CacheFs {
   // Like mkdir -p; success if the folder already exists.
   virtual IoStatus create_directories(const std::filesystem::path& dir) = 0;
   // Temp file in the target's folder, fsync, mtime set to now, rename.
-  virtual IoStatus write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) = 0;
+  virtual IoStatus write_file_atomic(const std::filesystem::path& target,
+                                     std::span<const std::byte> bytes) = 0;
   // ENOENT when the file does not exist. Anything but a regular file is
   // refused without blocking or following it: ELOOP for a symlink, EISDIR for
   // a folder, EINVAL for a FIFO, socket or device (is_unusable_file());
@@ -78,7 +79,9 @@ class CacheFsWrapper : public CacheFs {
  public:
   explicit CacheFsWrapper(std::shared_ptr<CacheFs> target) : m_target(std::move(target)) {}
 
-  IoStatus create_directories(const std::filesystem::path& dir) override { return m_target->create_directories(dir); }
+  IoStatus create_directories(const std::filesystem::path& dir) override {
+    return m_target->create_directories(dir);
+  }
   IoStatus write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) override {
     return m_target->write_file_atomic(target, bytes);
   }

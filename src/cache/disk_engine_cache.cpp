@@ -23,7 +23,8 @@ constexpr size_t k_quarantine_keep = 8;
 constexpr int64_t k_stale_temp_ns = int64_t{3600} * 1'000'000'000;
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -143,7 +144,8 @@ Fetched DiskEngineCache::read_entry(const std::string& key) {
 
 Fetched DiskEngineCache::get(const std::string& key) { return read_entry(key); }
 
-std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& key, std::chrono::milliseconds timeout) {
+std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& key,
+                                                            std::chrono::milliseconds timeout) {
   if (!is_valid_key(key) || !ensure_writable({})) return std::nullopt;
   LockFile lock(m_layout.key_lock_path(key));
   if (!lock.acquire(timeout)) {
@@ -161,11 +163,20 @@ void DiskEngineCache::record_outcome(const std::string&, const Fetched&, Outcome
     std::lock_guard lock(m_stats_mutex);
     ++(outcome == Outcome::usable ? m_pending.hits : m_pending.misses);
     switch (outcome) {
-      case Outcome::usable: m_pending.build_ms_saved += build_ms_saved; break;
-      case Outcome::absent: break;
-      case Outcome::corrupt: ++m_pending.unusable_corrupt; break;
-      case Outcome::incompatible: ++m_pending.unusable_incompatible; break;
-      case Outcome::refit_failed: ++m_pending.unusable_refit_failed; break;
+      case Outcome::usable:
+        m_pending.build_ms_saved += build_ms_saved;
+        break;
+      case Outcome::absent:
+        break;
+      case Outcome::corrupt:
+        ++m_pending.unusable_corrupt;
+        break;
+      case Outcome::incompatible:
+        ++m_pending.unusable_incompatible;
+        break;
+      case Outcome::refit_failed:
+        ++m_pending.unusable_refit_failed;
+        break;
     }
     flush = ++m_pending_loads >= k_loads_per_flush;
   }
@@ -277,8 +288,8 @@ bool DiskEngineCache::quarantine(const std::string& key, const std::string& reas
     // It must not be served again, whether or not it can be kept.
     auto removed = m_fs->remove_file(entry);
     if (removed.error == ENOENT) return false;
-    log::warn("engine cache: deleting corrupt entry " + key + " (" + reason + ") instead of quarantining it: " +
-              moved.message);
+    log::warn("engine cache: deleting corrupt entry " + key + " (" + reason +
+              ") instead of quarantining it: " + moved.message);
     if (!removed.ok()) {
       log::warn("engine cache: cannot delete corrupt entry: " + removed.message);
       return false;

@@ -9,13 +9,13 @@
 #include <string>
 #include <vector>
 
-#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/compile.hpp"
 #include "kiln/error.hpp"
 #include "kiln/kiln.h"
 #include "kiln/settings.hpp"
 #include "kiln/tensor.hpp"
+#include "reference/executor.hpp"
 #include "runtime/compiled_model.hpp"
 
 struct kiln_settings {

@@ -1,7 +1,7 @@
 #include "passes/node_eval.hpp"
 
-#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
+#include "reference/kernel.hpp"
 
 namespace kiln::passes {
 

@@ -15,9 +15,9 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/cpu/non_finite.hpp"
-#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "passes/passes.hpp"
+#include "reference/executor.hpp"
 #include "zoo/model_builder.hpp"
 
 #include "cpu_test_helpers.hpp"

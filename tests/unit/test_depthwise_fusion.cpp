@@ -14,11 +14,11 @@
 #include "backends/cpu/cpu_backend.hpp"
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/plan_format.hpp"
-#include "reference/executor.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "passes/passes.hpp"
+#include "reference/executor.hpp"
 #include "zoo/zoo.hpp"
 
 #include "cpu_test_helpers.hpp"
@@ -103,7 +103,8 @@ TEST_P(DepthwiseFusion, FusedAndSplitMatchTheReferenceAndRefitBitwise) {
   for (cpu::LayerDesc& l : plan.layers) {
     if (l.dw_conv == ir::k_no_node) continue;
     l.dw_fused = false;
-    l.tactic = cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "conv:direct/nChw16c/f32");
+    l.tactic =
+        cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "conv:direct/nChw16c/f32");
     l.dw_tactic = l.tactic;
   }
   auto split = backend->deserialize(cpu::serialize_plan(plan));

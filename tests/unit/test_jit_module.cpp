@@ -11,11 +11,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "reference/executor.hpp"
+#include "cpu_test_helpers.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "kiln/jit.hpp"
-#include "cpu_test_helpers.hpp"
+#include "reference/executor.hpp"
 #include "test_helpers.hpp"
 #include "zoo/zoo.hpp"
 

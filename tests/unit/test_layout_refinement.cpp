@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.hpp"
-#include "reference/executor.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "passes/passes.hpp"
+#include "reference/executor.hpp"
 #include "zoo/zoo.hpp"
 
 #include "cpu_test_helpers.hpp"
@@ -45,7 +45,8 @@ TEST(LayoutRefinement, Level4BuildsMatchTheReferenceAndTheirPlansReload) {
     const EngineInfo built = engine->info();
     const EngineInfo loaded = restored->info();
     ASSERT_EQ(built.layers.size(), loaded.layers.size());
-    for (size_t i = 0; i < built.layers.size(); ++i) EXPECT_EQ(built.layers[i].tactic, loaded.layers[i].tactic);
+    for (size_t i = 0; i < built.layers.size(); ++i)
+      EXPECT_EQ(built.layers[i].tactic, loaded.layers[i].tactic);
   }
 }
 

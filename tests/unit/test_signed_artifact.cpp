@@ -9,13 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "reference/executor.hpp"
 #include "cache/artifact_engine_cache.hpp"
 #include "cache/disk_engine_cache.hpp"
 #include "cache/open.hpp"
 #include "format/envelope.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "redis_test_server.hpp"
+#include "reference/executor.hpp"
 #include "runtime/artifact.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"

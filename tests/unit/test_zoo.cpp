@@ -13,9 +13,9 @@
 
 #include <onnx/onnx_pb.h>
 
-#include "reference/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
+#include "reference/executor.hpp"
 #include "zoo/zoo.hpp"
 
 namespace kiln {

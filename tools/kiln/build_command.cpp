@@ -23,7 +23,7 @@ struct BuildOptions {
   CompileOptions compile;
   bool layers = false;
   bool json = false;
-  std::string save;  // write an AOT artifact here
+  std::string save;    // write an AOT artifact here
   bool force = false;  // --save may replace a file that is not an artifact
 };
 
@@ -63,7 +63,8 @@ int run_build(const BuildOptions& opt) {
   if (!opt.save.empty()) check_save_target(opt);
   auto start = std::chrono::steady_clock::now();
   frontend::ImportedModel model = frontend::import_onnx_file(opt.model);
-  double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  double import_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   const ir::Graph& g = model.graph;
   std::vector<InputSpec> specs = to_specs(g, opt.compile, {});
   auto compiled = runtime::CompiledModel::compile(g, specs, to_settings(opt.compile));
@@ -76,8 +77,8 @@ int run_build(const BuildOptions& opt) {
   j["model"] = opt.model;
   j["import_ms"] = import_ms;
   for (const auto& s : specs) {
-    j["inputs"].push_back({{"name", s.name}, {"dtype", dtype_name(s.dtype)}, {"min", s.min}, {"opt", s.opt},
-                           {"max", s.max}});
+    j["inputs"].push_back(
+        {{"name", s.name}, {"dtype", dtype_name(s.dtype)}, {"min", s.min}, {"opt", s.opt}, {"max", s.max}});
   }
   nlohmann::json c = compile_report_json(report, layers);
   for (auto& [k, v] : c.items()) j[k] = v;
@@ -97,7 +98,8 @@ int run_build(const BuildOptions& opt) {
     }
   }
   print_compile_report(std::cout, report, layers);
-  if (!opt.save.empty()) std::cout << "saved   " << opt.save << " (run it with: kiln run " << opt.save << ")\n";
+  if (!opt.save.empty())
+    std::cout << "saved   " << opt.save << " (run it with: kiln run " << opt.save << ")\n";
   return 0;
 }
 

@@ -2,9 +2,9 @@
 // values, accumulating products into the output. Plain and general
 // (diagonals, broadcast ellipsis dims, any number of inputs); fine for the
 // small contractions a reference backend meets.
+#include "ir/ops/tensor_params.hpp"
 #include "reference/dispatch.hpp"
 #include "reference/kernels/tensor_kernels.hpp"
-#include "ir/ops/tensor_params.hpp"
 
 namespace kiln::ref {
 

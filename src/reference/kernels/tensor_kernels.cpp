@@ -5,8 +5,8 @@
 
 #include <cstring>
 
-#include "reference/dispatch.hpp"
 #include "ir/ops/tensor_params.hpp"
+#include "reference/dispatch.hpp"
 
 namespace kiln::ref {
 

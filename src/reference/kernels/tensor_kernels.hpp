@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "reference/kernel.hpp"
 #include "ir/op_schema.hpp"
+#include "reference/kernel.hpp"
 
 namespace kiln::ref {
 

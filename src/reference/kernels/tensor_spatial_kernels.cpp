@@ -6,9 +6,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "ir/ops/tensor_params.hpp"
 #include "reference/dispatch.hpp"
 #include "reference/kernels/tensor_kernels.hpp"
-#include "ir/ops/tensor_params.hpp"
 
 namespace kiln::ref {
 
