@@ -240,6 +240,24 @@ TEST(ModernOnnx, Opset18PadWithAxesAndOpset19WrapMode) {
       {{{2, 6}, {0, 1, 2, 3, 0, 0, 0, 4, 5, 6, 0, 0}}, {{2, 6}, {3, 1, 2, 3, 1, 2, 6, 4, 5, 6, 4, 5}}});
 }
 
+TEST(ModernOnnx, Opset19AveragePoolWithDilations) {
+  ProtoModel m(10, 19);
+  m.input("x", TensorProto::FLOAT, {1, 1, 1, 5});
+  auto* pool = m.node("AveragePool", {"x"}, {"y"});
+  for (auto [name, values] : {std::pair{"kernel_shape", std::vector<int64_t>{1, 2}},
+                              std::pair{"dilations", std::vector<int64_t>{1, 2}}}) {
+    auto* a = pool->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (int64_t v : values) a->add_ints(v);
+  }
+  m.output("y", TensorProto::FLOAT);
+  // Windows {1, 3}, {2, 4}, {3, 5}.
+  expect_both_backends(m.import().graph,
+                       {Tensor::from_values<float>({1, 1, 1, 5}, std::vector<float>{1, 2, 3, 4, 5})},
+                       {{{1, 1, 1, 3}, {2, 3, 4}}});
+}
+
 float gelu_erf(float x) { return static_cast<float>(0.5 * x * (1 + std::erf(x / std::sqrt(2.0)))); }
 float gelu_tanh(float x) {
   double k = std::sqrt(2 / M_PI);
