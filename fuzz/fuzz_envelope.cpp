@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto resealed = kiln::format::seal(opened->header, opened->payload);
     if (resealed.size() != size || std::memcmp(resealed.data(), data, size) != 0) std::abort();
     // With its own key as the expected key, it still opens.
-    if (!std::holds_alternative<kiln::format::OpenedBlob>(kiln::format::open(blob, opened->header.key))) std::abort();
+    if (!std::holds_alternative<kiln::format::OpenedBlob>(kiln::format::open(blob, opened->header.key)))
+      std::abort();
   }
   return 0;
 }

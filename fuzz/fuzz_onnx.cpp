@@ -17,7 +17,8 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
-    (void)kiln::frontend::import_onnx_bytes(std::span(reinterpret_cast<const std::byte*>(data), size), "fuzz.onnx");
+    (void)kiln::frontend::import_onnx_bytes(std::span(reinterpret_cast<const std::byte*>(data), size),
+                                            "fuzz.onnx");
   } catch (const kiln::Error&) {
   }
   return 0;

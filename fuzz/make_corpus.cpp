@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
       {"resnet_tiny", {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}},
       {"mobilenet_tiny", {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}},
       {"bert_tiny",
-       {InputSpec::fixed("input_ids", DType::int64, {1, 8}), InputSpec::fixed("attention_mask", DType::int64, {1, 8})}},
+       {InputSpec::fixed("input_ids", DType::int64, {1, 8}),
+        InputSpec::fixed("attention_mask", DType::int64, {1, 8})}},
   };
   for (const auto& model : models) {
     auto onnx = zoo::build_zoo_model(model.name, {1, std::nullopt}).onnx_bytes;
@@ -59,8 +60,9 @@ int main(int argc, char** argv) {
     auto plan = engine->serialize();
     // The plan target appends the checksum itself: its seeds are the FlatBuffer only.
     write(root / "plan" / (std::string(model.name) + ".fb"), std::span(plan).first(plan.size() - 8));
-    format::EnvelopeHeader header{key::compute_engine_key(lowered, model.specs, settings, backend->fingerprint()),
-                                  "kiln 0.1.0", backend->fingerprint().to_string(), 1'700'000'000'000, 1234};
+    format::EnvelopeHeader header{
+        key::compute_engine_key(lowered, model.specs, settings, backend->fingerprint()), "kiln 0.1.0",
+        backend->fingerprint().to_string(), 1'700'000'000'000, 1234};
     write(root / "envelope" / (std::string(model.name) + ".kiln"), format::seal(header, plan));
   }
   // Small envelopes: empty and tiny payloads, empty strings.

@@ -31,8 +31,8 @@ class Tensor {
   static Tensor zeros(DType dtype, std::vector<int64_t> shape);
   // A read-only view of `bytes`, kept alive by `owner`.
   // REQUIRES: bytes.size() == numel(shape) * dtype_size(dtype).
-  static Tensor borrow(DType dtype, std::vector<int64_t> shape,
-                       std::span<const std::byte> bytes, std::shared_ptr<const void> owner);
+  static Tensor borrow(DType dtype, std::vector<int64_t> shape, std::span<const std::byte> bytes,
+                       std::shared_ptr<const void> owner);
   template <typename T>
   static Tensor from_values(std::vector<int64_t> shape, std::span<const T> values);
   template <typename T>

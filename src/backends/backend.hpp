@@ -88,7 +88,8 @@ class Backend {
   // Builds an engine for the whole lowered graph. REQUIRES: every node is
   // supported; `specs` has one entry per graph input, in order.
   virtual std::unique_ptr<Engine> build(const ir::Graph& lowered, std::span<const InputSpec> specs,
-                                        const CompileSettings& settings, builder::TimingCache& timing_cache) = 0;
+                                        const CompileSettings& settings,
+                                        builder::TimingCache& timing_cache) = 0;
 
   // Recreates an engine from its plan. The engine has no weights until
   // refit() succeeds. Throws kiln::Error(invalid_model) for a plan that fails

@@ -74,8 +74,7 @@ std::string BuildProgress::format(std::string_view label, size_t done, size_t to
                                   std::optional<double> seconds_left) {
   size_t percent = total == 0 ? 100 : done * 100 / total;
   std::string line(label);
-  line += ": " + std::to_string(done) + "/" + std::to_string(total) + " (" +
-          std::to_string(percent) + "%)";
+  line += ": " + std::to_string(done) + "/" + std::to_string(total) + " (" + std::to_string(percent) + "%)";
   if (seconds_left) line += ", ~" + format_seconds(*seconds_left) + " left";
   return line;
 }

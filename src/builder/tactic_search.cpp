@@ -29,15 +29,21 @@ const TacticTiming* find_timing(const std::vector<TacticTiming>& timings, const 
 
 TimingPlan timing_plan(int optimization_level) {
   switch (std::clamp(optimization_level, 0, 5)) {
-    case 0: return {0, 0, 0, 0, false};
+    case 0:
+      return {0, 0, 0, 0, false};
     // Levels 1-3 stop timing a candidate that is already twice as slow as the
     // best after one run: it cannot win, and at a large batch each of its runs
     // costs a tenth of a second or more. Levels 4-5 time everything fully.
-    case 1: return {1, 3, 10, 1.0, true, 2.0};
-    case 2: return {1, 3, 20, 2.0, true, 2.0};
-    case 3: return {1, 3, 20, 10.0, true, 2.0};  // the default: large layers need few reps to rank
-    case 4: return {3, 10, 200, 25.0, true, 0};
-    default: return {5, 20, 1000, 100.0, true, 0};
+    case 1:
+      return {1, 3, 10, 1.0, true, 2.0};
+    case 2:
+      return {1, 3, 20, 2.0, true, 2.0};
+    case 3:
+      return {1, 3, 20, 10.0, true, 2.0};  // the default: large layers need few reps to rank
+    case 4:
+      return {3, 10, 200, 25.0, true, 0};
+    default:
+      return {5, 20, 1000, 100.0, true, 0};
   }
 }
 
@@ -85,7 +91,8 @@ std::vector<std::optional<double>> measure_together(const std::vector<TacticCand
       }
     if (!fastest) return;
     for (Runs& r : runs)
-      if (!r.failed && !r.ms.empty() && *std::min_element(r.ms.begin(), r.ms.end()) > plan.drop_ratio * *fastest)
+      if (!r.failed && !r.ms.empty() &&
+          *std::min_element(r.ms.begin(), r.ms.end()) > plan.drop_ratio * *fastest)
         r.dropped = true;
   };
 
@@ -132,8 +139,7 @@ std::string layer_key(std::string_view platform, int threads, std::string_view s
   return key;
 }
 
-TacticChoice search_tactics(const std::string& layer_key,
-                            const std::vector<TacticCandidate>& candidates,
+TacticChoice search_tactics(const std::string& layer_key, const std::vector<TacticCandidate>& candidates,
                             const CompileSettings& settings, TimingCache* cache, bool time_single) {
   if (candidates.empty())
     throw Error(ErrorCode::invalid_argument, "layer '" + layer_key + "': no tactic candidates");

@@ -39,7 +39,7 @@
 namespace kiln::builder {
 
 struct TacticCandidate {
-  std::string name;                  // unique within the layer; the cache stores it
+  std::string name;                   // unique within the layer; the cache stores it
   std::function<double()> time_once;  // runs the candidate once, returns milliseconds
 };
 
@@ -90,8 +90,7 @@ std::string layer_key(std::string_view platform, int threads, std::string_view s
 // may be null. Throws kiln::Error(invalid_argument) for an empty list.
 // `time_single`: time even a lone candidate, for a caller that compares its
 // time with another search's (a lone candidate is otherwise not timed).
-TacticChoice search_tactics(const std::string& layer_key,
-                            const std::vector<TacticCandidate>& candidates,
+TacticChoice search_tactics(const std::string& layer_key, const std::vector<TacticCandidate>& candidates,
                             const CompileSettings& settings, TimingCache* cache, bool time_single = false);
 
 }  // namespace kiln::builder

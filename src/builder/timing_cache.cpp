@@ -100,7 +100,8 @@ class Reader {
   size_t left() const { return m_bytes.size() - m_pos; }
 
  private:
-  template <typename T> bool get_le(T& v) {
+  template <typename T>
+  bool get_le(T& v) {
     if (left() < sizeof(T)) return false;
     v = 0;
     for (size_t i = 0; i < sizeof(T); ++i)
@@ -138,16 +139,14 @@ LoadResult parse(std::string_view bytes) {
   size_t magic_seen = std::min(bytes.size(), k_magic.size());
   if (bytes.substr(0, magic_seen) != k_magic.substr(0, magic_seen))
     return fail(LoadStatus::foreign, "not a kiln timing cache");
-  if (bytes.size() < k_header_size + k_checksum_size)
-    return fail(LoadStatus::corrupt, "truncated");
+  if (bytes.size() < k_header_size + k_checksum_size) return fail(LoadStatus::corrupt, "truncated");
 
   Reader header(bytes.substr(k_magic.size()));
   uint16_t version = 0;
   (void)header.get_u16(version);
   if (version > k_format_version)
-    return fail(LoadStatus::foreign,
-                "format version " + std::to_string(version) + " is newer than this kiln's " +
-                    std::to_string(k_format_version));
+    return fail(LoadStatus::foreign, "format version " + std::to_string(version) +
+                                         " is newer than this kiln's " + std::to_string(k_format_version));
   if (version != k_format_version)
     return fail(LoadStatus::corrupt, "old format version " + std::to_string(version));
 

@@ -42,7 +42,8 @@ class PosixCacheFs final : public CacheFs {
     if (ec) return IoStatus::failure(ec.value(), "cannot create folder " + dir.string());
     // create_directories succeeds on an existing non-folder only on some
     // implementations; check what is there.
-    if (!std::filesystem::is_directory(dir, ec)) return IoStatus::failure(ENOTDIR, "cannot create folder " + dir.string());
+    if (!std::filesystem::is_directory(dir, ec))
+      return IoStatus::failure(ENOTDIR, "cannot create folder " + dir.string());
     return IoStatus::success();
   }
 

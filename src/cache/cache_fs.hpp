@@ -46,7 +46,8 @@ class CacheFs {
   // Like mkdir -p; success if the folder already exists.
   virtual IoStatus create_directories(const std::filesystem::path& dir) = 0;
   // Temp file in the target's folder, fsync, mtime set to now, rename.
-  virtual IoStatus write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) = 0;
+  virtual IoStatus write_file_atomic(const std::filesystem::path& target,
+                                     std::span<const std::byte> bytes) = 0;
   // ENOENT when the file does not exist.
   virtual IoStatus read_file(const std::filesystem::path& file, std::vector<std::byte>& out) = 0;
   // Sets the mtime to the current time with the clock's full resolution, so
@@ -68,7 +69,9 @@ class CacheFsWrapper : public CacheFs {
  public:
   explicit CacheFsWrapper(std::shared_ptr<CacheFs> target) : m_target(std::move(target)) {}
 
-  IoStatus create_directories(const std::filesystem::path& dir) override { return m_target->create_directories(dir); }
+  IoStatus create_directories(const std::filesystem::path& dir) override {
+    return m_target->create_directories(dir);
+  }
   IoStatus write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) override {
     return m_target->write_file_atomic(target, bytes);
   }

@@ -16,8 +16,9 @@ bool ends_with(std::string_view text, std::string_view suffix) {
 }  // namespace
 
 bool is_valid_key(std::string_view key) {
-  return key.size() == 64 &&
-         std::all_of(key.begin(), key.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  return key.size() == 64 && std::all_of(key.begin(), key.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
 }
 
 CacheLayout::CacheLayout(std::filesystem::path root)

@@ -20,7 +20,8 @@ constexpr size_t k_quarantine_keep = 8;
 constexpr int64_t k_stale_temp_ns = int64_t{3600} * 1'000'000'000;
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -111,7 +112,9 @@ std::optional<std::vector<std::byte>> DiskEngineCache::read_entry(const std::str
   return bytes;
 }
 
-std::optional<std::vector<std::byte>> DiskEngineCache::fetch(const std::string& key) { return read_entry(key); }
+std::optional<std::vector<std::byte>> DiskEngineCache::fetch(const std::string& key) {
+  return read_entry(key);
+}
 
 std::optional<std::vector<std::byte>> DiskEngineCache::load(const std::string& key) {
   auto bytes = read_entry(key);
@@ -125,7 +128,8 @@ std::optional<std::vector<std::byte>> DiskEngineCache::load(const std::string& k
   return bytes;
 }
 
-std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& key, std::chrono::milliseconds timeout) {
+std::optional<LockFile> DiskEngineCache::acquire_build_lock(const std::string& key,
+                                                            std::chrono::milliseconds timeout) {
   if (!is_valid_key(key) || !ensure_writable({})) return std::nullopt;
   LockFile lock(m_layout.key_lock_path(key));
   if (!lock.acquire(timeout)) {
@@ -143,11 +147,20 @@ void DiskEngineCache::record_outcome(const std::string& key, Outcome outcome, ui
     std::lock_guard lock(m_stats_mutex);
     ++(outcome == Outcome::usable ? m_pending.hits : m_pending.misses);
     switch (outcome) {
-      case Outcome::usable: m_pending.build_ms_saved += build_ms_saved; break;
-      case Outcome::absent: break;
-      case Outcome::corrupt: ++m_pending.unusable_corrupt; break;
-      case Outcome::incompatible: ++m_pending.unusable_incompatible; break;
-      case Outcome::refit_failed: ++m_pending.unusable_refit_failed; break;
+      case Outcome::usable:
+        m_pending.build_ms_saved += build_ms_saved;
+        break;
+      case Outcome::absent:
+        break;
+      case Outcome::corrupt:
+        ++m_pending.unusable_corrupt;
+        break;
+      case Outcome::incompatible:
+        ++m_pending.unusable_incompatible;
+        break;
+      case Outcome::refit_failed:
+        ++m_pending.unusable_refit_failed;
+        break;
     }
     flush = ++m_pending_loads >= k_loads_per_flush;
   }
@@ -246,8 +259,8 @@ bool DiskEngineCache::quarantine(const std::string& key, const std::string& reas
     // It must not be served again, whether or not it can be kept.
     auto removed = m_fs->remove_file(entry);
     if (removed.error == ENOENT) return false;
-    log::warn("engine cache: deleting corrupt entry " + key + " (" + reason + ") instead of quarantining it: " +
-              moved.message);
+    log::warn("engine cache: deleting corrupt entry " + key + " (" + reason +
+              ") instead of quarantining it: " + moved.message);
     if (!removed.ok()) {
       log::warn("engine cache: cannot delete corrupt entry: " + removed.message);
       return false;
@@ -320,7 +333,8 @@ void DiskEngineCache::zero_stats() {
 
 std::vector<EntryInfo> DiskEngineCache::list() {
   std::vector<EntryInfo> result;
-  for (auto& entry : scan(TempFiles::keep)) result.push_back({std::move(entry.key), entry.size, entry.mtime_ns});
+  for (auto& entry : scan(TempFiles::keep))
+    result.push_back({std::move(entry.key), entry.size, entry.mtime_ns});
   std::sort(result.begin(), result.end(), [](const EntryInfo& a, const EntryInfo& b) {
     return a.mtime_ns != b.mtime_ns ? a.mtime_ns > b.mtime_ns : a.key < b.key;
   });

@@ -70,7 +70,8 @@ struct VerifyResult {
 
 class DiskEngineCache final : public ManagedCache {
  public:
-  DiskEngineCache(std::filesystem::path dir, uint64_t max_bytes, std::shared_ptr<CacheFs> fs = posix_cache_fs());
+  DiskEngineCache(std::filesystem::path dir, uint64_t max_bytes,
+                  std::shared_ptr<CacheFs> fs = posix_cache_fs());
   ~DiskEngineCache() override;  // adds this process's pending counts to the file
   DiskEngineCache(const DiskEngineCache&) = delete;
   DiskEngineCache& operator=(const DiskEngineCache&) = delete;
@@ -150,7 +151,7 @@ class DiskEngineCache final : public ManagedCache {
   std::atomic<bool> m_dirs_ready{false};
 
   std::mutex m_stats_mutex;
-  CacheStats m_pending;  // guarded by m_stats_mutex
+  CacheStats m_pending;          // guarded by m_stats_mutex
   uint64_t m_pending_loads = 0;  // guarded by m_stats_mutex
 };
 

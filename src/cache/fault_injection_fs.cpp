@@ -52,11 +52,13 @@ int FaultInjectionFs::take(FsOp op, WriteStage* stage) {
 }
 
 IoStatus FaultInjectionFs::create_directories(const std::filesystem::path& dir) {
-  if (int err = take(FsOp::create_directories)) return IoStatus::failure(err, "injected: cannot create " + dir.string());
+  if (int err = take(FsOp::create_directories))
+    return IoStatus::failure(err, "injected: cannot create " + dir.string());
   return CacheFsWrapper::create_directories(dir);
 }
 
-IoStatus FaultInjectionFs::write_file_atomic(const std::filesystem::path& target, std::span<const std::byte> bytes) {
+IoStatus FaultInjectionFs::write_file_atomic(const std::filesystem::path& target,
+                                             std::span<const std::byte> bytes) {
   WriteStage stage{};
   if (int err = take(FsOp::write, &stage)) {
     // What reaches the disk before the failure, then cleaned up as
@@ -66,7 +68,9 @@ IoStatus FaultInjectionFs::write_file_atomic(const std::filesystem::path& target
       AtomicFile file(target);
       bool whole = stage == WriteStage::fsync || stage == WriteStage::rename;
       (void)file.write(whole ? bytes : bytes.first(bytes.size() / 2));
-      what = stage == WriteStage::short_write ? "write" : stage == WriteStage::fsync ? "fsync" : "rename into place";
+      what = stage == WriteStage::short_write ? "write"
+             : stage == WriteStage::fsync     ? "fsync"
+                                              : "rename into place";
     }
     return IoStatus::failure(err, std::string("injected: cannot ") + what + " " + target.string());
   }
@@ -79,7 +83,8 @@ IoStatus FaultInjectionFs::read_file(const std::filesystem::path& file, std::vec
 }
 
 IoStatus FaultInjectionFs::set_mtime_now(const std::filesystem::path& file) {
-  if (int err = take(FsOp::set_mtime)) return IoStatus::failure(err, "injected: cannot touch " + file.string());
+  if (int err = take(FsOp::set_mtime))
+    return IoStatus::failure(err, "injected: cannot touch " + file.string());
   return CacheFsWrapper::set_mtime_now(file);
 }
 

@@ -39,9 +39,9 @@ class RamEngineCache final : public EngineCache {
 
   uint64_t m_max_bytes;
   mutable std::mutex m_mutex;
-  Lru m_lru;                                                // guarded by m_mutex
+  Lru m_lru;                                               // guarded by m_mutex
   std::unordered_map<std::string, Lru::iterator> m_index;  // guarded by m_mutex
-  CacheStats m_stats;                                       // guarded by m_mutex
+  CacheStats m_stats;                                      // guarded by m_mutex
 };
 
 }  // namespace kiln::cache

@@ -41,8 +41,9 @@ void SigningEngineCache::count_refusal() {
   if (auto* redis = dynamic_cast<RedisEngineCache*>(m_inner.get())) redis->count_refused_unauthenticated();
 }
 
-std::optional<std::vector<std::byte>> SigningEngineCache::verified(
-    const std::string& key, std::optional<std::vector<std::byte>> blob, bool in_compile) {
+std::optional<std::vector<std::byte>> SigningEngineCache::verified(const std::string& key,
+                                                                   std::optional<std::vector<std::byte>> blob,
+                                                                   bool in_compile) {
   if (!blob) return blob;
   auto rejection = format::verify_signature(*blob, m_secret);
   if (!rejection) return blob;

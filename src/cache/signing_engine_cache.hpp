@@ -26,10 +26,10 @@
 #include <atomic>
 #include <cstddef>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -58,8 +58,8 @@ class SigningEngineCache final : public ManagedCache {
 
  private:
   // `in_compile`: read by fetch(), so counted at record_outcome().
-  std::optional<std::vector<std::byte>> verified(const std::string& key, std::optional<std::vector<std::byte>> blob,
-                                                 bool in_compile);
+  std::optional<std::vector<std::byte>> verified(const std::string& key,
+                                                 std::optional<std::vector<std::byte>> blob, bool in_compile);
   void count_refusal();
 
   std::shared_ptr<EngineCache> m_inner;

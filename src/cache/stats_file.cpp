@@ -47,7 +47,8 @@ bool has_counts(const CacheStats& stats) {
 
 std::string format_counters(const CacheStats& counters) {
   std::string text;
-  for (const auto& [name, field] : k_counters) text += std::string(name) + " " + std::to_string(counters.*field) + "\n";
+  for (const auto& [name, field] : k_counters)
+    text += std::string(name) + " " + std::to_string(counters.*field) + "\n";
   return text;
 }
 
@@ -77,13 +78,15 @@ CacheStats read_counters(CacheFs& fs, const CacheLayout& layout) {
   auto status = fs.read_file(layout.stats_path(), bytes);
   if (!status.ok()) {
     // A missing folder (ENOTDIR: a path below a file) is no counters yet.
-    if (status.error != ENOENT && status.error != ENOTDIR) log::warn_once("cache-stats-read:" + layout.root().string(), status.message);
+    if (status.error != ENOENT && status.error != ENOTDIR)
+      log::warn_once("cache-stats-read:" + layout.root().string(), status.message);
     return {};
   }
   auto counters = parse_counters(as_text(bytes));
   if (!counters) {
-    log::warn_once("cache-stats-corrupt:" + layout.root().string(),
-                   "engine cache counters " + layout.stats_path().string() + " are corrupt; counting from zero");
+    log::warn_once(
+        "cache-stats-corrupt:" + layout.root().string(),
+        "engine cache counters " + layout.stats_path().string() + " are corrupt; counting from zero");
     return {};
   }
   return *counters;

@@ -112,7 +112,8 @@ std::vector<std::byte> seal(const EnvelopeHeader& header, std::span<const std::b
   std::vector<std::byte> fields;
   put_le(fields, uint32_t{0});  // flags
   const auto& parts = header.key.parts;
-  for (const auto* digest : {&header.key.digest, &parts.graph, &parts.inputs, &parts.settings, &parts.fingerprint}) {
+  for (const auto* digest :
+       {&header.key.digest, &parts.graph, &parts.inputs, &parts.settings, &parts.fingerprint}) {
     put_bytes(fields, digest->data(), digest->size());
   }
   put_string(fields, header.producer, "producer");
@@ -139,7 +140,8 @@ std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob) {
     return reject("truncated: " + std::to_string(blob.size()) + " bytes, shorter than the " +
                   std::to_string(k_preamble_size) + "-byte preamble");
   }
-  if (std::memcmp(blob.data(), k_magic.data(), k_magic.size()) != 0) return reject("bad magic (not a kiln blob)");
+  if (std::memcmp(blob.data(), k_magic.data(), k_magic.size()) != 0)
+    return reject("bad magic (not a kiln blob)");
   Reader preamble(blob.subspan(k_magic.size(), 8));
   uint32_t version = 0;
   uint32_t header_len = 0;
@@ -161,17 +163,20 @@ std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob) {
   uint64_t payload_len = 0;
   std::array<std::byte, k_checksum_size> stored_sum{};
   bool fields_ok = header.get_le(flags);
-  for (auto* digest : {&key.digest, &key.parts.graph, &key.parts.inputs, &key.parts.settings, &key.parts.fingerprint}) {
+  for (auto* digest :
+       {&key.digest, &key.parts.graph, &key.parts.inputs, &key.parts.settings, &key.parts.fingerprint}) {
     fields_ok = fields_ok && header.get_raw(digest->data(), digest->size());
   }
-  fields_ok = fields_ok && header.get_string(opened.header.producer) && header.get_string(opened.header.fingerprint) &&
-              header.get_le(opened.header.created_unix_ms) && header.get_le(opened.header.build_ms) &&
-              header.get_le(payload_len);
+  fields_ok = fields_ok && header.get_string(opened.header.producer) &&
+              header.get_string(opened.header.fingerprint) && header.get_le(opened.header.created_unix_ms) &&
+              header.get_le(opened.header.build_ms) && header.get_le(payload_len);
   size_t covered_end = k_preamble_size + header.pos();
   fields_ok = fields_ok && header.get_raw(stored_sum.data(), stored_sum.size());
-  if (!fields_ok) return reject("corrupt header: its fields overrun header_len " + std::to_string(header_len));
+  if (!fields_ok)
+    return reject("corrupt header: its fields overrun header_len " + std::to_string(header_len));
   if (header.left() != 0) {
-    return reject("corrupt header: " + std::to_string(header.left()) + " unread bytes at the end of the header");
+    return reject("corrupt header: " + std::to_string(header.left()) +
+                  " unread bytes at the end of the header");
   }
 
   if ((flags & ~k_known_flags) != 0) return reject("unknown envelope flags " + std::to_string(flags));
@@ -183,10 +188,11 @@ std::variant<OpenedBlob, Rejection> open(std::span<const std::byte> blob) {
     remaining -= k_signature_size;
   }
   if (payload_len != remaining) {
-    return reject(payload_len > remaining ? "truncated: payload of " + std::to_string(payload_len) + " bytes but only " +
-                                                std::to_string(remaining) + " remain"
-                                          : "payload of " + std::to_string(payload_len) + " bytes followed by " +
-                                                std::to_string(remaining - payload_len) + " trailing bytes");
+    return reject(payload_len > remaining
+                      ? "truncated: payload of " + std::to_string(payload_len) + " bytes but only " +
+                            std::to_string(remaining) + " remain"
+                      : "payload of " + std::to_string(payload_len) + " bytes followed by " +
+                            std::to_string(remaining - payload_len) + " trailing bytes");
   }
 
   opened.payload = blob.subspan(payload_offset, payload_len);
@@ -225,7 +231,8 @@ bool is_signed(std::span<const std::byte> blob) {
 }
 
 std::vector<std::byte> sign(std::span<const std::byte> blob, std::span<const std::byte> secret) {
-  if (secret.empty()) throw Error(ErrorCode::invalid_argument, "blob envelope: cannot sign with an empty secret");
+  if (secret.empty())
+    throw Error(ErrorCode::invalid_argument, "blob envelope: cannot sign with an empty secret");
   auto result = open(blob);
   if (auto* rejected = std::get_if<Rejection>(&result)) {
     throw Error(ErrorCode::invalid_argument, "blob envelope: cannot sign a bad blob: " + rejected->reason);
@@ -248,7 +255,8 @@ std::vector<std::byte> sign(std::span<const std::byte> blob, std::span<const std
   return out;
 }
 
-std::optional<Rejection> verify_signature(std::span<const std::byte> blob, std::span<const std::byte> secret) {
+std::optional<Rejection> verify_signature(std::span<const std::byte> blob,
+                                          std::span<const std::byte> secret) {
   if (!is_signed(blob)) return reject("unsigned entry (a signing secret is configured)");
   if (blob.size() < k_preamble_size + k_signature_size) return reject("truncated signed entry");
   auto covered = blob.first(blob.size() - k_signature_size);

@@ -46,8 +46,8 @@ std::optional<EnvelopeHeader> peek_header(std::span<const std::byte> prefix) {
   EnvelopeHeader h;
   if (!r.take_le(flags) || !r.take(h.key.digest.data(), 32) || !r.take(h.key.parts.graph.data(), 32) ||
       !r.take(h.key.parts.inputs.data(), 32) || !r.take(h.key.parts.settings.data(), 32) ||
-      !r.take(h.key.parts.fingerprint.data(), 32) || !r.take_string(h.producer) || !r.take_string(h.fingerprint) ||
-      !r.take_le(h.created_unix_ms) || !r.take_le(h.build_ms)) {
+      !r.take(h.key.parts.fingerprint.data(), 32) || !r.take_string(h.producer) ||
+      !r.take_string(h.fingerprint) || !r.take_le(h.created_unix_ms) || !r.take_le(h.build_ms)) {
     return std::nullopt;
   }
   return h;

@@ -15,15 +15,11 @@ const T& Attributes::get_typed(const std::string& name, const char* type_name) c
   return *value;
 }
 
-int64_t Attributes::get_int(const std::string& name) const {
-  return get_typed<int64_t>(name, "an int");
-}
+int64_t Attributes::get_int(const std::string& name) const { return get_typed<int64_t>(name, "an int"); }
 int64_t Attributes::get_int(const std::string& name, int64_t fallback) const {
   return has(name) ? get_int(name) : fallback;
 }
-float Attributes::get_float(const std::string& name) const {
-  return get_typed<float>(name, "a float");
-}
+float Attributes::get_float(const std::string& name) const { return get_typed<float>(name, "a float"); }
 float Attributes::get_float(const std::string& name, float fallback) const {
   return has(name) ? get_float(name) : fallback;
 }
@@ -36,8 +32,7 @@ std::string Attributes::get_string(const std::string& name, const std::string& f
 std::vector<int64_t> Attributes::get_ints(const std::string& name) const {
   return get_typed<std::vector<int64_t>>(name, "a list of ints");
 }
-std::vector<int64_t> Attributes::get_ints(const std::string& name,
-                                          std::vector<int64_t> fallback) const {
+std::vector<int64_t> Attributes::get_ints(const std::string& name, std::vector<int64_t> fallback) const {
   return has(name) ? get_ints(name) : fallback;
 }
 std::optional<std::vector<int64_t>> Attributes::find_ints(const std::string& name) const {

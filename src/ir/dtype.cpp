@@ -6,48 +6,78 @@ namespace kiln {
 
 size_t dtype_size(DType dtype) {
   switch (dtype) {
-    case DType::undefined: return 0;
+    case DType::undefined:
+      return 0;
     case DType::boolean:
     case DType::int8:
-    case DType::uint8: return 1;
+    case DType::uint8:
+      return 1;
     case DType::int16:
     case DType::uint16:
     case DType::float16:
-    case DType::bfloat16: return 2;
+    case DType::bfloat16:
+      return 2;
     case DType::int32:
     case DType::uint32:
-    case DType::float32: return 4;
+    case DType::float32:
+      return 4;
     case DType::int64:
     case DType::uint64:
-    case DType::float64: return 8;
+    case DType::float64:
+      return 8;
   }
   return 0;
 }
 
 std::string_view dtype_name(DType dtype) {
   switch (dtype) {
-    case DType::undefined: return "undefined";
-    case DType::float32: return "float32";
-    case DType::uint8: return "uint8";
-    case DType::int8: return "int8";
-    case DType::uint16: return "uint16";
-    case DType::int16: return "int16";
-    case DType::int32: return "int32";
-    case DType::int64: return "int64";
-    case DType::boolean: return "bool";
-    case DType::float16: return "float16";
-    case DType::float64: return "float64";
-    case DType::uint32: return "uint32";
-    case DType::uint64: return "uint64";
-    case DType::bfloat16: return "bfloat16";
+    case DType::undefined:
+      return "undefined";
+    case DType::float32:
+      return "float32";
+    case DType::uint8:
+      return "uint8";
+    case DType::int8:
+      return "int8";
+    case DType::uint16:
+      return "uint16";
+    case DType::int16:
+      return "int16";
+    case DType::int32:
+      return "int32";
+    case DType::int64:
+      return "int64";
+    case DType::boolean:
+      return "bool";
+    case DType::float16:
+      return "float16";
+    case DType::float64:
+      return "float64";
+    case DType::uint32:
+      return "uint32";
+    case DType::uint64:
+      return "uint64";
+    case DType::bfloat16:
+      return "bfloat16";
   }
   return "unknown";
 }
 
 std::optional<DType> dtype_from_onnx(int32_t onnx_code) {
   switch (onnx_code) {
-    case 1: case 2: case 3: case 4: case 5: case 6: case 7:
-    case 9: case 10: case 11: case 12: case 13: case 16:
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+    case 7:
+    case 9:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 16:
       return static_cast<DType>(onnx_code);
     default:
       return std::nullopt;

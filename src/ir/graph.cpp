@@ -95,7 +95,8 @@ std::string Graph::to_string() const {
   std::ostringstream os;
   auto ref = [&](ValueId id) { return id == k_no_value ? std::string("_") : "%" + value(id).name; };
   os << "graph " << source << "\n";
-  for (ValueId id : m_inputs) os << "  input  %" << value(id).name << ": " << value(id).type.to_string() << "\n";
+  for (ValueId id : m_inputs)
+    os << "  input  %" << value(id).name << ": " << value(id).type.to_string() << "\n";
   for (const Value& v : m_values) {
     if (v.initializer) os << "  weight %" << v.name << ": " << v.type.to_string() << "\n";
   }
@@ -120,7 +121,8 @@ std::string Graph::to_string() const {
     }
     os << "\n";
   }
-  for (ValueId id : m_outputs) os << "  output %" << value(id).name << ": " << value(id).type.to_string() << "\n";
+  for (ValueId id : m_outputs)
+    os << "  output %" << value(id).name << ": " << value(id).type.to_string() << "\n";
   return os.str();
 }
 

@@ -39,9 +39,7 @@ void InferContext::set_output_value(size_t i, Tensor value) {
   m_output_values[i] = std::move(value);
 }
 
-void InferContext::fail(const std::string& message) const {
-  throw Error(ErrorCode::invalid_model, message);
-}
+void InferContext::fail(const std::string& message) const { throw Error(ErrorCode::invalid_model, message); }
 
 void InferContext::unsupported(const std::string& message) const {
   throw Error(ErrorCode::unsupported, message);

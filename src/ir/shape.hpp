@@ -21,7 +21,7 @@ namespace kiln::ir {
 
 class Dim {
  public:
-  Dim() = default;  // unknown
+  Dim() = default;                        // unknown
   Dim(int64_t value) : m_value(value) {}  // NOLINT(google-explicit-constructor): sizes read naturally
   static Dim symbol(std::string name);
 

@@ -9,7 +9,8 @@ int64_t shape_numel(std::span<const int64_t> shape) {
   for (int64_t d : shape) {
     // A hostile shape must not wrap around to a small count (and a short buffer).
     if (__builtin_mul_overflow(n, d, &n)) {
-      throw Error(ErrorCode::invalid_model, "shape " + shape_to_string(shape) + " has more elements than int64 counts");
+      throw Error(ErrorCode::invalid_model,
+                  "shape " + shape_to_string(shape) + " has more elements than int64 counts");
     }
   }
   return n;
@@ -27,7 +28,8 @@ std::string shape_to_string(std::span<const int64_t> shape) {
 
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   for (int64_t d : shape) {
-    if (d < 0) throw Error(ErrorCode::invalid_argument, "negative dimension in shape " + shape_to_string(shape));
+    if (d < 0)
+      throw Error(ErrorCode::invalid_argument, "negative dimension in shape " + shape_to_string(shape));
   }
   if (dtype_size(dtype) == 0) throw Error(ErrorCode::internal, "Tensor::zeros: undefined dtype");
   Tensor t;
@@ -64,7 +66,8 @@ int64_t Tensor::dim(int64_t axis) const {
   int64_t r = rank();
   if (axis < 0) axis += r;
   if (axis < 0 || axis >= r) {
-    throw Error(ErrorCode::internal, "axis " + std::to_string(axis) + " out of range for shape " + shape_string());
+    throw Error(ErrorCode::internal,
+                "axis " + std::to_string(axis) + " out of range for shape " + shape_string());
   }
   return m_shape[static_cast<size_t>(axis)];
 }
@@ -97,17 +100,28 @@ template <typename Out, typename Fn>
 Out read_as(const Tensor& t, int64_t i, Fn&& convert) {
   const std::byte* p = t.bytes().data();
   switch (t.dtype()) {
-    case DType::float32: return convert(reinterpret_cast<const float*>(p)[i]);
-    case DType::float64: return convert(reinterpret_cast<const double*>(p)[i]);
-    case DType::int8: return convert(reinterpret_cast<const int8_t*>(p)[i]);
-    case DType::uint8: return convert(reinterpret_cast<const uint8_t*>(p)[i]);
-    case DType::boolean: return convert(reinterpret_cast<const uint8_t*>(p)[i]);
-    case DType::int16: return convert(reinterpret_cast<const int16_t*>(p)[i]);
-    case DType::uint16: return convert(reinterpret_cast<const uint16_t*>(p)[i]);
-    case DType::int32: return convert(reinterpret_cast<const int32_t*>(p)[i]);
-    case DType::uint32: return convert(reinterpret_cast<const uint32_t*>(p)[i]);
-    case DType::int64: return convert(reinterpret_cast<const int64_t*>(p)[i]);
-    case DType::uint64: return convert(reinterpret_cast<const uint64_t*>(p)[i]);
+    case DType::float32:
+      return convert(reinterpret_cast<const float*>(p)[i]);
+    case DType::float64:
+      return convert(reinterpret_cast<const double*>(p)[i]);
+    case DType::int8:
+      return convert(reinterpret_cast<const int8_t*>(p)[i]);
+    case DType::uint8:
+      return convert(reinterpret_cast<const uint8_t*>(p)[i]);
+    case DType::boolean:
+      return convert(reinterpret_cast<const uint8_t*>(p)[i]);
+    case DType::int16:
+      return convert(reinterpret_cast<const int16_t*>(p)[i]);
+    case DType::uint16:
+      return convert(reinterpret_cast<const uint16_t*>(p)[i]);
+    case DType::int32:
+      return convert(reinterpret_cast<const int32_t*>(p)[i]);
+    case DType::uint32:
+      return convert(reinterpret_cast<const uint32_t*>(p)[i]);
+    case DType::int64:
+      return convert(reinterpret_cast<const int64_t*>(p)[i]);
+    case DType::uint64:
+      return convert(reinterpret_cast<const uint64_t*>(p)[i]);
     default:
       throw Error(ErrorCode::unsupported,
                   "cannot read elements of type " + std::string(dtype_name(t.dtype())));
@@ -133,8 +147,8 @@ std::string Tensor::shape_string() const { return shape_to_string(m_shape); }
 
 void Tensor::check_type(DType requested) const {
   if (requested != m_dtype) {
-    throw Error(ErrorCode::internal, "tensor of type " + std::string(dtype_name(m_dtype)) +
-                                         " accessed as " + std::string(dtype_name(requested)));
+    throw Error(ErrorCode::internal, "tensor of type " + std::string(dtype_name(m_dtype)) + " accessed as " +
+                                         std::string(dtype_name(requested)));
   }
 }
 

@@ -289,9 +289,9 @@ std::string to_hex(const Digest& digest) { return hex_string(digest); }
 EngineKey compute_engine_key(const ir::Graph& graph, std::span<const InputSpec> specs,
                              const CompileSettings& settings, const Fingerprint& fingerprint) {
   if (specs.size() != graph.inputs().size()) {
-    throw Error(ErrorCode::invalid_argument,
-                graph.source + ": engine key: " + std::to_string(specs.size()) + " input specs for a graph with " +
-                    std::to_string(graph.inputs().size()) + " inputs");
+    throw Error(ErrorCode::invalid_argument, graph.source + ": engine key: " + std::to_string(specs.size()) +
+                                                 " input specs for a graph with " +
+                                                 std::to_string(graph.inputs().size()) + " inputs");
   }
   EngineKey key;
   KeyHasher graph_hasher;

@@ -34,52 +34,98 @@ std::array<uint8_t, 8> le64(uint64_t v) {
 
 std::string_view tag_name(Tag tag) {
   switch (tag) {
-    case Tag::scheme: return "scheme";
-    case Tag::part_graph: return "graph";
-    case Tag::part_inputs: return "inputs";
-    case Tag::part_settings: return "settings";
-    case Tag::part_fingerprint: return "fingerprint";
-    case Tag::graph_inputs: return "graph_inputs";
-    case Tag::graph_input: return "input";
-    case Tag::dim_static: return "dim";
-    case Tag::dim_symbol: return "dim_symbol";
-    case Tag::dim_unknown: return "dim_unknown";
-    case Tag::rank_unknown: return "rank_unknown";
-    case Tag::node: return "node";
-    case Tag::op_type: return "op";
-    case Tag::domain: return "domain";
-    case Tag::opset: return "opset";
-    case Tag::attribute: return "attr";
-    case Tag::node_inputs: return "inputs";
-    case Tag::node_outputs: return "outputs";
-    case Tag::graph_outputs: return "graph_outputs";
-    case Tag::operand_none: return "none";
-    case Tag::operand_input: return "input";
-    case Tag::operand_weight: return "weight";
-    case Tag::operand_constant: return "constant";
-    case Tag::operand_result: return "result";
-    case Tag::operand_unbound: return "unbound";
-    case Tag::first_use: return "=";
-    case Tag::known_value: return "known";
-    case Tag::value_int: return "int";
-    case Tag::value_float: return "float";
-    case Tag::value_string: return "string";
-    case Tag::value_ints: return "ints";
-    case Tag::value_floats: return "floats";
-    case Tag::value_strings: return "strings";
-    case Tag::value_tensor: return "tensor_attr";
-    case Tag::tensor: return "tensor";
-    case Tag::recipe: return "recipe";
-    case Tag::no_recipe: return "no_recipe";
-    case Tag::spec: return "spec";
-    case Tag::precisions: return "enabled_precisions";
-    case Tag::optimization_level: return "optimization_level";
-    case Tag::refittable: return "refittable";
-    case Tag::min_block_size: return "min_block_size";
-    case Tag::backend: return "backend";
-    case Tag::plan_version: return "plan_version";
-    case Tag::library_version: return "library_version";
-    case Tag::isa: return "isa";
+    case Tag::scheme:
+      return "scheme";
+    case Tag::part_graph:
+      return "graph";
+    case Tag::part_inputs:
+      return "inputs";
+    case Tag::part_settings:
+      return "settings";
+    case Tag::part_fingerprint:
+      return "fingerprint";
+    case Tag::graph_inputs:
+      return "graph_inputs";
+    case Tag::graph_input:
+      return "input";
+    case Tag::dim_static:
+      return "dim";
+    case Tag::dim_symbol:
+      return "dim_symbol";
+    case Tag::dim_unknown:
+      return "dim_unknown";
+    case Tag::rank_unknown:
+      return "rank_unknown";
+    case Tag::node:
+      return "node";
+    case Tag::op_type:
+      return "op";
+    case Tag::domain:
+      return "domain";
+    case Tag::opset:
+      return "opset";
+    case Tag::attribute:
+      return "attr";
+    case Tag::node_inputs:
+      return "inputs";
+    case Tag::node_outputs:
+      return "outputs";
+    case Tag::graph_outputs:
+      return "graph_outputs";
+    case Tag::operand_none:
+      return "none";
+    case Tag::operand_input:
+      return "input";
+    case Tag::operand_weight:
+      return "weight";
+    case Tag::operand_constant:
+      return "constant";
+    case Tag::operand_result:
+      return "result";
+    case Tag::operand_unbound:
+      return "unbound";
+    case Tag::first_use:
+      return "=";
+    case Tag::known_value:
+      return "known";
+    case Tag::value_int:
+      return "int";
+    case Tag::value_float:
+      return "float";
+    case Tag::value_string:
+      return "string";
+    case Tag::value_ints:
+      return "ints";
+    case Tag::value_floats:
+      return "floats";
+    case Tag::value_strings:
+      return "strings";
+    case Tag::value_tensor:
+      return "tensor_attr";
+    case Tag::tensor:
+      return "tensor";
+    case Tag::recipe:
+      return "recipe";
+    case Tag::no_recipe:
+      return "no_recipe";
+    case Tag::spec:
+      return "spec";
+    case Tag::precisions:
+      return "enabled_precisions";
+    case Tag::optimization_level:
+      return "optimization_level";
+    case Tag::refittable:
+      return "refittable";
+    case Tag::min_block_size:
+      return "min_block_size";
+    case Tag::backend:
+      return "backend";
+    case Tag::plan_version:
+      return "plan_version";
+    case Tag::library_version:
+      return "library_version";
+    case Tag::isa:
+      return "isa";
   }
   return "?";
 }

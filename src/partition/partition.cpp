@@ -76,8 +76,10 @@ std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& back
     for (ValueId in : lowered.node(id).inputs) {
       if (in == k_no_value) continue;
       NodeId producer = lowered.value(in).producer;
-      if (producer != k_no_node && refusal[static_cast<size_t>(producer)] && !is_static_everywhere(in, corner_types())) {
-        refusal[n] = "input '" + lowered.value(in).name + "' comes from a fallback node and its shape depends on data";
+      if (producer != k_no_node && refusal[static_cast<size_t>(producer)] &&
+          !is_static_everywhere(in, corner_types())) {
+        refusal[n] =
+            "input '" + lowered.value(in).name + "' comes from a fallback node and its shape depends on data";
         break;
       }
     }
@@ -227,7 +229,8 @@ Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment) {
   return sub;
 }
 
-std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub, std::span<const ir::ValueType> at_min,
+std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub,
+                                                     std::span<const ir::ValueType> at_min,
                                                      std::span<const ir::ValueType> at_opt,
                                                      std::span<const ir::ValueType> at_max) {
   std::vector<InputSpec> specs;

@@ -59,7 +59,8 @@ Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment);
 
 // Input specs of a subgraph, from the parent's value types at min, opt and
 // max. Nullopt when some input's shape is not known over the whole range.
-std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub, std::span<const ir::ValueType> at_min,
+std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub,
+                                                     std::span<const ir::ValueType> at_min,
                                                      std::span<const ir::ValueType> at_opt,
                                                      std::span<const ir::ValueType> at_max);
 

@@ -55,12 +55,14 @@ std::optional<FoldSite> fold_site(const GraphRewriter& rewriter, const ir::Node&
   if (node.op_type == "Conv") {
     if (node.inputs.size() < 2) return std::nullopt;
     const ir::Value& w = graph.value(node.inputs[1]);
-    if (!w.initializer || w.initializer->rank() < 1 || w.initializer->shape()[0] != channels) return std::nullopt;
+    if (!w.initializer || w.initializer->rank() < 1 || w.initializer->shape()[0] != channels)
+      return std::nullopt;
     site.weight = weight_recipe(graph, node.inputs[1], -1);
   } else if (node.op_type == "Gemm") {
     // Y = A·op(B) + C with BN over Y's columns: only the plain form.
     if (node.attrs.get_float("alpha", 1.0f) != 1.0f || node.inputs.size() < 2) return std::nullopt;
-    if (node.inputs.size() > 2 && node.inputs[2] != k_no_value && node.attrs.get_float("beta", 1.0f) != 1.0f) {
+    if (node.inputs.size() > 2 && node.inputs[2] != k_no_value &&
+        node.attrs.get_float("beta", 1.0f) != 1.0f) {
       return std::nullopt;
     }
     const ir::Value& w = graph.value(node.inputs[1]);
@@ -120,8 +122,9 @@ void fold_one(GraphRewriter& rewriter, NodeId bn_id, std::span<const Tensor> sou
 
   const ir::Node& producer = graph.node(site->producer);
   const std::string base = producer.name.empty() ? bn.name : producer.name;
-  ValueId new_weight = rewriter.add_initializer(
-      base + ".folded_weight", defer_values ? placeholder_for(scale, sources) : evaluate_recipe(scale, sources));
+  ValueId new_weight =
+      rewriter.add_initializer(base + ".folded_weight", defer_values ? placeholder_for(scale, sources)
+                                                                     : evaluate_recipe(scale, sources));
   graph.value(new_weight).placeholder = defer_values;
   graph.value(new_weight).recipe = std::move(scale);
   ValueId new_bias = rewriter.add_initializer(base + ".folded_bias", evaluate_recipe(bias, sources));

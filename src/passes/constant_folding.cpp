@@ -51,7 +51,8 @@ std::optional<ir::Dims> shape_dims(const GraphRewriter& rw, ValueId v) {
 std::optional<std::vector<int64_t>> slice_positions(const ir::Graph& g, const ir::Node& slice, int64_t n) {
   if (slice.opset < 10 || slice.inputs.size() < 3) return std::nullopt;
   auto known = [&](size_t i) -> const Tensor* {
-    return i < slice.inputs.size() && slice.inputs[i] != k_no_value ? structural_value(g, slice.inputs[i]) : nullptr;
+    return i < slice.inputs.size() && slice.inputs[i] != k_no_value ? structural_value(g, slice.inputs[i])
+                                                                    : nullptr;
   };
   const Tensor* starts = known(1);
   const Tensor* ends = known(2);
@@ -71,7 +72,8 @@ std::optional<std::vector<int64_t>> slice_positions(const ir::Graph& g, const ir
   if (e < 0) e += n;
   std::vector<int64_t> picked;
   if (step > 0) {
-    for (int64_t i = std::clamp<int64_t>(s, 0, n); i < std::clamp<int64_t>(e, 0, n); i += step) picked.push_back(i);
+    for (int64_t i = std::clamp<int64_t>(s, 0, n); i < std::clamp<int64_t>(e, 0, n); i += step)
+      picked.push_back(i);
   } else {
     for (int64_t i = std::clamp<int64_t>(s, 0, n - 1); i > std::clamp<int64_t>(e, -1, n - 1); i += step) {
       picked.push_back(i);
@@ -128,7 +130,8 @@ void fold_constants(GraphRewriter& rewriter) {
     if (auto partial = fold_partial_shape(rewriter, node)) {
       results.push_back(std::move(*partial));
     } else if (outputs_known(graph, node)) {
-      for (ValueId out : node.outputs) results.push_back(out == k_no_value ? Tensor() : *graph.value(out).inferred_value);
+      for (ValueId out : node.outputs)
+        results.push_back(out == k_no_value ? Tensor() : *graph.value(out).inferred_value);
     } else {
       // Only Constant may fold with no inputs at all.
       if (node.inputs.empty() && node.op_type != "Constant") continue;

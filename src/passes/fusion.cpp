@@ -76,7 +76,8 @@ class FusionFinder {
   bool is_bias(const ir::Node& add, ValueId bias, ValueId anchor_out) const {
     const ir::Value& b = m_graph.value(bias);
     const ir::ValueType& y = m_graph.value(anchor_out).type;
-    if (!b.initializer || !b.recipe || b.initializer->rank() != 1 || !y.shape || y.shape->empty()) return false;
+    if (!b.initializer || !b.recipe || b.initializer->rank() != 1 || !y.shape || y.shape->empty())
+      return false;
     // A 1-D operand as long as the last dim broadcasts without growing the result.
     const ir::Dim& last = y.shape->back();
     return last.is_static() && last.value() == b.initializer->numel() &&
@@ -85,7 +86,8 @@ class FusionFinder {
 
   bool is_activation(const ir::Node& node) const {
     if (!is_default_domain(node) || node.inputs.empty() || node.outputs.size() != 1) return false;
-    if (std::find(k_activations.begin(), k_activations.end(), node.op_type) == k_activations.end()) return false;
+    if (std::find(k_activations.begin(), k_activations.end(), node.op_type) == k_activations.end())
+      return false;
     if (node.op_type == "Clip") {
       for (size_t i = 1; i < node.inputs.size(); ++i) {
         if (node.inputs[i] != k_no_value && !structural_value(m_graph, node.inputs[i])) return false;
@@ -137,8 +139,8 @@ class FusionFinder {
         cur = add.outputs[0];
       }
     }
-    if (NodeId u = sole_user(cur); u != k_no_node && is_activation(m_graph.node(u)) &&
-                                   m_graph.node(u).inputs[0] == cur) {
+    if (NodeId u = sole_user(cur);
+        u != k_no_node && is_activation(m_graph.node(u)) && m_graph.node(u).inputs[0] == cur) {
       g.activation = u;
       g.nodes.push_back(u);
       cur = m_graph.node(u).outputs[0];

@@ -143,7 +143,8 @@ ir::Graph GraphRewriter::finish() const {
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     const ir::Node& node = m_graph.node(*it);
     bool used = false;
-    for (ValueId out : node.outputs) used = used || (out != k_no_value && reads[static_cast<size_t>(out)] > 0);
+    for (ValueId out : node.outputs)
+      used = used || (out != k_no_value && reads[static_cast<size_t>(out)] > 0);
     if (used) {
       keep[static_cast<size_t>(*it)] = true;
     } else {

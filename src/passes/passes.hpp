@@ -44,11 +44,12 @@ struct AxisScaledWeight {
   Tensor weight;
   std::vector<double> factors;
 };
-std::optional<AxisScaledWeight> split_axis_scale(const ir::WeightRecipe& recipe, std::span<const Tensor> sources);
+std::optional<AxisScaledWeight> split_axis_scale(const ir::WeightRecipe& recipe,
+                                                 std::span<const Tensor> sources);
 
 struct LoweringOptions {
-  bool fold_constants = true;   // evaluate nodes whose inputs are all structural constants
-  bool fold_batchnorm = true;   // BatchNormalization after Conv/Gemm into its weights (recipes)
+  bool fold_constants = true;      // evaluate nodes whose inputs are all structural constants
+  bool fold_batchnorm = true;      // BatchNormalization after Conv/Gemm into its weights (recipes)
   bool recognize_patterns = true;  // Erf-based Gelu → Gelu; decomposed LayerNorm → LayerNormalization
   // Large derived weights (BatchNorm-folded kernels) get placeholder values
   // (Value::placeholder) instead of being computed: a compile that hits the
@@ -66,11 +67,10 @@ bool has_placeholder_weights(const ir::Graph& lowered);
 // node carries a recipe (a source weight keeps Op::source with its canonical
 // index in the *input* graph), and derived weights hold the recipe's value
 // for this model: evaluate_recipe(*v.recipe, source_weights(graph)) is
-// bitwise v.initializer (once materialized, with defer_weight_values). In a lowered graph, "has a recipe" is what makes an
-// initializer a refittable weight; every other initializer (folded constants
-// included) is structural. Value and node ids are new; tensors share storage
-// with `graph`, which is not modified. Throws kiln::Error only for a graph
-// that static inference rejects.
+// bitwise v.initializer (once materialized, with defer_weight_values). In a lowered graph, "has a recipe" is
+// what makes an initializer a refittable weight; every other initializer (folded constants included) is
+// structural. Value and node ids are new; tensors share storage with `graph`, which is not modified. Throws
+// kiln::Error only for a graph that static inference rejects.
 ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options = {});
 
 // A group of nodes an engine may run as one kernel: an anchor (Conv, Gemm,

@@ -69,7 +69,8 @@ void match_gelu(GraphRewriter& rw, NodeId erf) {
   }
   if (x == k_no_value) return;
   NodeId plus_one = next(rw, erf, "Add");
-  if (plus_one == k_no_node || !near(scalar_constant(g, other_operand(g.node(plus_one), out_of(g, erf))), 1.0, 1e-6)) {
+  if (plus_one == k_no_node ||
+      !near(scalar_constant(g, other_operand(g.node(plus_one), out_of(g, erf))), 1.0, 1e-6)) {
     return;
   }
   NodeId m1 = next(rw, plus_one, "Mul");
@@ -192,6 +193,8 @@ void for_each_live(GraphRewriter& rw, const char* op, Match match) {
 }  // namespace
 
 void recognize_gelu(GraphRewriter& rewriter) { for_each_live(rewriter, "Erf", match_gelu); }
-void recognize_layer_norm(GraphRewriter& rewriter) { for_each_live(rewriter, "ReduceMean", match_layer_norm); }
+void recognize_layer_norm(GraphRewriter& rewriter) {
+  for_each_live(rewriter, "ReduceMean", match_layer_norm);
+}
 
 }  // namespace kiln::passes

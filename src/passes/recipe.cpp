@@ -8,8 +8,8 @@
 #include <string>
 
 #include "passes/passes.hpp"
-#include "util/parallel_for.hpp"
 #include "passes/weight_uses.hpp"
+#include "util/parallel_for.hpp"
 
 namespace kiln::passes {
 
@@ -23,12 +23,18 @@ namespace {
 
 const char* op_name(WeightRecipe::Op op) {
   switch (op) {
-    case WeightRecipe::Op::source: return "source";
-    case WeightRecipe::Op::bn_fold_scale: return "bn_fold_scale";
-    case WeightRecipe::Op::bn_fold_bias: return "bn_fold_bias";
-    case WeightRecipe::Op::transpose: return "transpose";
-    case WeightRecipe::Op::reshape: return "reshape";
-    case WeightRecipe::Op::zeros: return "zeros";
+    case WeightRecipe::Op::source:
+      return "source";
+    case WeightRecipe::Op::bn_fold_scale:
+      return "bn_fold_scale";
+    case WeightRecipe::Op::bn_fold_bias:
+      return "bn_fold_bias";
+    case WeightRecipe::Op::transpose:
+      return "transpose";
+    case WeightRecipe::Op::reshape:
+      return "reshape";
+    case WeightRecipe::Op::zeros:
+      return "zeros";
   }
   return "unknown";
 }
@@ -133,7 +139,8 @@ Tensor bn_fold_bias(const WeightRecipe& r, std::span<const Tensor> sources) {
   auto scale = inverse_std(gamma, var, eps);
   Tensor out = Tensor::zeros(DType::float32, {channels});
   auto dst = out.mutable_data<float>();
-  for (size_t c = 0; c < dst.size(); ++c) dst[c] = static_cast<float>((bias[c] - mean[c]) * scale[c] + beta[c]);
+  for (size_t c = 0; c < dst.size(); ++c)
+    dst[c] = static_cast<float>((bias[c] - mean[c]) * scale[c] + beta[c]);
   return out;
 }
 
@@ -190,8 +197,10 @@ Tensor reshape(const WeightRecipe& r, std::span<const Tensor> sources) {
 
 double float_element(const Tensor& tensor, int64_t i) {
   switch (tensor.dtype()) {
-    case DType::float32: return static_cast<double>(tensor.data<float>()[static_cast<size_t>(i)]);
-    case DType::float64: return tensor.data<double>()[static_cast<size_t>(i)];
+    case DType::float32:
+      return static_cast<double>(tensor.data<float>()[static_cast<size_t>(i)]);
+    case DType::float64:
+      return tensor.data<double>()[static_cast<size_t>(i)];
     case DType::float16: {
       uint16_t bits;
       std::memcpy(&bits, tensor.bytes().data() + static_cast<size_t>(i) * 2, 2);
@@ -216,10 +225,14 @@ Tensor evaluate_recipe(const WeightRecipe& recipe, std::span<const Tensor> sourc
              std::to_string(sources.size()) + " source weights)");
       }
       return sources[static_cast<size_t>(recipe.index)];
-    case WeightRecipe::Op::bn_fold_scale: return bn_fold_scale(recipe, sources);
-    case WeightRecipe::Op::bn_fold_bias: return bn_fold_bias(recipe, sources);
-    case WeightRecipe::Op::transpose: return transpose(recipe, sources);
-    case WeightRecipe::Op::reshape: return reshape(recipe, sources);
+    case WeightRecipe::Op::bn_fold_scale:
+      return bn_fold_scale(recipe, sources);
+    case WeightRecipe::Op::bn_fold_bias:
+      return bn_fold_bias(recipe, sources);
+    case WeightRecipe::Op::transpose:
+      return transpose(recipe, sources);
+    case WeightRecipe::Op::reshape:
+      return reshape(recipe, sources);
     case WeightRecipe::Op::zeros:
       for (int64_t d : recipe.ints) {
         if (d < 0) fail("zeros: negative dim in shape [" + shape_to_string(recipe.ints) + "]");
@@ -232,7 +245,8 @@ Tensor evaluate_recipe(const WeightRecipe& recipe, std::span<const Tensor> sourc
 namespace {
 
 // The shape evaluate_recipe would give, and a source of at least that size.
-std::vector<int64_t> recipe_shape(const WeightRecipe& recipe, std::span<const Tensor> sources, const Tensor*& leaf) {
+std::vector<int64_t> recipe_shape(const WeightRecipe& recipe, std::span<const Tensor> sources,
+                                  const Tensor*& leaf) {
   switch (recipe.op) {
     case WeightRecipe::Op::source:
       if (recipe.index < 0 || static_cast<size_t>(recipe.index) >= sources.size()) {
@@ -259,14 +273,17 @@ std::vector<int64_t> recipe_shape(const WeightRecipe& recipe, std::span<const Te
       if (recipe.args.size() != 1) fail("reshape takes one argument");
       (void)recipe_shape(recipe.args[0], sources, leaf);
       return recipe.ints;
-    case WeightRecipe::Op::zeros: leaf = nullptr; return recipe.ints;
+    case WeightRecipe::Op::zeros:
+      leaf = nullptr;
+      return recipe.ints;
   }
   fail("unknown op " + std::to_string(static_cast<int>(recipe.op)));
 }
 
 }  // namespace
 
-std::optional<AxisScaledWeight> split_axis_scale(const WeightRecipe& recipe, std::span<const Tensor> sources) {
+std::optional<AxisScaledWeight> split_axis_scale(const WeightRecipe& recipe,
+                                                 std::span<const Tensor> sources) {
   if (recipe.op != WeightRecipe::Op::bn_fold_scale || recipe.args.size() != 3 ||
       recipe.args[0].op != WeightRecipe::Op::source) {
     return std::nullopt;
@@ -284,7 +301,8 @@ Tensor placeholder_for(const WeightRecipe& recipe, std::span<const Tensor> sourc
   auto shape = recipe_shape(recipe, sources, leaf);
   // Same element count (scale, transpose, reshape keep it): a view of the
   // source costs nothing. Anything else is small enough to compute.
-  if (leaf && leaf->dtype() == DType::float32 && leaf->numel() == shape_numel(shape)) return leaf->reshaped(shape);
+  if (leaf && leaf->dtype() == DType::float32 && leaf->numel() == shape_numel(shape))
+    return leaf->reshaped(shape);
   return evaluate_recipe(recipe, sources);
 }
 
@@ -298,7 +316,8 @@ bool has_placeholder_weights(const ir::Graph& lowered) {
 void materialize_weights(ir::Graph& lowered, std::span<const Tensor> sources) {
   std::vector<ir::ValueId> pending;
   for (size_t v = 0; v < lowered.num_values(); ++v) {
-    if (lowered.value(static_cast<ir::ValueId>(v)).placeholder) pending.push_back(static_cast<ir::ValueId>(v));
+    if (lowered.value(static_cast<ir::ValueId>(v)).placeholder)
+      pending.push_back(static_cast<ir::ValueId>(v));
   }
   parallel_for(pending.size(), 0, [&](size_t i) {
     ir::Value& v = lowered.value(pending[i]);

@@ -33,11 +33,12 @@ InputRole input_role(const ir::Node& node, size_t input) {
       op == "GatherElements" || op == "GatherND" || op == "OneHot" || starts_with(op, "Reduce")) {
     return InputRole::structural;
   }
-  if (op == "Slice" || op == "Pad" || op == "Resize" || op == "Upsample" || op == "Clip" ||
-      op == "Dropout" || op == "NonMaxSuppression") {
+  if (op == "Slice" || op == "Pad" || op == "Resize" || op == "Upsample" || op == "Clip" || op == "Dropout" ||
+      op == "NonMaxSuppression") {
     return InputRole::structural;
   }
-  if (op == "ScatterND" || op == "ScatterElements") return input == 1 ? InputRole::structural : InputRole::data;
+  if (op == "ScatterND" || op == "ScatterElements")
+    return input == 1 ? InputRole::structural : InputRole::data;
   return InputRole::data;
 }
 
@@ -50,9 +51,14 @@ std::vector<bool> refittable_values(const ir::Graph& graph) {
       if (in == k_no_value) continue;
       auto& u = use[static_cast<size_t>(in)];
       switch (input_role(node, i)) {
-        case InputRole::data: u = std::max<uint8_t>(u, 1); break;
-        case InputRole::structural: u = 2; break;
-        case InputRole::shape_only: break;
+        case InputRole::data:
+          u = std::max<uint8_t>(u, 1);
+          break;
+        case InputRole::structural:
+          u = 2;
+          break;
+        case InputRole::shape_only:
+          break;
       }
     }
   }

@@ -19,10 +19,13 @@ constexpr size_t k_checksum_size = 16;
 
 template <typename T>
 void put_le(std::vector<std::byte>& out, T value) {
-  for (size_t i = 0; i < sizeof(T); ++i) out.push_back(static_cast<std::byte>((static_cast<uint64_t>(value) >> (8 * i)) & 0xff));
+  for (size_t i = 0; i < sizeof(T); ++i)
+    out.push_back(static_cast<std::byte>((static_cast<uint64_t>(value) >> (8 * i)) & 0xff));
 }
 
-void put_bytes(std::vector<std::byte>& out, std::span<const std::byte> bytes) { out.insert(out.end(), bytes.begin(), bytes.end()); }
+void put_bytes(std::vector<std::byte>& out, std::span<const std::byte> bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
 
 std::array<std::byte, k_checksum_size> checksum(std::span<const std::byte> bytes) {
   XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
@@ -58,8 +61,9 @@ class Reader {
  private:
   void need(uint64_t n, const char* what) const {
     if (n > m_bytes.size() - m_pos) {
-      throw Error(ErrorCode::invalid_model, m_source + ": artifact truncated: " + what + " needs " + std::to_string(n) +
-                                                " bytes, " + std::to_string(m_bytes.size() - m_pos) + " left");
+      throw Error(ErrorCode::invalid_model, m_source + ": artifact truncated: " + what + " needs " +
+                                                std::to_string(n) + " bytes, " +
+                                                std::to_string(m_bytes.size() - m_pos) + " left");
     }
   }
 
@@ -74,7 +78,10 @@ nlohmann::json manifest_json(const ArtifactManifest& m) {
   j["fingerprint"] = m.fingerprint;
   j["specs"] = nlohmann::json::array();
   for (const auto& s : m.specs) {
-    j["specs"].push_back({{"name", s.name}, {"dtype", static_cast<int>(s.dtype)}, {"min", s.min}, {"opt", s.opt},
+    j["specs"].push_back({{"name", s.name},
+                          {"dtype", static_cast<int>(s.dtype)},
+                          {"min", s.min},
+                          {"opt", s.opt},
                           {"max", s.max}});
   }
   j["enabled_precisions"] = nlohmann::json::array();
@@ -92,9 +99,10 @@ ArtifactManifest parse_manifest(std::span<const std::byte> bytes, const std::str
     m.producer = j.at("producer").get<std::string>();
     m.fingerprint = j.at("fingerprint").get<std::string>();
     for (const auto& s : j.at("specs")) {
-      m.specs.push_back(InputSpec{s.at("name").get<std::string>(), static_cast<DType>(s.at("dtype").get<int>()),
-                                  s.at("min").get<std::vector<int64_t>>(), s.at("opt").get<std::vector<int64_t>>(),
-                                  s.at("max").get<std::vector<int64_t>>()});
+      m.specs.push_back(
+          InputSpec{s.at("name").get<std::string>(), static_cast<DType>(s.at("dtype").get<int>()),
+                    s.at("min").get<std::vector<int64_t>>(), s.at("opt").get<std::vector<int64_t>>(),
+                    s.at("max").get<std::vector<int64_t>>()});
     }
     for (int p : j.at("enabled_precisions")) m.enabled_precisions.insert(static_cast<Precision>(p));
     m.optimization_level = j.at("optimization_level").get<int>();
@@ -137,8 +145,8 @@ Artifact decode_artifact(std::span<const std::byte> bytes, const std::string& so
   }
   auto version = r.le<uint32_t>("the version");
   if (version != k_artifact_version) {
-    throw Error(ErrorCode::invalid_model, source + ": artifact version " + std::to_string(version) + ", this kiln reads " +
-                                              std::to_string(k_artifact_version));
+    throw Error(ErrorCode::invalid_model, source + ": artifact version " + std::to_string(version) +
+                                              ", this kiln reads " + std::to_string(k_artifact_version));
   }
   auto graph_len = r.le<uint64_t>("the graph length");
   auto stored = r.take(k_checksum_size, "the graph checksum");

@@ -11,7 +11,8 @@ ArtifactEngineCache::ArtifactEngineCache(std::span<const std::vector<std::byte>>
   for (const auto& blob : engines) {
     auto opened = format::open(blob);
     if (auto* rejected = std::get_if<format::Rejection>(&opened)) {
-      log::warn(source + ": an engine in the artifact is unusable (" + rejected->reason + "); it will be rebuilt");
+      log::warn(source + ": an engine in the artifact is unusable (" + rejected->reason +
+                "); it will be rebuilt");
       continue;
     }
     m_engines.emplace(std::get<format::OpenedBlob>(opened).header.key.hex(), blob);

@@ -50,5 +50,4 @@ class ArtifactEngineCache final : public cache::ManagedCache {
   cache::ManagedCache* m_managed;
 };
 
-
 }  // namespace kiln::runtime

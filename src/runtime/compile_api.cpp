@@ -22,7 +22,9 @@ CompiledModel::CompiledModel(CompiledModel&&) noexcept = default;
 CompiledModel& CompiledModel::operator=(CompiledModel&&) noexcept = default;
 CompiledModel::~CompiledModel() = default;
 
-std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) { return m_impl->compiled->run(inputs); }
+std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
+  return m_impl->compiled->run(inputs);
+}
 const std::vector<EngineStatus>& CompiledModel::engines() const { return m_impl->engines; }
 double CompiledModel::compile_ms() const { return m_impl->compiled->report().compile_ms; }
 

@@ -140,18 +140,24 @@ CompiledModel CompiledModel::compile(const ir::Graph& graph, std::vector<InputSp
   return model;
 }
 
-std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onnx, const ir::Graph& graph) const {
+std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onnx,
+                                                  const ir::Graph& graph) const {
   if (!m_settings.refittable) {
-    throw Error(ErrorCode::invalid_argument, graph.source + ": an artifact needs refittable engines (a loaded artifact "
-                                                            "refits its weights); compile with refittable = true");
+    throw Error(ErrorCode::invalid_argument, graph.source +
+                                                 ": an artifact needs refittable engines (a loaded artifact "
+                                                 "refits its weights); compile with refittable = true");
   }
   if (graph.initializer_bytes() > onnx.size()) {
-    throw Error(ErrorCode::invalid_argument, graph.source + ": the model keeps weights in external data files; an "
-                                                            "artifact needs them inside the .onnx file");
+    throw Error(ErrorCode::invalid_argument, graph.source +
+                                                 ": the model keeps weights in external data files; an "
+                                                 "artifact needs them inside the .onnx file");
   }
   Artifact artifact;
-  artifact.manifest = ArtifactManifest{k_producer, m_backend->fingerprint().to_string(), m_specs,
-                                       m_settings.enabled_precisions, m_settings.optimization_level,
+  artifact.manifest = ArtifactManifest{k_producer,
+                                       m_backend->fingerprint().to_string(),
+                                       m_specs,
+                                       m_settings.enabled_precisions,
+                                       m_settings.optimization_level,
                                        m_settings.min_block_size};
   artifact.onnx.assign(onnx.begin(), onnx.end());
   size_t engine = 0;
@@ -159,7 +165,8 @@ std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onn
     if (!step.engine) continue;
     const EngineRecord& record = m_report.engines.at(engine++);
     format::EnvelopeHeader header{*record.engine_key, k_producer, m_backend->fingerprint().to_string(),
-                                  unix_ms_now(), static_cast<uint64_t>(record.build_ms + record.saved_build_ms)};
+                                  unix_ms_now(),
+                                  static_cast<uint64_t>(record.build_ms + record.saved_build_ms)};
     artifact.engines.push_back(format::seal(header, step.engine->serialize()));
   }
   return encode_artifact(artifact);
@@ -175,8 +182,8 @@ CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::G
   s.refittable = true;
   std::string here = make_cpu_backend()->fingerprint().to_string();
   if (m.fingerprint != here) {
-    log::warn(graph.source + ": artifact engines were built for " + m.fingerprint + ", this machine is " + here +
-              "; compiling from the artifact's graph through the engine cache");
+    log::warn(graph.source + ": artifact engines were built for " + m.fingerprint + ", this machine is " +
+              here + "; compiling from the artifact's graph through the engine cache");
     return compile(graph, m.specs, s);
   }
   bool caching = settings.cache_built_engines || settings.reuse_cached_engines;
@@ -187,8 +194,8 @@ CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::G
   CompiledModel model = compile(graph, m.specs, s);
   for (const EngineRecord& record : model.m_report.engines) {
     if (record.status != "hit") {
-      log::warn(graph.source + ": artifact engine " + record.engine_key->hex().substr(0, 16) + " was rebuilt: " +
-                record.reason);
+      log::warn(graph.source + ": artifact engine " + record.engine_key->hex().substr(0, 16) +
+                " was rebuilt: " + record.reason);
     }
   }
   return model;
@@ -203,19 +210,21 @@ void CompiledModel::check_inputs(std::span<const Tensor> inputs) const {
     const InputSpec& s = m_specs[i];
     const Tensor& t = inputs[i];
     if (t.dtype() != s.dtype) {
-      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': dtype " + std::string(dtype_name(t.dtype())) +
-                                                   ", expected " + std::string(dtype_name(s.dtype)));
+      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': dtype " +
+                                                   std::string(dtype_name(t.dtype())) + ", expected " +
+                                                   std::string(dtype_name(s.dtype)));
     }
     if (t.shape().size() != s.opt.size()) {
-      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': rank " + std::to_string(t.shape().size()) +
-                                                   ", expected " + std::to_string(s.opt.size()));
+      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': rank " +
+                                                   std::to_string(t.shape().size()) + ", expected " +
+                                                   std::to_string(s.opt.size()));
     }
     for (size_t d = 0; d < s.opt.size(); ++d) {
       if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
         throw Error(ErrorCode::invalid_argument,
-                    "input '" + s.name + "' dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
-                        ", outside the compiled range [" + std::to_string(s.min[d]) + ", " +
-                        std::to_string(s.max[d]) + "]");
+                    "input '" + s.name + "' dim " + std::to_string(d) + " is " +
+                        std::to_string(t.shape()[d]) + ", outside the compiled range [" +
+                        std::to_string(s.min[d]) + ", " + std::to_string(s.max[d]) + "]");
       }
     }
   }
@@ -231,8 +240,10 @@ std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
     Step& step = m_steps[s];
     step_inputs.clear();
     for (ir::ValueId v : step.inputs) step_inputs.push_back(*values[static_cast<size_t>(v)]);
-    std::vector<Tensor> outputs = step.engine ? step.engine->run(step_inputs) : step.executor->run(step_inputs);
-    for (size_t o = 0; o < step.outputs.size(); ++o) values[static_cast<size_t>(step.outputs[o])] = std::move(outputs[o]);
+    std::vector<Tensor> outputs =
+        step.engine ? step.engine->run(step_inputs) : step.executor->run(step_inputs);
+    for (size_t o = 0; o < step.outputs.size(); ++o)
+      values[static_cast<size_t>(step.outputs[o])] = std::move(outputs[o]);
     // Tensors share storage, so dropping a value nobody reads again frees it.
     for (ir::ValueId v : step.inputs) {
       if (m_last_use[static_cast<size_t>(v)] == static_cast<int>(s)) values[static_cast<size_t>(v)].reset();

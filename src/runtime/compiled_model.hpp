@@ -10,8 +10,8 @@
 #pragma once
 
 #include <filesystem>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -28,7 +28,7 @@ struct EngineRecord {
   std::string status;  // "hit", "miss" (built and saved), "built_uncached"
   std::string reason;  // for a miss: why the cache could not serve it
   double key_ms = 0;
-  double load_ms = 0;   // cache lookup, envelope check and deserialize
+  double load_ms = 0;  // cache lookup, envelope check and deserialize
   double refit_ms = 0;
   double build_ms = 0;
   double save_ms = 0;
@@ -41,8 +41,8 @@ struct EngineRecord {
 struct SegmentRecord {
   bool engine = false;
   size_t nodes = 0;
-  int engine_index = -1;   // into CompileReport::engines, for an engine segment
-  std::string reason;      // for a fallback segment: why it is not an engine
+  int engine_index = -1;  // into CompileReport::engines, for an engine segment
+  std::string reason;     // for a fallback segment: why it is not an engine
 };
 
 struct CompileReport {

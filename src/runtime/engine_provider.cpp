@@ -132,14 +132,17 @@ std::unique_ptr<Engine> EngineProvider::provide(ir::Graph& lowered, std::span<co
           second.key = record.key;
           second.key_ms = record.key_ms;
           Outcome second_outcome = Outcome::absent;
-          engine = try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, second, second_outcome);
+          engine = try_cache_hit(*m_cache, *key, m_backend, sources, m_settings.num_threads, second,
+                                 second_outcome);
           if (engine) {
             record = second;
             outcome = second_outcome;
           }
         }
       }
-      if (managed) managed->record_outcome(record.key, outcome, engine ? static_cast<uint64_t>(record.saved_build_ms) : 0);
+      if (managed)
+        managed->record_outcome(record.key, outcome,
+                                engine ? static_cast<uint64_t>(record.saved_build_ms) : 0);
     } else {
       record.reason = "reuse_cached_engines is off";
     }

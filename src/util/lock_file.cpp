@@ -72,8 +72,8 @@ bool LockFile::acquire(std::chrono::milliseconds timeout) {
     if (lock_once(would_block)) return true;
     if (!would_block) return false;
     if (std::chrono::steady_clock::now() >= deadline) {
-      m_error = "timed out after " + std::to_string(timeout.count()) + " ms waiting for lock " +
-                m_path.string();
+      m_error =
+          "timed out after " + std::to_string(timeout.count()) + " ms waiting for lock " + m_path.string();
       return false;
     }
     std::this_thread::sleep_for(pause);

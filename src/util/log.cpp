@@ -23,11 +23,16 @@ std::shared_ptr<spdlog::logger> logger() {
 
 spdlog::level::level_enum to_spdlog(Level level) {
   switch (level) {
-    case Level::debug: return spdlog::level::debug;
-    case Level::info: return spdlog::level::info;
-    case Level::warning: return spdlog::level::warn;
-    case Level::error: return spdlog::level::err;
-    case Level::off: return spdlog::level::off;
+    case Level::debug:
+      return spdlog::level::debug;
+    case Level::info:
+      return spdlog::level::info;
+    case Level::warning:
+      return spdlog::level::warn;
+    case Level::error:
+      return spdlog::level::err;
+    case Level::off:
+      return spdlog::level::off;
   }
   return spdlog::level::warn;
 }
@@ -39,12 +44,17 @@ void set_level(Level level) { logger()->set_level(to_spdlog(level)); }
 Level level() {
   switch (logger()->level()) {
     case spdlog::level::trace:
-    case spdlog::level::debug: return Level::debug;
-    case spdlog::level::info: return Level::info;
-    case spdlog::level::warn: return Level::warning;
+    case spdlog::level::debug:
+      return Level::debug;
+    case spdlog::level::info:
+      return Level::info;
+    case spdlog::level::warn:
+      return Level::warning;
     case spdlog::level::err:
-    case spdlog::level::critical: return Level::error;
-    default: return Level::off;
+    case spdlog::level::critical:
+      return Level::error;
+    default:
+      return Level::off;
   }
 }
 

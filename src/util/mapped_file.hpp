@@ -29,7 +29,6 @@ class MappedFile {
   MappedFile(PassKey, const std::byte* data, size_t size) : m_data(data), m_size(size) {}
 
  private:
-
   const std::byte* m_data;
   size_t m_size;
 };

@@ -1,7 +1,7 @@
 #include "zoo/model_builder.hpp"
 
-#include <cmath>
 #include <onnx/onnx_pb.h>
+#include <cmath>
 
 #include "kiln/error.hpp"
 

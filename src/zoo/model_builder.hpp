@@ -77,8 +77,9 @@ class ModelBuilder {
 
   // Appends a node and returns its first output's name. Outputs default to
   // one, named after the node.
-  std::string node(const std::string& op_type, const std::string& name, const std::vector<std::string>& inputs,
-                   const std::vector<Attr>& attrs = {}, std::vector<std::string> outputs = {});
+  std::string node(const std::string& op_type, const std::string& name,
+                   const std::vector<std::string>& inputs, const std::vector<Attr>& attrs = {},
+                   std::vector<std::string> outputs = {});
 
   // Number of float parameters that are not BatchNorm running statistics.
   int64_t parameter_count() const { return m_parameters; }

@@ -133,9 +133,11 @@ CaseResult run_case(const fs::path& dir, const std::string& name, const std::str
     auto data_sets = sorted_entries(dir, "test_data_set_");
     for (const auto& set : data_sets) {
       std::vector<Tensor> inputs;
-      for (const auto& f : sorted_entries(set, "input_")) inputs.push_back(kiln::frontend::read_tensor_proto_file(f));
+      for (const auto& f : sorted_entries(set, "input_"))
+        inputs.push_back(kiln::frontend::read_tensor_proto_file(f));
       std::vector<Tensor> expected;
-      for (const auto& f : sorted_entries(set, "output_")) expected.push_back(kiln::frontend::read_tensor_proto_file(f));
+      for (const auto& f : sorted_entries(set, "output_"))
+        expected.push_back(kiln::frontend::read_tensor_proto_file(f));
       std::vector<Tensor> actual;
       if (executor) {
         actual = executor->run(inputs);
@@ -157,8 +159,9 @@ CaseResult run_case(const fs::path& dir, const std::string& name, const std::str
         actual = compiled.run(inputs);
       }
       if (actual.size() != expected.size()) {
-        return {name, Outcome::failed, "produced " + std::to_string(actual.size()) + " outputs, expected " +
-                                           std::to_string(expected.size())};
+        return {name, Outcome::failed,
+                "produced " + std::to_string(actual.size()) + " outputs, expected " +
+                    std::to_string(expected.size())};
       }
       for (size_t i = 0; i < expected.size(); ++i) {
         std::string diff = compare(expected[i], actual[i], i);
@@ -204,12 +207,18 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (arg == "--data") data = next();
-    else if (arg == "--skip-list") skip_list = next();
-    else if (arg == "--write-skip-list") write_skip_list = next();
-    else if (arg == "--filter") filter = next();
-    else if (arg == "--verbose") verbose = true;
-    else if (arg == "--backend") backend = next();
+    if (arg == "--data")
+      data = next();
+    else if (arg == "--skip-list")
+      skip_list = next();
+    else if (arg == "--write-skip-list")
+      write_skip_list = next();
+    else if (arg == "--filter")
+      filter = next();
+    else if (arg == "--verbose")
+      verbose = true;
+    else if (arg == "--backend")
+      backend = next();
     else {
       std::cerr << "unknown argument " << arg << "\n";
       return 1;
@@ -265,7 +274,8 @@ int main(int argc, char** argv) {
   if (!write_skip_list.empty()) {
     std::ofstream out(write_skip_list);
     const bool cpu = backend == "cpu";
-    out << "# ONNX conformance cases the " << (cpu ? "cpu" : "reference") << " backend skips, with the reason.\n"
+    out << "# ONNX conformance cases the " << (cpu ? "cpu" : "reference")
+        << " backend skips, with the reason.\n"
         << "# Regenerate with: kiln_conformance" << (cpu ? " --backend cpu" : "")
         << " --write-skip-list tests/conformance/" << (cpu ? "skipped_cpu.txt" : "skipped.txt") << "\n";
     for (const auto& r : results) {

@@ -41,7 +41,7 @@ struct Options {
   uint64_t cap = 16ull << 20;
   size_t min_size = 32 << 10;
   size_t max_size = 1 << 20;
-  double seconds = 0;           // 0: until `iterations`
+  double seconds = 0;  // 0: until `iterations`
   uint64_t iterations = 1ull << 40;
 };
 
@@ -63,19 +63,30 @@ Options parse(int argc, char** argv) {
     std::string_view flag = argv[i];
     if (i + 1 >= argc) usage("missing value for " + std::string(flag));
     std::string_view value = argv[++i];
-    if (flag == "--dir") o.dir = value;
-    else if (flag == "--role") o.role = value;
-    else if (flag == "--seed") o.seed = number(value);
-    else if (flag == "--keys") o.keys = number(value);
-    else if (flag == "--cap") o.cap = number(value);
-    else if (flag == "--min-size") o.min_size = number(value);
-    else if (flag == "--max-size") o.max_size = number(value);
-    else if (flag == "--seconds") o.seconds = static_cast<double>(number(value));
-    else if (flag == "--iterations") o.iterations = number(value);
-    else usage("unknown flag " + std::string(flag));
+    if (flag == "--dir")
+      o.dir = value;
+    else if (flag == "--role")
+      o.role = value;
+    else if (flag == "--seed")
+      o.seed = number(value);
+    else if (flag == "--keys")
+      o.keys = number(value);
+    else if (flag == "--cap")
+      o.cap = number(value);
+    else if (flag == "--min-size")
+      o.min_size = number(value);
+    else if (flag == "--max-size")
+      o.max_size = number(value);
+    else if (flag == "--seconds")
+      o.seconds = static_cast<double>(number(value));
+    else if (flag == "--iterations")
+      o.iterations = number(value);
+    else
+      usage("unknown flag " + std::string(flag));
   }
   if (o.dir.empty()) usage("--dir is required");
-  if (o.role != "churn" && o.role != "writer" && o.role != "reader" && o.role != "evictor") usage("bad --role");
+  if (o.role != "churn" && o.role != "writer" && o.role != "reader" && o.role != "evictor")
+    usage("bad --role");
   if (o.keys == 0 || o.min_size > o.max_size) usage("bad --keys or sizes");
   return o;
 }
@@ -115,8 +126,8 @@ class Worker {
     }
     ++m_counts.hits;
     if (auto why = reliability::check_stress_blob(id, *blob); !why.empty()) {
-      std::fprintf(stderr, "BAD entry %llu (%zu bytes): %s\n", static_cast<unsigned long long>(id), blob->size(),
-                   why.c_str());
+      std::fprintf(stderr, "BAD entry %llu (%zu bytes): %s\n", static_cast<unsigned long long>(id),
+                   blob->size(), why.c_str());
       std::fflush(stderr);
       std::_Exit(1);
     }
@@ -166,7 +177,8 @@ int main(int argc, char** argv) {
   // point of the test, not news.
   kiln::log::set_level(kiln::log::Level::error);
   Worker worker(o);
-  auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
+  auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   for (uint64_t i = 0; i < o.iterations; ++i) {
     if (o.seconds > 0 && Clock::now() >= deadline) break;
     worker.step();

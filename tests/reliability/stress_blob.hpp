@@ -35,7 +35,8 @@ inline uint64_t splitmix64(uint64_t& state) {
 inline key::EngineKey stress_key(uint64_t id) {
   key::EngineKey key;
   uint64_t state = 0x6b696c6e0000ull + id;
-  for (auto* digest : {&key.digest, &key.parts.graph, &key.parts.inputs, &key.parts.settings, &key.parts.fingerprint}) {
+  for (auto* digest :
+       {&key.digest, &key.parts.graph, &key.parts.inputs, &key.parts.settings, &key.parts.fingerprint}) {
     for (size_t i = 0; i < digest->size(); i += 8) {
       uint64_t word = splitmix64(state);
       std::memcpy(digest->data() + i, &word, 8);
@@ -77,15 +78,19 @@ inline std::string check_stress_blob(uint64_t id, std::span<const std::byte> blo
   auto opened = format::open(blob, stress_key(id));
   if (auto* rejection = std::get_if<format::Rejection>(&opened)) return "envelope: " + rejection->reason;
   auto payload = std::get<format::OpenedBlob>(opened).payload;
-  if (payload.size() < k_stress_head || std::memcmp(payload.data(), k_stress_magic, 8) != 0) return "foreign payload";
+  if (payload.size() < k_stress_head || std::memcmp(payload.data(), k_stress_magic, 8) != 0)
+    return "foreign payload";
   uint64_t stored_id = 0, generation = 0, size = 0;
   std::memcpy(&stored_id, payload.data() + 8, 8);
   std::memcpy(&generation, payload.data() + 16, 8);
   std::memcpy(&size, payload.data() + 24, 8);
-  if (stored_id != id) return "payload of entry " + std::to_string(stored_id) + " under entry " + std::to_string(id);
-  if (size != payload.size()) return "payload size " + std::to_string(payload.size()) + ", header says " + std::to_string(size);
+  if (stored_id != id)
+    return "payload of entry " + std::to_string(stored_id) + " under entry " + std::to_string(id);
+  if (size != payload.size())
+    return "payload size " + std::to_string(payload.size()) + ", header says " + std::to_string(size);
   auto expected = stress_payload(id, generation, size);
-  if (std::memcmp(expected.data(), payload.data(), size) != 0) return "payload bytes differ from generation " + std::to_string(generation);
+  if (std::memcmp(expected.data(), payload.data(), size) != 0)
+    return "payload bytes differ from generation " + std::to_string(generation);
   return {};
 }
 

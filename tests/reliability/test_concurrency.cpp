@@ -16,9 +16,9 @@
 
 #include "cache/disk_engine_cache.hpp"
 #include "process.hpp"
+#include "quiet_logs.hpp"
 #include "stress_blob.hpp"
 #include "test_helpers.hpp"
-#include "quiet_logs.hpp"
 
 namespace kiln::reliability {
 namespace {
@@ -37,16 +37,26 @@ uint64_t total_entry_bytes(cache::DiskEngineCache& cache) {
 TEST(Concurrency, WriterReaderAndEvictorProcessesNeverServeABadBlobAndKeepTheCap) {
   kiln::testing::TempDir dir;
   const int seconds = long_tests() ? 30 : 3;
-  const std::vector<std::string> roles = {"writer", "writer", "writer", "reader", "reader", "reader", "evictor"};
+  const std::vector<std::string> roles = {"writer", "writer", "writer", "reader",
+                                          "reader", "reader", "evictor"};
   std::vector<std::unique_ptr<Child>> children;
   for (size_t i = 0; i < roles.size(); ++i) {
-    std::vector<std::string> argv = {KILN_CACHE_STRESS, "--dir",      (dir / "cache").string(),
-                                     "--role",          roles[i],     "--seed",
-                                     std::to_string(i + 1),          "--keys",
-                                     std::to_string(k_keys),         "--cap",
-                                     std::to_string(k_cap),          "--min-size",
-                                     std::to_string(16 << 10),       "--max-size",
-                                     std::to_string(512 << 10),      "--seconds",
+    std::vector<std::string> argv = {KILN_CACHE_STRESS,
+                                     "--dir",
+                                     (dir / "cache").string(),
+                                     "--role",
+                                     roles[i],
+                                     "--seed",
+                                     std::to_string(i + 1),
+                                     "--keys",
+                                     std::to_string(k_keys),
+                                     "--cap",
+                                     std::to_string(k_cap),
+                                     "--min-size",
+                                     std::to_string(16 << 10),
+                                     "--max-size",
+                                     std::to_string(512 << 10),
+                                     "--seconds",
                                      std::to_string(seconds)};
     children.push_back(std::make_unique<Child>(argv, dir / (roles[i] + std::to_string(i) + ".log")));
   }
@@ -58,8 +68,8 @@ TEST(Concurrency, WriterReaderAndEvictorProcessesNeverServeABadBlobAndKeepTheCap
     saves += std::max(0LL, field_of(out, "saves"));
     prunes += std::max(0LL, field_of(out, "prunes"));
   }
-  std::printf("[ figures ] %d s: %lld saves, %lld checked hits, %lld prunes, no bad blob\n", seconds, saves, hits,
-              prunes);
+  std::printf("[ figures ] %d s: %lld saves, %lld checked hits, %lld prunes, no bad blob\n", seconds, saves,
+              hits, prunes);
   // The run proves something only if all three kinds of work happened.
   EXPECT_GT(saves, 0);
   EXPECT_GT(hits, 0);

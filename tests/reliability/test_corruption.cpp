@@ -33,8 +33,8 @@
 #include "kiln/compile.hpp"
 #include "passes/passes.hpp"
 #include "process.hpp"
-#include "test_helpers.hpp"
 #include "quiet_logs.hpp"
+#include "test_helpers.hpp"
 #include "zoo/zoo.hpp"
 
 namespace kiln::reliability {
@@ -52,7 +52,9 @@ CompileSettings settings_for(const fs::path& cache_dir) {
   return s;
 }
 
-std::string zoo_bytes(const std::string& name) { return zoo::build_zoo_model(name, {1, std::nullopt}).onnx_bytes; }
+std::string zoo_bytes(const std::string& name) {
+  return zoo::build_zoo_model(name, {1, std::nullopt}).onnx_bytes;
+}
 
 Tensor image() {
   Tensor t = Tensor::zeros(DType::float32, {1, 3, 64, 64});
@@ -75,7 +77,8 @@ RealBlob make_real_blob(const std::string& model, const fs::path& cache_dir) {
   RealBlob r;
   r.model = model;
   r.onnx = zoo_bytes(model);
-  auto compiled = kiln::compile(std::as_bytes(std::span<const char>(r.onnx)), image_specs(), settings_for(cache_dir));
+  auto compiled =
+      kiln::compile(std::as_bytes(std::span<const char>(r.onnx)), image_specs(), settings_for(cache_dir));
   r.key = compiled.engines().at(0).key;
   r.blob = testing::read_file_bytes(cache::CacheLayout(cache_dir).entry_path(r.key));
   auto opened = format::open(r.blob);
@@ -141,8 +144,9 @@ TEST_P(CorruptRealBlob, EveryHeaderBitFlipAndTruncationAndAPayloadSampleIsReject
   auto other = real.engine_key;
   other.digest[31] ^= 1;
   EXPECT_TRUE(rejected(real.blob, other));
-  std::printf("[ figures ] %s: blob %zu bytes (header %zu): %zu bit flips and %zu truncations, all rejected\n",
-              GetParam().c_str(), real.blob.size(), header_end, flips, truncations);
+  std::printf(
+      "[ figures ] %s: blob %zu bytes (header %zu): %zu bit flips and %zu truncations, all rejected\n",
+      GetParam().c_str(), real.blob.size(), header_end, flips, truncations);
 }
 
 INSTANTIATE_TEST_SUITE_P(ZooModels, CorruptRealBlob, ::testing::Values("resnet_tiny", "mobilenet_tiny"));
@@ -185,7 +189,8 @@ TEST(CorruptRealBlob, DamagedEntriesAreQuarantinedAndRebuiltNeverServed) {
   flip(h + (real.blob.size() - h) / 2, "plan middle");
   flip(real.blob.size() - 1, "last plan byte");
   for (size_t cut : {size_t{0}, size_t{10}, h / 2, h, h + (real.blob.size() - h) / 2, real.blob.size() - 1}) {
-    damages.push_back({"cut to " + std::to_string(cut), {real.blob.begin(), real.blob.begin() + static_cast<long>(cut)}});
+    damages.push_back(
+        {"cut to " + std::to_string(cut), {real.blob.begin(), real.blob.begin() + static_cast<long>(cut)}});
   }
 
   size_t quarantined = 0;
@@ -231,9 +236,11 @@ TEST(CorruptPlan, BitFlipsBehindRecomputedChecksumsAreRejectedOrHarmlessNeverACr
   kiln::testing::TempDir dir;
   QuietLogs quiet;
   auto real = make_real_blob("resnet_tiny", dir / "cache");
-  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset), real.blob.end());
+  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset),
+                                    real.blob.end());
   auto backend = make_cpu_backend();
-  auto graph = frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(real.onnx)), "resnet_tiny").graph;
+  auto graph =
+      frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(real.onnx)), "resnet_tiny").graph;
   auto weights = passes::source_weights(graph);
   std::vector<Tensor> inputs{image()};
   {
@@ -248,7 +255,8 @@ TEST(CorruptPlan, BitFlipsBehindRecomputedChecksumsAreRejectedOrHarmlessNeverACr
   // sample of the other bytes (KILN_LONG_TESTS: in every fourth byte).
   const size_t head = std::min<size_t>(body, long_tests() ? 512 : 64);
   for (size_t bit = 0; bit < head * 8; ++bit) bits.push_back(bit);
-  for (size_t pos : sample_positions(head, body, long_tests() ? body / 4 : 300)) bits.push_back(pos * 8 + pos % 8);
+  for (size_t pos : sample_positions(head, body, long_tests() ? body / 4 : 300))
+    bits.push_back(pos * 8 + pos % 8);
   size_t rejected_count = 0, loaded = 0, ran = 0, run_errors = 0;
   for (size_t bit : bits) {
     if (std::getenv("KILN_TRACE_BITS")) std::fprintf(stderr, "bit %zu\n", bit);
@@ -275,9 +283,10 @@ TEST(CorruptPlan, BitFlipsBehindRecomputedChecksumsAreRejectedOrHarmlessNeverACr
       ++run_errors;
     }
   }
-  std::printf("[ figures ] plan of %zu bytes, %zu bits flipped behind recomputed checksums: %zu rejected, "
-              "%zu loaded (%zu ran, %zu refused at refit/run), 0 crashes\n",
-              plan.size(), bits.size(), rejected_count, loaded, ran, run_errors);
+  std::printf(
+      "[ figures ] plan of %zu bytes, %zu bits flipped behind recomputed checksums: %zu rejected, "
+      "%zu loaded (%zu ran, %zu refused at refit/run), 0 crashes\n",
+      plan.size(), bits.size(), rejected_count, loaded, ran, run_errors);
   EXPECT_GT(rejected_count, bits.size() / 4);  // the verifier does the work, not luck
 }
 
@@ -289,7 +298,8 @@ TEST(CorruptPlan, AlteredShapesThatNeedFarMoreMemoryThanRecordedAreRefusedUpFron
   kiln::testing::TempDir dir;
   QuietLogs quiet;
   auto real = make_real_blob("resnet_tiny", dir / "cache");
-  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset), real.blob.end());
+  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset),
+                                    real.blob.end());
   cpu::EnginePlan parsed = cpu::parse_plan(plan);
   bool changed = false;
   for (size_t n = 0; n < parsed.graph.num_nodes() && !changed; ++n) {
@@ -325,7 +335,8 @@ TEST(CorruptPlan, SealedCorruptPlansAreMissesThatRebuild) {
   auto cache_dir = dir / "cache";
   auto real = make_real_blob("resnet_tiny", cache_dir);
   auto header = std::get<format::OpenedBlob>(format::open(real.blob)).header;
-  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset), real.blob.end());
+  const std::vector<std::byte> plan(real.blob.begin() + static_cast<long>(real.payload_offset),
+                                    real.blob.end());
   auto entry = cache::CacheLayout(cache_dir).entry_path(real.key);
   auto onnx = std::as_bytes(std::span<const char>(real.onnx));
   int misses = 0;

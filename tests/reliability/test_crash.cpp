@@ -21,9 +21,9 @@
 #include "cache/cache_layout.hpp"
 #include "cache/disk_engine_cache.hpp"
 #include "process.hpp"
+#include "quiet_logs.hpp"
 #include "stress_blob.hpp"
 #include "test_helpers.hpp"
-#include "quiet_logs.hpp"
 
 #ifdef KILN_CLI
 #include "zoo/zoo.hpp"
@@ -90,9 +90,17 @@ KillReport kill_loop(const fs::path& dir, const fs::path& logs, int kills, int p
   int started = 0;
   while (report.kills < kills || !running.empty()) {
     while (started < kills + report.finished && static_cast<int>(running.size()) < parallel) {
-      std::vector<std::string> argv = {KILN_CACHE_STRESS, "--dir",  dir.string(), "--role", "churn",
-                                       "--seed",          std::to_string(seed * 100000 + started),
-                                       "--keys",          std::to_string(k_keys),   "--cap",  std::to_string(k_cap)};
+      std::vector<std::string> argv = {KILN_CACHE_STRESS,
+                                       "--dir",
+                                       dir.string(),
+                                       "--role",
+                                       "churn",
+                                       "--seed",
+                                       std::to_string(seed * 100000 + started),
+                                       "--keys",
+                                       std::to_string(k_keys),
+                                       "--cap",
+                                       std::to_string(k_cap)};
       auto log = logs / ("churn-" + std::to_string(started % 64) + ".log");
       auto delay = std::chrono::milliseconds(5 + rng() % 246);
       running.push_back({std::make_unique<Child>(argv, log), Clock::now() + delay});
@@ -178,11 +186,13 @@ TEST(CrashSafety, SigkilledWritersReadersAndEvictorsLeaveAConsistentCache) {
 
 #ifdef KILN_CLI
   // The next compile in that folder builds and saves; the one after hits.
-  kiln::testing::write_file(dir / "model.onnx", zoo::build_zoo_model("resnet_tiny", {3, std::nullopt}).onnx_bytes);
+  kiln::testing::write_file(dir / "model.onnx",
+                            zoo::build_zoo_model("resnet_tiny", {3, std::nullopt}).onnx_bytes);
   for (const char* expected : {"\"status\": \"miss\"", "\"status\": \"hit\""}) {
-    Child compile({KILN_CLI, "build", (dir / "model.onnx").string(), "--shape", "input=1x3x64x64",
-                   "--optimization-level", "0", "--timing-cache", "-", "--json", "--cache-dir", cache_dir.string()},
-                  dir / "logs" / "compile.log");
+    Child compile(
+        {KILN_CLI, "build", (dir / "model.onnx").string(), "--shape", "input=1x3x64x64",
+         "--optimization-level", "0", "--timing-cache", "-", "--json", "--cache-dir", cache_dir.string()},
+        dir / "logs" / "compile.log");
     EXPECT_EQ(compile.wait(), 0) << compile.output();
     EXPECT_NE(compile.output().find(expected), std::string::npos) << compile.output();
   }

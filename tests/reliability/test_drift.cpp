@@ -24,8 +24,8 @@
 #include "key/engine_key.hpp"
 #include "kiln/compile.hpp"
 #include "passes/passes.hpp"
-#include "test_helpers.hpp"
 #include "quiet_logs.hpp"
+#include "test_helpers.hpp"
 #include "zoo/zoo.hpp"
 
 namespace kiln::reliability {
@@ -58,7 +58,8 @@ class Drift : public ::testing::Test {
   }
 
   kiln::CompiledModel compile() {
-    return kiln::compile(std::as_bytes(std::span<const char>(m_onnx)), specs(), settings_for(m_dir / "cache"));
+    return kiln::compile(std::as_bytes(std::span<const char>(m_onnx)), specs(),
+                         settings_for(m_dir / "cache"));
   }
 
   // Compiles with `entry_bytes` in our entry's place: a miss whose reason
@@ -108,19 +109,22 @@ TEST_F(Drift, AnEntryFromAnotherMachineSitsUnderAnotherKeyAndIsAPlainMiss) {
   auto header = m_header;
   header.key = their_key;
   header.fingerprint = theirs.to_string();
-  testing::write_file_bytes(cache::CacheLayout(m_dir / "cache").entry_path(their_key.hex()), format::seal(header, m_plan));
+  testing::write_file_bytes(cache::CacheLayout(m_dir / "cache").entry_path(their_key.hex()),
+                            format::seal(header, m_plan));
   fs::remove(m_entry);  // only their entry is left
 
   auto compiled = compile();
   EXPECT_EQ(compiled.engines().at(0).status, "miss");
-  EXPECT_NE(compiled.engines().at(0).reason.find("fingerprint"), std::string::npos) << compiled.engines().at(0).reason;
+  EXPECT_NE(compiled.engines().at(0).reason.find("fingerprint"), std::string::npos)
+      << compiled.engines().at(0).reason;
   // Theirs is left alone: it is valid, for them.
   EXPECT_TRUE(fs::exists(cache::CacheLayout(m_dir / "cache").entry_path(their_key.hex())));
 }
 
 TEST_F(Drift, AnEnvelopeFromAnotherOneDnnOrIsaUnderOurKeyIsAMiss) {
-  for (std::string other : {"cpu plan v1, oneDNN 9.9.9, " + make_cpu_backend()->fingerprint().isa,
-                            "cpu plan v1, " + make_cpu_backend()->fingerprint().library_version + ", avx10_2"}) {
+  for (std::string other :
+       {"cpu plan v1, oneDNN 9.9.9, " + make_cpu_backend()->fingerprint().isa,
+        "cpu plan v1, " + make_cpu_backend()->fingerprint().library_version + ", avx10_2"}) {
     SCOPED_TRACE(other);
     auto header = m_header;
     header.fingerprint = other;
@@ -143,7 +147,8 @@ TEST_F(Drift, APlanFromAnotherOneDnnOrIsaBehindOurEnvelopeIsRefused) {
 TEST_F(Drift, AnEntryFromAnotherEnvelopeVersionIsAMissNamingBoth) {
   for (uint32_t version : {format::k_envelope_version - 1, format::k_envelope_version + 1, 0xffffffffu}) {
     auto bad = m_blob;
-    for (int i = 0; i < 4; ++i) bad[8 + static_cast<size_t>(i)] = static_cast<std::byte>((version >> (8 * i)) & 0xff);
+    for (int i = 0; i < 4; ++i)
+      bad[8 + static_cast<size_t>(i)] = static_cast<std::byte>((version >> (8 * i)) & 0xff);
     expect_clean_miss(bad, "envelope version " + std::to_string(version));
   }
 }

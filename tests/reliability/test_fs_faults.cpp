@@ -103,15 +103,19 @@ TEST_P(FailedPublish, KeepsTheOldEntryLeavesNoTempFileAndWarnsOnce) {
   EXPECT_EQ(check_stress_blob(2, *healthy.load(hex(2))), "");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    StagesAndErrnos, FailedPublish,
-    ::testing::Values(std::make_tuple(WriteStage::create, EACCES), std::make_tuple(WriteStage::create, EMFILE),
-                      std::make_tuple(WriteStage::create, EDQUOT), std::make_tuple(WriteStage::short_write, ENOSPC),
-                      std::make_tuple(WriteStage::short_write, EIO), std::make_tuple(WriteStage::short_write, EFBIG),
-                      std::make_tuple(WriteStage::fsync, EIO), std::make_tuple(WriteStage::fsync, ENOSPC),
-                      std::make_tuple(WriteStage::rename, EACCES), std::make_tuple(WriteStage::rename, EXDEV),
-                      std::make_tuple(WriteStage::rename, EBUSY)),
-    stage_case_name);
+INSTANTIATE_TEST_SUITE_P(StagesAndErrnos, FailedPublish,
+                         ::testing::Values(std::make_tuple(WriteStage::create, EACCES),
+                                           std::make_tuple(WriteStage::create, EMFILE),
+                                           std::make_tuple(WriteStage::create, EDQUOT),
+                                           std::make_tuple(WriteStage::short_write, ENOSPC),
+                                           std::make_tuple(WriteStage::short_write, EIO),
+                                           std::make_tuple(WriteStage::short_write, EFBIG),
+                                           std::make_tuple(WriteStage::fsync, EIO),
+                                           std::make_tuple(WriteStage::fsync, ENOSPC),
+                                           std::make_tuple(WriteStage::rename, EACCES),
+                                           std::make_tuple(WriteStage::rename, EXDEV),
+                                           std::make_tuple(WriteStage::rename, EBUSY)),
+                         stage_case_name);
 
 // A real short write, no injection: the file-size limit makes write(2)
 // return fewer bytes than asked and then fail with EFBIG, through the real

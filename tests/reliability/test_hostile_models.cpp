@@ -11,9 +11,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <onnx/onnx_pb.h>
 #include <cstring>
 #include <limits>
-#include <onnx/onnx_pb.h>
 
 #include "frontend/onnx/onnx_importer.hpp"
 #include "test_helpers.hpp"
@@ -57,8 +57,8 @@ void expect_file_error(const fs::path& path, ErrorCode code, const std::vector<s
   }
 }
 
-onnx::ValueInfoProto* add_float(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* list, const std::string& name,
-                                std::vector<int64_t> dims) {
+onnx::ValueInfoProto* add_float(google::protobuf::RepeatedPtrField<onnx::ValueInfoProto>* list,
+                                const std::string& name, std::vector<int64_t> dims) {
   auto* v = list->Add();
   v->set_name(name);
   auto* t = v->mutable_type()->mutable_tensor_type();
@@ -109,9 +109,11 @@ std::string bytes_of(const onnx::ModelProto& m) { return m.SerializeAsString(); 
 TEST(HostileModels, MalformedProtobufIsAnInvalidModel) {
   const std::string valid = bytes_of(relu_model());
   // A length-delimited field (graph, tag 7) claiming 2 GiB.
-  expect_import_error(std::string("\x08\x08\x3a\xff\xff\xff\xff\x07", 8), ErrorCode::invalid_model, {"hostile.onnx"});
+  expect_import_error(std::string("\x08\x08\x3a\xff\xff\xff\xff\x07", 8), ErrorCode::invalid_model,
+                      {"hostile.onnx"});
   // An unterminated varint.
-  expect_import_error(std::string("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11), ErrorCode::invalid_model, {});
+  expect_import_error(std::string("\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 11),
+                      ErrorCode::invalid_model, {});
   // Wire types 6 and 7 do not exist.
   expect_import_error(std::string("\x0e\x00\x0f\x00", 4), ErrorCode::invalid_model, {});
   // A valid model with a junk field appended, and cut inside its last field.
@@ -191,8 +193,13 @@ TEST(HostileModels, DanglingAndDuplicateEdgesAreInvalidModels) {
 TEST(HostileModels, NegativeAndHugeDimsAreInvalidModels) {
   // A negative dim in a graph input's declared shape.
   auto negative_input = relu_model();
-  negative_input.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim(
-      0)->set_dim_value(-5);
+  negative_input.mutable_graph()
+      ->mutable_input(0)
+      ->mutable_type()
+      ->mutable_tensor_type()
+      ->mutable_shape()
+      ->mutable_dim(0)
+      ->set_dim_value(-5);
   expect_import_error(bytes_of(negative_input), ErrorCode::invalid_model, {"'x'", "-5"});
 
   // A negative dim in an initializer.
@@ -203,7 +210,11 @@ TEST(HostileModels, NegativeAndHugeDimsAreInvalidModels) {
   // Declared input shapes whose element count overflows int64.
   const int64_t huge = int64_t{1} << 40;
   auto overflow_input = relu_model();
-  auto* shape = overflow_input.mutable_graph()->mutable_input(0)->mutable_type()->mutable_tensor_type()->mutable_shape();
+  auto* shape = overflow_input.mutable_graph()
+                    ->mutable_input(0)
+                    ->mutable_type()
+                    ->mutable_tensor_type()
+                    ->mutable_shape();
   shape->mutable_dim(0)->set_dim_value(huge);
   shape->add_dim()->set_dim_value(huge);
   expect_import_error(bytes_of(overflow_input), ErrorCode::invalid_model, {"'x'"});
@@ -225,7 +236,8 @@ TEST(HostileModels, InitializerShapesThatOverflowOrLieAboutTheirDataAreRefusedWi
   // A terabyte-sized float_data tensor with three values: refused before
   // anything of that size is allocated.
   auto claims_a_terabyte = add_model({int64_t{1} << 38});
-  for (float f : {1.0f, 2.0f, 3.0f}) claims_a_terabyte.mutable_graph()->mutable_initializer(0)->add_float_data(f);
+  for (float f : {1.0f, 2.0f, 3.0f})
+    claims_a_terabyte.mutable_graph()->mutable_initializer(0)->add_float_data(f);
   expect_import_error(bytes_of(claims_a_terabyte), ErrorCode::invalid_model, {"'w'"});
   // raw_data of the wrong size.
   auto short_raw = add_model({4});
@@ -408,15 +420,16 @@ struct ModelFolder {
 
 TEST(HostileModels, ExternalDataCannotLeaveTheModelFolder) {
   ModelFolder f;
-  const std::vector<std::string> escapes = {
-      "../secret.bin", "sub/../../secret.bin", "./../secret.bin", f.outside.string(), "/etc/passwd",
-      "sub/../../model/../secret.bin"};
+  const std::vector<std::string> escapes = {"../secret.bin",   "sub/../../secret.bin",
+                                            "./../secret.bin", f.outside.string(),
+                                            "/etc/passwd",     "sub/../../model/../secret.bin"};
   for (const auto& location : escapes) {
     SCOPED_TRACE(location);
     // Absolute paths are already refused by the ONNX checker, in its words.
     bool absolute = location.starts_with("/");
-    expect_file_error(f.write(external_model(location)), ErrorCode::invalid_model,
-                      absolute ? std::vector<std::string>{"model.onnx"} : std::vector<std::string>{"model.onnx", "leaves"});
+    expect_file_error(
+        f.write(external_model(location)), ErrorCode::invalid_model,
+        absolute ? std::vector<std::string>{"model.onnx"} : std::vector<std::string>{"model.onnx", "leaves"});
   }
 }
 
@@ -439,16 +452,21 @@ TEST(HostileModels, ExternalDataThatIsNotARegularFileIsRefusedWithoutBlocking) {
   ModelFolder f;
   // A FIFO would block open(2) until a writer comes: forever.
   ASSERT_EQ(::mkfifo((f.model_dir / "pipe.bin").c_str(), 0644), 0);
-  expect_file_error(f.write(external_model("pipe.bin")), ErrorCode::invalid_model, {"model.onnx", "pipe.bin"});
+  expect_file_error(f.write(external_model("pipe.bin")), ErrorCode::invalid_model,
+                    {"model.onnx", "pipe.bin"});
   expect_file_error(f.write(external_model("sub")), ErrorCode::invalid_model, {"model.onnx", "sub"});
   expect_file_error(f.write(external_model("")), ErrorCode::invalid_model, {"model.onnx", "location"});
 }
 
 TEST(HostileModels, ExternalDataOffsetsAndLengthsAreChecked) {
   ModelFolder f;
-  for (auto [offset, length] : std::vector<std::pair<int64_t, int64_t>>{
-           {-1, 16}, {65, 16}, {60, 16}, {0, 17}, {std::numeric_limits<int64_t>::max(), 16},
-           {8, std::numeric_limits<int64_t>::max()}}) {
+  for (auto [offset, length] :
+       std::vector<std::pair<int64_t, int64_t>>{{-1, 16},
+                                                {65, 16},
+                                                {60, 16},
+                                                {0, 17},
+                                                {std::numeric_limits<int64_t>::max(), 16},
+                                                {8, std::numeric_limits<int64_t>::max()}}) {
     SCOPED_TRACE(std::to_string(offset) + "+" + std::to_string(length));
     expect_file_error(f.write(external_model("weights.bin", offset, length)), ErrorCode::invalid_model,
                       {"model.onnx", "'w'"});

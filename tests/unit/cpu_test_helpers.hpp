@@ -22,7 +22,8 @@ namespace kiln::testing {
 
 // The zoo model `name` with `seed`'s weights; `batch` fixes the batch dim
 // (nullopt: symbolic).
-inline ir::Graph import_zoo(const std::string& name, uint64_t seed, std::optional<int64_t> batch = std::nullopt) {
+inline ir::Graph import_zoo(const std::string& name, uint64_t seed,
+                            std::optional<int64_t> batch = std::nullopt) {
   zoo::ZooOptions o;
   o.seed = seed;
   o.batch = batch;
@@ -81,7 +82,8 @@ inline double relative_error(const Tensor& got, const Tensor& want) {
   double max_diff = 0;
   for (size_t i = 0; i < w.size(); ++i) {
     max_ref = std::max(max_ref, static_cast<double>(std::fabs(w[i])));
-    const double d = std::isfinite(g[i]) ? std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i])) : 1e9;
+    const double d =
+        std::isfinite(g[i]) ? std::fabs(static_cast<double>(g[i]) - static_cast<double>(w[i])) : 1e9;
     max_diff = std::max(max_diff, d);
   }
   return max_diff / max_ref;

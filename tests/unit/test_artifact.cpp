@@ -38,7 +38,9 @@ Model tiny_resnet(uint64_t seed) {
   return m;
 }
 
-std::vector<InputSpec> batch_1_to_8() { return {{"input", DType::float32, {1, 3, 64, 64}, {4, 3, 64, 64}, {8, 3, 64, 64}}}; }
+std::vector<InputSpec> batch_1_to_8() {
+  return {{"input", DType::float32, {1, 3, 64, 64}, {4, 3, 64, 64}, {8, 3, 64, 64}}};
+}
 
 Tensor input_of(int64_t batch) { return testing::ramp_tensor({batch, 3, 64, 64}); }
 
@@ -81,9 +83,11 @@ TEST(Artifact, RunsInASeparateProcessWithoutABuild) {
   testing::TempDir dir;
   auto m = tiny_resnet(1);
   auto bytes = artifact_of(m, dir / "c");
-  testing::write_file(dir / "model.kiln", std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  testing::write_file(dir / "model.kiln",
+                      std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
   std::string command = std::string(KILN_CLI) + " run " + (dir / "model.kiln").string() +
-                        " --shape input=3x3x64x64 --json --cache-dir " + (dir / "other_cache").string() + " 2>&1";
+                        " --shape input=3x3x64x64 --json --cache-dir " + (dir / "other_cache").string() +
+                        " 2>&1";
   auto [status, output] = testing::run_command(command);
   ASSERT_EQ(status, 0) << output;
   EXPECT_NE(output.find("\"status\": \"hit\""), std::string::npos) << output;
@@ -136,7 +140,8 @@ TEST(Artifact, ACorruptGraphSectionOrForeignFileIsAClearError) {
     FAIL() << "a corrupt graph section decoded";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_model);
-    EXPECT_NE(std::string(e.what()).find("model.kiln: artifact graph section is corrupt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("model.kiln: artifact graph section is corrupt"), std::string::npos)
+        << e.what();
   }
   EXPECT_THROW((void)runtime::decode_artifact(m.bytes, "model.onnx"), Error);
   EXPECT_THROW((void)runtime::decode_artifact({}, "empty.kiln"), Error);
@@ -146,7 +151,8 @@ TEST(Artifact, ACorruptGraphSectionOrForeignFileIsAClearError) {
 TEST(Artifact, PublicSaveAndLoad) {
   testing::TempDir dir;
   auto m = tiny_resnet(3);
-  testing::write_file(dir / "model.onnx", std::string(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size()));
+  testing::write_file(dir / "model.onnx",
+                      std::string(reinterpret_cast<const char*>(m.bytes.data()), m.bytes.size()));
   auto settings = testing::fast_settings(dir / "cache");
   auto compiled = kiln::compile(dir / "model.onnx", batch_1_to_8(), settings);
   compiled.save(dir / "model.kiln");

@@ -33,11 +33,15 @@ frontend::ImportedModel zoo_model(const std::string& name, uint64_t seed) {
   return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), name + ".onnx");
 }
 
-std::vector<InputSpec> specs_for(int64_t batch) { return {InputSpec::fixed("input", DType::float32, {batch, 3, 64, 64})}; }
+std::vector<InputSpec> specs_for(int64_t batch) {
+  return {InputSpec::fixed("input", DType::float32, {batch, 3, 64, 64})};
+}
 
 Tensor test_input(int64_t batch) { return testing::ramp_tensor({batch, 3, 64, 64}); }
 
-CompileSettings fast_settings(const std::filesystem::path& cache_dir) { return testing::fast_settings(cache_dir); }
+CompileSettings fast_settings(const std::filesystem::path& cache_dir) {
+  return testing::fast_settings(cache_dir);
+}
 
 std::vector<float> run_once(CompiledModel& m, int64_t batch = 2) {
   std::vector<Tensor> in{test_input(batch)};
@@ -81,7 +85,8 @@ TEST(CompileCache, SecondModelOfTheArchitectureHitsAndGetsItsOwnWeights) {
   std::vector<Tensor> in{test_input(2)};
   auto ref_outputs = ref.run(in);
   auto expected = ref_outputs[0].data<float>();
-  for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(out_hit[i], expected[i], 1e-3 * (1 + std::fabs(expected[i])));
+  for (size_t i = 0; i < expected.size(); ++i)
+    EXPECT_NEAR(out_hit[i], expected[i], 1e-3 * (1 + std::fabs(expected[i])));
 
   // The hit reports the build it saved, and the counters add it up.
   EXPECT_EQ(hit.report().engines[0].saved_build_ms, std::floor(cold.report().engines[0].build_ms));
@@ -117,7 +122,8 @@ TEST_P(CorruptEntry, IsALoggedMissThatRebuildsAndOverwrites) {
 
   auto second = CompiledModel::compile(m.graph, specs_for(2), settings);
   EXPECT_EQ(second.report().engines[0].status, "miss");
-  EXPECT_NE(second.report().engines[0].reason.find("corrupt"), std::string::npos) << second.report().engines[0].reason;
+  EXPECT_NE(second.report().engines[0].reason.find("corrupt"), std::string::npos)
+      << second.report().engines[0].reason;
   EXPECT_EQ(run_once(second), expected);
 
   auto third = CompiledModel::compile(m.graph, specs_for(2), settings);
@@ -215,9 +221,10 @@ TEST(CompileCache, EightProcessesCompilingTogetherBuildOnce) {
   constexpr int k_processes = 8;
   std::vector<FILE*> pipes;
   for (int p = 0; p < k_processes; ++p) {
-    std::string command = std::string(KILN_CLI) + " build " + (dir / "model.onnx").string() +
-                          " --shape input=2x3x64x64 --optimization-level 0 --timing-cache - --json --cache-dir " +
-                          (dir / "cache").string() + " 2>/dev/null";
+    std::string command =
+        std::string(KILN_CLI) + " build " + (dir / "model.onnx").string() +
+        " --shape input=2x3x64x64 --optimization-level 0 --timing-cache - --json --cache-dir " +
+        (dir / "cache").string() + " 2>/dev/null";
     pipes.push_back(::popen(command.c_str(), "r"));
     ASSERT_NE(pipes.back(), nullptr);
   }

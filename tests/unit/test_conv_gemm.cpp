@@ -37,11 +37,13 @@ bool gemm_shaped(const ir::Graph& g, const ir::Node& n) {
   const ir::ValueType& w = g.value(n.inputs[1]).type;
   return w.shape && w.shape->size() == 4 && (*w.shape)[2] == ir::Dim(1) && (*w.shape)[3] == ir::Dim(1) &&
          n.attrs.get_int("group", 1) == 1 && all_equal(n.attrs.get_ints("strides", {1, 1}), 1) &&
-         all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 0) && all_equal(n.attrs.get_ints("dilations", {1, 1}), 1);
+         all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 0) &&
+         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1);
 }
 
 const cpu::Tactic k_gemm(cpu::ConvAlgo::gemm, cpu::Layout::nhwc, cpu::Prec::f32, "conv:gemm/nhwc/f32");
-const cpu::Tactic k_direct(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "conv:direct/nChw16c/f32");
+const cpu::Tactic k_direct(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32,
+                           "conv:direct/nChw16c/f32");
 
 TEST(ConvGemm, EveryPointwiseConvAsAMatmulMatchesTheReferenceAndRefits) {
   auto backend = make_cpu_backend();

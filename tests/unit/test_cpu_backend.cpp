@@ -51,8 +51,8 @@ Built build(Backend& backend, const std::string& name, uint64_t seed, std::span<
   return b;
 }
 
-void expect_matches_reference(const std::string& name, const std::vector<Tensor>& inputs, const CompileSettings& settings,
-                              double tolerance) {
+void expect_matches_reference(const std::string& name, const std::vector<Tensor>& inputs,
+                              const CompileSettings& settings, double tolerance) {
   SCOPED_TRACE(name);
   auto backend = make_cpu_backend();
   ir::Graph g = import_zoo(name, 3);
@@ -95,7 +95,8 @@ TEST(CpuBackend, RefitOfADeserializedPlanEqualsABuildWithThoseWeights) {
   auto backend = make_cpu_backend();
   for (const std::string name : {"resnet_tiny", "mobilenet_tiny", "bert_tiny"}) {
     SCOPED_TRACE(name);
-    std::vector<Tensor> inputs = name == "bert_tiny" ? bert_inputs(2, 16) : std::vector<Tensor>{sine_images(2, 64)};
+    std::vector<Tensor> inputs =
+        name == "bert_tiny" ? bert_inputs(2, 16) : std::vector<Tensor>{sine_images(2, 64)};
     ir::Graph ga = import_zoo(name, 1);
     auto specs = fixed_specs(ga, inputs);
     // Level 0 picks tactics without timing, so both builds choose the same ones.

@@ -103,7 +103,8 @@ TEST_P(DepthwiseFusion, FusedAndSplitMatchTheReferenceAndRefitBitwise) {
   for (cpu::LayerDesc& l : plan.layers) {
     if (l.dw_conv == ir::k_no_node) continue;
     l.dw_fused = false;
-    l.tactic = cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "conv:direct/nChw16c/f32");
+    l.tactic =
+        cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "conv:direct/nChw16c/f32");
     l.dw_tactic = l.tactic;
   }
   auto split = backend->deserialize(cpu::serialize_plan(plan));

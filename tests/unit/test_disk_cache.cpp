@@ -15,8 +15,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -40,7 +40,8 @@ std::string make_key(int i) {
   std::string key;
   char buf[3];
   for (int j = 0; j < 32; ++j) {
-    std::snprintf(buf, sizeof buf, "%02x", static_cast<unsigned>((i * 37 + j * 11 + (j == 0 ? i * 64 : 0)) & 0xff));
+    std::snprintf(buf, sizeof buf, "%02x",
+                  static_cast<unsigned>((i * 37 + j * 11 + (j == 0 ? i * 64 : 0)) & 0xff));
     key += buf;
   }
   return key;
@@ -127,7 +128,8 @@ TEST(DiskEngineCache, InvalidKeysAreIgnored) {
   TempDir dir;
   DiskEngineCache cache(dir.path(), 1 << 20);
   auto blob = make_blob(make_key(1), 0, 10);
-  for (const std::string& bad : std::vector<std::string>{"", "abc", std::string(64, 'A'), std::string(63, 'a') + "/", "../" + std::string(61, 'a')}) {
+  for (const std::string& bad : std::vector<std::string>{
+           "", "abc", std::string(64, 'A'), std::string(63, 'a') + "/", "../" + std::string(61, 'a')}) {
     cache.save(bad, blob);
     EXPECT_FALSE(cache.load(bad));
   }
@@ -350,12 +352,15 @@ TEST(DiskEngineCache, QuarantineAndVerify) {
   EXPECT_TRUE(cache.load(good_key));
   EXPECT_FALSE(cache.load(corrupt_key));
   EXPECT_FALSE(cache.load(misplaced_key));
-  EXPECT_EQ(count_files(cache.layout().quarantine_dir(), [](const std::string& n) { return n.ends_with(".kiln"); }), 2u);
-  EXPECT_EQ(count_files(cache.layout().quarantine_dir(), [](const std::string& n) { return n.ends_with(".reason"); }),
+  EXPECT_EQ(
+      count_files(cache.layout().quarantine_dir(), [](const std::string& n) { return n.ends_with(".kiln"); }),
+      2u);
+  EXPECT_EQ(count_files(cache.layout().quarantine_dir(),
+                        [](const std::string& n) { return n.ends_with(".reason"); }),
             2u);
   auto stats = cache.stats();
   EXPECT_EQ(stats.quarantined, 2u);
-  EXPECT_EQ(stats.entries, 1u);  // quarantine is not counted
+  EXPECT_EQ(stats.entries, 1u);                          // quarantine is not counted
   EXPECT_FALSE(cache.quarantine(corrupt_key, "again"));  // already gone
   EXPECT_FALSE(cache.verify_entry(corrupt_key));
   auto single = cache.verify_entry(good_key);
@@ -368,7 +373,9 @@ TEST(DiskEngineCache, QuarantineAndVerify) {
     cache.save(key, make_blob(key, 0, 10));
     EXPECT_TRUE(cache.quarantine(key, "test"));
   }
-  EXPECT_EQ(count_files(cache.layout().quarantine_dir(), [](const std::string& n) { return n.ends_with(".kiln"); }), 8u);
+  EXPECT_EQ(
+      count_files(cache.layout().quarantine_dir(), [](const std::string& n) { return n.ends_with(".kiln"); }),
+      8u);
 }
 
 TEST(DiskEngineCache, UnwritableFolderDegradesWithOneWarning) {
@@ -393,7 +400,8 @@ TEST(DiskEngineCache, UnwritableFolderDegradesWithOneWarning) {
   }
   auto err = ::testing::internal::GetCapturedStderr();
   size_t warnings = 0;
-  for (size_t at = err.find("is not writable"); at != std::string::npos; at = err.find("is not writable", at + 1)) {
+  for (size_t at = err.find("is not writable"); at != std::string::npos;
+       at = err.find("is not writable", at + 1)) {
     ++warnings;
   }
   EXPECT_EQ(warnings, 1u) << err;
@@ -468,7 +476,8 @@ TEST(DiskEngineCache, ConcurrentProcessesNeverTearEntriesAndKeepTheCap) {
     std::mt19937 rng(static_cast<uint32_t>(writer));
     for (int round = 0; round < k_rounds; ++round) {
       // Keys 0-5 are shared by everyone; 100+ are this writer's own.
-      int id = (rng() % 2 == 0) ? static_cast<int>(rng() % 6) : 100 + writer * 10 + static_cast<int>(rng() % 4);
+      int id =
+          (rng() % 2 == 0) ? static_cast<int>(rng() % 6) : 100 + writer * 10 + static_cast<int>(rng() % 4);
       auto key = make_key(id);
       cache.save(key, make_blob(key, writer, 100 + rng() % 400));
       auto other = make_key(static_cast<int>(rng() % 6));

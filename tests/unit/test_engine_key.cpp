@@ -104,7 +104,8 @@ Body binary(const std::string& op, bool swapped) {
   return [op, swapped](ModelBuilder& b, const std::string& p) {
     b.add_input(p + "a", k_float, dims({4, 4}));
     b.add_input(p + "b", k_float, dims({4, 4}));
-    std::string y = swapped ? b.node(op, p + "n", {p + "b", p + "a"}) : b.node(op, p + "n", {p + "a", p + "b"});
+    std::string y =
+        swapped ? b.node(op, p + "n", {p + "b", p + "a"}) : b.node(op, p + "n", {p + "a", p + "b"});
     b.add_output(y, k_float, dims({4, 4}));
   };
 }
@@ -115,8 +116,8 @@ Body conv(std::vector<int64_t> strides, std::vector<int64_t> pads, int64_t out_c
     std::string w = b.weight(p + "w", {out_channels, 3, 3, 3}, 0.1f);
     std::string bias = b.weight(p + "bias", {out_channels}, 0.1f);
     std::string y = b.node("Conv", p + "conv", {p + "x", w, bias},
-                           {Attr::of("kernel_shape", std::vector<int64_t>{3, 3}), Attr::of("strides", strides),
-                            Attr::of("pads", pads)});
+                           {Attr::of("kernel_shape", std::vector<int64_t>{3, 3}),
+                            Attr::of("strides", strides), Attr::of("pads", pads)});
     std::string r = b.node("Relu", p + "relu", {y});
     b.add_output(r, k_float, any_dims(4));
   };
@@ -213,7 +214,9 @@ void expect_zoo_model_key_survives_renaming(const std::string& name) {
   EXPECT_EQ(text.find("other_"), std::string::npos);
 }
 
-TEST(EngineKey, RenamedResNetTinyExportHasTheSameKey) { expect_zoo_model_key_survives_renaming("resnet_tiny"); }
+TEST(EngineKey, RenamedResNetTinyExportHasTheSameKey) {
+  expect_zoo_model_key_survives_renaming("resnet_tiny");
+}
 
 TEST(EngineKey, RenamedBertTinyExportHasTheSameKey) { expect_zoo_model_key_survives_renaming("bert_tiny"); }
 
@@ -330,16 +333,19 @@ TEST(EngineKey, FoldedBatchNormEpsilonChangesTheGraphPart) {
     return [epsilon](ModelBuilder& b, const std::string& p) {
       b.add_input(p + "x", k_float, dims({1, 3, 8, 8}));
       std::string w = b.weight(p + "w", {4, 3, 3, 3}, 0.1f);
-      std::string y = b.node("Conv", p + "conv", {p + "x", w}, {Attr::of("kernel_shape", std::vector<int64_t>{3, 3})});
-      std::string z = b.node("BatchNormalization", p + "bn",
-                             {y, b.uniform_weight(p + "gamma", {4}, 0.5f, 1.5f), b.weight(p + "beta", {4}, 0.1f),
-                              b.weight(p + "mean", {4}, 0.1f), b.uniform_weight(p + "var", {4}, 0.5f, 1.5f)},
-                             {Attr::of("epsilon", epsilon)});
+      std::string y =
+          b.node("Conv", p + "conv", {p + "x", w}, {Attr::of("kernel_shape", std::vector<int64_t>{3, 3})});
+      std::string z =
+          b.node("BatchNormalization", p + "bn",
+                 {y, b.uniform_weight(p + "gamma", {4}, 0.5f, 1.5f), b.weight(p + "beta", {4}, 0.1f),
+                  b.weight(p + "mean", {4}, 0.1f), b.uniform_weight(p + "var", {4}, 0.5f, 1.5f)},
+                 {Attr::of("epsilon", epsilon)});
       b.add_output(z, k_float, any_dims(4));
     };
   };
   ir::Graph a = small(conv_bn(1e-5f)), b = small(conv_bn(1e-3f));
-  for (const ir::Node& n : a.nodes()) EXPECT_NE(n.op_type, "BatchNormalization") << "expected BatchNorm folded";
+  for (const ir::Node& n : a.nodes())
+    EXPECT_NE(n.op_type, "BatchNormalization") << "expected BatchNorm folded";
   expect_differs_in(a, b, "graph");
 }
 
@@ -439,7 +445,8 @@ TEST(EngineKey, SpecCountMustMatchTheGraphInputs) {
     FAIL() << "expected a kiln::Error";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::invalid_argument);
-    EXPECT_NE(std::string(e.what()).find("1 input specs for a graph with 2 inputs"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("1 input specs for a graph with 2 inputs"), std::string::npos)
+        << e.what();
   }
 }
 

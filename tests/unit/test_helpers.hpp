@@ -2,13 +2,13 @@
 // written with the zoo's ModelBuilder.
 #pragma once
 
+#include <unistd.h>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <span>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #include "kiln/settings.hpp"

@@ -12,10 +12,10 @@
 #include <thread>
 
 #include "backends/ref/executor.hpp"
+#include "cpu_test_helpers.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/error.hpp"
 #include "kiln/jit.hpp"
-#include "cpu_test_helpers.hpp"
 #include "test_helpers.hpp"
 #include "zoo/zoo.hpp"
 

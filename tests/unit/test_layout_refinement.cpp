@@ -45,7 +45,8 @@ TEST(LayoutRefinement, Level4BuildsMatchTheReferenceAndTheirPlansReload) {
     const EngineInfo built = engine->info();
     const EngineInfo loaded = restored->info();
     ASSERT_EQ(built.layers.size(), loaded.layers.size());
-    for (size_t i = 0; i < built.layers.size(); ++i) EXPECT_EQ(built.layers[i].tactic, loaded.layers[i].tactic);
+    for (size_t i = 0; i < built.layers.size(); ++i)
+      EXPECT_EQ(built.layers[i].tactic, loaded.layers[i].tactic);
   }
 }
 

@@ -35,7 +35,8 @@ using testing::relative_error;
 std::vector<Tensor> inputs_for(const std::string& name) {
   if (name == "resnet_tiny") {
     std::vector<float> pixels(2 * 3 * 64 * 64);
-    for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+    for (size_t i = 0; i < pixels.size(); ++i)
+      pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
     return {Tensor::from_values<float>({2, 3, 64, 64}, pixels)};
   }
   const int64_t batch = 2, seq = 16;
@@ -80,7 +81,8 @@ Built build(Backend& backend, const std::string& name, uint64_t seed, const Comp
 // tuned.
 bool is_weight_matmul(const LayerReport& r) {
   // r.op names the fused chain: "MatMul+Add+Gelu", "Gemm+Relu".
-  return (r.op.rfind("MatMul", 0) == 0 || r.op.rfind("Gemm", 0) == 0) && r.tactic.rfind("matmul:batched", 0) != 0;
+  return (r.op.rfind("MatMul", 0) == 0 || r.op.rfind("Gemm", 0) == 0) &&
+         r.tactic.rfind("matmul:batched", 0) != 0;
 }
 
 std::vector<std::string> weight_matmul_tactics(const Engine& engine) {
@@ -94,7 +96,8 @@ std::vector<std::string> weight_matmul_tactics(const Engine& engine) {
 }
 
 // The timing-cache entries of matmul layers: key -> candidate names.
-std::vector<std::pair<std::string, std::vector<std::string>>> matmul_entries(const builder::TimingCache& cache) {
+std::vector<std::pair<std::string, std::vector<std::string>>> matmul_entries(
+    const builder::TimingCache& cache) {
   std::vector<std::pair<std::string, std::vector<std::string>>> out;
   for (const std::string& key : cache.keys()) {
     if (key.find("|matmul|") == std::string::npos) continue;
@@ -111,7 +114,8 @@ std::pair<std::string, std::string> impl_and_layout(const std::string& candidate
   const size_t a = candidate.find('/');
   const size_t b = candidate.find('/', a + 1);
   const size_t end = candidate.find('+', b + 1);
-  return {candidate.substr(a + 1, b - a - 1), candidate.substr(b + 1, end == std::string::npos ? end : end - b - 1)};
+  return {candidate.substr(a + 1, b - a - 1),
+          candidate.substr(b + 1, end == std::string::npos ? end : end - b - 1)};
 }
 
 TEST(MatmulTactics, Level3TimesSeveralCandidatesPerWeightMatmul) {
@@ -129,7 +133,8 @@ TEST(MatmulTactics, Level3TimesSeveralCandidatesPerWeightMatmul) {
       EXPECT_GE(names.size(), 2u) << key;
       for (const std::string& n : names) {
         EXPECT_EQ(n.rfind("matmul:f32/", 0), 0u) << n;
-        EXPECT_EQ(impl_and_layout(n).first.rfind("ref", 0), std::string::npos) << "reference kernel timed: " << n;
+        EXPECT_EQ(impl_and_layout(n).first.rfind("ref", 0), std::string::npos)
+            << "reference kernel timed: " << n;
         layouts.insert(impl_and_layout(n).second);
       }
     }
@@ -149,7 +154,8 @@ TEST(MatmulTactics, Level3TimesSeveralCandidatesPerWeightMatmul) {
     auto got = a.engine->run(inputs);
     auto want = ref::Executor(a.graph).run(inputs);
     ASSERT_EQ(got.size(), want.size());
-    for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(relative_error(got[i], want[i]), 1e-3) << "output " << i;
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_LE(relative_error(got[i], want[i]), 1e-3) << "output " << i;
   }
 }
 
@@ -219,7 +225,8 @@ TEST(MatmulTactics, EveryOfferedCandidateLoadsFromThePlanAndRefits) {
     engine->refit(passes::source_weights(b.graph));
     auto got = engine->run(inputs);
     ASSERT_EQ(got.size(), want.size());
-    for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(relative_error(got[i], want[i]), 1e-3) << "output " << i;
+    for (size_t i = 0; i < got.size(); ++i)
+      EXPECT_LE(relative_error(got[i], want[i]), 1e-3) << "output " << i;
   }
 }
 
@@ -257,7 +264,8 @@ TEST(MatmulTactics, TimingsAtOneThreadCountAreNotReusedAtAnother) {
   // Every layer was timed again under its own key.
   EXPECT_EQ(cache.size(), 2 * at1.size());
   for (const std::string& k : cache.keys()) {
-    EXPECT_TRUE(k.find("|threads=1|") != std::string::npos || k.find("|threads=2|") != std::string::npos) << k;
+    EXPECT_TRUE(k.find("|threads=1|") != std::string::npos || k.find("|threads=2|") != std::string::npos)
+        << k;
   }
   // The same thread count again is all hits.
   const uint64_t hits = cache.hits();

@@ -1,8 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <onnx/onnx_pb.h>
 #include <cmath>
 #include <cstring>
-#include <onnx/onnx_pb.h>
 
 #include "backends/ref/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
@@ -69,14 +69,16 @@ TEST(OnnxImporter, WeightsOutliveTheImportedModelObject) {
 }
 
 TEST(OnnxImporter, MissingFileIsAnIoErrorNamingThePath) {
-  expect_error([] { import_onnx_file("/nonexistent/model.onnx"); }, ErrorCode::io, {"/nonexistent/model.onnx"});
+  expect_error([] { import_onnx_file("/nonexistent/model.onnx"); }, ErrorCode::io,
+               {"/nonexistent/model.onnx"});
 }
 
 TEST(OnnxImporter, TruncatedFilesAreInvalidModels) {
   TempDir dir;
   std::string bytes = tiny_model();
   // Cut at many points: each must be a clean error, never a crash.
-  for (size_t cut : {size_t{1}, size_t{7}, size_t{100}, bytes.size() / 3, bytes.size() / 2, bytes.size() - 1}) {
+  for (size_t cut :
+       {size_t{1}, size_t{7}, size_t{100}, bytes.size() / 3, bytes.size() / 2, bytes.size() - 1}) {
     auto path = dir / ("cut" + std::to_string(cut) + ".onnx");
     write_file(path, bytes.substr(0, cut));
     expect_error([&] { import_onnx_file(path); }, ErrorCode::invalid_model, {path.string()});

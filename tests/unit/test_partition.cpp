@@ -2,8 +2,8 @@
 // reference backend for the rest, each engine its own cache entry.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <onnx/onnx_pb.h>
+#include <cmath>
 
 #include "backends/ref/executor.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
@@ -31,12 +31,14 @@ std::string repeated_block_model(int blocks, uint64_t seed) {
     std::string p = "block" + std::to_string(i);
     std::string w = b.weight(p + ".w", {4, 4, 3, 3}, 0.3f);
     std::string bias = b.weight(p + ".b", {4}, 0.1f);
-    std::string c = b.node("Conv", p + ".conv", {h, w, bias}, {zoo::Attr::of("pads", std::vector<int64_t>{1, 1, 1, 1})});
+    std::string c =
+        b.node("Conv", p + ".conv", {h, w, bias}, {zoo::Attr::of("pads", std::vector<int64_t>{1, 1, 1, 1})});
     std::string r = b.node("Relu", p + ".relu", {c});
     std::string nz = b.node("NonZero", p + ".nonzero", {r});
     std::string s = b.node("Shape", p + ".shape", {nz});
     std::string count = b.node("Gather", p + ".count", {s, one}, {zoo::Attr::of("axis", int64_t{0})});
-    std::string f = b.node("Cast", p + ".cast", {count}, {zoo::Attr::of("to", int64_t{onnx::TensorProto::FLOAT})});
+    std::string f =
+        b.node("Cast", p + ".cast", {count}, {zoo::Attr::of("to", int64_t{onnx::TensorProto::FLOAT})});
     std::string z = b.node("Mul", p + ".zero", {f, zero});
     h = b.node("Add", p + ".add", {r, z});
   }
@@ -62,13 +64,15 @@ void expect_matches_reference(CompiledModel& compiled, const ir::Graph& graph, i
   ASSERT_EQ(got[0].shape(), want[0].shape());
   auto g = got[0].data<float>();
   auto w = want[0].data<float>();
-  for (size_t i = 0; i < w.size(); ++i) ASSERT_NEAR(g[i], w[i], 1e-4 * (1 + std::fabs(w[i]))) << "element " << i;
+  for (size_t i = 0; i < w.size(); ++i)
+    ASSERT_NEAR(g[i], w[i], 1e-4 * (1 + std::fabs(w[i]))) << "element " << i;
 }
 
 TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
   testing::TempDir dir;
   auto model = import(repeated_block_model(5, 1));
-  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
+  auto compiled =
+      CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   const auto& report = compiled.report();
   // engine, fallback, engine, fallback, ... engine: 6 engines, 5 fallbacks.
   ASSERT_EQ(report.segments.size(), 11u);
@@ -154,7 +158,8 @@ TEST(Partition, ZooModelsAreOneEngineEach) {
 TEST(Partition, AShapeOutsideTheRangeNamesTheInputDimAndRange) {
   testing::TempDir dir;
   auto model = import(repeated_block_model(2, 1));
-  auto compiled = CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
+  auto compiled =
+      CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   std::vector<Tensor> in{input_of(5)};
   try {
     compiled.run(in);

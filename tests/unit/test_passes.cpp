@@ -50,7 +50,8 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 
 Tensor image_batch(int64_t batch, int64_t size) {
   std::vector<float> pixels(static_cast<size_t>(batch * 3 * size * size));
-  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  for (size_t i = 0; i < pixels.size(); ++i)
+    pixels[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
   return Tensor::from_values<float>({batch, 3, size, size}, pixels);
 }
 
@@ -97,7 +98,8 @@ void expect_recipes_replay(const ir::Graph& input, const ir::Graph& lowered) {
     const ir::Value& value = lowered.value(static_cast<ir::ValueId>(v));
     if (!value.recipe) continue;
     ASSERT_TRUE(value.initializer) << value.name;
-    EXPECT_TRUE(same_bytes(passes::evaluate_recipe(*value.recipe, sources), *value.initializer)) << value.name;
+    EXPECT_TRUE(same_bytes(passes::evaluate_recipe(*value.recipe, sources), *value.initializer))
+        << value.name;
     ++checked;
   }
   EXPECT_GT(checked, 0);
@@ -128,11 +130,15 @@ class TinyGraph {
     g.source = "tiny";
   }
   ir::ValueId input() const { return m_input; }
-  ir::ValueId scalar(float v) { return g.add_initializer("c" + std::to_string(m_count++), Tensor::scalar<float>(v)); }
+  ir::ValueId scalar(float v) {
+    return g.add_initializer("c" + std::to_string(m_count++), Tensor::scalar<float>(v));
+  }
   ir::ValueId weight(std::vector<int64_t> shape, float base) {
     std::vector<float> values(static_cast<size_t>(shape_numel(shape)));
-    for (size_t i = 0; i < values.size(); ++i) values[i] = base + 0.1f * static_cast<float>(std::sin(3.0 * i + base));
-    return g.add_initializer("w" + std::to_string(m_count++), Tensor::from_values<float>(std::move(shape), values));
+    for (size_t i = 0; i < values.size(); ++i)
+      values[i] = base + 0.1f * static_cast<float>(std::sin(3.0 * i + base));
+    return g.add_initializer("w" + std::to_string(m_count++),
+                             Tensor::from_values<float>(std::move(shape), values));
   }
   ir::ValueId node(const std::string& op, std::vector<ir::ValueId> inputs, ir::Attributes attrs = {}) {
     ir::Node n;
@@ -167,7 +173,8 @@ Tensor ramp(std::vector<int64_t> shape) {
 
 TEST(PassesWeights, StructuralConstantsAreNotRefittable) {
   ir::Graph g;
-  ir::ValueId x = g.add_value("x", ir::ValueType::of_static(DType::float32, std::vector<int64_t>{1, 2, 4, 4}));
+  ir::ValueId x =
+      g.add_value("x", ir::ValueType::of_static(DType::float32, std::vector<int64_t>{1, 2, 4, 4}));
   g.add_input(x);
   std::vector<float> w(2 * 2 * 1 * 1, 0.5f);
   ir::ValueId weight = g.add_initializer("w", Tensor::from_values<float>({2, 2, 1, 1}, w));
@@ -247,22 +254,29 @@ TEST(PassesWeights, ResnetTinyWeightsAreItsParameters) {
 TEST(PassesRecipes, EvaluatesEachOp) {
   std::vector<float> w = {1, 2, 3, 4, 5, 6};
   std::vector<float> gamma = {2, 3}, beta = {0.5f, -1}, mean = {1, 2}, var = {3, 8}, bias = {10, 20};
-  std::vector<Tensor> sources = {Tensor::from_values<float>({2, 3}, w), Tensor::from_values<float>({2}, gamma),
-                                 Tensor::from_values<float>({2}, beta), Tensor::from_values<float>({2}, mean),
-                                 Tensor::from_values<float>({2}, var),  Tensor::from_values<float>({2}, bias)};
+  std::vector<Tensor> sources = {
+      Tensor::from_values<float>({2, 3}, w), Tensor::from_values<float>({2}, gamma),
+      Tensor::from_values<float>({2}, beta), Tensor::from_values<float>({2}, mean),
+      Tensor::from_values<float>({2}, var),  Tensor::from_values<float>({2}, bias)};
   const float eps = 1.0f;
-  WeightRecipe scale{WeightRecipe::Op::bn_fold_scale, -1,
-                     {WeightRecipe::from_source(0), WeightRecipe::from_source(1), WeightRecipe::from_source(4)},
-                     {}, {eps}};
+  WeightRecipe scale{
+      WeightRecipe::Op::bn_fold_scale,
+      -1,
+      {WeightRecipe::from_source(0), WeightRecipe::from_source(1), WeightRecipe::from_source(4)},
+      {},
+      {eps}};
   Tensor s = passes::evaluate_recipe(scale, sources);
   ASSERT_EQ(s.shape(), (std::vector<int64_t>{2, 3}));
   EXPECT_FLOAT_EQ(s.data<float>()[0], 1 * 2 / 2.0f);
   EXPECT_FLOAT_EQ(s.data<float>()[5], 6 * 3 / 3.0f);
 
-  WeightRecipe fold_bias{WeightRecipe::Op::bn_fold_bias, -1,
-                         {WeightRecipe::from_source(1), WeightRecipe::from_source(2), WeightRecipe::from_source(3),
-                          WeightRecipe::from_source(4), WeightRecipe::from_source(5)},
-                         {}, {eps}};
+  WeightRecipe fold_bias{
+      WeightRecipe::Op::bn_fold_bias,
+      -1,
+      {WeightRecipe::from_source(1), WeightRecipe::from_source(2), WeightRecipe::from_source(3),
+       WeightRecipe::from_source(4), WeightRecipe::from_source(5)},
+      {},
+      {eps}};
   Tensor b = passes::evaluate_recipe(fold_bias, sources);
   EXPECT_FLOAT_EQ(b.data<float>()[0], (10 - 1) * 2 / 2.0f + 0.5f);
   EXPECT_FLOAT_EQ(b.data<float>()[1], (20 - 2) * 3 / 3.0f - 1);
@@ -285,7 +299,8 @@ TEST(PassesRecipes, EvaluatesEachOp) {
 TEST(PassesRecipes, RejectsBadIndexShapeAndDtype) {
   std::vector<float> w = {1, 2, 3, 4, 5, 6};
   std::vector<int64_t> ints = {1, 2};
-  std::vector<Tensor> sources = {Tensor::from_values<float>({2, 3}, w), Tensor::from_values<int64_t>({2}, ints),
+  std::vector<Tensor> sources = {Tensor::from_values<float>({2, 3}, w),
+                                 Tensor::from_values<int64_t>({2}, ints),
                                  Tensor::from_values<float>({3}, std::vector<float>{1, 1, 1})};
   auto expect_invalid = [&](const WeightRecipe& r, const std::string& needle) {
     try {
@@ -297,18 +312,25 @@ TEST(PassesRecipes, RejectsBadIndexShapeAndDtype) {
     }
   };
   expect_invalid(WeightRecipe::from_source(7), "out of range");
-  expect_invalid(WeightRecipe{WeightRecipe::Op::reshape, -1, {WeightRecipe::from_source(0)}, {4}, {}}, "reshape");
+  expect_invalid(WeightRecipe{WeightRecipe::Op::reshape, -1, {WeightRecipe::from_source(0)}, {4}, {}},
+                 "reshape");
   expect_invalid(WeightRecipe{WeightRecipe::Op::transpose, -1, {WeightRecipe::from_source(0)}, {0, 0}, {}},
                  "permutation");
-  expect_invalid(WeightRecipe{WeightRecipe::Op::bn_fold_scale, -1,
-                              {WeightRecipe::from_source(0), WeightRecipe::from_source(1), WeightRecipe::from_source(1)},
-                              {}, {1e-5f}},
-                 "dtype");
+  expect_invalid(
+      WeightRecipe{WeightRecipe::Op::bn_fold_scale,
+                   -1,
+                   {WeightRecipe::from_source(0), WeightRecipe::from_source(1), WeightRecipe::from_source(1)},
+                   {},
+                   {1e-5f}},
+      "dtype");
   // gamma has 3 elements for W's 2 output channels.
-  expect_invalid(WeightRecipe{WeightRecipe::Op::bn_fold_scale, -1,
-                              {WeightRecipe::from_source(0), WeightRecipe::from_source(2), WeightRecipe::from_source(2)},
-                              {}, {1e-5f}},
-                 "gamma");
+  expect_invalid(
+      WeightRecipe{WeightRecipe::Op::bn_fold_scale,
+                   -1,
+                   {WeightRecipe::from_source(0), WeightRecipe::from_source(2), WeightRecipe::from_source(2)},
+                   {},
+                   {1e-5f}},
+      "gamma");
 }
 
 // ---- lower() ---------------------------------------------------------------------
@@ -429,7 +451,8 @@ TEST(PassesLower, FoldsStaticDimsOfAPartlySymbolicShape) {
   ir::ValueId x = g.add_value("y", ir::ValueType{DType::float32, ir::Dims{2, ir::Dim::symbol("seq"), 8}});
   g.add_input(x);
   auto i64 = [&](std::vector<int64_t> shape, std::vector<int64_t> values) {
-    return g.add_initializer("i" + std::to_string(g.num_values()), Tensor::from_values<int64_t>(shape, values));
+    return g.add_initializer("i" + std::to_string(g.num_values()),
+                             Tensor::from_values<int64_t>(shape, values));
   };
   ir::ValueId shape = t.node("Shape", {x});
   ir::Attributes axis0;
@@ -499,7 +522,8 @@ TEST(PassesLower, GemmBatchNormFoldsForBothWeightLayouts) {
     ir::Attributes bn_attrs;
     bn_attrs.set("epsilon", 1e-3f);
     y = t.node("BatchNormalization",
-               {y, t.weight({5}, 1.0f), t.weight({5}, 0.2f), t.weight({5}, -0.1f), t.weight({5}, 0.8f)}, bn_attrs);
+               {y, t.weight({5}, 1.0f), t.weight({5}, 0.2f), t.weight({5}, -0.1f), t.weight({5}, 0.8f)},
+               bn_attrs);
     ir::Graph g = t.finish(y);
     ir::Graph lowered = passes::lower(g);
     EXPECT_EQ(count_ops(lowered).count("BatchNormalization"), 0u);
@@ -516,8 +540,8 @@ TEST(PassesLower, GemmBatchNormFoldsForBothWeightLayouts) {
 TEST(PassesLower, BatchNormWithAnotherReaderOfTheConvIsKept) {
   TinyGraph t({1, 2, 4, 4});
   ir::ValueId conv = t.node("Conv", {t.input(), t.weight({3, 2, 1, 1}, 0.5f)});
-  ir::ValueId bn = t.node("BatchNormalization",
-                          {conv, t.weight({3}, 1.0f), t.weight({3}, 0.2f), t.weight({3}, -0.1f), t.weight({3}, 0.8f)});
+  ir::ValueId bn = t.node("BatchNormalization", {conv, t.weight({3}, 1.0f), t.weight({3}, 0.2f),
+                                                 t.weight({3}, -0.1f), t.weight({3}, 0.8f)});
   ir::Graph g = t.finish(t.node("Add", {bn, conv}));
   ir::Graph lowered = passes::lower(g);
   EXPECT_EQ(count_ops(lowered)["BatchNormalization"], 1);

@@ -148,7 +148,7 @@ TEST(RedisCache, LargeBlobsAreStoredInChunksWellWithinRedisLimits) {
   REQUIRE_REDIS_SERVER();
   RedisTestServer server;
   RedisEngineCache cache(parse_redis_uri(server.uri()));  // default 8 MiB chunks
-  auto blob = bytes((size_t{20} << 20) + 5, 9);              // an AOT-artifact-sized entry
+  auto blob = bytes((size_t{20} << 20) + 5, 9);           // an AOT-artifact-sized entry
   cache.save(key_of('L'), blob);
   auto loaded = cache.load(key_of('L'));
   ASSERT_TRUE(loaded);
@@ -498,8 +498,8 @@ TEST(RedisFleet, AMissExplainsItselfFromRedisEntriesAlone) {
   testing::write_file(dir / "model.onnx", zoo::build_zoo_model("resnet_tiny", {5, std::nullopt}).onnx_bytes);
   auto build = [&](const std::string& extra) {
     return std::string(KILN_CLI) + " build " + (dir / "model.onnx").string() +
-           " --shape input=2x3x64x64 --optimization-level 0 --timing-cache - --json --cache " + server.uri() + extra +
-           " 2>/dev/null";
+           " --shape input=2x3x64x64 --optimization-level 0 --timing-cache - --json --cache " + server.uri() +
+           extra + " 2>/dev/null";
   };
   auto first = run_hosts({build("")});
   ASSERT_EQ(count_status(first, "miss"), 1) << first[0].output;
@@ -530,7 +530,8 @@ TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {
   EXPECT_NE(ls[0].output.find(key), std::string::npos) << ls[0].output;
 
   // verify and prune have no Redis form: a clear error, nothing touched.
-  auto verify = run_hosts({cli + "verify" + on_redis + " 2>&1", cli + "prune --max-size 1K" + on_redis + " 2>&1"});
+  auto verify =
+      run_hosts({cli + "verify" + on_redis + " 2>&1", cli + "prune --max-size 1K" + on_redis + " 2>&1"});
   for (const auto& r : verify) {
     EXPECT_NE(r.exit_code, 0) << r.output;
     EXPECT_NE(r.output.find("disk cache only"), std::string::npos) << r.output;
@@ -545,8 +546,8 @@ TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {
   EXPECT_NE(disk[0].output.find(key), std::string::npos) << disk[0].output;
 
   // A tier list acts on each tier in turn; a RAM tier (one process's) is skipped.
-  auto both = run_hosts({cli + "clear --cache-tiers ram,disk," + server.uri() + " --cache-dir " +
-                         (dir / "a").string()});
+  auto both = run_hosts(
+      {cli + "clear --cache-tiers ram,disk," + server.uri() + " --cache-dir " + (dir / "a").string()});
   EXPECT_EQ(both[0].exit_code, 0) << both[0].output;
   EXPECT_NE(both[0].output.find("skipped"), std::string::npos) << both[0].output;
   disk = run_hosts({cli + "ls --cache-dir " + (dir / "a").string()});
@@ -558,8 +559,8 @@ TEST(RedisFleet, CacheLsAndClearActOnTheNamedRedisNotTheLocalDisk) {
   EXPECT_NE(down[0].output.find("cannot reach"), std::string::npos) << down[0].output;
   // With Redis down, a tier list still acts on the disk tier, reports Redis's
   // error, and exits non-zero.
-  auto partial = run_hosts({cli + "ls --cache-tiers disk," + server.uri() + " --cache-dir " + (dir / "a").string() +
-                            " 2>&1"});
+  auto partial = run_hosts(
+      {cli + "ls --cache-tiers disk," + server.uri() + " --cache-dir " + (dir / "a").string() + " 2>&1"});
   EXPECT_NE(partial[0].exit_code, 0);
   EXPECT_NE(partial[0].output.find("Tier disk"), std::string::npos) << partial[0].output;
   EXPECT_NE(partial[0].output.find("error: cache ls: cannot reach"), std::string::npos) << partial[0].output;

@@ -9,9 +9,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
-#include <algorithm>
 #include <numeric>
 #include <optional>
 #include <sstream>
@@ -19,13 +19,13 @@
 #include <string>
 #include <vector>
 
-#include "util/atomic_file.hpp"
-#include "util/lock_file.hpp"
 #include "builder/progress.hpp"
 #include "builder/tactic_search.hpp"
 #include "builder/timing_cache.hpp"
 #include "kiln/error.hpp"
 #include "test_helpers.hpp"
+#include "util/atomic_file.hpp"
+#include "util/lock_file.hpp"
 
 namespace kiln::builder {
 namespace {
@@ -201,7 +201,7 @@ TEST(TimingCache, SaveMergesWhatOthersSavedMeanwhile) {
   EXPECT_TRUE(merged.find("only_a").has_value());
   EXPECT_TRUE(merged.find("only_b").has_value());
   EXPECT_EQ(merged.find("both")->at(0).tactic, "y");  // the later saver wins on conflict
-  EXPECT_EQ(b.size(), 3u);  // b also learned a's entries
+  EXPECT_EQ(b.size(), 3u);                            // b also learned a's entries
 }
 
 TEST(TimingCache, UnwritablePathFailsWithoutThrowing) {
@@ -329,8 +329,7 @@ TEST(LockFile, ExcludesOtherHoldersAndReleases) {
 }
 
 TEST(BuildProgress, FormatsCountsPercentAndEstimate) {
-  EXPECT_EQ(BuildProgress::format("timing layers", 12, 57, 3.42),
-            "timing layers: 12/57 (21%), ~3.4 s left");
+  EXPECT_EQ(BuildProgress::format("timing layers", 12, 57, 3.42), "timing layers: 12/57 (21%), ~3.4 s left");
   EXPECT_EQ(BuildProgress::format("timing layers", 0, 57, std::nullopt), "timing layers: 0/57 (0%)");
   EXPECT_EQ(BuildProgress::format("x", 1, 2, 42.4), "x: 1/2 (50%), ~42 s left");
   EXPECT_EQ(BuildProgress::format("x", 1, 2, 125.0), "x: 1/2 (50%), ~2 min 05 s left");
@@ -496,9 +495,8 @@ TEST(TacticSearch, LevelsScaleEffortAndFailuresAreSkipped) {
   EXPECT_EQ(search_tactics("k", flaky, CompileSettings{}, &cache).tactic, "works");
   EXPECT_EQ(cache.find("k")->size(), 1u);  // failures are not cached
 
-  std::vector<TacticCandidate> all_broken = {
-      {"x", []() -> double { throw std::runtime_error("first"); }},
-      {"y", []() -> double { throw std::runtime_error("second"); }}};
+  std::vector<TacticCandidate> all_broken = {{"x", []() -> double { throw std::runtime_error("first"); }},
+                                             {"y", []() -> double { throw std::runtime_error("second"); }}};
   EXPECT_THROW(search_tactics("k2", all_broken, CompileSettings{}, nullptr), std::runtime_error);
   EXPECT_THROW(search_tactics("k3", {}, CompileSettings{}, nullptr), kiln::Error);
 }

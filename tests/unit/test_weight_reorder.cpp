@@ -49,7 +49,7 @@ TEST(WeightReorder, EqualsOneDnnForBlockedLayoutsTypesAndFactors) {
   const std::vector<Case> cases = {
       {{64, 32, 3, 3}, Tag::oihw, Tag::OIhw16i16o},
       {{256, 64, 1, 1}, Tag::oihw, Tag::OIhw16i16o},
-      {{24, 17, 3, 3}, Tag::oihw, Tag::OIhw16i16o},   // padded: channels not a multiple of 16
+      {{24, 17, 3, 3}, Tag::oihw, Tag::OIhw16i16o},     // padded: channels not a multiple of 16
       {{4, 8, 1, 3, 3}, Tag::goihw, Tag::gOIhw16i16o},  // grouped, 5-D view
       {{32, 1, 1, 3, 3}, Tag::goihw, Tag::Goihw16g},    // depthwise
       {{128, 96}, Tag::ab, Tag::BA16a64b},              // matmul weights
@@ -58,8 +58,9 @@ TEST(WeightReorder, EqualsOneDnnForBlockedLayoutsTypesAndFactors) {
   for (const Case& c : cases) {
     for (Dt dt : {Dt::f32, Dt::bf16}) {
       for (bool scaled : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "dims[0]=" << c.dims[0] << " ndims=" << c.dims.size()
-                                          << (dt == Dt::bf16 ? " bf16" : " f32") << (scaled ? " scaled" : ""));
+        SCOPED_TRACE(::testing::Message()
+                     << "dims[0]=" << c.dims[0] << " ndims=" << c.dims.size()
+                     << (dt == Dt::bf16 ? " bf16" : " f32") << (scaled ? " scaled" : ""));
         Md src_md(c.dims, Dt::f32, c.plain);
         Md dst_md(c.dims, dt, c.blocked);
         size_t n = src_md.get_size() / sizeof(float);
@@ -127,8 +128,9 @@ std::vector<Md> winograd_weight_layouts(const dnnl::memory::dims& dims, int64_t 
   Md wei(dims, Dt::f32, Tag::any);
   std::vector<Md> layouts;
   try {
-    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
-                                         src, wei, dst, {1, 1}, {1, 1}, {1, 1});
+    dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference,
+                                         dnnl::algorithm::convolution_winograd, src, wei, dst, {1, 1}, {1, 1},
+                                         {1, 1});
     dnnl::convolution_forward::primitive_desc pd(desc, engine);
     do {
       if (pd.weights_desc().data.format_kind == dnnl_format_kind_wino) layouts.push_back(pd.weights_desc());
@@ -142,15 +144,19 @@ std::vector<Md> winograd_weight_layouts(const dnnl::memory::dims& dims, int64_t 
 TEST(WeightReorder, WinogradEqualsOneDnnForBothTileSizesAndFactors) {
   std::set<int> formats;
   uint32_t seed = 100;
-  for (const auto& [dims, spatial] : std::vector<std::pair<dnnl::memory::dims, int64_t>>{
-           {{64, 64, 3, 3}, 56}, {{128, 128, 3, 3}, 28}, {{256, 256, 3, 3}, 14}, {{64, 32, 3, 3}, 28}, {{40, 24, 3, 3}, 14}}) {
+  for (const auto& [dims, spatial] :
+       std::vector<std::pair<dnnl::memory::dims, int64_t>>{{{64, 64, 3, 3}, 56},
+                                                           {{128, 128, 3, 3}, 28},
+                                                           {{256, 256, 3, 3}, 14},
+                                                           {{64, 32, 3, 3}, 28},
+                                                           {{40, 24, 3, 3}, 14}}) {
     for (const Md& dst_md : winograd_weight_layouts(dims, spatial)) {
       const dnnl_wino_desc_t& w = dst_md.data.format_desc.wino_desc;
       formats.insert(w.wino_format);
       ASSERT_TRUE(winograd_layout_supported(dst_md)) << "wino format " << w.wino_format;
       for (bool scaled : {false, true}) {
-        SCOPED_TRACE(::testing::Message() << "oc=" << dims[0] << " ic=" << dims[1] << " format=" << w.wino_format
-                                          << (scaled ? " scaled" : ""));
+        SCOPED_TRACE(::testing::Message() << "oc=" << dims[0] << " ic=" << dims[1]
+                                          << " format=" << w.wino_format << (scaled ? " scaled" : ""));
         Md src_md(dims, Dt::f32, Tag::oihw);
         const size_t n = src_md.get_size() / sizeof(float);
         auto src = random_values(n, seed++);
@@ -187,7 +193,8 @@ TEST(WeightReorder, WinogradRejectsWhatItCannotTransform) {
   // A transposed source, and factors that are not one per output channel.
   EXPECT_FALSE(reorder_weights(Md({64, 64, 3, 3}, Dt::f32, Tag::ihwo), src.data(), layouts[0], out.data()));
   std::vector<double> factors(7, 2.0);
-  EXPECT_FALSE(reorder_weights(Md({64, 64, 3, 3}, Dt::f32, Tag::oihw), src.data(), layouts[0], out.data(), factors));
+  EXPECT_FALSE(
+      reorder_weights(Md({64, 64, 3, 3}, Dt::f32, Tag::oihw), src.data(), layouts[0], out.data(), factors));
 }
 
 }  // namespace

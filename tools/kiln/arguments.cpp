@@ -48,12 +48,17 @@ uint64_t parse_size(const std::string& text, const char* flag) {
   }
   uint64_t scale = 1;
   std::string suffix = text.substr(used);
-  if (suffix == "K" || suffix == "KiB") scale = uint64_t{1} << 10;
-  else if (suffix == "M" || suffix == "MiB") scale = uint64_t{1} << 20;
-  else if (suffix == "G" || suffix == "GiB") scale = uint64_t{1} << 30;
-  else if (!suffix.empty() && suffix != "B") used = 0;
+  if (suffix == "K" || suffix == "KiB")
+    scale = uint64_t{1} << 10;
+  else if (suffix == "M" || suffix == "MiB")
+    scale = uint64_t{1} << 20;
+  else if (suffix == "G" || suffix == "GiB")
+    scale = uint64_t{1} << 30;
+  else if (!suffix.empty() && suffix != "B")
+    used = 0;
   if (used == 0 || value < 0) {
-    throw Error(ErrorCode::invalid_argument, std::string(flag) + ": '" + text + "' is not a size like 500M or 5G");
+    throw Error(ErrorCode::invalid_argument,
+                std::string(flag) + ": '" + text + "' is not a size like 500M or 5G");
   }
   return static_cast<uint64_t>(value * static_cast<double>(scale));
 }
@@ -84,14 +89,18 @@ void add_compile_options(CLI::App* cmd, CompileOptions& o) {
   cmd->add_option("--min", o.min, "NAME=SHAPE: smallest shape the engine must run");
   cmd->add_option("--opt", o.opt, "NAME=SHAPE: shape the tactics are timed at");
   cmd->add_option("--max", o.max, "NAME=SHAPE: largest shape the engine must run");
-  cmd->add_option("--precision", o.precision, "Kernel precisions allowed: fp32 or fp32,bf16")->capture_default_str();
+  cmd->add_option("--precision", o.precision, "Kernel precisions allowed: fp32 or fp32,bf16")
+      ->capture_default_str();
   cmd->add_option("--optimization-level", o.optimization_level, "0 (no timing) to 5 (exhaustive)")
       ->capture_default_str();
   cmd->add_option("--cache-dir", o.cache_dir, "Engine cache folder (default: <tmp>/kiln_engine_cache)");
   cmd->add_option("--cache-size", o.cache_size, "Engine cache cap, e.g. 500M or 5G (default 5G)");
-  cmd->add_option("--cache", o.cache, "One engine cache: disk, ram[:SIZE], redis://host:port/db?..., unix:///sock");
-  cmd->add_option("--cache-tiers", o.cache_tiers, "Cache tiers, fastest first, e.g. ram,disk,redis://host:6379/0");
-  cmd->add_option("--cache-secret-file", o.cache_secret_file, "File with the secret that signs cache entries");
+  cmd->add_option("--cache", o.cache,
+                  "One engine cache: disk, ram[:SIZE], redis://host:port/db?..., unix:///sock");
+  cmd->add_option("--cache-tiers", o.cache_tiers,
+                  "Cache tiers, fastest first, e.g. ram,disk,redis://host:6379/0");
+  cmd->add_option("--cache-secret-file", o.cache_secret_file,
+                  "File with the secret that signs cache entries");
   cmd->add_flag("--no-cache", o.no_cache, "Neither save built engines nor reuse cached ones");
   cmd->add_flag("--no-reuse", o.no_reuse, "Build and save, but do not reuse cached engines");
   cmd->add_option("--timing-cache", o.timing_cache, "Timing cache file ('-' for none)");
@@ -105,12 +114,16 @@ CompileSettings to_settings(const CompileOptions& o) {
   std::stringstream ss(o.precision);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    if (item == "fp32") s.enabled_precisions.insert(Precision::fp32);
-    else if (item == "bf16") s.enabled_precisions.insert(Precision::bf16);
-    else throw Error(ErrorCode::invalid_argument, "--precision: unknown precision '" + item + "' (fp32, bf16)");
+    if (item == "fp32")
+      s.enabled_precisions.insert(Precision::fp32);
+    else if (item == "bf16")
+      s.enabled_precisions.insert(Precision::bf16);
+    else
+      throw Error(ErrorCode::invalid_argument, "--precision: unknown precision '" + item + "' (fp32, bf16)");
   }
   if (!s.enabled_precisions.count(Precision::fp32)) {
-    throw Error(ErrorCode::invalid_argument, "--precision must include fp32 (layers without bf16 kernels use it)");
+    throw Error(ErrorCode::invalid_argument,
+                "--precision must include fp32 (layers without bf16 kernels use it)");
   }
   if (o.optimization_level < 0 || o.optimization_level > 5) {
     throw Error(ErrorCode::invalid_argument, "--optimization-level must be 0 to 5");
@@ -165,20 +178,21 @@ std::vector<InputSpec> to_specs(const ir::Graph& graph, const CompileOptions& o,
     spec.min = mins.count(v.name) ? mins[v.name] : base;
     spec.max = maxs.count(v.name) ? maxs[v.name] : base;
     if (spec.min.size() != base.size() || spec.max.size() != base.size()) {
-      throw Error(ErrorCode::invalid_argument, "input '" + v.name + "': --min, --opt and --max need the same rank");
+      throw Error(ErrorCode::invalid_argument,
+                  "input '" + v.name + "': --min, --opt and --max need the same rank");
     }
     for (size_t d = 0; d < base.size(); ++d) {
       if (spec.min[d] > spec.opt[d] || spec.opt[d] > spec.max[d]) {
-        throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' dim " + std::to_string(d) +
-                                                     ": need min <= opt <= max, got " + std::to_string(spec.min[d]) +
-                                                     " / " + std::to_string(spec.opt[d]) + " / " +
-                                                     std::to_string(spec.max[d]));
+        throw Error(ErrorCode::invalid_argument,
+                    "input '" + v.name + "' dim " + std::to_string(d) + ": need min <= opt <= max, got " +
+                        std::to_string(spec.min[d]) + " / " + std::to_string(spec.opt[d]) + " / " +
+                        std::to_string(spec.max[d]));
       }
       if (v.type.shape && d < v.type.shape->size() && (*v.type.shape)[d].is_static() &&
           (spec.min[d] != (*v.type.shape)[d].value() || spec.max[d] != (*v.type.shape)[d].value())) {
-        throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' dim " + std::to_string(d) +
-                                                     " is fixed at " + std::to_string((*v.type.shape)[d].value()) +
-                                                     " by the model");
+        throw Error(ErrorCode::invalid_argument,
+                    "input '" + v.name + "' dim " + std::to_string(d) + " is fixed at " +
+                        std::to_string((*v.type.shape)[d].value()) + " by the model");
       }
     }
     specs.push_back(std::move(spec));

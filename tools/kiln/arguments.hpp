@@ -37,8 +37,8 @@ struct CompileOptions {
   std::string cache;              // one cache: disk, ram[:SIZE], redis://..., unix://...
   std::string cache_tiers;        // ram,disk,redis://... fastest first
   std::string cache_secret_file;  // signs entries (never the secret itself on the command line)
-  bool no_cache = false;  // neither save nor reuse engines
-  bool no_reuse = false;  // build, save, but never reuse
+  bool no_cache = false;          // neither save nor reuse engines
+  bool no_reuse = false;          // build, save, but never reuse
   std::string timing_cache;
   int threads = 0;
   bool debug = false;

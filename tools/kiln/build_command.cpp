@@ -35,7 +35,8 @@ void save_artifact(const runtime::CompiledModel& compiled, const BuildOptions& o
 int run_build(const BuildOptions& opt) {
   auto start = std::chrono::steady_clock::now();
   frontend::ImportedModel model = frontend::import_onnx_file(opt.model);
-  double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  double import_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   const ir::Graph& g = model.graph;
   std::vector<InputSpec> specs = to_specs(g, opt.compile, {});
   auto compiled = runtime::CompiledModel::compile(g, specs, to_settings(opt.compile));
@@ -48,8 +49,8 @@ int run_build(const BuildOptions& opt) {
   j["model"] = opt.model;
   j["import_ms"] = import_ms;
   for (const auto& s : specs) {
-    j["inputs"].push_back({{"name", s.name}, {"dtype", dtype_name(s.dtype)}, {"min", s.min}, {"opt", s.opt},
-                           {"max", s.max}});
+    j["inputs"].push_back(
+        {{"name", s.name}, {"dtype", dtype_name(s.dtype)}, {"min", s.min}, {"opt", s.opt}, {"max", s.max}});
   }
   nlohmann::json c = compile_report_json(report, layers);
   for (auto& [k, v] : c.items()) j[k] = v;
@@ -69,7 +70,8 @@ int run_build(const BuildOptions& opt) {
     }
   }
   print_compile_report(std::cout, report, layers);
-  if (!opt.save.empty()) std::cout << "saved   " << opt.save << " (run it with: kiln run " << opt.save << ")\n";
+  if (!opt.save.empty())
+    std::cout << "saved   " << opt.save << " (run it with: kiln run " << opt.save << ")\n";
   return 0;
 }
 

@@ -39,10 +39,14 @@ std::filesystem::path cache_dir(const CacheOptions& o) {
 std::string human_bytes(uint64_t bytes) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(1);
-  if (bytes >= (uint64_t{1} << 30)) os << static_cast<double>(bytes) / (1 << 30) << " GiB";
-  else if (bytes >= (uint64_t{1} << 20)) os << static_cast<double>(bytes) / (1 << 20) << " MiB";
-  else if (bytes >= 1024) os << static_cast<double>(bytes) / 1024 << " KiB";
-  else os << bytes << " B";
+  if (bytes >= (uint64_t{1} << 30))
+    os << static_cast<double>(bytes) / (1 << 30) << " GiB";
+  else if (bytes >= (uint64_t{1} << 20))
+    os << static_cast<double>(bytes) / (1 << 20) << " MiB";
+  else if (bytes >= 1024)
+    os << static_cast<double>(bytes) / 1024 << " KiB";
+  else
+    os << bytes << " B";
   return os.str();
 }
 
@@ -53,18 +57,26 @@ int run_tier_stats(const CacheOptions& o) {
   settings.engine_cache_dir = cache_dir(o);
   auto opened = runtime::open_engine_cache(settings);
   std::vector<cache::TierReport> tiers;
-  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(opened.get())) tiers = tiered->tier_stats();
-  else tiers.push_back({runtime::engine_cache_tiers(settings).front(), cache::stats_of(*opened)});
+  if (auto* tiered = dynamic_cast<cache::TieredEngineCache*>(opened.get()))
+    tiers = tiered->tier_stats();
+  else
+    tiers.push_back({runtime::engine_cache_tiers(settings).front(), cache::stats_of(*opened)});
   nlohmann::json j{{"command", "cache stats"}, {"tiers", nlohmann::json::array()}};
   for (const auto& t : tiers) {
     nlohmann::json tier{{"name", t.name}, {"reachable", t.stats.has_value()}};
     std::cout << (o.json ? "" : "Tier " + t.name + "\n");
     if (t.stats) {
       const CacheStats& s = *t.stats;
-      tier["stats"] = {{"hits", s.hits}, {"misses", s.misses}, {"saves", s.saves}, {"evictions", s.evictions},
-                       {"refused_too_large", s.refused_too_large}, {"quarantined", s.quarantined},
-                       {"refused_unauthenticated", s.refused_unauthenticated}, {"build_ms_saved", s.build_ms_saved},
-                       {"entries", s.entries}, {"bytes", s.bytes}};
+      tier["stats"] = {{"hits", s.hits},
+                       {"misses", s.misses},
+                       {"saves", s.saves},
+                       {"evictions", s.evictions},
+                       {"refused_too_large", s.refused_too_large},
+                       {"quarantined", s.quarantined},
+                       {"refused_unauthenticated", s.refused_unauthenticated},
+                       {"build_ms_saved", s.build_ms_saved},
+                       {"entries", s.entries},
+                       {"bytes", s.bytes}};
       if (!o.json) {
         std::cout << "  Hits " << s.hits << ", misses " << s.misses << ", saves " << s.saves << ", evictions "
                   << s.evictions << ", quarantined " << s.quarantined << ", refused unauthenticated "
@@ -82,29 +94,43 @@ int run_tier_stats(const CacheOptions& o) {
 
 // `ls`, `verify`, `prune` and `clear` on the disk cache in `dir`; fills `j`
 // and `text`.
-void disk_action(const CacheOptions& o, const std::filesystem::path& dir, nlohmann::json& j, std::ostream& text) {
-  uint64_t cap = o.compile.cache_size.empty() ? (uint64_t{5} << 30) : parse_size(o.compile.cache_size, "--cache-size");
+void disk_action(const CacheOptions& o, const std::filesystem::path& dir, nlohmann::json& j,
+                 std::ostream& text) {
+  uint64_t cap =
+      o.compile.cache_size.empty() ? (uint64_t{5} << 30) : parse_size(o.compile.cache_size, "--cache-size");
   cache::DiskEngineCache cache(dir, cap);
   if (o.action == "stats") {
     CacheStats s = cache.stats();
-    uint64_t absent = s.misses - std::min(s.misses, s.unusable_corrupt + s.unusable_incompatible + s.unusable_refit_failed);
-    j["stats"] = {{"hits", s.hits}, {"misses", s.misses}, {"saves", s.saves}, {"evictions", s.evictions},
-                  {"refused_too_large", s.refused_too_large}, {"quarantined", s.quarantined},
-                  {"misses_by_reason", {{"not_in_cache", absent}, {"corrupt", s.unusable_corrupt},
-                                        {"other_fingerprint", s.unusable_incompatible},
-                                        {"refit_failed", s.unusable_refit_failed}}},
+    uint64_t absent =
+        s.misses - std::min(s.misses, s.unusable_corrupt + s.unusable_incompatible + s.unusable_refit_failed);
+    j["stats"] = {{"hits", s.hits},
+                  {"misses", s.misses},
+                  {"saves", s.saves},
+                  {"evictions", s.evictions},
+                  {"refused_too_large", s.refused_too_large},
+                  {"quarantined", s.quarantined},
+                  {"misses_by_reason",
+                   {{"not_in_cache", absent},
+                    {"corrupt", s.unusable_corrupt},
+                    {"other_fingerprint", s.unusable_incompatible},
+                    {"refit_failed", s.unusable_refit_failed}}},
                   {"build_ms_saved", s.build_ms_saved},
-                  {"entries", s.entries}, {"bytes", s.bytes}, {"max_bytes", cap}};
+                  {"entries", s.entries},
+                  {"bytes", s.bytes},
+                  {"max_bytes", cap}};
     uint64_t lookups = s.hits + s.misses;
     text << "Cache directory      " << dir.string() << "\n"
          << "Hits                 " << s.hits;
-    if (lookups) text << " / " << lookups << " (" << std::fixed << std::setprecision(1) << 100.0 * static_cast<double>(s.hits) / static_cast<double>(lookups) << " %)";
+    if (lookups)
+      text << " / " << lookups << " (" << std::fixed << std::setprecision(1)
+           << 100.0 * static_cast<double>(s.hits) / static_cast<double>(lookups) << " %)";
     text << "\nMisses               " << s.misses << "\n"
          << "  not in cache       " << absent << "\n"
          << "  corrupt entry      " << s.unusable_corrupt << "\n"
          << "  other machine      " << s.unusable_incompatible << "\n"
          << "  refit failed       " << s.unusable_refit_failed << "\n"
-         << "Build time saved     " << std::setprecision(2) << static_cast<double>(s.build_ms_saved) / 1000.0 << " s\n"
+         << "Build time saved     " << std::setprecision(2) << static_cast<double>(s.build_ms_saved) / 1000.0
+         << " s\n"
          << "Saves                " << s.saves << "\n"
          << "Evictions            " << s.evictions << "\n"
          << "Refused (too large)  " << s.refused_too_large << "\n"
@@ -135,8 +161,8 @@ void disk_action(const CacheOptions& o, const std::filesystem::path& dir, nlohma
     j["removed_bytes"] = r.removed_bytes;
     j["entries"] = r.entries;
     j["bytes"] = r.bytes;
-    text << "removed " << r.removed_entries << " entries (" << human_bytes(r.removed_bytes) << "); " << r.entries
-         << " entries, " << human_bytes(r.bytes) << " left\n";
+    text << "removed " << r.removed_entries << " entries (" << human_bytes(r.removed_bytes) << "); "
+         << r.entries << " entries, " << human_bytes(r.bytes) << " left\n";
   } else if (o.action == "clear") {
     j["removed_entries"] = cache.clear();
     text << "removed " << j["removed_entries"].get<uint64_t>() << " entries\n";
@@ -161,7 +187,8 @@ void redis_action(const CacheOptions& o, const std::string& uri, nlohmann::json&
   } else if (o.action == "clear") {
     auto removed = redis.clear();
     if (!removed)
-      throw Error(ErrorCode::io, "cache clear: cannot reach " + where + (redis.options().read_only ? " (read-only)" : ""));
+      throw Error(ErrorCode::io,
+                  "cache clear: cannot reach " + where + (redis.options().read_only ? " (read-only)" : ""));
     j["removed_entries"] = *removed;
     text << "removed " << *removed << " entries\n";
   } else {
@@ -220,7 +247,8 @@ int run_cache(const CacheOptions& o) {
   if (std::find(k_actions.begin(), k_actions.end(), o.action) == k_actions.end())
     throw Error(ErrorCode::invalid_argument,
                 "cache: unknown action '" + o.action + "' (stats, ls, verify, prune, clear, explain)");
-  if (o.action == "stats" && (!o.compile.cache.empty() || !o.compile.cache_tiers.empty())) return run_tier_stats(o);
+  if (o.action == "stats" && (!o.compile.cache.empty() || !o.compile.cache_tiers.empty()))
+    return run_tier_stats(o);
   if (o.action == "prune" && o.max_size.empty())
     throw Error(ErrorCode::invalid_argument, "cache prune needs --max-size, e.g. 500M");
   if (o.action != "stats" && o.action != "explain") {
@@ -246,10 +274,12 @@ int run_cache(const CacheOptions& o) {
                                              {"inputs", key::to_hex(e.parts.inputs)},
                                              {"settings", key::to_hex(e.parts.settings)},
                                              {"fingerprint", key::to_hex(e.parts.fingerprint)}}}}});
-    text << "engine  " << e.key.substr(0, 16) << "  " << (e.would_hit ? "hit" : "miss") << ": " << e.detail << "\n"
+    text << "engine  " << e.key.substr(0, 16) << "  " << (e.would_hit ? "hit" : "miss") << ": " << e.detail
+         << "\n"
          << "        graph " << key::to_hex(e.parts.graph).substr(0, 16) << "  inputs "
-         << key::to_hex(e.parts.inputs).substr(0, 16) << "  settings " << key::to_hex(e.parts.settings).substr(0, 16)
-         << "  fingerprint " << key::to_hex(e.parts.fingerprint).substr(0, 16) << "\n";
+         << key::to_hex(e.parts.inputs).substr(0, 16) << "  settings "
+         << key::to_hex(e.parts.settings).substr(0, 16) << "  fingerprint "
+         << key::to_hex(e.parts.fingerprint).substr(0, 16) << "\n";
   } else {
     disk_action(o, dir, j, text);
   }

@@ -7,8 +7,8 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 
-#include "kiln/error.hpp"
 #include <ostream>
+#include "kiln/error.hpp"
 
 namespace kiln::cli {
 

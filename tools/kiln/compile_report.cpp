@@ -11,14 +11,21 @@ nlohmann::json compile_report_json(const runtime::CompileReport& r, bool with_la
   j["compile_ms"] = r.compile_ms;
   j["engines"] = nlohmann::json::array();
   for (const auto& e : r.engines) {
-    nlohmann::json ej{{"key", e.key},           {"status", e.status},       {"key_ms", e.key_ms},
-                      {"load_ms", e.load_ms},   {"refit_ms", e.refit_ms},   {"build_ms", e.build_ms},
-                      {"save_ms", e.save_ms},   {"layers", e.info.layers.size()},
-                      {"activation_bytes", e.info.activation_bytes}, {"weight_bytes", e.info.weight_bytes}};
+    nlohmann::json ej{{"key", e.key},
+                      {"status", e.status},
+                      {"key_ms", e.key_ms},
+                      {"load_ms", e.load_ms},
+                      {"refit_ms", e.refit_ms},
+                      {"build_ms", e.build_ms},
+                      {"save_ms", e.save_ms},
+                      {"layers", e.info.layers.size()},
+                      {"activation_bytes", e.info.activation_bytes},
+                      {"weight_bytes", e.info.weight_bytes}};
     if (!e.reason.empty()) ej["reason"] = e.reason;
     if (with_layers) {
       for (const auto& l : e.info.layers) {
-        ej["layer_tactics"].push_back({{"name", l.name}, {"op", l.op}, {"tactic", l.tactic}, {"time_ms", l.time_ms}});
+        ej["layer_tactics"].push_back(
+            {{"name", l.name}, {"op", l.op}, {"tactic", l.tactic}, {"time_ms", l.time_ms}});
       }
     }
     j["engines"].push_back(ej);
@@ -42,7 +49,8 @@ nlohmann::json compile_report_json(const runtime::CompileReport& r, bool with_la
 void print_compile_report(std::ostream& out, const runtime::CompileReport& r, bool with_layers) {
   out << std::fixed << std::setprecision(1);
   for (const auto& e : r.engines) {
-    out << "engine  " << (e.key.empty() ? std::string("(uncached)") : e.key.substr(0, 16)) << "  " << e.status;
+    out << "engine  " << (e.key.empty() ? std::string("(uncached)") : e.key.substr(0, 16)) << "  "
+        << e.status;
     if (e.status == "hit") {
       out << "  load " << e.load_ms << " ms, refit " << e.refit_ms << " ms";
     } else {
@@ -62,7 +70,8 @@ void print_compile_report(std::ostream& out, const runtime::CompileReport& r, bo
     }
   }
   for (const auto& seg : r.segments) {
-    if (!seg.engine) out << "fallback " << seg.nodes << " node(s) on the reference backend: " << seg.reason << "\n";
+    if (!seg.engine)
+      out << "fallback " << seg.nodes << " node(s) on the reference backend: " << seg.reason << "\n";
   }
   out << "compile " << r.backend << " backend: " << r.compile_ms << " ms (lowering " << r.lower_ms << " ms)";
   if (!r.timing_cache_path.empty()) {

@@ -24,7 +24,8 @@ int run_inspect(const InspectOptions& opt) {
   report["model"] = opt.model;
   report["ir_version"] = model.ir_version;
   report["producer"] = model.producer;
-  for (const auto& [domain, version] : model.opsets) report["opsets"][domain.empty() ? "ai.onnx" : domain] = version;
+  for (const auto& [domain, version] : model.opsets)
+    report["opsets"][domain.empty() ? "ai.onnx" : domain] = version;
   report["nodes"] = g.num_nodes();
   report["weight_bytes"] = g.initializer_bytes();
   for (ir::ValueId id : g.inputs()) {

@@ -54,18 +54,22 @@ Tensor read_npy(const std::filesystem::path& path) {
   uint32_t header_len = 0;
   if (version[0] == 1) {
     unsigned char len[2];
-    if (!in.read(reinterpret_cast<char*>(len), 2)) throw Error(ErrorCode::invalid_argument, where + ": truncated");
+    if (!in.read(reinterpret_cast<char*>(len), 2))
+      throw Error(ErrorCode::invalid_argument, where + ": truncated");
     header_len = len[0] | (len[1] << 8);
   } else if (version[0] == 2 || version[0] == 3) {
     unsigned char len[4];
-    if (!in.read(reinterpret_cast<char*>(len), 4)) throw Error(ErrorCode::invalid_argument, where + ": truncated");
+    if (!in.read(reinterpret_cast<char*>(len), 4))
+      throw Error(ErrorCode::invalid_argument, where + ": truncated");
     header_len = len[0] | (len[1] << 8) | (len[2] << 16) | (static_cast<uint32_t>(len[3]) << 24);
   } else {
-    throw Error(ErrorCode::unsupported, where + ": .npy version " + std::to_string(version[0]) + " is not supported");
+    throw Error(ErrorCode::unsupported,
+                where + ": .npy version " + std::to_string(version[0]) + " is not supported");
   }
   if (header_len > (1u << 20)) throw Error(ErrorCode::invalid_argument, where + ": header too large");
   std::string header(header_len, '\0');
-  if (!in.read(header.data(), header_len)) throw Error(ErrorCode::invalid_argument, where + ": truncated header");
+  if (!in.read(header.data(), header_len))
+    throw Error(ErrorCode::invalid_argument, where + ": truncated header");
 
   std::smatch m;
   if (!std::regex_search(header, m, std::regex(R"('descr'\s*:\s*'([^']*)')"))) {
@@ -93,8 +97,8 @@ Tensor read_npy(const std::filesystem::path& path) {
   Tensor t = Tensor::zeros(dtype, shape);
   auto bytes = t.mutable_bytes();
   if (!in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()))) {
-    throw Error(ErrorCode::invalid_argument, where + ": holds fewer bytes than its shape " + t.shape_string() +
-                                                 " needs");
+    throw Error(ErrorCode::invalid_argument,
+                where + ": holds fewer bytes than its shape " + t.shape_string() + " needs");
   }
   return t;
 }

@@ -9,15 +9,15 @@
 #include <map>
 #include <sstream>
 
+#include "arguments.hpp"
 #include "backends/ref/executor.hpp"
 #include "commands.hpp"
-#include "frontend/onnx/onnx_importer.hpp"
-#include "arguments.hpp"
 #include "compile_report.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "npy.hpp"
 #include "runtime/artifact.hpp"
 #include "runtime/compiled_model.hpp"
 #include "util/mapped_file.hpp"
-#include "npy.hpp"
 #include "zoo/model_builder.hpp"
 
 namespace kiln::cli {
@@ -42,30 +42,33 @@ struct RunOptions {
   bool json = false;
 };
 
-std::vector<int64_t> shape_for_random(const ir::Value& v, const std::map<std::string, std::vector<int64_t>>& shapes,
+std::vector<int64_t> shape_for_random(const ir::Value& v,
+                                      const std::map<std::string, std::vector<int64_t>>& shapes,
                                       std::vector<std::string>& notes) {
   auto given = shapes.find(v.name);
   if (given != shapes.end()) {
     if (v.type.shape && v.type.shape->size() != given->second.size()) {
-      throw Error(ErrorCode::invalid_argument, "--shape " + v.name + ": rank " + std::to_string(given->second.size()) +
+      throw Error(ErrorCode::invalid_argument, "--shape " + v.name + ": rank " +
+                                                   std::to_string(given->second.size()) +
                                                    " does not match the model's " + v.type.to_string());
     }
     return given->second;
   }
   if (!v.type.shape) {
-    throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' has no declared shape: pass --shape " + v.name +
-                                                 "=...");
+    throw Error(ErrorCode::invalid_argument,
+                "input '" + v.name + "' has no declared shape: pass --shape " + v.name + "=...");
   }
   std::vector<int64_t> shape;
   for (const ir::Dim& d : *v.type.shape) {
     if (d.is_static()) {
       shape.push_back(d.value());
     } else if (d.is_symbolic()) {
-      notes.push_back("input '" + v.name + "': dim '" + d.symbol_name() + "' set to 1 (use --shape to choose)");
+      notes.push_back("input '" + v.name + "': dim '" + d.symbol_name() +
+                      "' set to 1 (use --shape to choose)");
       shape.push_back(1);
     } else {
-      throw Error(ErrorCode::invalid_argument, "input '" + v.name + "' has an unknown dim: pass --shape " + v.name +
-                                                   "=...");
+      throw Error(ErrorCode::invalid_argument,
+                  "input '" + v.name + "' has an unknown dim: pass --shape " + v.name + "=...");
     }
   }
   return shape;
@@ -133,7 +136,8 @@ std::string file_name_for(const std::string& output_name) {
 
 int run(const RunOptions& opt) {
   if (opt.backend != "ref" && opt.backend != "cpu") {
-    throw Error(ErrorCode::invalid_argument, "--backend: unknown backend '" + opt.backend + "' (available: cpu, ref)");
+    throw Error(ErrorCode::invalid_argument,
+                "--backend: unknown backend '" + opt.backend + "' (available: cpu, ref)");
   }
   if (opt.repeat < 1) throw Error(ErrorCode::invalid_argument, "--repeat must be at least 1");
   nlohmann::json report;
@@ -202,7 +206,8 @@ int run(const RunOptions& opt) {
     std::map<std::string, std::vector<int64_t>> known;
     for (size_t i = 0; i < inputs.size(); ++i) known[g.value(g.inputs()[i]).name] = inputs[i].shape();
     compiled = artifact ? runtime::CompiledModel::from_artifact(*artifact, g, to_settings(opt.compile))
-                        : runtime::CompiledModel::compile(g, to_specs(g, opt.compile, known), to_settings(opt.compile));
+                        : runtime::CompiledModel::compile(g, to_specs(g, opt.compile, known),
+                                                          to_settings(opt.compile));
     report["compile"] = compile_report_json(compiled->report(), opt.compile.debug);
   }
   report["timings_ms"]["prepare"] = ms_since(start);
@@ -242,17 +247,18 @@ int run(const RunOptions& opt) {
   }
   auto& out = std::cout;
   out << std::fixed << std::setprecision(1);
-  out << "model   " << opt.model << " (" << g.num_nodes() << " nodes, "
-      << std::setprecision(2) << static_cast<double>(g.initializer_bytes()) / 1e6 << " MB of weights), imported in "
+  out << "model   " << opt.model << " (" << g.num_nodes() << " nodes, " << std::setprecision(2)
+      << static_cast<double>(g.initializer_bytes()) / 1e6 << " MB of weights), imported in "
       << std::setprecision(1) << report["timings_ms"]["import"].get<double>() << " ms\n";
   for (const auto& note : notes) out << "note    " << note << "\n";
   for (const auto& in : report["inputs"]) {
     out << "input   " << in["name"].get<std::string>() << ": " << in["dtype"].get<std::string>() << "["
-        << shape_to_string(in["shape"].get<std::vector<int64_t>>()) << "] from " << in["source"].get<std::string>()
-        << "\n";
+        << shape_to_string(in["shape"].get<std::vector<int64_t>>()) << "] from "
+        << in["source"].get<std::string>() << "\n";
   }
   if (compiled) print_compile_report(out, compiled->report(), opt.compile.debug);
-  out << "run     " << opt.backend << " backend: " << report["timings_ms"]["run_median"].get<double>() << " ms";
+  out << "run     " << opt.backend << " backend: " << report["timings_ms"]["run_median"].get<double>()
+      << " ms";
   if (opt.repeat > 1) out << " (median of " << opt.repeat << ", min " << sorted.front() << ")";
   out << "\n";
   out << std::setprecision(5);
@@ -282,7 +288,8 @@ void add_run_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   cmd->add_option("--output-dir", opt->output_dir, "Write each output as NAME.npy into this folder");
   cmd->add_option("--seed", opt->seed, "Seed for random inputs")->capture_default_str();
-  cmd->add_option("--repeat", opt->repeat, "Run this many times and report the median")->capture_default_str();
+  cmd->add_option("--repeat", opt->repeat, "Run this many times and report the median")
+      ->capture_default_str();
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
   add_compile_options(cmd, opt->compile);
   cmd->callback([opt, &action] { action = [opt] { return run(*opt); }; });

@@ -39,7 +39,8 @@ int run_zoo(const ZooCommandOptions& opt) {
       zoo_options.batch = std::stoll(opt.batch, &used);
       if (used != opt.batch.size() || *zoo_options.batch < 1) throw std::invalid_argument("batch");
     } catch (const std::exception&) {
-      throw Error(ErrorCode::invalid_argument, "--batch must be 'symbolic' or a positive number, got '" + opt.batch + "'");
+      throw Error(ErrorCode::invalid_argument,
+                  "--batch must be 'symbolic' or a positive number, got '" + opt.batch + "'");
     }
   }
   zoo::ZooModel model = zoo::build_zoo_model(opt.name, zoo_options);
@@ -64,7 +65,8 @@ int run_zoo(const ZooCommandOptions& opt) {
 
 void add_zoo_command(CLI::App& app, Action& action) {
   auto opt = std::make_shared<ZooCommandOptions>();
-  CLI::App* cmd = app.add_subcommand("zoo", "Write a built-in model (real architecture, seeded weights) as ONNX");
+  CLI::App* cmd =
+      app.add_subcommand("zoo", "Write a built-in model (real architecture, seeded weights) as ONNX");
   cmd->add_option("name", opt->name, "Model name (see --list)");
   cmd->add_option("-o,--output", opt->output, "Output .onnx file");
   cmd->add_option("--seed", opt->seed, "Weight seed")->capture_default_str();

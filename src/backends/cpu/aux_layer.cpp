@@ -54,7 +54,8 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
       in.index = st.input_index;
     } else if (st.kind == ValueKind::slot) {
       auto dt = to_dnnl(type.dtype);
-      if (!dt) throw Error(ErrorCode::internal, "a oneDNN value of type " + std::string(dtype_name(type.dtype)));
+      if (!dt)
+        throw Error(ErrorCode::internal, "a oneDNN value of type " + std::string(dtype_name(type.dtype)));
       in.index = b.use_plain(v, *dt);
     }
     inputs.push_back(std::move(in));
@@ -77,11 +78,18 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
     for (size_t i = 0; i < inputs.size(); ++i) {
       const AuxInput& in = inputs[i];
       switch (in.kind) {
-        case ValueKind::unset: break;
-        case ValueKind::input: ptrs[i] = &ctx.inputs[static_cast<size_t>(in.index)]; break;
-        case ValueKind::weight: ptrs[i] = &(*ctx.weights)[static_cast<size_t>(in.value)]; break;
+        case ValueKind::unset:
+          break;
+        case ValueKind::input:
+          ptrs[i] = &ctx.inputs[static_cast<size_t>(in.index)];
+          break;
+        case ValueKind::weight:
+          ptrs[i] = &(*ctx.weights)[static_cast<size_t>(in.value)];
+          break;
         case ValueKind::constant:
-        case ValueKind::aux_tensor: ptrs[i] = &inst->values[static_cast<size_t>(in.value)].tensor; break;
+        case ValueKind::aux_tensor:
+          ptrs[i] = &inst->values[static_cast<size_t>(in.value)].tensor;
+          break;
         case ValueKind::slot: {
           const Slot& s = inst->slots[static_cast<size_t>(in.index)];
           const size_t bytes = static_cast<size_t>(shape_numel(in.shape)) * dtype_size(in.dtype);

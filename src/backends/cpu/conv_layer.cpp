@@ -59,10 +59,14 @@ constexpr int k_dw_bias_arg = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
 
 const char* algo_name(ConvAlgo a) {
   switch (a) {
-    case ConvAlgo::automatic: return "auto";
-    case ConvAlgo::direct: return "direct";
-    case ConvAlgo::winograd: return "winograd";
-    case ConvAlgo::gemm: return "gemm";
+    case ConvAlgo::automatic:
+      return "auto";
+    case ConvAlgo::direct:
+      return "direct";
+    case ConvAlgo::winograd:
+      return "winograd";
+    case ConvAlgo::gemm:
+      return "gemm";
   }
   return "?";
 }
@@ -163,10 +167,11 @@ std::optional<Pd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Tactic
   dnnl::primitive_attr attr = b.attr();
   attr.set_post_ops(p.post_ops);
   try {
-    auto desc = p.has_bias() ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, bias,
-                                                               dst, p.strides, p.dilates, p.pad_l, p.pad_r)
-                             : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, dst,
-                                                               p.strides, p.dilates, p.pad_l, p.pad_r);
+    auto desc = p.has_bias()
+                    ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, bias,
+                                                      dst, p.strides, p.dilates, p.pad_l, p.pad_r)
+                    : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, w, dst,
+                                                      p.strides, p.dilates, p.pad_l, p.pad_r);
     return dnnl::convolution_forward::primitive_desc(desc, attr, b.engine());
   } catch (const dnnl::error&) {
     return std::nullopt;  // this algorithm, layout or post-op chain is not implemented for the problem
@@ -247,8 +252,8 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   for (const Tactic& t : tactics) {
     auto cand = make_pd(b, p, t);
     if (!cand) continue;
-    std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) + md_string(cand->weights_desc()) +
-                           md_string(cand->dst_desc());
+    std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) +
+                           md_string(cand->weights_desc()) + md_string(cand->dst_desc());
     if (std::find(seen.begin(), seen.end(), identity) != seen.end()) continue;
     seen.push_back(identity);
     any_fast = any_fast || std::string(cand->impl_info_str()).rfind("ref", 0) != 0;
@@ -277,10 +282,10 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     offered.emplace_back(t, cand);
   }
   if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
-  std::string signature = "conv|x=" + md_string(from) + "|w=" + dims_string(p.weights) + "|y=" + dims_string(p.dst) +
-                          "|s=" + dims_string(p.strides) + "|d=" + dims_string(p.dilates) + "|p=" +
-                          dims_string(p.pad_l) + "," + dims_string(p.pad_r) + "|b=" + (p.has_bias() ? "1" : "0") +
-                          "|post=" + p.post_name;
+  std::string signature = "conv|x=" + md_string(from) + "|w=" + dims_string(p.weights) +
+                          "|y=" + dims_string(p.dst) + "|s=" + dims_string(p.strides) +
+                          "|d=" + dims_string(p.dilates) + "|p=" + dims_string(p.pad_l) + "," +
+                          dims_string(p.pad_r) + "|b=" + (p.has_bias() ? "1" : "0") + "|post=" + p.post_name;
   if (moves.residual) signature += "|r=" + md_string(*moves.residual);
   if (moves.consumer) signature += "|to=" + md_string(*moves.consumer);
   double ms = 0;
@@ -305,23 +310,27 @@ void emit_conv(InstanceBuilder& b, const ConvProblem& p, const ConvChoice& choic
     // The nhwc activations as [N*H*W, C] matrices, and the [O, I, 1, 1]
     // kernel read as its transpose [I, O]: views, no copies.
     const int64_t k = p.weights[1], n = p.weights[0];
-    args.emplace_back(DNNL_ARG_SRC, b.view(b.use(p.x, nhwc_md(p.src, pd.src_desc().data_type())), pd.src_desc()));
-    args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, Md({k, n}, Dt::f32, Dims{1, k}), pd.weights_desc()));
+    args.emplace_back(DNNL_ARG_SRC,
+                      b.view(b.use(p.x, nhwc_md(p.src, pd.src_desc().data_type())), pd.src_desc()));
+    args.emplace_back(DNNL_ARG_WEIGHTS,
+                      b.weight_slot(p.w, Md({k, n}, Dt::f32, Dims{1, k}), pd.weights_desc()));
     if (p.has_bias()) {
-      args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(p.bias, plain_md(Dims{1, n}, Dt::f32), pd.weights_desc(1)));
+      args.emplace_back(DNNL_ARG_BIAS,
+                        b.weight_slot(p.bias, plain_md(Dims{1, n}, Dt::f32), pd.weights_desc(1)));
     }
   } else {
     args.emplace_back(DNNL_ARG_SRC, b.use(p.x, pd.src_desc()));
     args.emplace_back(DNNL_ARG_WEIGHTS, b.weight_slot(p.w, plain_md(p.weights, Dt::f32), pd.weights_desc()));
     if (p.has_bias()) {
-      args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(p.bias, plain_md(Dims{p.dst[1]}, Dt::f32), pd.weights_desc(1)));
+      args.emplace_back(DNNL_ARG_BIAS,
+                        b.weight_slot(p.bias, plain_md(Dims{p.dst[1]}, Dt::f32), pd.weights_desc(1)));
     }
   }
   if (p.fused_dw()) {
     args.emplace_back(k_dw_weights_arg,
                       b.weight_slot(p.dw_w, plain_md(p.dw_weights, Dt::f32), dw_md(pd, k_dw_weights_arg)));
-    args.emplace_back(k_dw_bias_arg,
-                      b.weight_slot(p.dw_bias, plain_md(Dims{p.dw_weights[0]}, Dt::f32), dw_md(pd, k_dw_bias_arg)));
+    args.emplace_back(k_dw_bias_arg, b.weight_slot(p.dw_bias, plain_md(Dims{p.dw_weights[0]}, Dt::f32),
+                                                   dw_md(pd, k_dw_bias_arg)));
   }
   int dst = -1;
   if (residual != k_no_value) {

@@ -22,7 +22,8 @@ class CpuBackend final : public Backend {
   }
 
   std::unique_ptr<Engine> build(const ir::Graph& lowered, std::span<const InputSpec> specs,
-                                const CompileSettings& settings, builder::TimingCache& timing_cache) override {
+                                const CompileSettings& settings,
+                                builder::TimingCache& timing_cache) override {
     try {
       return cpu::CpuEngine::build(lowered, specs, settings, timing_cache, fingerprint());
     } catch (const dnnl::error& e) {
@@ -46,7 +47,8 @@ class CpuBackend final : public Backend {
     } catch (const Error& e) {
       throw Error(ErrorCode::invalid_model, std::string("cpu plan cannot be instantiated: ") + e.what());
     } catch (const dnnl::error& e) {
-      throw Error(ErrorCode::invalid_model, std::string("cpu plan cannot be instantiated: oneDNN: ") + e.what());
+      throw Error(ErrorCode::invalid_model,
+                  std::string("cpu plan cannot be instantiated: oneDNN: ") + e.what());
     } catch (const std::exception& e) {
       throw Error(ErrorCode::invalid_model, std::string("cpu plan cannot be instantiated: ") + e.what());
     }

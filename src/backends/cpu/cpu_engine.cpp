@@ -60,9 +60,10 @@ void check_specs(const ir::Graph& g, std::span<const InputSpec> specs) {
     if (t.shape && t.shape->size() != s.opt.size()) bad("rank differs from the model's " + t.to_string());
     for (size_t d = 0; d < s.opt.size(); ++d) {
       if (s.min[d] < 0 || s.min[d] > s.opt[d] || s.opt[d] > s.max[d]) bad("needs 0 <= min <= opt <= max");
-      if (t.shape && (*t.shape)[d].is_static() && (s.min[d] != (*t.shape)[d].value() ||
-                                                   s.max[d] != (*t.shape)[d].value())) {
-        bad("dim " + std::to_string(d) + " is fixed at " + std::to_string((*t.shape)[d].value()) + " in the model");
+      if (t.shape && (*t.shape)[d].is_static() &&
+          (s.min[d] != (*t.shape)[d].value() || s.max[d] != (*t.shape)[d].value())) {
+        bad("dim " + std::to_string(d) + " is fixed at " + std::to_string((*t.shape)[d].value()) +
+            " in the model");
       }
     }
     if (t.dtype != DType::undefined && t.dtype != s.dtype) bad("dtype differs from the model's");
@@ -75,7 +76,8 @@ CpuEngine::CpuEngine(EnginePlan plan)
     : m_plan(std::move(plan)), m_engine(dnnl::engine::kind::cpu, 0), m_stream(m_engine) {}
 
 std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<const InputSpec> specs,
-                                            const CompileSettings& settings, builder::TimingCache& timing_cache,
+                                            const CompileSettings& settings,
+                                            builder::TimingCache& timing_cache,
                                             const Fingerprint& fingerprint) {
   check_specs(lowered, specs);
   EnginePlan plan;
@@ -89,11 +91,12 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
     ir::Value& v = plan.graph.value(static_cast<ValueId>(i));
     if (!is_weight(plan.graph, static_cast<ValueId>(i))) continue;
     if (!v.initializer) {
-      throw Error(ErrorCode::invalid_argument, "cpu: weight '" + v.name + "' of the lowered graph has no value");
+      throw Error(ErrorCode::invalid_argument,
+                  "cpu: weight '" + v.name + "' of the lowered graph has no value");
     }
     if (v.initializer->dtype() != DType::float32) {
-      throw Error(ErrorCode::unsupported, "cpu: weight '" + v.name + "' is " +
-                                              std::string(dtype_name(v.initializer->dtype())));
+      throw Error(ErrorCode::unsupported,
+                  "cpu: weight '" + v.name + "' is " + std::string(dtype_name(v.initializer->dtype())));
     }
     weights[i] = *v.initializer;
     v.type = ir::ValueType::of(*v.initializer);
@@ -119,7 +122,8 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
     TuningContext tuning{&settings, &timing_cache, &progress, p.fingerprint.to_string(), nullptr, &consumers};
     auto inst = create_instance(p, opt, engine->m_engine, engine->m_stream, &tuning, true);
     progress.finish();
-    inst->prepare_weights(engine->m_weights, engine->m_weight_factors, engine->m_engine, engine->m_stream, p.num_threads);
+    inst->prepare_weights(engine->m_weights, engine->m_weight_factors, engine->m_engine, engine->m_stream,
+                          p.num_threads);
     // Level 4 and up only: on the zoo models the second pass changed few
     // choices (ResNet-50 at batch 1: 32.08 -> 31.98 ms end to end) for up to
     // twice the timing work.
@@ -145,8 +149,9 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
       log::info("cpu: layer '" + r.name + "' (" + r.op + "): " + r.tactic +
                 (r.time_ms > 0 ? " " + std::to_string(r.time_ms) + " ms" : ""));
     }
-    log::info("cpu: built " + std::to_string(p.layers.size()) + " layers in " + std::to_string(seconds) + " s; arena " +
-              std::to_string(p.activation_bytes) + " bytes, weights " + std::to_string(p.weight_bytes) + " bytes");
+    log::info("cpu: built " + std::to_string(p.layers.size()) + " layers in " + std::to_string(seconds) +
+              " s; arena " + std::to_string(p.activation_bytes) + " bytes, weights " +
+              std::to_string(p.weight_bytes) + " bytes");
   }
   return engine;
 }
@@ -154,7 +159,8 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
 namespace {
 
 // Zero-filled inputs at `shapes`, in each spec's dtype.
-std::vector<Tensor> zero_inputs(const std::vector<InputSpec>& specs, const std::vector<std::vector<int64_t>>& shapes) {
+std::vector<Tensor> zero_inputs(const std::vector<InputSpec>& specs,
+                                const std::vector<std::vector<int64_t>>& shapes) {
   std::vector<Tensor> inputs;
   for (size_t i = 0; i < specs.size(); ++i) inputs.push_back(Tensor::zeros(specs[i].dtype, shapes[i]));
   return inputs;
@@ -164,7 +170,8 @@ std::vector<Tensor> zero_inputs(const std::vector<InputSpec>& specs, const std::
 
 std::unique_ptr<Instance> CpuEngine::refine_layouts(Instance& first,
                                                     const std::vector<std::vector<int64_t>>& shapes,
-                                                    const ConsumerLayouts& consumers, const CompileSettings& settings,
+                                                    const ConsumerLayouts& consumers,
+                                                    const CompileSettings& settings,
                                                     builder::TimingCache& timing_cache) {
   // A second tuning pass in which every candidate also pays for reordering
   // its output into what the first pass's consumer read: a layer may then
@@ -175,14 +182,16 @@ std::unique_ptr<Instance> CpuEngine::refine_layouts(Instance& first,
   size_t tuned = 0;
   for (const LayerDesc& l : second.layers) tuned += l.kind == LayerKind::conv || l.kind == LayerKind::matmul;
   builder::BuildProgress progress("cpu: refining layouts", tuned);
-  TuningContext tuning{&settings, &timing_cache, &progress, m_plan.fingerprint.to_string(), &consumers, nullptr};
+  TuningContext tuning{&settings,  &timing_cache, &progress, m_plan.fingerprint.to_string(),
+                       &consumers, nullptr};
   auto candidate = create_instance(second, shapes, m_engine, m_stream, &tuning, true);
   progress.finish();
   bool same = true;
   for (size_t i = 0; i < second.layers.size(); ++i) {
     const LayerDesc& a = m_plan.layers[i];
     const LayerDesc& b = second.layers[i];
-    same = same && a.tactic.name == b.tactic.name && a.dw_fused == b.dw_fused && a.dw_tactic.name == b.dw_tactic.name;
+    same = same && a.tactic.name == b.tactic.name && a.dw_fused == b.dw_fused &&
+           a.dw_tactic.name == b.dw_tactic.name;
   }
   if (same) return nullptr;
   candidate->prepare_weights(m_weights, m_weight_factors, m_engine, m_stream, m_plan.num_threads);
@@ -242,7 +251,8 @@ std::unique_ptr<CpuEngine> CpuEngine::from_plan(EnginePlan plan) {
       const ir::Value& value = g.value(static_cast<ValueId>(v));
       if (value.producer == ir::k_no_node || !value.type.is_static()) continue;
       const auto count = static_cast<size_t>(shape_numel(value.type.static_shape()));
-      if (count > limit || count * dtype_size(value.type.dtype) > limit) throw too_large(count * dtype_size(value.type.dtype));
+      if (count > limit || count * dtype_size(value.type.dtype) > limit)
+        throw too_large(count * dtype_size(value.type.dtype));
     }
   }
   auto inst = create_instance(engine->m_plan, opt, engine->m_engine, engine->m_stream, nullptr, false);
@@ -267,19 +277,21 @@ void CpuEngine::check_inputs(std::span<const Tensor> inputs) const {
     const std::string name = s.name.empty() ? g.value(g.inputs()[i]).name : s.name;
     const Tensor& t = inputs[i];
     if (t.dtype() != s.dtype) {
-      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected " + std::string(dtype_name(s.dtype)) +
-                                                   ", got " + std::string(dtype_name(t.dtype())));
+      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected " +
+                                                   std::string(dtype_name(s.dtype)) + ", got " +
+                                                   std::string(dtype_name(t.dtype())));
     }
     if (t.shape().size() != s.opt.size()) {
       throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected rank " +
-                                                   std::to_string(s.opt.size()) + ", got shape " + t.shape_string());
+                                                   std::to_string(s.opt.size()) + ", got shape " +
+                                                   t.shape_string());
     }
     for (size_t d = 0; d < s.opt.size(); ++d) {
       if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
         throw Error(ErrorCode::invalid_argument,
                     "input '" + name + "': dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
-                        ", outside the engine's range [" + std::to_string(s.min[d]) + ", " + std::to_string(s.max[d]) +
-                        "]");
+                        ", outside the engine's range [" + std::to_string(s.min[d]) + ", " +
+                        std::to_string(s.max[d]) + "]");
       }
     }
   }
@@ -374,9 +386,9 @@ void CpuEngine::refit(std::span<const Tensor> source_weights) {
       throw e.with_context("refit: weight '" + v.name + "': ");
     }
     if (t.dtype() != v.type.dtype || !v.type.is_static() || t.shape() != v.type.static_shape()) {
-      throw Error(ErrorCode::invalid_argument, "refit: weight '" + v.name + "' is " +
-                                                   std::string(dtype_name(t.dtype())) + "[" + t.shape_string() +
-                                                   "], the plan needs " + v.type.to_string());
+      throw Error(ErrorCode::invalid_argument,
+                  "refit: weight '" + v.name + "' is " + std::string(dtype_name(t.dtype())) + "[" +
+                      t.shape_string() + "], the plan needs " + v.type.to_string());
     }
     next[i] = std::move(t);
   });

@@ -54,21 +54,20 @@ class CpuEngine final : public Engine {
   // layout its consumer read in `first`'s pass; returns the resulting
   // instance (and adopts its tactics) when it runs faster end to end, else
   // null.
-  std::unique_ptr<Instance> refine_layouts(Instance& first,
-                                           const std::vector<std::vector<int64_t>>& shapes,
+  std::unique_ptr<Instance> refine_layouts(Instance& first, const std::vector<std::vector<int64_t>>& shapes,
                                            const ConsumerLayouts& consumers, const CompileSettings& settings,
                                            builder::TimingCache& timing_cache);
 
   EnginePlan m_plan;
   dnnl::engine m_engine;
   dnnl::stream m_stream;
-  WeightStore m_weights;  // by ValueId
+  WeightStore m_weights;           // by ValueId
   WeightFactors m_weight_factors;  // by ValueId: scales folded into the reorder
   // By ValueId: weights read only as Conv/MatMul/Gemm kernels, which are
   // always reordered (so a scale can be applied then); computed once.
   std::vector<bool> m_reordered_only;
   bool m_ready = false;
-  uint64_t m_generation = 0;  // bumped by every successful refit
+  uint64_t m_generation = 0;                         // bumped by every successful refit
   std::list<std::unique_ptr<Instance>> m_instances;  // most recently used first
 };
 

@@ -50,10 +50,17 @@ Md with_data_type(const Md& md, Dt dt) {
 std::string md_string(const Md& md) {
   std::string s;
   switch (md.data_type()) {
-    case Dt::f32: s = "f32"; break;
-    case Dt::bf16: s = "bf16"; break;
-    case Dt::s32: s = "s32"; break;
-    default: s = "dt" + std::to_string(static_cast<int>(md.data_type()));
+    case Dt::f32:
+      s = "f32";
+      break;
+    case Dt::bf16:
+      s = "bf16";
+      break;
+    case Dt::s32:
+      s = "s32";
+      break;
+    default:
+      s = "dt" + std::to_string(static_cast<int>(md.data_type()));
   }
   s += "[";
   Dims dims = md.dims();
@@ -75,12 +82,18 @@ std::string md_string(const Md& md) {
 
 std::optional<Dt> to_dnnl(DType dtype) {
   switch (dtype) {
-    case DType::float32: return Dt::f32;
-    case DType::bfloat16: return Dt::bf16;
-    case DType::int32: return Dt::s32;
-    case DType::int8: return Dt::s8;
-    case DType::uint8: return Dt::u8;
-    default: return std::nullopt;
+    case DType::float32:
+      return Dt::f32;
+    case DType::bfloat16:
+      return Dt::bf16;
+    case DType::int32:
+      return Dt::s32;
+    case DType::int8:
+      return Dt::s8;
+    case DType::uint8:
+      return Dt::u8;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -144,43 +157,70 @@ std::optional<Eltwise> eltwise_for(const ir::Graph& graph, const ir::Node& node,
 std::string eltwise_name(const Eltwise& e) {
   using A = dnnl::algorithm;
   switch (e.alg) {
-    case A::eltwise_relu: return e.alpha == 0 ? "relu" : "leaky_relu";
-    case A::eltwise_logistic: return "sigmoid";
-    case A::eltwise_tanh: return "tanh";
-    case A::eltwise_hardswish: return "hardswish";
-    case A::eltwise_elu: return "elu";
-    case A::eltwise_exp: return "exp";
-    case A::eltwise_sqrt: return "sqrt";
-    case A::eltwise_abs: return "abs";
-    case A::eltwise_log: return "log";
-    case A::eltwise_linear: return "linear";
-    case A::eltwise_soft_relu: return "softplus";
-    case A::eltwise_gelu_erf: return "gelu_erf";
-    case A::eltwise_gelu_tanh: return "gelu_tanh";
-    case A::eltwise_clip: return "clip";
-    default: return "eltwise";
+    case A::eltwise_relu:
+      return e.alpha == 0 ? "relu" : "leaky_relu";
+    case A::eltwise_logistic:
+      return "sigmoid";
+    case A::eltwise_tanh:
+      return "tanh";
+    case A::eltwise_hardswish:
+      return "hardswish";
+    case A::eltwise_elu:
+      return "elu";
+    case A::eltwise_exp:
+      return "exp";
+    case A::eltwise_sqrt:
+      return "sqrt";
+    case A::eltwise_abs:
+      return "abs";
+    case A::eltwise_log:
+      return "log";
+    case A::eltwise_linear:
+      return "linear";
+    case A::eltwise_soft_relu:
+      return "softplus";
+    case A::eltwise_gelu_erf:
+      return "gelu_erf";
+    case A::eltwise_gelu_tanh:
+      return "gelu_tanh";
+    case A::eltwise_clip:
+      return "clip";
+    default:
+      return "eltwise";
   }
 }
 
 std::string dnnl_version_string() {
   const dnnl_version_t* v = dnnl::version();
-  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+         std::to_string(v->patch);
 }
 
 std::string isa_string() {
   using I = dnnl::cpu_isa;
   switch (dnnl::get_effective_cpu_isa()) {
-    case I::sse41: return "sse41";
-    case I::avx: return "avx";
-    case I::avx2: return "avx2";
-    case I::avx2_vnni: return "avx2_vnni";
-    case I::avx512_mic: return "avx512_mic";
-    case I::avx512_mic_4ops: return "avx512_mic_4ops";
-    case I::avx512_core: return "avx512_core";
-    case I::avx512_core_vnni: return "avx512_core_vnni";
-    case I::avx512_core_bf16: return "avx512_core_bf16";
-    case I::avx512_core_amx: return "avx512_core_amx";
-    default: return "isa" + std::to_string(static_cast<int>(dnnl::get_effective_cpu_isa()));
+    case I::sse41:
+      return "sse41";
+    case I::avx:
+      return "avx";
+    case I::avx2:
+      return "avx2";
+    case I::avx2_vnni:
+      return "avx2_vnni";
+    case I::avx512_mic:
+      return "avx512_mic";
+    case I::avx512_mic_4ops:
+      return "avx512_mic_4ops";
+    case I::avx512_core:
+      return "avx512_core";
+    case I::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case I::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case I::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "isa" + std::to_string(static_cast<int>(dnnl::get_effective_cpu_isa()));
   }
 }
 

@@ -63,7 +63,8 @@ int InstanceBuilder::use_current(ValueId v) {
   auto dt = to_dnnl(type.dtype);
   if (!dt) {
     throw Error(ErrorCode::internal, "value '" + graph().value(v).name + "' of type " +
-                                         std::string(dtype_name(type.dtype)) + " cannot feed a oneDNN primitive");
+                                         std::string(dtype_name(type.dtype)) +
+                                         " cannot feed a oneDNN primitive");
   }
   Md md = plain_md(shape(v), *dt);
   switch (s.kind) {
@@ -77,7 +78,9 @@ int InstanceBuilder::use_current(ValueId v) {
       // Constants are never written: the const_cast only satisfies oneDNN's handle type.
       m_inst.slots.back().external = const_cast<std::byte*>(s.tensor.bytes().data());
       break;
-    case ValueKind::weight: s.slot = weight_slot(v, md, md); break;
+    case ValueKind::weight:
+      s.slot = weight_slot(v, md, md);
+      break;
     case ValueKind::unset:
     case ValueKind::slot:
       throw Error(ErrorCode::internal, "value '" + graph().value(v).name + "' is used before it is computed");
@@ -184,7 +187,8 @@ dnnl::primitive_attr InstanceBuilder::attr() const {
   return a;
 }
 
-void InstanceBuilder::add_primitive(const dnnl::primitive_desc_base& pd, std::vector<std::pair<int, int>> args) {
+void InstanceBuilder::add_primitive(const dnnl::primitive_desc_base& pd,
+                                    std::vector<std::pair<int, int>> args) {
   Md scratch = pd.scratchpad_desc();
   if (scratch.get_size() > 0) args.emplace_back(DNNL_ARG_SCRATCHPAD, temp(scratch));
   for (auto& [arg, s] : args) touch(s);
@@ -244,8 +248,8 @@ void InstanceBuilder::compute_types() {
   m_shapes.assign(nv, {});
   auto set_type = [&](ValueId v, ir::ValueType type) {
     if (!type.is_static()) {
-      throw Error(ErrorCode::unsupported, "value '" + g.value(v).name + "' has a data-dependent shape " +
-                                              type.to_string());
+      throw Error(ErrorCode::unsupported,
+                  "value '" + g.value(v).name + "' has a data-dependent shape " + type.to_string());
     }
     m_shapes[static_cast<size_t>(v)] = type.static_shape();
     m_inst.types[static_cast<size_t>(v)] = std::move(type);
@@ -320,21 +324,42 @@ void InstanceBuilder::build_all(bool materialize_now) {
     LayerDesc& layer = m_plan.layers[l];
     try {
       switch (layer.kind) {
-        case LayerKind::conv: build_conv_layer(*this, layer); break;
-        case LayerKind::matmul: build_matmul_layer(*this, layer); break;
-        case LayerKind::pool: build_pool_layer(*this, layer); break;
-        case LayerKind::eltwise: build_eltwise_layer(*this, layer); break;
-        case LayerKind::binary: build_binary_layer(*this, layer); break;
-        case LayerKind::softmax: build_softmax_layer(*this, layer); break;
-        case LayerKind::layer_norm: build_layer_norm_layer(*this, layer); break;
-        case LayerKind::concat: build_concat_layer(*this, layer); break;
-        case LayerKind::view: build_view_layer(*this, layer); break;
-        case LayerKind::aux: build_aux_layer(*this, layer); break;
-        case LayerKind::shape: break;
+        case LayerKind::conv:
+          build_conv_layer(*this, layer);
+          break;
+        case LayerKind::matmul:
+          build_matmul_layer(*this, layer);
+          break;
+        case LayerKind::pool:
+          build_pool_layer(*this, layer);
+          break;
+        case LayerKind::eltwise:
+          build_eltwise_layer(*this, layer);
+          break;
+        case LayerKind::binary:
+          build_binary_layer(*this, layer);
+          break;
+        case LayerKind::softmax:
+          build_softmax_layer(*this, layer);
+          break;
+        case LayerKind::layer_norm:
+          build_layer_norm_layer(*this, layer);
+          break;
+        case LayerKind::concat:
+          build_concat_layer(*this, layer);
+          break;
+        case LayerKind::view:
+          build_view_layer(*this, layer);
+          break;
+        case LayerKind::aux:
+          build_aux_layer(*this, layer);
+          break;
+        case LayerKind::shape:
+          break;
       }
     } catch (const dnnl::error& e) {
-      throw Error(ErrorCode::internal, graph().source + ": " + node(layer.anchor()).describe() + ": oneDNN: " +
-                                           e.what());
+      throw Error(ErrorCode::internal,
+                  graph().source + ": " + node(layer.anchor()).describe() + ": oneDNN: " + e.what());
     } catch (const Error& e) {
       const std::string what = e.what();
       const std::string where = node(layer.anchor()).describe();
@@ -392,10 +417,18 @@ void materialize(Instance& inst, const dnnl::engine& engine) {
     const Slot& root = inst.slots[root_index];
     void* ptr = nullptr;
     switch (root.place) {
-      case Slot::Place::arena: ptr = inst.m_arena.data() + root.offset; break;
-      case Slot::Place::input: ptr = nullptr; break;
-      case Slot::Place::external: ptr = root.external; break;
-      case Slot::Place::owned: ptr = inst.m_owned.data() + owned_offset[root_index]; break;
+      case Slot::Place::arena:
+        ptr = inst.m_arena.data() + root.offset;
+        break;
+      case Slot::Place::input:
+        ptr = nullptr;
+        break;
+      case Slot::Place::external:
+        ptr = root.external;
+        break;
+      case Slot::Place::owned:
+        ptr = inst.m_owned.data() + owned_offset[root_index];
+        break;
     }
     s.mem = dnnl::memory(s.md, engine, ptr);
   }
@@ -408,8 +441,8 @@ void materialize(Instance& inst, const dnnl::engine& engine) {
   inst.materialized = true;
 }
 
-void Instance::prepare_weights(const WeightStore& weights, const WeightFactors& factors, const dnnl::engine& engine,
-                               dnnl::stream& stream, int num_threads) {
+void Instance::prepare_weights(const WeightStore& weights, const WeightFactors& factors,
+                               const dnnl::engine& engine, dnnl::stream& stream, int num_threads) {
   auto factors_of = [&](const WeightPrep& p) -> std::span<const double> {
     auto v = static_cast<size_t>(p.value);
     return v < factors.size() ? std::span<const double>(factors[v]) : std::span<const double>();
@@ -446,7 +479,8 @@ void Instance::prepare_weights(const WeightStore& weights, const WeightFactors& 
       auto in = t->data<float>();
       auto out = scaled.mutable_data<float>();
       const size_t slice = in.size() / f.size();
-      for (size_t i = 0; i < in.size(); ++i) out[i] = static_cast<float>(static_cast<double>(in[i]) * f[i / slice]);
+      for (size_t i = 0; i < in.size(); ++i)
+        out[i] = static_cast<float>(static_cast<double>(in[i]) * f[i / slice]);
       t = &scaled;
     }
     dnnl::memory& dst = slots[static_cast<size_t>(p.slot)].mem;
@@ -472,12 +506,14 @@ const Tensor* Instance::weight_tensor(const WeightStore& weights, const WeightPr
   return t;
 }
 
-std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,
-                                  const dnnl::engine& engine, dnnl::stream& stream) {
+std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor> inputs,
+                                  const WeightStore& weights, const dnnl::engine& engine,
+                                  dnnl::stream& stream) {
   for (Slot& s : slots) {
     const Slot& root = s.root >= 0 ? slots[static_cast<size_t>(s.root)] : s;
     if (root.place == Slot::Place::input) {
-      s.mem.set_data_handle(const_cast<std::byte*>(inputs[static_cast<size_t>(root.input_index)].bytes().data()));
+      s.mem.set_data_handle(
+          const_cast<std::byte*>(inputs[static_cast<size_t>(root.input_index)].bytes().data()));
     }
   }
   RunContext ctx{inputs, &weights, &stream};
@@ -497,7 +533,8 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
       Tensor t = Tensor::zeros(type.dtype, type.static_shape());
       for (const OutputReorder& r : output_reorders) {
         if (r.value != out) continue;
-        dnnl::memory dst(plain_md(type.static_shape(), *to_dnnl(type.dtype)), engine, t.mutable_bytes().data());
+        dnnl::memory dst(plain_md(type.static_shape(), *to_dnnl(type.dtype)), engine,
+                         t.mutable_bytes().data());
         dnnl::memory& src = slots[static_cast<size_t>(st.slot)].mem;
         r.prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
         break;
@@ -515,9 +552,10 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
   return outputs;
 }
 
-std::unique_ptr<Instance> create_instance(EnginePlan& plan, const std::vector<std::vector<int64_t>>& input_shapes,
-                                          const dnnl::engine& engine, dnnl::stream& stream, TuningContext* tuning,
-                                          bool materialize_now) {
+std::unique_ptr<Instance> create_instance(EnginePlan& plan,
+                                          const std::vector<std::vector<int64_t>>& input_shapes,
+                                          const dnnl::engine& engine, dnnl::stream& stream,
+                                          TuningContext* tuning, bool materialize_now) {
   auto inst = std::make_unique<Instance>();
   inst->input_shapes = input_shapes;
   InstanceBuilder builder(plan, *inst, engine, stream, tuning);

@@ -52,7 +52,7 @@ struct TuningContext {
   const CompileSettings* settings = nullptr;
   builder::TimingCache* cache = nullptr;
   builder::BuildProgress* progress = nullptr;
-  std::string fingerprint;  // prefixes every timing-cache key
+  std::string fingerprint;                         // prefixes every timing-cache key
   const ConsumerLayouts* previous_pass = nullptr;  // null in the first pass
   ConsumerLayouts* record = nullptr;               // where this pass notes what consumers want
 };
@@ -98,9 +98,9 @@ enum class ValueKind : uint8_t { unset, input, weight, constant, aux_tensor, slo
 
 struct ValueState {
   ValueKind kind = ValueKind::unset;
-  int slot = -1;         // ValueKind::slot, or the lazily made slot of another kind
-  int input_index = -1;  // ValueKind::input
-  Tensor tensor;         // constant / shape-only / aux output
+  int slot = -1;                                // ValueKind::slot, or the lazily made slot of another kind
+  int input_index = -1;                         // ValueKind::input
+  Tensor tensor;                                // constant / shape-only / aux output
   std::vector<std::pair<Md, int>> conversions;  // the value in other layouts
 };
 
@@ -140,9 +140,10 @@ struct Instance {
 // Creates the instance of `plan` for `input_shapes`. With `tuning`, chooses
 // tactics by timing and stores them in plan.layers; without, uses the stored
 // tactics. `materialize` false plans only (shapes, layouts, arena size).
-std::unique_ptr<Instance> create_instance(EnginePlan& plan, const std::vector<std::vector<int64_t>>& input_shapes,
-                                          const dnnl::engine& engine, dnnl::stream& stream, TuningContext* tuning,
-                                          bool materialize);
+std::unique_ptr<Instance> create_instance(EnginePlan& plan,
+                                          const std::vector<std::vector<int64_t>>& input_shapes,
+                                          const dnnl::engine& engine, dnnl::stream& stream,
+                                          TuningContext* tuning, bool materialize);
 
 // Creates primitives, allocates the arena and binds every slot's memory.
 void materialize(Instance& inst, const dnnl::engine& engine);

@@ -112,7 +112,8 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       if (n.attrs.get_float("beta", 1.0f) != 1.0f) return no("Gemm beta != 1");
       if (!is_fixed(g, n.inputs[2])) return no("Gemm C is not constant");
       const ir::ValueType& c = g.value(n.inputs[2]).type;
-      if (!c.shape || c.shape->empty() || c.shape->size() > 2 || (c.shape->size() == 2 && !((*c.shape)[0] == 1))) {
+      if (!c.shape || c.shape->empty() || c.shape->size() > 2 ||
+          (c.shape->size() == 2 && !((*c.shape)[0] == 1))) {
         return no("Gemm C is not a row bias");
       }
     }
@@ -189,9 +190,11 @@ namespace {
 // the input shapes are known, so these must depend on shapes only.
 std::vector<size_t> shape_inputs(const ir::Node& n) {
   const std::string& op = n.op_type;
-  if (op == "NonZero" || op == "Unique" || op == "NonMaxSuppression" || op == "Compress") return {0, 1, 2, 3, 4};
-  if (op == "Reshape" || op == "Expand" || op == "Tile" || op == "TopK" || op == "OneHot" || op == "Upsample" ||
-      op == "Squeeze" || op == "Unsqueeze" || op == "Split" || op.rfind("Reduce", 0) == 0) {
+  if (op == "NonZero" || op == "Unique" || op == "NonMaxSuppression" || op == "Compress")
+    return {0, 1, 2, 3, 4};
+  if (op == "Reshape" || op == "Expand" || op == "Tile" || op == "TopK" || op == "OneHot" ||
+      op == "Upsample" || op == "Squeeze" || op == "Unsqueeze" || op == "Split" ||
+      op.rfind("Reduce", 0) == 0) {
     return {1};
   }
   if (op == "Slice") return {1, 2, 3, 4};
@@ -207,14 +210,16 @@ std::optional<std::string> unsupported_reason(const ir::Graph& graph, NodeId nod
   const ir::Node& n = graph.node(node);
   if (!default_domain(n)) return "domain '" + n.domain + "' is not supported";
   if (auto problem = ir::op_version_problem(n)) return problem;
-  if (n.op_type == "NonZero" || n.op_type == "Unique" || n.op_type == "NonMaxSuppression" || n.op_type == "Compress") {
+  if (n.op_type == "NonZero" || n.op_type == "Unique" || n.op_type == "NonMaxSuppression" ||
+      n.op_type == "Compress") {
     return n.op_type + ": its output shape depends on input values";
   }
   if (std::vector<size_t> which = shape_inputs(n); !which.empty()) {
     std::vector<bool> shape_only = shape_only_values(graph);
     for (size_t i : which) {
       if (i < n.inputs.size() && n.inputs[i] != k_no_value && !shape_only[static_cast<size_t>(n.inputs[i])]) {
-        return n.op_type + ": input " + std::to_string(i) + " decides the output shape and depends on input values";
+        return n.op_type + ": input " + std::to_string(i) +
+               " decides the output shape and depends on input values";
       }
     }
   }
@@ -230,7 +235,8 @@ std::optional<std::string> unsupported_reason(const ir::Graph& graph, NodeId nod
   if (!kernel || !ir::find_schema(n.domain, n.op_type)) return "no kernel for op " + n.op_type;
   if (kernel->check) {
     std::vector<DType> dtypes;
-    for (ValueId in : n.inputs) dtypes.push_back(in == k_no_value ? DType::undefined : graph.value(in).type.dtype);
+    for (ValueId in : n.inputs)
+      dtypes.push_back(in == k_no_value ? DType::undefined : graph.value(in).type.dtype);
     if (auto reason = kernel->check(n, dtypes)) return n.op_type + ": " + *reason;
   }
   return std::nullopt;
@@ -281,7 +287,8 @@ bool is_pointwise_conv(const ir::Graph& g, const ir::Node& n) {
   if (w.size() != 4 || w[2] != 1 || w[3] != 1 || n.attrs.get_int("group", 1) != 1) return false;
   const std::string pad = n.attrs.get_string("auto_pad", "NOTSET");
   return (pad == "NOTSET" || pad == "VALID") && all_equal(n.attrs.get_ints("strides", {1, 1}), 1) &&
-         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1) && all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 0);
+         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1) &&
+         all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 0);
 }
 
 // A depthwise 3x3 Conv over `channels` channels with a bias, stride 1 or 2
@@ -290,10 +297,12 @@ bool is_fusable_depthwise(const ir::Graph& g, const ir::Node& n, int64_t channel
   if (n.inputs.size() < 3 || n.inputs[2] == k_no_value) return false;
   const std::vector<int64_t> w = static_dims(g, n.inputs[1]);
   if (w.size() != 4 || w[0] != channels || w[1] != 1 || w[2] != 3 || w[3] != 3) return false;
-  if (n.attrs.get_int("group", 1) != channels || n.attrs.get_string("auto_pad", "NOTSET") != "NOTSET") return false;
+  if (n.attrs.get_int("group", 1) != channels || n.attrs.get_string("auto_pad", "NOTSET") != "NOTSET")
+    return false;
   const std::vector<int64_t> strides = n.attrs.get_ints("strides", {1, 1});
   return strides.size() == 2 && strides[0] == strides[1] && (strides[0] == 1 || strides[0] == 2) &&
-         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1) && n.attrs.get_ints("pads", {0, 0, 0, 0}).size() == 4 &&
+         all_equal(n.attrs.get_ints("dilations", {1, 1}), 1) &&
+         n.attrs.get_ints("pads", {0, 0, 0, 0}).size() == 4 &&
          all_equal(n.attrs.get_ints("pads", {0, 0, 0, 0}), 1);
 }
 
@@ -404,17 +413,28 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
 
 const char* layer_kind_name(LayerKind kind) {
   switch (kind) {
-    case LayerKind::conv: return "conv";
-    case LayerKind::matmul: return "matmul";
-    case LayerKind::pool: return "pool";
-    case LayerKind::eltwise: return "eltwise";
-    case LayerKind::binary: return "binary";
-    case LayerKind::softmax: return "softmax";
-    case LayerKind::layer_norm: return "layer_norm";
-    case LayerKind::concat: return "concat";
-    case LayerKind::view: return "view";
-    case LayerKind::aux: return "aux";
-    case LayerKind::shape: return "shape";
+    case LayerKind::conv:
+      return "conv";
+    case LayerKind::matmul:
+      return "matmul";
+    case LayerKind::pool:
+      return "pool";
+    case LayerKind::eltwise:
+      return "eltwise";
+    case LayerKind::binary:
+      return "binary";
+    case LayerKind::softmax:
+      return "softmax";
+    case LayerKind::layer_norm:
+      return "layer_norm";
+    case LayerKind::concat:
+      return "concat";
+    case LayerKind::view:
+      return "view";
+    case LayerKind::aux:
+      return "aux";
+    case LayerKind::shape:
+      return "shape";
   }
   return "?";
 }

@@ -48,7 +48,8 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
   std::vector<Md> srcs;
   std::vector<std::pair<int, int>> args;
   for (ValueId v : n.inputs) {
-    if (b.shape(v).empty() || b.shape(v)[static_cast<size_t>(axis)] == 0) continue;  // empty inputs add nothing
+    if (b.shape(v).empty() || b.shape(v)[static_cast<size_t>(axis)] == 0)
+      continue;  // empty inputs add nothing
     const int s = b.use_plain(v, Dt::f32);
     args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(srcs.size()), s);
     srcs.push_back(b.slot(s).md);

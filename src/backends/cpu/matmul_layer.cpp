@@ -27,7 +27,8 @@ namespace {
 
 // Where the layer's residual goes: in place over the residual when it dies
 // here, else a copy of it into a fresh slot (the sum post-op adds to dst).
-int define_output(InstanceBuilder& b, const LayerDesc& layer, const Md& full, std::initializer_list<ValueId> reads) {
+int define_output(InstanceBuilder& b, const LayerDesc& layer, const Md& full,
+                  std::initializer_list<ValueId> reads) {
   if (layer.residual_add == k_no_node) return b.define(layer.output, full);
   const ValueId residual = b.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
   bool read_here = false;
@@ -57,7 +58,8 @@ std::string layout_tag(const Md& md) {
   const auto& blocking = md.data.format_desc.blocking;
   std::vector<int> order(static_cast<size_t>(md.data.ndims));
   for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<int>(d);
-  std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return blocking.strides[x] > blocking.strides[y]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int x, int y) { return blocking.strides[x] > blocking.strides[y]; });
   std::string tag;
   for (int d : order) {
     bool blocked = false;
@@ -137,7 +139,9 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
     using Tag = dnnl::memory::format_tag;
     const Dt dt = prec == Prec::bf16 ? Dt::bf16 : Dt::f32;
     Md src = trans_a ? Md({M, K}, dt, Dims{1, M}) : plain_md(Dims{M, K}, dt);
-    const Tag tag = layout == WeightLayout::plain ? Tag::ab : layout == WeightLayout::transposed ? Tag::ba : Tag::any;
+    const Tag tag = layout == WeightLayout::plain        ? Tag::ab
+                    : layout == WeightLayout::transposed ? Tag::ba
+                                                         : Tag::any;
     Md w({K, N}, dt, tag);
     Md dst = plain_md(Dims{M, N}, dt);
     return bias != k_no_value ? dnnl::matmul::desc(src, w, plain_md(Dims{1, N}, Dt::f32), dst)
@@ -145,7 +149,8 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
   };
   auto candidate = [&](Prec prec, WeightLayout layout, const dnnl::matmul::primitive_desc& pd) {
     MatmulCandidate c{prec, layout, pd, pd.impl_info_str(), {}};
-    c.name = std::string("matmul:") + prec_name(prec) + "/" + c.impl + "/" + layout_tag(pd.weights_desc()) + post_name;
+    c.name = std::string("matmul:") + prec_name(prec) + "/" + c.impl + "/" + layout_tag(pd.weights_desc()) +
+             post_name;
     return c;
   };
 
@@ -188,22 +193,25 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
     if (offered.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no matmul for this problem");
 
     const Md current = b.md_of(A);
-    const Md from = plain_md(trans_a ? Dims{K, M} : Dims{M, K}, is_plain(current) ? current.data_type() : Dt::f32);
+    const Md from =
+        plain_md(trans_a ? Dims{K, M} : Dims{M, K}, is_plain(current) ? current.data_type() : Dt::f32);
     std::vector<builder::TacticCandidate> candidates;
     for (const MatmulCandidate& c : offered) {
       std::vector<TimedArg> args = {{DNNL_ARG_SRC, c.pd.src_desc()},
                                     {DNNL_ARG_WEIGHTS, c.pd.weights_desc()},
                                     {DNNL_ARG_DST, c.pd.dst_desc()}};
       if (bias != k_no_value) args.push_back({DNNL_ARG_BIAS, c.pd.bias_desc()});
-      candidates.push_back({c.name, primitive_timer(b, c.pd, args, LayoutMoves{trans_a ? std::nullopt : std::optional<Md>(from), {}, {}})});
+      candidates.push_back(
+          {c.name, primitive_timer(b, c.pd, args,
+                                   LayoutMoves{trans_a ? std::nullopt : std::optional<Md>(from), {}, {}})});
     }
     // The candidate names (implementation and layouts) join this in the
     // timing-cache key, so a machine or kiln offering other candidates
     // never reads these timings as its own.
-    std::string signature = "matmul|a=" + md_string(current) + "|m=" + std::to_string(M) + "|k=" +
-                            std::to_string(K) + "|n=" + std::to_string(N) + "|ta=" + (trans_a ? "1" : "0") +
-                            "|tb=" + (trans_b ? "1" : "0") + "|b=" + (bias != k_no_value ? "1" : "0") +
-                            "|post=" + post_name;
+    std::string signature = "matmul|a=" + md_string(current) + "|m=" + std::to_string(M) +
+                            "|k=" + std::to_string(K) + "|n=" + std::to_string(N) +
+                            "|ta=" + (trans_a ? "1" : "0") + "|tb=" + (trans_b ? "1" : "0") +
+                            "|b=" + (bias != k_no_value ? "1" : "0") + "|post=" + post_name;
     double ms = 0;
     const size_t index = choose_tactic(b, signature, candidates, &ms);
     chosen = offered[index];
@@ -225,10 +233,11 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
       available += (available.empty() ? "" : ", ") + impl;
     }
     if (!chosen) {
-      throw Error(ErrorCode::invalid_model,
-                  "node '" + n.name + "' (" + n.op_type + "): the plan's tactic " + t.name +
-                      " needs oneDNN implementation '" + t.impl + "', which is not available on this machine (" +
-                      (available.empty() ? std::string("oneDNN offers none") : "oneDNN offers " + available) + ")");
+      throw Error(
+          ErrorCode::invalid_model,
+          "node '" + n.name + "' (" + n.op_type + "): the plan's tactic " + t.name +
+              " needs oneDNN implementation '" + t.impl + "', which is not available on this machine (" +
+              (available.empty() ? std::string("oneDNN offers none") : "oneDNN offers " + available) + ")");
     }
   }
   const dnnl::matmul::primitive_desc& pd = chosen->pd;

@@ -14,7 +14,8 @@ size_t align_up(size_t n) { return (n + k_arena_alignment - 1) / k_arena_alignme
 size_t plan_memory(std::vector<MemoryBlock>& blocks) {
   std::vector<size_t> order(blocks.size());
   std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return blocks[a].size > blocks[b].size; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return blocks[a].size > blocks[b].size; });
   std::vector<size_t> placed;
   size_t total = 0;
   for (size_t i : order) {
@@ -25,7 +26,8 @@ size_t plan_memory(std::vector<MemoryBlock>& blocks) {
       const MemoryBlock& o = blocks[p];
       if (o.first <= blk.last && blk.first <= o.last) live.push_back(&o);
     }
-    std::sort(live.begin(), live.end(), [](const MemoryBlock* a, const MemoryBlock* b) { return a->offset < b->offset; });
+    std::sort(live.begin(), live.end(),
+              [](const MemoryBlock* a, const MemoryBlock* b) { return a->offset < b->offset; });
     size_t offset = 0;
     const size_t need = align_up(blk.size);
     for (const MemoryBlock* o : live) {

@@ -30,7 +30,8 @@ void build_softmax_layer(InstanceBuilder& b, LayerDesc& layer) {
   for (Dt attempt : {dt, Dt::f32}) {
     try {
       src = b.use_plain(x, attempt);
-      dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md, static_cast<int>(axis));
+      dnnl::softmax_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md,
+                                       static_cast<int>(axis));
       pd = dnnl::softmax_forward::primitive_desc(desc, b.attr(), b.engine());
       break;
     } catch (const dnnl::error&) {
@@ -66,8 +67,8 @@ void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
   for (Dt attempt : {keep_dt(b, x), Dt::f32}) {
     try {
       src = b.view(b.use_plain(x, attempt), plain_md(Dims{outer, inner}, attempt));
-      dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md, epsilon,
-                                                   flags);
+      dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md,
+                                                   epsilon, flags);
       pd = dnnl::layer_normalization_forward::primitive_desc(desc, b.attr(), b.engine());
       break;
     } catch (const dnnl::error&) {
@@ -78,9 +79,8 @@ void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
   const Md full = plain_md(shape, pd->dst_desc().data_type());
   const int dst = b.view(b.define(y, full), pd->dst_desc());
   const Md vec = plain_md(Dims{inner}, Dt::f32);
-  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, src},
-                                           {DNNL_ARG_DST, dst},
-                                           {DNNL_ARG_SCALE, b.weight_slot(scale, vec, vec)}};
+  std::vector<std::pair<int, int>> args = {
+      {DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCALE, b.weight_slot(scale, vec, vec)}};
   if (shift != ir::k_no_value) args.emplace_back(DNNL_ARG_SHIFT, b.weight_slot(shift, vec, vec));
   b.add_primitive(*pd, std::move(args));
 }

@@ -23,17 +23,17 @@ namespace kiln::cpu {
 
 // Persistent values: never renumber.
 enum class LayerKind : uint8_t {
-  conv = 0,        // Conv (+ bias + residual sum + activation)
-  matmul = 1,      // MatMul / Gemm (+ bias Add + residual sum + activation)
-  pool = 2,        // MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool
-  eltwise = 3,     // one unary activation or math op
-  binary = 4,      // Add, Sub, Mul, Div with broadcasting
+  conv = 0,     // Conv (+ bias + residual sum + activation)
+  matmul = 1,   // MatMul / Gemm (+ bias Add + residual sum + activation)
+  pool = 2,     // MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool
+  eltwise = 3,  // one unary activation or math op
+  binary = 4,   // Add, Sub, Mul, Div with broadcasting
   softmax = 5,
   layer_norm = 6,
   concat = 7,
-  view = 8,        // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy
-  aux = 9,         // runs a reference kernel inside the engine
-  shape = 10,      // depends only on input shapes: evaluated once per shape set
+  view = 8,    // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy
+  aux = 9,     // runs a reference kernel inside the engine
+  shape = 10,  // depends only on input shapes: evaluated once per shape set
 };
 constexpr uint8_t k_last_layer_kind = 10;
 

@@ -59,14 +59,29 @@ Offset<fbs::Attr> write_attr(FlatBufferBuilder& b, const std::string& name, cons
   float f = 0;
   const auto kind = static_cast<fbs::AttrKind>(value.index());
   switch (value.index()) {
-    case 0: i = std::get<int64_t>(value); break;
-    case 1: f = std::get<float>(value); break;
-    case 2: s = b.CreateString(std::get<std::string>(value)); break;
-    case 3: ints = b.CreateVector(std::get<std::vector<int64_t>>(value)); break;
-    case 4: floats = b.CreateVector(std::get<std::vector<float>>(value)); break;
-    case 5: strings = b.CreateVectorOfStrings(std::get<std::vector<std::string>>(value)); break;
-    case 6: t = write_tensor(b, std::get<Tensor>(value)); break;
-    default: throw Error(ErrorCode::internal, "cpu plan: unknown attribute kind");
+    case 0:
+      i = std::get<int64_t>(value);
+      break;
+    case 1:
+      f = std::get<float>(value);
+      break;
+    case 2:
+      s = b.CreateString(std::get<std::string>(value));
+      break;
+    case 3:
+      ints = b.CreateVector(std::get<std::vector<int64_t>>(value));
+      break;
+    case 4:
+      floats = b.CreateVector(std::get<std::vector<float>>(value));
+      break;
+    case 5:
+      strings = b.CreateVectorOfStrings(std::get<std::vector<std::string>>(value));
+      break;
+    case 6:
+      t = write_tensor(b, std::get<Tensor>(value));
+      break;
+    default:
+      throw Error(ErrorCode::internal, "cpu plan: unknown attribute kind");
   }
   return fbs::CreateAttr(b, n, kind, i, f, s, ints, floats, strings, t);
 }
@@ -93,8 +108,8 @@ Offset<fbs::Graph> write_graph(FlatBufferBuilder& b, const ir::Graph& g) {
   for (const ir::Node& n : g.nodes()) {
     std::vector<Offset<fbs::Attr>> attrs;
     for (const auto& [name, value] : n.attrs.all()) attrs.push_back(write_attr(b, name, value));
-    nodes.push_back(fbs::CreateNodeDirect(b, n.name.c_str(), n.op_type.c_str(), n.domain.c_str(), n.opset, &n.inputs,
-                                          &n.outputs, &attrs));
+    nodes.push_back(fbs::CreateNodeDirect(b, n.name.c_str(), n.op_type.c_str(), n.domain.c_str(), n.opset,
+                                          &n.inputs, &n.outputs, &attrs));
   }
   return fbs::CreateGraphDirect(b, g.source.c_str(), &values, &nodes, &g.inputs(), &g.outputs());
 }
@@ -103,9 +118,22 @@ Offset<fbs::Graph> write_graph(FlatBufferBuilder& b, const ir::Graph& g) {
 
 std::optional<DType> read_dtype(int32_t code) {
   switch (code) {
-    case 1: case 2: case 3: case 4: case 5: case 6: case 7: case 9: case 10: case 11: case 12: case 13: case 16:
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5:
+    case 6:
+    case 7:
+    case 9:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 16:
       return static_cast<DType>(code);
-    default: return std::nullopt;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -152,12 +180,17 @@ ir::WeightRecipe read_recipe(const fbs::Recipe* r) {
 
 ir::AttributeValue read_attr(const fbs::Attr* a) {
   switch (a->kind()) {
-    case fbs::AttrKind::Int: return a->i();
-    case fbs::AttrKind::Float: return a->f();
-    case fbs::AttrKind::String: return read_string(a->s());
-    case fbs::AttrKind::Ints: return read_ints(a->ints());
+    case fbs::AttrKind::Int:
+      return a->i();
+    case fbs::AttrKind::Float:
+      return a->f();
+    case fbs::AttrKind::String:
+      return read_string(a->s());
+    case fbs::AttrKind::Ints:
+      return read_ints(a->ints());
     case fbs::AttrKind::Floats:
-      return a->floats() ? std::vector<float>(a->floats()->begin(), a->floats()->end()) : std::vector<float>{};
+      return a->floats() ? std::vector<float>(a->floats()->begin(), a->floats()->end())
+                         : std::vector<float>{};
     case fbs::AttrKind::Strings: {
       std::vector<std::string> out;
       if (a->strings()) {
@@ -165,7 +198,8 @@ ir::AttributeValue read_attr(const fbs::Attr* a) {
       }
       return out;
     }
-    case fbs::AttrKind::Tensor: return read_tensor(a->t());
+    case fbs::AttrKind::Tensor:
+      return read_tensor(a->t());
   }
   corrupt("bad attribute kind");
 }
@@ -199,8 +233,9 @@ ir::Graph read_graph(const fbs::Graph* fg) {
       }
       type.shape = std::move(dims);
     }
-    ir::ValueId id = fv->initializer() ? g.add_initializer(read_string(fv->name()), read_tensor(fv->initializer()))
-                                       : g.add_value(read_string(fv->name()), type);
+    ir::ValueId id = fv->initializer()
+                         ? g.add_initializer(read_string(fv->name()), read_tensor(fv->initializer()))
+                         : g.add_value(read_string(fv->name()), type);
     ir::Value& v = g.value(id);
     v.type = type;
     if (fv->inferred()) v.inferred_value = read_tensor(fv->inferred());
@@ -223,7 +258,8 @@ ir::Graph read_graph(const fbs::Graph* fg) {
       check_value(v, true);
       if (v == ir::k_no_value) continue;
       const ir::Value& value = g.value(v);
-      if (produced[static_cast<size_t>(v)] || value.initializer || value.recipe) corrupt("a value produced twice");
+      if (produced[static_cast<size_t>(v)] || value.initializer || value.recipe)
+        corrupt("a value produced twice");
       produced[static_cast<size_t>(v)] = true;
     }
     if (fn->attrs()) {
@@ -255,7 +291,8 @@ std::vector<std::byte> serialize_plan(const EnginePlan& plan) {
   auto graph = write_graph(b, plan.graph);
   std::vector<Offset<fbs::Spec>> specs;
   for (const InputSpec& s : plan.specs) {
-    specs.push_back(fbs::CreateSpecDirect(b, s.name.c_str(), static_cast<int32_t>(s.dtype), &s.min, &s.opt, &s.max));
+    specs.push_back(
+        fbs::CreateSpecDirect(b, s.name.c_str(), static_cast<int32_t>(s.dtype), &s.min, &s.opt, &s.max));
   }
   std::vector<Offset<fbs::Layer>> layers;
   for (const LayerDesc& l : plan.layers) {
@@ -266,16 +303,16 @@ std::vector<std::byte> serialize_plan(const EnginePlan& plan) {
                                               static_cast<uint8_t>(t.precision), t.name.c_str(), t.time_ms);
     }
     layers.push_back(fbs::CreateLayerDirect(
-        b, static_cast<uint8_t>(l.kind), &l.nodes, l.bias_add, l.residual_add, l.residual_input, l.activation, l.output,
-        static_cast<uint8_t>(l.tactic.algo), static_cast<uint8_t>(l.tactic.layout),
+        b, static_cast<uint8_t>(l.kind), &l.nodes, l.bias_add, l.residual_add, l.residual_input, l.activation,
+        l.output, static_cast<uint8_t>(l.tactic.algo), static_cast<uint8_t>(l.tactic.layout),
         static_cast<uint8_t>(l.tactic.precision), l.tactic.name.c_str(), l.tactic.time_ms,
-        static_cast<uint8_t>(l.tactic.weights), l.tactic.impl.empty() ? nullptr : l.tactic.impl.c_str(), l.dw_conv,
-        l.dw_activation, l.dw_fused, dw_tactic));
+        static_cast<uint8_t>(l.tactic.weights), l.tactic.impl.empty() ? nullptr : l.tactic.impl.c_str(),
+        l.dw_conv, l.dw_activation, l.dw_fused, dw_tactic));
   }
   const Fingerprint& f = plan.fingerprint;
-  auto root = fbs::CreatePlanDirect(b, f.plan_version, f.backend.c_str(), f.library_version.c_str(), f.isa.c_str(), graph,
-                                    &specs, &layers, plan.num_threads, plan.activation_bytes, plan.weight_bytes,
-                                    plan.source_weight_count);
+  auto root = fbs::CreatePlanDirect(b, f.plan_version, f.backend.c_str(), f.library_version.c_str(),
+                                    f.isa.c_str(), graph, &specs, &layers, plan.num_threads,
+                                    plan.activation_bytes, plan.weight_bytes, plan.source_weight_count);
   fbs::FinishPlanBuffer(b, root);
   const uint8_t* data = b.GetBufferPointer();
   const size_t size = b.GetSize();
@@ -302,7 +339,8 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   if (!fbs::VerifyPlanBuffer(verifier)) corrupt("fails FlatBuffers verification");
   const fbs::Plan* p = fbs::GetPlan(buffer.data());
   if (p->plan_version() != k_plan_version) {
-    corrupt("plan version " + std::to_string(p->plan_version()) + ", this kiln reads " + std::to_string(k_plan_version));
+    corrupt("plan version " + std::to_string(p->plan_version()) + ", this kiln reads " +
+            std::to_string(k_plan_version));
   }
   EnginePlan plan;
   plan.fingerprint.backend = read_string(p->backend());
@@ -312,7 +350,8 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   plan.graph = read_graph(p->graph());
   const auto nn = static_cast<int64_t>(plan.graph.num_nodes());
   const auto nv = static_cast<int64_t>(plan.graph.num_values());
-  if (!p->specs() || p->specs()->size() != plan.graph.inputs().size()) corrupt("specs do not match the inputs");
+  if (!p->specs() || p->specs()->size() != plan.graph.inputs().size())
+    corrupt("specs do not match the inputs");
   for (const fbs::Spec* s : *p->specs()) {
     InputSpec spec;
     spec.name = read_string(s->name());
@@ -324,7 +363,8 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     spec.max = read_ints(s->max());
     if (spec.min.size() != spec.opt.size() || spec.opt.size() != spec.max.size()) corrupt("bad spec ranks");
     for (size_t i = 0; i < spec.min.size(); ++i) {
-      if (spec.min[i] < 0 || spec.min[i] > spec.opt[i] || spec.opt[i] > spec.max[i]) corrupt("bad spec range");
+      if (spec.min[i] < 0 || spec.min[i] > spec.opt[i] || spec.opt[i] > spec.max[i])
+        corrupt("bad spec range");
     }
     plan.specs.push_back(std::move(spec));
   }
@@ -353,13 +393,14 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.activation = fl->activation();
     l.residual_input = fl->residual_input();
     if (l.residual_input < -1 || l.residual_input > 1 ||
-        (l.residual_add != ir::k_no_node && (l.residual_input < 0 ||
-                                             plan.graph.node(l.residual_add).inputs.size() != 2))) {
+        (l.residual_add != ir::k_no_node &&
+         (l.residual_input < 0 || plan.graph.node(l.residual_add).inputs.size() != 2))) {
       corrupt("bad residual input");
     }
     if (fl->output() < -1 || fl->output() >= nv) corrupt("bad layer output");
     l.output = fl->output();
-    if (fl->algo() > k_last_conv_algo || fl->layout() > 2 || fl->precision() > 1 || fl->weight_layout() > k_last_weight_layout) {
+    if (fl->algo() > k_last_conv_algo || fl->layout() > 2 || fl->precision() > 1 ||
+        fl->weight_layout() > k_last_weight_layout) {
       corrupt("bad tactic");
     }
     l.tactic.algo = static_cast<ConvAlgo>(fl->algo());
@@ -376,7 +417,8 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.dw_fused = fl->dw_fused();
     if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
       const fbs::ConvTactic* t = fl->dw_tactic();
-      if (!t || t->algo() > k_last_conv_algo || t->layout() > 2 || t->precision() > 1) corrupt("bad depthwise tactic");
+      if (!t || t->algo() > k_last_conv_algo || t->layout() > 2 || t->precision() > 1)
+        corrupt("bad depthwise tactic");
       l.dw_tactic = Tactic(static_cast<ConvAlgo>(t->algo()), static_cast<Layout>(t->layout()),
                            static_cast<Prec>(t->precision()), read_string(t->name()), t->time_ms());
     }
@@ -391,15 +433,18 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   for (const LayerDesc& l : plan.layers) {
     if (l.kind != LayerKind::conv && l.kind != LayerKind::matmul) continue;
     const ir::Node& anchor = plan.graph.node(l.anchor());
-    if (anchor.inputs.size() < 2 || anchor.inputs[0] == ir::k_no_value || anchor.inputs[1] == ir::k_no_value ||
-        native_kind(plan.graph, l.anchor()) != l.kind) {
+    if (anchor.inputs.size() < 2 || anchor.inputs[0] == ir::k_no_value ||
+        anchor.inputs[1] == ir::k_no_value || native_kind(plan.graph, l.anchor()) != l.kind) {
       corrupt("a layer whose kind does not fit its node");
     }
-    if (l.dw_activation != ir::k_no_node && l.dw_conv == ir::k_no_node) corrupt("a depthwise activation alone");
+    if (l.dw_activation != ir::k_no_node && l.dw_conv == ir::k_no_node)
+      corrupt("a depthwise activation alone");
     if (l.dw_conv == ir::k_no_node) continue;
     // The conv builder reads the depthwise node's weights and bias and the
     // 1x1 node's geometry; both must be what the partition would attach.
-    const auto in_layer = [&](ir::NodeId n) { return std::find(l.nodes.begin(), l.nodes.end(), n) != l.nodes.end(); };
+    const auto in_layer = [&](ir::NodeId n) {
+      return std::find(l.nodes.begin(), l.nodes.end(), n) != l.nodes.end();
+    };
     if (l.kind != LayerKind::conv || !in_layer(l.dw_conv) || l.residual_add != ir::k_no_node ||
         (l.dw_activation != ir::k_no_node && !in_layer(l.dw_activation)) ||
         !can_attach_depthwise(plan.graph, l.anchor(), l.dw_conv)) {
@@ -417,7 +462,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
             : dw_out;
     if (pw_last.outputs.empty() || dw.inputs[0] != pw_last.outputs[0] || l.output != last ||
         (l.dw_activation != ir::k_no_node && (plan.graph.node(l.dw_activation).inputs.empty() ||
-                                               plan.graph.node(l.dw_activation).inputs[0] != dw_out))) {
+                                              plan.graph.node(l.dw_activation).inputs[0] != dw_out))) {
       corrupt("a depthwise conv that does not read its layer's 1x1 conv");
     }
   }

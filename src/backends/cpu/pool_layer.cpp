@@ -38,7 +38,7 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
     }
   }
   const bool include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
-  const dnnl::algorithm alg = is_max       ? dnnl::algorithm::pooling_max
+  const dnnl::algorithm alg = is_max        ? dnnl::algorithm::pooling_max
                               : include_pad ? dnnl::algorithm::pooling_avg_include_padding
                                             : dnnl::algorithm::pooling_avg_exclude_padding;
   int src = b.use_current(x);
@@ -46,8 +46,8 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
   if (!is_strided(src_md) && src_md.data.format_kind != dnnl_blocked) src = b.use_plain(x, Dt::f32);
   src_md = b.slot(src).md;
   Md dst_any(to_dims(out), src_md.data_type(), dnnl::memory::format_tag::any);
-  dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, dst_any, strides, kernel,
-                                      dilation, pad_l, pad_r);
+  dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, dst_any, strides,
+                                      kernel, dilation, pad_l, pad_r);
   dnnl::pooling_v2_forward::primitive_desc pd(desc, b.attr(), b.engine());
   layer.tactic.name = std::string("pool:") + (is_max ? "max" : "avg");
   const int dst = b.define(y, pd.dst_desc());

@@ -97,8 +97,10 @@ size_t choose_tactic(InstanceBuilder& b, const std::string& signature,
                      const std::vector<builder::TacticCandidate>& candidates, double* time_ms,
                      bool time_single) {
   TuningContext* t = b.tuning();
-  const std::string key = builder::layer_key(t->fingerprint, timing_threads(*t->settings), signature, candidates);
-  builder::TacticChoice choice = builder::search_tactics(key, candidates, *t->settings, t->cache, time_single);
+  const std::string key =
+      builder::layer_key(t->fingerprint, timing_threads(*t->settings), signature, candidates);
+  builder::TacticChoice choice =
+      builder::search_tactics(key, candidates, *t->settings, t->cache, time_single);
   *time_ms = 0;
   for (const builder::TacticTiming& timing : choice.timings) {
     if (timing.tactic == choice.tactic) *time_ms = timing.time_ms;

@@ -64,7 +64,8 @@ bool dense_permutation(const dnnl_memory_desc_t& md) {
   if (md.format_kind != dnnl_blocked || b.inner_nblks != 0 || md.offset0 != 0) return false;
   std::array<int, k_max_dims> order{};
   for (int d = 0; d < md.ndims; ++d) order[static_cast<size_t>(d)] = d;
-  std::sort(order.begin(), order.begin() + md.ndims, [&](int x, int y) { return b.strides[x] < b.strides[y]; });
+  std::sort(order.begin(), order.begin() + md.ndims,
+            [&](int x, int y) { return b.strides[x] < b.strides[y]; });
   int64_t stride = 1;
   for (int i = 0; i < md.ndims; ++i) {
     const int d = order[static_cast<size_t>(i)];
@@ -80,7 +81,8 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
                      void* dst, std::span<const double> slice_factors) {
   const dnnl_memory_desc_t& s = src_md.data;
   const dnnl_memory_desc_t& d = dst_md.data;
-  if (d.format_kind == dnnl_format_kind_wino) return transform_winograd_weights(src_md, src, dst_md, dst, slice_factors);
+  if (d.format_kind == dnnl_format_kind_wino)
+    return transform_winograd_weights(src_md, src, dst_md, dst, slice_factors);
   if (!addressable(s) || !addressable(d) || s.ndims != d.ndims || s.data_type != dnnl_f32) return false;
   if (d.data_type != dnnl_f32 && d.data_type != dnnl_bf16) return false;
   for (int i = 0; i < s.ndims; ++i) {
@@ -96,7 +98,8 @@ bool reorder_weights(const dnnl::memory::desc& src_md, const float* src, const d
   const size_t element_size = d.data_type == dnnl_bf16 ? 2 : 4;
   // Padding (blocked layouts round channels up) must read as zero; without
   // padding every byte is written below.
-  if (dst_md.get_size() != static_cast<size_t>(elements) * element_size) std::memset(dst, 0, dst_md.get_size());
+  if (dst_md.get_size() != static_cast<size_t>(elements) * element_size)
+    std::memset(dst, 0, dst_md.get_size());
   auto from = offset_tables(s);
   auto to = offset_tables(d);
   const bool bf16 = d.data_type == dnnl_bf16;

@@ -10,14 +10,15 @@ namespace kiln::cpu {
 
 namespace {
 
-constexpr int k_r = 3;           // kernel size: 3x3 only
-constexpr int k_max_alpha = 6;   // tile size of F(4x4,3x3)
-constexpr int k_lanes = 16;      // output channels transformed together
+constexpr int k_r = 3;          // kernel size: 3x3 only
+constexpr int k_max_alpha = 6;  // tile size of F(4x4,3x3)
+constexpr int k_lanes = 16;     // output channels transformed together
 
 // The interpolation matrices oneDNN's reorder uses (cpu/x64/wino_reorder.hpp).
 // F(4x4,3x3)'s rows are pre-scaled there, so these exact constants, not the
 // textbook ones, give its kernels the weights they expect.
-constexpr float k_g_2x3[4][3] = {{1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0.0f, 0.0f, 1.0f}};
+constexpr float k_g_2x3[4][3] = {
+    {1.0f, 0.0f, 0.0f}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0.0f, 0.0f, 1.0f}};
 constexpr float k_g_4x3[6][3] = {{1.13777777777778f, 0.f, 0.f},
                                  {-0.688403361344538f, -0.430252100840336f, -0.26890756302521f},
                                  {-0.688403361344538f, 0.430252100840336f, -0.26890756302521f},
@@ -58,14 +59,16 @@ struct WinoLayout {
     const int64_t icc = ic / (int64_t{w.ic2_block} * w.ic_block);
     const int64_t ib = (ic / w.ic_block) % w.ic2_block;
     const int64_t i = ic % w.ic_block;
-    return ((((((occ * a + u_h) * a + u_w) * ic_chunks + icc) * w.oc2_block + ob) * w.ic2_block + ib) * w.ic_block +
+    return ((((((occ * a + u_h) * a + u_w) * ic_chunks + icc) * w.oc2_block + ob) * w.ic2_block + ib) *
+                w.ic_block +
             i) *
            w.oc_block;
   }
 };
 
 bool dense_oihw_3x3(const dnnl_memory_desc_t& s) {
-  if (s.format_kind != dnnl_blocked || s.data_type != dnnl_f32 || s.ndims != 4 || s.offset0 != 0) return false;
+  if (s.format_kind != dnnl_blocked || s.data_type != dnnl_f32 || s.ndims != 4 || s.offset0 != 0)
+    return false;
   if (s.dims[2] != k_r || s.dims[3] != k_r) return false;
   const auto& b = s.format_desc.blocking;
   if (b.inner_nblks != 0) return false;
@@ -84,8 +87,8 @@ bool winograd_layout_supported(const dnnl::memory::desc& dst_md) {
   if (d.format_kind != dnnl_format_kind_wino || d.data_type != dnnl_f32) return false;
   const dnnl_wino_desc_t& w = d.format_desc.wino_desc;
   const bool two_by_three = w.wino_format == dnnl_wino_wei_aaOBiOo || w.wino_format == dnnl_wino_wei_aaOio;
-  const bool known = (two_by_three && w.alpha == 4) ||
-                     (w.wino_format == dnnl_wino_wei_OBaaIBOIio && w.alpha == 6);
+  const bool known =
+      (two_by_three && w.alpha == 4) || (w.wino_format == dnnl_wino_wei_OBaaIBOIio && w.alpha == 6);
   if (!known || w.r != k_r || w.oc_block <= 0 || w.ic_block <= 0 || w.oc2_block <= 0) return false;
   if (w.oc_block > k_lanes || k_lanes % w.oc_block != 0) return false;
   if (w.wino_format == dnnl_wino_wei_OBaaIBOIio && w.ic2_block <= 0) return false;
@@ -98,10 +101,9 @@ bool winograd_layout_supported(const dnnl::memory::desc& dst_md) {
 // Sixteen lanes are one AVX-512 register: the clone for it runs the lane
 // loops 4x wider than the baseline (SSE2) build; both compute the same
 // unfused products and sums (-ffp-contract=off for this file).
-__attribute__((target_clones("avx512f", "default")))
-bool transform_winograd_weights(const dnnl::memory::desc& src_md, const float* src,
-                                const dnnl::memory::desc& dst_md, void* dst,
-                                std::span<const double> slice_factors) {
+__attribute__((target_clones("avx512f", "default"))) bool transform_winograd_weights(
+    const dnnl::memory::desc& src_md, const float* src, const dnnl::memory::desc& dst_md, void* dst,
+    std::span<const double> slice_factors) {
   const dnnl_memory_desc_t& s = src_md.data;
   if (!winograd_layout_supported(dst_md) || !dense_oihw_3x3(s)) return false;
   const WinoLayout layout(dst_md.data.format_desc.wino_desc);
@@ -151,7 +153,8 @@ bool transform_winograd_weights(const dnnl::memory::desc& src_md, const float* s
             for (int iw = 0; iw < k_r; ++iw) {
               const float gm = g[j * k_r + iw];
               const auto& in = tap[static_cast<size_t>(ih * k_r + iw)];
-              for (int o = 0; o < k_lanes; ++o) acc[static_cast<size_t>(o)] += in[static_cast<size_t>(o)] * gm;
+              for (int o = 0; o < k_lanes; ++o)
+                acc[static_cast<size_t>(o)] += in[static_cast<size_t>(o)] * gm;
             }
           }
         }

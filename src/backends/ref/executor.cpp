@@ -86,9 +86,8 @@ Executor::Executor(const ir::Graph& graph) : m_graph(graph), m_order(graph.topol
 std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) const {
   const ir::Graph& g = m_graph;
   if (inputs.size() != g.inputs().size()) {
-    throw Error(ErrorCode::invalid_argument, g.source + ": model takes " +
-                                                 std::to_string(g.inputs().size()) + " inputs, got " +
-                                                 std::to_string(inputs.size()));
+    throw Error(ErrorCode::invalid_argument, g.source + ": model takes " + std::to_string(g.inputs().size()) +
+                                                 " inputs, got " + std::to_string(inputs.size()));
   }
   std::vector<std::optional<Tensor>> live(g.num_values());
   std::vector<int> remaining = m_use_counts;
@@ -127,9 +126,9 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) const {
         if (!out.defined()) ctx.output(i);  // a kernel may leave an output zero-filled
         const ir::ValueType& want = inferred.types[i];
         if (out.dtype() != want.dtype || !want.is_static() || out.shape() != want.static_shape()) {
-          throw Error(ErrorCode::internal, "kernel produced " + std::string(dtype_name(out.dtype())) +
-                                               "[" + out.shape_string() + "] for output " +
-                                               std::to_string(i) + ", inference said " + want.to_string());
+          throw Error(ErrorCode::internal, "kernel produced " + std::string(dtype_name(out.dtype())) + "[" +
+                                               out.shape_string() + "] for output " + std::to_string(i) +
+                                               ", inference said " + want.to_string());
         }
       }
     } catch (const Error& e) {

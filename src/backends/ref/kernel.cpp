@@ -18,8 +18,8 @@ Tensor& KernelContext::output(size_t i) {
   if (!out.defined()) {
     const ir::ValueType& type = m_inferred.types[i];
     if (!type.is_static()) {
-      throw Error(ErrorCode::internal, "output " + std::to_string(i) + " has no concrete shape: " +
-                                           type.to_string());
+      throw Error(ErrorCode::internal,
+                  "output " + std::to_string(i) + " has no concrete shape: " + type.to_string());
     }
     out = Tensor::zeros(type.dtype, type.static_shape());
   }

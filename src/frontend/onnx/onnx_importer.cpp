@@ -3,12 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <cstring>
-#include <fstream>
-#include <limits>
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
+#include <cstring>
+#include <fstream>
+#include <limits>
 #include <unordered_map>
 
 #include "frontend/onnx/model_validator.hpp"
@@ -43,10 +43,11 @@ ir::ValueType value_type_from_proto(const onnx::ValueInfoProto& info, const std:
       if (d.has_dim_value()) {
         int64_t size = d.dim_value();
         if (size < 0) {
-          throw Error(ErrorCode::invalid_model,
-                      where + ": value '" + info.name() + "' has a negative dimension " + std::to_string(size));
+          throw Error(ErrorCode::invalid_model, where + ": value '" + info.name() +
+                                                    "' has a negative dimension " + std::to_string(size));
         }
-        if (size != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(size)) {
+        if (size != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) /
+                                     static_cast<uint64_t>(size)) {
           throw Error(ErrorCode::invalid_model,
                       where + ": value '" + info.name() + "' has more elements than int64 counts");
         }
@@ -63,18 +64,23 @@ ir::ValueType value_type_from_proto(const onnx::ValueInfoProto& info, const std:
   return type;
 }
 
-std::optional<ir::AttributeValue> attribute_from_proto(const onnx::AttributeProto& a,
-                                                       TensorSource& source) {
+std::optional<ir::AttributeValue> attribute_from_proto(const onnx::AttributeProto& a, TensorSource& source) {
   using A = onnx::AttributeProto;
   switch (a.type()) {
-    case A::INT: return ir::AttributeValue(static_cast<int64_t>(a.i()));
-    case A::FLOAT: return ir::AttributeValue(a.f());
-    case A::STRING: return ir::AttributeValue(a.s());
-    case A::INTS: return ir::AttributeValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
-    case A::FLOATS: return ir::AttributeValue(std::vector<float>(a.floats().begin(), a.floats().end()));
+    case A::INT:
+      return ir::AttributeValue(static_cast<int64_t>(a.i()));
+    case A::FLOAT:
+      return ir::AttributeValue(a.f());
+    case A::STRING:
+      return ir::AttributeValue(a.s());
+    case A::INTS:
+      return ir::AttributeValue(std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+    case A::FLOATS:
+      return ir::AttributeValue(std::vector<float>(a.floats().begin(), a.floats().end()));
     case A::STRINGS:
       return ir::AttributeValue(std::vector<std::string>(a.strings().begin(), a.strings().end()));
-    case A::TENSOR: return ir::AttributeValue(tensor_from_proto(a.t(), source));
+    case A::TENSOR:
+      return ir::AttributeValue(tensor_from_proto(a.t(), source));
     default:
       // Subgraphs, sparse tensors and type protos: only ops kiln does not
       // support use them, and those are reported by op type.
@@ -122,8 +128,8 @@ class GraphBuilder {
       for (const auto& out : gp.node(n).output()) {
         if (out.empty()) continue;
         if (m_by_name.count(out)) {
-          throw Error(ErrorCode::invalid_model, m_source + ": " + describe(gp.node(n), n) +
-                                                    ": output '" + out + "' is defined twice");
+          throw Error(ErrorCode::invalid_model,
+                      m_source + ": " + describe(gp.node(n), n) + ": output '" + out + "' is defined twice");
         }
         define(out, g.add_value(out));
       }
@@ -183,7 +189,8 @@ class GraphBuilder {
     }
     for (const auto& a : np.attribute()) {
       try {
-        if (auto value = attribute_from_proto(a, m_tensor_source)) node.attrs.set(a.name(), std::move(*value));
+        if (auto value = attribute_from_proto(a, m_tensor_source))
+          node.attrs.set(a.name(), std::move(*value));
       } catch (const Error& e) {
         throw e.with_context(where + ": attribute '" + a.name() + "': ");
       }
@@ -250,7 +257,8 @@ ImportedModel import_onnx_file(const std::filesystem::path& path) {
     parsed = model->ParseFromZeroCopyStream(&stream);
   }
   if (!parsed) {
-    throw Error(ErrorCode::invalid_model, source + ": not a valid ONNX model (truncated or corrupt protobuf)");
+    throw Error(ErrorCode::invalid_model,
+                source + ": not a valid ONNX model (truncated or corrupt protobuf)");
   }
   // "model.onnx" has no parent: its folder is the current one.
   auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
@@ -262,7 +270,8 @@ ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::str
   auto model = std::make_shared<onnx::ModelProto>();
   if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
       !model->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error(ErrorCode::invalid_model, source + ": not a valid ONNX model (truncated or corrupt protobuf)");
+    throw Error(ErrorCode::invalid_model,
+                source + ": not a valid ONNX model (truncated or corrupt protobuf)");
   }
   return check_and_convert(std::move(model), source, base_dir);
 }

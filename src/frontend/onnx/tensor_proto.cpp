@@ -2,10 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <onnx/onnx_pb.h>
 #include <cerrno>
 #include <cstring>
 #include <limits>
-#include <onnx/onnx_pb.h>
 
 namespace kiln::frontend {
 
@@ -38,13 +38,16 @@ size_t checked_byte_size(DType dtype, std::span<const int64_t> shape) {
   uint64_t count = 1;
   for (int64_t d : shape) {
     if (d < 0) throw Error(ErrorCode::invalid_model, "tensor has a negative dimension " + std::to_string(d));
-    if (d != 0 && count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(d)) {
-      throw Error(ErrorCode::invalid_model, "tensor of shape " + shape_to_string(shape) + " has more elements than int64 counts");
+    if (d != 0 &&
+        count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / static_cast<uint64_t>(d)) {
+      throw Error(ErrorCode::invalid_model,
+                  "tensor of shape " + shape_to_string(shape) + " has more elements than int64 counts");
     }
     count *= static_cast<uint64_t>(d);
   }
   if (count > std::numeric_limits<size_t>::max() / 16 / dtype_size(dtype)) {
-    throw Error(ErrorCode::invalid_model, "tensor of shape " + shape_to_string(shape) + " is too large to address");
+    throw Error(ErrorCode::invalid_model,
+                "tensor of shape " + shape_to_string(shape) + " is too large to address");
   }
   return static_cast<size_t>(count) * dtype_size(dtype);
 }
@@ -52,25 +55,29 @@ size_t checked_byte_size(DType dtype, std::span<const int64_t> shape) {
 void expect_byte_size(DType dtype, std::span<const int64_t> shape, size_t actual, const char* what) {
   size_t needed = checked_byte_size(dtype, shape);
   if (actual != needed) {
-    throw Error(ErrorCode::invalid_model, std::string(what) + " of " + std::to_string(actual) + " bytes, but shape " +
-                                              shape_to_string(shape) + " of " + std::string(dtype_name(dtype)) +
-                                              " needs " + std::to_string(needed));
+    throw Error(ErrorCode::invalid_model, std::string(what) + " of " + std::to_string(actual) +
+                                              " bytes, but shape " + shape_to_string(shape) + " of " +
+                                              std::string(dtype_name(dtype)) + " needs " +
+                                              std::to_string(needed));
   }
 }
 
 // `full` with every symlink resolved must lie inside `base` (resolved too):
 // a model must not make kiln read files outside its own folder, whether by
 // "..", an absolute path or a symlink pointing out.
-void require_inside(const std::filesystem::path& base, const std::filesystem::path& full, const std::string& location) {
+void require_inside(const std::filesystem::path& base, const std::filesystem::path& full,
+                    const std::string& location) {
   std::error_code ec;
   auto real_base = std::filesystem::canonical(base, ec);
-  if (ec) throw Error(ErrorCode::io, "cannot resolve the model's folder " + base.string() + ": " + ec.message());
+  if (ec)
+    throw Error(ErrorCode::io, "cannot resolve the model's folder " + base.string() + ": " + ec.message());
   auto real = std::filesystem::weakly_canonical(full, ec);
   if (ec) throw Error(ErrorCode::io, "cannot resolve external data '" + location + "': " + ec.message());
   auto rel = real.lexically_relative(real_base);
   if (rel.empty() || *rel.begin() == "..") {
-    throw Error(ErrorCode::invalid_model,
-                "external data location '" + location + "' leaves the model's folder (it resolves to " + real.string() + ")");
+    throw Error(ErrorCode::invalid_model, "external data location '" + location +
+                                              "' leaves the model's folder (it resolves to " + real.string() +
+                                              ")");
   }
 }
 
@@ -89,8 +96,8 @@ ExternalBytes external_bytes(const onnx::TensorProto& proto, TensorSource& sourc
       if (entry.key() == "offset") offset = std::stoll(entry.value());
       if (entry.key() == "length") length = std::stoll(entry.value());
     } catch (const std::exception&) {
-      throw Error(ErrorCode::invalid_model, "external data '" + entry.key() + "' is not a number: '" +
-                                                entry.value() + "'");
+      throw Error(ErrorCode::invalid_model,
+                  "external data '" + entry.key() + "' is not a number: '" + entry.value() + "'");
     }
   }
   if (location.empty()) throw Error(ErrorCode::invalid_model, "external data has no location");
@@ -101,7 +108,8 @@ ExternalBytes external_bytes(const onnx::TensorProto& proto, TensorSource& sourc
   std::filesystem::path relative(location);
   // A model must not make kiln read files outside its own folder.
   if (relative.is_absolute() || relative.lexically_normal().string().starts_with("..")) {
-    throw Error(ErrorCode::invalid_model, "external data location '" + location + "' leaves the model's folder");
+    throw Error(ErrorCode::invalid_model,
+                "external data location '" + location + "' leaves the model's folder");
   }
   std::filesystem::path full = source.base_dir / relative;
   require_inside(source.base_dir, full, location);
@@ -119,8 +127,9 @@ ExternalBytes external_bytes(const onnx::TensorProto& proto, TensorSource& sourc
   }
   auto file = mapping->bytes();
   if (offset < 0 || static_cast<uint64_t>(offset) > file.size()) {
-    throw Error(ErrorCode::invalid_model, "external data offset " + std::to_string(offset) + " is beyond the end of '" +
-                                              location + "' (" + std::to_string(file.size()) + " bytes)");
+    throw Error(ErrorCode::invalid_model, "external data offset " + std::to_string(offset) +
+                                              " is beyond the end of '" + location + "' (" +
+                                              std::to_string(file.size()) + " bytes)");
   }
   size_t available = file.size() - static_cast<size_t>(offset);
   size_t size = length < 0 ? available : static_cast<size_t>(length);
@@ -167,20 +176,32 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto, TensorSource& source) {
     return borrow_or_copy(*dtype, std::move(shape), bytes, source.owner);
   }
   switch (*dtype) {
-    case DType::float32: return from_typed_field<float>(*dtype, std::move(shape), proto.float_data());
-    case DType::float64: return from_typed_field<double>(*dtype, std::move(shape), proto.double_data());
-    case DType::int64: return from_typed_field<int64_t>(*dtype, std::move(shape), proto.int64_data());
-    case DType::int32: return from_typed_field<int32_t>(*dtype, std::move(shape), proto.int32_data());
-    case DType::int16: return from_typed_field<int16_t>(*dtype, std::move(shape), proto.int32_data());
-    case DType::int8: return from_typed_field<int8_t>(*dtype, std::move(shape), proto.int32_data());
-    case DType::uint8: return from_typed_field<uint8_t>(*dtype, std::move(shape), proto.int32_data());
+    case DType::float32:
+      return from_typed_field<float>(*dtype, std::move(shape), proto.float_data());
+    case DType::float64:
+      return from_typed_field<double>(*dtype, std::move(shape), proto.double_data());
+    case DType::int64:
+      return from_typed_field<int64_t>(*dtype, std::move(shape), proto.int64_data());
+    case DType::int32:
+      return from_typed_field<int32_t>(*dtype, std::move(shape), proto.int32_data());
+    case DType::int16:
+      return from_typed_field<int16_t>(*dtype, std::move(shape), proto.int32_data());
+    case DType::int8:
+      return from_typed_field<int8_t>(*dtype, std::move(shape), proto.int32_data());
+    case DType::uint8:
+      return from_typed_field<uint8_t>(*dtype, std::move(shape), proto.int32_data());
     case DType::uint16:
     case DType::float16:
-    case DType::bfloat16: return from_typed_field<uint16_t>(*dtype, std::move(shape), proto.int32_data());
-    case DType::boolean: return from_typed_field<uint8_t>(*dtype, std::move(shape), proto.int32_data());
-    case DType::uint32: return from_typed_field<uint32_t>(*dtype, std::move(shape), proto.uint64_data());
-    case DType::uint64: return from_typed_field<uint64_t>(*dtype, std::move(shape), proto.uint64_data());
-    case DType::undefined: break;
+    case DType::bfloat16:
+      return from_typed_field<uint16_t>(*dtype, std::move(shape), proto.int32_data());
+    case DType::boolean:
+      return from_typed_field<uint8_t>(*dtype, std::move(shape), proto.int32_data());
+    case DType::uint32:
+      return from_typed_field<uint32_t>(*dtype, std::move(shape), proto.uint64_data());
+    case DType::uint64:
+      return from_typed_field<uint64_t>(*dtype, std::move(shape), proto.uint64_data());
+    case DType::undefined:
+      break;
   }
   throw Error(ErrorCode::unsupported, "tensor element type is not supported");
 }

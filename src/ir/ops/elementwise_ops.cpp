@@ -10,16 +10,12 @@ namespace {
 
 void same_as_input0(InferContext& ctx) { ctx.set_output(0, ctx.input(0)); }
 
-void bool_like_input0(InferContext& ctx) {
-  ctx.set_output(0, {DType::boolean, ctx.input(0).shape});
-}
+void bool_like_input0(InferContext& ctx) { ctx.set_output(0, {DType::boolean, ctx.input(0).shape}); }
 
 // Before opset 7 the binary arithmetic, logic and comparison ops broadcast
 // only when asked (attribute `broadcast`), and then only B onto A, aligned at
 // `axis` (default: trailing). The output always has A's shape.
-bool uses_legacy_broadcast(const InferContext& ctx) {
-  return ctx.opset() < 7 && ctx.num_inputs() == 2;
-}
+bool uses_legacy_broadcast(const InferContext& ctx) { return ctx.opset() < 7 && ctx.num_inputs() == 2; }
 
 void broadcast_inputs(InferContext& ctx, DType out_dtype) {
   if (uses_legacy_broadcast(ctx)) {
@@ -84,18 +80,19 @@ void infer_cast(InferContext& ctx) {
 }  // namespace
 
 void register_elementwise_ops(OpRegistry& r) {
-  for (const char* op :
-       {"Relu",     "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",     "Erf",  "Gelu",
-        "Sqrt",     "Exp",       "Log",     "Neg",         "Abs",       "Reciprocal", "Floor", "Ceil",
-        "Round",    "Sign",      "Softplus", "Softsign",   "Elu",       "Selu",     "Celu", "ThresholdedRelu",
-        "Sin",      "Cos",       "Tan",     "Asin",        "Acos",      "Atan",     "Sinh", "Cosh",
-        "Asinh",    "Acosh",     "Atanh",   "Not",         "Clip"}) {
+  for (const char* op : {"Relu",     "LeakyRelu",  "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
+                         "Erf",      "Gelu",       "Sqrt",    "Exp",         "Log",       "Neg",
+                         "Abs",      "Reciprocal", "Floor",   "Ceil",        "Round",     "Sign",
+                         "Softplus", "Softsign",   "Elu",     "Selu",        "Celu",      "ThresholdedRelu",
+                         "Sin",      "Cos",        "Tan",     "Asin",        "Acos",      "Atan",
+                         "Sinh",     "Cosh",       "Asinh",   "Acosh",       "Atanh",     "Not",
+                         "Clip"}) {
     r.add(op, same_as_input0);
   }
   for (const char* op : {"IsNaN", "IsInf"}) r.add(op, bool_like_input0);
   r.add("PRelu", infer_prelu);
-  for (const char* op : {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Min", "Max", "Sum", "Mean",
-                         "And", "Or", "Xor", "BitShift"}) {
+  for (const char* op : {"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Min", "Max", "Sum", "Mean", "And", "Or",
+                         "Xor", "BitShift"}) {
     r.add(op, [](InferContext& ctx) { broadcast_inputs(ctx, ctx.input_dtype(0)); });
   }
   for (const char* op : {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"}) {
@@ -107,9 +104,7 @@ void register_elementwise_ops(OpRegistry& r) {
     broadcast_inputs(ctx, ctx.input_dtype(1));
   });
   r.add("Cast", infer_cast);
-  r.add("CastLike", [](InferContext& ctx) {
-    ctx.set_output(0, {ctx.input_dtype(1), ctx.input(0).shape});
-  });
+  r.add("CastLike", [](InferContext& ctx) { ctx.set_output(0, {ctx.input_dtype(1), ctx.input(0).shape}); });
 }
 
 }  // namespace kiln::ir

@@ -65,7 +65,8 @@ inline Window read_window(const Attributes& attrs, size_t spatial,
     // input + pads) inside int64 for any hostile value.
     constexpr int64_t k_max = int64_t{1} << 31;
     for (int64_t x : v) {
-      if (x < min || x > k_max) throw Error(ErrorCode::invalid_model, std::string(name) + " has an invalid value");
+      if (x < min || x > k_max)
+        throw Error(ErrorCode::invalid_model, std::string(name) + " has an invalid value");
     }
   };
   if (!w.kernel.empty()) check(w.kernel, spatial, "kernel_shape", 1);
@@ -136,7 +137,8 @@ inline TransposeAttrs read_transpose_attrs(const Attributes& attrs, size_t spati
   }
   t.output_shape = attrs.get_ints("output_shape", {});
   // Some exporters give the full N, C, spatial... shape.
-  if (t.output_shape.size() == spatial + 2) t.output_shape.erase(t.output_shape.begin(), t.output_shape.begin() + 2);
+  if (t.output_shape.size() == spatial + 2)
+    t.output_shape.erase(t.output_shape.begin(), t.output_shape.begin() + 2);
   if (!t.output_shape.empty() && t.output_shape.size() != spatial) {
     throw Error(ErrorCode::invalid_model, "output_shape has the wrong number of values");
   }
@@ -153,13 +155,13 @@ inline int64_t transpose_out_dim(const TransposeAttrs& t, size_t i, int64_t in) 
 
 inline int64_t transpose_pad_begin(const TransposeAttrs& t, size_t i, int64_t in, int64_t out) {
   const Window& w = t.window;
-  bool derived = !t.output_shape.empty() || w.auto_pad == AutoPad::same_upper ||
-                 w.auto_pad == AutoPad::same_lower;
+  bool derived =
+      !t.output_shape.empty() || w.auto_pad == AutoPad::same_upper || w.auto_pad == AutoPad::same_lower;
   if (!derived) return w.auto_pad == AutoPad::valid ? 0 : w.pads[i];
   // A negative total means output_shape asks for more than the natural size:
   // as in onnxruntime, that extra is left at the end, like output_padding.
-  int64_t total = std::max<int64_t>(
-      0, w.strides[i] * (in - 1) + t.output_padding[i] + w.effective_kernel(i) - out);
+  int64_t total =
+      std::max<int64_t>(0, w.strides[i] * (in - 1) + t.output_padding[i] + w.effective_kernel(i) - out);
   return w.auto_pad == AutoPad::same_lower ? total - total / 2 : total / 2;
 }
 

@@ -17,8 +17,8 @@ std::optional<size_t> rank_of(const InferContext& ctx, size_t i, size_t min_rank
   const ValueType& t = ctx.input(i);
   if (!t.shape) return std::nullopt;
   if (t.shape->size() < min_rank) {
-    ctx.fail("input " + std::to_string(i) + " must have rank >= " + std::to_string(min_rank) +
-             ", got " + t.to_string());
+    ctx.fail("input " + std::to_string(i) + " must have rank >= " + std::to_string(min_rank) + ", got " +
+             t.to_string());
   }
   return t.shape->size();
 }
@@ -36,7 +36,8 @@ std::vector<int64_t> static_tail(const ValueType& t, size_t from) {
 
 void require_float(const InferContext& ctx, size_t i) {
   DType d = ctx.input_dtype(i);
-  if (!is_floating(d)) ctx.fail("input " + std::to_string(i) + " must be a float type, got " + std::string(dtype_name(d)));
+  if (!is_floating(d))
+    ctx.fail("input " + std::to_string(i) + " must be a float type, got " + std::string(dtype_name(d)));
 }
 
 // Rank of the spatial part for an [N, C, spatial...] op, from X or else W.
@@ -60,7 +61,8 @@ void infer_conv(InferContext& ctx) {
   if (!sp) return ctx.set_output(0, ValueType::unknown_shape(ctx.input_dtype(0)));
   const ValueType& x = ctx.input(0);
   const ValueType& w = ctx.input(1);
-  if (w.shape && w.shape->size() != *sp + 2) ctx.fail("X and W ranks differ: " + x.to_string() + ", " + w.to_string());
+  if (w.shape && w.shape->size() != *sp + 2)
+    ctx.fail("X and W ranks differ: " + x.to_string() + ", " + w.to_string());
   nn::Window win = nn::read_window(ctx.attrs(), *sp, static_tail(w, 2));
   if (w.shape && !win.kernel.empty() && !static_tail(w, 2).empty() && static_tail(w, 2) != win.kernel) {
     ctx.fail("kernel_shape " + ints_to_string(win.kernel) + " does not match W " + w.to_string());
@@ -95,7 +97,8 @@ void infer_conv_transpose(InferContext& ctx) {
   if (!sp) return ctx.set_output(0, ValueType::unknown_shape(ctx.input_dtype(0)));
   const ValueType& x = ctx.input(0);
   const ValueType& w = ctx.input(1);
-  if (w.shape && w.shape->size() != *sp + 2) ctx.fail("X and W ranks differ: " + x.to_string() + ", " + w.to_string());
+  if (w.shape && w.shape->size() != *sp + 2)
+    ctx.fail("X and W ranks differ: " + x.to_string() + ", " + w.to_string());
   nn::TransposeAttrs t = nn::read_transpose_attrs(ctx.attrs(), *sp, static_tail(w, 2));
   int64_t group = ctx.attrs().get_int("group", 1);
   if (group < 1) ctx.fail("group must be >= 1");
@@ -104,7 +107,8 @@ void infer_conv_transpose(InferContext& ctx) {
   if (w.shape) {
     const Dim& m = (*w.shape)[1];
     int64_t channels = 0;
-    if (m.is_static() && __builtin_mul_overflow(m.value(), group, &channels)) ctx.fail("output channels overflow int64");
+    if (m.is_static() && __builtin_mul_overflow(m.value(), group, &channels))
+      ctx.fail("output channels overflow int64");
     if (m.is_static()) out[1] = channels;
     const Dim& wc = (*w.shape)[0];
     if (x.shape && (*x.shape)[1].is_static() && wc.is_static() && (*x.shape)[1].value() != wc.value()) {

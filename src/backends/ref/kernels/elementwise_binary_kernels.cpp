@@ -211,18 +211,23 @@ void register_binary_kernels(KernelRegistry& r) {
 
   r.add("Pow", run_pow, [](const ir::Node&, std::span<const DType> dtypes) -> std::optional<std::string> {
     if (dtypes.size() < 2) return "Pow needs two inputs";
-    if (auto why = check_dtypes(dtypes.subspan(0, 1), {DType::float32, DType::float64, DType::int32, DType::int64},
-                                false)) {
+    if (auto why = check_dtypes(dtypes.subspan(0, 1),
+                                {DType::float32, DType::float64, DType::int32, DType::int64}, false)) {
       return why;
     }
     return check_dtypes(dtypes.subspan(1, 1), k_numeric_types, false);
   });
 
-  add_compare(r, "Equal", [](auto x, auto y) { return x == y; }, true);
-  add_compare(r, "Less", [](auto x, auto y) { return x < y; }, false);
-  add_compare(r, "Greater", [](auto x, auto y) { return x > y; }, false);
-  add_compare(r, "LessOrEqual", [](auto x, auto y) { return x <= y; }, false);
-  add_compare(r, "GreaterOrEqual", [](auto x, auto y) { return x >= y; }, false);
+  add_compare(
+      r, "Equal", [](auto x, auto y) { return x == y; }, true);
+  add_compare(
+      r, "Less", [](auto x, auto y) { return x < y; }, false);
+  add_compare(
+      r, "Greater", [](auto x, auto y) { return x > y; }, false);
+  add_compare(
+      r, "LessOrEqual", [](auto x, auto y) { return x <= y; }, false);
+  add_compare(
+      r, "GreaterOrEqual", [](auto x, auto y) { return x >= y; }, false);
 
   add_logic(r, "And", [](bool x, bool y) { return x && y; });
   add_logic(r, "Or", [](bool x, bool y) { return x || y; });
@@ -243,14 +248,19 @@ void register_binary_kernels(KernelRegistry& r) {
         return check_dtypes(dtypes, {DType::uint8, DType::uint16, DType::uint32, DType::uint64}, true);
       });
 
-  add_variadic(r, "Min", [](auto x, auto y) { return min_value(x, y); }, false, k_numeric_types);
-  add_variadic(r, "Max", [](auto x, auto y) { return max_value(x, y); }, false, k_numeric_types);
-  add_variadic(r, "Sum", [](auto x, auto y) { return static_cast<decltype(x)>(x + y); }, false, k_numeric_types);
-  add_variadic(r, "Mean", [](auto x, auto y) { return x + y; }, true, k_float_types);
+  add_variadic(
+      r, "Min", [](auto x, auto y) { return min_value(x, y); }, false, k_numeric_types);
+  add_variadic(
+      r, "Max", [](auto x, auto y) { return max_value(x, y); }, false, k_numeric_types);
+  add_variadic(
+      r, "Sum", [](auto x, auto y) { return static_cast<decltype(x)>(x + y); }, false, k_numeric_types);
+  add_variadic(
+      r, "Mean", [](auto x, auto y) { return x + y; }, true, k_float_types);
 
   r.add("Where", run_where, [](const ir::Node&, std::span<const DType> dtypes) -> std::optional<std::string> {
     if (dtypes.size() != 3) return "Where needs three inputs";
-    if (dtypes[0] != DType::boolean) return "condition has unsupported type " + std::string(dtype_name(dtypes[0]));
+    if (dtypes[0] != DType::boolean)
+      return "condition has unsupported type " + std::string(dtype_name(dtypes[0]));
     return check_dtypes(dtypes.subspan(1), k_all_types, true);
   });
 }

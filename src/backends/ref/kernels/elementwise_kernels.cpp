@@ -228,9 +228,7 @@ void register_activations(KernelRegistry& r) {
   add_float_attr_math(r, "Celu", [](const ir::Attributes& a, auto tag) {
     using T = decltype(tag);
     T alpha = static_cast<T>(a.get_float("alpha", 1.0f));
-    return [alpha](T x) {
-      return std::max(T(0), x) + std::min(T(0), alpha * (std::exp(x / alpha) - T(1)));
-    };
+    return [alpha](T x) { return std::max(T(0), x) + std::min(T(0), alpha * (std::exp(x / alpha) - T(1))); };
   });
   add_float_attr_math(r, "ThresholdedRelu", [](const ir::Attributes& a, auto tag) {
     using T = decltype(tag);
@@ -251,10 +249,9 @@ void register_activations(KernelRegistry& r) {
         if (mode != "none" && mode != "tanh") return "unknown approximate mode '" + mode + "'";
         return check_dtypes(dtypes, k_float_types, true);
       });
-  r.add(
-      "PRelu", run_prelu, [](const ir::Node&, std::span<const DType> dtypes) {
-        return check_dtypes(dtypes, {DType::float32, DType::float64, DType::int32, DType::int64}, true);
-      });
+  r.add("PRelu", run_prelu, [](const ir::Node&, std::span<const DType> dtypes) {
+    return check_dtypes(dtypes, {DType::float32, DType::float64, DType::int32, DType::int64}, true);
+  });
 }
 
 void register_numeric_unary(KernelRegistry& r) {
@@ -296,8 +293,7 @@ void register_numeric_unary(KernelRegistry& r) {
       only(k_numeric_types));
   r.add("Clip", run_clip, only(k_numeric_types));
   r.add(
-      "Not", [](KernelContext& ctx) { unary<bool>(ctx, [](bool x) { return !x; }); },
-      only({DType::boolean}));
+      "Not", [](KernelContext& ctx) { unary<bool>(ctx, [](bool x) { return !x; }); }, only({DType::boolean}));
   r.add(
       "IsNaN",
       [](KernelContext& ctx) {
@@ -321,16 +317,18 @@ void register_numeric_unary(KernelRegistry& r) {
 }
 
 void register_casts(KernelRegistry& r) {
-  r.add("Cast", run_cast, [](const ir::Node& node, std::span<const DType> dtypes) -> std::optional<std::string> {
-    int64_t to = node.attrs.get_int("to");
-    std::optional<DType> target = dtype_from_onnx(static_cast<int32_t>(to));
-    if (!target) return "cast to ONNX type " + std::to_string(to) + " is not supported";
-    return check_cast(dtypes.empty() ? DType::undefined : dtypes[0], *target);
-  });
-  r.add("CastLike", run_cast, [](const ir::Node&, std::span<const DType> dtypes) -> std::optional<std::string> {
-    if (dtypes.size() < 2) return "CastLike needs two inputs";
-    return check_cast(dtypes[0], dtypes[1]);
-  });
+  r.add("Cast", run_cast,
+        [](const ir::Node& node, std::span<const DType> dtypes) -> std::optional<std::string> {
+          int64_t to = node.attrs.get_int("to");
+          std::optional<DType> target = dtype_from_onnx(static_cast<int32_t>(to));
+          if (!target) return "cast to ONNX type " + std::to_string(to) + " is not supported";
+          return check_cast(dtypes.empty() ? DType::undefined : dtypes[0], *target);
+        });
+  r.add("CastLike", run_cast,
+        [](const ir::Node&, std::span<const DType> dtypes) -> std::optional<std::string> {
+          if (dtypes.size() < 2) return "CastLike needs two inputs";
+          return check_cast(dtypes[0], dtypes[1]);
+        });
 }
 
 }  // namespace

@@ -13,15 +13,14 @@
 namespace kiln::ref::elementwise {
 
 inline const std::vector<DType> k_float_types = {DType::float32, DType::float64};
-inline const std::vector<DType> k_int_types = {DType::int8,  DType::uint8,  DType::int16,
-                                               DType::uint16, DType::int32,  DType::uint32,
-                                               DType::int64,  DType::uint64};
+inline const std::vector<DType> k_int_types = {DType::int8,  DType::uint8,  DType::int16, DType::uint16,
+                                               DType::int32, DType::uint32, DType::int64, DType::uint64};
 inline const std::vector<DType> k_numeric_types = {
-    DType::float32, DType::float64, DType::int8,   DType::uint8,  DType::int16,
-    DType::uint16,  DType::int32,   DType::uint32, DType::int64,  DType::uint64};
-inline const std::vector<DType> k_all_types = {
-    DType::float32, DType::float64, DType::int8,   DType::uint8,  DType::int16,  DType::uint16,
-    DType::int32,   DType::uint32,  DType::int64,  DType::uint64, DType::boolean};
+    DType::float32, DType::float64, DType::int8,   DType::uint8, DType::int16,
+    DType::uint16,  DType::int32,   DType::uint32, DType::int64, DType::uint64};
+inline const std::vector<DType> k_all_types = {DType::float32, DType::float64, DType::int8,   DType::uint8,
+                                               DType::int16,   DType::uint16,  DType::int32,  DType::uint32,
+                                               DType::int64,   DType::uint64,  DType::boolean};
 
 template <typename Fn>
 void dispatch_float(DType dtype, Fn&& fn) {
@@ -36,8 +35,8 @@ void dispatch_numeric(DType dtype, Fn&& fn) {
 
 template <typename Fn>
 void dispatch_all(DType dtype, Fn&& fn) {
-  dispatch<float, double, int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t,
-           bool>(dtype, std::forward<Fn>(fn));
+  dispatch<float, double, int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, int64_t, uint64_t, bool>(
+      dtype, std::forward<Fn>(fn));
 }
 
 // Reports the first present input whose dtype is not in `allowed`, or inputs
@@ -85,8 +84,8 @@ inline std::vector<int64_t> aligned_shape(const KernelContext& ctx, size_t i) {
 // Calls fn(out_index, offsets) for every output element, where offsets[k] is
 // the flat index that input k contributes. Same-shape inputs skip the walker.
 template <typename Fn>
-void for_each_broadcast(const std::vector<int64_t>& out_shape, const std::vector<std::vector<int64_t>>& shapes,
-                        Fn&& fn) {
+void for_each_broadcast(const std::vector<int64_t>& out_shape,
+                        const std::vector<std::vector<int64_t>>& shapes, Fn&& fn) {
   int64_t n = shape_numel(out_shape);
   bool all_same = std::all_of(shapes.begin(), shapes.end(), [&](const auto& s) { return s == out_shape; });
   if (all_same) {

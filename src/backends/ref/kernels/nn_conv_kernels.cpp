@@ -14,9 +14,7 @@ namespace kiln::ref {
 
 namespace {
 
-std::vector<int64_t> spatial_shape(const Tensor& t) {
-  return {t.shape().begin() + 2, t.shape().end()};
-}
+std::vector<int64_t> spatial_shape(const Tensor& t) { return {t.shape().begin() + 2, t.shape().end()}; }
 
 template <typename T>
 void run_conv(KernelContext& ctx) {
@@ -68,7 +66,8 @@ void run_conv(KernelContext& ctx) {
         for (int64_t r = 0; r < rows; ++r) {
           const double wv = static_cast<double>(wm[r]);
           const T* src = cols.data() + r * num_out;
-          for (int64_t op = 0; op < num_out; ++op) acc[static_cast<size_t>(op)] += wv * static_cast<double>(src[op]);
+          for (int64_t op = 0; op < num_out; ++op)
+            acc[static_cast<size_t>(op)] += wv * static_cast<double>(src[op]);
         }
         T* yout = py.data() + (n * out_c + m) * num_out;
         for (int64_t op = 0; op < num_out; ++op) yout[op] = static_cast<T>(acc[static_cast<size_t>(op)]);
@@ -158,9 +157,9 @@ std::optional<std::string> check_conv(const ir::Node& /*node*/, std::span<const 
 // Returns, for every (kernel position, output position) pair, the flat input
 // offset or a marker.
 std::vector<int64_t> window_table(std::span<const int64_t> in, std::span<const int64_t> out,
-                                 std::span<const int64_t> kernel, std::span<const int64_t> strides,
-                                 std::span<const int64_t> dilations,
-                                 std::span<const int64_t> pad_begin, std::span<const int64_t> pad_end) {
+                                  std::span<const int64_t> kernel, std::span<const int64_t> strides,
+                                  std::span<const int64_t> dilations, std::span<const int64_t> pad_begin,
+                                  std::span<const int64_t> pad_end) {
   const size_t rank = in.size();
   const int64_t num_out = shape_numel(out);
   const int64_t num_k = shape_numel(kernel);

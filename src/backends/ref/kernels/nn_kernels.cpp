@@ -47,7 +47,8 @@ void run_gemm(KernelContext& ctx) {
     for (int64_t k = 0; k < k_size; ++k) {
       const Acc<T> av = static_cast<Acc<T>>(pa[static_cast<size_t>(i * a_row + k * a_col)]);
       const T* bk = pb.data() + k * b_row;
-      for (int64_t j = 0; j < n_size; ++j) row[static_cast<size_t>(j)] += av * static_cast<Acc<T>>(bk[j * b_col]);
+      for (int64_t j = 0; j < n_size; ++j)
+        row[static_cast<size_t>(j)] += av * static_cast<Acc<T>>(bk[j * b_col]);
     }
     for (int64_t j = 0; j < n_size; ++j) {
       Acc<T> v = alpha * row[static_cast<size_t>(j)];

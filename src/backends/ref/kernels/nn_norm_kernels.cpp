@@ -69,7 +69,8 @@ std::optional<std::string> check_batch_norm(const ir::Node& node, std::span<cons
     return std::string("training (is_test = 0) is not supported");
   }
   for (size_t i = 1; i < node.outputs.size(); ++i) {
-    if (output_used(node, i)) return "output " + std::to_string(i) + " (training statistics) is not supported";
+    if (output_used(node, i))
+      return "output " + std::to_string(i) + " (training statistics) is not supported";
   }
   return std::nullopt;
 }
@@ -87,8 +88,8 @@ void run_layer_norm(KernelContext& ctx) {
   // Scale and B broadcast (one way) to the normalized shape.
   std::vector<double> scale = as_doubles(ctx.input(1));
   std::vector<double> bias = ctx.has_input(2) ? as_doubles(ctx.input(2)) : std::vector<double>{0.0};
-  std::vector<std::vector<int64_t>> param_shapes{ctx.input(1).shape(),
-                                                 ctx.has_input(2) ? ctx.input(2).shape() : std::vector<int64_t>{}};
+  std::vector<std::vector<int64_t>> param_shapes{
+      ctx.input(1).shape(), ctx.has_input(2) ? ctx.input(2).shape() : std::vector<int64_t>{}};
   std::vector<int64_t> scale_at(static_cast<size_t>(inner)), bias_at(static_cast<size_t>(inner));
   BroadcastWalker walk(norm_shape, param_shapes);
   for (int64_t i = 0; i < inner; ++i) {
@@ -188,7 +189,8 @@ void run_lrn(KernelContext& ctx) {
           sq += v * v;
         }
         const double x_v = static_cast<double>(xn[c * inner + i]);
-        yn[c * inner + i] = static_cast<T>(x_v / std::pow(bias + alpha / static_cast<double>(size) * sq, beta));
+        yn[c * inner + i] =
+            static_cast<T>(x_v / std::pow(bias + alpha / static_cast<double>(size) * sq, beta));
       }
     }
   }
@@ -204,7 +206,8 @@ void run_mvn(KernelContext& ctx) {
   std::vector<bool> reduced(static_cast<size_t>(rank), false);
   for (int64_t a : axes) {
     int64_t n = a < 0 ? a + rank : a;
-    if (n < 0 || n >= rank) throw Error(ErrorCode::invalid_model, "axis " + std::to_string(a) + " is out of range");
+    if (n < 0 || n >= rank)
+      throw Error(ErrorCode::invalid_model, "axis " + std::to_string(a) + " is out of range");
     reduced[static_cast<size_t>(n)] = true;
   }
   // Kept-index of every element: its flat index over the axes not reduced.

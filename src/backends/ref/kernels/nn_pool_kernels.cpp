@@ -180,8 +180,8 @@ std::optional<std::string> check_float_pool(const ir::Node& /*node*/, std::span<
 }
 
 std::optional<std::string> check_max_pool(const ir::Node& node, std::span<const DType> dtypes) {
-  if (auto why = require_dtypes(dtypes, {DType::float32, DType::float64, DType::int8,
-                                         DType::uint8, DType::int32, DType::int64})) {
+  if (auto why = require_dtypes(
+          dtypes, {DType::float32, DType::float64, DType::int8, DType::uint8, DType::int32, DType::int64})) {
     return why;
   }
   const int64_t order = node.attrs.get_int("storage_order", 0);
@@ -208,9 +208,9 @@ void register_nn_pool_kernels(KernelRegistry& r) {
         },
         check_float_pool);
   }
-  for (auto [op, kind] : {std::pair{"GlobalAveragePool", PoolKind::average},
-                          std::pair{"GlobalMaxPool", PoolKind::max},
-                          std::pair{"GlobalLpPool", PoolKind::lp}}) {
+  for (auto [op, kind] :
+       {std::pair{"GlobalAveragePool", PoolKind::average}, std::pair{"GlobalMaxPool", PoolKind::max},
+        std::pair{"GlobalLpPool", PoolKind::lp}}) {
     r.add(
         op,
         [kind = kind](KernelContext& ctx) {
