@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace kiln {
@@ -33,6 +34,9 @@ size_t dtype_size(DType dtype);
 std::string_view dtype_name(DType dtype);  // "float32", "int64", ...
 // Maps an ONNX TensorProto.DataType code; nullopt for codes kiln cannot hold.
 std::optional<DType> dtype_from_onnx(int32_t onnx_code);
+// ONNX's name for a TensorProto.DataType code ("FLOAT8E4M3FN", "INT4", ...),
+// for messages about types kiln cannot hold; the number for an unknown code.
+std::string onnx_type_name(int32_t onnx_code);
 bool is_floating(DType dtype);
 
 // The C++ type that stores one element. float16/bfloat16 are stored as raw

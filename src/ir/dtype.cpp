@@ -1,5 +1,7 @@
 #include "kiln/dtype.hpp"
 
+#include <iterator>
+
 namespace kiln {
 
 size_t dtype_size(DType dtype) {
@@ -80,6 +82,18 @@ std::optional<DType> dtype_from_onnx(int32_t onnx_code) {
     default:
       return std::nullopt;
   }
+}
+
+std::string onnx_type_name(int32_t onnx_code) {
+  static constexpr std::string_view k_names[] = {
+      "UNDEFINED",      "FLOAT",      "UINT8",          "INT8",       "UINT16",   "INT16",
+      "INT32",          "INT64",      "STRING",         "BOOL",       "FLOAT16",  "DOUBLE",
+      "UINT32",         "UINT64",     "COMPLEX64",      "COMPLEX128", "BFLOAT16", "FLOAT8E4M3FN",
+      "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ", "UINT4",      "INT4",     "FLOAT4E2M1"};
+  if (onnx_code >= 0 && static_cast<size_t>(onnx_code) < std::size(k_names)) {
+    return std::string(k_names[onnx_code]) + " (" + std::to_string(onnx_code) + ")";
+  }
+  return "unknown (" + std::to_string(onnx_code) + ")";
 }
 
 bool is_floating(DType dtype) {

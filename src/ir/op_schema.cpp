@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "ir/op_versions.hpp"
+
 namespace kiln::ir {
 
 InferContext::InferContext(const Node& node, std::span<const ValueType> input_types,
@@ -96,6 +98,8 @@ InferResult infer_node(const Node& node, std::span<const ValueType> input_types,
   if (!schema) {
     throw Error(ErrorCode::unsupported, node.describe() + ": op is not supported by kiln");
   }
+  if (auto problem = op_version_problem(node))
+    throw Error(ErrorCode::unsupported, node.describe() + ": " + *problem);
   InferContext ctx(node, input_types, input_values);
   try {
     schema->infer(ctx);

@@ -108,7 +108,9 @@ void match_gelu(GraphRewriter& rw, NodeId erf) {
 // ReduceMean's axes (attribute, or input 1 from opset 18), normalized; nullopt if unknown.
 std::optional<std::vector<int64_t>> reduce_axes(const ir::Graph& g, const ir::Node& node, size_t rank) {
   std::vector<int64_t> axes;
-  if (auto a = node.attrs.find_ints("axes")) {
+  if (node.opset < 18) {
+    auto a = node.attrs.find_ints("axes");
+    if (!a) return std::nullopt;  // every axis
     axes = *a;
   } else if (node.inputs.size() > 1 && node.inputs[1] != k_no_value) {
     const Tensor* t = structural_value(g, node.inputs[1]);

@@ -1,6 +1,7 @@
 #include "reference/executor.hpp"
 
 #include "ir/op_schema.hpp"
+#include "ir/op_versions.hpp"
 #include "reference/kernel.hpp"
 
 namespace kiln::ref {
@@ -23,6 +24,10 @@ std::vector<UnsupportedNode> find_unsupported(const ir::Graph& graph) {
     const KernelDef* kernel = kernels().find(node.op_type);
     if (!kernel || !ir::find_schema(node.domain, node.op_type)) {
       report("no reference kernel");
+      continue;
+    }
+    if (auto problem = ir::op_version_problem(node)) {
+      report(*problem);
       continue;
     }
     if (kernel->check) {

@@ -5,6 +5,7 @@
 
 #include "backends/cpu/dnnl_util.hpp"
 #include "ir/op_schema.hpp"
+#include "ir/op_versions.hpp"
 #include "passes/passes.hpp"
 #include "reference/kernel.hpp"
 
@@ -208,6 +209,7 @@ std::vector<size_t> shape_inputs(const ir::Node& n) {
 std::optional<std::string> unsupported_reason(const ir::Graph& graph, NodeId node) {
   const ir::Node& n = graph.node(node);
   if (!default_domain(n)) return "domain '" + n.domain + "' is not supported";
+  if (auto problem = ir::op_version_problem(n)) return problem;
   if (n.op_type == "NonZero" || n.op_type == "Unique" || n.op_type == "NonMaxSuppression" ||
       n.op_type == "Compress") {
     return n.op_type + ": its output shape depends on input values";

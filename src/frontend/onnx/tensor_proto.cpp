@@ -160,7 +160,7 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto, TensorSource& source) {
   auto dtype = dtype_from_onnx(proto.data_type());
   if (!dtype) {
     throw Error(ErrorCode::unsupported,
-                "tensor element type " + std::to_string(proto.data_type()) + " is not supported by kiln");
+                "tensor element type " + onnx_type_name(proto.data_type()) + " is not supported by kiln");
   }
   std::vector<int64_t> shape(proto.dims().begin(), proto.dims().end());
   (void)checked_byte_size(*dtype, shape);

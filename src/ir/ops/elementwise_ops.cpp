@@ -73,7 +73,7 @@ void infer_prelu(InferContext& ctx) {
 void infer_cast(InferContext& ctx) {
   int64_t to = ctx.attrs().get_int("to");
   std::optional<DType> dtype = dtype_from_onnx(static_cast<int32_t>(to));
-  if (!dtype) ctx.unsupported("cannot cast to ONNX type " + std::to_string(to));
+  if (!dtype) ctx.unsupported("cannot cast to ONNX type " + onnx_type_name(static_cast<int32_t>(to)));
   ctx.set_output(0, {*dtype, ctx.input(0).shape});
 }
 

@@ -213,6 +213,10 @@ void infer_split(InferContext& ctx) {
   const Dim& dim = (*in.shape)[static_cast<size_t>(axis)];
   std::optional<std::vector<int64_t>> sizes;
   bool sizes_unknown = false;
+  if (ctx.opset() >= 18 && ctx.attrs().has("num_outputs")) {
+    if (ctx.has_input(1)) ctx.fail("split sizes and num_outputs are given together");
+    if (ctx.attrs().get_int("num_outputs") < 1) ctx.fail("num_outputs must be positive");
+  }
   if (ctx.opset() < 13) {
     sizes = ctx.attrs().find_ints("split");
   } else if (ctx.has_input(1)) {

@@ -184,6 +184,19 @@ void run_reduce(KernelContext& ctx, const std::string& op, const std::vector<boo
   }
 }
 
+// ReduceMax / ReduceMin of bool (opset 20): any and all.
+void reduce_bool(KernelContext& ctx, const std::vector<bool>& reduced, bool is_max) {
+  const Tensor& in = ctx.input(0);
+  auto src = in.bytes();
+  auto dst = ctx.output(0).mutable_bytes();
+  std::vector<bool> acc(dst.size(), !is_max);
+  for_each_reduced(in.shape(), reduced, [&](size_t i, size_t o) {
+    const bool x = src[i] != std::byte{0};
+    acc[o] = is_max ? (acc[o] || x) : (acc[o] && x);
+  });
+  for (size_t o = 0; o < dst.size(); ++o) dst[o] = std::byte{acc[o] ? uint8_t{1} : uint8_t{0}};
+}
+
 void reduce_kernel(KernelContext& ctx) {
   const Tensor& in = ctx.input(0);
   const std::optional<std::vector<bool>> reduced = reduced_axes(ctx, in.rank());
@@ -192,6 +205,10 @@ void reduce_kernel(KernelContext& ctx) {
     return;
   }
   const std::string& op = ctx.node().op_type;
+  if (in.dtype() == DType::boolean) {
+    reduce_bool(ctx, *reduced, op == "ReduceMax");
+    return;
+  }
   dispatch<float, double, int32_t, int64_t>(in.dtype(),
                                             [&](auto tag) { run_reduce<decltype(tag)>(ctx, op, *reduced); });
 }
@@ -199,6 +216,11 @@ void reduce_kernel(KernelContext& ctx) {
 std::optional<std::string> check_reduce(const ir::Node& node, std::span<const DType> dtypes) {
   const bool log_op = node.op_type == "ReduceLogSum" || node.op_type == "ReduceLogSumExp";
   if (log_op) return require_dtypes(dtypes.first(1), {DType::float32, DType::float64});
+  const bool min_max = node.op_type == "ReduceMax" || node.op_type == "ReduceMin";
+  if (min_max && node.opset >= 20) {
+    return require_dtypes(dtypes.first(1),
+                          {DType::float32, DType::float64, DType::int32, DType::int64, DType::boolean});
+  }
   return require_dtypes(dtypes.first(1), {DType::float32, DType::float64, DType::int32, DType::int64});
 }
 
