@@ -25,7 +25,10 @@ Explanation explain_compile(const ir::Graph& graph, std::span<const InputSpec> s
   auto path = cache.layout().entry_path(e.key);
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) {
-    e.detail = cache::explain_miss(cache, key);
+    // Not on disk: compare with the entries of every tier the settings name
+    // (RAM, Redis), as a compile's miss report does.
+    std::shared_ptr<cache::Store> tiers = cache::open(settings);
+    e.detail = cache::explain_miss(tiers ? *tiers : static_cast<cache::Store&>(cache), key);
     return e;
   }
   // Through CacheFs: a FIFO, folder, symlink or huge file at the entry's

@@ -1,5 +1,6 @@
 // `kiln cache explain`: what a compile would find in the disk cache, and why
-// it would miss (cache/miss_explainer.hpp explains the miss).
+// it would miss (cache/miss_explainer.hpp explains the miss from the entries
+// of every tier the settings name).
 #pragma once
 
 #include <string>
