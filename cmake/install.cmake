@@ -7,8 +7,7 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
-set(kiln_libraries kiln_util kiln_ir kiln_frontend_onnx kiln_backend_ref kiln_zoo kiln_backend_api kiln_passes
-    kiln_builder kiln_backend_cpu kiln_key kiln_format kiln_cache kiln_partition kiln_runtime)
+get_property(kiln_libraries GLOBAL PROPERTY KILN_LAYERS)  # every kiln_layer(), in order
 foreach(library ${kiln_libraries})
   if(TARGET ${library})
     # A build RUNPATH entry (even for a layer that needs none) is what CMake

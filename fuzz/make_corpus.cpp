@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/version.hpp"
 #include "backends/cpu/cpu_backend.hpp"
 #include "builder/timing_cache.hpp"
 #include "format/envelope.hpp"
@@ -61,7 +62,7 @@ int main(int argc, char** argv) {
     // The plan target appends the checksum itself: its seeds are the FlatBuffer only.
     write(root / "plan" / (std::string(model.name) + ".fb"), std::span(plan).first(plan.size() - 8));
     format::EnvelopeHeader header{
-        key::compute_engine_key(lowered, model.specs, settings, backend->fingerprint()), "kiln 0.1.0",
+        key::compute_engine_key(lowered, model.specs, settings, backend->fingerprint()), "kiln " KILN_VERSION_STRING,
         backend->fingerprint().to_string(), 1'700'000'000'000, 1234};
     write(root / "envelope" / (std::string(model.name) + ".kiln"), format::seal(header, plan));
   }

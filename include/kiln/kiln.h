@@ -96,7 +96,8 @@ typedef struct kiln_tensor kiln_tensor;     /* a dense row-major n-d array */
 
 /* KILN_ABI_VERSION of the loaded library. Never fails. */
 KILN_API uint32_t kiln_abi_version(void);
-/* kiln's version, "0.1.0". Static storage. */
+/* kiln's version (the build's project VERSION, e.g. "0.1.0"). Static
+ * storage. */
 KILN_API const char* kiln_version(void);
 /* The message of the last failed call on this thread; "" when none failed.
  * Thread-local: valid until the next failing kiln call on this thread. */

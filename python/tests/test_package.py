@@ -2,6 +2,8 @@
 
 import gc
 import os
+import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -197,4 +199,9 @@ def test_library_not_found_says_where_it_looked(tmp_path):
 
 def test_version():
     assert kiln.abi_version == 1
-    assert kiln.__version__.count(".") == 2
+    # One version: project(VERSION) in CMakeLists.txt. libkiln reports it, and
+    # the package's metadata (pyproject.toml) must say the same.
+    root = pathlib.Path(__file__).resolve().parents[2]
+    cmake = re.search(r"project\(kiln VERSION ([0-9.]+)", (root / "CMakeLists.txt").read_text()).group(1)
+    pyproject = re.search(r'^version = "([0-9.]+)"', (root / "python" / "pyproject.toml").read_text(), re.M).group(1)
+    assert kiln.__version__ == cmake == pyproject
