@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "kiln/version.hpp"
 #include "backends/cpu/cpu_backend.hpp"
 #include "builder/timing_cache.hpp"
 #include "format/envelope.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "key/engine_key.hpp"
+#include "kiln/version.hpp"
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
@@ -62,8 +62,8 @@ int main(int argc, char** argv) {
     // The plan target appends the checksum itself: its seeds are the FlatBuffer only.
     write(root / "plan" / (std::string(model.name) + ".fb"), std::span(plan).first(plan.size() - 8));
     format::EnvelopeHeader header{
-        key::compute_engine_key(lowered, model.specs, settings, backend->fingerprint()), "kiln " KILN_VERSION_STRING,
-        backend->fingerprint().to_string(), 1'700'000'000'000, 1234};
+        key::compute_engine_key(lowered, model.specs, settings, backend->fingerprint()),
+        "kiln " KILN_VERSION_STRING, backend->fingerprint().to_string(), 1'700'000'000'000, 1234};
     write(root / "envelope" / (std::string(model.name) + ".kiln"), format::seal(header, plan));
   }
   // Small envelopes: empty and tiny payloads, empty strings.
