@@ -190,6 +190,7 @@ def test_library_not_found_says_where_it_looked(tmp_path):
                     ignore=shutil.ignore_patterns("libkiln.so*", "__pycache__"))
     env = dict(os.environ, KILN_LIBRARY=str(tmp_path / "nowhere.so"), KILN_BUILD_DIR=str(tmp_path / "nobuild"),
                KILN_TEST_INSTALLED="1")
+    env.pop("LD_LIBRARY_PATH", None)  # where a packed kiln puts libkiln on the loader path
     result = subprocess.run([sys.executable, "-c", "import kiln"], cwd=tmp_path / "site", env=env,
                             capture_output=True, text=True)
     assert result.returncode != 0
