@@ -37,8 +37,9 @@ class Executor {
   // shape does not match the model.
   // With `node_ms`, also writes each node's time in milliseconds, in
   // execution order (the profiling mode).
+  std::vector<Tensor> run(std::span<const Tensor> inputs) const { return run(inputs, nullptr); }
   std::vector<Tensor> run(std::span<const Tensor> inputs,
-                          std::vector<std::pair<ir::NodeId, double>>* node_ms = nullptr) const;
+                          std::vector<std::pair<ir::NodeId, double>>* node_ms) const;
 
  private:
   const ir::Graph& m_graph;

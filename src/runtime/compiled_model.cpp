@@ -294,7 +294,7 @@ ModelProfile CompiledModel::profile(std::span<const Tensor> inputs, int runs, in
   profile.runs = runs;
   for (int r = 0; r < runs; ++r) {
     const auto start = Clock::now();
-    run_with(inputs, &timings);
+    profile.outputs = run_with(inputs, &timings);
     wall.push_back(ms_since(start));
     if (r == 0) {
       for (auto& [segment, t] : timings) profile.layers.push_back({t, segment, 0});

@@ -77,6 +77,7 @@ struct ModelProfile {
   double wall_ms = 0;                        // the median profiled run, end to end
   std::vector<ProfileLayer> layers;          // in execution order
   std::map<std::string, double> by_kind_ms;  // summed medians per kind
+  std::vector<Tensor> outputs;               // the last profiled run's, as run() returns them
 
   // Indices into `layers` of the `n` slowest, slowest first.
   std::vector<size_t> slowest(size_t n) const;
