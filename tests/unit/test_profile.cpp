@@ -112,6 +112,23 @@ TEST(Profile, CompiledModelProfileOfResnetTiny) {
   for (const runtime::ProfileLayer& l : p.layers) EXPECT_EQ(l.segment, 0);
 }
 
+TEST(Profile, ReferenceKernelsInsideAnEngineAreAuxLayers) {
+  testing::TempDir dir;
+  ir::Graph graph = testing::import_zoo("bert_tiny", 3, 1);
+  std::vector<Tensor> inputs = testing::bert_inputs(1, 16);
+  auto compiled =
+      CompiledModel::compile(graph, testing::fixed_specs(graph, inputs), testing::fast_settings(dir.path()));
+  auto want = compiled.run(inputs);
+  ModelProfile p = compiled.profile(inputs, 2);
+  expect_consistent(p, 2);
+  ASSERT_EQ(p.outputs.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(testing::relative_error(p.outputs[i], want[i]), 0.0);
+  bool gather = false;
+  for (const runtime::ProfileLayer& l : p.layers) gather |= l.timing.kind == "aux" && l.timing.op == "Gather";
+  EXPECT_TRUE(gather);
+  EXPECT_GT(p.by_kind_ms.count("onednn"), 0u);
+}
+
 // Conv → Relu, then an add of 0 * (number of nonzeros): NonZero falls back
 // to the reference backend; the Gather and Cast of its count run as
 // reference kernels inside the next engine.
