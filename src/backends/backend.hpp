@@ -41,6 +41,19 @@ struct LayerReport {
   double time_ms = 0;  // timed at the opt shape; 0 when not timed
 };
 
+// One timed step of a profiled run (Engine::run_profiled): a oneDNN
+// primitive ("onednn"), a kiln reference kernel inside an engine ("aux"), a
+// layout reorder ("reorder"), or a node of a fallback segment run by the
+// reference executor ("reference").
+struct LayerTiming {
+  std::string name;                // the first lowered node the step implements
+  std::vector<std::string> nodes;  // every lowered node it implements, in chain order
+  std::string op;                  // "Conv+Add+Relu" for a fused layer, "Reorder"
+  std::string tactic;              // as in LayerReport; the layouts for a reorder
+  std::string kind;                // "onednn", "aux", "reorder", "reference"
+  double ms = 0;
+};
+
 struct EngineInfo {
   std::vector<LayerReport> layers;
   size_t activation_bytes = 0;  // planned peak for the max shapes
@@ -56,6 +69,12 @@ class Engine {
   // input, dim and range for a shape outside it.
   // Not thread-safe: one caller at a time (an engine owns scratch buffers).
   virtual std::vector<Tensor> run(std::span<const Tensor> inputs) = 0;
+
+  // run(), timing each step on its own (the steps are synchronised, so the
+  // total is a little above a plain run's). Replaces `timings` with one entry
+  // per step in execution order. Same outputs as run(). This default times
+  // the whole engine as one step.
+  virtual std::vector<Tensor> run_profiled(std::span<const Tensor> inputs, std::vector<LayerTiming>& timings);
 
   // Replaces every weight by replaying the recipes on `source_weights` (in
   // canonical order, passes::canonical_weights). Throws kiln::Error when the

@@ -1,5 +1,7 @@
 #include "reference/executor.hpp"
 
+#include <chrono>
+
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
 #include "reference/kernel.hpp"
@@ -83,7 +85,9 @@ Executor::Executor(const ir::Graph& graph) : m_graph(graph), m_order(graph.topol
   for (ValueId out : graph.outputs()) ++m_use_counts[static_cast<size_t>(out)];
 }
 
-std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) const {
+std::vector<Tensor> Executor::run(std::span<const Tensor> inputs,
+                                  std::vector<std::pair<ir::NodeId, double>>* node_ms) const {
+  if (node_ms) node_ms->clear();
   const ir::Graph& g = m_graph;
   if (inputs.size() != g.inputs().size()) {
     throw Error(ErrorCode::invalid_argument, g.source + ": model takes " + std::to_string(g.inputs().size()) +
@@ -106,6 +110,7 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) const {
   };
 
   for (NodeId n : m_order) {
+    const auto node_start = std::chrono::steady_clock::now();
     const ir::Node& node = g.node(n);
     std::vector<const Tensor*> in_tensors;
     std::vector<ir::ValueType> in_types;
@@ -145,6 +150,11 @@ std::vector<Tensor> Executor::run(std::span<const Tensor> inputs) const {
     for (ValueId id : node.inputs) {
       if (id == k_no_value) continue;
       if (--remaining[static_cast<size_t>(id)] == 0) live[static_cast<size_t>(id)].reset();
+    }
+    if (node_ms) {
+      node_ms->emplace_back(
+          n,
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - node_start).count());
     }
   }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ir/graph.hpp"
@@ -34,7 +35,11 @@ class Executor {
   // `inputs` are in graph.inputs() order. Returns graph.outputs() in order.
   // Throws kiln::Error(invalid_argument) naming the input whose dtype or
   // shape does not match the model.
-  std::vector<Tensor> run(std::span<const Tensor> inputs) const;
+  // With `node_ms`, also writes each node's time in milliseconds, in
+  // execution order (the profiling mode).
+  std::vector<Tensor> run(std::span<const Tensor> inputs) const { return run(inputs, nullptr); }
+  std::vector<Tensor> run(std::span<const Tensor> inputs,
+                          std::vector<std::pair<ir::NodeId, double>>* node_ms) const;
 
  private:
   const ir::Graph& m_graph;

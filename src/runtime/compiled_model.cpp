@@ -1,5 +1,6 @@
 #include "runtime/compiled_model.hpp"
 
+#include <algorithm>
 #include <map>
 
 #include "backends/cpu/cpu_backend.hpp"
@@ -220,9 +221,38 @@ void CompiledModel::check_inputs(std::span<const Tensor> inputs) const {
   }
 }
 
-std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
+std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) { return run_with(inputs, nullptr); }
+
+std::vector<Tensor> CompiledModel::run_with(std::span<const Tensor> inputs,
+                                            std::vector<std::pair<int, LayerTiming>>* timings) {
   check_inputs(inputs);
-  if (m_steps.size() == 1 && m_steps[0].engine) return m_steps[0].engine->run(inputs);
+  std::vector<LayerTiming> step_timings;
+  std::vector<std::pair<ir::NodeId, double>> node_ms;
+  if (timings) timings->clear();
+  auto run_step = [&](size_t s, std::span<const Tensor> step_inputs) {
+    Step& step = m_steps[s];
+    if (!timings) return step.engine ? step.engine->run(step_inputs) : step.executor->run(step_inputs);
+    std::vector<Tensor> outputs;
+    if (step.engine) {
+      outputs = step.engine->run_profiled(step_inputs, step_timings);
+      for (LayerTiming& t : step_timings) timings->emplace_back(static_cast<int>(s), std::move(t));
+    } else {
+      outputs = step.executor->run(step_inputs, &node_ms);
+      for (const auto& [n, ms] : node_ms) {
+        const ir::Node& node = step.graph->node(n);
+        LayerTiming t;
+        t.name = node.name;
+        t.nodes = {node.name};
+        t.op = node.op_type;
+        t.tactic = "reference";
+        t.kind = "reference";
+        t.ms = ms;
+        timings->emplace_back(static_cast<int>(s), std::move(t));
+      }
+    }
+    return outputs;
+  };
+  if (m_steps.size() == 1 && m_steps[0].engine) return run_step(0, inputs);
   std::vector<std::optional<Tensor>> values = m_constants;
   for (size_t i = 0; i < m_inputs.size(); ++i) values[static_cast<size_t>(m_inputs[i])] = inputs[i];
   std::vector<Tensor> step_inputs;
@@ -230,8 +260,7 @@ std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
     Step& step = m_steps[s];
     step_inputs.clear();
     for (ir::ValueId v : step.inputs) step_inputs.push_back(*values[static_cast<size_t>(v)]);
-    std::vector<Tensor> outputs =
-        step.engine ? step.engine->run(step_inputs) : step.executor->run(step_inputs);
+    std::vector<Tensor> outputs = run_step(s, step_inputs);
     for (size_t o = 0; o < step.outputs.size(); ++o)
       values[static_cast<size_t>(step.outputs[o])] = std::move(outputs[o]);
     // Tensors share storage, so dropping a value nobody reads again frees it.
@@ -242,6 +271,61 @@ std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
   std::vector<Tensor> result;
   for (ir::ValueId v : m_outputs) result.push_back(*values[static_cast<size_t>(v)]);
   return result;
+}
+
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+}  // namespace
+
+ModelProfile CompiledModel::profile(std::span<const Tensor> inputs, int runs, int warmup) {
+  runs = std::max(1, runs);
+  for (int i = 0; i < warmup; ++i) run(inputs);
+  std::vector<std::pair<int, LayerTiming>> timings;
+  std::vector<std::vector<double>> step_ms;  // per row, one entry per run
+  std::vector<double> wall;
+  ModelProfile profile;
+  profile.runs = runs;
+  for (int r = 0; r < runs; ++r) {
+    const auto start = Clock::now();
+    profile.outputs = run_with(inputs, &timings);
+    wall.push_back(ms_since(start));
+    if (r == 0) {
+      for (auto& [segment, t] : timings) profile.layers.push_back({t, segment, 0});
+      step_ms.resize(timings.size());
+    } else if (timings.size() != profile.layers.size()) {
+      throw Error(ErrorCode::internal, "profile: run " + std::to_string(r) + " had " +
+                                           std::to_string(timings.size()) + " steps, the first " +
+                                           std::to_string(profile.layers.size()));
+    }
+    for (size_t i = 0; i < timings.size(); ++i) step_ms[i].push_back(timings[i].second.ms);
+  }
+  for (size_t i = 0; i < profile.layers.size(); ++i) {
+    LayerTiming& t = profile.layers[i].timing;
+    t.ms = median(step_ms[i]);
+    profile.total_ms += t.ms;
+    profile.by_kind_ms[t.kind] += t.ms;
+  }
+  for (ProfileLayer& l : profile.layers) {
+    l.percent = profile.total_ms > 0 ? 100.0 * l.timing.ms / profile.total_ms : 0;
+  }
+  profile.wall_ms = median(wall);
+  return profile;
+}
+
+std::vector<size_t> ModelProfile::slowest(size_t n) const {
+  std::vector<size_t> order(layers.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return layers[a].timing.ms > layers[b].timing.ms; });
+  order.resize(std::min(n, order.size()));
+  return order;
 }
 
 }  // namespace kiln::runtime

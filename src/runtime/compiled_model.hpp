@@ -10,10 +10,12 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/backend.hpp"
@@ -61,6 +63,26 @@ struct CompileReport {
   uint64_t timing_cache_misses = 0;
 };
 
+// One row of a profile: an engine step or a fallback node, its time the
+// median over the profiled runs.
+struct ProfileLayer {
+  LayerTiming timing;  // kind: "onednn", "aux", "reorder" or "reference"
+  int segment = 0;     // into CompileReport::segments
+  double percent = 0;  // share of ModelProfile::total_ms
+};
+
+struct ModelProfile {
+  int runs = 0;
+  double total_ms = 0;                       // the sum of the layers' medians
+  double wall_ms = 0;                        // the median profiled run, end to end
+  std::vector<ProfileLayer> layers;          // in execution order
+  std::map<std::string, double> by_kind_ms;  // summed medians per kind
+  std::vector<Tensor> outputs;               // the last profiled run's, as run() returns them
+
+  // Indices into `layers` of the `n` slowest, slowest first.
+  std::vector<size_t> slowest(size_t n) const;
+};
+
 struct Artifact;
 
 class CompiledModel {
@@ -75,6 +97,11 @@ class CompiledModel {
 
   std::vector<Tensor> run(std::span<const Tensor> inputs);
   const CompileReport& report() const { return m_report; }
+
+  // Runs `warmup` untimed runs and then `runs` (at least 1) profiled ones
+  // (Engine::run_profiled; fallback segments per node) on `inputs`, and
+  // reports each step's median time. Outputs equal run()'s.
+  ModelProfile profile(std::span<const Tensor> inputs, int runs, int warmup = 1);
 
   // The model as one AOT artifact (runtime/artifact.hpp): `onnx` is the
   // model's ONNX bytes, weights inline, the bytes `graph` was imported from.
@@ -96,6 +123,10 @@ class CompiledModel {
                                     std::optional<std::shared_ptr<cache::Store>> store);
   // A clear error naming the input, the dim and the range.
   void check_inputs(std::span<const Tensor> inputs) const;
+  // run(); with `timings`, profiled: replaced by one entry per engine step
+  // or fallback node, with its segment.
+  std::vector<Tensor> run_with(std::span<const Tensor> inputs,
+                               std::vector<std::pair<int, LayerTiming>>* timings);
 
   struct Step;
   std::unique_ptr<Backend> m_backend;

@@ -50,6 +50,28 @@ assert r["inputs"][0]["shape"] == [2, 3, 64, 64]
 assert all(k in r["outputs"][0] for k in ("min", "max", "mean"))
 PY
 
+# A per-layer profile: the table, and a "profile" section in --json.
+check "run --profile" 0 "$kiln" run "$work/tiny.onnx" --profile --profile-runs 3 $cache
+expect_output "profile table has a header" "tactic"
+expect_output "profile lists a fused conv" "Conv+Relu"
+expect_output "profile summary by kind" "by kind  onednn"
+check "run --profile --json" 0 "$kiln" run "$work/tiny.onnx" --profile --profile-runs 3 --json $cache
+python3 - "$work/out" <<'PY' || failures=$((failures + 1))
+import json, sys
+p = json.load(open(sys.argv[1]))["profile"]
+assert p["runs"] == 3 and p["aggregate"] == "median", p["runs"]
+layers = p["layers"]
+assert layers and all(l["kind"] in ("onednn", "aux", "reorder", "reference") for l in layers)
+assert all(k in l for l in layers for k in ("name", "nodes", "op", "tactic", "ms", "percent"))
+assert any(l["op"].startswith("Conv+") and len(l["nodes"]) > 1 for l in layers)
+assert abs(sum(l["percent"] for l in layers) - 100) < 1e-3
+assert abs(sum(l["ms"] for l in layers) - p["total_ms"]) < 1e-6
+assert abs(sum(k["ms"] for k in p["by_kind"].values()) - p["total_ms"]) < 1e-6
+assert "onednn" in p["by_kind"] and len(p["slowest"]) <= 5
+PY
+check "--profile needs the cpu backend" 1 "$kiln" run "$work/tiny.onnx" --profile --backend ref
+expect_output "--profile names the backend it needs" "needs --backend cpu"
+
 check "same seed, same result" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5 $cache
 cp "$work/out" "$work/first.json"
 check "same seed again" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5 $cache
@@ -140,6 +162,12 @@ expect_output "no cache builds uncached" '"status": "built_uncached"'
 check "build an artifact" 0 "$kiln" build "$work/tiny.onnx" --min input=1x3x64x64 --opt input=2x3x64x64 --max input=4x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/tiny.kiln"
 expect_output "build says where the artifact is" "saved   $work/tiny.kiln"
 check "run the artifact" 0 "$kiln" run "$work/tiny.kiln" --shape input=3x3x64x64 --no-cache
+check "profile the artifact" 0 "$kiln" run "$work/tiny.kiln" --shape input=3x3x64x64 --no-cache --profile --profile-runs 2 --json
+python3 - "$work/out" <<'PY' || failures=$((failures + 1))
+import json, sys
+p = json.load(open(sys.argv[1]))["profile"]
+assert p["runs"] == 2 and p["layers"], p
+PY
 # --save never destroys the input model or a file that is not an artifact.
 cp "$work/tiny.onnx" "$work/model-copy.onnx"
 ln "$work/model-copy.onnx" "$work/hardlink.onnx"

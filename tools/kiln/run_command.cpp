@@ -40,7 +40,69 @@ struct RunOptions {
   uint64_t seed = 0;
   int repeat = 1;
   bool json = false;
+  bool profile = false;
+  int profile_runs = 10;
 };
+
+constexpr size_t k_profile_top = 5;  // the slowest layers listed after the table
+
+nlohmann::json profile_json(const runtime::ModelProfile& p) {
+  nlohmann::json j;
+  j["runs"] = p.runs;
+  j["aggregate"] = "median";
+  j["total_ms"] = p.total_ms;
+  j["wall_ms"] = p.wall_ms;
+  j["layers"] = nlohmann::json::array();
+  for (const runtime::ProfileLayer& l : p.layers) {
+    const LayerTiming& t = l.timing;
+    j["layers"].push_back({{"name", t.name},
+                           {"nodes", t.nodes},
+                           {"op", t.op},
+                           {"kind", t.kind},
+                           {"tactic", t.tactic},
+                           {"segment", l.segment},
+                           {"ms", t.ms},
+                           {"percent", l.percent}});
+  }
+  j["by_kind"] = nlohmann::json::object();
+  for (const auto& [kind, ms] : p.by_kind_ms) {
+    j["by_kind"][kind] = {{"ms", ms}, {"percent", p.total_ms > 0 ? 100.0 * ms / p.total_ms : 0.0}};
+  }
+  j["slowest"] = p.slowest(k_profile_top);
+  return j;
+}
+
+std::string clip(const std::string& s, size_t width) {
+  return s.size() <= width ? s : s.substr(0, width - 3) + "...";
+}
+
+void print_profile(std::ostream& out, const runtime::ModelProfile& p) {
+  constexpr size_t k_name = 32, k_op = 22, k_tactic = 40;
+  out << "profile " << p.layers.size() << " layers, median of " << p.runs << " profiled runs: " << std::fixed
+      << std::setprecision(3) << p.total_ms << " ms in layers, " << p.wall_ms << " ms per run end to end\n";
+  out << std::left << "  " << std::setw(static_cast<int>(k_name)) << "layer"
+      << " " << std::setw(static_cast<int>(k_op)) << "op"
+      << " " << std::setw(9) << "kind"
+      << " " << std::setw(static_cast<int>(k_tactic)) << "tactic"
+      << " " << std::right << std::setw(9) << "ms"
+      << " " << std::setw(6) << "%"
+      << "\n";
+  auto row = [&](const LayerTiming& t, double percent) {
+    out << std::left << "  " << std::setw(static_cast<int>(k_name)) << clip(t.name, k_name) << " "
+        << std::setw(static_cast<int>(k_op)) << clip(t.op, k_op) << " " << std::setw(9) << t.kind << " "
+        << std::setw(static_cast<int>(k_tactic)) << clip(t.tactic, k_tactic) << " " << std::right
+        << std::setw(9) << std::setprecision(3) << t.ms << " " << std::setw(6) << std::setprecision(1)
+        << percent << "\n";
+  };
+  for (const runtime::ProfileLayer& l : p.layers) row(l.timing, l.percent);
+  out << "by kind";
+  for (const auto& [kind, ms] : p.by_kind_ms) {
+    out << "  " << kind << " " << std::setprecision(3) << ms << " ms (" << std::setprecision(1)
+        << (p.total_ms > 0 ? 100.0 * ms / p.total_ms : 0.0) << "%)";
+  }
+  out << "\nslowest\n";
+  for (size_t i : p.slowest(k_profile_top)) row(p.layers[i].timing, p.layers[i].percent);
+}
 
 std::vector<int64_t> shape_for_random(const ir::Value& v,
                                       const std::map<std::string, std::vector<int64_t>>& shapes,
@@ -140,6 +202,10 @@ int run(const RunOptions& opt) {
                 "--backend: unknown backend '" + opt.backend + "' (available: cpu, ref)");
   }
   if (opt.repeat < 1) throw Error(ErrorCode::invalid_argument, "--repeat must be at least 1");
+  if (opt.profile_runs < 1) throw Error(ErrorCode::invalid_argument, "--profile-runs must be at least 1");
+  if (opt.profile && opt.backend != "cpu") {
+    throw Error(ErrorCode::invalid_argument, "--profile needs --backend cpu");
+  }
   nlohmann::json report;
   report["command"] = "run";
   report["model"] = opt.model;
@@ -222,6 +288,12 @@ int run(const RunOptions& opt) {
   std::sort(sorted.begin(), sorted.end());
   report["timings_ms"]["run"] = run_ms;
   report["timings_ms"]["run_median"] = sorted[sorted.size() / 2];
+  std::optional<runtime::ModelProfile> profile;
+  if (opt.profile) {
+    // The runs above warmed the engines up.
+    profile = compiled->profile(inputs, opt.profile_runs, 0);
+    report["profile"] = profile_json(*profile);
+  }
 
   if (!opt.output_dir.empty()) {
     std::error_code ec;
@@ -273,6 +345,7 @@ int run(const RunOptions& opt) {
     if (o.contains("file")) out << "  → " << o["file"].get<std::string>();
     out << "\n";
   }
+  if (profile) print_profile(out, *profile);
   return 0;
 }
 
@@ -291,6 +364,13 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_option("--repeat", opt->repeat, "Run this many times and report the median")
       ->capture_default_str();
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
+  cmd->add_flag(
+      "--profile", opt->profile,
+      "Time each layer (cpu backend): a table of layer, op(s), kind (onednn primitive, aux reference "
+      "kernel inside an engine, reorder, reference fallback), tactic, ms and share, the median of "
+      "--profile-runs synchronised runs after the normal ones; with --json, a \"profile\" section");
+  cmd->add_option("--profile-runs", opt->profile_runs, "Profiled runs to take the median of")
+      ->capture_default_str();
   add_compile_options(cmd, opt->compile);
   cmd->callback([opt, &action] { action = [opt] { return run(*opt); }; });
 }

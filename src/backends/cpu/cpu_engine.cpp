@@ -312,6 +312,91 @@ Instance& CpuEngine::instance_for(const std::vector<std::vector<int64_t>>& shape
 }
 
 std::vector<Tensor> CpuEngine::run(std::span<const Tensor> inputs) {
+  return run_with(inputs, nullptr, nullptr);
+}
+
+std::vector<Tensor> CpuEngine::run_profiled(std::span<const Tensor> inputs,
+                                            std::vector<LayerTiming>& timings) {
+  std::vector<double> step_ms;
+  const Instance* used = nullptr;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<Tensor> outputs = run_with(inputs, &step_ms, &used);
+  if (!used) {
+    // Non-finite data ran on the reference kernels: one step.
+    LayerTiming t;
+    t.name = t.op = "Engine";
+    t.nodes = {t.name};
+    t.tactic = "reference (non-finite data)";
+    t.kind = "reference";
+    t.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    timings.assign(1, std::move(t));
+    return outputs;
+  }
+  timings = step_labels(*used);
+  for (size_t i = 0; i < timings.size() && i < step_ms.size(); ++i) timings[i].ms = step_ms[i];
+  return outputs;
+}
+
+std::vector<LayerTiming> CpuEngine::step_labels(const Instance& inst) const {
+  const ir::Graph& g = m_plan.graph;
+  std::vector<LayerTiming> labels;
+  int layer = -1;
+  int primitives = 0;  // non-reorder primitives seen so far in `layer`
+  for (const Step& step : inst.steps) {
+    if (step.layer != layer) {
+      layer = step.layer;
+      primitives = 0;
+    }
+    const LayerDesc& l = m_plan.layers.at(static_cast<size_t>(step.layer));
+    LayerTiming t;
+    const bool reorder = !step.fn && step.pd.get_kind() == dnnl::primitive::kind::reorder;
+    size_t first = 0, last = l.nodes.size();
+    const size_t dw =
+        static_cast<size_t>(std::find(l.nodes.begin(), l.nodes.end(), l.dw_conv) - l.nodes.begin());
+    bool second = false;
+    if (!reorder && !step.fn && l.dw_conv != ir::k_no_node && !l.dw_fused) {
+      // The attached depthwise conv runs as a primitive of its own, after the 1x1's.
+      second = primitives > 0;
+      if (second) {
+        first = dw;
+      } else {
+        last = dw;
+      }
+    }
+    for (size_t i = first; i < last; ++i) {
+      const ir::Node& n = g.node(l.nodes[i]);
+      t.nodes.push_back(n.name);
+      if (!reorder) t.op += (t.op.empty() ? "" : "+") + n.op_type;
+    }
+    t.name = t.nodes.empty() ? std::string() : t.nodes.front();
+    if (reorder) {
+      t.op = "Reorder";
+      t.kind = "reorder";
+      t.tactic = md_string(step.pd.query_md(dnnl::query::src_md)) + " -> " +
+                 md_string(step.pd.query_md(dnnl::query::dst_md));
+    } else if (step.fn) {
+      t.kind = "aux";
+      t.tactic = l.tactic.name.empty() ? layer_kind_name(l.kind) : l.tactic.name;
+    } else {
+      ++primitives;
+      t.kind = "onednn";
+      const Tactic& tactic = second ? l.dw_tactic : l.tactic;
+      t.tactic = tactic.name.empty() ? layer_kind_name(l.kind) : tactic.name;
+    }
+    labels.push_back(std::move(t));
+  }
+  LayerTiming out;
+  out.name = "outputs";
+  out.op = "Reorder";
+  out.tactic = "into the returned tensors";
+  out.kind = "reorder";
+  for (ValueId v : g.outputs()) out.nodes.push_back(g.value(v).name);
+  labels.push_back(std::move(out));
+  return labels;
+}
+
+std::vector<Tensor> CpuEngine::run_with(std::span<const Tensor> inputs, std::vector<double>* step_ms,
+                                        const Instance** used) {
   if (!m_ready) {
     throw Error(ErrorCode::invalid_argument, "cpu engine has no weights: refit() has not succeeded");
   }
@@ -337,7 +422,8 @@ std::vector<Tensor> CpuEngine::run(std::span<const Tensor> inputs) {
       inst.prepare_weights(m_weights, m_weight_factors, m_engine, m_stream, m_plan.num_threads);
       inst.weight_generation = m_generation;
     }
-    return inst.run(m_plan.graph, inputs, m_weights, m_engine, m_stream);
+    if (used) *used = &inst;
+    return inst.run(m_plan.graph, inputs, m_weights, m_engine, m_stream, step_ms);
   } catch (const dnnl::error& e) {
     throw Error(ErrorCode::internal, std::string("cpu engine: oneDNN: ") + e.what());
   }

@@ -45,6 +45,8 @@ class CpuEngine final : public Engine {
   static std::unique_ptr<CpuEngine> from_plan(EnginePlan plan);
 
   std::vector<Tensor> run(std::span<const Tensor> inputs) override;
+  std::vector<Tensor> run_profiled(std::span<const Tensor> inputs,
+                                   std::vector<LayerTiming>& timings) override;
   void refit(std::span<const Tensor> source_weights) override;
   std::vector<std::byte> serialize() const override;
   EngineInfo info() const override;
@@ -55,6 +57,12 @@ class CpuEngine final : public Engine {
  private:
   explicit CpuEngine(EnginePlan plan);
   void check_inputs(std::span<const Tensor> inputs) const;
+  // run(); with `step_ms`, the profiling mode of Instance::run, and `used`
+  // set to the instance that ran (null when the reference path ran).
+  std::vector<Tensor> run_with(std::span<const Tensor> inputs, std::vector<double>* step_ms,
+                               const Instance** used);
+  // What each of `inst`'s steps implements, then its output reorders.
+  std::vector<LayerTiming> step_labels(const Instance& inst) const;
   Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
   void apply_threads() const;
   // Whether a weight (with its refit factors) or a constant of the plan holds

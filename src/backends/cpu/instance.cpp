@@ -1,6 +1,7 @@
 #include "backends/cpu/instance.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -508,7 +509,7 @@ const Tensor* Instance::weight_tensor(const WeightStore& weights, const WeightPr
 
 std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor> inputs,
                                   const WeightStore& weights, const dnnl::engine& engine,
-                                  dnnl::stream& stream) {
+                                  dnnl::stream& stream, std::vector<double>* step_ms) {
   for (Slot& s : slots) {
     const Slot& root = s.root >= 0 ? slots[static_cast<size_t>(s.root)] : s;
     if (root.place == Slot::Place::input) {
@@ -517,13 +518,29 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
     }
   }
   RunContext ctx{inputs, &weights, &stream};
-  for (Step& step : steps) {
+  using ProfileClock = std::chrono::steady_clock;
+  ProfileClock::time_point step_start;
+  if (step_ms) {
+    step_ms->assign(steps.size() + 1, 0.0);
+    stream.wait();
+    step_start = ProfileClock::now();
+  }
+  auto elapsed_ms = [&] {
+    stream.wait();
+    const auto now = ProfileClock::now();
+    const double ms = std::chrono::duration<double, std::milli>(now - step_start).count();
+    step_start = now;
+    return ms;
+  };
+  for (size_t i = 0; i < steps.size(); ++i) {
+    Step& step = steps[i];
     if (step.fn) {
       stream.wait();
       step.fn(ctx);
     } else {
       step.prim.execute(stream, step.args);
     }
+    if (step_ms) (*step_ms)[i] = elapsed_ms();
   }
   std::vector<Tensor> outputs;
   for (ValueId out : graph.outputs()) {
@@ -549,6 +566,7 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
     }
   }
   stream.wait();
+  if (step_ms) step_ms->back() = elapsed_ms();
   return outputs;
 }
 

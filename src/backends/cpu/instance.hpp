@@ -127,8 +127,12 @@ struct Instance {
   // `num_threads` threads (0: all cores).
   void prepare_weights(const WeightStore& weights, const WeightFactors& factors, const dnnl::engine& engine,
                        dnnl::stream& stream, int num_threads);
+  // With `step_ms`, waits for the stream after every step and writes each
+  // step's time, then the output reorders' as one more entry (steps.size() + 1
+  // in all): the profiling mode. Without it the steps run unsynchronised.
   std::vector<Tensor> run(const ir::Graph& graph, std::span<const Tensor> inputs, const WeightStore& weights,
-                          const dnnl::engine& engine, dnnl::stream& stream);
+                          const dnnl::engine& engine, dnnl::stream& stream,
+                          std::vector<double>* step_ms = nullptr);
 
  private:
   const Tensor* weight_tensor(const WeightStore& weights, const WeightPrep& p) const;
