@@ -116,26 +116,8 @@ Offset<fbs::Graph> write_graph(FlatBufferBuilder& b, const ir::Graph& g) {
 
 // ---- reading ----
 
-std::optional<DType> read_dtype(int32_t code) {
-  switch (code) {
-    case 1:
-    case 2:
-    case 3:
-    case 4:
-    case 5:
-    case 6:
-    case 7:
-    case 9:
-    case 10:
-    case 11:
-    case 12:
-    case 13:
-    case 16:
-      return static_cast<DType>(code);
-    default:
-      return std::nullopt;
-  }
-}
+// Plans store dtypes by their persistent values, which are ONNX's codes.
+std::optional<DType> read_dtype(int32_t code) { return dtype_from_onnx(code); }
 
 std::vector<int64_t> read_ints(const flatbuffers::Vector<int64_t>* v) {
   // The verifier checks the alignment of a vector's length, not of its 8-byte
