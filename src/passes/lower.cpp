@@ -31,6 +31,7 @@ ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options) {
   for (size_t i = 0; i < canonical.size(); ++i) {
     rewriter.graph().value(canonical[i]).recipe = ir::WeightRecipe::from_source(static_cast<int32_t>(i));
   }
+  forward_identities(rewriter);
   if (options.fold_constants) fold_constants(rewriter);
   if (options.fold_batchnorm) fold_batchnorm(rewriter, sources, options.defer_weight_values);
   if (options.recognize_patterns) {

@@ -11,6 +11,11 @@
 
 namespace kiln::passes {
 
+// Readers of an Identity's output read its input instead (exporters alias
+// identical initializers through Identity); an Identity feeding a graph
+// output stays.
+void forward_identities(GraphRewriter& rewriter);
+
 // Evaluates nodes whose inputs are all structural constants (and nodes whose
 // outputs static inference already knows); their outputs become constants.
 void fold_constants(GraphRewriter& rewriter);
