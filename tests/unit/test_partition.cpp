@@ -5,6 +5,7 @@
 #include <onnx/onnx_pb.h>
 #include <cmath>
 
+#include "fallback_model.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "reference/executor.hpp"
 #include "runtime/compiled_model.hpp"
@@ -16,37 +17,6 @@ namespace kiln {
 namespace {
 
 using runtime::CompiledModel;
-
-// `blocks` times: Conv → Relu, then an add of (number of nonzeros) / 1024.
-// The NonZero and the Shape of its output depend on data, so they fall back;
-// the rest of each block (Gather ... Add, the next Conv → Relu) is one engine,
-// the same for every middle block. The fallback's count reaches every output
-// element (a count off by one moves them all by 2^-10, exactly representable),
-// so a wrong fallback shows in the comparison with the reference.
-std::string repeated_block_model(int blocks, uint64_t seed) {
-  zoo::ModelBuilder b("repeated_blocks", 13, seed);
-  b.add_input("input", onnx::TensorProto::FLOAT, {{0, "batch"}, {4, {}}, {8, {}}, {8, {}}});
-  std::string one = b.int64_constant("one", {}, {1});
-  std::string scale = b.float_constant("scale", {}, {1.0f / 1024});
-  std::string h = "input";
-  for (int i = 0; i < blocks; ++i) {
-    std::string p = "block" + std::to_string(i);
-    std::string w = b.weight(p + ".w", {4, 4, 3, 3}, 0.3f);
-    std::string bias = b.weight(p + ".b", {4}, 0.1f);
-    std::string c =
-        b.node("Conv", p + ".conv", {h, w, bias}, {zoo::Attr::of("pads", std::vector<int64_t>{1, 1, 1, 1})});
-    std::string r = b.node("Relu", p + ".relu", {c});
-    std::string nz = b.node("NonZero", p + ".nonzero", {r});
-    std::string s = b.node("Shape", p + ".shape", {nz});
-    std::string count = b.node("Gather", p + ".count", {s, one}, {zoo::Attr::of("axis", int64_t{0})});
-    std::string f =
-        b.node("Cast", p + ".cast", {count}, {zoo::Attr::of("to", int64_t{onnx::TensorProto::FLOAT})});
-    std::string z = b.node("Mul", p + ".scale", {f, scale});
-    h = b.node("Add", p + ".add", {r, z});
-  }
-  b.add_output(h, onnx::TensorProto::FLOAT, {{0, "batch"}, {4, {}}, {8, {}}, {8, {}}});
-  return b.serialize();
-}
 
 frontend::ImportedModel import(const std::string& bytes) {
   return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), "repeated_blocks.onnx");
@@ -74,7 +44,7 @@ void expect_matches_reference(CompiledModel& compiled, const ir::Graph& graph, i
 
 TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
   testing::TempDir dir;
-  auto model = import(repeated_block_model(5, 1));
+  auto model = import(testing::nonzero_blocks_model(5, 1));
   auto compiled =
       CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   const auto& report = compiled.report();
@@ -90,7 +60,7 @@ TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
 
 TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
   testing::TempDir dir;
-  auto a = import(repeated_block_model(5, 1));
+  auto a = import(testing::nonzero_blocks_model(5, 1));
   auto cold = CompiledModel::compile(a.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   const auto& engines = cold.report().engines;
   ASSERT_EQ(engines.size(), 6u);
@@ -108,7 +78,7 @@ TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
 
   // Another model of the architecture, other weights: every engine hits and
   // computes this model's function.
-  auto b = import(repeated_block_model(5, 2));
+  auto b = import(testing::nonzero_blocks_model(5, 2));
   auto warm = CompiledModel::compile(b.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   for (const auto& e : warm.report().engines) EXPECT_EQ(e.status, "hit") << e.reason;
   expect_matches_reference(warm, b.graph, 3);
@@ -116,7 +86,7 @@ TEST(Partition, IdenticalSubgraphsShareOneEntryWithinAndAcrossModels) {
 
 TEST(Partition, EnginesSmallerThanMinBlockSizeFallBack) {
   testing::TempDir dir;
-  auto model = import(repeated_block_model(3, 1));
+  auto model = import(testing::nonzero_blocks_model(3, 1));
   auto settings = testing::fast_settings(dir.path());
   settings.min_block_size = 3;  // the first engine (Conv, Relu) and the last (4 nodes) stay
   auto compiled = CompiledModel::compile(model.graph, batch_range(2, 2, 2), settings);
@@ -161,7 +131,7 @@ TEST(Partition, ZooModelsAreOneEngineEach) {
 
 TEST(Partition, AShapeOutsideTheRangeNamesTheInputDimAndRange) {
   testing::TempDir dir;
-  auto model = import(repeated_block_model(2, 1));
+  auto model = import(testing::nonzero_blocks_model(2, 1));
   auto compiled =
       CompiledModel::compile(model.graph, batch_range(1, 2, 4), testing::fast_settings(dir.path()));
   std::vector<Tensor> in{input_of(5)};

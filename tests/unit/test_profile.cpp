@@ -10,6 +10,7 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #include "cpu_test_helpers.hpp"
+#include "fallback_model.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"
@@ -129,33 +130,10 @@ TEST(Profile, ReferenceKernelsInsideAnEngineAreAuxLayers) {
   EXPECT_GT(p.by_kind_ms.count("onednn"), 0u);
 }
 
-// Conv → Relu, then an add of 0 * (number of nonzeros): NonZero falls back
-// to the reference backend; the Gather and Cast of its count run as
-// reference kernels inside the next engine.
-std::string nonzero_model() {
-  zoo::ModelBuilder b("nonzero_blocks", 13, 5);
-  b.add_input("input", onnx::TensorProto::FLOAT, {{1, {}}, {4, {}}, {8, {}}, {8, {}}});
-  std::string one = b.int64_constant("one", {}, {1});
-  std::string zero = b.float_constant("zero", {}, {0.0f});
-  std::string h = "input";
-  for (int i = 0; i < 2; ++i) {
-    std::string p = "block" + std::to_string(i);
-    std::string w = b.weight(p + ".w", {4, 4, 3, 3}, 0.3f);
-    std::string bias = b.weight(p + ".b", {4}, 0.1f);
-    std::string c =
-        b.node("Conv", p + ".conv", {h, w, bias}, {zoo::Attr::of("pads", std::vector<int64_t>{1, 1, 1, 1})});
-    std::string r = b.node("Relu", p + ".relu", {c});
-    std::string nz = b.node("NonZero", p + ".nonzero", {r});
-    std::string s = b.node("Shape", p + ".shape", {nz});
-    std::string count = b.node("Gather", p + ".count", {s, one}, {zoo::Attr::of("axis", int64_t{0})});
-    std::string f =
-        b.node("Cast", p + ".cast", {count}, {zoo::Attr::of("to", int64_t{onnx::TensorProto::FLOAT})});
-    std::string z = b.node("Mul", p + ".zero", {f, zero});
-    h = b.node("Add", p + ".add", {r, z});
-  }
-  b.add_output(h, onnx::TensorProto::FLOAT, {{1, {}}, {4, {}}, {8, {}}, {8, {}}});
-  return b.serialize();
-}
+// Two blocks of Conv → Relu → NonZero ...: NonZero falls back to the
+// reference backend; the Gather and Cast of its count run as reference
+// kernels inside the next engine.
+std::string nonzero_model() { return testing::nonzero_blocks_model(2, 5, 1); }
 
 TEST(Profile, FallbackNodesAreReferenceLayers) {
   testing::TempDir dir;

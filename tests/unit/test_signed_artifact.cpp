@@ -101,14 +101,19 @@ std::vector<std::string> tiers_of(const std::string& name, const testing::RedisT
   return {ram, "disk", redis->uri()};
 }
 
-class SignedArtifact : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(SignedArtifact, BuiltOnOneHostLoadsOnAnotherWithTheSameSecretWithoutARebuild) {
-  std::unique_ptr<testing::RedisTestServer> redis;
-  if (GetParam() == "redis") {
+// Parameter: the tiers behind the artifact ("disk", "ram", "redis"); the
+// Redis case starts a real redis-server, or skips without one.
+class SignedArtifact : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() != "redis") return;
     REQUIRE_REDIS_SERVER();
     redis = std::make_unique<testing::RedisTestServer>();
   }
+  std::unique_ptr<testing::RedisTestServer> redis;
+};
+
+TEST_P(SignedArtifact, BuiltOnOneHostLoadsOnAnotherWithTheSameSecretWithoutARebuild) {
   for (bool signed_build : {true, false}) {
     Fleet fleet;
     auto bytes = fleet.build_elsewhere(signed_build);
@@ -125,11 +130,6 @@ TEST_P(SignedArtifact, BuiltOnOneHostLoadsOnAnotherWithTheSameSecretWithoutARebu
 }
 
 TEST_P(SignedArtifact, ATamperedEngineIsRefusedRebuiltAndSavedSignedBehindTheArtifact) {
-  std::unique_ptr<testing::RedisTestServer> redis;
-  if (GetParam() == "redis") {
-    REQUIRE_REDIS_SERVER();
-    redis = std::make_unique<testing::RedisTestServer>();
-  }
   Fleet fleet;
   auto artifact = runtime::decode_artifact(fleet.build_elsewhere(true), "m.kiln");
   ASSERT_FALSE(artifact.engines.empty());
@@ -153,11 +153,6 @@ TEST_P(SignedArtifact, ATamperedEngineIsRefusedRebuiltAndSavedSignedBehindTheArt
 }
 
 TEST_P(SignedArtifact, AnUnsignedEntryBehindTheArtifactIsStillRefused) {
-  std::unique_ptr<testing::RedisTestServer> redis;
-  if (GetParam() == "redis") {
-    REQUIRE_REDIS_SERVER();
-    redis = std::make_unique<testing::RedisTestServer>();
-  }
   Fleet fleet;
   auto artifact = runtime::decode_artifact(fleet.build_elsewhere(true), "m.kiln");
   ASSERT_FALSE(artifact.engines.empty());

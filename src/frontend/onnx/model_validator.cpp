@@ -30,15 +30,19 @@ std::string describe(const onnx::NodeProto& node, int index) {
 
 [[noreturn]] void invalid(const std::string& message) { throw Error(ErrorCode::invalid_model, message); }
 
+// "2", "2 or more", "1 to 3": how many of something a version takes.
+std::string count_range(int min, int max) {
+  if (max == min) return std::to_string(min);
+  if (max == ir::k_variadic) return std::to_string(min) + " or more";
+  return std::to_string(min) + " to " + std::to_string(max);
+}
+
 // A node against a version from ir::newer_op_version.
 void check_against(const ir::OpVersion& version, const onnx::NodeProto& node, const std::string& where) {
   const std::string what = node.op_type() + "-" + std::to_string(version.since);
   const int inputs = node.input_size();
   if (inputs < version.min_inputs || inputs > version.max_inputs) {
-    invalid(where + ": " + what + " takes " + std::to_string(version.min_inputs) +
-            (version.max_inputs == version.min_inputs ? ""
-             : version.max_inputs == ir::k_variadic   ? " or more"
-                                                      : " to " + std::to_string(version.max_inputs)) +
+    invalid(where + ": " + what + " takes " + count_range(version.min_inputs, version.max_inputs) +
             " inputs, got " + std::to_string(inputs));
   }
   for (int i = 0; i < version.min_inputs; ++i) {
@@ -46,10 +50,7 @@ void check_against(const ir::OpVersion& version, const onnx::NodeProto& node, co
   }
   const int outputs = node.output_size();
   if (outputs < version.min_outputs || outputs > version.max_outputs) {
-    invalid(where + ": " + what + " has " + std::to_string(version.min_outputs) +
-            (version.max_outputs == version.min_outputs ? ""
-             : version.max_outputs == ir::k_variadic    ? " or more"
-                                                        : " to " + std::to_string(version.max_outputs)) +
+    invalid(where + ": " + what + " has " + count_range(version.min_outputs, version.max_outputs) +
             " outputs, got " + std::to_string(outputs));
   }
   std::set<std::string> seen;
