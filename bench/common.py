@@ -243,23 +243,84 @@ def skipped(case, model, batch, system, metric, unit, reason, **extra):
     return record(case, model, batch, system, metric, unit, status="skipped", reason=reason, **extra)
 
 
+def compare_output(path, reference_path):
+    """Element-wise errors of one output against the reference's, each relative to the output's scale.
+
+    scale = max |ref| over the output's finite elements. Returns max_abs_err, max_rel_err (per
+    element, |k - r| / max(|r|, 1e-6 scale)), ref_max_abs, and the distribution of |k - r| / scale:
+    its max, mean and 99th percentile, so a user can judge a precision trade by more than its
+    worst element. Or {"error": ...} on a shape mismatch or non-finite values the reference lacks.
+    """
+    _, shape, got = npy.read(path)
+    _, ref_shape, ref = npy.read(reference_path)
+    if shape != ref_shape:
+        return {"error": f"shape {shape} vs reference {ref_shape}"}
+    scale = max((abs(y) for y in ref if math.isfinite(y)), default=0.0)
+    floor = max(1e-6 * scale, 1e-30)
+    diffs = []
+    max_rel = 0.0
+    nonfinite = 0
+    for x, y in zip(got, ref):
+        d = abs(x - y)
+        if not math.isfinite(d):
+            if not x == y:  # equal infinities agree; NaN or a mismatched inf does not
+                nonfinite += 1
+            continue
+        diffs.append(d)
+        max_rel = max(max_rel, d / max(abs(y), floor))
+    if nonfinite:
+        return {"error": f"{nonfinite} non-finite values where the reference differs"}
+    diffs.sort()
+    over = 1.0 / scale if scale > 0 else 0.0  # an all-zero reference: the absolute errors speak
+    n = len(diffs)
+    return {"elements": n, "max_abs_err": diffs[-1] if n else 0.0, "max_rel_err": max_rel, "ref_max_abs": scale,
+            "max_err_over_scale": (diffs[-1] if n else 0.0) * over,
+            "mean_err_over_scale": (math.fsum(diffs) / n if n else 0.0) * over,
+            "p99_err_over_scale": (diffs[min(n - 1, math.ceil(0.99 * n) - 1)] if n else 0.0) * over}
+
+
+WORST_KEYS = ("max_abs_err", "max_rel_err", "ref_max_abs", "max_err_over_scale", "mean_err_over_scale",
+              "p99_err_over_scale")
+
+
 def cross_check(outputs, reference_outputs, tolerance):
-    """Worst errors of `outputs` against `reference_outputs` ({name: file}) over all outputs."""
-    worst = {"max_abs_err": 0.0, "max_rel_err": 0.0, "ref_max_abs": 0.0}
-    for name, path in outputs.items():
-        ref = reference_outputs.get(name)
-        if ref is None:
-            return {"error": f"output '{name}' missing from the reference"}
-        c = npy.compare(path, ref)
-        if not c["shape_ok"]:
-            return {"error": f"output '{name}': {c['detail']}"}
-        if c["nonfinite"]:
-            return {"error": f"output '{name}': {c['nonfinite']} non-finite values where the reference differs"}
-        for k in worst:
+    """`outputs` ({name: .npy file}) against `reference_outputs` (the peer's), output by output.
+
+    The loop is over the reference's outputs: one missing from `outputs` (or not written) is
+    an error, as is one the reference does not have, a shape mismatch or a non-finite value
+    the reference lacks, so a row with fewer outputs can never pass with error 0. Each
+    output must satisfy max |k - r| <= tolerance * max(1, max |r|) on its own scale. Returns
+    the worst of each figure over the outputs, `per_output`, and `passed`, or {"error": ...}.
+    """
+    if not reference_outputs:
+        return {"error": "the reference wrote no outputs"}
+    missing = [name for name in reference_outputs if name not in outputs]
+    if missing:
+        return {"error": "missing output(s) " + ", ".join(f"'{n}'" for n in missing) +
+                f" (has {', '.join(repr(n) for n in outputs) or 'none'})"}
+    extra = [name for name in outputs if name not in reference_outputs]
+    if extra:
+        return {"error": "output(s) " + ", ".join(f"'{n}'" for n in extra) + " not in the reference"}
+    worst = dict.fromkeys(WORST_KEYS, 0.0)
+    per_output = {}
+    passed = True
+    for name, ref in reference_outputs.items():
+        c = compare_output(outputs[name], ref)
+        if "error" in c:
+            return {"error": f"output '{name}': {c['error']}"}
+        c["passed"] = c["max_abs_err"] <= tolerance * max(1.0, c["ref_max_abs"])
+        passed = passed and c["passed"]
+        per_output[name] = c
+        for k in WORST_KEYS:
             worst[k] = max(worst[k], c[k])
-    worst["tolerance"] = tolerance
-    worst["passed"] = worst["max_abs_err"] <= tolerance * max(1.0, worst["ref_max_abs"])
+    worst.update(tolerance=tolerance, passed=passed, per_output=per_output)
     return worst
+
+
+def worst_check(checks):
+    """The worst of several cross-checks (e.g. one per round): an error first, then a failure,
+    then the largest max abs error."""
+    return max(checks, key=lambda c: ("error" in c, not c.get("passed"), c.get("max_abs_err", 0.0)))
 
 
 def apply_check(rec, check, against, judge=True):
@@ -269,7 +330,7 @@ def apply_check(rec, check, against, judge=True):
     if "error" in check:
         rec["check_error"] = check["error"]
     else:
-        for k in ("max_abs_err", "max_rel_err", "ref_max_abs"):
+        for k in WORST_KEYS + ("per_output",):
             rec[k] = check[k]
         if judge:
             rec["tolerance"] = check["tolerance"]

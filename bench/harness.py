@@ -29,7 +29,8 @@ import machine  # noqa: E402
 import report  # noqa: E402
 from common import BENCH_DIR, INPUT_SEED, REPO_DIR, SEQ_LEN, TOLERANCES, WEIGHT_SEED, Kiln, log  # noqa: E402
 
-CASES = ["latency", "peak_rss", "refit_overhead", "compile_cold", "compile_save", "compile_hit", "hit_floor"]
+CASES = ["latency", "peak_rss", "refit_overhead", "compile_cold", "compile_save", "compile_hit", "hit_floor",
+         "first_output"]
 # (model, batch) workloads of the latency and peak_rss cases.
 LATENCY_FULL = [("resnet18", 1), ("resnet18", 16), ("resnet50", 1), ("resnet50", 16), ("mobilenet_v2", 1),
                 ("mobilenet_v2", 16), ("bert_base", 1)]
