@@ -286,7 +286,7 @@ def markdown(result, title):
              + (f"; latency rows pool the runs of {run['rounds']} rounds, every row timed once per round in turn, "
                 "so load from elsewhere falls on all systems alike" if run.get("rounds", 1) > 1 else "")
              + ". Ratio = peer median / kiln median: above 1 kiln "
-             "is faster. Every kiln row's outputs are checked against onnxruntime (1 thread) on the same inputs; "
+             "is faster. Every kiln row's outputs are checked against onnxruntime (1 thread) on the same inputs. "
              "The outputs of every round are checked (later rounds run an engine loaded from the cache and "
              "refitted), output by output over the reference's outputs: a missing output, a shape mismatch or "
              f"max abs err > tol × max(1, max|ref|) in any output of any round is FAILED, tol per kiln precision: "
