@@ -130,11 +130,11 @@ struct Verdict {
   std::string reason;
 };
 
-void count(PlacementCount& c, const Verdict& v) {
+void count(PlacementCount& c, const Verdict& v, const std::string& case_name) {
   ++c.cases;
   ++c.by_placement[v.placement];
   if (v.placement == Placement::aux || v.placement == Placement::reference) {
-    ++c.reasons[std::string(placement_name(v.placement)) + ": " + v.reason];
+    c.reasons[std::string(placement_name(v.placement)) + ": " + v.reason].push_back(case_name);
   }
 }
 
@@ -151,16 +151,16 @@ Verdict verdict(const std::vector<const NodePlacement*>& nodes) {
 
 }  // namespace
 
-void OpCoverage::add(const std::vector<NodePlacement>& nodes) {
+void OpCoverage::add(const std::string& case_name, const std::vector<NodePlacement>& nodes) {
   std::map<std::string, std::vector<const NodePlacement*>> by_op;
   for (const NodePlacement& n : nodes) by_op[n.op].push_back(&n);
-  for (const auto& [op, list] : by_op) count(m_ops[op], verdict(list));
+  for (const auto& [op, list] : by_op) count(m_ops[op], verdict(list), case_name);
   for (const auto& [group, ops] : op_groups()) {
     std::vector<const NodePlacement*> list;
     for (const NodePlacement& n : nodes) {
       if (std::find(ops.begin(), ops.end(), n.op) != ops.end()) list.push_back(&n);
     }
-    if (!list.empty()) count(m_groups[group], verdict(list));
+    if (!list.empty()) count(m_groups[group], verdict(list), case_name);
   }
   std::set<Placement> seen;
   for (const NodePlacement& n : nodes) seen.insert(n.placement);
@@ -220,8 +220,10 @@ void json_counts(std::ostringstream& os, const std::map<std::string, PlacementCo
     }
     os << ", \"onednn_percent\": " << c.onednn_percent() << ", \"reasons\": {";
     bool first_reason = true;
-    for (const auto& [reason, k] : c.reasons) {
-      os << (first_reason ? "" : ", ") << json_string(reason) << ": " << k;
+    for (const auto& [reason, cases] : c.reasons) {
+      os << (first_reason ? "" : ", ") << json_string(reason) << ": [";
+      for (size_t i = 0; i < cases.size(); ++i) os << (i ? ", " : "") << json_string(cases[i]);
+      os << "]";
       first_reason = false;
     }
     os << "}}";
@@ -244,7 +246,11 @@ void OpCoverage::print(std::ostream& out, const std::string& title) const {
     auto it = m_groups.find(group);
     if (it == m_groups.end()) continue;
     out << row(group, it->second) << "\n";
-    for (const auto& [reason, k] : it->second.reasons) out << "      " << k << "x " << reason << "\n";
+    for (const auto& [reason, cases] : it->second.reasons) {
+      out << "      " << cases.size() << "x " << reason << " (" << cases.front();
+      for (size_t i = 1; i < cases.size() && i < 3; ++i) out << ", " << cases[i];
+      out << (cases.size() > 3 ? ", ...)" : ")") << "\n";
+    }
   }
   out << " cases: ";
   for (const char* k : {"onednn", "mixed", "aux", "no engine"}) {

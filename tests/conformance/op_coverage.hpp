@@ -24,7 +24,7 @@ namespace kiln::conformance {
 // Ordered from best to worst: a case's op takes the worst placement of its nodes.
 enum class Placement {
   onednn,     // a oneDNN primitive (possibly fused with its neighbours)
-  absorbed,   // lowering removed the node (folded into a weight, a constant, a pattern)
+  absorbed,   // no step of its own: folded away by lowering, or a view that moves no data
   aux,        // a reference kernel inside an engine
   reference,  // the reference executor: a fallback segment, or an engine's non-finite path
 };
@@ -48,7 +48,9 @@ std::vector<NodePlacement> place_nodes(const ir::Graph& graph, const runtime::Co
 struct PlacementCount {
   int cases = 0;
   std::map<Placement, int> by_placement;
-  std::map<std::string, int> reasons;  // "aux: <why>" / "reference: <why>", over the non-oneDNN cases
+  // "aux: <why>" / "reference: <why>", over the non-oneDNN cases: the cases'
+  // names, so that a reason can be traced to the case that shows it.
+  std::map<std::string, std::vector<std::string>> reasons;
   int onednn() const;
   double onednn_percent() const { return cases ? 100.0 * onednn() / cases : 0.0; }
 };
@@ -59,7 +61,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& op_groups()
 class OpCoverage {
  public:
   // One passing case and where its nodes ran.
-  void add(const std::vector<NodePlacement>& nodes);
+  void add(const std::string& case_name, const std::vector<NodePlacement>& nodes);
 
   const std::map<std::string, PlacementCount>& ops() const { return m_ops; }
   const std::map<std::string, PlacementCount>& groups() const { return m_groups; }
