@@ -7,13 +7,28 @@
 // skipped, and the skips are compared with a committed list so that a
 // regression (a case that used to run and is now skipped) fails the run.
 //
-// With --backend cpu, each case is compiled into a oneDNN engine instead
-// (lowered, built at optimization level 0, no engine cache) and run at the
-// test data's shapes; cases the cpu backend cannot take are skipped with its
-// reason, against their own skip list.
+// With --backend cpu, each case is compiled into cpu engines instead
+// (lowered, built at the default optimization level, no engine cache) and run
+// at the test data's shapes; cases the cpu backend cannot take are skipped
+// with its reason, against their own skip list. The first data set runs
+// profiled, which says where each node ran (oneDNN, an aux reference kernel,
+// a fallback segment); a table per op type ends the run.
+//
+// Node tests feed weights as graph inputs, and the cpu backend runs Conv,
+// Gemm, MatMul and LayerNormalization on oneDNN only with constant weights.
+// --weights adds the initializer variant: each case whose weight-position
+// inputs (weight_inputs.hpp) are graph inputs runs again with them as
+// initializers holding the data set's values, against --weights-skip-list.
+// --onednn-floors FILE fails the run when an op group's share of passing
+// initializer-variant cases on oneDNN drops below its committed floor.
+// --weights-known-failures lists initializer-variant cases that fail for a
+// known cpu backend bug; any other failure fails the run.
 //
 //   kiln_conformance [--backend ref|cpu] [--data DIR] [--skip-list FILE]
-//                    [--write-skip-list FILE] [--filter SUBSTRING] [--verbose]
+//                    [--write-skip-list FILE] [--weights] [--weights-skip-list FILE]
+//                    [--weights-known-failures FILE] [--write-weights-skip-list FILE]
+//                    [--onednn-floors FILE]
+//                    [--coverage-json FILE] [--filter SUBSTRING] [--verbose]
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -25,13 +40,16 @@
 #include <vector>
 
 #include "frontend/onnx/onnx_importer.hpp"
+#include "op_coverage.hpp"
 #include "reference/executor.hpp"
 #include "runtime/compiled_model.hpp"
+#include "weight_inputs.hpp"
 
 namespace fs = std::filesystem;
 using kiln::Error;
 using kiln::ErrorCode;
 using kiln::Tensor;
+using kiln::conformance::NodePlacement;
 
 namespace {
 
@@ -41,10 +59,17 @@ const char* const k_suites[] = {"node", "pytorch-converted", "pytorch-operator",
 
 enum class Outcome { passed, failed, skipped };
 
+enum class Variant {
+  inputs,   // the case as the suite ships it
+  weights,  // weight-position graph inputs as initializers
+};
+
 struct CaseResult {
   std::string name;  // "node/test_add"
   Outcome outcome;
   std::string detail;
+  // cpu backend, passed: where each node ran in the first data set.
+  std::vector<NodePlacement> placements;
 };
 
 std::vector<fs::path> sorted_entries(const fs::path& dir, const std::string& prefix) {
@@ -110,27 +135,59 @@ std::string compare(const Tensor& expected, const Tensor& actual, size_t index) 
   return first + " (" + std::to_string(mismatches) + " of " + std::to_string(expected.numel()) + " differ)";
 }
 
-CaseResult run_case(const fs::path& dir, const std::string& name, const std::string& backend) {
+// Compiles `graph` into cpu engines for `inputs`' shapes and runs it; with
+// `placements`, profiled, recording where each node ran.
+std::vector<Tensor> run_cpu(const kiln::ir::Graph& graph, std::span<const Tensor> inputs,
+                            std::vector<NodePlacement>* placements) {
+  std::vector<kiln::InputSpec> specs;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    specs.push_back(
+        kiln::InputSpec::fixed(graph.value(graph.inputs()[i]).name, inputs[i].dtype(), inputs[i].shape()));
+  }
+  kiln::CompileSettings settings;  // the default optimization level: tactics are timed as users get them
+  settings.cache_built_engines = false;
+  settings.reuse_cached_engines = false;
+  settings.timing_cache_path = "-";
+  auto compiled = kiln::runtime::CompiledModel::compile(graph, specs, settings);
+  if (!placements) return compiled.run(inputs);
+  kiln::runtime::ModelProfile profile = compiled.profile(inputs, 1, 0);
+  *placements = kiln::conformance::place_nodes(graph, compiled, profile);
+  return std::move(profile.outputs);
+}
+
+// Runs one case; nullopt when `variant` is weights and the case has no graph
+// input in a weight position (the variant would be the case itself).
+std::optional<CaseResult> run_case(const fs::path& dir, const std::string& name, const std::string& backend,
+                                   Variant variant) {
   kiln::frontend::ImportedModel model;
   try {
     model = kiln::frontend::import_onnx_file(dir / "model.onnx");
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::unsupported) return {name, Outcome::skipped, e.what()};
-    return {name, Outcome::failed, std::string("import: ") + e.what()};
+    // Without a graph there is no telling whether the variant exists; the
+    // graph-input variant reports the case.
+    if (variant == Variant::weights) return std::nullopt;
+    if (e.code() == ErrorCode::unsupported) return CaseResult{name, Outcome::skipped, e.what(), {}};
+    return CaseResult{name, Outcome::failed, std::string("import: ") + e.what(), {}};
   }
   const kiln::ir::Graph& graph = model.graph;
+  auto data_sets = sorted_entries(dir, "test_data_set_");
+  if (variant == Variant::weights) {
+    // Whether the variant exists depends only on which graph inputs the ops
+    // read as weights, not on the data: decide before any skip.
+    if (kiln::conformance::weight_inputs(graph).empty()) return std::nullopt;
+  }
   auto unsupported = kiln::ref::find_unsupported(graph);
   if (!unsupported.empty()) {
     std::set<std::string> reasons;
     for (const auto& u : unsupported) reasons.insert(u.op_type + ": " + u.reason);
     std::string detail;
     for (const auto& r : reasons) detail += (detail.empty() ? "" : "; ") + r;
-    return {name, Outcome::skipped, detail};
+    return CaseResult{name, Outcome::skipped, detail, {}};
   }
+  CaseResult result{name, Outcome::passed, {}, {}};
   try {
     std::optional<kiln::ref::Executor> executor;
     if (backend == "ref") executor.emplace(graph);
-    auto data_sets = sorted_entries(dir, "test_data_set_");
     for (const auto& set : data_sets) {
       std::vector<Tensor> inputs;
       for (const auto& f : sorted_entries(set, "input_"))
@@ -139,42 +196,39 @@ CaseResult run_case(const fs::path& dir, const std::string& name, const std::str
       for (const auto& f : sorted_entries(set, "output_"))
         expected.push_back(kiln::frontend::read_tensor_proto_file(f));
       std::vector<Tensor> actual;
+      std::vector<NodePlacement>* placements = set == data_sets.front() ? &result.placements : nullptr;
       if (executor) {
         actual = executor->run(inputs);
+      } else if (inputs.size() != graph.inputs().size()) {
+        return CaseResult{
+            name, Outcome::failed, "test data has " + std::to_string(inputs.size()) + " inputs", {}};
+      } else if (variant == Variant::weights) {
+        // Each data set may hold other weights: one graph (and compile) per set.
+        auto converted = kiln::conformance::weights_as_initializers(graph, inputs);
+        actual = run_cpu(converted->graph, converted->remaining, placements);
       } else {
-        if (inputs.size() != graph.inputs().size()) {
-          return {name, Outcome::failed, "test data has " + std::to_string(inputs.size()) + " inputs"};
-        }
-        std::vector<kiln::InputSpec> specs;
-        for (size_t i = 0; i < inputs.size(); ++i) {
-          specs.push_back(kiln::InputSpec::fixed(graph.value(graph.inputs()[i]).name, inputs[i].dtype(),
-                                                 inputs[i].shape()));
-        }
-        kiln::CompileSettings settings;
-        settings.cache_built_engines = false;
-        settings.reuse_cached_engines = false;
-        settings.optimization_level = 0;
-        settings.timing_cache_path = "-";
-        auto compiled = kiln::runtime::CompiledModel::compile(graph, specs, settings);
-        actual = compiled.run(inputs);
+        actual = run_cpu(graph, inputs, placements);
       }
       if (actual.size() != expected.size()) {
-        return {name, Outcome::failed,
-                "produced " + std::to_string(actual.size()) + " outputs, expected " +
-                    std::to_string(expected.size())};
+        return CaseResult{name,
+                          Outcome::failed,
+                          "produced " + std::to_string(actual.size()) + " outputs, expected " +
+                              std::to_string(expected.size()),
+                          {}};
       }
       for (size_t i = 0; i < expected.size(); ++i) {
         std::string diff = compare(expected[i], actual[i], i);
-        if (!diff.empty()) return {name, Outcome::failed, set.filename().string() + ": " + diff};
+        if (!diff.empty())
+          return CaseResult{name, Outcome::failed, set.filename().string() + ": " + diff, {}};
       }
     }
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::unsupported) return {name, Outcome::skipped, e.what()};
-    return {name, Outcome::failed, e.what()};
+    if (e.code() == ErrorCode::unsupported) return CaseResult{name, Outcome::skipped, e.what(), {}};
+    return CaseResult{name, Outcome::failed, e.what(), {}};
   } catch (const std::exception& e) {
-    return {name, Outcome::failed, std::string("exception: ") + e.what()};
+    return CaseResult{name, Outcome::failed, std::string("exception: ") + e.what(), {}};
   }
-  return {name, Outcome::passed, {}};
+  return result;
 }
 
 std::set<std::string> read_list(const fs::path& path) {
@@ -189,14 +243,77 @@ std::set<std::string> read_list(const fs::path& path) {
   return names;
 }
 
+// Lists skips and failures and compares the skips with the committed list;
+// false when a case failed or is skipped without being listed.
+// `known_failures` lists cases that fail for a known cpu backend bug: they are
+// reported, and a listed case that passes is noted for removal.
+bool report(const std::vector<CaseResult>& results, const std::string& label, const fs::path& skip_list,
+            const fs::path& known_failures, bool filtered) {
+  std::set<std::string> known;
+  if (!known_failures.empty()) known = read_list(known_failures);
+  int passed = 0, failed = 0, skipped = 0;
+  for (const auto& r : results) {
+    if (r.outcome == Outcome::passed) ++passed;
+    if (r.outcome == Outcome::failed) ++failed;
+    if (r.outcome == Outcome::skipped) ++skipped;
+  }
+  std::cout << label << ": skipped cases (unsupported):\n";
+  for (const auto& r : results) {
+    if (r.outcome == Outcome::skipped) std::cout << "  SKIP " << r.name << "  [" << r.detail << "]\n";
+  }
+  std::cout << label << ": failed cases:\n";
+  bool ok = true;
+  for (const auto& r : results) {
+    if (r.outcome != Outcome::failed) continue;
+    const bool listed = known.count(r.name) > 0;
+    std::cout << (listed ? "  KNOWN FAIL " : "  FAIL ") << r.name << "  " << r.detail << "\n";
+    if (!listed) ok = false;
+  }
+  for (const auto& r : results) {
+    if (r.outcome != Outcome::failed && known.count(r.name)) {
+      std::cout << "  NOTE " << r.name << " no longer fails: remove it from " << known_failures.filename()
+                << "\n";
+    }
+  }
+  if (!skip_list.empty() && !filtered) {
+    std::set<std::string> allowed = read_list(skip_list);
+    for (const auto& r : results) {
+      if (r.outcome == Outcome::skipped && !allowed.count(r.name)) {
+        std::cout << "  REGRESSION " << r.name << " is skipped but not in " << skip_list.filename() << "\n";
+        ok = false;
+      }
+      if (r.outcome == Outcome::passed && allowed.count(r.name)) {
+        std::cout << "  NOTE " << r.name << " now passes: remove it from " << skip_list.filename() << "\n";
+      }
+    }
+  }
+  std::cout << label << ": " << passed << " passed, " << failed << " failed, " << skipped << " skipped\n";
+  return ok;
+}
+
+void write_skips(const std::vector<CaseResult>& results, const fs::path& path, const std::string& what,
+                 const std::string& regenerate) {
+  std::ofstream out(path);
+  out << "# ONNX conformance cases " << what << ", with the reason.\n"
+      << "# Regenerate with: kiln_conformance " << regenerate << "\n";
+  for (const auto& r : results) {
+    if (r.outcome == Outcome::skipped) {
+      std::string reason = r.detail.substr(0, 160);
+      std::replace(reason.begin(), reason.end(), '\n', ' ');
+      out << r.name << "  # " << reason << "\n";
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   fs::path data = "/usr/share/libonnx-testdata/data";
-  fs::path skip_list;
-  fs::path write_skip_list;
+  fs::path skip_list, write_skip_list, weights_skip_list, weights_known_failures, write_weights_skip_list;
+  fs::path floors, coverage_json;
   std::string filter;
   bool verbose = false;
+  bool weights = false;
   std::string backend = "ref";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -213,6 +330,18 @@ int main(int argc, char** argv) {
       skip_list = next();
     else if (arg == "--write-skip-list")
       write_skip_list = next();
+    else if (arg == "--weights")
+      weights = true;
+    else if (arg == "--weights-skip-list")
+      weights_skip_list = next();
+    else if (arg == "--weights-known-failures")
+      weights_known_failures = next();
+    else if (arg == "--write-weights-skip-list")
+      write_weights_skip_list = next();
+    else if (arg == "--onednn-floors")
+      floors = next();
+    else if (arg == "--coverage-json")
+      coverage_json = next();
     else if (arg == "--filter")
       filter = next();
     else if (arg == "--verbose")
@@ -228,64 +357,95 @@ int main(int argc, char** argv) {
     std::cerr << "unknown backend " << backend << " (ref, cpu)\n";
     return 1;
   }
+  const bool cpu = backend == "cpu";
+  if (!cpu && (weights || !floors.empty() || !coverage_json.empty())) {
+    std::cerr << "--weights, --onednn-floors and --coverage-json need --backend cpu\n";
+    return 1;
+  }
+  if (!floors.empty() && !weights) {
+    std::cerr << "--onednn-floors guards the initializer variant: add --weights\n";
+    return 1;
+  }
   if (!fs::is_directory(data)) {
     std::cerr << "no ONNX test data at " << data << " (install libonnx-testdata)\n";
     return 1;
   }
 
-  std::vector<CaseResult> results;
+  std::vector<CaseResult> results;          // as shipped
+  std::vector<CaseResult> weight_results;   // initializer variant, where it differs
+  kiln::conformance::OpCoverage shipped;    // where the as-shipped cases ran
+  kiln::conformance::OpCoverage as_models;  // each case as a model holds it: the variant if any
   for (const char* suite : k_suites) {
     for (const auto& dir : sorted_entries(data / suite, "test_")) {
       std::string name = std::string(suite) + "/" + dir.filename().string();
       if (!filter.empty() && name.find(filter) == std::string::npos) continue;
-      results.push_back(run_case(dir, name, backend));
-      if (verbose) std::cerr << name << ": " << static_cast<int>(results.back().outcome) << "\n";
+      results.push_back(*run_case(dir, name, backend, Variant::inputs));
+      const CaseResult& r = results.back();
+      if (verbose) std::cerr << name << ": " << static_cast<int>(r.outcome) << "\n";
+      if (r.outcome == Outcome::passed && cpu) shipped.add(name, r.placements);
+      if (!weights) continue;
+      if (auto w = run_case(dir, name, backend, Variant::weights)) {
+        weight_results.push_back(std::move(*w));
+        const CaseResult& wr = weight_results.back();
+        if (verbose) std::cerr << name << " (weights): " << static_cast<int>(wr.outcome) << "\n";
+        if (wr.outcome == Outcome::passed) as_models.add(name, wr.placements);
+      } else if (r.outcome == Outcome::passed) {
+        // No weight inputs: the variant is this very graph, built the same way.
+        as_models.add(name, r.placements);
+      }
     }
   }
 
-  int passed = 0, failed = 0, skipped = 0;
-  for (const auto& r : results) {
-    if (r.outcome == Outcome::passed) ++passed;
-    if (r.outcome == Outcome::failed) ++failed;
-    if (r.outcome == Outcome::skipped) ++skipped;
+  const bool filtered = !filter.empty();
+  bool ok = report(results, cpu ? "graph-input variant" : "reference", skip_list, {}, filtered);
+  if (weights) {
+    ok = report(weight_results, "initializer variant", weights_skip_list, weights_known_failures, filtered) &&
+         ok;
   }
-  std::cout << "Skipped cases (unsupported):\n";
-  for (const auto& r : results) {
-    if (r.outcome == Outcome::skipped) std::cout << "  SKIP " << r.name << "  [" << r.detail << "]\n";
+  if (cpu) {
+    std::cout << "\n";
+    shipped.print(std::cout, "Where the passing graph-input cases ran, per op (cases with that op):");
+    if (weights) {
+      std::cout << "\n";
+      as_models.print(std::cout,
+                      "Where the passing cases ran with weight inputs as initializers, per op "
+                      "(cases without weight inputs counted as shipped):");
+    }
   }
-  std::cout << "Failed cases:\n";
-  for (const auto& r : results) {
-    if (r.outcome == Outcome::failed) std::cout << "  FAIL " << r.name << "  " << r.detail << "\n";
+  if (!coverage_json.empty()) {
+    std::ofstream out(coverage_json);
+    out << "{\"graph_inputs\": " << shipped.to_json();
+    if (weights) out << ",\n\"initializers\": " << as_models.to_json();
+    out << "}\n";
+    if (!out) {
+      std::cerr << "cannot write " << coverage_json << "\n";
+      return 1;
+    }
   }
-
-  bool ok = failed == 0;
-  if (!skip_list.empty() && filter.empty()) {
-    std::set<std::string> allowed = read_list(skip_list);
-    for (const auto& r : results) {
-      if (r.outcome == Outcome::skipped && !allowed.count(r.name)) {
-        std::cout << "  REGRESSION " << r.name << " is skipped but not in " << skip_list.filename() << "\n";
+  if (!floors.empty() && filtered)
+    std::cout << "oneDNN share floors not checked: --filter runs part of the suite\n";
+  if (!floors.empty() && !filtered) {
+    try {
+      for (const std::string& f : kiln::conformance::check_floors(as_models, floors)) {
+        std::cout << "  BELOW FLOOR " << f << "\n";
         ok = false;
       }
-      if (r.outcome == Outcome::passed && allowed.count(r.name)) {
-        std::cout << "  NOTE " << r.name << " now passes: remove it from " << skip_list.filename() << "\n";
-      }
+    } catch (const Error& e) {
+      std::cerr << e.what() << "\n";
+      return 1;
     }
   }
   if (!write_skip_list.empty()) {
-    std::ofstream out(write_skip_list);
-    const bool cpu = backend == "cpu";
-    out << "# ONNX conformance cases the " << (cpu ? "cpu" : "reference")
-        << " backend skips, with the reason.\n"
-        << "# Regenerate with: kiln_conformance" << (cpu ? " --backend cpu" : "")
-        << " --write-skip-list tests/conformance/" << (cpu ? "skipped_cpu.txt" : "skipped.txt") << "\n";
-    for (const auto& r : results) {
-      if (r.outcome == Outcome::skipped) {
-        std::string reason = r.detail.substr(0, 160);
-        std::replace(reason.begin(), reason.end(), '\n', ' ');
-        out << r.name << "  # " << reason << "\n";
-      }
-    }
+    write_skips(results, write_skip_list, cpu ? "the cpu backend skips" : "the reference backend skips",
+                std::string(cpu ? "--backend cpu " : "") + "--write-skip-list tests/conformance/" +
+                    (cpu ? "skipped_cpu.txt" : "skipped.txt"));
   }
-  std::cout << passed << " passed, " << failed << " failed, " << skipped << " skipped\n";
+  if (!write_weights_skip_list.empty()) {
+    write_skips(
+        weight_results, write_weights_skip_list,
+        "the cpu backend skips with their weight inputs as initializers (only cases that have weight "
+        "inputs)",
+        "--backend cpu --weights --write-weights-skip-list tests/conformance/skipped_cpu_weights.txt");
+  }
   return ok ? 0 : 1;
 }
