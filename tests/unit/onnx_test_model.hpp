@@ -54,6 +54,21 @@ class ProtoModel {
         t->add_int64_data(v);
     }
   }
+  // A float initializer of shape `dims`.
+  void floats(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& values) {
+    auto* t = graph().add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims) t->add_dims(d);
+    for (float v : values) t->add_float_data(v);
+  }
+  // A bool scalar initializer.
+  void boolean(const std::string& name, bool value) {
+    auto* t = graph().add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::BOOL);
+    t->add_int32_data(value ? 1 : 0);
+  }
   onnx::NodeProto* node(const std::string& op, const std::vector<std::string>& inputs,
                         const std::string& out) {
     auto* n = graph().add_node();
