@@ -127,13 +127,29 @@ void infer_shapes(Graph& graph) {
       types.push_back(v.type);
       values.push_back(v.known_value());
     }
+    // A node that cannot be inferred keeps its declared output types, plus
+    // whatever dtypes follow from its op and the input dtypes known, so
+    // that the nodes after it are still typed and analysed.
+    auto keep_declared = [&] {
+      std::vector<DType> in_dtypes;
+      for (const ValueType& t : types) in_dtypes.push_back(t.dtype);
+      std::vector<DType> dtypes = fallback_output_dtypes(node, in_dtypes);
+      for (size_t i = 0; i < node.outputs.size(); ++i) {
+        if (node.outputs[i] == k_no_value) continue;
+        Value& out = graph.value(node.outputs[i]);
+        if (out.type.dtype == DType::undefined) out.type.dtype = dtypes[i];
+      }
+    };
     // An input whose type is unknown (its producer could not be inferred)
-    // leaves this node's outputs unknown too.
+    // leaves this node's shapes unknown too.
     bool inputs_known = true;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       if (node.inputs[i] != k_no_value && types[i].dtype == DType::undefined) inputs_known = false;
     }
-    if (!inputs_known) continue;
+    if (!inputs_known) {
+      keep_declared();
+      continue;
+    }
     InferResult result;
     try {
       result = infer_node(node, types, values);
@@ -142,6 +158,7 @@ void infer_shapes(Graph& graph) {
       // the graph is still analysed and the op can be reported (or later
       // fall back); a malformed model is an error.
       if (e.code() != ErrorCode::unsupported) throw e.with_context(graph.source + ": ");
+      keep_declared();
       continue;
     }
     for (size_t i = 0; i < node.outputs.size(); ++i) {

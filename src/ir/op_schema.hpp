@@ -88,6 +88,13 @@ InferResult infer_node(const Node& node, std::span<const ValueType> input_types,
 // depends on data that is unknown before run time get unknown dims.
 void infer_shapes(Graph& graph);
 
+// The output dtypes that follow from `node`'s op, attributes and the input
+// dtypes known (undefined for an unknown input), one per output; undefined
+// where they do not. For a node static inference cannot run (an input of
+// unknown type, or an unsupported use of the op), so that the nodes after it
+// keep their types (src/ir/ops/fallback_dtypes.cpp).
+std::vector<DType> fallback_output_dtypes(const Node& node, std::span<const DType> input_dtypes);
+
 // Registration, one function per op family (src/ir/ops/*.cpp).
 class OpRegistry {
  public:

@@ -52,8 +52,8 @@ const std::vector<OpVersion>& table() {
       changed("ReduceProd", 18, yes, {1, 2, 1, 1}, k_reduce_attrs),
       changed("ReduceSumSquare", 18, yes, {1, 2, 1, 1}, k_reduce_attrs),
       changed("Resize", 18, yes, {1, 4, 1, 1}, k_resize_attrs),
-      changed("ScatterElements", 18, no, {3, 3, 1, 1}, "axis,reduction"),
-      changed("ScatterND", 18, no, {3, 3, 1, 1}, "reduction"),
+      changed("ScatterElements", 18, yes, {3, 3, 1, 1}, "axis,reduction"),
+      changed("ScatterND", 18, yes, {3, 3, 1, 1}, "reduction"),
       changed("Split", 18, yes, {1, 2, 1, V}, "axis,num_outputs"),
       // Opset 19.
       changed("AveragePool", 19, yes, {1, 1, 1, 1},

@@ -224,9 +224,13 @@ std::optional<std::string> unsupported_reason(const ir::Graph& graph, NodeId nod
     }
   }
   if (n.op_type == "Dropout" && n.inputs.size() > 2 && n.inputs[2] != k_no_value) {
-    // Training mode draws a random mask: only a constant "off" is an identity.
+    // Training mode draws a random mask: only a constant "off", or a
+    // constant ratio of 0 (what exporters write for p=0 with training=True),
+    // is an identity.
     const Tensor* training = graph.value(n.inputs[2]).known_value();
-    if (!training || training->numel() != 1 || training->int_at(0) != 0) {
+    const Tensor* ratio = n.inputs[1] != k_no_value ? graph.value(n.inputs[1]).known_value() : nullptr;
+    const bool no_drop = ratio && ratio->numel() == 1 && ratio->float_at(0) == 0.0;
+    if (!no_drop && (!training || training->numel() != 1 || training->int_at(0) != 0)) {
       return "Dropout: training_mode may be on, and a random mask cannot be reproduced";
     }
   }

@@ -1,6 +1,7 @@
 // Shape inference for the tensor (data movement) ops: reshapes, slicing,
 // gathering, concatenation, constants and shape queries. The spatial ones
-// (Pad, Resize, DepthToSpace, ...) are in tensor_spatial_ops.cpp.
+// (Pad, Resize, DepthToSpace, ...) are in tensor_spatial_ops.cpp, the scatters
+// and GatherND in tensor_index_ops.cpp.
 //
 // Many of these ops take their output shape from another input's value (a
 // Reshape target, Slice starts, Expand's shape). Static inference sees those
@@ -582,6 +583,7 @@ void register_tensor_ops(OpRegistry& r) {
   r.add("Identity", [](InferContext& ctx) { ctx.set_output(0, ctx.input(0)); });
   r.add("Dropout", infer_dropout);
   register_tensor_spatial_ops(r);
+  register_tensor_index_ops(r);
 }
 
 }  // namespace kiln::ir

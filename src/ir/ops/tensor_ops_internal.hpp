@@ -1,5 +1,5 @@
 // Helpers shared by the tensor-op inference files (tensor_ops.cpp,
-// tensor_spatial_ops.cpp).
+// tensor_spatial_ops.cpp, tensor_index_ops.cpp).
 #pragma once
 
 #include <optional>
@@ -17,5 +17,7 @@ std::optional<int64_t> static_length(const InferContext& ctx, size_t i);
 // Pad, Resize, Upsample, DepthToSpace, SpaceToDepth, OneHot, NonZero,
 // CumSum, Trilu, Einsum.
 void register_tensor_spatial_ops(OpRegistry& registry);
+// ScatterND, ScatterElements (Scatter), GatherND.
+void register_tensor_index_ops(OpRegistry& registry);
 
 }  // namespace kiln::ir

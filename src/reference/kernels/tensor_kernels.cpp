@@ -1,6 +1,7 @@
 // Reference kernels for the tensor (data movement) ops: reshapes, slicing,
 // gathering, concatenation, constants and shape queries. Spatial ones are in
-// tensor_spatial_kernels.cpp.
+// tensor_spatial_kernels.cpp, the scatters and GatherND in
+// tensor_index_kernels.cpp.
 #include "reference/kernels/tensor_kernels.hpp"
 
 #include <cstring>
@@ -307,6 +308,7 @@ void register_tensor_kernels(KernelRegistry& r) {
   r.add("Dropout", run_dropout, check_dropout);
   register_tensor_spatial_kernels(r);
   register_tensor_einsum_kernels(r);
+  register_tensor_index_kernels(r);
 }
 
 }  // namespace kiln::ref

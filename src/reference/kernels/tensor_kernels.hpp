@@ -59,5 +59,7 @@ std::vector<const Tensor*> input_values(const KernelContext& ctx);
 
 void register_tensor_spatial_kernels(KernelRegistry& registry);
 void register_tensor_einsum_kernels(KernelRegistry& registry);
+// ScatterND, ScatterElements (Scatter), GatherND.
+void register_tensor_index_kernels(KernelRegistry& registry);
 
 }  // namespace kiln::ref
