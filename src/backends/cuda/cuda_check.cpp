@@ -2,7 +2,7 @@
 
 #include <string>
 
-#include "util/error.hpp"
+#include "kiln/error.hpp"
 
 namespace kiln::cuda {
 

@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "backends/cuda/cuda_check.hpp"
-#include "util/error.hpp"
+#include "kiln/error.hpp"
 
 namespace kiln::cuda {
 

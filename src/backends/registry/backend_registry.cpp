@@ -4,7 +4,7 @@
 #ifdef KILN_HAS_CUDA
 #include "backends/cuda/cuda_backend.hpp"
 #endif
-#include "util/error.hpp"
+#include "kiln/error.hpp"
 
 namespace kiln {
 
