@@ -115,7 +115,8 @@ __global__ void softmax_block_kernel(const T* x, T* y, int64_t rows, int64_t col
 
 // LayerNorm in two passes over the row (mean, then the mean of squared
 // deviations), which stays accurate when |mean| >> stddev, unlike E[x^2] -
-// E[x]^2.
+// E[x]^2. The mean sums x - x[0], so an offset row (all near 1000, say)
+// does not lose its low bits in a large fp32 sum.
 template <typename T>
 __device__ __forceinline__ void layer_norm_write(const T* row, T* out, const T* gamma, const T* beta,
                                                  int64_t cols, int64_t first, int64_t step, float mean,
@@ -136,9 +137,10 @@ __global__ void layer_norm_warp_kernel(const T* x, const T* gamma, const T* beta
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5); r < rows;
        r += static_cast<int64_t>(gridDim.x) * warps) {
     const T* row = x + r * cols;
+    const float shift = detail::load(row, 0);
     float sum = 0.0f;
-    for (int64_t j = lane; j < cols; j += 32) sum += detail::load(row, j);
-    const float mean = detail::warp_sum(sum) * inv_cols;
+    for (int64_t j = lane; j < cols; j += 32) sum += detail::load(row, j) - shift;
+    const float mean = shift + detail::warp_sum(sum) * inv_cols;
     float sq = 0.0f;
     for (int64_t j = lane; j < cols; j += 32) {
       const float d = detail::load(row, j) - mean;
@@ -156,9 +158,10 @@ __global__ void layer_norm_block_kernel(const T* x, const T* gamma, const T* bet
   const float inv_cols = 1.0f / static_cast<float>(cols);
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = x + r * cols;
+    const float shift = detail::load(row, 0);
     float sum = 0.0f;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += detail::load(row, j);
-    const float mean = detail::block_reduce<false>(sum, scratch) * inv_cols;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) sum += detail::load(row, j) - shift;
+    const float mean = shift + detail::block_reduce<false>(sum, scratch) * inv_cols;
     float sq = 0.0f;
     for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
       const float d = detail::load(row, j) - mean;
