@@ -18,6 +18,12 @@ else()
     set(CMAKE_CUDA_ARCHITECTURES 90)
   endif()
   enable_language(CUDA)
+  # CMake 3.25 (Debian 12's) does not know that nvcc 12+ takes -std=c++20, so a
+  # target with CUDA_STANDARD 20 fails to generate; tell it the flag.
+  if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION AND CMAKE_CUDA_COMPILER_VERSION VERSION_GREATER_EQUAL 12.0)
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  endif()
   find_package(CUDAToolkit)
   if(NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::cublasLt)
     set(kiln_cuda_missing "the CUDA toolkit with cuBLASLt")
