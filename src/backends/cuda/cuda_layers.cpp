@@ -216,8 +216,12 @@ std::vector<Layer> partition_layers(const ir::Graph& g) {
         const ir::ValueId other = add.inputs[static_cast<size_t>(f.residual_input)];
         const ir::ValueType& o = g.value(other).type;
         const ir::ValueType& y = g.value(add.outputs[0]).type;
-        if (o.is_static() && y.is_static() && o.static_shape() == y.static_shape() &&
-            o.dtype == DType::float32) {
+        // Equal shapes, dim by dim, static or the same symbol (an unknown
+        // dim may differ at run time).
+        const bool known_dims =
+            o.shape && y.shape &&
+            std::none_of(o.shape->begin(), o.shape->end(), [](const ir::Dim& d) { return d.is_unknown(); });
+        if (known_dims && *o.shape == *y.shape && o.dtype == DType::float32) {
           layer.residual_add = f.residual_add;
           layer.residual_input = f.residual_input;
           take(f.residual_add);
