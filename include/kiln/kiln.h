@@ -118,8 +118,9 @@ KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
  * engine_cache_secret_file, timing_cache_path, enabled_precisions
  * ("fp32", "bf16"), min_block_size, optimization_level (0-5), debug,
  * num_threads, and backend ("cpu": oneDNN engines through the engine
- * cache, the default; "ref": kiln's reference interpreter, no engines,
- * for checking results). docs/python.md lists them with their meaning.
+ * cache, the default; "cuda": cuDNN and cuBLASLt engines on the GPU, in a
+ * build with the cuda backend; "ref": kiln's reference interpreter, no
+ * engines, for checking results). docs/python.md lists them with their meaning.
  * An unknown name is KILN_ERROR_INVALID_ARGUMENT naming it. */
 
 /* Default settings (kiln::CompileSettings{}). */

@@ -54,6 +54,10 @@ struct CompileSettings {
   std::filesystem::path engine_cache_secret_file;
 
   // --- engine build ---
+  // The engine backend: "cpu" (oneDNN) or "cuda" (cuDNN and cuBLASLt, in a
+  // build with KILN_WITH_CUDA). Part of the engine key through the backend's
+  // fingerprint.
+  std::string backend = "cpu";
   std::filesystem::path timing_cache_path;  // empty: inside the cache dir; "-": none
   std::set<Precision> enabled_precisions{Precision::fp32};
   int min_block_size = 1;

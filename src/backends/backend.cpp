@@ -1,6 +1,9 @@
 #include "backends/backend.hpp"
 
+#include <algorithm>
 #include <chrono>
+
+#include "kiln/error.hpp"
 
 namespace kiln {
 
@@ -20,6 +23,83 @@ std::vector<Tensor> Engine::run_profiled(std::span<const Tensor> inputs, std::ve
   t.ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   timings.assign(1, std::move(t));
   return outputs;
+}
+
+namespace {
+
+int32_t max_source_index(const ir::WeightRecipe& r) {
+  int32_t m = r.op == ir::WeightRecipe::Op::source ? r.index : -1;
+  for (const ir::WeightRecipe& a : r.args) m = std::max(m, max_source_index(a));
+  return m;
+}
+
+}  // namespace
+
+int32_t source_weight_count(const ir::Graph& graph) {
+  int32_t count = 0;
+  for (size_t i = 0; i < graph.num_values(); ++i) {
+    const ir::Value& v = graph.value(static_cast<ir::ValueId>(i));
+    if (v.recipe && v.producer == ir::k_no_node) count = std::max(count, max_source_index(*v.recipe) + 1);
+  }
+  return count;
+}
+
+void check_engine_specs(const ir::Graph& g, std::span<const InputSpec> specs, std::string_view backend) {
+  const std::string who(backend);
+  if (specs.size() != g.inputs().size()) {
+    throw Error(ErrorCode::invalid_argument, who + ": " + std::to_string(specs.size()) + " input specs for " +
+                                                 std::to_string(g.inputs().size()) + " graph inputs");
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const InputSpec& s = specs[i];
+    const ir::ValueType& t = g.value(g.inputs()[i]).type;
+    auto bad = [&](const std::string& why) {
+      throw Error(ErrorCode::invalid_argument, who + ": input spec '" + s.name + "': " + why);
+    };
+    if (s.min.size() != s.opt.size() || s.opt.size() != s.max.size()) bad("min/opt/max ranks differ");
+    if (t.shape && t.shape->size() != s.opt.size()) bad("rank differs from the model's " + t.to_string());
+    for (size_t d = 0; d < s.opt.size(); ++d) {
+      if (s.min[d] < 0 || s.min[d] > s.opt[d] || s.opt[d] > s.max[d]) bad("needs 0 <= min <= opt <= max");
+      if (t.shape && (*t.shape)[d].is_static() &&
+          (s.min[d] != (*t.shape)[d].value() || s.max[d] != (*t.shape)[d].value())) {
+        bad("dim " + std::to_string(d) + " is fixed at " + std::to_string((*t.shape)[d].value()) +
+            " in the model");
+      }
+    }
+    if (t.dtype != DType::undefined && t.dtype != s.dtype) bad("dtype differs from the model's");
+  }
+}
+
+void check_engine_inputs(const ir::Graph& g, std::span<const InputSpec> specs, std::span<const Tensor> inputs,
+                         std::string_view backend) {
+  if (inputs.size() != specs.size()) {
+    throw Error(ErrorCode::invalid_argument, std::string(backend) + " engine takes " +
+                                                 std::to_string(specs.size()) + " inputs, got " +
+                                                 std::to_string(inputs.size()));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const InputSpec& s = specs[i];
+    const std::string name = s.name.empty() ? g.value(g.inputs()[i]).name : s.name;
+    const Tensor& t = inputs[i];
+    if (t.dtype() != s.dtype) {
+      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected " +
+                                                   std::string(dtype_name(s.dtype)) + ", got " +
+                                                   std::string(dtype_name(t.dtype())));
+    }
+    if (t.shape().size() != s.opt.size()) {
+      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected rank " +
+                                                   std::to_string(s.opt.size()) + ", got shape " +
+                                                   t.shape_string());
+    }
+    for (size_t d = 0; d < s.opt.size(); ++d) {
+      if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
+        throw Error(ErrorCode::invalid_argument,
+                    "input '" + name + "': dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
+                        ", outside the engine's range [" + std::to_string(s.min[d]) + ", " +
+                        std::to_string(s.max[d]) + "]");
+      }
+    }
+  }
 }
 
 }  // namespace kiln

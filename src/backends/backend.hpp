@@ -93,6 +93,18 @@ class Engine {
   virtual void set_num_threads(int threads) = 0;
 };
 
+// Checks shared by every backend's engines. `backend` names the backend in
+// errors ("cpu: input spec 'x': ...").
+// Throws kiln::Error(invalid_argument) when `specs` do not fit the graph's
+// inputs (count, rank, dtype, a fixed dim, min <= opt <= max).
+void check_engine_specs(const ir::Graph& graph, std::span<const InputSpec> specs, std::string_view backend);
+// Throws kiln::Error(invalid_argument) naming the input, dim and range when
+// `inputs` do not fit `specs`.
+void check_engine_inputs(const ir::Graph& graph, std::span<const InputSpec> specs,
+                         std::span<const Tensor> inputs, std::string_view backend);
+// 1 + the highest source weight index any weight recipe of `graph` reads.
+int32_t source_weight_count(const ir::Graph& graph);
+
 class Backend {
  public:
   virtual ~Backend() = default;

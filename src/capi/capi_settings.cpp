@@ -1,9 +1,11 @@
 // kiln_settings: the tutorial's setting names, set from text or JSON.
+#include <algorithm>
 #include <charconv>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "backends/registry/backend_registry.hpp"
 #include "capi/capi_internal.hpp"
 
 namespace kiln::capi {
@@ -118,16 +120,21 @@ const std::map<std::string, Setting>& table() {
                                  }
                                  return list;
                                }};
-    t["backend"] = {Kind::text,
-                    [](kiln_settings& s, const json& v) {
-                      std::string backend = as_text("backend", v);
-                      if (backend != "cpu" && backend != "ref") {
-                        throw Error(ErrorCode::invalid_argument,
-                                    "setting 'backend': unknown backend '" + backend + "' (known: cpu, ref)");
-                      }
-                      s.backend = backend;
-                    },
-                    [](const kiln_settings& s) { return json(s.backend); }};
+    t["backend"] = {
+        Kind::text,
+        [](kiln_settings& s, const json& v) {
+          std::string backend = as_text("backend", v);
+          const std::vector<std::string> engines = backend_names();
+          if (backend != "ref" && std::find(engines.begin(), engines.end(), backend) == engines.end()) {
+            std::string known;
+            for (const std::string& b : engines) known += b + ", ";
+            throw Error(ErrorCode::invalid_argument, "setting 'backend': unknown backend '" + backend +
+                                                         "' (this kiln has: " + known + "ref)");
+          }
+          s.backend = backend;
+          if (backend != "ref") s.settings.backend = backend;
+        },
+        [](const kiln_settings& s) { return json(s.backend); }};
     return t;
   }();
   return settings;

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <map>
 
-#include "backends/cpu/cpu_backend.hpp"
+#include "backends/registry/backend_registry.hpp"
 #include "cache/open.hpp"
 #include "format/envelope.hpp"
 #include "partition/partition.hpp"
@@ -44,7 +44,7 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
   }
 
   CompiledModel model;
-  model.m_backend = make_cpu_backend();
+  model.m_backend = make_backend(settings.backend);
   Backend& backend = *model.m_backend;
   model.m_report.backend = std::string(backend.name());
   model.m_specs = specs;
@@ -171,7 +171,7 @@ CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::G
   s.optimization_level = m.optimization_level;
   s.min_block_size = m.min_block_size;
   s.refittable = true;
-  std::string here = make_cpu_backend()->fingerprint().to_string();
+  std::string here = make_backend(s.backend)->fingerprint().to_string();
   if (m.fingerprint != here) {
     log::warn(graph.source + ": artifact engines were built for " + m.fingerprint + ", this machine is " +
               here + "; compiling from the artifact's graph through the engine cache");

@@ -3,7 +3,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "backends/cpu/cpu_backend.hpp"
+#include "backends/registry/backend_registry.hpp"
 #include "cache/disk_engine_cache.hpp"
 #include "cache/miss_explainer.hpp"
 #include "cache/open.hpp"
@@ -15,7 +15,7 @@ namespace kiln::runtime {
 
 Explanation explain_compile(const ir::Graph& graph, std::span<const InputSpec> specs,
                             const CompileSettings& settings) {
-  auto backend = make_cpu_backend();
+  auto backend = make_backend(settings.backend);
   ir::Graph lowered = passes::lower(graph);
   key::EngineKey key = key::compute_engine_key(lowered, specs, settings, backend->fingerprint());
   Explanation e;

@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "backends/registry/backend_registry.hpp"
 #include "cache/open.hpp"
 #include "util/byte_size.hpp"
 #include "util/log.hpp"
@@ -90,8 +91,15 @@ void add_compile_options(CLI::App* cmd, CompileOptions& o) {
   cmd->add_flag("--debug", o.debug, "Log each layer's tactic candidates and timings");
 }
 
+std::string engine_backend_help() {
+  std::string names;
+  for (const std::string& b : backend_names()) names += (names.empty() ? "" : ", ") + b;
+  return "Engine backend: " + names + " (cpu: oneDNN; cuda: cuDNN and cuBLASLt on the GPU)";
+}
+
 CompileSettings to_settings(const CompileOptions& o) {
   CompileSettings s;
+  s.backend = o.backend;
   s.enabled_precisions.clear();
   std::stringstream ss(o.precision);
   std::string item;

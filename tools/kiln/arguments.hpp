@@ -43,9 +43,12 @@ struct CompileOptions {
   std::string timing_cache;
   int threads = 0;
   bool debug = false;
+  std::string backend = "cpu";  // an engine backend: cpu or cuda
 };
 
 void add_compile_options(CLI::App* command, CompileOptions& options);
+// --backend for commands that build engines: cpu, or cuda in a build with it.
+std::string engine_backend_help();
 CompileSettings to_settings(const CompileOptions& options);
 
 // One spec per graph input. A dim comes from --min/--opt/--max when given

@@ -111,6 +111,7 @@ void add_build_command(CLI::App& app, Action& action) {
   cmd->add_option("model", opt->model, "Model file (.onnx)")->required();
   cmd->add_option("--shape", opt->compile.shapes, "NAME=1x3x224x224: a fixed input shape");
   add_compile_options(cmd, opt->compile);
+  cmd->add_option("--backend", opt->compile.backend, engine_backend_help())->capture_default_str();
   cmd->add_flag("--layers", opt->layers, "List each layer's chosen tactic");
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
   cmd->add_option("--save", opt->save, "Write an AOT artifact (.kiln): model, engines and specs in one file");

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "arguments.hpp"
+#include "backends/registry/backend_registry.hpp"
 #include "commands.hpp"
 #include "compile_report.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
@@ -197,14 +198,18 @@ std::string file_name_for(const std::string& output_name) {
 }
 
 int run(const RunOptions& opt) {
-  if (opt.backend != "ref" && opt.backend != "cpu") {
+  const std::vector<std::string> engines = backend_names();
+  if (opt.backend != "ref" && std::find(engines.begin(), engines.end(), opt.backend) == engines.end()) {
+    std::string available;
+    for (const std::string& b : engines) available += b + ", ";
     throw Error(ErrorCode::invalid_argument,
-                "--backend: unknown backend '" + opt.backend + "' (available: cpu, ref)");
+                "--backend: unknown backend '" + opt.backend + "' (this kiln has: " + available + "ref)");
   }
   if (opt.repeat < 1) throw Error(ErrorCode::invalid_argument, "--repeat must be at least 1");
   if (opt.profile_runs < 1) throw Error(ErrorCode::invalid_argument, "--profile-runs must be at least 1");
-  if (opt.profile && opt.backend != "cpu") {
-    throw Error(ErrorCode::invalid_argument, "--profile needs --backend cpu");
+  if (opt.profile && opt.backend == "ref") {
+    throw Error(ErrorCode::invalid_argument,
+                "--profile times engine layers: it needs an engine backend, not ref");
   }
   nlohmann::json report;
   report["command"] = "run";
@@ -271,9 +276,11 @@ int run(const RunOptions& opt) {
   } else {
     std::map<std::string, std::vector<int64_t>> known;
     for (size_t i = 0; i < inputs.size(); ++i) known[g.value(g.inputs()[i]).name] = inputs[i].shape();
-    compiled = artifact ? runtime::CompiledModel::from_artifact(*artifact, g, to_settings(opt.compile))
-                        : runtime::CompiledModel::compile(g, to_specs(g, opt.compile, known),
-                                                          to_settings(opt.compile));
+    CompileOptions compile = opt.compile;
+    compile.backend = opt.backend;
+    compiled = artifact
+                   ? runtime::CompiledModel::from_artifact(*artifact, g, to_settings(compile))
+                   : runtime::CompiledModel::compile(g, to_specs(g, compile, known), to_settings(compile));
     report["compile"] = compile_report_json(compiled->report(), opt.compile.debug);
   }
   report["timings_ms"]["prepare"] = ms_since(start);
@@ -357,7 +364,8 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_option("model", opt->model, "Model file (.onnx)")->required();
   cmd->add_option("--input", opt->inputs, "NAME=FILE.npy or NAME=random (default: random)");
   cmd->add_option("--shape", opt->shapes, "NAME=1x3x224x224: shape of a random input with symbolic dims");
-  cmd->add_option("--backend", opt->backend, "Backend: cpu (oneDNN engines) or ref (reference kernels)")
+  cmd->add_option("--backend", opt->backend,
+                  engine_backend_help() + "; or ref (reference kernels, no engine)")
       ->capture_default_str();
   cmd->add_option("--output-dir", opt->output_dir, "Write each output as NAME.npy into this folder");
   cmd->add_option("--seed", opt->seed, "Seed for random inputs")->capture_default_str();

@@ -41,37 +41,6 @@ void set_omp_threads(int n) {
   if (fn) fn(threads);
 }
 
-int32_t max_source_index(const ir::WeightRecipe& r) {
-  int32_t m = r.op == ir::WeightRecipe::Op::source ? r.index : -1;
-  for (const ir::WeightRecipe& a : r.args) m = std::max(m, max_source_index(a));
-  return m;
-}
-
-void check_specs(const ir::Graph& g, std::span<const InputSpec> specs) {
-  if (specs.size() != g.inputs().size()) {
-    throw Error(ErrorCode::invalid_argument, "cpu: " + std::to_string(specs.size()) + " input specs for " +
-                                                 std::to_string(g.inputs().size()) + " graph inputs");
-  }
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const InputSpec& s = specs[i];
-    const ir::ValueType& t = g.value(g.inputs()[i]).type;
-    auto bad = [&](const std::string& why) {
-      throw Error(ErrorCode::invalid_argument, "cpu: input spec '" + s.name + "': " + why);
-    };
-    if (s.min.size() != s.opt.size() || s.opt.size() != s.max.size()) bad("min/opt/max ranks differ");
-    if (t.shape && t.shape->size() != s.opt.size()) bad("rank differs from the model's " + t.to_string());
-    for (size_t d = 0; d < s.opt.size(); ++d) {
-      if (s.min[d] < 0 || s.min[d] > s.opt[d] || s.opt[d] > s.max[d]) bad("needs 0 <= min <= opt <= max");
-      if (t.shape && (*t.shape)[d].is_static() &&
-          (s.min[d] != (*t.shape)[d].value() || s.max[d] != (*t.shape)[d].value())) {
-        bad("dim " + std::to_string(d) + " is fixed at " + std::to_string((*t.shape)[d].value()) +
-            " in the model");
-      }
-    }
-    if (t.dtype != DType::undefined && t.dtype != s.dtype) bad("dtype differs from the model's");
-  }
-}
-
 }  // namespace
 
 CpuEngine::CpuEngine(EnginePlan plan)
@@ -81,7 +50,7 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
                                             const CompileSettings& settings,
                                             builder::TimingCache& timing_cache,
                                             const Fingerprint& fingerprint) {
-  check_specs(lowered, specs);
+  check_engine_specs(lowered, specs, "cpu");
   EnginePlan plan;
   plan.graph = lowered;
   plan.specs.assign(specs.begin(), specs.end());
@@ -103,9 +72,9 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
     weights[i] = *v.initializer;
     v.type = ir::ValueType::of(*v.initializer);
     v.initializer.reset();
-    plan.source_weight_count = std::max(plan.source_weight_count, max_source_index(*v.recipe) + 1);
   }
 
+  plan.source_weight_count = source_weight_count(plan.graph);
   std::unique_ptr<CpuEngine> engine(new CpuEngine(std::move(plan)));
   engine->m_weights = std::move(weights);
   engine->m_non_finite_weights = engine->weights_non_finite();
@@ -270,34 +239,7 @@ void CpuEngine::apply_threads() const { set_omp_threads(m_plan.num_threads); }
 void CpuEngine::set_num_threads(int threads) { m_plan.num_threads = threads; }
 
 void CpuEngine::check_inputs(std::span<const Tensor> inputs) const {
-  const ir::Graph& g = m_plan.graph;
-  if (inputs.size() != m_plan.specs.size()) {
-    throw Error(ErrorCode::invalid_argument, "cpu engine takes " + std::to_string(m_plan.specs.size()) +
-                                                 " inputs, got " + std::to_string(inputs.size()));
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const InputSpec& s = m_plan.specs[i];
-    const std::string name = s.name.empty() ? g.value(g.inputs()[i]).name : s.name;
-    const Tensor& t = inputs[i];
-    if (t.dtype() != s.dtype) {
-      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected " +
-                                                   std::string(dtype_name(s.dtype)) + ", got " +
-                                                   std::string(dtype_name(t.dtype())));
-    }
-    if (t.shape().size() != s.opt.size()) {
-      throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected rank " +
-                                                   std::to_string(s.opt.size()) + ", got shape " +
-                                                   t.shape_string());
-    }
-    for (size_t d = 0; d < s.opt.size(); ++d) {
-      if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
-        throw Error(ErrorCode::invalid_argument,
-                    "input '" + name + "': dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
-                        ", outside the engine's range [" + std::to_string(s.min[d]) + ", " +
-                        std::to_string(s.max[d]) + "]");
-      }
-    }
-  }
+  check_engine_inputs(m_plan.graph, m_plan.specs, inputs, "cpu");
 }
 
 Instance& CpuEngine::instance_for(const std::vector<std::vector<int64_t>>& shapes) {

@@ -1,0 +1,795 @@
+#include "backends/cuda/cuda_engine.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "backends/cuda/cuda_check.hpp"
+#include "backends/cuda/cuda_layers.hpp"
+#include "backends/cuda/cuda_plan_format.hpp"
+#include "backends/cuda/kernels/kernels.hpp"
+#include "builder/progress.hpp"
+#include "builder/tactic_search.hpp"
+#include "partition/partition.hpp"
+#include "passes/passes.hpp"
+#include "util/log.hpp"
+
+namespace kiln::cuda {
+
+using ir::k_no_node;
+using ir::k_no_value;
+using ir::ValueId;
+
+namespace {
+
+constexpr size_t k_alignment = 256;
+constexpr size_t k_max_candidates = 8;
+constexpr size_t k_max_matmul_workspace = size_t{32} << 20;
+
+size_t aligned(size_t bytes) { return (bytes + k_alignment - 1) / k_alignment * k_alignment; }
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
+}
+
+std::string dims_string(const std::vector<int64_t>& d) {
+  std::string s;
+  for (size_t i = 0; i < d.size(); ++i) s += (i ? "x" : "") + std::to_string(d[i]);
+  return s;
+}
+
+// The value of input `i` of the layer's bias Add that is not the chain.
+ValueId other_input(const ir::Graph& g, ir::NodeId add, ValueId chain) {
+  const ir::Node& n = g.node(add);
+  return n.inputs[0] == chain ? n.inputs[1] : n.inputs[0];
+}
+
+}  // namespace
+
+struct LayerExec {
+  std::optional<ConvPlan> conv;
+  std::unique_ptr<LtMatmul> matmul;
+};
+
+struct Instance {
+  std::vector<std::vector<int64_t>> input_shapes;
+  std::vector<std::optional<std::vector<int64_t>>> shapes;  // by value
+  std::vector<ValueId> root;                                // by value: the value whose memory it is
+  std::vector<int64_t> offset;                              // by root value: arena offset, -1 if none
+  DeviceBuffer arena;
+  size_t arena_bytes = 0;
+  DeviceBuffer workspace;
+  size_t workspace_bytes = 0;
+  std::vector<LayerExec> layers;
+
+  const std::vector<int64_t>& shape(ValueId v) const {
+    const auto& s = shapes[static_cast<size_t>(v)];
+    if (!s) throw Error(ErrorCode::internal, "cuda engine: a value without a shape at these input shapes");
+    return *s;
+  }
+};
+
+namespace {
+
+// Everything a layer step needs to find its tensors.
+struct Tensors {
+  const ir::Graph& graph;
+  const Instance& inst;
+  std::function<const void*(ValueId)> constant;
+
+  void* ptr(ValueId v) const {
+    const ValueId r = inst.root[static_cast<size_t>(v)];
+    if (is_constant(graph, r)) return const_cast<void*>(constant(r));
+    const int64_t off = inst.offset[static_cast<size_t>(r)];
+    if (off < 0)
+      throw Error(ErrorCode::internal, "cuda engine: value '" + graph.value(v).name + "' has no memory");
+    return static_cast<char*>(inst.arena.data()) + off;
+  }
+  const float* in(ValueId v) const { return static_cast<const float*>(ptr(v)); }
+  float* out(ValueId v) const { return static_cast<float*>(ptr(v)); }
+};
+
+ConvGeometry conv_geometry(const ir::Graph& g, const Layer& layer, const Instance& inst) {
+  const ir::Node& n = g.node(layer.anchor());
+  ConvGeometry geo;
+  const auto& x = inst.shape(n.inputs[0]);
+  const auto& w = inst.shape(n.inputs[1]);
+  const auto& y = inst.shape(n.outputs[0]);
+  std::copy_n(x.begin(), 4, geo.x.begin());
+  std::copy_n(w.begin(), 4, geo.w.begin());
+  std::copy_n(y.begin(), 4, geo.y.begin());
+  const auto strides = n.attrs.get_ints("strides", {1, 1});
+  const auto dilations = n.attrs.get_ints("dilations", {1, 1});
+  auto pads = n.attrs.get_ints("pads", {0, 0, 0, 0});
+  if (n.attrs.get_string("auto_pad", "NOTSET") == "VALID") pads = {0, 0, 0, 0};
+  if (strides.size() != 2 || dilations.size() != 2 || pads.size() != 4) {
+    throw Error(ErrorCode::invalid_model, n.describe() + ": strides, dilations or pads of the wrong length");
+  }
+  geo.stride = {strides[0], strides[1]};
+  geo.dilation = {dilations[0], dilations[1]};
+  geo.pad_begin = {pads[0], pads[1]};
+  geo.pad_end = {pads[2], pads[3]};
+  return geo;
+}
+
+ActParams layer_activation(const ir::Graph& g, const Layer& layer) {
+  if (layer.activation == k_no_node) return {};
+  return *activation_of(g, g.node(layer.activation));
+}
+
+ValueId conv_bias(const ir::Graph& g, const Layer& layer) {
+  const ir::Node& n = g.node(layer.anchor());
+  return n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
+}
+
+ValueId residual_of(const ir::Graph& g, const Layer& layer) {
+  if (layer.residual_add == k_no_node) return k_no_value;
+  return g.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
+}
+
+// What cuDNN's graph may include: bias, residual and a ReLU (any other
+// activation runs in kiln's epilogue kernel, so nothing is fused then).
+std::optional<ConvFusion> cudnn_fusion(const ir::Graph& g, const Layer& layer) {
+  const ActParams act = layer_activation(g, layer);
+  if (act.kind != Act::none && act.kind != Act::relu) return std::nullopt;
+  ConvFusion f;
+  f.bias = conv_bias(g, layer) != k_no_value;
+  f.residual = layer.residual_add != k_no_node;
+  f.relu = act.kind == Act::relu;
+  if (!f.any()) return std::nullopt;
+  return f;
+}
+
+struct MatmulParts {
+  ValueId x = k_no_value, bias = k_no_value, residual = k_no_value;
+  LtShape shape;
+  ActParams post;  // applied after the matmul when the epilogue cannot
+};
+
+MatmulParts matmul_parts(const ir::Graph& g, const Layer& layer, const Instance& inst) {
+  const ir::Node& n = g.node(layer.anchor());
+  MatmulParts p;
+  p.x = n.inputs[0];
+  const auto& x = inst.shape(p.x);
+  const auto& w = g.value(n.inputs[1]).type.static_shape();
+  const bool trans_b = n.op_type == "Gemm" && n.attrs.get_int("transB", 0) != 0;
+  p.shape.k = x.back();
+  p.shape.n = trans_b ? w[0] : w[1];
+  p.shape.m = numel(x) / std::max<int64_t>(1, p.shape.k);
+  if (n.op_type == "Gemm" && n.inputs.size() > 2) p.bias = n.inputs[2];
+  if (layer.bias_add != k_no_node) p.bias = other_input(g, layer.bias_add, n.outputs[0]);
+  p.shape.bias = p.bias != k_no_value;
+  p.residual = residual_of(g, layer);
+  const ActParams act = layer_activation(g, layer);
+  if (p.residual == k_no_value && act.kind == Act::relu) {
+    p.shape.epilogue = LtEpilogue::relu;
+  } else if (p.residual == k_no_value && act.kind == Act::gelu_tanh) {
+    p.shape.epilogue = LtEpilogue::gelu_tanh;
+  } else {
+    p.post = act;
+  }
+  return p;
+}
+
+BroadcastShape broadcast(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
+                         const std::vector<int64_t>& y) {
+  BroadcastShape s;
+  s.rank = std::max<int>(1, static_cast<int>(y.size()));
+  auto fill = [&](const std::vector<int64_t>& in, std::array<int64_t, k_max_rank>& strides) {
+    std::vector<int64_t> padded(
+        static_cast<size_t>(s.rank) - std::min(in.size(), static_cast<size_t>(s.rank)), 1);
+    padded.insert(padded.end(), in.begin(), in.end());
+    int64_t stride = 1;
+    for (int d = s.rank - 1; d >= 0; --d) {
+      strides[static_cast<size_t>(d)] = padded[static_cast<size_t>(d)] == 1 ? 0 : stride;
+      stride *= padded[static_cast<size_t>(d)];
+    }
+  };
+  for (int d = 0; d < s.rank; ++d) s.out[static_cast<size_t>(d)] = y.empty() ? 1 : y[static_cast<size_t>(d)];
+  fill(a, s.a_strides);
+  fill(b, s.b_strides);
+  return s;
+}
+
+}  // namespace
+
+CudaEngine::CudaEngine(Plan plan) : m_plan(std::move(plan)) {
+  m_constants.resize(m_plan.graph.num_values());
+  m_matmul_weights.resize(m_plan.layers.size());
+}
+
+CudaEngine::~CudaEngine() = default;
+
+void CudaEngine::upload_constant(ValueId v, const Tensor& host) {
+  if (host.dtype() != DType::float32) {
+    throw Error(ErrorCode::unsupported, "cuda: constant '" + m_plan.graph.value(v).name + "' is " +
+                                            std::string(dtype_name(host.dtype())));
+  }
+  auto& slot = m_constants[static_cast<size_t>(v)];
+  if (!slot || slot->size() != host.byte_size()) slot.emplace(std::max<size_t>(host.byte_size(), 4));
+  check(cudaMemcpyAsync(slot->data(), host.bytes().data(), host.byte_size(), cudaMemcpyHostToDevice,
+                        m_device.stream()),
+        "cudaMemcpyAsync(constant)");
+  m_device.synchronize();  // the host tensor may go away
+}
+
+void CudaEngine::upload_structural_constants() {
+  const ir::Graph& g = m_plan.graph;
+  for (const Layer& layer : m_plan.layers) {
+    for (ir::NodeId id : layer.nodes) {
+      for (ValueId v : g.node(id).inputs) {
+        if (v == k_no_value || !is_constant(g, v) || g.value(v).recipe) continue;
+        const Tensor* t = g.value(v).known_value();
+        if (t && t->dtype() == DType::float32 && !m_constants[static_cast<size_t>(v)]) upload_constant(v, *t);
+      }
+    }
+  }
+}
+
+const void* CudaEngine::constant_ptr(ValueId v) const {
+  const auto& slot = m_constants[static_cast<size_t>(v)];
+  if (!slot)
+    throw Error(ErrorCode::internal,
+                "cuda engine: constant '" + m_plan.graph.value(v).name + "' not on the GPU");
+  return slot->data();
+}
+
+void CudaEngine::prepare_matmul_weights() {
+  // Gemm with transB holds W as [N, K]; cuBLASLt reads [K, N]: transpose once
+  // per refit, on the host, from the value just uploaded.
+  const ir::Graph& g = m_plan.graph;
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    const Layer& layer = m_plan.layers[i];
+    if (layer.kind != LayerKind::matmul) continue;
+    const ir::Node& n = g.node(layer.anchor());
+    if (n.op_type != "Gemm" || n.attrs.get_int("transB", 0) == 0) continue;
+    const ValueId w = n.inputs[1];
+    const auto shape = g.value(w).type.static_shape();
+    const int64_t rows = shape[0], cols = shape[1];
+    std::vector<float> host(static_cast<size_t>(rows * cols)), transposed(host.size());
+    check(cudaMemcpy(host.data(), constant_ptr(w), host.size() * sizeof(float), cudaMemcpyDeviceToHost),
+          "cudaMemcpy(weight)");
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        transposed[static_cast<size_t>(c * rows + r)] = host[static_cast<size_t>(r * cols + c)];
+    auto& slot = m_matmul_weights[i];
+    if (!slot) slot.emplace(transposed.size() * sizeof(float));
+    check(cudaMemcpy(slot->data(), transposed.data(), transposed.size() * sizeof(float),
+                     cudaMemcpyHostToDevice),
+          "cudaMemcpy(weight)");
+  }
+}
+
+std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vector<int64_t>>& input_shapes) {
+  const ir::Graph& g = m_plan.graph;
+  auto inst = std::make_unique<Instance>();
+  inst->input_shapes = input_shapes;
+  std::vector<InputSpec> at = m_plan.specs;
+  for (size_t i = 0; i < at.size(); ++i) at[i].min = at[i].opt = at[i].max = input_shapes[i];
+  const std::vector<ir::ValueType> types = partition::types_at(g, at, &InputSpec::opt);
+  const size_t nv = g.num_values();
+  inst->shapes.resize(nv);
+  for (size_t v = 0; v < nv; ++v) {
+    if (types[v].is_static()) inst->shapes[v] = types[v].static_shape();
+  }
+  inst->root.resize(nv);
+  std::iota(inst->root.begin(), inst->root.end(), 0);
+  // Lifetimes over layer indices: a graph input lives from -1, an output to the end.
+  const auto n_layers = static_cast<int64_t>(m_plan.layers.size());
+  std::vector<int64_t> first(nv, -2), last(nv, -2);
+  for (ValueId v : g.inputs()) first[static_cast<size_t>(v)] = -1;
+  for (int64_t i = 0; i < n_layers; ++i) {
+    const Layer& layer = m_plan.layers[static_cast<size_t>(i)];
+    const ir::Node& anchor = g.node(layer.anchor());
+    if (layer.kind == LayerKind::view) {
+      inst->root[static_cast<size_t>(layer.output)] = inst->root[static_cast<size_t>(anchor.inputs[0])];
+    } else {
+      first[static_cast<size_t>(layer.output)] = i;
+    }
+    for (ir::NodeId id : layer.nodes) {
+      for (ValueId in : g.node(id).inputs) {
+        if (in == k_no_value) continue;
+        auto& l = last[static_cast<size_t>(inst->root[static_cast<size_t>(in)])];
+        l = std::max(l, i);
+      }
+    }
+  }
+  for (ValueId v : g.outputs()) last[static_cast<size_t>(inst->root[static_cast<size_t>(v)])] = n_layers;
+  // Greedy by size: largest first, each at the lowest offset free over its lifetime.
+  struct Block {
+    ValueId value;
+    size_t bytes;
+    int64_t first, last;
+    size_t offset = 0;
+  };
+  std::vector<Block> blocks;
+  for (size_t v = 0; v < nv; ++v) {
+    if (first[v] == -2 || inst->root[v] != static_cast<ValueId>(v) || is_constant(g, static_cast<ValueId>(v)))
+      continue;
+    if (!inst->shapes[v]) {
+      throw Error(ErrorCode::unsupported, "cuda engine: the shape of '" +
+                                              g.value(static_cast<ValueId>(v)).name +
+                                              "' is not known at these input shapes");
+    }
+    const size_t bytes = aligned(static_cast<size_t>(numel(*inst->shapes[v])) * sizeof(float));
+    blocks.push_back(
+        {static_cast<ValueId>(v), std::max(bytes, k_alignment), first[v], std::max(last[v], first[v])});
+  }
+  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return a.bytes > b.bytes; });
+  std::vector<const Block*> placed;
+  inst->offset.assign(nv, -1);
+  for (Block& b : blocks) {
+    std::vector<const Block*> live;
+    for (const Block* p : placed) {
+      if (p->first <= b.last && b.first <= p->last) live.push_back(p);
+    }
+    std::sort(live.begin(), live.end(), [](const Block* x, const Block* y) { return x->offset < y->offset; });
+    size_t offset = 0;
+    for (const Block* p : live) {
+      if (offset + b.bytes <= p->offset) break;
+      offset = std::max(offset, p->offset + p->bytes);
+    }
+    b.offset = offset;
+    inst->arena_bytes = std::max(inst->arena_bytes, offset + b.bytes);
+    inst->offset[static_cast<size_t>(b.value)] = static_cast<int64_t>(offset);
+    placed.push_back(&b);
+  }
+  inst->arena = DeviceBuffer(inst->arena_bytes);
+  inst->layers.resize(m_plan.layers.size());
+  // Conv and matmul layers at these shapes, from the plan's choices.
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    const Layer& layer = m_plan.layers[i];
+    if (layer.kind == LayerKind::conv && layer.tactic.cudnn.engine >= 0) {
+      const ConvGeometry geo = conv_geometry(g, layer, *inst);
+      const ConvFusion fusion = layer.tactic.fused ? *cudnn_fusion(g, layer) : ConvFusion{};
+      try {
+        inst->layers[i].conv.emplace(conv_plan(m_device.cudnn(), geo, fusion, layer.tactic.cudnn));
+      } catch (const Error&) {
+        // The recorded engine does not take these shapes (another batch size
+        // of a dynamic range): cuDNN's first heuristic choice does.
+        auto candidates = conv_candidates(m_device.cudnn(), geo, fusion, 1, false);
+        if (candidates.empty()) throw;
+        inst->layers[i].conv.emplace(std::move(candidates.front().plan));
+      }
+      inst->workspace_bytes = std::max(inst->workspace_bytes, inst->layers[i].conv->workspace());
+    } else if (layer.kind == LayerKind::matmul && !layer.tactic.lt_algo.empty()) {
+      const MatmulParts parts = matmul_parts(g, layer, *inst);
+      auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
+      LtAlgoBytes algo{};
+      std::copy_n(layer.tactic.lt_algo.begin(), algo.size(), algo.begin());
+      if (!mm->select(algo)) {
+        auto offered = mm->candidates(1, k_max_matmul_workspace);
+        if (offered.empty() || !mm->select(offered.front())) {
+          throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " +
+                                                  g.node(layer.anchor()).describe() + " at these shapes");
+        }
+      }
+      inst->workspace_bytes = std::max(inst->workspace_bytes, mm->workspace());
+      inst->layers[i].matmul = std::move(mm);
+    }
+  }
+  inst->workspace = DeviceBuffer(inst->workspace_bytes);
+  return inst;
+}
+
+void CudaEngine::run_conv(const Instance& inst, size_t index, const ConvPlan& plan, bool fused,
+                          void* workspace) const {
+  const ir::Graph& g = m_plan.graph;
+  const Layer& layer = m_plan.layers[index];
+  const ir::Node& n = g.node(layer.anchor());
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const ValueId bias = conv_bias(g, layer), residual = residual_of(g, layer);
+  ConvPointers p{t.in(n.inputs[0]), t.in(n.inputs[1]), nullptr, nullptr, t.out(layer.output)};
+  if (fused) {
+    p.bias = bias != k_no_value ? t.in(bias) : nullptr;
+    p.residual = residual != k_no_value ? t.in(residual) : nullptr;
+  }
+  plan.run(m_device.cudnn(), p, workspace);
+  const ActParams act = layer_activation(g, layer);
+  if (!fused && (bias != k_no_value || residual != k_no_value || act.kind != Act::none)) {
+    const auto& y = inst.shape(layer.output);
+    launch_bias_act(ElemType::f32, p.y, bias != k_no_value ? t.in(bias) : nullptr,
+                    residual != k_no_value ? t.in(residual) : nullptr, p.y, y[0], y[1], y[2] * y[3], act,
+                    m_device.stream());
+  }
+}
+
+void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& matmul,
+                            void* workspace) const {
+  const ir::Graph& g = m_plan.graph;
+  const Layer& layer = m_plan.layers[index];
+  const ir::Node& n = g.node(layer.anchor());
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const MatmulParts parts = matmul_parts(g, layer, inst);
+  const float* w = m_matmul_weights[index] ? static_cast<const float*>(m_matmul_weights[index]->data())
+                                           : t.in(n.inputs[1]);
+  float* y = t.out(layer.output);
+  matmul.run(t.in(parts.x), w, parts.bias != k_no_value ? t.in(parts.bias) : nullptr, y, workspace,
+             m_device.stream());
+  if (parts.residual != k_no_value || parts.post.kind != Act::none) {
+    launch_bias_act(ElemType::f32, y, nullptr, parts.residual != k_no_value ? t.in(parts.residual) : nullptr,
+                    y, 1, 1, numel(inst.shape(layer.output)), parts.post, m_device.stream());
+  }
+}
+
+void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) const {
+  const ir::Graph& g = m_plan.graph;
+  const Layer& layer = m_plan.layers[index];
+  const ir::Node& n = g.node(layer.anchor());
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const cudaStream_t stream = m_device.stream();
+  const ElemType f32 = ElemType::f32;
+  switch (layer.kind) {
+    case LayerKind::conv:
+      run_conv(inst, index, *inst.layers[index].conv, layer.tactic.fused, workspace);
+      return;
+    case LayerKind::matmul:
+      run_matmul(inst, index, *inst.layers[index].matmul, workspace);
+      return;
+    case LayerKind::unary:
+      launch_unary(*activation_of(g, n), f32, t.in(n.inputs[0]), t.out(layer.output),
+                   numel(inst.shape(layer.output)), stream);
+      return;
+    case LayerKind::binary: {
+      static const std::map<std::string, BinaryOp, std::less<>> ops{
+          {"Add", BinaryOp::add}, {"Sub", BinaryOp::sub}, {"Mul", BinaryOp::mul}, {"Div", BinaryOp::div},
+          {"Max", BinaryOp::max}, {"Min", BinaryOp::min}, {"Pow", BinaryOp::pow}};
+      launch_binary(ops.at(n.op_type), {}, f32, t.in(n.inputs[0]), t.in(n.inputs[1]), t.out(layer.output),
+                    broadcast(inst.shape(n.inputs[0]), inst.shape(n.inputs[1]), inst.shape(layer.output)),
+                    stream);
+      return;
+    }
+    case LayerKind::pool: {
+      const auto& x = inst.shape(n.inputs[0]);
+      const auto& y = inst.shape(layer.output);
+      const auto kernel = n.attrs.get_ints("kernel_shape");
+      const auto strides = n.attrs.get_ints("strides", {1, 1});
+      const auto dilations = n.attrs.get_ints("dilations", {1, 1});
+      auto pads = n.attrs.get_ints("pads", {0, 0, 0, 0});
+      if (n.attrs.get_string("auto_pad", "NOTSET") == "VALID") pads = {0, 0, 0, 0};
+      Pool2d p;
+      p.n = x[0], p.c = x[1], p.h = x[2], p.w = x[3], p.out_h = y[2], p.out_w = y[3];
+      p.kernel_h = kernel.at(0), p.kernel_w = kernel.at(1);
+      p.stride_h = strides.at(0), p.stride_w = strides.at(1);
+      p.pad_top = pads.at(0), p.pad_left = pads.at(1);
+      p.dilation_h = dilations.at(0), p.dilation_w = dilations.at(1);
+      p.count_include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
+      if (n.op_type == "MaxPool") {
+        launch_max_pool2d(f32, t.in(n.inputs[0]), t.out(layer.output), p, stream);
+      } else {
+        launch_avg_pool2d(f32, t.in(n.inputs[0]), t.out(layer.output), p, stream);
+      }
+      return;
+    }
+    case LayerKind::reduce: {
+      const auto& x = inst.shape(n.inputs[0]);
+      const int64_t rows = x[0] * x[1];
+      launch_reduce_rows(f32, n.op_type == "GlobalMaxPool", t.in(n.inputs[0]), t.out(layer.output), rows,
+                         numel(x) / std::max<int64_t>(1, rows), stream);
+      return;
+    }
+    case LayerKind::softmax: {
+      const auto& x = inst.shape(n.inputs[0]);
+      const int64_t cols = x.empty() ? 1 : x.back();
+      launch_softmax(f32, n.op_type == "LogSoftmax", t.in(n.inputs[0]), t.out(layer.output),
+                     numel(x) / std::max<int64_t>(1, cols), cols, stream);
+      return;
+    }
+    case LayerKind::layer_norm: {
+      const auto& x = inst.shape(n.inputs[0]);
+      const int64_t cols = x.back();
+      const ValueId beta = n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
+      launch_layer_norm(f32, t.in(n.inputs[0]), t.in(n.inputs[1]), beta != k_no_value ? t.in(beta) : nullptr,
+                        t.out(layer.output), numel(x) / std::max<int64_t>(1, cols), cols,
+                        n.attrs.get_float("epsilon", 1e-5f), stream);
+      return;
+    }
+    case LayerKind::transpose: {
+      const auto& x = inst.shape(n.inputs[0]);
+      std::vector<int64_t> perm = n.attrs.get_ints("perm", {});
+      if (perm.empty()) {
+        for (size_t d = x.size(); d-- > 0;) perm.push_back(static_cast<int64_t>(d));
+      }
+      std::vector<int> perm32(perm.begin(), perm.end());
+      launch_transpose(f32, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
+                       perm32.data(), stream);
+      return;
+    }
+    case LayerKind::concat: {
+      const auto& y = inst.shape(layer.output);
+      int64_t axis = n.attrs.get_int("axis");
+      if (axis < 0) axis += static_cast<int64_t>(y.size());
+      const int64_t outer = numel({y.begin(), y.begin() + axis});
+      const int64_t y_inner = numel({y.begin() + axis, y.end()});
+      int64_t offset = 0;
+      for (ValueId in : n.inputs) {
+        const auto& x = inst.shape(in);
+        const int64_t x_inner = numel({x.begin() + axis, x.end()});
+        launch_concat_part(f32, t.in(in), t.out(layer.output), outer, x_inner, y_inner, offset, stream);
+        offset += x_inner;
+      }
+      return;
+    }
+    case LayerKind::view:
+      return;  // the output is the input's memory
+  }
+}
+
+void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
+                                builder::TimingCache& timing_cache) {
+  const ir::Graph& g = m_plan.graph;
+  size_t tuned = 0;
+  for (const Layer& l : m_plan.layers) tuned += l.kind == LayerKind::conv || l.kind == LayerKind::matmul;
+  builder::BuildProgress progress("cuda: timing layers", tuned);
+  const std::string platform = m_plan.fingerprint.to_string();
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    Layer& layer = m_plan.layers[i];
+    if (layer.kind != LayerKind::conv && layer.kind != LayerKind::matmul) continue;
+    const std::string where = g.node(layer.anchor()).describe();
+    std::vector<builder::TacticCandidate> candidates;
+    std::string signature;
+    if (layer.kind == LayerKind::conv) {
+      const ConvGeometry geo = conv_geometry(g, layer, inst);
+      const auto fusion = cudnn_fusion(g, layer);
+      std::vector<ConvCandidate> offered;
+      std::vector<bool> fused;
+      if (fusion) {
+        for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, *fusion, k_max_candidates, false)) {
+          offered.push_back(std::move(c));
+          fused.push_back(true);
+        }
+      }
+      for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, {}, k_max_candidates, false)) {
+        offered.push_back(std::move(c));
+        fused.push_back(false);
+      }
+      if (offered.empty()) throw Error(ErrorCode::unsupported, "cuda: cuDNN has no engine for " + where);
+      size_t workspace = 0;
+      for (const ConvCandidate& c : offered) workspace = std::max(workspace, c.plan.workspace());
+      auto scratch = std::make_shared<DeviceBuffer>(workspace);
+      for (size_t c = 0; c < offered.size(); ++c) {
+        const std::string name = offered[c].choice.name() + (fused[c] ? " fused" : "");
+        candidates.push_back({name, [this, &inst, &offered, &fused, c, i, scratch] {
+                                return time_on_stream(m_device.stream(), [&] {
+                                  run_conv(inst, i, offered[c].plan, fused[c], scratch->data());
+                                });
+                              }});
+      }
+      signature = "conv|x=" + dims_string({geo.x.begin(), geo.x.end()}) +
+                  "|w=" + dims_string({geo.w.begin(), geo.w.end()}) + "|s=" + std::to_string(geo.stride[0]) +
+                  "," + std::to_string(geo.stride[1]) + "|d=" + std::to_string(geo.dilation[0]) + "," +
+                  std::to_string(geo.dilation[1]) + "|p=" + std::to_string(geo.pad_begin[0]) + "," +
+                  std::to_string(geo.pad_begin[1]) + "," + std::to_string(geo.pad_end[0]) + "," +
+                  std::to_string(geo.pad_end[1]) + "|fusion=" +
+                  (fusion ? std::to_string(fusion->bias) + std::to_string(fusion->residual) +
+                                std::to_string(fusion->relu)
+                          : "none");
+      const builder::TacticChoice choice = builder::search_tactics(
+          builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+      layer.tactic.cudnn = offered[choice.index].choice;
+      layer.tactic.fused = fused[choice.index];
+      layer.tactic.name = choice.tactic;
+      for (const auto& timing : choice.timings) {
+        if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
+      }
+      inst.layers[i].conv.emplace(offered[choice.index].plan);
+      inst.workspace_bytes = std::max(inst.workspace_bytes, inst.layers[i].conv->workspace());
+    } else {
+      const MatmulParts parts = matmul_parts(g, layer, inst);
+      LtMatmul probe(m_device.cublaslt(), parts.shape);
+      const std::vector<LtAlgoBytes> algos = probe.candidates(k_max_candidates, k_max_matmul_workspace);
+      if (algos.empty()) throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " + where);
+      auto scratch = std::make_shared<DeviceBuffer>(k_max_matmul_workspace);
+      std::vector<std::shared_ptr<LtMatmul>> matmuls;  // one per candidate, with its algorithm
+      std::vector<size_t> algo_of;                     // by candidate: index into algos
+      for (size_t c = 0; c < algos.size(); ++c) {
+        auto mm = std::make_shared<LtMatmul>(m_device.cublaslt(), parts.shape);
+        if (!mm->select(algos[c])) continue;
+        uint64_t h = 1469598103934665603ull;
+        for (uint8_t b : algos[c]) h = (h ^ b) * 1099511628211ull;
+        char hex[17];
+        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+        candidates.push_back({"cublasLt:" + std::string(hex), [this, &inst, mm, i, scratch] {
+                                return time_on_stream(m_device.stream(),
+                                                      [&] { run_matmul(inst, i, *mm, scratch->data()); });
+                              }});
+        matmuls.push_back(std::move(mm));
+        algo_of.push_back(c);
+      }
+      if (candidates.empty())
+        throw Error(ErrorCode::unsupported, "cuda: cuBLASLt rejects every algorithm for " + where);
+      signature = "matmul|m=" + std::to_string(parts.shape.m) + "|k=" + std::to_string(parts.shape.k) +
+                  "|n=" + std::to_string(parts.shape.n) + "|bias=" + std::to_string(parts.shape.bias) +
+                  "|epilogue=" + std::to_string(static_cast<int>(parts.shape.epilogue));
+      const builder::TacticChoice choice = builder::search_tactics(
+          builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+      const size_t algo_index = algo_of[choice.index];
+      layer.tactic.lt_algo.assign(algos[algo_index].begin(), algos[algo_index].end());
+      layer.tactic.name = choice.tactic;
+      for (const auto& timing : choice.timings) {
+        if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
+      }
+      auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
+      mm->select(algos[algo_index]);
+      inst.workspace_bytes = std::max(inst.workspace_bytes, mm->workspace());
+      inst.layers[i].matmul = std::move(mm);
+    }
+    progress.advance();
+  }
+  progress.finish();
+  inst.workspace = DeviceBuffer(inst.workspace_bytes);
+}
+
+std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                              const CompileSettings& settings,
+                                              builder::TimingCache& timing_cache,
+                                              const Fingerprint& fingerprint) {
+  check_engine_specs(lowered, specs, "cuda");
+  Plan plan;
+  plan.graph = lowered;
+  plan.specs.assign(specs.begin(), specs.end());
+  plan.layers = partition_layers(lowered);
+  plan.fingerprint = fingerprint;
+  // Weights leave the plan; their values go to the GPU.
+  std::vector<std::pair<ValueId, Tensor>> weights;
+  for (size_t i = 0; i < plan.graph.num_values(); ++i) {
+    ir::Value& v = plan.graph.value(static_cast<ValueId>(i));
+    if (!v.recipe || v.producer != k_no_node) continue;
+    if (!v.initializer) {
+      throw Error(ErrorCode::invalid_argument,
+                  "cuda: weight '" + v.name + "' of the lowered graph has no value");
+    }
+    v.type = ir::ValueType::of(*v.initializer);
+    weights.emplace_back(static_cast<ValueId>(i), std::move(*v.initializer));
+    v.initializer.reset();
+  }
+  plan.source_weight_count = source_weight_count(plan.graph);
+  std::unique_ptr<CudaEngine> engine(new CudaEngine(std::move(plan)));
+  engine->upload_structural_constants();
+  for (const auto& [v, host] : weights) {
+    engine->upload_constant(v, host);
+    engine->m_weight_bytes += host.byte_size();
+  }
+  engine->prepare_matmul_weights();
+  engine->m_ready = true;
+  std::vector<std::vector<int64_t>> opt;
+  for (const InputSpec& s : engine->m_plan.specs) opt.push_back(s.opt);
+  auto inst = engine->create_instance(opt);
+  engine->choose_tactics(*inst, settings, timing_cache);
+  engine->m_instances[opt] = std::move(inst);
+  if (settings.debug) {
+    for (const LayerReport& r : engine->info().layers) {
+      log::info("cuda: layer '" + r.name + "' (" + r.op + "): " + r.tactic +
+                (r.time_ms > 0 ? " " + std::to_string(r.time_ms) + " ms" : ""));
+    }
+  }
+  return engine;
+}
+
+std::unique_ptr<CudaEngine> CudaEngine::from_plan(Plan plan) {
+  std::unique_ptr<CudaEngine> engine(new CudaEngine(std::move(plan)));
+  engine->upload_structural_constants();
+  return engine;
+}
+
+Instance& CudaEngine::instance_for(const std::vector<std::vector<int64_t>>& shapes) {
+  auto it = m_instances.find(shapes);
+  if (it != m_instances.end()) return *it->second;
+  // Every distinct shape set keeps its arena: bound the count, dropping the
+  // oldest-made first (the opt instance is rebuilt on demand like any other).
+  constexpr size_t k_max_instances = 4;
+  if (m_instances.size() >= k_max_instances) m_instances.erase(m_instances.begin());
+  return *m_instances.emplace(shapes, create_instance(shapes)).first->second;
+}
+
+void CudaEngine::check_finished() const {
+  check(cudaStreamSynchronize(m_device.stream()), "cuda engine run");
+  check(cudaGetLastError(), "cuda engine run");
+}
+
+std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vector<LayerTiming>* timings) {
+  if (!m_ready)
+    throw Error(ErrorCode::invalid_argument, "cuda engine has no weights: refit() has not succeeded");
+  check_engine_inputs(m_plan.graph, m_plan.specs, inputs, "cuda");
+  std::vector<std::vector<int64_t>> shapes;
+  for (const Tensor& t : inputs) shapes.push_back(t.shape());
+  const Instance& inst = instance_for(shapes);
+  const ir::Graph& g = m_plan.graph;
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const cudaStream_t stream = m_device.stream();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ValueId v = g.inputs()[i];
+    if (inst.offset[static_cast<size_t>(inst.root[static_cast<size_t>(v)])] < 0)
+      continue;  // read by no layer
+    check(cudaMemcpyAsync(t.ptr(v), inputs[i].bytes().data(), inputs[i].byte_size(), cudaMemcpyHostToDevice,
+                          stream),
+          "cudaMemcpyAsync(input)");
+  }
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    if (!timings) {
+      run_layer(inst, i, inst.workspace.data());
+      continue;
+    }
+    const Layer& layer = m_plan.layers[i];
+    LayerTiming timing;
+    timing.name = g.node(layer.anchor()).name;
+    for (ir::NodeId id : layer.nodes) {
+      timing.nodes.push_back(g.node(id).name);
+      timing.op += (timing.op.empty() ? "" : "+") + g.node(id).op_type;
+    }
+    timing.tactic = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
+    timing.kind = "cuda";
+    timing.ms = time_on_stream(stream, [&] { run_layer(inst, i, inst.workspace.data()); });
+    timings->push_back(std::move(timing));
+  }
+  std::vector<Tensor> outputs;
+  for (ValueId v : g.outputs()) {
+    Tensor out = Tensor::zeros(DType::float32, inst.shape(v));
+    check(cudaMemcpyAsync(out.mutable_bytes().data(), t.ptr(v), out.byte_size(), cudaMemcpyDeviceToHost,
+                          stream),
+          "cudaMemcpyAsync(output)");
+    outputs.push_back(std::move(out));
+  }
+  check_finished();
+  return outputs;
+}
+
+std::vector<Tensor> CudaEngine::run(std::span<const Tensor> inputs) { return execute(inputs, nullptr); }
+
+std::vector<Tensor> CudaEngine::run_profiled(std::span<const Tensor> inputs,
+                                             std::vector<LayerTiming>& timings) {
+  timings.clear();
+  return execute(inputs, &timings);
+}
+
+void CudaEngine::refit(std::span<const Tensor> source_weights) {
+  m_ready = false;
+  if (source_weights.size() < static_cast<size_t>(m_plan.source_weight_count)) {
+    throw Error(ErrorCode::invalid_argument, "refit: " + std::to_string(source_weights.size()) +
+                                                 " source weights, the plan reads " +
+                                                 std::to_string(m_plan.source_weight_count));
+  }
+  const ir::Graph& g = m_plan.graph;
+  size_t bytes = 0;
+  for (size_t i = 0; i < g.num_values(); ++i) {
+    const ir::Value& v = g.value(static_cast<ValueId>(i));
+    if (!v.recipe || v.producer != k_no_node) continue;
+    Tensor t;
+    try {
+      t = passes::evaluate_recipe(*v.recipe, source_weights);
+    } catch (const Error& e) {
+      throw e.with_context("refit: weight '" + v.name + "': ");
+    }
+    if (!v.type.is_static() || t.dtype() != v.type.dtype || t.shape() != v.type.static_shape()) {
+      throw Error(ErrorCode::invalid_argument,
+                  "refit: weight '" + v.name + "' is " + std::string(dtype_name(t.dtype())) + "[" +
+                      t.shape_string() + "], the plan has " + v.type.to_string());
+    }
+    upload_constant(static_cast<ValueId>(i), t);
+    bytes += t.byte_size();
+  }
+  prepare_matmul_weights();
+  m_weight_bytes = bytes;
+  m_ready = true;
+}
+
+std::vector<std::byte> CudaEngine::serialize() const { return serialize_plan(m_plan); }
+
+EngineInfo CudaEngine::info() const {
+  EngineInfo out;
+  const ir::Graph& g = m_plan.graph;
+  for (const Layer& layer : m_plan.layers) {
+    LayerReport r;
+    r.name = g.node(layer.anchor()).name;
+    for (ir::NodeId id : layer.nodes) r.op += (r.op.empty() ? "" : "+") + g.node(id).op_type;
+    r.tactic = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
+    r.time_ms = layer.tactic.time_ms;
+    out.layers.push_back(std::move(r));
+  }
+  for (const auto& [shapes, inst] : m_instances)
+    out.activation_bytes = std::max(out.activation_bytes, inst->arena_bytes);
+  out.weight_bytes = m_weight_bytes;
+  return out;
+}
+
+}  // namespace kiln::cuda

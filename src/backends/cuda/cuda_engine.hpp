@@ -1,0 +1,84 @@
+// A cuda engine: a Plan run on one GPU.
+//
+// Weights (and every other constant a layer reads) live in device memory,
+// uploaded by refit() after their recipes are replayed on the host.
+// Activations live in one device arena per input-shape set, planned by
+// lifetime at those shapes (an "instance"): views share their input's bytes,
+// and each conv and matmul layer keeps its cuDNN plan or cuBLASLt algorithm
+// for those shapes, rebuilt from the plan's recorded choice, never from
+// heuristics or timing, except where that choice does not fit the shapes.
+//
+// run() takes and returns host tensors: inputs are copied into the arena,
+// outputs out of it, on the engine's own stream.
+//
+// Not thread-safe: one caller at a time, as every Engine.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "backends/backend.hpp"
+#include "backends/cuda/cuda_plan.hpp"
+#include "backends/cuda/device.hpp"
+
+namespace kiln::builder {
+class TimingCache;
+}
+
+namespace kiln::cuda {
+
+struct Instance;
+
+class CudaEngine final : public Engine {
+ public:
+  // Partitions, uploads the lowered graph's weights and times tactics at the
+  // specs' opt shapes. REQUIRES: the backend supports every node.
+  static std::unique_ptr<CudaEngine> build(const ir::Graph& lowered, std::span<const InputSpec> specs,
+                                           const CompileSettings& settings,
+                                           builder::TimingCache& timing_cache,
+                                           const Fingerprint& fingerprint);
+  // From a parsed plan; no weights until refit().
+  static std::unique_ptr<CudaEngine> from_plan(Plan plan);
+
+  ~CudaEngine() override;
+
+  std::vector<Tensor> run(std::span<const Tensor> inputs) override;
+  std::vector<Tensor> run_profiled(std::span<const Tensor> inputs,
+                                   std::vector<LayerTiming>& timings) override;
+  void refit(std::span<const Tensor> source_weights) override;
+  std::vector<std::byte> serialize() const override;
+  EngineInfo info() const override;
+  void set_num_threads(int) override {}  // the GPU's parallelism is not a thread count
+
+ private:
+  explicit CudaEngine(Plan plan);
+
+  // The values layers read from device constants, and the host value of
+  // each structural (non-refittable) constant.
+  void upload_structural_constants();
+  void upload_constant(ir::ValueId v, const Tensor& host);
+  void prepare_matmul_weights();
+  void check_finished() const;
+  const void* constant_ptr(ir::ValueId v) const;
+  Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
+  std::unique_ptr<Instance> create_instance(const std::vector<std::vector<int64_t>>& shapes);
+  void choose_tactics(Instance& inst, const CompileSettings& settings, builder::TimingCache& timing_cache);
+  void run_layer(const Instance& inst, size_t layer, void* workspace) const;
+  // One conv or matmul layer with a given plan (the instance's, or a
+  // candidate being timed).
+  void run_conv(const Instance& inst, size_t layer, const ConvPlan& plan, bool fused, void* workspace) const;
+  void run_matmul(const Instance& inst, size_t layer, const LtMatmul& matmul, void* workspace) const;
+  std::vector<Tensor> execute(std::span<const Tensor> inputs, std::vector<LayerTiming>* timings);
+
+  Plan m_plan;
+  DeviceContext m_device;
+  std::vector<std::optional<DeviceBuffer>> m_constants;       // by value id
+  std::vector<std::optional<DeviceBuffer>> m_matmul_weights;  // by layer: W as [K, N]
+  size_t m_weight_bytes = 0;
+  bool m_ready = false;
+  std::map<std::vector<std::vector<int64_t>>, std::unique_ptr<Instance>> m_instances;
+};
+
+}  // namespace kiln::cuda

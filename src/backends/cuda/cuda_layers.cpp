@@ -1,0 +1,271 @@
+#include "backends/cuda/cuda_layers.hpp"
+
+#include <algorithm>
+#include <map>
+
+#include "passes/lowering_passes.hpp"
+#include "passes/passes.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+const std::map<std::string, Act, std::less<>>& unary_ops() {
+  static const std::map<std::string, Act, std::less<>> ops{{"Relu", Act::relu},
+                                                           {"Sigmoid", Act::sigmoid},
+                                                           {"Tanh", Act::tanh},
+                                                           {"Gelu", Act::gelu_erf},
+                                                           {"HardSwish", Act::hardswish},
+                                                           {"HardSigmoid", Act::hardsigmoid},
+                                                           {"LeakyRelu", Act::leaky_relu},
+                                                           {"Clip", Act::clip},
+                                                           {"Elu", Act::elu},
+                                                           {"Softplus", Act::softplus},
+                                                           {"Abs", Act::abs},
+                                                           {"Neg", Act::neg},
+                                                           {"Exp", Act::exp},
+                                                           {"Log", Act::log},
+                                                           {"Sqrt", Act::sqrt},
+                                                           {"Reciprocal", Act::reciprocal},
+                                                           {"Erf", Act::erf}};
+  return ops;
+}
+
+const std::map<std::string, BinaryOp, std::less<>>& binary_ops() {
+  static const std::map<std::string, BinaryOp, std::less<>> ops{
+      {"Add", BinaryOp::add}, {"Sub", BinaryOp::sub}, {"Mul", BinaryOp::mul}, {"Div", BinaryOp::div},
+      {"Max", BinaryOp::max}, {"Min", BinaryOp::min}, {"Pow", BinaryOp::pow}};
+  return ops;
+}
+
+bool is_view(std::string_view op) {
+  return op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" || op == "Identity";
+}
+
+std::optional<int64_t> rank_of(const ir::Graph& g, ir::ValueId v) {
+  if (v == ir::k_no_value || !g.value(v).type.shape) return std::nullopt;
+  return static_cast<int64_t>(g.value(v).type.shape->size());
+}
+
+// A fused chain's activation, as the conv/matmul layer applies it.
+bool fusable_activation(const ir::Graph& g, ir::NodeId n) {
+  return n != ir::k_no_node && activation_of(g, g.node(n)).has_value();
+}
+
+}  // namespace
+
+bool is_constant(const ir::Graph& graph, ir::ValueId v) {
+  if (v == ir::k_no_value) return false;
+  const ir::Value& value = graph.value(v);
+  return value.producer == ir::k_no_node && (value.recipe.has_value() || value.initializer.has_value());
+}
+
+std::optional<ActParams> activation_of(const ir::Graph& graph, const ir::Node& node) {
+  auto it = unary_ops().find(node.op_type);
+  if (it == unary_ops().end()) return std::nullopt;
+  ActParams p{it->second, 0, 0};
+  const ir::Attributes& a = node.attrs;
+  switch (p.kind) {
+    case Act::gelu_erf:
+      if (a.get_string("approximate", "none") == "tanh") p.kind = Act::gelu_tanh;
+      break;
+    case Act::hardsigmoid:
+      p.alpha = a.get_float("alpha", 0.2f);
+      p.beta = a.get_float("beta", 0.5f);
+      break;
+    case Act::leaky_relu:
+      p.alpha = a.get_float("alpha", 0.01f);
+      break;
+    case Act::elu:
+      p.alpha = a.get_float("alpha", 1.0f);
+      break;
+    case Act::clip: {
+      // Opset 11+: bounds are optional inputs, which must be constants here.
+      p.alpha = -3.402823466e38f;
+      p.beta = 3.402823466e38f;
+      if (node.opset < 11) {
+        p.alpha = a.get_float("min", p.alpha);
+        p.beta = a.get_float("max", p.beta);
+        break;
+      }
+      for (size_t i = 1; i < node.inputs.size() && i < 3; ++i) {
+        if (node.inputs[i] == ir::k_no_value) continue;
+        auto bound = passes::scalar_constant(graph, node.inputs[i]);
+        if (!bound) return std::nullopt;
+        (i == 1 ? p.alpha : p.beta) = static_cast<float>(*bound);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return p;
+}
+
+LayerKind layer_kind(const ir::Node& node) {
+  const std::string& op = node.op_type;
+  if (op == "Conv") return LayerKind::conv;
+  if (op == "MatMul" || op == "Gemm") return LayerKind::matmul;
+  if (unary_ops().count(op)) return LayerKind::unary;
+  if (binary_ops().count(op)) return LayerKind::binary;
+  if (op == "MaxPool" || op == "AveragePool") return LayerKind::pool;
+  if (op == "GlobalAveragePool" || op == "GlobalMaxPool") return LayerKind::reduce;
+  if (op == "Softmax" || op == "LogSoftmax") return LayerKind::softmax;
+  if (op == "LayerNormalization") return LayerKind::layer_norm;
+  if (op == "Transpose") return LayerKind::transpose;
+  if (op == "Concat") return LayerKind::concat;
+  return LayerKind::view;
+}
+
+std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id) {
+  const ir::Node& n = g.node(id);
+  const std::string& op = n.op_type;
+  if (!n.domain.empty() && n.domain != "ai.onnx") return "op domain '" + n.domain + "'";
+  const bool known = op == "Conv" || op == "MatMul" || op == "Gemm" || unary_ops().count(op) ||
+                     binary_ops().count(op) || op == "MaxPool" || op == "AveragePool" ||
+                     op == "GlobalAveragePool" || op == "GlobalMaxPool" || op == "Softmax" ||
+                     op == "LogSoftmax" || op == "LayerNormalization" || op == "Transpose" ||
+                     op == "Concat" || is_view(op);
+  if (!known) return "no cuda kernel for " + op;
+  // Every data input and output is fp32 (shape inputs of views are int64).
+  const size_t data_inputs = is_view(op) ? 1 : n.inputs.size();
+  for (size_t i = 0; i < n.inputs.size() && i < data_inputs; ++i) {
+    if (n.inputs[i] == ir::k_no_value) continue;
+    if (op == "Clip" && i > 0) continue;
+    if (g.value(n.inputs[i]).type.dtype != DType::float32) {
+      return "input " + std::to_string(i) + " is " +
+             std::string(dtype_name(g.value(n.inputs[i]).type.dtype)) + " (the cuda backend runs float32)";
+    }
+  }
+  if (n.outputs.size() != 1) return op + " with " + std::to_string(n.outputs.size()) + " outputs";
+  const auto out_rank = rank_of(g, n.outputs[0]);
+  if (!out_rank) return "output rank unknown";
+  if (*out_rank > k_max_rank) return "rank " + std::to_string(*out_rank) + " (at most 6)";
+  const ir::Attributes& a = n.attrs;
+  if (op == "Conv") {
+    if (rank_of(g, n.inputs[0]) != 4) return "Conv that is not 2-D";
+    if (!is_constant(g, n.inputs[1])) return "Conv weight computed at run time";
+    if (n.inputs.size() > 2 && n.inputs[2] != ir::k_no_value && !is_constant(g, n.inputs[2]))
+      return "Conv bias computed at run time";
+    const std::string pad = a.get_string("auto_pad", "NOTSET");
+    if (pad != "NOTSET" && pad != "VALID") return "Conv auto_pad " + pad;
+  } else if (op == "MatMul" || op == "Gemm") {
+    if (!is_constant(g, n.inputs[1]) || rank_of(g, n.inputs[1]) != 2)
+      return op + " whose second input is not a constant matrix (activation x activation runs on the cpu)";
+    if (op == "Gemm") {
+      if (a.get_int("transA", 0) != 0) return "Gemm with transA";
+      if (a.get_float("alpha", 1.0f) != 1.0f || a.get_float("beta", 1.0f) != 1.0f)
+        return "Gemm with alpha or beta other than 1";
+      if (n.inputs.size() > 2 && n.inputs[2] != ir::k_no_value &&
+          (!is_constant(g, n.inputs[2]) || rank_of(g, n.inputs[2]) != 1))
+        return "Gemm whose C is not a constant vector";
+    }
+  } else if (unary_ops().count(op)) {
+    if (!activation_of(g, n)) return op + " with bounds computed at run time";
+  } else if (op == "MaxPool" || op == "AveragePool") {
+    if (rank_of(g, n.inputs[0]) != 4) return op + " that is not 2-D";
+    if (a.get_string("auto_pad", "NOTSET") != "NOTSET" && a.get_string("auto_pad", "NOTSET") != "VALID")
+      return op + " auto_pad";
+    if (a.get_int("storage_order", 0) != 0) return "MaxPool storage_order";
+  } else if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
+    if (rank_of(g, n.inputs[0]).value_or(0) < 3) return op + " of rank < 3";
+  } else if (op == "Softmax" || op == "LogSoftmax") {
+    const int64_t axis = a.get_int("axis", n.opset >= 13 ? -1 : 1);
+    if (axis != -1 && axis != *out_rank - 1) return op + " over an axis other than the last";
+  } else if (op == "LayerNormalization") {
+    const int64_t axis = a.get_int("axis", -1);
+    if (axis != -1 && axis != *out_rank - 1) return "LayerNormalization over more than the last axis";
+    if (!is_constant(g, n.inputs[1])) return "LayerNormalization scale computed at run time";
+    if (n.inputs.size() > 2 && n.inputs[2] != ir::k_no_value && !is_constant(g, n.inputs[2]))
+      return "LayerNormalization bias computed at run time";
+  } else if (is_view(op) && op != "Identity" && op != "Flatten") {
+    // The output shape must follow from the input shape alone.
+    if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !g.value(n.inputs[1]).known_value())
+      return op + " whose shape input is computed at run time";
+  }
+  return std::nullopt;
+}
+
+std::vector<Layer> partition_layers(const ir::Graph& g) {
+  std::vector<Layer> layers;
+  std::vector<bool> taken(g.num_nodes(), false);
+  std::map<ir::NodeId, passes::FusionGroup> groups;
+  for (const passes::FusionGroup& group : passes::find_fusions(g)) groups[group.anchor] = group;
+  for (ir::NodeId id : g.topological_order()) {
+    if (taken[static_cast<size_t>(id)]) continue;
+    Layer layer;
+    layer.kind = layer_kind(g.node(id));
+    layer.nodes = {id};
+    layer.output = g.node(id).outputs[0];
+    auto group = groups.find(id);
+    if (group != groups.end() && (layer.kind == LayerKind::conv || layer.kind == LayerKind::matmul)) {
+      const passes::FusionGroup& f = group->second;
+      auto take = [&](ir::NodeId n) {
+        layer.nodes.push_back(n);
+        layer.output = g.node(n).outputs[0];
+      };
+      if (f.bias_add != ir::k_no_node && layer.kind == LayerKind::matmul) {
+        layer.bias_add = f.bias_add;
+        take(f.bias_add);
+      }
+      // A residual of exactly the output's shape is read by the epilogue;
+      // the activation after it only comes along with it.
+      bool chain_open = true;
+      if (f.residual_add != ir::k_no_node) {
+        const ir::Node& add = g.node(f.residual_add);
+        const ir::ValueId other = add.inputs[static_cast<size_t>(f.residual_input)];
+        const ir::ValueType& o = g.value(other).type;
+        const ir::ValueType& y = g.value(add.outputs[0]).type;
+        // Equal shapes, dim by dim, static or the same symbol (an unknown
+        // dim may differ at run time).
+        const bool known_dims =
+            o.shape && y.shape &&
+            std::none_of(o.shape->begin(), o.shape->end(), [](const ir::Dim& d) { return d.is_unknown(); });
+        if (known_dims && *o.shape == *y.shape && o.dtype == DType::float32) {
+          layer.residual_add = f.residual_add;
+          layer.residual_input = f.residual_input;
+          take(f.residual_add);
+        } else {
+          chain_open = false;
+        }
+      }
+      if (chain_open && fusable_activation(g, f.activation)) {
+        layer.activation = f.activation;
+        take(f.activation);
+      }
+    }
+    for (ir::NodeId n : layer.nodes) taken[static_cast<size_t>(n)] = true;
+    layers.push_back(std::move(layer));
+  }
+  return layers;
+}
+
+const char* layer_kind_name(LayerKind kind) {
+  switch (kind) {
+    case LayerKind::conv:
+      return "conv";
+    case LayerKind::matmul:
+      return "matmul";
+    case LayerKind::unary:
+      return "unary";
+    case LayerKind::binary:
+      return "binary";
+    case LayerKind::pool:
+      return "pool";
+    case LayerKind::reduce:
+      return "reduce";
+    case LayerKind::softmax:
+      return "softmax";
+    case LayerKind::layer_norm:
+      return "layer_norm";
+    case LayerKind::transpose:
+      return "transpose";
+    case LayerKind::view:
+      return "view";
+    case LayerKind::concat:
+      return "concat";
+  }
+  return "unknown";
+}
+
+}  // namespace kiln::cuda

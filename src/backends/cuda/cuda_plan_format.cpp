@@ -1,0 +1,127 @@
+#include "backends/cuda/cuda_plan_format.hpp"
+
+#include <cstring>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#include "backends/cuda/cuda_plan_generated.h"
+#pragma GCC diagnostic pop
+#include "backends/cuda/cuda_layers.hpp"
+#include "backends/plan/plan_graph.hpp"
+
+namespace kiln::cuda {
+
+namespace fbs = kiln::cuda::fb;
+using flatbuffers::FlatBufferBuilder;
+using flatbuffers::Offset;
+
+namespace {
+
+constexpr std::string_view k_what = "cuda plan";
+
+[[noreturn]] void corrupt(const std::string& why) { plan::corrupt(k_what, why); }
+
+}  // namespace
+
+std::vector<std::byte> serialize_plan(const Plan& p) {
+  FlatBufferBuilder b(64 * 1024);
+  auto graph = plan::write_graph(b, p.graph);
+  auto specs = plan::write_specs(b, p.specs);
+  std::vector<Offset<fbs::Layer>> layers;
+  for (const Layer& l : p.layers) {
+    std::vector<Offset<fbs::Knob>> knobs;
+    for (const auto& [type, value] : l.tactic.cudnn.knobs) knobs.push_back(fbs::CreateKnob(b, type, value));
+    layers.push_back(fbs::CreateLayerDirect(b, static_cast<uint8_t>(l.kind), &l.nodes, l.bias_add,
+                                            l.residual_add, l.residual_input, l.activation, l.output,
+                                            l.tactic.name.c_str(), l.tactic.time_ms, l.tactic.fused,
+                                            l.tactic.cudnn.engine, &knobs, &l.tactic.lt_algo));
+  }
+  const Fingerprint& f = p.fingerprint;
+  auto root =
+      fbs::CreatePlan(b, f.plan_version, b.CreateString(f.backend), b.CreateString(f.library_version),
+                      b.CreateString(f.isa), graph, specs, b.CreateVector(layers), p.source_weight_count);
+  fbs::FinishPlanBuffer(b, root);
+  return plan::seal(b);
+}
+
+Plan parse_plan(std::span<const std::byte> bytes) {
+  const std::vector<uint8_t> buffer = plan::unseal(bytes, k_what);
+  if (!fbs::PlanBufferHasIdentifier(buffer.data())) corrupt("not a cuda plan");
+  flatbuffers::Verifier verifier(buffer.data(), buffer.size());
+  if (!fbs::VerifyPlanBuffer(verifier)) corrupt("fails FlatBuffers verification");
+  const fbs::Plan* fp = fbs::GetPlan(buffer.data());
+  if (fp->plan_version() != k_plan_version) {
+    corrupt("plan version " + std::to_string(fp->plan_version()) + ", this kiln reads " +
+            std::to_string(k_plan_version));
+  }
+  Plan p;
+  p.fingerprint.backend = plan::read_string(fp->backend());
+  p.fingerprint.plan_version = fp->plan_version();
+  p.fingerprint.library_version = plan::read_string(fp->library_version());
+  p.fingerprint.isa = plan::read_string(fp->isa());
+  p.graph = plan::read_graph(fp->graph(), k_what);
+  p.specs = plan::read_specs(fp->specs(), p.graph.inputs().size(), k_what);
+  const auto nn = static_cast<int64_t>(p.graph.num_nodes());
+  const auto nv = static_cast<int64_t>(p.graph.num_values());
+  if (!fp->layers()) corrupt("no layers");
+  std::vector<bool> covered(static_cast<size_t>(nn), false);
+  auto check_node = [&](int32_t id, bool allow_none) {
+    if ((allow_none && id == ir::k_no_node) || (id >= 0 && id < nn)) return;
+    corrupt("node index " + std::to_string(id) + " out of range");
+  };
+  for (const fbs::Layer* fl : *fp->layers()) {
+    Layer l;
+    if (fl->kind() > k_last_layer_kind) corrupt("bad layer kind");
+    l.kind = static_cast<LayerKind>(fl->kind());
+    if (!fl->nodes() || fl->nodes()->size() == 0) corrupt("a layer without nodes");
+    for (int32_t n : *fl->nodes()) {
+      check_node(n, false);
+      if (covered[static_cast<size_t>(n)]) corrupt("a node in two layers");
+      covered[static_cast<size_t>(n)] = true;
+      l.nodes.push_back(n);
+    }
+    check_node(fl->bias_add(), true);
+    check_node(fl->residual_add(), true);
+    check_node(fl->activation(), true);
+    l.bias_add = fl->bias_add();
+    l.residual_add = fl->residual_add();
+    l.activation = fl->activation();
+    l.residual_input = fl->residual_input();
+    if (l.residual_input < -1 || l.residual_input > 1 ||
+        (l.residual_add != ir::k_no_node &&
+         (l.residual_input < 0 || p.graph.node(l.residual_add).inputs.size() != 2))) {
+      corrupt("bad residual input");
+    }
+    if (fl->output() < 0 || fl->output() >= nv) corrupt("bad layer output");
+    l.output = fl->output();
+    // The layer builders trust a layer's kind: its anchor must be a node this
+    // kiln runs as that kind.
+    if (unsupported_reason(p.graph, l.anchor()) || layer_kind(p.graph.node(l.anchor())) != l.kind)
+      corrupt("a layer whose kind does not fit its node");
+    for (ir::NodeId fused : {l.bias_add, l.residual_add, l.activation}) {
+      if (fused != ir::k_no_node && std::find(l.nodes.begin(), l.nodes.end(), fused) == l.nodes.end())
+        corrupt("a fused node outside its layer");
+    }
+    l.tactic.name = plan::read_string(fl->tactic());
+    l.tactic.time_ms = fl->time_ms();
+    l.tactic.fused = fl->fused();
+    l.tactic.cudnn.engine = fl->cudnn_engine();
+    if (fl->knobs()) {
+      for (const fbs::Knob* k : *fl->knobs()) l.tactic.cudnn.knobs.emplace_back(k->type(), k->value());
+    }
+    if (fl->lt_algo()) l.tactic.lt_algo.assign(fl->lt_algo()->begin(), fl->lt_algo()->end());
+    if (l.kind == LayerKind::conv && l.tactic.cudnn.engine < 0)
+      corrupt("a conv layer without a cuDNN engine");
+    if (l.kind == LayerKind::matmul && l.tactic.lt_algo.size() != sizeof(cublasLtMatmulAlgo_t))
+      corrupt("a matmul layer without a cuBLASLt algorithm");
+    p.layers.push_back(std::move(l));
+  }
+  for (bool c : covered) {
+    if (!c) corrupt("a node in no layer");
+  }
+  p.source_weight_count = fp->source_weight_count();
+  if (p.source_weight_count < 0) corrupt("bad source weight count");
+  return p;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,25 @@
+// The cuda plan's byte format: a FlatBuffer (schema cuda_plan.fbs) in the
+// checksummed frame of every kiln plan. parse_plan checks the checksum, the
+// FlatBuffers verifier, every node index and each layer's kind against its
+// node, so a truncated, corrupted or foreign plan is a kiln::Error
+// (invalid_model), never a crash.
+//
+// Stateless; thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "backends/cuda/cuda_plan.hpp"
+
+namespace kiln::cuda {
+
+// Bump on any change to the schema or to what a field means.
+constexpr uint32_t k_plan_version = 1;
+
+std::vector<std::byte> serialize_plan(const Plan& plan);
+Plan parse_plan(std::span<const std::byte> bytes);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,118 @@
+// kiln's own CUDA kernels: what the cuda backend runs outside cuDNN and
+// cuBLASLt (activations, broadcast arithmetic, pooling, softmax, LayerNorm,
+// transposes, dtype casts). Every launch is asynchronous on `stream`; a bad
+// launch is reported by the next CUDA call on the stream (the engine checks
+// after each layer in debug builds and at the end of every run).
+//
+// Tensors are dense, row-major (NCHW for images), of one element type.
+// Sizes are int64: a tensor of more than 2^31 elements is supported.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstdint>
+
+namespace kiln::cuda {
+
+enum class ElemType : uint8_t { f32 = 0, f16 = 1, bf16 = 2 };
+
+// Persistent values (plans store them): never renumber.
+enum class Act : uint8_t {
+  none = 0,
+  relu = 1,
+  sigmoid = 2,
+  tanh = 3,
+  gelu_erf = 4,
+  gelu_tanh = 5,
+  silu = 6,
+  hardswish = 7,
+  hardsigmoid = 8,  // max(0, min(1, alpha * x + beta)), ONNX defaults alpha 0.2, beta 0.5
+  leaky_relu = 9,   // alpha
+  clip = 10,        // min alpha, max beta
+  elu = 11,         // alpha
+  softplus = 12,
+  abs = 13,
+  neg = 14,
+  exp = 15,
+  log = 16,
+  sqrt = 17,
+  reciprocal = 18,
+  erf = 19,
+};
+
+struct ActParams {
+  Act kind = Act::none;
+  float alpha = 0;
+  float beta = 0;
+};
+
+// Persistent values: never renumber.
+enum class BinaryOp : uint8_t { add = 0, sub = 1, mul = 2, div = 3, max = 4, min = 5, pow = 6 };
+
+constexpr int k_max_rank = 6;
+
+// Output shape and each input's element strides over it (0 along a
+// broadcast dimension), rank <= k_max_rank, leading dims first.
+struct BroadcastShape {
+  int rank = 0;
+  std::array<int64_t, k_max_rank> out{};
+  std::array<int64_t, k_max_rank> a_strides{};
+  std::array<int64_t, k_max_rank> b_strides{};
+};
+
+// y[i] = act(x[i]), n elements. x may equal y.
+void launch_unary(ActParams act, ElemType type, const void* x, void* y, int64_t n, cudaStream_t stream);
+
+// y = act(a op b) with broadcasting. y may equal a or b when it has their shape.
+void launch_binary(BinaryOp op, ActParams act, ElemType type, const void* a, const void* b, void* y,
+                   const BroadcastShape& shape, cudaStream_t stream);
+
+// The epilogue of a conv that cuDNN ran alone: over x of shape
+// [outer, channels, inner], y = act(x + bias[c] + residual). bias and
+// residual may be null; y may equal x.
+void launch_bias_act(ElemType type, const void* x, const void* bias, const void* residual, void* y,
+                     int64_t outer, int64_t channels, int64_t inner, ActParams act, cudaStream_t stream);
+
+// 2-D pooling over NCHW. Padding is counted in an average only when
+// count_include_pad (ONNX's attribute); ceil_mode is expressed through the
+// output size the caller computed.
+struct Pool2d {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  int64_t out_h = 0, out_w = 0;
+  int64_t kernel_h = 0, kernel_w = 0;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_top = 0, pad_left = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  bool count_include_pad = false;
+};
+void launch_max_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
+void launch_avg_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
+
+// y[r] = mean (or max) of x[r, 0..inner) for r < rows: GlobalAveragePool /
+// GlobalMaxPool over NC(HW), and ReduceMean over trailing axes.
+void launch_reduce_rows(ElemType type, bool max, const void* x, void* y, int64_t rows, int64_t inner,
+                        cudaStream_t stream);
+
+// Softmax (or LogSoftmax) over the last axis of [rows, cols].
+void launch_softmax(ElemType type, bool log, const void* x, void* y, int64_t rows, int64_t cols,
+                    cudaStream_t stream);
+
+// LayerNormalization over the last axis of [rows, cols]; gamma and beta have
+// cols elements (beta may be null). Statistics accumulate in fp32.
+void launch_layer_norm(ElemType type, const void* x, const void* gamma, const void* beta, void* y,
+                       int64_t rows, int64_t cols, float epsilon, cudaStream_t stream);
+
+// y = transpose(x, perm); in_shape and perm have `rank` entries.
+void launch_transpose(ElemType type, const void* x, void* y, int rank, const int64_t* in_shape,
+                      const int* perm, cudaStream_t stream);
+
+// Copies a [outer, x_inner] block into columns [offset, offset + x_inner) of
+// a [outer, y_inner] tensor: one input of a Concat.
+void launch_concat_part(ElemType type, const void* x, void* y, int64_t outer, int64_t x_inner,
+                        int64_t y_inner, int64_t offset, cudaStream_t stream);
+
+// Element-type conversion of n elements (precision boundaries).
+void launch_cast(ElemType from, ElemType to, const void* x, void* y, int64_t n, cudaStream_t stream);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,172 @@
+// Layout kernels: transposes of up to k_max_rank dimensions and the copy of
+// one Concat input into its slice of the output. Elements move unconverted.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common.cuh"
+#include "kernels.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+using detail::global_thread;
+using detail::grid_for;
+using detail::grid_threads;
+using detail::k_block;
+
+// A transpose as the output shape and, per output dimension, the element
+// stride of the input, after dropping size-1 dimensions and merging output
+// neighbours that are also neighbours, in order, in the input.
+struct Strided {
+  int rank = 0;
+  int64_t out[k_max_rank] = {};
+  int64_t in_stride[k_max_rank] = {};
+};
+
+Strided plan_transpose(int rank, const int64_t* in_shape, const int* perm, int64_t& n) {
+  detail::require(rank >= 0 && rank <= k_max_rank, "transpose",
+                  "rank " + std::to_string(rank) + " is outside 0.." + std::to_string(k_max_rank));
+  int64_t in_strides[k_max_rank] = {};
+  n = 1;
+  for (int d = rank - 1; d >= 0; --d) {
+    detail::require(in_shape[d] >= 0, "transpose", "negative dimension " + std::to_string(in_shape[d]));
+    in_strides[d] = n;
+    n *= in_shape[d];
+  }
+  bool seen[k_max_rank] = {};
+  Strided s;
+  for (int d = 0; d < rank; ++d) {
+    const int src = perm[d];
+    detail::require(src >= 0 && src < rank && !seen[src], "transpose",
+                    "perm is not a permutation of 0.." + std::to_string(rank - 1));
+    seen[src] = true;
+    const int64_t size = in_shape[src];
+    if (size == 1) continue;
+    if (s.rank > 0 && s.in_stride[s.rank - 1] == in_strides[src] * size) {
+      s.out[s.rank - 1] *= size;
+      s.in_stride[s.rank - 1] = in_strides[src];
+      continue;
+    }
+    s.out[s.rank] = size;
+    s.in_stride[s.rank] = in_strides[src];
+    ++s.rank;
+  }
+  return s;
+}
+
+// The general case: one thread per output element (writes coalesce, reads
+// gather).
+template <typename T>
+__global__ void transpose_kernel(const T* x, T* y, Strided s, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    int64_t rem = i, off = 0;
+    for (int d = s.rank - 1; d >= 0; --d) {
+      off += (rem % s.out[d]) * s.in_stride[d];
+      rem /= s.out[d];
+    }
+    y[i] = x[off];
+  }
+}
+
+// Batched 2-D transpose, x [batch, q, p] -> y [batch, p, q] (NCHW <-> NHWC
+// and matrix transposes): a 32x32 tile goes through shared memory so reads
+// and writes both coalesce. The tile is fp32, which holds f16 and bf16
+// exactly; the extra column avoids bank conflicts on the transposed read.
+constexpr int k_tile = 32;
+constexpr int k_tile_rows = 8;
+
+template <typename T>
+__global__ void transpose_tiled_kernel(const T* x, T* y, int64_t batch, int64_t q, int64_t p) {
+  __shared__ float tile[k_tile][k_tile + 1];
+  const int64_t tiles_p = (p + k_tile - 1) / k_tile;
+  const int64_t tiles_q = (q + k_tile - 1) / k_tile;
+  const int64_t tiles = batch * tiles_p * tiles_q;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t b = t / (tiles_p * tiles_q);
+    const int64_t p0 = (t % tiles_p) * k_tile;
+    const int64_t q0 = ((t / tiles_p) % tiles_q) * k_tile;
+    const T* xb = x + b * q * p;
+    T* yb = y + b * q * p;
+    __syncthreads();  // the previous tile's readers are done
+    for (int i = threadIdx.y; i < k_tile; i += k_tile_rows) {
+      const int64_t qi = q0 + i, pi = p0 + threadIdx.x;
+      if (qi < q && pi < p) tile[i][threadIdx.x] = detail::load(xb, qi * p + pi);
+    }
+    __syncthreads();
+    for (int i = threadIdx.y; i < k_tile; i += k_tile_rows) {
+      const int64_t pi = p0 + i, qi = q0 + threadIdx.x;
+      if (pi < p && qi < q) detail::store(yb, pi * q + qi, tile[threadIdx.x][i]);
+    }
+  }
+}
+
+template <typename T>
+__global__ void concat_part_kernel(const T* x, T* y, int64_t outer, int64_t x_inner, int64_t y_inner,
+                                   int64_t offset) {
+  const int64_t n = outer * x_inner;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    const int64_t o = i / x_inner;
+    y[o * y_inner + offset + (i - o * x_inner)] = x[i];
+  }
+}
+
+}  // namespace
+
+void launch_transpose(ElemType type, const void* x, void* y, int rank, const int64_t* in_shape,
+                      const int* perm, cudaStream_t stream) {
+  int64_t n = 0;
+  const Strided s = plan_transpose(rank, in_shape, perm, n);
+  if (n == 0) return;
+  detail::dispatch(type, "transpose", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const auto* px = static_cast<const T*>(x);
+    auto* py = static_cast<T*>(y);
+    if (s.rank == 0 || (s.rank == 1 && s.in_stride[0] == 1)) {
+      // The permutation only moves size-1 dimensions: the bytes are unchanged.
+      if (x != y) {
+        const cudaError_t err =
+            cudaMemcpyAsync(py, px, static_cast<size_t>(n) * sizeof(T), cudaMemcpyDeviceToDevice, stream);
+        if (err != cudaSuccess) {
+          throw std::runtime_error(std::string("transpose: copy failed: ") + cudaGetErrorString(err));
+        }
+      }
+      return;
+    }
+    const bool tiled_2d = s.rank == 2 && s.in_stride[0] == 1 && s.in_stride[1] == s.out[0];
+    const bool tiled_3d = s.rank == 3 && s.in_stride[1] == 1 && s.in_stride[2] == s.out[1] &&
+                          s.in_stride[0] == s.out[1] * s.out[2];
+    if (tiled_2d || tiled_3d) {
+      // y [batch, p, q] from x [batch, q, p]
+      const int64_t batch = tiled_3d ? s.out[0] : 1;
+      const int64_t p = tiled_3d ? s.out[1] : s.out[0];
+      const int64_t q = tiled_3d ? s.out[2] : s.out[1];
+      const int64_t tiles = batch * ((p + k_tile - 1) / k_tile) * ((q + k_tile - 1) / k_tile);
+      const unsigned grid =
+          static_cast<unsigned>(tiles < detail::k_max_blocks ? tiles : detail::k_max_blocks);
+      transpose_tiled_kernel<T><<<grid, dim3(k_tile, k_tile_rows), 0, stream>>>(px, py, batch, q, p);
+    } else {
+      transpose_kernel<T><<<grid_for(n), k_block, 0, stream>>>(px, py, s, n);
+    }
+  });
+  detail::check_launch("transpose");
+}
+
+void launch_concat_part(ElemType type, const void* x, void* y, int64_t outer, int64_t x_inner,
+                        int64_t y_inner, int64_t offset, cudaStream_t stream) {
+  detail::require(outer >= 0 && x_inner >= 0 && offset >= 0 && offset + x_inner <= y_inner, "concat_part",
+                  "columns [" + std::to_string(offset) + ", " + std::to_string(offset + x_inner) +
+                      ") do not fit rows of " + std::to_string(y_inner));
+  const int64_t n = outer * x_inner;
+  if (n == 0) return;
+  detail::dispatch(type, "concat_part", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    concat_part_kernel<T><<<grid_for(n), k_block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                               outer, x_inner, y_inner, offset);
+  });
+  detail::check_launch("concat_part");
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,155 @@
+// Pooling kernels: windowed 2-D max and average pooling over NCHW, and the
+// row reductions behind GlobalAveragePool, GlobalMaxPool and ReduceMean.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common.cuh"
+#include "kernels.hpp"
+
+namespace kiln::cuda {
+
+namespace {
+
+using detail::Elem;
+using detail::global_thread;
+using detail::grid_for;
+using detail::grid_threads;
+using detail::k_block;
+
+// One thread per output element. Taps outside the input are skipped; for
+// the average they count toward the divisor only with count_include_pad.
+template <typename T, bool Max>
+__global__ void pool2d_kernel(const T* x, T* y, Pool2d p, int64_t total) {
+  for (int64_t i = global_thread(); i < total; i += grid_threads()) {
+    const int64_t ow = i % p.out_w;
+    const int64_t oh = (i / p.out_w) % p.out_h;
+    const int64_t plane = i / (p.out_w * p.out_h);  // n * C + c
+    const T* xp = x + plane * p.h * p.w;
+    const int64_t h0 = oh * p.stride_h - p.pad_top;
+    const int64_t w0 = ow * p.stride_w - p.pad_left;
+    float acc = Max ? -INFINITY : 0.0f;
+    int64_t valid = 0;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      const int64_t ih = h0 + kh * p.dilation_h;
+      if (ih < 0 || ih >= p.h) continue;
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        const int64_t iw = w0 + kw * p.dilation_w;
+        if (iw < 0 || iw >= p.w) continue;
+        const float v = detail::load(xp, ih * p.w + iw);
+        acc = Max ? detail::max_prop(acc, v) : acc + v;
+        ++valid;
+      }
+    }
+    float out;
+    if (Max) {
+      out = valid > 0 ? acc : Elem<T>::lowest;
+    } else {
+      // Without ceil_mode every tap of a window lies inside the padded
+      // input, so counting the padding means dividing by the window size.
+      const int64_t count = p.count_include_pad ? p.kernel_h * p.kernel_w : valid;
+      out = count > 0 ? acc / static_cast<float>(count) : 0.0f;
+    }
+    detail::store(y, i, out);
+  }
+}
+
+template <bool Max>
+void launch_pool2d(const char* name, ElemType type, const void* x, void* y, const Pool2d& p,
+                   cudaStream_t stream) {
+  detail::require(p.n >= 0 && p.c >= 0 && p.h >= 0 && p.w >= 0 && p.out_h >= 0 && p.out_w >= 0, name,
+                  "negative tensor dimension");
+  detail::require(p.kernel_h > 0 && p.kernel_w > 0 && p.stride_h > 0 && p.stride_w > 0 && p.dilation_h > 0 &&
+                      p.dilation_w > 0,
+                  name, "kernel, stride and dilation must be positive");
+  detail::require(p.pad_top >= 0 && p.pad_left >= 0, name, "negative padding");
+  const int64_t total = p.n * p.c * p.out_h * p.out_w;
+  if (total == 0) return;
+  detail::dispatch(type, name, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    pool2d_kernel<T, Max>
+        <<<grid_for(total), k_block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p, total);
+  });
+  detail::check_launch(name);
+}
+
+// Rows up to this length take one warp each; longer rows one block each, so
+// a GlobalAveragePool over 7x7 planes does not idle 7/8 of a block.
+constexpr int64_t k_warp_row_limit = 1024;
+
+template <typename T, bool Max>
+__global__ void reduce_rows_warp_kernel(const T* x, T* y, int64_t rows, int64_t inner) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps_per_block = blockDim.x >> 5;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * warps_per_block + (threadIdx.x >> 5);
+  const int64_t step = static_cast<int64_t>(gridDim.x) * warps_per_block;
+  for (int64_t r = first; r < rows; r += step) {
+    const T* row = x + r * inner;
+    float acc = Max ? -INFINITY : 0.0f;
+    for (int64_t j = lane; j < inner; j += 32) {
+      const float v = detail::load(row, j);
+      acc = Max ? detail::max_prop(acc, v) : acc + v;
+    }
+    acc = Max ? detail::warp_max(acc) : detail::warp_sum(acc);
+    if (lane == 0) detail::store(y, r, Max ? acc : acc / static_cast<float>(inner));
+  }
+}
+
+template <typename T, bool Max>
+__global__ void reduce_rows_block_kernel(const T* x, T* y, int64_t rows, int64_t inner) {
+  __shared__ float scratch[32];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = x + r * inner;
+    float acc = Max ? -INFINITY : 0.0f;
+    for (int64_t j = threadIdx.x; j < inner; j += blockDim.x) {
+      const float v = detail::load(row, j);
+      acc = Max ? detail::max_prop(acc, v) : acc + v;
+    }
+    acc = detail::block_reduce<Max>(acc, scratch);
+    if (threadIdx.x == 0) detail::store(y, r, Max ? acc : acc / static_cast<float>(inner));
+  }
+}
+
+}  // namespace
+
+void launch_max_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream) {
+  launch_pool2d<true>("max_pool2d", type, x, y, p, stream);
+}
+
+void launch_avg_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream) {
+  launch_pool2d<false>("avg_pool2d", type, x, y, p, stream);
+}
+
+void launch_reduce_rows(ElemType type, bool max, const void* x, void* y, int64_t rows, int64_t inner,
+                        cudaStream_t stream) {
+  detail::require(rows >= 0 && inner >= 0, "reduce_rows",
+                  "negative shape [" + std::to_string(rows) + ", " + std::to_string(inner) + "]");
+  // Rows of no elements still have an output: the max of nothing is -inf
+  // (ONNX's ReduceMax over an empty set) and the mean 0 / 0, NaN.
+  if (rows == 0) return;
+  detail::dispatch(type, "reduce_rows", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const auto* px = static_cast<const T*>(x);
+    auto* py = static_cast<T*>(y);
+    if (inner <= k_warp_row_limit) {
+      const int64_t rows_per_block = k_block / 32;
+      const unsigned grid = grid_for(rows, static_cast<int>(rows_per_block));
+      if (max) {
+        reduce_rows_warp_kernel<T, true><<<grid, k_block, 0, stream>>>(px, py, rows, inner);
+      } else {
+        reduce_rows_warp_kernel<T, false><<<grid, k_block, 0, stream>>>(px, py, rows, inner);
+      }
+    } else {
+      const unsigned grid = grid_for(rows, 1);
+      if (max) {
+        reduce_rows_block_kernel<T, true><<<grid, k_block, 0, stream>>>(px, py, rows, inner);
+      } else {
+        reduce_rows_block_kernel<T, false><<<grid, k_block, 0, stream>>>(px, py, rows, inner);
+      }
+    }
+  });
+  detail::check_launch("reduce_rows");
+}
+
+}  // namespace kiln::cuda

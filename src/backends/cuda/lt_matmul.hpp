@@ -1,0 +1,62 @@
+// Y[M, N] = X[M, K] · W[K, N] (+ bias[N]) (then ReLU or tanh-GELU) on
+// cuBLASLt, all row-major fp32: the MatMul/Gemm layers with a constant weight
+// (Linear), with bias and activation fused as cuBLASLt epilogues.
+//
+// cuBLASLt is column-major; row-major Y = X·W is computed as the
+// column-major Yᵀ = Wᵀ·Xᵀ, which reads the same bytes without a transpose.
+//
+// A tactic is a cuBLASLt algorithm (a 64-byte cublasLtMatmulAlgo_t): the
+// plan records its bytes, and LtMatmul::restore() checks it with
+// cublasLtMatmulAlgoCheck, without heuristics or timing.
+#pragma once
+
+#include <cublasLt.h>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+namespace kiln::cuda {
+
+enum class LtEpilogue : uint8_t { none = 0, relu = 1, gelu_tanh = 2 };
+
+struct LtShape {
+  int64_t m = 0, k = 0, n = 0;
+  bool bias = false;
+  LtEpilogue epilogue = LtEpilogue::none;
+  bool allow_tf32 = false;
+};
+
+using LtAlgoBytes = std::array<uint8_t, sizeof(cublasLtMatmulAlgo_t)>;
+
+class LtMatmul {
+ public:
+  LtMatmul(cublasLtHandle_t handle, const LtShape& shape);
+  LtMatmul(const LtMatmul&) = delete;
+  LtMatmul& operator=(const LtMatmul&) = delete;
+  LtMatmul(LtMatmul&& other) noexcept;
+  LtMatmul& operator=(LtMatmul&&) = delete;
+  ~LtMatmul();
+
+  // The algorithms cuBLASLt's heuristics offer for this shape (at most
+  // max_count) with a workspace of at most max_workspace bytes.
+  std::vector<LtAlgoBytes> candidates(size_t max_count, size_t max_workspace) const;
+  // Selects an algorithm; false when cuBLASLt rejects it for this shape.
+  bool select(const LtAlgoBytes& algo);
+  size_t workspace() const { return m_workspace; }
+
+  // Enqueues Y = epilogue(X·W + bias) on `stream`.
+  void run(const float* x, const float* w, const float* bias, float* y, void* workspace,
+           cudaStream_t stream) const;
+
+ private:
+  cublasLtHandle_t m_handle = nullptr;
+  LtShape m_shape;
+  cublasLtMatmulDesc_t m_op = nullptr;
+  cublasLtMatrixLayout_t m_w = nullptr, m_x = nullptr, m_y = nullptr;
+  std::optional<cublasLtMatmulAlgo_t> m_algo;
+  size_t m_workspace = 0;
+};
+
+}  // namespace kiln::cuda

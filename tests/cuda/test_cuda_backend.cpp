@@ -1,0 +1,279 @@
+// The cuda backend. Host-side tests (plan round trips and corruption, the
+// partition, the "no GPU" path) run everywhere; the GPU tests (label gpu)
+// compare engines with the reference executor and skip without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "backends/cpu/plan_format.hpp"
+#include "backends/cuda/cuda_layers.hpp"
+#include "backends/cuda/cuda_plan_format.hpp"
+#include "backends/cuda/device.hpp"
+#include "backends/registry/backend_registry.hpp"
+#include "builder/timing_cache.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "passes/passes.hpp"
+#include "reference/executor.hpp"
+#include "runtime/compiled_model.hpp"
+#include "zoo/zoo.hpp"
+
+namespace kiln {
+namespace {
+
+frontend::ImportedModel zoo_model(const std::string& name, uint64_t seed) {
+  std::string bytes = zoo::build_zoo_model(name, {seed, std::nullopt}).onnx_bytes;
+  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), name + ".onnx");
+}
+
+bool has_gpu() { return cuda::probe_gpu().gpu.has_value(); }
+
+Tensor ramp(std::vector<int64_t> shape, float phase = 0) {
+  Tensor t = Tensor::zeros(DType::float32, std::move(shape));
+  auto v = t.mutable_data<float>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * static_cast<float>(i) + phase);
+  return t;
+}
+
+// max |got - want| / max |want| over every element of every output.
+double relative_error(const std::vector<Tensor>& got, const std::vector<Tensor>& want) {
+  EXPECT_EQ(got.size(), want.size());
+  double err = 0, scale = 0;
+  for (size_t o = 0; o < std::min(got.size(), want.size()); ++o) {
+    EXPECT_EQ(got[o].shape(), want[o].shape());
+    auto g = got[o].data<float>();
+    auto w = want[o].data<float>();
+    for (size_t i = 0; i < std::min(g.size(), w.size()); ++i) {
+      err = std::max(err, std::abs(double(g[i]) - double(w[i])));
+      scale = std::max(scale, std::abs(double(w[i])));
+    }
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+cuda::Plan resnet_tiny_plan() {
+  ir::Graph lowered = passes::lower(zoo_model("resnet_tiny", 1).graph);
+  cuda::Plan plan;
+  plan.layers = cuda::partition_layers(lowered);
+  plan.graph = std::move(lowered);
+  plan.specs = {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
+  plan.fingerprint = {"cuda", cuda::k_plan_version, "CUDA 13.0, cuDNN 9.19.0, cuBLASLt 13.1.0", "sm_90 x132"};
+  // Tactics as a build would record them.
+  for (cuda::Layer& l : plan.layers) {
+    if (l.kind == cuda::LayerKind::conv) {
+      l.tactic.cudnn = {7, {{2, 1}, {5, 0}}};
+      l.tactic.fused = true;
+      l.tactic.name = l.tactic.cudnn.name() + " fused";
+    } else if (l.kind == cuda::LayerKind::matmul) {
+      l.tactic.lt_algo.assign(64, 0x5a);
+      l.tactic.name = "cublasLt:5a";
+    }
+  }
+  return plan;
+}
+
+TEST(CudaPlan, PartitionFusesConvChainsAndRunsTheClassifierOnCublasLt) {
+  const cuda::Plan plan = resnet_tiny_plan();
+  size_t convs = 0, fused_relu = 0, residuals = 0, matmuls = 0;
+  for (const cuda::Layer& l : plan.layers) {
+    convs += l.kind == cuda::LayerKind::conv;
+    fused_relu += l.kind == cuda::LayerKind::conv && l.activation != ir::k_no_node;
+    residuals += l.residual_add != ir::k_no_node;
+    matmuls += l.kind == cuda::LayerKind::matmul;
+  }
+  EXPECT_GT(convs, 0u);
+  EXPECT_GT(fused_relu, 0u);  // BatchNorm folded, ReLU in the conv layer
+  EXPECT_GT(residuals, 0u);   // the residual Add read by the conv's epilogue
+  EXPECT_EQ(matmuls, 1u);     // the classifier
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(plan.graph.num_nodes()); ++id) {
+    EXPECT_EQ(cuda::unsupported_reason(plan.graph, id), std::nullopt) << plan.graph.node(id).describe();
+  }
+}
+
+TEST(CudaPlan, RoundTripsLayersTacticsAndSpecsWithoutWeights) {
+  const cuda::Plan plan = resnet_tiny_plan();
+  const std::vector<std::byte> bytes = cuda::serialize_plan(plan);
+  const cuda::Plan back = cuda::parse_plan(bytes);
+  EXPECT_EQ(back.fingerprint, plan.fingerprint);
+  ASSERT_EQ(back.layers.size(), plan.layers.size());
+  for (size_t i = 0; i < plan.layers.size(); ++i) {
+    const cuda::Layer& a = plan.layers[i];
+    const cuda::Layer& b = back.layers[i];
+    EXPECT_EQ(a.kind, b.kind);
+    EXPECT_EQ(a.nodes, b.nodes);
+    EXPECT_EQ(a.residual_add, b.residual_add);
+    EXPECT_EQ(a.activation, b.activation);
+    EXPECT_EQ(a.tactic.name, b.tactic.name);
+    EXPECT_EQ(a.tactic.fused, b.tactic.fused);
+    EXPECT_EQ(a.tactic.cudnn.engine, b.tactic.cudnn.engine);
+    EXPECT_EQ(a.tactic.cudnn.knobs, b.tactic.cudnn.knobs);
+    EXPECT_EQ(a.tactic.lt_algo, b.tactic.lt_algo);
+  }
+  EXPECT_EQ(back.specs[0].opt, plan.specs[0].opt);
+  EXPECT_EQ(cuda::serialize_plan(back), bytes);  // nothing lost or added
+}
+
+TEST(CudaPlan, CorruptTruncatedAndForeignPlansAreInvalidModels) {
+  const std::vector<std::byte> bytes = cuda::serialize_plan(resnet_tiny_plan());
+  auto expect_invalid = [](std::span<const std::byte> b, const std::string& what) {
+    try {
+      (void)cuda::parse_plan(b);
+      ADD_FAILURE() << what << " parsed";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::invalid_model) << what << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("cuda plan"), std::string::npos) << e.what();
+    }
+  };
+  expect_invalid(std::span(bytes).first(bytes.size() / 2), "a truncated plan");
+  for (size_t at : {size_t{16}, bytes.size() / 3, bytes.size() - 20}) {
+    std::vector<std::byte> flipped = bytes;
+    flipped[at] ^= std::byte{0x40};
+    expect_invalid(flipped, "a flipped byte at " + std::to_string(at));
+  }
+  // A cpu plan is not a cuda plan.
+  cpu::EnginePlan cpu_plan;
+  cpu_plan.graph = resnet_tiny_plan().graph;
+  cpu_plan.specs = resnet_tiny_plan().specs;
+  EXPECT_THROW((void)cuda::parse_plan(cpu::serialize_plan(cpu_plan)), Error);
+}
+
+TEST(CudaBackend, IsRegisteredInThisBuild) {
+  const std::vector<std::string> names = backend_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "cuda"), names.end());
+}
+
+TEST(CudaBackend, WithoutAGpuCompilingIsACleanErrorNotACrash) {
+  if (has_gpu()) GTEST_SKIP() << "this machine has a GPU";
+  try {
+    (void)make_backend("cuda");
+    ADD_FAILURE() << "made a cuda backend without a GPU";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::unsupported);
+    EXPECT_NE(std::string(e.what()).find("cuda backend:"), std::string::npos) << e.what();
+  }
+  CompileSettings settings;
+  settings.backend = "cuda";
+  settings.cache_built_engines = settings.reuse_cached_engines = false;
+  const auto model = zoo_model("resnet_tiny", 1);
+  EXPECT_THROW((void)runtime::CompiledModel::compile(
+                   model.graph, {InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})}, settings),
+               Error);
+}
+
+// ---- on a GPU (label gpu) ----
+
+class CudaGpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!has_gpu()) GTEST_SKIP() << "no GPU: " << cuda::probe_gpu().reason;
+  }
+  CompileSettings settings(bool cache) const {
+    CompileSettings s;
+    s.backend = "cuda";
+    s.engine_cache_dir = m_dir;
+    s.timing_cache_path = "-";
+    s.cache_built_engines = s.reuse_cached_engines = cache;
+    return s;
+  }
+  std::filesystem::path m_dir =
+      std::filesystem::temp_directory_path() / ("kiln-cuda-test-" + std::to_string(::getpid()));
+  void TearDown() override { std::filesystem::remove_all(m_dir); }
+};
+
+void expect_matches_reference(const std::string& name, std::vector<InputSpec> specs,
+                              std::vector<Tensor> inputs, const CompileSettings& settings) {
+  const auto model = zoo_model(name, 1);
+  auto compiled = runtime::CompiledModel::compile(model.graph, specs, settings);
+  ref::Executor reference(model.graph);
+  const auto want = reference.run(inputs);
+  const auto got = compiled.run(inputs);
+  EXPECT_LT(relative_error(got, want), 1e-3) << name;
+}
+
+TEST_F(CudaGpu, FingerprintNamesTheGpuAndLibraries) {
+  const Fingerprint f = make_backend("cuda")->fingerprint();
+  EXPECT_EQ(f.backend, "cuda");
+  EXPECT_NE(f.isa.find("sm_"), std::string::npos) << f.isa;
+  EXPECT_NE(f.library_version.find("cuDNN"), std::string::npos) << f.library_version;
+  EXPECT_NE(f.library_version.find("cuBLASLt"), std::string::npos) << f.library_version;
+}
+
+TEST_F(CudaGpu, ZooCnnsMatchTheReference) {
+  for (const char* name : {"resnet_tiny", "mobilenet_v2_tiny"}) {
+    expect_matches_reference(name, {InputSpec::fixed("input", DType::float32, {2, 3, 64, 64})},
+                             {ramp({2, 3, 64, 64})}, settings(false));
+  }
+}
+
+TEST_F(CudaGpu, ResNet18MatchesTheReference) {
+  expect_matches_reference("resnet18", {InputSpec::fixed("input", DType::float32, {1, 3, 224, 224})},
+                           {ramp({1, 3, 224, 224})}, settings(false));
+}
+
+TEST_F(CudaGpu, ADeserializedPlanRefittedEqualsTheBuiltEngineBitwise) {
+  const auto model = zoo_model("resnet_tiny", 1);
+  ir::Graph lowered = passes::lower(model.graph);
+  const auto sources = passes::source_weights(model.graph);
+  passes::materialize_weights(lowered, sources);
+  auto backend = make_backend("cuda");
+  builder::TimingCache timing;
+  const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
+  auto built = backend->build(lowered, specs, settings(false), timing);
+  auto loaded = backend->deserialize(built->serialize());
+  EXPECT_THROW((void)loaded->run(std::vector<Tensor>{ramp({1, 3, 64, 64})}), Error);  // no weights yet
+  loaded->refit(sources);
+  const std::vector<Tensor> in{ramp({1, 3, 64, 64})};
+  const auto a = built->run(in);
+  const auto b = loaded->run(in);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t o = 0; o < a.size(); ++o) {
+    ASSERT_EQ(a[o].byte_size(), b[o].byte_size());
+    EXPECT_EQ(std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()), 0) << "output " << o;
+  }
+}
+
+TEST_F(CudaGpu, ACacheHitWithOtherWeightsGivesThatModelsOutputs) {
+  const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
+  const std::vector<Tensor> in{ramp({1, 3, 64, 64})};
+  const auto first = zoo_model("resnet_tiny", 1);
+  (void)runtime::CompiledModel::compile(first.graph, specs, settings(true));
+  const auto second = zoo_model("resnet_tiny", 2);
+  auto hit = runtime::CompiledModel::compile(second.graph, specs, settings(true));
+  ASSERT_FALSE(hit.report().engines.empty());
+  EXPECT_EQ(hit.report().engines[0].status, "hit");
+  ref::Executor reference(second.graph);
+  EXPECT_LT(relative_error(hit.run(in), reference.run(in)), 1e-3);
+}
+
+TEST_F(CudaGpu, ADynamicBatchRunsEveryShapeInItsRange) {
+  const auto model = zoo_model("resnet_tiny", 1);
+  const std::vector<InputSpec> specs{
+      {"input", DType::float32, {1, 3, 64, 64}, {4, 3, 64, 64}, {8, 3, 64, 64}}};
+  auto compiled = runtime::CompiledModel::compile(model.graph, specs, settings(false));
+  ref::Executor reference(model.graph);
+  for (int64_t batch : {1, 3, 4, 8}) {
+    const std::vector<Tensor> in{ramp({batch, 3, 64, 64}, static_cast<float>(batch))};
+    EXPECT_LT(relative_error(compiled.run(in), reference.run(in)), 1e-3) << "batch " << batch;
+  }
+}
+
+TEST_F(CudaGpu, BertTinyRunsWithAttentionOnTheFallback) {
+  const auto model = zoo_model("bert_tiny", 1);
+  std::vector<InputSpec> specs;
+  std::vector<Tensor> inputs;
+  for (ir::ValueId v : model.graph.inputs()) {
+    const ir::Value& value = model.graph.value(v);
+    std::vector<int64_t> shape;
+    for (const ir::Dim& d : *value.type.shape) shape.push_back(d.is_static() ? d.value() : 1);
+    specs.push_back(InputSpec::fixed(value.name, value.type.dtype, shape));
+    Tensor t = Tensor::zeros(value.type.dtype, shape);
+    if (value.type.dtype == DType::float32) t = ramp(shape);
+    inputs.push_back(std::move(t));
+  }
+  auto compiled = runtime::CompiledModel::compile(model.graph, specs, settings(false));
+  ref::Executor reference(model.graph);
+  EXPECT_LT(relative_error(compiled.run(inputs), reference.run(inputs)), 1e-3);
+}
+
+}  // namespace
+}  // namespace kiln
