@@ -148,6 +148,11 @@ def _ms(v):
     return "-" if v is None else (f"{v:.3g}" if v < 10 else f"{v:,.0f}")
 
 
+def _cell(text):
+    """Free text (kiln's or torch's messages) inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def markdown(result):
     recs = [r for r in result["records"] if r["case"] == "corpus"]
     if not recs:
@@ -170,7 +175,7 @@ def markdown(result):
         rows = [r for r in lat if r["model"] == model and r["batch"] == batch]
         export = next((r for r in rows if r["system"] == "export"), None)
         if export:
-            lines.append(f"| {model} | {batch} | - | - | - | - | - | - | - | export failed: {export['reason']} |")
+            lines.append(f"| {model} | {batch} | - | - | - | - | - | - | - | export failed: {_cell(export['reason'])} |")
             continue
         peers = {r["threads"]: r for r in rows if r["system"].startswith("onnxruntime")}
         prof = profs.get((model, batch))
@@ -189,9 +194,9 @@ def markdown(result):
                     top = "; ".join(f"{l['name']} ({l['op']}, {l['kind']}, {l['ms']:.2f})"
                                     for l in prof["top_non_onednn"]) or "none"
                 else:
-                    top = f"profile {prof['status']}: {prof.get('reason')}"
+                    top = _cell(f"profile {prof['status']}: {prof.get('reason')}")
             kiln_ms = _ms(k.get("median")) if k.get("median") is not None else (
-                f"{k['status']}: {k.get('reason') or k.get('check_error')}")
+                _cell(f"{k['status']}: {k.get('reason') or k.get('check_error')}"))
             lines.append(f"| {model} | {batch} | {k['threads']} | {k['precision']}{status} | {kiln_ms} | "
                          f"{_ms(pm) if p else '-'} | {ratio} | {err} | {ref} | {top} |")
     lines.append("")
