@@ -136,9 +136,11 @@ def export_one(name, batch, path):
     model.eval()
     x = torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(SEED + 1))
     tmp = path + ".tmp"
-    with torch.no_grad():
-        torch.onnx.export(model, x, tmp, opset_version=OPSET, input_names=["input"], output_names=["output"],
-                          do_constant_folding=True)
+    # Not under torch.no_grad(): in eval mode without autograd, torch 1.13's MultiheadAttention
+    # takes its fused fast path (aten::_native_multi_head_attention), which has no ONNX export
+    # (vit_b_16 fails with UnsupportedOperatorError); with autograd on it runs the plain ops.
+    torch.onnx.export(model, x, tmp, opset_version=OPSET, input_names=["input"], output_names=["output"],
+                      do_constant_folding=True)
     os.replace(tmp, path)  # a crash mid-export leaves no half file that a later run would reuse
 
 
