@@ -10,14 +10,15 @@ stays in eval mode (dropout and stochastic depth off), a few forward passes on s
 random inputs set the running stats, and the model goes back to eval before the export.
 
 One file per (model, batch), a static batch, exported with torch.onnx.export at opset 17
-into `<out-dir>/torch-<version>/<name>-b<batch>.onnx`; a file already there is reused (the
-key is name, batch and torch version; the export settings are fixed by this script). A
+into `<out-dir>/torch-<version>-r<RECIPE>/<name>-b<batch>.onnx`; a file already there is
+reused (the key is name, batch, torch version and this script's recipe number). A
 model that fails to export is reported with torch's error, never dropped silently.
 
     /usr/bin/python3 bench/corpus.py --out-dir build/bench-corpus [--models a,b] [--batches 1,8]
 
 prints one JSON object: {"torch", "torchvision", "models": [{"name", "batch", "path",
-"input_shape", "status": "exported" | "cached" | "failed", "error", "export_s"}]}.
+"input_shape", "status": "exported" | "cached" | "failed", "error", "export_s",
+"batchnorms_calibrated", "zero_weights_reinitialised"}]}.
 """
 
 import argparse
@@ -27,6 +28,9 @@ import sys
 import time
 
 OPSET = 17
+# The export recipe (seed, initialisation, calibration, export settings): part of the cache key
+# with the model, the batch and torch's version. Bump it when any of them changes.
+RECIPE = 2
 SEED = 1  # the weights and the calibration inputs
 CALIBRATION_PASSES = 4
 CALIBRATION_BATCH = 8  # > 1: BatchNorm after a global pool sees one value per channel and sample
@@ -106,6 +110,26 @@ def build_model(name):
     raise ValueError(f"unknown corpus model '{name}' (models: {', '.join(MODELS)})")
 
 
+def reinit_zero_weights(model):
+    """Gives every all-zero weight matrix or kernel PyTorch's default Linear/Conv initialisation.
+
+    torchvision zero-initialises some layers for training from scratch (vit_b_16's classifier
+    head): with weights=None its output would be all zeros, and a cross-check against another
+    runtime would prove nothing. Returns the names of the weights it re-initialised.
+    """
+    import math
+
+    import torch
+
+    names = []
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2 and not p.any():
+                torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+                names.append(name)
+    return names
+
+
 def calibrate_batchnorm(model, side):
     """Sets every BatchNorm's running stats from CALIBRATION_PASSES seeded random batches."""
     import torch
@@ -132,7 +156,8 @@ def export_one(name, batch, path):
     torch.manual_seed(SEED)
     model = build_model(name)
     side = image_side(name)
-    calibrate_batchnorm(model, side)
+    reinitialised = reinit_zero_weights(model)
+    batchnorms = calibrate_batchnorm(model, side)
     model.eval()
     x = torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(SEED + 1))
     tmp = path + ".tmp"
@@ -142,6 +167,7 @@ def export_one(name, batch, path):
     torch.onnx.export(model, x, tmp, opset_version=OPSET, input_names=["input"], output_names=["output"],
                       do_constant_folding=True)
     os.replace(tmp, path)  # a crash mid-export leaves no half file that a later run would reuse
+    return {"batchnorms_calibrated": batchnorms, "zero_weights_reinitialised": reinitialised}
 
 
 def export(out_dir, names, batches, log=lambda m: None):
@@ -149,9 +175,10 @@ def export(out_dir, names, batches, log=lambda m: None):
     import torchvision
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    folder = os.path.join(out_dir, f"torch-{torch.__version__}")
+    folder = os.path.join(out_dir, f"torch-{torch.__version__}-r{RECIPE}")
     os.makedirs(folder, exist_ok=True)
     result = {"torch": torch.__version__, "torchvision": torchvision.__version__, "opset": OPSET, "seed": SEED,
+              "recipe": RECIPE,
               "calibration": {"passes": CALIBRATION_PASSES, "batch": CALIBRATION_BATCH, "momentum": None},
               "models": []}
     for name in names:
@@ -165,7 +192,7 @@ def export(out_dir, names, batches, log=lambda m: None):
                 log(f"exporting {name} at batch {batch}")
                 t0 = time.monotonic()
                 try:
-                    export_one(name, batch, path)
+                    entry.update(export_one(name, batch, path))
                     entry["status"] = "exported"
                 except Exception as e:  # noqa: BLE001: every failure is a finding, recorded with its message
                     entry["status"] = "failed"

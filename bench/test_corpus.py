@@ -60,7 +60,7 @@ def test_calibration_leaves_models_without_batchnorm_alone():
 
 
 def test_existing_export_is_reused_and_unknown_models_are_refused(tmp_path):
-    folder = tmp_path / f"torch-{torch.__version__}"
+    folder = tmp_path / f"torch-{torch.__version__}-r{corpus.RECIPE}"
     folder.mkdir()
     (folder / "resnet34-b1.onnx").write_bytes(b"placeholder")
     result = corpus.export(str(tmp_path), ["resnet34"], [1])
@@ -93,6 +93,9 @@ def test_relative_judgement_fails_small_outputs_the_absolute_bound_would_pass():
     large = kiln_row(ref_max_abs=10.0)
     corpus_cases.judge_relative(large)
     assert large["status"] == "ok"
+    zeros = kiln_row(max_abs_err=0.0, ref_max_abs=0.0)
+    corpus_cases.judge_relative(zeros)
+    assert zeros["status"] == "unchecked" and "all zeros" in zeros["reason"]
     peer = kiln_row(system="onnxruntime-2t")
     corpus_cases.judge_relative(peer)
     assert peer["status"] == "ok"
@@ -105,10 +108,29 @@ def test_markdown_lists_ratios_failures_and_profile():
     export = {"case": "corpus", "model": "x", "batch": 1, "system": "export", "metric": "latency",
               "status": "error", "reason": "torch.onnx.export failed: RuntimeError: boom"}
     prof = {"case": "corpus", "model": "m", "batch": 1, "system": "kiln", "metric": "profile", "threads": 2,
-            "status": "ok", "median": 12.5,
+            "status": "ok", "median": 12.5, "total_ms": 1.5, "wall_ms": 40.0,
             "top_non_onednn": [{"name": "softmax_1", "op": "Softmax", "kind": "reference", "ms": 0.25}]}
     text = corpus_cases.markdown({"versions": {}, "records": [ort, ok, failed, export, prof]})
     row = next(line for line in text.splitlines() if line.startswith("| m |"))
-    assert "| 1.50 |" in row and "| 12.5 |" in row and "softmax_1 (Softmax, reference, 0.25)" in row
+    assert "| 1.50 |" in row and "| 12.5 | 1.5 / 40 |" in row and "softmax_1 (Softmax, reference, 0.25)" in row
     assert "kiln run failed: ScatterND has no kernel" in text
     assert "export failed: torch.onnx.export failed: RuntimeError: boom" in text
+
+
+def test_a_json_error_on_stdout_is_the_failure_message():
+    from common import Proc
+
+    proc = Proc(1, '{"error": {"kind": "unsupported", "message": "node n: ScatterND has no kernel"}}\n', "", 1.0,
+                1.0, 1.0)
+    assert proc.last_error() == "node n: ScatterND has no kernel"
+    assert Proc(1, "", "", 1.0, 1.0, 1.0).last_error() == "exit code 1"
+    assert Proc(1, "{}", "bad flag\nRun with --help for more\n", 1.0, 1.0, 1.0).last_error() == "bad flag"
+
+
+def test_zero_initialised_weights_are_reinitialised():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    torch.nn.init.zeros_(model[1].weight)
+    assert corpus.reinit_zero_weights(model) == ["1.weight"]
+    assert model[1].weight.abs().sum() > 0
+    assert corpus.reinit_zero_weights(model) == []
