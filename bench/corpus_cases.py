@@ -82,21 +82,36 @@ def profile(kiln, model, batch, path, work, threads, opts):
     if proc.rc != 0:
         rec.update(status="error", reason=f"kiln run --profile failed: {proc.last_error()}")
         return rec
-    rep = json_from(proc)
+    rec.update(status="ok", **summarise_profile(json_from(proc)),
+               note="median share of the profiled layer time in reference kernels (kind \"reference\")")
+    return rec
+
+
+def summarise_profile(rep):
+    """The fields of a profile record from a `kiln run --profile --json` report."""
     prof = rep.get("profile") or {}
     total = prof.get("total_ms") or 0.0
     by_kind = {k: v.get("ms", 0.0) for k, v in (prof.get("by_kind") or {}).items()}
     share = 100.0 * by_kind.get("reference", 0.0) / total if total > 0 else None
     others = sorted((l for l in prof.get("layers", []) if l.get("kind") != "onednn"), key=lambda l: -l.get("ms", 0))
+    # Layer time summed per (op, tactic), every kind: one slow primitive repeated in every block
+    # (a broadcast Mul, say) shows up here even when each of its layers is small.
+    groups = {}
+    for l in prof.get("layers", []):
+        key = (l.get("op"), l.get("kind"), l.get("tactic"))
+        g = groups.setdefault(key, {"op": key[0], "kind": key[1], "tactic": key[2], "ms": 0.0, "layers": 0})
+        g["ms"] += l.get("ms", 0.0)
+        g["layers"] += 1
+    top_ops = sorted(groups.values(), key=lambda g: -g["ms"])[:TOP_LAYERS]
+    for g in top_ops:
+        g["percent"] = 100.0 * g["ms"] / total if total > 0 else None
     segments = [s for s in (rep.get("compile") or {}).get("segments", []) if s.get("kind") == "fallback"]
-    rec.update(status="ok", median=share, min=share, max=share, runs=prof.get("runs", 0), total_ms=total,
-               wall_ms=prof.get("wall_ms"), layers=len(prof.get("layers", [])),
-               by_kind_ms={k: round(v, 3) for k, v in by_kind.items()},
-               top_non_onednn=[{k: l.get(k) for k in ("name", "op", "kind", "tactic", "ms", "percent")}
-                               for l in others[:TOP_LAYERS]],
-               fallback_segments=len(segments),
-               note="median share of the profiled layer time in reference kernels (kind \"reference\")")
-    return rec
+    return dict(median=share, min=share, max=share, runs=prof.get("runs", 0), total_ms=total,
+                wall_ms=prof.get("wall_ms"), layers=len(prof.get("layers", [])),
+                by_kind_ms={k: round(v, 3) for k, v in by_kind.items()},
+                top_non_onednn=[{k: l.get(k) for k in ("name", "op", "kind", "tactic", "ms", "percent")}
+                                for l in others[:TOP_LAYERS]],
+                top_ops=top_ops, fallback_segments=len(segments))
 
 
 def judge_relative(rec):
@@ -172,16 +187,18 @@ def markdown(result):
              "bf16 rows are a precision trade (kiln bf16 kernels vs ONNX Runtime fp32). ref % = share of kiln's "
              "profiled layer time in reference kernels (fp32, `kiln run --profile`); layers / run = the profile's "
              "sum of layer times and its end-to-end time per run, ms (a gap is time outside the layers: "
-             "scheduling, synchronisation); the last column lists the three slowest layers that are not oneDNN "
-             "primitives.", "",
+             "scheduling, synchronisation); top ops = the three (op, tactic) groups with the most profiled time, "
+             "every kind, as % of the layer time (layers in the group); the last column lists the three slowest "
+             "layers that are not oneDNN primitives.", "",
              "| model | batch | threads | precision | kiln ms | ORT ms | ratio | err | ref % | layers / run ms "
-             "| top non-oneDNN layers (op, kind, ms) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| top ops (% of layer time) | top non-oneDNN layers (op, kind, ms) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     workloads = list(dict.fromkeys((r["model"], r["batch"]) for r in lat))
     for model, batch in workloads:
         rows = [r for r in lat if r["model"] == model and r["batch"] == batch]
         export = next((r for r in rows if r["system"] == "export"), None)
         if export:
-            lines.append(f"| {model} | {batch} | - | - | - | - | - | - | - | - | export failed: "
+            lines.append(f"| {model} | {batch} | - | - | - | - | - | - | - | - | - | export failed: "
                          f"{_cell(export['reason'])} |")
             continue
         peers = {r["threads"]: r for r in rows if r["system"].startswith("onnxruntime")}
@@ -194,11 +211,13 @@ def markdown(result):
             if "max_abs_err" in k and k.get("ref_max_abs"):
                 err = f"{k['max_abs_err'] / k['ref_max_abs']:.1e}"
             status = "" if k["status"] == "ok" else f" **{k['status']}**"
-            ref, top, split = "-", "-", "-"
+            ref, top, split, ops = "-", "-", "-", "-"
             if prof and k.get("precision") == "fp32" and k["threads"] == prof["threads"]:
                 if prof["status"] == "ok":
                     ref = f"{prof['median']:.1f}" if prof["median"] is not None else "-"
                     split = f"{_ms(prof.get('total_ms'))} / {_ms(prof.get('wall_ms'))}"
+                    ops = "; ".join(_cell(f"{g['op']} [{g['tactic']}] {g['percent']:.0f}% ({g['layers']})")
+                                    for g in prof.get("top_ops", []) if g.get("percent") is not None) or "-"
                     top = "; ".join(f"{l['name']} ({l['op']}, {l['kind']}, {l['ms']:.2f})"
                                     for l in prof["top_non_onednn"]) or "none"
                 else:
@@ -206,6 +225,6 @@ def markdown(result):
             kiln_ms = _ms(k.get("median")) if k.get("median") is not None else (
                 _cell(f"{k['status']}: {k.get('reason') or k.get('check_error')}"))
             lines.append(f"| {model} | {batch} | {k['threads']} | {k['precision']}{status} | {kiln_ms} | "
-                         f"{_ms(pm) if p else '-'} | {ratio} | {err} | {ref} | {split} | {top} |")
+                         f"{_ms(pm) if p else '-'} | {ratio} | {err} | {ref} | {split} | {ops} | {top} |")
     lines.append("")
     return "\n".join(lines)

@@ -109,10 +109,12 @@ def test_markdown_lists_ratios_failures_and_profile():
               "status": "error", "reason": "torch.onnx.export failed: RuntimeError: boom"}
     prof = {"case": "corpus", "model": "m", "batch": 1, "system": "kiln", "metric": "profile", "threads": 2,
             "status": "ok", "median": 12.5, "total_ms": 1.5, "wall_ms": 40.0,
+            "top_ops": [{"op": "Mul", "kind": "onednn", "tactic": "binary:Mul", "ms": 1.2, "layers": 4,
+                         "percent": 80.0}],
             "top_non_onednn": [{"name": "softmax_1", "op": "Softmax", "kind": "reference", "ms": 0.25}]}
     text = corpus_cases.markdown({"versions": {}, "records": [ort, ok, failed, export, prof]})
     row = next(line for line in text.splitlines() if line.startswith("| m |"))
-    assert "| 1.50 |" in row and "| 12.5 | 1.5 / 40 |" in row and "softmax_1 (Softmax, reference, 0.25)" in row
+    assert "| 1.50 |" in row and "| 12.5 | 1.5 / 40 | Mul [binary:Mul] 80% (4) |" in row and "softmax_1 (Softmax, reference, 0.25)" in row
     assert "kiln run failed: ScatterND has no kernel" in text
     assert "export failed: torch.onnx.export failed: RuntimeError: boom" in text
 
@@ -134,3 +136,26 @@ def test_zero_initialised_weights_are_reinitialised():
     assert corpus.reinit_zero_weights(model) == ["1.weight"]
     assert model[1].weight.abs().sum() > 0
     assert corpus.reinit_zero_weights(model) == []
+
+
+def test_profile_summary_shares_groups_and_slowest_non_onednn_layers():
+    def layer(name, op, kind, tactic, ms):
+        return {"name": name, "op": op, "kind": kind, "tactic": tactic, "ms": ms, "percent": ms}
+
+    layers = [layer("conv1", "Conv", "onednn", "conv:direct", 20.0),
+              layer("mul1", "Mul", "onednn", "binary:Mul", 15.0),
+              layer("mul2", "Mul", "onednn", "binary:Mul", 15.0),
+              layer("scatter", "ScatterND", "reference", "reference", 25.0),
+              layer("pad", "Pad", "aux", "aux", 5.0),
+              layer("in", "Reorder", "reorder", "a -> b", 10.0),
+              layer("resize", "Resize", "aux", "aux", 10.0)]
+    rep = {"profile": {"runs": 5, "total_ms": 100.0, "wall_ms": 130.0, "layers": layers,
+                       "by_kind": {"onednn": {"ms": 50.0}, "reference": {"ms": 25.0}, "aux": {"ms": 15.0},
+                                   "reorder": {"ms": 10.0}}},
+           "compile": {"segments": [{"kind": "engine"}, {"kind": "fallback"}]}}
+    s = corpus_cases.summarise_profile(rep)
+    assert s["median"] == 25.0 and s["total_ms"] == 100.0 and s["wall_ms"] == 130.0
+    assert [l["name"] for l in s["top_non_onednn"]] == ["scatter", "in", "resize"]
+    assert [(g["op"], g["layers"], g["percent"]) for g in s["top_ops"]] == [
+        ("Mul", 2, 30.0), ("ScatterND", 1, 25.0), ("Conv", 1, 20.0)]
+    assert s["fallback_segments"] == 1
