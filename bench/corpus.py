@@ -111,11 +111,12 @@ def build_model(name):
 
 
 def reinit_zero_weights(model):
-    """Gives every all-zero weight matrix or kernel PyTorch's default Linear/Conv initialisation.
+    """Gives every all-zero parameter of 2+ dims PyTorch's default Linear/Conv initialisation.
 
-    torchvision zero-initialises some layers for training from scratch (vit_b_16's classifier
-    head): with weights=None its output would be all zeros, and a cross-check against another
-    runtime would prove nothing. Returns the names of the weights it re-initialised.
+    torchvision zero-initialises some parameters for training from scratch (vit_b_16's
+    classifier head and class token): with weights=None its output would be all zeros, and
+    a cross-check against another runtime would prove nothing. Returns the names of the
+    parameters it re-initialised.
     """
     import math
 
