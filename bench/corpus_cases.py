@@ -224,7 +224,8 @@ def markdown(result):
                     top = _cell(f"profile {prof['status']}: {prof.get('reason')}")
             kiln_ms = _ms(k.get("median")) if k.get("median") is not None else (
                 _cell(f"{k['status']}: {k.get('reason') or k.get('check_error')}"))
-            lines.append(f"| {model} | {batch} | {k['threads']} | {k['precision']}{status} | {kiln_ms} | "
+            precision = k["precision"] + (" (trade vs ORT fp32)" if k["precision"] == "bf16" else "")
+            lines.append(f"| {model} | {batch} | {k['threads']} | {precision}{status} | {kiln_ms} | "
                          f"{_ms(pm) if p else '-'} | {ratio} | {err} | {ref} | {split} | {ops} | {top} |")
     lines.append("")
     return "\n".join(lines)

@@ -112,7 +112,9 @@ def test_markdown_lists_ratios_failures_and_profile():
             "top_ops": [{"op": "Mul", "kind": "onednn", "tactic": "binary:Mul", "ms": 1.2, "layers": 4,
                          "percent": 80.0}],
             "top_non_onednn": [{"name": "softmax_1", "op": "Softmax", "kind": "reference", "ms": 0.25}]}
-    text = corpus_cases.markdown({"versions": {}, "records": [ort, ok, failed, export, prof]})
+    bf16 = kiln_row(precision="bf16", median=1.5, ref_max_abs=10.0, tolerance=3e-2)
+    text = corpus_cases.markdown({"versions": {}, "records": [ort, ok, bf16, failed, export, prof]})
+    assert "| m | 1 | 2 | bf16 (trade vs ORT fp32) | 1.5 | 3 | 2.00 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| m |"))
     assert "| 1.50 |" in row and "| 12.5 | 1.5 / 40 | Mul [binary:Mul] 80% (4) |" in row
     assert "softmax_1 (Softmax, reference, 0.25)" in row
