@@ -17,9 +17,9 @@ from common import (OTHER_WEIGHT_SEED, PRECISION_FLAGS, TOLERANCES, WEIGHT_SEED,
 
 
 def ort_systems(ctx):
-    """(system, threads) of the ONNX Runtime rows: 1 thread and all usable CPUs."""
-    cpus = ctx["cpus"]
-    return [("onnxruntime", 1)] + ([(f"onnxruntime-{cpus}t", cpus)] if cpus > 1 else [])
+    """(system, threads) of the ONNX Runtime rows: 1 thread and all usable CPUs, or ctx["threads"]."""
+    counts = sorted(set(ctx.get("threads") or [1, ctx["cpus"]]))
+    return [("onnxruntime" if t == 1 else f"onnxruntime-{t}t", t) for t in counts]
 
 
 def kiln_configs(ctx, opts):
@@ -76,8 +76,9 @@ def prepare_workload(kiln, model, batch, d):
 
 # ---------------------------------------------------------------------------- latency and peak_rss
 
-def latency_workload(kiln, ctx, model, batch, work, opts, records, versions):
-    """Latency (and peak RSS) of one zoo model at one batch size: every kiln row vs ONNX Runtime."""
+def latency_workload(kiln, ctx, model, batch, work, opts, records, versions, prepare=None):
+    """Latency (and peak RSS) of one zoo model at one batch size: every kiln row vs ONNX Runtime.
+    `prepare`: another source of the model than the zoo, as prepare_workload (the corpus case)."""
     want_latency, want_rss = "latency" in opts.cases, "peak_rss" in opts.cases
     peers = ort_systems(ctx)
     configs = kiln_configs(ctx, opts)
@@ -99,11 +100,11 @@ def latency_workload(kiln, ctx, model, batch, work, opts, records, versions):
             if want_rss:
                 records.append(rss)
 
-    if model not in kiln.zoo:
+    if prepare is None and model not in kiln.zoo:
         skip_all(f"'{model}' is not in kiln's zoo yet (kiln zoo --list)")
         return
     d = os.path.join(work, tag)
-    prepared = prepare_workload(kiln, model, batch, d)
+    prepared = (prepare or prepare_workload)(kiln, model, batch, d)
     if isinstance(prepared, str):
         skip_all(prepared)
         return
@@ -202,7 +203,7 @@ def latency_workload(kiln, ctx, model, batch, work, opts, records, versions):
         lat.update(summary(row["ms"]))
         rss.update(status="ok", median=row["rss"], min=row["rss"], max=row["rss"], runs=1,
                    note="includes the node.js runtime; the largest of the rounds")
-        if reference is None and threads == 1:
+        if reference is None:  # the fewest threads: 1 unless ctx["threads"] leaves it out
             reference = (system, row["outs"])
         pairs.append((lat, rss, row["outs"]))
 

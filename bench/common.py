@@ -47,7 +47,12 @@ class Proc:
 
     def last_error(self):
         lines = [l.strip() for l in self.err.strip().splitlines() if l.strip() and "Run with --help" not in l]
-        return lines[-1][:300] if lines else f"exit code {self.rc}"
+        if lines:
+            return lines[-1][:300]
+        try:  # with --json, kiln prints its error as {"error": {"kind", "message"}} on stdout
+            return json_from(self).get("error", {}).get("message", "")[:300] or f"exit code {self.rc}"
+        except (ValueError, AttributeError):
+            return f"exit code {self.rc}"
 
 
 def run_measured(cmd, timeout_s):

@@ -25,12 +25,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cases  # noqa: E402
+import corpus_cases  # noqa: E402
 import machine  # noqa: E402
 import report  # noqa: E402
 from common import BENCH_DIR, INPUT_SEED, REPO_DIR, SEQ_LEN, TOLERANCES, WEIGHT_SEED, Kiln, log  # noqa: E402
 
 CASES = ["latency", "peak_rss", "refit_overhead", "compile_cold", "compile_save", "compile_hit", "hit_floor",
          "first_output"]
+EXTRA_CASES = ["corpus"]  # only when asked for (--cases corpus): bench/corpus_cases.py
 # (model, batch) workloads of the latency and peak_rss cases.
 LATENCY_FULL = [("resnet18", 1), ("resnet18", 16), ("resnet50", 1), ("resnet50", 16), ("mobilenet_v2", 1),
                 ("mobilenet_v2", 16), ("bert_base", 1)]
@@ -47,7 +49,7 @@ def parse_args(argv):
     ap.add_argument("--build-dir", default=os.path.join(REPO_DIR, "build"), help="kiln's build folder")
     ap.add_argument("--quick", action="store_true",
                     help="small models at batch 1, fewer runs, the ref backend too, compile cases at batch 1")
-    ap.add_argument("--cases", help="comma-separated subset of: " + ", ".join(CASES))
+    ap.add_argument("--cases", help="comma-separated subset of: " + ", ".join(CASES + EXTRA_CASES))
     ap.add_argument("--models", help="comma-separated zoo models for latency/peak_rss (default: the case list)")
     ap.add_argument("--batches", help="comma-separated batch sizes for --models (default 1,16; 1 with --quick)")
     ap.add_argument("--precisions", default=",".join(TOLERANCES),
@@ -70,7 +72,9 @@ def parse_args(argv):
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before one process is killed")
     ap.add_argument("--results-dir", default=os.path.join(BENCH_DIR, "results"))
     ap.add_argument("--keep-work", action="store_true", help="keep the models, inputs, outputs and caches")
+    corpus_cases.add_arguments(ap)
     opts = ap.parse_args(argv)
+    corpus_cases.finish_args(opts)
     q = opts.quick
     opts.budget = opts.budget if opts.budget is not None else (1.0 if q else 3.0)
     opts.min_runs = opts.min_runs if opts.min_runs is not None else (2 if q else 3)
@@ -81,8 +85,8 @@ def parse_args(argv):
     opts.with_ref = opts.with_ref or q
     opts.cases = opts.cases.split(",") if opts.cases else list(CASES)
     for c in opts.cases:
-        if c not in CASES:
-            ap.error(f"unknown case '{c}' (cases: {', '.join(CASES)})")
+        if c not in CASES + EXTRA_CASES:
+            ap.error(f"unknown case '{c}' (cases: {', '.join(CASES + EXTRA_CASES)})")
     opts.precisions = opts.precisions.split(",")
     for p in opts.precisions:
         if p not in TOLERANCES:
@@ -140,6 +144,8 @@ def main(argv):
         if "refit_overhead" in opts.cases:
             cases.refit_overhead(kiln, ctx, work, opts, records)
         cases.compile_cases(kiln, ctx, work, opts, records, versions)
+        if "corpus" in opts.cases:
+            corpus_cases.run(kiln, ctx, work, opts, records, versions)
     finally:
         if not opts.keep_work:
             shutil.rmtree(work, ignore_errors=True)
@@ -156,12 +162,13 @@ def main(argv):
                       "loadavg_end": round(os.getloadavg()[0], 2), "duration_s": round(time.time() - started, 1)},
               "records": records}
     os.makedirs(opts.results_dir, exist_ok=True)
-    stem = f"{datetime.date.today().isoformat()}-{mach['host']}" + ("-quick" if opts.quick else "")
+    stem = f"{datetime.date.today().isoformat()}-{mach['host']}" + ("-quick" if opts.quick else "") \
+        + ("-corpus" if opts.cases == ["corpus"] else "")
     base = os.path.join(opts.results_dir, stem)
     with open(base + ".json", "w") as f:
         json.dump(result, f, indent=1)
         f.write("\n")
-    table = report.markdown(result, f"kiln benchmark {stem}")
+    table = report.markdown(result, f"kiln benchmark {stem}") + corpus_cases.markdown(result)
     with open(base + ".md", "w") as f:
         f.write(table + "\n")
     png = report.plot(result, base + "-latency.png")
