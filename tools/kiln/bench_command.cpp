@@ -30,6 +30,7 @@
 #include <optional>
 #include <sstream>
 
+#include "arguments.hpp"
 #include "commands.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/compile.hpp"
@@ -52,6 +53,7 @@ struct BenchOptions {
   std::string cache_dir;
   std::string flow = "both";
   int threads = 0;
+  std::string backend = "cpu";
   bool json = false;
   std::string step;      // hidden: "jit:N" or "aot:N" runs one step and prints its JSON
   std::string work_dir;  // hidden: the parent's scratch folder, for --step
@@ -201,6 +203,7 @@ class TutorialBench {
     s.engine_cache_dir = m_cache;
     s.timing_cache_path = m_timing;
     s.num_threads = m_options.threads;
+    s.backend = m_options.backend;
     return s;
   }
 
@@ -316,7 +319,8 @@ nlohmann::json step_in_new_process(const BenchOptions& opt, const std::filesyste
   std::string command = shell_quote(self.string()) + " bench tutorial --step " + (jit ? "jit:" : "aot:") +
                         std::to_string(i) + " --work-dir " + shell_quote(work.string()) + " --cache-dir " +
                         shell_quote(cache.string()) + " --model " + shell_quote(opt.model) + " --batch " +
-                        std::to_string(opt.batch) + " --threads " + std::to_string(opt.threads) + " --json";
+                        std::to_string(opt.batch) + " --threads " + std::to_string(opt.threads) +
+                        " --backend " + shell_quote(opt.backend) + " --json";
   FILE* pipe = ::popen(command.c_str(), "r");
   if (!pipe) throw Error(ErrorCode::internal, "bench: cannot start " + command);
   std::string output;
@@ -366,10 +370,11 @@ int run_bench_tutorial(const BenchOptions& opt) {
   report["timing_cache"] = bench.timing_cache().string();
   report["reuse_other_weights"] = bench.other_weights();
   report["threads"] = opt.threads;
+  report["backend"] = opt.backend;
   if (!opt.json) {
     std::cout
         << "kiln: the engine-caching tutorial on " << opt.model << ", input " << bench.input().name << " "
-        << shape << ", cpu backend\n"
+        << shape << ", " << opt.backend << " backend\n"
         << "engine cache: " << cache.string()
         << (opt.cache_dir.empty() ? " (private to this run, removed at exit)"
                                   : " (given with --cache-dir: used as is, so it may already hold engines)")
@@ -420,6 +425,7 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->add_option("--cache-dir", opt->cache_dir, "Engine cache folder (default: a private temp folder)");
   cmd->add_option("--flow", opt->flow, "jit, aot or both")->capture_default_str();
   cmd->add_option("--threads", opt->threads, "Threads for the engines (0: all cores)")->capture_default_str();
+  cmd->add_option("--backend", opt->backend, engine_backend_help())->capture_default_str();
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
   cmd->add_option("--step", opt->step)->group("");  // internal: one step in a child process
   cmd->add_option("--work-dir", opt->work_dir)->group("");
