@@ -69,8 +69,8 @@ assert abs(sum(l["ms"] for l in layers) - p["total_ms"]) < 1e-6
 assert abs(sum(k["ms"] for k in p["by_kind"].values()) - p["total_ms"]) < 1e-6
 assert "onednn" in p["by_kind"] and len(p["slowest"]) <= 5
 PY
-check "--profile needs the cpu backend" 1 "$kiln" run "$work/tiny.onnx" --profile --backend ref
-expect_output "--profile names the backend it needs" "needs --backend cpu"
+check "--profile needs an engine backend" 1 "$kiln" run "$work/tiny.onnx" --profile --backend ref
+expect_output "--profile names what it needs" "needs an engine backend, not ref"
 
 check "same seed, same result" 0 "$kiln" run "$work/tiny.onnx" --json --seed 5 $cache
 cp "$work/out" "$work/first.json"
