@@ -161,6 +161,20 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     if (n.inputs.size() < 2) return no("no scale");
     return LayerKind::layer_norm;
   }
+  if (op == "BatchNormalization") {
+    // Inference with the stored statistics: a BatchNorm right after a Conv
+    // is folded into it by lowering; this is one after anything else
+    // (DenseNet's BN -> ReLU -> Conv after every Concat).
+    auto r = rank_of(g, n.inputs[0]);
+    if (!r || *r < 2 || *r > 5) return no("rank");
+    if (n.inputs.size() != 5) return no("BatchNormalization arity");
+    for (size_t i = 1; i < 5; ++i) {
+      if (n.inputs[i] == k_no_value || !is_fixed(g, n.inputs[i])) return no("statistics are not constant");
+      if (rank_of(g, n.inputs[i]) != 1u) return no("statistics are not vectors");
+    }
+    if (n.attrs.get_int("training_mode", 0) != 0) return no("training_mode");
+    return LayerKind::batch_norm;
+  }
   if (op == "Concat") {
     if (!all_float_inputs(g, n)) return no("non-float operand");
     for (ValueId v : n.inputs) {
@@ -319,10 +333,8 @@ bool can_attach_depthwise(const ir::Graph& g, NodeId pointwise, NodeId depthwise
 
 namespace {
 
-// Attaches each depthwise conv layer to the pointwise conv layer whose
-// result only it reads (MobileNet's expand 1x1 -> depthwise 3x3). The
-// depthwise layer runs earlier than before, right after its only input.
-void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
+// Per value: how many node inputs read it, plus one for a graph output.
+std::vector<int> reader_counts(const ir::Graph& g) {
   std::vector<int> readers(g.num_values(), 0);
   for (size_t n = 0; n < g.num_nodes(); ++n) {
     for (ValueId in : g.node(static_cast<NodeId>(n)).inputs) {
@@ -330,6 +342,25 @@ void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
     }
   }
   for (ValueId out : g.outputs()) ++readers[static_cast<size_t>(out)];
+  return readers;
+}
+
+// The one node reading `v` (once), or k_no_node.
+NodeId sole_reader(const ir::Graph& g, const std::vector<int>& readers, ValueId v) {
+  if (v == k_no_value || readers[static_cast<size_t>(v)] != 1) return k_no_node;
+  for (size_t n = 0; n < g.num_nodes(); ++n) {
+    for (ValueId in : g.node(static_cast<NodeId>(n)).inputs) {
+      if (in == v) return static_cast<NodeId>(n);
+    }
+  }
+  return k_no_node;
+}
+
+// Attaches each depthwise conv layer to the pointwise conv layer whose
+// result only it reads (MobileNet's expand 1x1 -> depthwise 3x3). The
+// depthwise layer runs earlier than before, right after its only input.
+void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
+  const std::vector<int> readers = reader_counts(g);
   std::map<ValueId, size_t> conv_reading;  // conv layers by their data input
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i].kind == LayerKind::conv) conv_reading[g.node(layers[i].anchor()).inputs[0]] = i;
@@ -364,6 +395,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
   std::map<NodeId, passes::FusionGroup> groups;
   for (passes::FusionGroup& f : passes::find_fusions(g)) groups[f.anchor] = std::move(f);
   std::vector<bool> shape_only = shape_only_values(g);
+  const std::vector<int> readers = reader_counts(g);
   std::vector<bool> consumed(g.num_nodes(), false);
   std::vector<LayerDesc> layers;
   for (NodeId n : g.topological_order()) {
@@ -401,6 +433,16 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
           layer.nodes.push_back(m);
         }
       }
+      if (layer.kind == LayerKind::batch_norm) {
+        // oneDNN fuses a Relu into the normalization (fuse_norm_relu).
+        const NodeId relu = sole_reader(g, readers, layer.output);
+        if (relu != k_no_node && g.node(relu).op_type == "Relu" && default_domain(g.node(relu)) &&
+            g.node(relu).inputs.size() == 1 && single_output(g.node(relu))) {
+          layer.activation = relu;
+          layer.nodes.push_back(relu);
+          layer.output = g.node(relu).outputs[0];
+        }
+      }
     } else {
       layer.kind = LayerKind::aux;
     }
@@ -435,6 +477,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "aux";
     case LayerKind::shape:
       return "shape";
+    case LayerKind::batch_norm:
+      return "batch_norm";
   }
   return "?";
 }
