@@ -16,8 +16,8 @@ using ir::ValueId;
 
 namespace {
 
-constexpr std::array<std::string_view, 8> k_activations = {"Relu", "Clip",      "LeakyRelu", "Sigmoid",
-                                                           "Tanh", "HardSwish", "Gelu",      "Elu"};
+constexpr std::array<std::string_view, 9> k_activations = {
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu", "Elu"};
 
 bool is_default_domain(const ir::Node& node) { return node.domain.empty() || node.domain == "ai.onnx"; }
 

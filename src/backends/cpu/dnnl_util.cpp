@@ -129,6 +129,8 @@ std::optional<Eltwise> eltwise_for(const ir::Graph& graph, const ir::Node& node,
   // -1.4e-6, outside the ONNX suite's absolute tolerance.
   if (op == "Neg") return Eltwise{A::eltwise_linear, -1, 0};
   if (op == "Softplus") return Eltwise{A::eltwise_soft_relu, 0, 0};
+  if (op == "HardSigmoid")
+    return Eltwise{A::eltwise_linear, a.get_float("alpha", 0.2f), a.get_float("beta", 0.5f), true};
   if (op == "Gelu") {
     std::string approx = a.get_string("approximate", "none");
     if (approx == "none") return Eltwise{A::eltwise_gelu_erf, 0, 0};
@@ -176,7 +178,7 @@ std::string eltwise_name(const Eltwise& e) {
     case A::eltwise_log:
       return "log";
     case A::eltwise_linear:
-      return "linear";
+      return e.clip_unit ? "hardsigmoid" : "linear";
     case A::eltwise_soft_relu:
       return "softplus";
     case A::eltwise_gelu_erf:

@@ -46,6 +46,9 @@ struct Eltwise {
   dnnl::algorithm alg;
   float alpha = 0;
   float beta = 0;
+  // Then clip to [0, 1]: HardSigmoid is alpha * x + beta clipped, and
+  // oneDNN 2.6 has no single algorithm for it (a second eltwise post-op).
+  bool clip_unit = false;
 };
 // nullopt (with `why` set) when oneDNN has no exact equivalent. Clip bounds
 // must be constants (`graph` supplies them).

@@ -23,7 +23,13 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
   const int src = b.use_current(x);
   const Md md = b.slot(src).md;
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, e->alg, md, e->alpha, e->beta);
-  dnnl::eltwise_forward::primitive_desc pd(desc, b.attr(), b.engine());
+  dnnl::primitive_attr attr = b.attr();
+  if (e->clip_unit) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f, 1.0f);
+    attr.set_post_ops(po);
+  }
+  dnnl::eltwise_forward::primitive_desc pd(desc, attr, b.engine());
   layer.tactic.name = "eltwise:" + eltwise_name(*e);
   int dst = b.try_inplace(x, y, pd.dst_desc());
   if (dst < 0) dst = b.define(y, pd.dst_desc());
