@@ -169,6 +169,7 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
     if (same) return b.use(z, want);
     const Md flat = plain_md(padded, Dt::f32);
     if (b.is_fixed(z)) return b.weight_slot(z, flat, want);
+    if (b.shape(z).size() == padded.size()) return b.use(z, want);  // one reorder at most, from its layout
     const int view = b.view(b.use_plain(z, Dt::f32), flat);
     if (want == flat) return view;
     const int t = b.temp(want);
