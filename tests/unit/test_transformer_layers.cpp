@@ -314,6 +314,20 @@ TEST(TransformerLayers, SqueezeExcitationRunsOnOneDnnWithHardSigmoidFused) {
   EXPECT_EQ(expect_native(blocked_steps, "excite"), "Mul");
 }
 
+// HardSigmoid on its own (no conv before it) is an eltwise layer: the linear
+// step, then a clip to [0, 1]; inputs reach both sides of the clip.
+TEST(TransformerLayers, StandaloneHardSigmoidRunsOnOneDnn) {
+  Model m;
+  m.input("x", {1, 40, 14, 14});
+  auto* gate = m.node("HardSigmoid", "gate", {"x"}, {"y"});
+  set_float(gate, "alpha", 0.5f);
+  set_float(gate, "beta", 0.6f);
+  m.output("y", {1, 40, 14, 14});
+  const auto steps = run_and_compare(m);
+  expect_no_aux(steps);
+  EXPECT_EQ(expect_native(steps, "gate"), "HardSigmoid");
+}
+
 // DenseNet's dense block tail: Concat -> BatchNormalization -> Relu -> 1x1
 // conv. The BatchNorm follows a Concat, so lowering cannot fold it into a
 // conv: it runs as oneDNN batch normalization with the Relu fused. The

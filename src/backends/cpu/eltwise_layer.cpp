@@ -23,17 +23,19 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
   const int src = b.use_current(x);
   const Md md = b.slot(src).md;
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, e->alg, md, e->alpha, e->beta);
-  dnnl::primitive_attr attr = b.attr();
-  if (e->clip_unit) {
-    dnnl::post_ops po;
-    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f, 1.0f);
-    attr.set_post_ops(po);
-  }
-  dnnl::eltwise_forward::primitive_desc pd(desc, attr, b.engine());
+  dnnl::eltwise_forward::primitive_desc pd(desc, b.attr(), b.engine());
   layer.tactic.name = "eltwise:" + eltwise_name(*e);
   int dst = b.try_inplace(x, y, pd.dst_desc());
   if (dst < 0) dst = b.define(y, pd.dst_desc());
   b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+  if (e->clip_unit) {
+    // A second primitive, in place: oneDNN 2.6's eltwise primitive with an
+    // eltwise post-op wrote zeros (ONNX's HardSigmoid example).
+    dnnl::eltwise_forward::desc clip(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_clip,
+                                     pd.dst_desc(), 0.0f, 1.0f);
+    dnnl::eltwise_forward::primitive_desc clip_pd(clip, b.attr(), b.engine());
+    b.add_primitive(clip_pd, {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
+  }
 }
 
 namespace {
