@@ -88,6 +88,9 @@ struct FusionGroup {
   int residual_input = -1;                  // which input of residual_add is the other tensor
   ir::NodeId activation =
       ir::k_no_node;  // Relu, Clip, LeakyRelu, Sigmoid, Tanh, HardSwish, HardSigmoid, Gelu, Elu
+  // SiLU / Swish: Mul(y, Sigmoid(y)) of the chain's value y, with
+  // `activation` the Sigmoid; the pair is one swish post-op.
+  ir::NodeId swish_mul = ir::k_no_node;
   ir::ValueId output = ir::k_no_value;  // the group's final value
   std::vector<ir::NodeId> nodes;        // anchor first, in topological order
 };

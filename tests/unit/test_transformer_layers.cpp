@@ -314,6 +314,28 @@ TEST(TransformerLayers, SqueezeExcitationRunsOnOneDnnWithHardSigmoidFused) {
   EXPECT_EQ(expect_native(blocked_steps, "excite"), "Mul");
 }
 
+// SiLU as exporters write it, y * Sigmoid(y), after a conv (EfficientNet)
+// and after a Linear: one swish post-op of the conv / matmul primitive.
+TEST(TransformerLayers, SiluFusesIntoTheConvOrMatmulBeforeIt) {
+  Model m;
+  m.input("x", {1, 32, 28, 28});
+  m.weight("w", {64, 32, 3, 3}, 3.0);
+  m.weight("b", {64});
+  m.weight("fc", {28, 48}, 3.0);
+  set_ints(m.node("Conv", "conv", {"x", "w", "b"}, {"c"}), "pads", {1, 1, 1, 1});
+  m.node("Sigmoid", "conv_sigmoid", {"c"}, {"cs"});
+  m.node("Mul", "conv_silu", {"c", "cs"}, {"h"});
+  m.node("MatMul", "linear", {"h", "fc"}, {"l"});
+  m.node("Sigmoid", "linear_sigmoid", {"l"}, {"ls"});
+  m.node("Mul", "linear_silu", {"ls", "l"}, {"y"});
+  m.output("y", {1, 64, 28, 48});
+  const auto steps = run_and_compare(m);
+  expect_no_aux(steps);
+  EXPECT_EQ(expect_native(steps, "conv"), "Conv+Sigmoid+Mul");
+  EXPECT_EQ(expect_native(steps, "linear"), "MatMul+Sigmoid+Mul");
+  EXPECT_NE(step_of(steps, "conv")->tactic.find("swish"), std::string::npos);
+}
+
 // HardSigmoid on its own (no conv before it) is an eltwise layer: the linear
 // step, then a clip to [0, 1]; inputs reach both sides of the clip.
 TEST(TransformerLayers, StandaloneHardSigmoidRunsOnOneDnn) {

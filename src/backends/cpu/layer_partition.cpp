@@ -356,6 +356,24 @@ NodeId sole_reader(const ir::Graph& g, const std::vector<int>& readers, ValueId 
   return k_no_node;
 }
 
+}  // namespace
+
+bool has_swish(const ir::Graph& g, const LayerDesc& layer) {
+  if (layer.activation == k_no_node || g.node(layer.activation).op_type != "Sigmoid") return false;
+  const ir::Node& sigmoid = g.node(layer.activation);
+  for (NodeId m : layer.nodes) {
+    const ir::Node& mul = g.node(m);
+    if (mul.op_type == "Mul" && mul.inputs.size() == 2 && !sigmoid.inputs.empty() &&
+        ((mul.inputs[0] == sigmoid.inputs[0] && mul.inputs[1] == sigmoid.outputs[0]) ||
+         (mul.inputs[1] == sigmoid.inputs[0] && mul.inputs[0] == sigmoid.outputs[0]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+
 // Attaches each depthwise conv layer to the pointwise conv layer whose
 // result only it reads (MobileNet's expand 1x1 -> depthwise 3x3). The
 // depthwise layer runs earlier than before, right after its only input.
@@ -375,6 +393,9 @@ void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
     const LayerDesc& dw = layers[it->second];
     if (dw.residual_add != k_no_node || dw.dw_conv != k_no_node) continue;
     if (!can_attach_depthwise(g, pw.anchor(), dw.anchor())) continue;
+    // A swish (Sigmoid + Mul) stays with its own conv: the depthwise post-op
+    // chain describes plain activations only.
+    if (has_swish(g, pw) || has_swish(g, dw)) continue;
     pw.dw_conv = dw.anchor();
     pw.dw_activation = dw.activation;
     pw.nodes.insert(pw.nodes.end(), dw.nodes.begin(), dw.nodes.end());
@@ -429,7 +450,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
           }
         }
         for (NodeId m : f.nodes) {
-          if (m == n || (m == f.activation && layer.activation == k_no_node)) continue;
+          if (m == n || ((m == f.activation || m == f.swish_mul) && layer.activation == k_no_node)) continue;
           layer.nodes.push_back(m);
         }
       }
