@@ -385,6 +385,50 @@ TEST(TransformerLayers, BatchNormAfterConcatRunsOnOneDnnWithReluFused) {
   for (ir::NodeId n : lowered.topological_order()) EXPECT_NE(lowered.node(n).op_type, "Pad");
 }
 
+// DenseNet's convs write 16-channel blocks: their Concat runs in that layout
+// (no reorder of its inputs to plain), and so does the BatchNorm after it.
+TEST(TransformerLayers, ConcatOfBlockedConvOutputsStaysBlocked) {
+  Model m;
+  m.input("x", {1, 16, 28, 28});
+  m.weight("wa", {64, 16, 3, 3});
+  m.weight("wb", {32, 16, 3, 3});
+  m.weight("scale", {96}, 1.0, 1.0);
+  m.weight("shift", {96});
+  m.weight("mean", {96});
+  m.weight("var", {96}, 1.0, 1.0);
+  set_ints(m.node("Conv", "conv_a", {"x", "wa"}, {"a"}), "pads", {1, 1, 1, 1});
+  set_ints(m.node("Conv", "conv_b", {"x", "wb"}, {"b"}), "pads", {1, 1, 1, 1});
+  set_int(m.node("Concat", "concat", {"a", "b"}, {"c"}), "axis", 1);
+  m.node("BatchNormalization", "norm", {"c", "scale", "shift", "mean", "var"}, {"n"});
+  m.node("Relu", "relu", {"n"}, {"y"});
+  m.output("y", {1, 96, 28, 28});
+  const ir::Graph graph = m.import();
+  auto backend = make_cpu_backend();
+  auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
+  cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
+  for (cpu::LayerDesc& l : plan.layers) {
+    if (l.kind == cpu::LayerKind::conv) {
+      l.tactic =
+          cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "conv:direct/nChw16c/f32");
+    }
+  }
+  auto blocked = backend->deserialize(cpu::serialize_plan(plan));
+  blocked->refit(passes::source_weights(graph));
+  std::vector<LayerTiming> steps;
+  const std::vector<Tensor> got = blocked->run_profiled(m.inputs(), steps);
+  EXPECT_LE(testing::relative_error(got[0], ref::Executor(graph).run(m.inputs())[0]), k_tolerance);
+  expect_no_aux(steps);
+  EXPECT_EQ(expect_native(steps, "norm"), "BatchNormalization+Relu");
+  const LayerTiming* concat = step_of(steps, "concat");
+  ASSERT_NE(concat, nullptr);
+  EXPECT_EQ(concat->tactic.rfind("concat:", 0), 0u) << concat->tactic;
+  for (const LayerTiming& t : steps) {
+    if (t.kind == "reorder") {
+      EXPECT_NE(t.name, "concat") << t.tactic;  // no input reordered for it
+    }
+  }
+}
+
 // A Pad that pads something stays (and still matches the reference).
 TEST(TransformerLayers, PadThatPadsIsKept) {
   Model m;

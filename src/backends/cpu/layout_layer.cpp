@@ -2,7 +2,12 @@
 // views of a plain tensor (no copy; a blocked input is reordered to plain
 // once). Transpose is a strided view: consumers that read strides (matmul,
 // reorders) take it as is, others get one reorder. Concat is oneDNN concat
-// over plain inputs.
+// over its inputs' shared layout, or over plain inputs.
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "backends/cpu/instance_builder.hpp"
 
 namespace kiln::cpu {
@@ -38,6 +43,26 @@ void build_view_layer(InstanceBuilder& b, LayerDesc& layer) {
   b.define_view(y, src, plain_md(b.shape(y), dt));
 }
 
+namespace {
+
+// The stride order and inner blocks of `md`: equal for two tensors in one
+// layout whatever their sizes ("abcd", "acdb", "aBcd16b").
+std::string layout_family(const Md& md) {
+  const auto& blocking = md.data.format_desc.blocking;
+  std::vector<int> order(static_cast<size_t>(md.data.ndims));
+  for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<int>(d);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int x, int y) { return blocking.strides[x] > blocking.strides[y]; });
+  std::string family;
+  for (int d : order) family += static_cast<char>('a' + d);
+  for (int k = 0; k < blocking.inner_nblks; ++k) {
+    family += "|" + std::to_string(blocking.inner_blks[k]) + static_cast<char>('a' + blocking.inner_idxs[k]);
+  }
+  return family;
+}
+
+}  // namespace
+
 void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
   const ValueId y = n.outputs[0];
@@ -45,20 +70,52 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
   int64_t axis = n.attrs.get_int("axis");
   if (axis < 0) axis += rank;
   if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "Concat axis out of range");
-  std::vector<Md> srcs;
-  std::vector<std::pair<int, int>> args;
+  std::vector<ValueId> parts;
   for (ValueId v : n.inputs) {
     if (b.shape(v).empty() || b.shape(v)[static_cast<size_t>(axis)] == 0)
       continue;  // empty inputs add nothing
-    const int s = b.use_plain(v, Dt::f32);
-    args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(srcs.size()), s);
-    srcs.push_back(b.slot(s).md);
+    parts.push_back(v);
   }
-  const Md dst_md = plain_md(b.shape(y), Dt::f32);
-  dnnl::concat::primitive_desc pd(dst_md, static_cast<int>(axis), srcs, b.engine(), b.attr());
-  layer.tactic.name = "concat";
-  args.emplace_back(DNNL_ARG_DST, b.define(y, dst_md));
-  b.add_primitive(pd, std::move(args));
+  // First in the inputs' own layout when they share one (DenseNet's convs
+  // write 16-channel blocks, and a plain concat reordered every input and
+  // left the BatchNorm after it on plain data), with oneDNN choosing the
+  // output's; then plain. oneDNN's reference concat is never taken while the
+  // plain one exists.
+  auto make = [&](bool current) -> std::optional<dnnl::concat::primitive_desc> {
+    std::vector<Md> srcs;
+    for (ValueId v : parts) {
+      const Md md = current ? b.md_of(v) : plain_md(b.shape(v), Dt::f32);
+      if (md.data_type() != Dt::f32 || (current && md.data.format_kind != dnnl_blocked)) return std::nullopt;
+      srcs.push_back(md);
+    }
+    if (current) {
+      for (const Md& md : srcs) {
+        if (layout_family(md) != layout_family(srcs.front())) return std::nullopt;
+      }
+    }
+    const Md dst = current ? Md(to_dims(b.shape(y)), Dt::f32, dnnl::memory::format_tag::any)
+                           : plain_md(b.shape(y), Dt::f32);
+    try {
+      dnnl::concat::primitive_desc pd(dst, static_cast<int>(axis), srcs, b.engine(), b.attr());
+      if (current && std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return std::nullopt;
+      return pd;
+    } catch (const dnnl::error&) {
+      return std::nullopt;
+    }
+  };
+  const bool same_layout = !parts.empty() && !is_plain(b.md_of(parts.front()));
+  std::optional<dnnl::concat::primitive_desc> pd = same_layout ? make(true) : std::nullopt;
+  const bool current = pd.has_value();
+  if (!pd) pd = make(false);
+  if (!pd) throw Error(ErrorCode::unsupported, n.describe() + ": oneDNN has no concat for these inputs");
+  std::vector<std::pair<int, int>> args;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const int s = current ? b.use_current(parts[i]) : b.use_plain(parts[i], Dt::f32);
+    args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), s);
+  }
+  layer.tactic.name = current ? "concat:" + std::string(pd->impl_info_str()) : "concat";
+  args.emplace_back(DNNL_ARG_DST, b.define(y, pd->dst_desc()));
+  b.add_primitive(*pd, std::move(args));
 }
 
 }  // namespace kiln::cpu
