@@ -201,6 +201,23 @@ TEST(TransformerLayers, BatchedAttentionRunsOnOneDnnAndMatchesTheReference) {
   expect_native(steps, "context");
 }
 
+// torch's MultiheadAttention output: [tokens, batch, channels] transposed
+// back to [batch, tokens, channels] (a permuted view) and added to the
+// residual stream.
+TEST(TransformerLayers, ResidualAddOfATransposedViewRunsOnOneDnn) {
+  Model m;
+  m.input("x", {1, 197, 768});
+  m.input("attn", {197, 1, 768});
+  set_ints(m.node("Transpose", "to_batch_first", {"attn"}, {"t"}), "perm", {1, 0, 2});
+  m.node("Add", "residual", {"x", "t"}, {"y"});
+  m.node("Add", "residual_swapped", {"t", "y"}, {"z"});
+  m.output("z", {1, 197, 768});
+  const auto steps = run_and_compare(m);
+  expect_no_aux(steps);
+  expect_native(steps, "residual");
+  expect_native(steps, "residual_swapped");
+}
+
 // A transformer MLP over [batch, tokens, channels] (3-D Linear): MatMul with
 // a 2-D weight + bias + the exporter's Erf GELU chain, then MatMul + bias +
 // the residual. Lowering turns the chain into Gelu; both layers must be one

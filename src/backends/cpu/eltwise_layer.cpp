@@ -178,7 +178,17 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
     b.add_reorder(view, t);
     return t;
   };
-  auto make = [&](int s0, int s1) -> std::optional<dnnl::binary::primitive_desc> {
+  // A row-major tensor whose size-1 dims carry other strides (a transposed
+  // view of [197, 1, 768]) compares equal to plain, but oneDNN reads its
+  // strides as a permuted layout and takes the reference kernel: read it
+  // through a plain descriptor of the same bytes.
+  auto canonical = [&](int s) {
+    const Md md = b.slot(s).md;
+    return is_plain(md) ? b.view(s, plain_md(md.dims(), md.data_type())) : s;
+  };
+  auto make = [&](int& s0, int& s1) -> std::optional<dnnl::binary::primitive_desc> {
+    s0 = canonical(s0);
+    s1 = canonical(s1);
     try {
       dnnl::binary::desc desc(alg, b.slot(s0).md, b.slot(s1).md, b.slot(s0).md);
       return dnnl::binary::primitive_desc(desc, attr, b.engine());
@@ -198,8 +208,8 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
     pd = make(src0, src1);
   }
   if (!pd || is_reference(*pd)) {
-    const int p0 = b.use_plain(x, Dt::f32);
-    const int p1 = second(plain_md(same ? Dims(out.begin(), out.end()) : padded, Dt::f32));
+    int p0 = b.use_plain(x, Dt::f32);
+    int p1 = second(plain_md(same ? Dims(out.begin(), out.end()) : padded, Dt::f32));
     std::optional<dnnl::binary::primitive_desc> plain = make(p0, p1);
     if (plain && (!pd || !is_reference(*plain))) {
       pd = plain;
