@@ -35,6 +35,12 @@ bool is_strided(const Md& md);
 bool is_plain(const Md& md);
 // `md`'s layout with another data type (same dims and blocking).
 Md with_data_type(const Md& md, Dt dt);
+// `like`'s layout (its stride order and inner blocks, dense) over other
+// dims of the same rank: a broadcast operand or a concat input laid out like
+// its partner, which oneDNN's jit kernels need (given a plain vector beside a
+// blocked or permuted tensor, binary falls back to its reference kernel).
+// nullopt for layouts this cannot describe (offset views, non-blocked).
+std::optional<Md> layout_like(const Md& like, const Dims& dims);
 
 // "f32[1,64,56,56]{s:200704,1,3584,64}" or with inner blocks "{...|b:1x16}".
 std::string md_string(const Md& md);

@@ -40,44 +40,6 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
 
 namespace {
 
-// `like`'s layout (its stride order and inner blocks) over `dims`, where each
-// dim is `like`'s or 1 (a broadcast operand). oneDNN's jit binary kernels
-// broadcast a second source only when it is laid out like the first; with a
-// plain per-channel vector beside a blocked or permuted activation they fall
-// back to the reference kernel (26 ms for ViT's attention scaling, 0.9 ms for
-// a MobileNetV3 squeeze-and-excitation Mul). nullopt for layouts this cannot
-// describe (offset views, non-blocked formats).
-std::optional<Md> layout_like(const Md& like, const Dims& dims) {
-  const dnnl_memory_desc_t& l = like.data;
-  if (l.format_kind != dnnl_blocked || l.offset0 != 0 || static_cast<size_t>(l.ndims) != dims.size())
-    return std::nullopt;
-  const auto& blocking = l.format_desc.blocking;
-  const size_t rank = dims.size();
-  Dims block(rank, 1);
-  int64_t inner = 1;
-  for (int k = 0; k < blocking.inner_nblks; ++k) {
-    block[static_cast<size_t>(blocking.inner_idxs[k])] *= blocking.inner_blks[k];
-    inner *= blocking.inner_blks[k];
-  }
-  std::vector<size_t> order(rank);  // outermost first
-  for (size_t d = 0; d < rank; ++d) order[d] = d;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t x, size_t y) { return blocking.strides[x] > blocking.strides[y]; });
-  dnnl_memory_desc_t d = l;
-  int64_t stride = inner;
-  for (size_t i = rank; i-- > 0;) {
-    const size_t dim = order[i];
-    if (dims[dim] != 1 && dims[dim] != l.dims[dim]) return std::nullopt;
-    const int64_t padded = (dims[dim] + block[dim] - 1) / block[dim] * block[dim];
-    d.dims[dim] = dims[dim];
-    d.padded_dims[dim] = padded;
-    d.padded_offsets[dim] = 0;
-    d.format_desc.blocking.strides[dim] = stride;
-    stride *= padded / block[dim];
-  }
-  return Md(d);
-}
-
 bool is_reference(const dnnl::primitive_desc_base& pd) {
   return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
 }

@@ -76,44 +76,49 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
       continue;  // empty inputs add nothing
     parts.push_back(v);
   }
-  // First in the inputs' own layout when they share one (DenseNet's convs
-  // write 16-channel blocks, and a plain concat reordered every input and
-  // left the BatchNorm after it on plain data), with oneDNN choosing the
-  // output's; then plain. oneDNN's reference concat is never taken while the
-  // plain one exists.
-  auto make = [&](bool current) -> std::optional<dnnl::concat::primitive_desc> {
-    std::vector<Md> srcs;
+  // First in the layout of the inputs that are not plain (DenseNet's convs
+  // write 16-channel blocks: a plain concat reordered each of them and left
+  // the BatchNorm after it on plain data), the others reordered into it,
+  // with oneDNN choosing the output's; then plain. oneDNN's reference concat
+  // is never taken while the plain one exists.
+  std::optional<Md> like;
+  for (ValueId v : parts) {
+    const Md md = b.md_of(v);
+    if (!like && md.data_type() == Dt::f32 && !is_plain(md)) like = md;
+  }
+  std::vector<Md> srcs;
+  std::optional<dnnl::concat::primitive_desc> pd;
+  if (like) {
     for (ValueId v : parts) {
-      const Md md = current ? b.md_of(v) : plain_md(b.shape(v), Dt::f32);
-      if (md.data_type() != Dt::f32 || (current && md.data.format_kind != dnnl_blocked)) return std::nullopt;
-      srcs.push_back(md);
+      const Md md = b.md_of(v);
+      std::optional<Md> want = md.data_type() == Dt::f32 && layout_family(md) == layout_family(*like)
+                                   ? md
+                                   : layout_like(*like, md.dims());
+      if (!want) break;
+      srcs.push_back(*want);
     }
-    if (current) {
-      for (const Md& md : srcs) {
-        if (layout_family(md) != layout_family(srcs.front())) return std::nullopt;
+    if (srcs.size() == parts.size()) {
+      try {
+        pd = dnnl::concat::primitive_desc(Md(to_dims(b.shape(y)), Dt::f32, dnnl::memory::format_tag::any),
+                                          static_cast<int>(axis), srcs, b.engine(), b.attr());
+        if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0) pd.reset();
+      } catch (const dnnl::error&) {
+        pd.reset();
       }
     }
-    const Md dst = current ? Md(to_dims(b.shape(y)), Dt::f32, dnnl::memory::format_tag::any)
-                           : plain_md(b.shape(y), Dt::f32);
-    try {
-      dnnl::concat::primitive_desc pd(dst, static_cast<int>(axis), srcs, b.engine(), b.attr());
-      if (current && std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return std::nullopt;
-      return pd;
-    } catch (const dnnl::error&) {
-      return std::nullopt;
-    }
-  };
-  const bool same_layout = !parts.empty() && !is_plain(b.md_of(parts.front()));
-  std::optional<dnnl::concat::primitive_desc> pd = same_layout ? make(true) : std::nullopt;
-  const bool current = pd.has_value();
-  if (!pd) pd = make(false);
-  if (!pd) throw Error(ErrorCode::unsupported, n.describe() + ": oneDNN has no concat for these inputs");
+  }
+  const bool blocked = pd.has_value();
+  if (!blocked) {
+    srcs.clear();
+    for (ValueId v : parts) srcs.push_back(plain_md(b.shape(v), Dt::f32));
+    pd = dnnl::concat::primitive_desc(plain_md(b.shape(y), Dt::f32), static_cast<int>(axis), srcs, b.engine(),
+                                      b.attr());
+  }
   std::vector<std::pair<int, int>> args;
   for (size_t i = 0; i < parts.size(); ++i) {
-    const int s = current ? b.use_current(parts[i]) : b.use_plain(parts[i], Dt::f32);
-    args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), s);
+    args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), b.use(parts[i], srcs[i]));
   }
-  layer.tactic.name = current ? "concat:" + std::string(pd->impl_info_str()) : "concat";
+  layer.tactic.name = blocked ? "concat:" + std::string(pd->impl_info_str()) : "concat";
   args.emplace_back(DNNL_ARG_DST, b.define(y, pd->dst_desc()));
   b.add_primitive(*pd, std::move(args));
 }
