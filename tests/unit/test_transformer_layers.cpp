@@ -11,6 +11,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -216,6 +217,35 @@ TEST(TransformerLayers, ResidualAddOfATransposedViewRunsOnOneDnn) {
   expect_no_aux(steps);
   expect_native(steps, "residual");
   expect_native(steps, "residual_swapped");
+}
+
+// torch's MultiheadAttention splits its fused in-projection [197, 1, 2304]
+// into q, k and v with Slices along the last axis (and negative, clamped
+// bounds are legal ONNX). Each is one oneDNN reorder of the window, not a
+// reference kernel.
+TEST(TransformerLayers, SlicesOfTheInProjectionAreReorders) {
+  Model m;
+  m.input("qkv", {197, 1, 2304});
+  m.ints("axes", {2});
+  m.ints("q0", {0});
+  m.ints("q1", {768});
+  m.ints("k0", {768});
+  m.ints("k1", {1536});
+  m.ints("v0", {-768});
+  m.ints("v1", {INT64_MAX});
+  m.node("Slice", "q", {"qkv", "q0", "q1", "axes"}, {"q"});
+  m.node("Slice", "k", {"qkv", "k0", "k1", "axes"}, {"k"});
+  m.node("Slice", "v", {"qkv", "v0", "v1", "axes"}, {"v"});
+  m.node("Add", "qk", {"q", "k"}, {"s"});
+  m.node("Mul", "y", {"s", "v"}, {"y"});
+  m.output("y", {197, 1, 768});
+  const auto steps = run_and_compare(m);
+  expect_no_aux(steps);
+  for (const char* slice : {"q", "k", "v"}) {
+    bool copied = false;
+    for (const LayerTiming& t : steps) copied |= t.name == slice && t.kind == "reorder";
+    EXPECT_TRUE(copied) << slice;
+  }
 }
 
 // A transformer MLP over [batch, tokens, channels] (3-D Linear): MatMul with

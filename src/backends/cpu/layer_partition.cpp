@@ -87,6 +87,27 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::view;
   }
   if (!single_output(n)) return no("optional outputs are requested");
+  if (op == "Slice") {
+    // A strided window of a float tensor, copied by one reorder (ViT's q,
+    // k and v out of the fused in-projection) instead of a reference kernel.
+    if (n.opset < 10 || n.inputs.size() < 3 || n.inputs[0] == k_no_value ||
+        g.value(n.inputs[0]).type.dtype != DType::float32 || !rank_of(g, n.inputs[0]) ||
+        *rank_of(g, n.inputs[0]) == 0) {
+      return no("Slice of this kind");
+    }
+    for (size_t i = 1; i < n.inputs.size(); ++i) {
+      if (n.inputs[i] != k_no_value && !is_constant(g, n.inputs[i]))
+        return no("Slice bounds are not constant");
+    }
+    if (n.inputs.size() > 4 && n.inputs[4] != k_no_value) {
+      const Tensor* steps = g.value(n.inputs[4]).known_value();
+      if (!steps) return no("Slice steps are not known");
+      for (int64_t s : steps->to_int_vector()) {
+        if (s != 1) return no("Slice steps other than 1");
+      }
+    }
+    return LayerKind::view;
+  }
   if (!float_data(g, n, why)) return std::nullopt;
   if (op == "Conv") {
     if (n.inputs.size() < 2 || rank_of(g, n.inputs[0]) != 4u) return no("only 2-d convolutions");

@@ -14,6 +14,53 @@ namespace kiln::cpu {
 
 using ir::ValueId;
 
+namespace {
+
+// Slice with unit steps: the window of the input (a descriptor with offsets
+// over its storage) copied by one reorder into a plain tensor of its own,
+// so readers see an ordinary dense value.
+void build_slice(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  const ValueId x = n.inputs[0];
+  const ValueId y = n.outputs[0];
+  const auto& in = b.shape(x);
+  const auto& out = b.shape(y);
+  const int64_t rank = static_cast<int64_t>(in.size());
+  auto values = [&](size_t i) -> std::vector<int64_t> {
+    if (i >= n.inputs.size() || n.inputs[i] == ir::k_no_value) return {};
+    const Tensor* t = b.known(n.inputs[i]);
+    if (!t) throw Error(ErrorCode::invalid_model, "Slice input " + std::to_string(i) + " is not a constant");
+    return t->to_int_vector();
+  };
+  const std::vector<int64_t> starts = values(1);
+  std::vector<int64_t> axes = values(3);
+  if (axes.empty()) {
+    for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+  }
+  if (axes.size() != starts.size() || out.size() != in.size()) {
+    throw Error(ErrorCode::invalid_model, "Slice starts and axes differ in length");
+  }
+  Dims offsets(in.size(), 0);
+  for (size_t i = 0; i < axes.size(); ++i) {
+    int64_t axis = axes[i] < 0 ? axes[i] + rank : axes[i];
+    if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "Slice axis out of range");
+    const int64_t dim = in[static_cast<size_t>(axis)];
+    int64_t start = starts[i] < 0 ? starts[i] + dim : starts[i];  // then clamped, as ONNX says
+    start = std::clamp<int64_t>(start, 0, dim);
+    offsets[static_cast<size_t>(axis)] = std::min(start, dim - out[static_cast<size_t>(axis)]);
+  }
+  layer.tactic.name = "reorder:slice";
+  const int dst = b.define(y, plain_md(out, Dt::f32));
+  for (int64_t d : out) {
+    if (d == 0) return;  // nothing to copy
+  }
+  const int src = b.use_strided(x, Dt::f32);
+  const Md window = b.slot(src).md.submemory_desc(to_dims(out), offsets);
+  b.add_reorder(b.view(src, window), dst);
+}
+
+}  // namespace
+
 void build_view_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
   const ValueId x = n.inputs[0];
@@ -36,6 +83,10 @@ void build_view_layer(InstanceBuilder& b, LayerDesc& layer) {
     }
     layer.tactic.name = "view:transpose";
     b.define_view(y, src, Md(out_dims, dt, out_strides));
+    return;
+  }
+  if (n.op_type == "Slice") {
+    build_slice(b, layer);
     return;
   }
   const int src = b.use_plain(x, dt);
