@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <string_view>
+#include <utility>
 
 #include "passes/lowering_passes.hpp"
 #include "passes/passes.hpp"
@@ -16,8 +17,8 @@ using ir::ValueId;
 
 namespace {
 
-constexpr std::array<std::string_view, 8> k_activations = {"Relu", "Clip",      "LeakyRelu", "Sigmoid",
-                                                           "Tanh", "HardSwish", "Gelu",      "Elu"};
+constexpr std::array<std::string_view, 9> k_activations = {
+    "Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Gelu", "Elu"};
 
 bool is_default_domain(const ir::Node& node) { return node.domain.empty() || node.domain == "ai.onnx"; }
 
@@ -96,6 +97,29 @@ class FusionFinder {
     return true;
   }
 
+  // y * Sigmoid(y) (SiLU, as exporters write it): the Sigmoid and the Mul,
+  // when y is read by exactly those two and the Sigmoid only by the Mul.
+  std::pair<NodeId, NodeId> swish_of(ValueId y) const {
+    const std::pair<NodeId, NodeId> none{k_no_node, k_no_node};
+    if (m_is_output[static_cast<size_t>(y)]) return none;
+    const auto& r = m_reads[static_cast<size_t>(y)];
+    if (r.size() != 2) return none;
+    for (int i = 0; i < 2; ++i) {
+      const ir::Node& sigmoid = m_graph.node(r[static_cast<size_t>(i)]);
+      const ir::Node& mul = m_graph.node(r[static_cast<size_t>(1 - i)]);
+      if (sigmoid.op_type != "Sigmoid" || !is_default_domain(sigmoid) || sigmoid.inputs.size() != 1 ||
+          sigmoid.outputs.size() != 1 || mul.op_type != "Mul" || !is_default_domain(mul) ||
+          mul.outputs.size() != 1 || other_input(mul, y) < 0) {
+        continue;
+      }
+      const ValueId gate = sigmoid.outputs[0];
+      if (mul.inputs[static_cast<size_t>(other_input(mul, y))] != gate || sole_user(gate) == k_no_node)
+        continue;
+      return {r[static_cast<size_t>(i)], r[static_cast<size_t>(1 - i)]};
+    }
+    return none;
+  }
+
   // Available before the anchor runs: a graph input, a constant, or produced earlier.
   bool ready_before(ValueId v, NodeId anchor) const {
     NodeId p = m_graph.value(v).producer;
@@ -144,6 +168,12 @@ class FusionFinder {
       g.activation = u;
       g.nodes.push_back(u);
       cur = m_graph.node(u).outputs[0];
+    } else if (auto [sigmoid, mul] = swish_of(cur); sigmoid != k_no_node) {
+      g.activation = sigmoid;
+      g.swish_mul = mul;
+      g.nodes.push_back(sigmoid);
+      g.nodes.push_back(mul);
+      cur = m_graph.node(mul).outputs[0];
     }
     g.output = cur;
     return g;

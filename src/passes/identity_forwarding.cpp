@@ -7,26 +7,68 @@
 // alias sees a computed value, not a weight, and could not become a native
 // layer; forwarding makes it read the weight itself. An Identity that feeds
 // a graph output stays, so the output keeps its name.
+//
+// A Pad that pads nothing is an identity too: torch.onnx.export writes one
+// before every AveragePool that has a padding argument, zero or not
+// (DenseNet's transitions), and as a reference kernel inside the engine it
+// was a full copy of the feature map (6% of DenseNet-121's run time).
+#include <algorithm>
+
 #include "passes/lowering_passes.hpp"
 
 namespace kiln::passes {
 
+namespace {
+
+bool default_domain(const ir::Node& node) { return node.domain.empty() || node.domain == "ai.onnx"; }
+
+// Readers of `n`'s only output read `source` instead, and `n` goes; nothing
+// changes when the output is a graph output (it keeps its name).
+void forward(GraphRewriter& rewriter, ir::NodeId n, ir::ValueId source) {
+  const ir::ValueId alias = rewriter.graph().node(n).outputs[0];
+  if (alias == ir::k_no_value || source == ir::k_no_value || rewriter.is_graph_output(alias)) return;
+  const std::vector<ir::NodeId> readers = rewriter.users(alias);  // a copy: rewiring changes the list
+  for (ir::NodeId reader : readers) {
+    const std::vector<ir::ValueId>& inputs = rewriter.graph().node(reader).inputs;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i] == alias) rewriter.set_input(reader, i, source);
+    }
+  }
+  rewriter.remove_node(n);
+}
+
+// Whether Pad `node` adds nothing: every pad amount is a known zero (the
+// mode and value then do not matter).
+bool pads_nothing(const ir::Graph& g, const ir::Node& node) {
+  const auto zero = [](int64_t p) { return p == 0; };
+  if (node.opset < 11) {
+    const auto pads = node.attrs.find_ints("pads");
+    return pads && std::all_of(pads->begin(), pads->end(), zero);
+  }
+  if (node.inputs.size() < 2 || node.inputs[1] == ir::k_no_value) return false;
+  const Tensor* pads = structural_value(g, node.inputs[1]);
+  if (!pads) return false;
+  const std::vector<int64_t> amounts = pads->to_int_vector();
+  return std::all_of(amounts.begin(), amounts.end(), zero);
+}
+
+}  // namespace
+
 void forward_identities(GraphRewriter& rewriter) {
   for (ir::NodeId n : rewriter.live_order()) {
     const ir::Node& node = rewriter.graph().node(n);
-    if (node.op_type != "Identity" || !(node.domain.empty() || node.domain == "ai.onnx")) continue;
+    if (node.op_type != "Identity" || !default_domain(node)) continue;
     if (node.inputs.size() != 1 || node.outputs.size() != 1) continue;
-    const ir::ValueId alias = node.outputs[0];
-    const ir::ValueId source = node.inputs[0];
-    if (alias == ir::k_no_value || source == ir::k_no_value || rewriter.is_graph_output(alias)) continue;
-    const std::vector<ir::NodeId> readers = rewriter.users(alias);  // a copy: rewiring changes the list
-    for (ir::NodeId reader : readers) {
-      const std::vector<ir::ValueId>& inputs = rewriter.graph().node(reader).inputs;
-      for (size_t i = 0; i < inputs.size(); ++i) {
-        if (inputs[i] == alias) rewriter.set_input(reader, i, source);
-      }
-    }
-    rewriter.remove_node(n);
+    forward(rewriter, n, node.inputs[0]);
+  }
+}
+
+void forward_noop_pads(GraphRewriter& rewriter) {
+  for (ir::NodeId n : rewriter.live_order()) {
+    const ir::Node& node = rewriter.graph().node(n);
+    if (node.op_type != "Pad" || !default_domain(node) || node.inputs.empty() || node.outputs.size() != 1)
+      continue;
+    if (pads_nothing(rewriter.graph(), node)) forward(rewriter, n, node.inputs[0]);
   }
 }
 

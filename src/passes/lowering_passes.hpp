@@ -15,6 +15,9 @@ namespace kiln::passes {
 // identical initializers through Identity); an Identity feeding a graph
 // output stays.
 void forward_identities(GraphRewriter& rewriter);
+// Readers of a Pad that pads nothing (all pad amounts known zeros) read its
+// input instead; run after constant folding, which makes the amounts known.
+void forward_noop_pads(GraphRewriter& rewriter);
 
 // Evaluates nodes whose inputs are all structural constants (and nodes whose
 // outputs static inference already knows); their outputs become constants.

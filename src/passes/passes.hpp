@@ -86,9 +86,13 @@ struct FusionGroup {
   ir::NodeId bias_add = ir::k_no_node;      // MatMul + Add(bias): bias is a 1-D weight
   ir::NodeId residual_add = ir::k_no_node;  // Add(anchor result, other tensor)
   int residual_input = -1;                  // which input of residual_add is the other tensor
-  ir::NodeId activation = ir::k_no_node;    // Relu, Clip, LeakyRelu, Sigmoid, Tanh, HardSwish, Gelu, Elu
-  ir::ValueId output = ir::k_no_value;      // the group's final value
-  std::vector<ir::NodeId> nodes;            // anchor first, in topological order
+  ir::NodeId activation =
+      ir::k_no_node;  // Relu, Clip, LeakyRelu, Sigmoid, Tanh, HardSwish, HardSigmoid, Gelu, Elu
+  // SiLU / Swish: Mul(y, Sigmoid(y)) of the chain's value y, with
+  // `activation` the Sigmoid; the pair is one swish post-op.
+  ir::NodeId swish_mul = ir::k_no_node;
+  ir::ValueId output = ir::k_no_value;  // the group's final value
+  std::vector<ir::NodeId> nodes;        // anchor first, in topological order
 };
 std::vector<FusionGroup> find_fusions(const ir::Graph& lowered);
 

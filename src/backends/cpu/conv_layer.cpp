@@ -17,6 +17,7 @@
 #include <optional>
 
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/tactics.hpp"
 #include "backends/cpu/winograd_weights.hpp"
 
@@ -29,11 +30,18 @@ using ir::ValueId;
 
 namespace {
 
-void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId activation, std::string* name) {
+void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId activation, std::string* name,
+                       bool swish = false) {
   if (activation == k_no_node) return;
+  if (swish) {
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.0f, 0.0f);  // x * sigmoid(1 * x)
+    if (name) *name += "+swish";
+    return;
+  }
   std::optional<Eltwise> e = eltwise_for(b.graph(), b.node(activation));
   if (!e) throw Error(ErrorCode::internal, "fused activation has no oneDNN equivalent");
   po.append_eltwise(1.0f, e->alg, e->alpha, e->beta);
+  if (e->clip_unit) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f, 1.0f);
   if (name) *name += "+" + eltwise_name(*e);
 }
 
@@ -45,7 +53,7 @@ dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, 
     po.append_sum(1.0f);
     if (name) *name += "+sum";
   }
-  append_activation(po, b, layer.activation, name);
+  append_activation(po, b, layer.activation, name, has_swish(b.graph(), layer));
   return po;
 }
 

@@ -1,5 +1,6 @@
 #include "backends/cpu/dnnl_util.hpp"
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 
@@ -45,6 +46,36 @@ Md with_data_type(const Md& md, Dt dt) {
   c.data_type = static_cast<dnnl_data_type_t>(dt);
   c.extra = dnnl_memory_extra_desc_t{};
   return Md(c);
+}
+
+std::optional<Md> layout_like(const Md& like, const Dims& dims) {
+  const dnnl_memory_desc_t& l = like.data;
+  if (l.format_kind != dnnl_blocked || l.offset0 != 0 || static_cast<size_t>(l.ndims) != dims.size())
+    return std::nullopt;
+  const auto& blocking = l.format_desc.blocking;
+  const size_t rank = dims.size();
+  Dims block(rank, 1);
+  int64_t inner = 1;
+  for (int k = 0; k < blocking.inner_nblks; ++k) {
+    block[static_cast<size_t>(blocking.inner_idxs[k])] *= blocking.inner_blks[k];
+    inner *= blocking.inner_blks[k];
+  }
+  std::vector<size_t> order(rank);  // outermost first
+  for (size_t d = 0; d < rank; ++d) order[d] = d;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t x, size_t y) { return blocking.strides[x] > blocking.strides[y]; });
+  dnnl_memory_desc_t d = l;
+  int64_t stride = inner;
+  for (size_t i = rank; i-- > 0;) {
+    const size_t dim = order[i];
+    const int64_t padded = (dims[dim] + block[dim] - 1) / block[dim] * block[dim];
+    d.dims[dim] = dims[dim];
+    d.padded_dims[dim] = padded;
+    d.padded_offsets[dim] = 0;
+    d.format_desc.blocking.strides[dim] = stride;
+    stride *= padded / block[dim];
+  }
+  return Md(d);
 }
 
 std::string md_string(const Md& md) {
@@ -129,6 +160,8 @@ std::optional<Eltwise> eltwise_for(const ir::Graph& graph, const ir::Node& node,
   // -1.4e-6, outside the ONNX suite's absolute tolerance.
   if (op == "Neg") return Eltwise{A::eltwise_linear, -1, 0};
   if (op == "Softplus") return Eltwise{A::eltwise_soft_relu, 0, 0};
+  if (op == "HardSigmoid")
+    return Eltwise{A::eltwise_linear, a.get_float("alpha", 0.2f), a.get_float("beta", 0.5f), true};
   if (op == "Gelu") {
     std::string approx = a.get_string("approximate", "none");
     if (approx == "none") return Eltwise{A::eltwise_gelu_erf, 0, 0};
@@ -176,7 +209,7 @@ std::string eltwise_name(const Eltwise& e) {
     case A::eltwise_log:
       return "log";
     case A::eltwise_linear:
-      return "linear";
+      return e.clip_unit ? "hardsigmoid" : "linear";
     case A::eltwise_soft_relu:
       return "softplus";
     case A::eltwise_gelu_erf:

@@ -35,6 +35,12 @@ bool is_strided(const Md& md);
 bool is_plain(const Md& md);
 // `md`'s layout with another data type (same dims and blocking).
 Md with_data_type(const Md& md, Dt dt);
+// `like`'s layout (its stride order and inner blocks, dense) over other
+// dims of the same rank: a broadcast operand or a concat input laid out like
+// its partner, which oneDNN's jit kernels need (given a plain vector beside a
+// blocked or permuted tensor, binary falls back to its reference kernel).
+// nullopt for layouts this cannot describe (offset views, non-blocked).
+std::optional<Md> layout_like(const Md& like, const Dims& dims);
 
 // "f32[1,64,56,56]{s:200704,1,3584,64}" or with inner blocks "{...|b:1x16}".
 std::string md_string(const Md& md);
@@ -46,6 +52,9 @@ struct Eltwise {
   dnnl::algorithm alg;
   float alpha = 0;
   float beta = 0;
+  // Then clip to [0, 1]: HardSigmoid is alpha * x + beta clipped, and
+  // oneDNN 2.6 has no single algorithm for it (a second eltwise post-op).
+  bool clip_unit = false;
 };
 // nullopt (with `why` set) when oneDNN has no exact equivalent. Clip bounds
 // must be constants (`graph` supplies them).

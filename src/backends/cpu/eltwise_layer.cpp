@@ -2,7 +2,10 @@
 // Add/Sub/Mul/Div as oneDNN binary with numpy broadcasting of the second
 // operand. Both work on the producer's layout (blocked included) and write
 // in place over an input that dies here.
+#include <algorithm>
+#include <cmath>
 #include <optional>
+#include <string>
 
 #include "backends/cpu/instance_builder.hpp"
 
@@ -25,7 +28,63 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
   int dst = b.try_inplace(x, y, pd.dst_desc());
   if (dst < 0) dst = b.define(y, pd.dst_desc());
   b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+  if (e->clip_unit) {
+    // A second primitive, in place: oneDNN 2.6's eltwise primitive with an
+    // eltwise post-op wrote zeros (ONNX's HardSigmoid example).
+    dnnl::eltwise_forward::desc clip(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_clip,
+                                     pd.dst_desc(), 0.0f, 1.0f);
+    dnnl::eltwise_forward::primitive_desc clip_pd(clip, b.attr(), b.engine());
+    b.add_primitive(clip_pd, {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
+  }
 }
+
+namespace {
+
+bool is_reference(const dnnl::primitive_desc_base& pd) {
+  return std::string(pd.impl_info_str()).rfind("ref", 0) == 0;
+}
+
+// x (op) c and c (op) x for a constant scalar c as one eltwise primitive:
+// a * x + b, or c * x^-1 for c / x. Eltwise runs jitted on any layout,
+// where binary broadcasting of a scalar over a permuted view does not.
+std::optional<Eltwise> scalar_eltwise(const std::string& op, double c, bool constant_first) {
+  using A = dnnl::algorithm;
+  const auto f = static_cast<float>(c);
+  if (op == "Add") return Eltwise{A::eltwise_linear, 1.0f, f};
+  if (op == "Mul") return Eltwise{A::eltwise_linear, f, 0.0f};
+  if (op == "Sub")
+    return constant_first ? Eltwise{A::eltwise_linear, -1.0f, f} : Eltwise{A::eltwise_linear, 1.0f, -f};
+  if (op == "Div") {
+    if (constant_first) return Eltwise{A::eltwise_pow, f, -1.0f};
+    // x / c as x * (1 / c): exact for powers of two (ViT's 1/8), else
+    // within an ulp of the division.
+    if (c != 0 && std::isfinite(1.0 / c))
+      return Eltwise{A::eltwise_linear, static_cast<float>(1.0 / c), 0.0f};
+  }
+  return std::nullopt;
+}
+
+// The float value of a constant holding exactly one element.
+std::optional<double> scalar_value(const InstanceBuilder& b, ValueId v) {
+  const Tensor* t = b.known(v);
+  if (!t || t->numel() != 1 || t->dtype() != DType::float32) return std::nullopt;
+  return t->float_at(0);
+}
+
+// One eltwise primitive computing `e` of `x` into `y`, in x's layout.
+void add_eltwise(InstanceBuilder& b, LayerDesc& layer, ValueId x, ValueId y, const Eltwise& e,
+                 const std::string& name) {
+  const int src = b.use_current(x);
+  const Md md = b.slot(src).md;
+  dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, e.alg, md, e.alpha, e.beta);
+  dnnl::eltwise_forward::primitive_desc pd(desc, b.attr(), b.engine());
+  layer.tactic.name = name;
+  int dst = b.try_inplace(x, y, pd.dst_desc());
+  if (dst < 0) dst = b.define(y, pd.dst_desc());
+  b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+}
+
+}  // namespace
 
 void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
@@ -36,6 +95,17 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
   // oneDNN broadcasts only its second source: put the full-size operand
   // first. c - x and c / x become -(x - c) and (x / c)^-1 as a post-op.
   auto full = [&](ValueId v) { return b.shape(v) == out && !b.is_fixed(v); };
+  for (int constant_first = 0; constant_first < 2; ++constant_first) {
+    const ValueId data = constant_first ? z : x;
+    const ValueId c = constant_first ? x : z;
+    if (!full(data)) continue;
+    if (auto value = scalar_value(b, c)) {
+      if (auto e = scalar_eltwise(n.op_type, *value, constant_first != 0)) {
+        add_eltwise(b, layer, data, y, *e, "eltwise:" + eltwise_name(*e) + "(" + n.op_type + " scalar)");
+        return;
+      }
+    }
+  }
   dnnl::post_ops post_ops;
   if (!full(x) && full(z)) {
     std::swap(x, z);
@@ -54,30 +124,64 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
     const auto& zs = b.shape(z);
     for (size_t i = 0; i < zs.size(); ++i) padded[padded.size() - zs.size() + i] = zs[i];
   }
-  int src0 = b.use_current(x);
-  int src1 = -1;
   const bool same = b.shape(z) == out && !b.is_fixed(z);
-  if (same) {
-    src1 = b.use(z, b.slot(src0).md);
-  } else if (b.is_fixed(z)) {
-    src1 = b.weight_slot(z, plain_md(padded, Dt::f32), plain_md(padded, Dt::f32));
-  } else {
-    src1 = b.view(b.use_plain(z, Dt::f32), plain_md(padded, Dt::f32));
-  }
   dnnl::primitive_attr attr = b.attr();
   attr.set_post_ops(post_ops);
+  // The broadcast operand laid out as `want`: a weight reordered at refit,
+  // an activation reordered into this layer's scratch.
+  auto second = [&](const Md& want) {
+    if (same) return b.use(z, want);
+    const Md flat = plain_md(padded, Dt::f32);
+    if (b.is_fixed(z)) return b.weight_slot(z, flat, want);
+    if (b.shape(z).size() == padded.size()) return b.use(z, want);  // one reorder at most, from its layout
+    const int view = b.view(b.use_plain(z, Dt::f32), flat);
+    if (want == flat) return view;
+    const int t = b.temp(want);
+    b.add_reorder(view, t);
+    return t;
+  };
+  // A row-major tensor whose size-1 dims carry other strides (a transposed
+  // view of [197, 1, 768]) compares equal to plain, but oneDNN reads its
+  // strides as a permuted layout and takes the reference kernel: read it
+  // through a plain descriptor of the same bytes.
+  auto canonical = [&](int s) {
+    const Md md = b.slot(s).md;
+    return is_plain(md) ? b.view(s, plain_md(md.dims(), md.data_type())) : s;
+  };
+  auto make = [&](int& s0, int& s1) -> std::optional<dnnl::binary::primitive_desc> {
+    s0 = canonical(s0);
+    s1 = canonical(s1);
+    try {
+      dnnl::binary::desc desc(alg, b.slot(s0).md, b.slot(s1).md, b.slot(s0).md);
+      return dnnl::binary::primitive_desc(desc, attr, b.engine());
+    } catch (const dnnl::error&) {
+      return std::nullopt;  // mixed layouts oneDNN cannot combine
+    }
+  };
+  // Attempts, best first: the broadcast operand laid out like the first
+  // (no copy of the big one), then both plain. The reference binary kernel
+  // is taken only when nothing else exists.
+  int src0 = b.use_current(x);
+  int src1 = -1;
   std::optional<dnnl::binary::primitive_desc> pd;
-  try {
-    dnnl::binary::desc desc(alg, b.slot(src0).md, b.slot(src1).md, b.slot(src0).md);
-    pd = dnnl::binary::primitive_desc(desc, attr, b.engine());
-  } catch (const dnnl::error&) {
-    // Mixed layouts oneDNN cannot combine: fall back to plain f32 for both.
-    src0 = b.use_plain(x, Dt::f32);
-    if (same) src1 = b.use_plain(z, Dt::f32);
-    dnnl::binary::desc desc(alg, b.slot(src0).md, b.slot(src1).md, b.slot(src0).md);
-    pd = dnnl::binary::primitive_desc(desc, attr, b.engine());
+  const Md first = b.slot(src0).md;
+  if (auto like = same ? std::optional<Md>(first) : layout_like(first, padded)) {
+    src1 = second(*like);
+    pd = make(src0, src1);
   }
-  layer.tactic.name = "binary:" + n.op_type;
+  if (!pd || is_reference(*pd)) {
+    int p0 = b.use_plain(x, Dt::f32);
+    int p1 = second(plain_md(same ? Dims(out.begin(), out.end()) : padded, Dt::f32));
+    std::optional<dnnl::binary::primitive_desc> plain = make(p0, p1);
+    if (plain && (!pd || !is_reference(*plain))) {
+      pd = plain;
+      src0 = p0;
+      src1 = p1;
+    }
+  }
+  if (!pd)
+    throw Error(ErrorCode::unsupported, n.describe() + ": oneDNN has no binary primitive for these layouts");
+  layer.tactic.name = "binary:" + n.op_type + (is_reference(*pd) ? "/ref" : "");
   int dst = (z == x) ? -1 : b.try_inplace(x, y, pd->dst_desc());
   if (dst >= 0 && b.slot(src0).md != b.slot(dst).md) dst = -1;
   if (dst < 0) dst = b.define(y, pd->dst_desc());

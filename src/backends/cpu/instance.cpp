@@ -346,6 +346,9 @@ void InstanceBuilder::build_all(bool materialize_now) {
         case LayerKind::layer_norm:
           build_layer_norm_layer(*this, layer);
           break;
+        case LayerKind::batch_norm:
+          build_batch_norm_layer(*this, layer);
+          break;
         case LayerKind::concat:
           build_concat_layer(*this, layer);
           break;

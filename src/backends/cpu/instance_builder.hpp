@@ -101,6 +101,7 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_binary_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_softmax_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_batch_norm_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_concat_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_view_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_aux_layer(InstanceBuilder& b, LayerDesc& layer);

@@ -87,6 +87,27 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::view;
   }
   if (!single_output(n)) return no("optional outputs are requested");
+  if (op == "Slice") {
+    // A strided window of a float tensor, copied by one reorder (ViT's q,
+    // k and v out of the fused in-projection) instead of a reference kernel.
+    if (n.opset < 10 || n.inputs.size() < 3 || n.inputs[0] == k_no_value ||
+        g.value(n.inputs[0]).type.dtype != DType::float32 || !rank_of(g, n.inputs[0]) ||
+        *rank_of(g, n.inputs[0]) == 0) {
+      return no("Slice of this kind");
+    }
+    for (size_t i = 1; i < n.inputs.size(); ++i) {
+      if (n.inputs[i] != k_no_value && !is_constant(g, n.inputs[i]))
+        return no("Slice bounds are not constant");
+    }
+    if (n.inputs.size() > 4 && n.inputs[4] != k_no_value) {
+      const Tensor* steps = g.value(n.inputs[4]).known_value();
+      if (!steps) return no("Slice steps are not known");
+      for (int64_t s : steps->to_int_vector()) {
+        if (s != 1) return no("Slice steps other than 1");
+      }
+    }
+    return LayerKind::view;
+  }
   if (!float_data(g, n, why)) return std::nullopt;
   if (op == "Conv") {
     if (n.inputs.size() < 2 || rank_of(g, n.inputs[0]) != 4u) return no("only 2-d convolutions");
@@ -160,6 +181,20 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     }
     if (n.inputs.size() < 2) return no("no scale");
     return LayerKind::layer_norm;
+  }
+  if (op == "BatchNormalization") {
+    // Inference with the stored statistics: a BatchNorm right after a Conv
+    // is folded into it by lowering; this is one after anything else
+    // (DenseNet's BN -> ReLU -> Conv after every Concat).
+    auto r = rank_of(g, n.inputs[0]);
+    if (!r || *r < 2 || *r > 5) return no("rank");
+    if (n.inputs.size() != 5) return no("BatchNormalization arity");
+    for (size_t i = 1; i < 5; ++i) {
+      if (n.inputs[i] == k_no_value || !is_fixed(g, n.inputs[i])) return no("statistics are not constant");
+      if (rank_of(g, n.inputs[i]) != 1u) return no("statistics are not vectors");
+    }
+    if (n.attrs.get_int("training_mode", 0) != 0) return no("training_mode");
+    return LayerKind::batch_norm;
   }
   if (op == "Concat") {
     if (!all_float_inputs(g, n)) return no("non-float operand");
@@ -323,10 +358,8 @@ bool can_attach_depthwise(const ir::Graph& g, NodeId pointwise, NodeId depthwise
 
 namespace {
 
-// Attaches each depthwise conv layer to the pointwise conv layer whose
-// result only it reads (MobileNet's expand 1x1 -> depthwise 3x3). The
-// depthwise layer runs earlier than before, right after its only input.
-void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
+// Per value: how many node inputs read it, plus one for a graph output.
+std::vector<int> reader_counts(const ir::Graph& g) {
   std::vector<int> readers(g.num_values(), 0);
   for (size_t n = 0; n < g.num_nodes(); ++n) {
     for (ValueId in : g.node(static_cast<NodeId>(n)).inputs) {
@@ -334,6 +367,43 @@ void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
     }
   }
   for (ValueId out : g.outputs()) ++readers[static_cast<size_t>(out)];
+  return readers;
+}
+
+// The one node reading `v` (once), or k_no_node.
+NodeId sole_reader(const ir::Graph& g, const std::vector<int>& readers, ValueId v) {
+  if (v == k_no_value || readers[static_cast<size_t>(v)] != 1) return k_no_node;
+  for (size_t n = 0; n < g.num_nodes(); ++n) {
+    for (ValueId in : g.node(static_cast<NodeId>(n)).inputs) {
+      if (in == v) return static_cast<NodeId>(n);
+    }
+  }
+  return k_no_node;
+}
+
+}  // namespace
+
+bool has_swish(const ir::Graph& g, const LayerDesc& layer) {
+  if (layer.activation == k_no_node || g.node(layer.activation).op_type != "Sigmoid") return false;
+  const ir::Node& sigmoid = g.node(layer.activation);
+  for (NodeId m : layer.nodes) {
+    const ir::Node& mul = g.node(m);
+    if (mul.op_type == "Mul" && mul.inputs.size() == 2 && !sigmoid.inputs.empty() &&
+        ((mul.inputs[0] == sigmoid.inputs[0] && mul.inputs[1] == sigmoid.outputs[0]) ||
+         (mul.inputs[1] == sigmoid.inputs[0] && mul.inputs[0] == sigmoid.outputs[0]))) {
+      return true;
+    }
+  }
+  return false;
+}
+
+namespace {
+
+// Attaches each depthwise conv layer to the pointwise conv layer whose
+// result only it reads (MobileNet's expand 1x1 -> depthwise 3x3). The
+// depthwise layer runs earlier than before, right after its only input.
+void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
+  const std::vector<int> readers = reader_counts(g);
   std::map<ValueId, size_t> conv_reading;  // conv layers by their data input
   for (size_t i = 0; i < layers.size(); ++i) {
     if (layers[i].kind == LayerKind::conv) conv_reading[g.node(layers[i].anchor()).inputs[0]] = i;
@@ -348,6 +418,9 @@ void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
     const LayerDesc& dw = layers[it->second];
     if (dw.residual_add != k_no_node || dw.dw_conv != k_no_node) continue;
     if (!can_attach_depthwise(g, pw.anchor(), dw.anchor())) continue;
+    // A swish (Sigmoid + Mul) stays with its own conv: the depthwise post-op
+    // chain describes plain activations only.
+    if (has_swish(g, pw) || has_swish(g, dw)) continue;
     pw.dw_conv = dw.anchor();
     pw.dw_activation = dw.activation;
     pw.nodes.insert(pw.nodes.end(), dw.nodes.begin(), dw.nodes.end());
@@ -368,6 +441,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
   std::map<NodeId, passes::FusionGroup> groups;
   for (passes::FusionGroup& f : passes::find_fusions(g)) groups[f.anchor] = std::move(f);
   std::vector<bool> shape_only = shape_only_values(g);
+  const std::vector<int> readers = reader_counts(g);
   std::vector<bool> consumed(g.num_nodes(), false);
   std::vector<LayerDesc> layers;
   for (NodeId n : g.topological_order()) {
@@ -401,8 +475,18 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
           }
         }
         for (NodeId m : f.nodes) {
-          if (m == n || (m == f.activation && layer.activation == k_no_node)) continue;
+          if (m == n || ((m == f.activation || m == f.swish_mul) && layer.activation == k_no_node)) continue;
           layer.nodes.push_back(m);
+        }
+      }
+      if (layer.kind == LayerKind::batch_norm) {
+        // oneDNN fuses a Relu into the normalization (fuse_norm_relu).
+        const NodeId relu = sole_reader(g, readers, layer.output);
+        if (relu != k_no_node && g.node(relu).op_type == "Relu" && default_domain(g.node(relu)) &&
+            g.node(relu).inputs.size() == 1 && single_output(g.node(relu))) {
+          layer.activation = relu;
+          layer.nodes.push_back(relu);
+          layer.output = g.node(relu).outputs[0];
         }
       }
     } else {
@@ -439,6 +523,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "aux";
     case LayerKind::shape:
       return "shape";
+    case LayerKind::batch_norm:
+      return "batch_norm";
   }
   return "?";
 }

@@ -36,6 +36,10 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& lowered);
 // Only the nodes' geometry is checked, not that one reads the other.
 bool can_attach_depthwise(const ir::Graph& graph, ir::NodeId pointwise, ir::NodeId depthwise);
 
+// Whether a conv/matmul layer's activation is a swish: its Sigmoid and the
+// Mul of the Sigmoid's input by its output are both in the layer.
+bool has_swish(const ir::Graph& graph, const LayerDesc& layer);
+
 const char* layer_kind_name(LayerKind kind);
 
 }  // namespace kiln::cpu

@@ -1,6 +1,8 @@
-// Softmax and LayerNormalization layers. Both read a plain (row-major)
-// tensor: LayerNormalization over trailing axes becomes oneDNN's last-axis
-// normalization of a [outer, inner] view, with scale and shift as weights.
+// Softmax, LayerNormalization and BatchNormalization layers. The first two
+// read a plain (row-major) tensor: LayerNormalization over trailing axes
+// becomes oneDNN's last-axis normalization of a [outer, inner] view, with
+// scale and shift as weights. BatchNormalization normalizes over channels
+// in the producer's layout, with a following Relu fused.
 #include <optional>
 
 #include "backends/cpu/instance_builder.hpp"
@@ -83,6 +85,64 @@ void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCALE, b.weight_slot(scale, vec, vec)}};
   if (shift != ir::k_no_value) args.emplace_back(DNNL_ARG_SHIFT, b.weight_slot(shift, vec, vec));
   b.add_primitive(*pd, std::move(args));
+}
+
+}  // namespace kiln::cpu
+
+namespace kiln::cpu {
+
+void build_batch_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  if (n.op_type != "BatchNormalization" || n.inputs.size() != 5) {
+    throw Error(ErrorCode::invalid_model, "a batch_norm layer whose node is not a BatchNormalization");
+  }
+  const ValueId x = n.inputs[0];
+  const ValueId y = layer.output;
+  const bool relu = layer.activation != ir::k_no_node;
+  if (relu) {
+    const ir::Node& act = b.node(layer.activation);
+    if (act.op_type != "Relu" || act.inputs.empty() || act.inputs[0] != n.outputs[0]) {
+      throw Error(ErrorCode::invalid_model, "a batch_norm layer's activation is not a Relu of it");
+    }
+  }
+  const auto& shape = b.shape(x);
+  if (shape.size() < 2) throw Error(ErrorCode::invalid_model, "BatchNormalization of a rank < 2 tensor");
+  const int64_t channels = shape[1];
+  for (size_t i = 1; i < 5; ++i) {
+    const auto& s = b.shape(n.inputs[i]);
+    if (s.size() != 1 || s[0] != channels) {
+      throw Error(ErrorCode::invalid_model, "BatchNormalization statistics do not match the channels");
+    }
+  }
+  auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
+               dnnl::normalization_flags::use_shift;
+  if (relu) flags = flags | dnnl::normalization_flags::fuse_norm_relu;
+  const float epsilon = n.attrs.get_float("epsilon", 1e-5f);
+  // The producer's layout (blocked included): oneDNN normalizes over
+  // channels in any of them, so no reorder; f32 when it is not f32.
+  int src = b.use_current(x);
+  if (b.slot(src).md.data_type() != Dt::f32) src = b.use_plain(x, Dt::f32);
+  std::optional<dnnl::batch_normalization_forward::primitive_desc> pd;
+  for (int attempt = 0; attempt < 2 && !pd; ++attempt) {
+    try {
+      dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md,
+                                                   epsilon, flags);
+      pd = dnnl::batch_normalization_forward::primitive_desc(desc, b.attr(), b.engine());
+    } catch (const dnnl::error&) {
+      if (attempt == 1) throw;
+      src = b.use_plain(x, Dt::f32);  // a layout this primitive does not take
+    }
+  }
+  layer.tactic.name = std::string("batch_norm") + (relu ? "+relu" : "");
+  int dst = b.try_inplace(x, y, pd->dst_desc());
+  if (dst < 0) dst = b.define(y, pd->dst_desc());
+  const Md vec = plain_md(Dims{channels}, Dt::f32);
+  b.add_primitive(*pd, {{DNNL_ARG_SRC, src},
+                        {DNNL_ARG_DST, dst},
+                        {DNNL_ARG_SCALE, b.weight_slot(n.inputs[1], vec, vec)},
+                        {DNNL_ARG_SHIFT, b.weight_slot(n.inputs[2], vec, vec)},
+                        {DNNL_ARG_MEAN, b.weight_slot(n.inputs[3], vec, vec)},
+                        {DNNL_ARG_VARIANCE, b.weight_slot(n.inputs[4], vec, vec)}});
 }
 
 }  // namespace kiln::cpu

@@ -31,11 +31,12 @@ enum class LayerKind : uint8_t {
   softmax = 5,
   layer_norm = 6,
   concat = 7,
-  view = 8,    // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy
-  aux = 9,     // runs a reference kernel inside the engine
-  shape = 10,  // depends only on input shapes: evaluated once per shape set
+  view = 8,         // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy; Slice: one reorder
+  aux = 9,          // runs a reference kernel inside the engine
+  shape = 10,       // depends only on input shapes: evaluated once per shape set
+  batch_norm = 11,  // BatchNormalization with its statistics (+ a fused Relu as `activation`)
 };
-constexpr uint8_t k_last_layer_kind = 10;
+constexpr uint8_t k_last_layer_kind = 11;
 
 // gemm: a 1x1 conv as one oneDNN matmul over its nhwc activations.
 enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2, gemm = 3 };
