@@ -490,27 +490,70 @@ TEST_F(CudaKernels, BinaryInPlaceAndNaNThroughMaxMin) {
 // -------------------------------------------------------------- bias_act
 
 TEST_F(CudaKernels, BiasActAddsBiasPerChannelAndResidual) {
-  const int64_t outer = 3, channels = 5, inner = 7;
-  const auto n = static_cast<size_t>(outer * channels * inner);
-  for (ElemType t : k_types) {
-    for (int mode = 0; mode < 4; ++mode) {  // bit 0: bias, bit 1: residual
-      const bool with_bias = (mode & 1) != 0, with_residual = (mode & 2) != 0;
-      const std::vector<float> x = random_values(t, n, -3, 3, 21);
-      const std::vector<float> bias = random_values(t, channels, -1, 1, 22);
-      const std::vector<float> res = random_values(t, n, -1, 1, 23);
-      const ActParams act{Act::silu, 0, 0};
-      std::vector<double> want(n);
-      for (size_t i = 0; i < n; ++i) {
-        double v = x[i];
-        if (with_bias) v += bias[(i / inner) % channels];
-        if (with_residual) v += res[i];
-        want[i] = ref_act(act, v);
+  // inner 7 takes the per-element kernel; inner 16 (a multiple of every
+  // vector size) the vectorised one.
+  for (const int64_t inner : {int64_t{7}, int64_t{16}}) {
+    const int64_t outer = 3, channels = 5;
+    const auto n = static_cast<size_t>(outer * channels * inner);
+    for (ElemType t : k_types) {
+      for (int mode = 0; mode < 4; ++mode) {  // bit 0: bias, bit 1: residual
+        const bool with_bias = (mode & 1) != 0, with_residual = (mode & 2) != 0;
+        const std::vector<float> x = random_values(t, n, -3, 3, 21);
+        const std::vector<float> bias = random_values(t, channels, -1, 1, 22);
+        const std::vector<float> res = random_values(t, n, -1, 1, 23);
+        const ActParams act{Act::silu, 0, 0};
+        std::vector<double> want(n);
+        for (size_t i = 0; i < n; ++i) {
+          double v = x[i];
+          if (with_bias) v += bias[(i / inner) % channels];
+          if (with_residual) v += res[i];
+          want[i] = ref_act(act, v);
+        }
+        DeviceTensor dx(t, x), db(t, bias), dr(t, res);
+        launch_bias_act(t, dx.get(), with_bias ? db.get() : nullptr, with_residual ? dr.get() : nullptr,
+                        dx.get(), outer, channels, inner, act, stream_);  // in place, as the engine runs it
+        expect_close(t, dx.read(), want,
+                     "bias_act inner " + std::to_string(inner) + " mode " + std::to_string(mode));
       }
-      DeviceTensor dx(t, x), db(t, bias), dr(t, res);
-      launch_bias_act(t, dx.get(), with_bias ? db.get() : nullptr, with_residual ? dr.get() : nullptr,
-                      dx.get(), outer, channels, inner, act, stream_);  // in place, as the engine runs it
-      expect_close(t, dx.read(), want, "bias_act mode " + std::to_string(mode));
     }
+  }
+}
+
+// Aligned buffers take the 16-byte vector paths; a pointer one element in
+// must take the per-element ones and give the same results.
+TEST_F(CudaKernels, ElementwiseKernelsOnUnalignedPointers) {
+  for (ElemType t : k_types) {
+    const size_t n = 1001;
+    const size_t e = elem_bytes(t);
+    auto shifted = [](std::vector<float> v) {
+      v.insert(v.begin(), 0.0f);
+      return v;
+    };
+    auto at1 = [e](const DeviceTensor& d) { return static_cast<void*>(static_cast<char*>(d.get()) + e); };
+    auto tail = [](std::vector<float> v) { return std::vector<float>(v.begin() + 1, v.end()); };
+    const std::vector<float> x = random_values(t, n, -3, 3, 131), b = random_values(t, n, -3, 3, 132);
+
+    const ActParams act{Act::sigmoid, 0, 0};
+    std::vector<double> want(n);
+    for (size_t i = 0; i < n; ++i) want[i] = ref_act(act, x[i]);
+    DeviceTensor dx(t, shifted(x)), dy(t, n + 1);
+    launch_unary(act, t, at1(dx), at1(dy), static_cast<int64_t>(n), stream_);
+    expect_close(t, tail(dy.read()), want, "unaligned unary");
+
+    const Broadcast same{{static_cast<int64_t>(n)}, {static_cast<int64_t>(n)}, {static_cast<int64_t>(n)}};
+    DeviceTensor db(t, shifted(b)), dz(t, n + 1);
+    launch_binary(BinaryOp::mul, {}, t, at1(dx), at1(db), at1(dz), same.shape(), stream_);
+    expect_close(t, tail(dz.read()), same.reference(BinaryOp::mul, {}, x, b), "unaligned binary");
+
+    // bias_act with inner 16: vectorisable but for the pointer.
+    const int64_t channels = 7, inner = 16, outer = 1;
+    const std::vector<float> xb = random_values(t, channels * inner, -3, 3, 133);
+    const std::vector<float> bias = random_values(t, channels, -1, 1, 134);
+    std::vector<double> want_b(xb.size());
+    for (size_t i = 0; i < xb.size(); ++i) want_b[i] = xb[i] + bias[i / inner];
+    DeviceTensor dxb(t, shifted(xb)), dbias(t, bias), dyb(t, xb.size() + 1);
+    launch_bias_act(t, at1(dxb), dbias.get(), nullptr, at1(dyb), outer, channels, inner, {}, stream_);
+    expect_close(t, tail(dyb.read()), want_b, "unaligned bias_act");
   }
 }
 
@@ -668,6 +711,22 @@ TEST_F(CudaKernels, ReduceRowsMaxPropagatesNaN) {
 
 // ----------------------------------------------------- softmax and norm
 
+// Probabilities of long rows are small, so an absolute tolerance of 1e-5
+// would accept nearly anything: softmax is held to relative error, down to
+// the smallest step of the type (f16's subnormals).
+Tol softmax_tol(ElemType t, bool log) {
+  if (log) return tol_for(t);
+  switch (t) {
+    case ElemType::f32:
+      return {1e-9, 2e-5};
+    case ElemType::f16:
+      return {1.2e-7, 2e-3};
+    case ElemType::bf16:
+      return {1e-9, 1.6e-2};
+  }
+  return {0, 0};
+}
+
 std::vector<double> ref_softmax(std::span<const float> x, int64_t rows, int64_t cols, bool log) {
   std::vector<double> y(x.size());
   for (int64_t r = 0; r < rows; ++r) {
@@ -693,7 +752,7 @@ TEST_F(CudaKernels, SoftmaxAndLogSoftmaxOverRowsOfEveryLength) {
       for (bool log : {false, true}) {
         DeviceTensor dx(t, x), dy(t, x.size());
         launch_softmax(t, log, dx.get(), dy.get(), rows, cols, stream_);
-        expect_close(t, dy.read(), ref_softmax(x, rows, cols, log),
+        expect_close(t, dy.read(), ref_softmax(x, rows, cols, log), softmax_tol(t, log),
                      std::string(log ? "log_softmax " : "softmax ") + std::to_string(rows) + " x " +
                          std::to_string(cols));
       }
@@ -711,7 +770,8 @@ TEST_F(CudaKernels, SoftmaxIsStableForLargeLogitsAndMaskedColumns) {
     for (bool log : {false, true}) {
       DeviceTensor dx(t, x);
       launch_softmax(t, log, dx.get(), dx.get(), 2, cols, stream_);  // in place
-      expect_close(t, dx.read(), ref_softmax(x, 2, cols, log), "stable softmax " + std::to_string(cols));
+      expect_close(t, dx.read(), ref_softmax(x, 2, cols, log), softmax_tol(t, log),
+                   "stable softmax " + std::to_string(cols));
     }
   }
 }

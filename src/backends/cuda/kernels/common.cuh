@@ -53,6 +53,17 @@ __device__ __forceinline__ void store(T* p, int64_t i, float v) {
   p[i] = Elem<T>::store(v);
 }
 
+// 16 bytes of elements (4 floats, 8 halves), the widest load one thread
+// issues: memory-bound kernels move a vector per thread per iteration where
+// every pointer is 16-byte aligned.
+template <typename T>
+struct alignas(16) Vec {
+  static constexpr int size = 16 / sizeof(T);
+  T e[size];
+};
+
+inline bool aligned16(const void* p) { return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Calls f(std::type_identity<T>{}) with the storage type of `type`.
 template <typename F>
 void dispatch(ElemType type, const char* kernel, F&& f) {

@@ -12,17 +12,37 @@ namespace kiln::cuda {
 
 namespace {
 
+using detail::aligned16;
 using detail::Elem;
 using detail::global_thread;
 using detail::grid_for;
 using detail::grid_threads;
 using detail::k_block;
+using detail::Vec;
 
 template <typename T>
 __global__ void unary_kernel(ActParams act, const T* x, T* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     detail::store(y, i, detail::apply_act(act, detail::load(x, i)));
   }
+}
+
+// x and y 16-byte aligned: one vector per thread per iteration, then the
+// n % V tail elements by the first threads.
+template <typename T>
+__global__ void unary_vec_kernel(ActParams act, const T* x, T* y, int64_t n) {
+  constexpr int V = Vec<T>::size;
+  const int64_t nv = n / V;
+  const auto* xv = reinterpret_cast<const Vec<T>*>(x);
+  auto* yv = reinterpret_cast<Vec<T>*>(y);
+  for (int64_t i = global_thread(); i < nv; i += grid_threads()) {
+    Vec<T> v = xv[i];
+#pragma unroll
+    for (int k = 0; k < V; ++k) v.e[k] = Elem<T>::store(detail::apply_act(act, Elem<T>::load(v.e[k])));
+    yv[i] = v;
+  }
+  const int64_t t = nv * V + global_thread();
+  if (t < n) detail::store(y, t, detail::apply_act(act, detail::load(x, t)));
 }
 
 // The broadcast shape after dropping size-1 dimensions and merging
@@ -114,6 +134,43 @@ __global__ void binary_kernel(BinaryOp op, ActParams act, const T* a, const T* b
   }
 }
 
+// The same-shape and scalar-operand cases (rank 1 after collapse, strides
+// 1 or 0) with 16-byte aligned pointers: vectors of the stride-1 operands.
+template <typename T>
+__device__ __forceinline__ void load_vec(const T* p, bool scalar, int64_t i, float (&out)[Vec<T>::size]) {
+  if (scalar) {
+    const float v = detail::load(p, 0);
+#pragma unroll
+    for (int k = 0; k < Vec<T>::size; ++k) out[k] = v;
+  } else {
+    const Vec<T> v = reinterpret_cast<const Vec<T>*>(p)[i];
+#pragma unroll
+    for (int k = 0; k < Vec<T>::size; ++k) out[k] = Elem<T>::load(v.e[k]);
+  }
+}
+
+template <typename T>
+__global__ void binary_vec_kernel(BinaryOp op, ActParams act, const T* a, const T* b, T* y, bool a_scalar,
+                                  bool b_scalar, int64_t n) {
+  constexpr int V = Vec<T>::size;
+  const int64_t nv = n / V;
+  for (int64_t i = global_thread(); i < nv; i += grid_threads()) {
+    float fa[V], fb[V];
+    load_vec(a, a_scalar, i, fa);
+    load_vec(b, b_scalar, i, fb);
+    Vec<T> out;
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      out.e[k] = Elem<T>::store(detail::apply_act(act, binary_op(op, fa[k], fb[k])));
+    reinterpret_cast<Vec<T>*>(y)[i] = out;
+  }
+  const int64_t t = nv * V + global_thread();
+  if (t < n) {
+    const float va = detail::load(a, a_scalar ? 0 : t), vb = detail::load(b, b_scalar ? 0 : t);
+    detail::store(y, t, detail::apply_act(act, binary_op(op, va, vb)));
+  }
+}
+
 template <typename T>
 __global__ void bias_act_kernel(const T* x, const T* bias, const T* residual, T* y, int64_t n,
                                 int64_t channels, int64_t inner, ActParams act) {
@@ -122,6 +179,34 @@ __global__ void bias_act_kernel(const T* x, const T* bias, const T* residual, T*
     if (bias != nullptr) v += detail::load(bias, (i / inner) % channels);
     if (residual != nullptr) v += detail::load(residual, i);
     detail::store(y, i, detail::apply_act(act, v));
+  }
+}
+
+// inner a multiple of the vector size and aligned pointers: a vector never
+// straddles two channels, so it takes one bias value.
+template <typename T>
+__global__ void bias_act_vec_kernel(const T* x, const T* bias, const T* residual, T* y, int64_t n,
+                                    int64_t channels, int64_t inner, ActParams act) {
+  constexpr int V = Vec<T>::size;
+  const int64_t nv = n / V;
+  for (int64_t i = global_thread(); i < nv; i += grid_threads()) {
+    float v[V];
+    load_vec(x, false, i, v);
+    if (bias != nullptr) {
+      const float bv = detail::load(bias, (i * V / inner) % channels);
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] += bv;
+    }
+    if (residual != nullptr) {
+      float r[V];
+      load_vec(residual, false, i, r);
+#pragma unroll
+      for (int k = 0; k < V; ++k) v[k] += r[k];
+    }
+    Vec<T> out;
+#pragma unroll
+    for (int k = 0; k < V; ++k) out.e[k] = Elem<T>::store(detail::apply_act(act, v[k]));
+    reinterpret_cast<Vec<T>*>(y)[i] = out;
   }
 }
 
@@ -142,8 +227,14 @@ void launch_unary(ActParams act, ElemType type, const void* x, void* y, int64_t 
   if (n == 0) return;
   detail::dispatch(type, "unary", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    unary_kernel<T>
-        <<<grid_for(n), k_block, 0, stream>>>(act, static_cast<const T*>(x), static_cast<T*>(y), n);
+    const auto* px = static_cast<const T*>(x);
+    auto* py = static_cast<T*>(y);
+    if (aligned16(x) && aligned16(y)) {
+      const int64_t vectors = n / Vec<T>::size;
+      unary_vec_kernel<T><<<grid_for(vectors > 0 ? vectors : 1), k_block, 0, stream>>>(act, px, py, n);
+    } else {
+      unary_kernel<T><<<grid_for(n), k_block, 0, stream>>>(act, px, py, n);
+    }
   });
   detail::check_launch("unary");
 }
@@ -161,7 +252,14 @@ void launch_binary(BinaryOp op, ActParams act, ElemType type, const void* a, con
     const auto* pa = static_cast<const T*>(a);
     const auto* pb = static_cast<const T*>(b);
     auto* py = static_cast<T*>(y);
-    if (s.rank == 1) {
+    const bool a_scalar = s.a[0] == 0, b_scalar = s.b[0] == 0;
+    const bool vector = s.rank == 1 && (a_scalar || s.a[0] == 1) && (b_scalar || s.b[0] == 1) &&
+                        (a_scalar || aligned16(a)) && (b_scalar || aligned16(b)) && aligned16(y);
+    if (vector) {
+      const int64_t vectors = n / Vec<T>::size;
+      binary_vec_kernel<T><<<grid_for(vectors > 0 ? vectors : 1), k_block, 0, stream>>>(
+          op, act, pa, pb, py, a_scalar, b_scalar, n);
+    } else if (s.rank == 1) {
       binary_kernel<T, true><<<grid_for(n), k_block, 0, stream>>>(op, act, pa, pb, py, s, n);
     } else {
       binary_kernel<T, false><<<grid_for(n), k_block, 0, stream>>>(op, act, pa, pb, py, s, n);
@@ -180,9 +278,16 @@ void launch_bias_act(ElemType type, const void* x, const void* bias, const void*
   if (n == 0) return;
   detail::dispatch(type, "bias_act", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    bias_act_kernel<T><<<grid_for(n), k_block, 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(bias), static_cast<const T*>(residual),
-        static_cast<T*>(y), n, channels, inner, act);
+    const auto* px = static_cast<const T*>(x);
+    const auto* pb = static_cast<const T*>(bias);
+    const auto* pr = static_cast<const T*>(residual);
+    auto* py = static_cast<T*>(y);
+    if (inner % Vec<T>::size == 0 && aligned16(x) && aligned16(residual) && aligned16(y)) {
+      bias_act_vec_kernel<T>
+          <<<grid_for(n / Vec<T>::size), k_block, 0, stream>>>(px, pb, pr, py, n, channels, inner, act);
+    } else {
+      bias_act_kernel<T><<<grid_for(n), k_block, 0, stream>>>(px, pb, pr, py, n, channels, inner, act);
+    }
   });
   detail::check_launch("bias_act");
 }
