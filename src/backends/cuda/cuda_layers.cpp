@@ -1,6 +1,7 @@
 #include "backends/cuda/cuda_layers.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <map>
 
 #include "passes/lowering_passes.hpp"
@@ -81,8 +82,9 @@ std::optional<ActParams> activation_of(const ir::Graph& graph, const ir::Node& n
       break;
     case Act::clip: {
       // Opset 11+: bounds are optional inputs, which must be constants here.
-      p.alpha = -3.402823466e38f;
-      p.beta = 3.402823466e38f;
+      // No bound: infinite, so an infinite input stays infinite.
+      p.alpha = -std::numeric_limits<float>::infinity();
+      p.beta = std::numeric_limits<float>::infinity();
       if (node.opset < 11) {
         p.alpha = a.get_float("min", p.alpha);
         p.beta = a.get_float("max", p.beta);
@@ -167,6 +169,10 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
     if (a.get_string("auto_pad", "NOTSET") != "NOTSET" && a.get_string("auto_pad", "NOTSET") != "VALID")
       return op + " auto_pad";
     if (a.get_int("storage_order", 0) != 0) return "MaxPool storage_order";
+    // The average kernel counts padding at the start only; a ceil_mode window
+    // past the end padding would be divided wrongly.
+    if (op == "AveragePool" && a.get_int("ceil_mode", 0) && a.get_int("count_include_pad", 0))
+      return "AveragePool with ceil_mode and count_include_pad";
   } else if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
     if (rank_of(g, n.inputs[0]).value_or(0) < 3) return op + " of rank < 3";
   } else if (op == "Softmax" || op == "LogSoftmax") {

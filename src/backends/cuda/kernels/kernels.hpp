@@ -1,8 +1,9 @@
 // kiln's own CUDA kernels: what the cuda backend runs outside cuDNN and
 // cuBLASLt (activations, broadcast arithmetic, pooling, softmax, LayerNorm,
-// transposes, dtype casts). Every launch is asynchronous on `stream`; a bad
-// launch is reported by the next CUDA call on the stream (the engine checks
-// after each layer in debug builds and at the end of every run).
+// transposes, dtype casts). Every launch is asynchronous on `stream`. A
+// launcher throws std::runtime_error (naming the kernel) for bad arguments
+// or a launch that fails; a fault while the kernel runs is reported by the
+// next synchronising CUDA call (the engine checks at the end of every run).
 //
 // Tensors are dense, row-major (NCHW for images), of one element type.
 // Sizes are int64: a tensor of more than 2^31 elements is supported.
