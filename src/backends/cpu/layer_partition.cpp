@@ -137,6 +137,14 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
           (c.shape->size() == 2 && !((*c.shape)[0] == 1))) {
         return no("Gemm C is not a row bias");
       }
+      // The bias primitive reads N values: a C that broadcasts along N (one
+      // element) is not one.
+      const ir::ValueType& y = g.value(n.outputs[0]).type;
+      const ir::Dim& c_last = c.shape->back();
+      if (!y.shape || y.shape->empty() || !c_last.is_static() || !y.shape->back().is_static() ||
+          c_last.value() != y.shape->back().value()) {
+        return no("Gemm C does not have one value per output column");
+      }
     }
     if (!is_fixed(g, n.inputs[1])) return no("Gemm B is not constant");
     if (is_fixed(g, n.inputs[0])) return no("Gemm A is constant");
