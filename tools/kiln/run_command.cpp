@@ -203,7 +203,7 @@ int run(const RunOptions& opt) {
     std::string available;
     for (const std::string& b : engines) available += b + ", ";
     throw Error(ErrorCode::invalid_argument,
-                "--backend: unknown backend '" + opt.backend + "' (this kiln has: " + available + "ref)");
+                "--backend: unknown backend '" + opt.backend + "' (available: " + available + "ref)");
   }
   if (opt.repeat < 1) throw Error(ErrorCode::invalid_argument, "--repeat must be at least 1");
   if (opt.profile_runs < 1) throw Error(ErrorCode::invalid_argument, "--profile-runs must be at least 1");
