@@ -269,6 +269,8 @@ def _rsqrt(ctx, x):
 
 @op("pow")
 def _pow(ctx, x, exponent):
+    if not isinstance(x, (T, Sym)) and not isinstance(exponent, (T, Sym)):
+        return x ** exponent
     x = tensor(ctx, x)
     if exponent == 2:
         return ctx.b.op("Mul", [x, x], x.dtype, x.shape)

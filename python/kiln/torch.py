@@ -266,6 +266,7 @@ def dynamo_backend(gm, example_inputs, options=None):
     graph dynamo captures runs through an FxModule. A graph with an op the
     translator does not know runs eagerly (``gm.forward``) after a warning."""
     options = dict(options or {})
+    _core._validate_names(options, "torch.compile(backend='kiln') options")
     unsupported = fx_translate.unsupported_nodes(gm)
     if unsupported:
         warnings.warn("kiln: running this graph eagerly (torch.compile backend 'kiln' could not compile it): "
