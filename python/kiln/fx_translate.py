@@ -375,7 +375,8 @@ class Context:
         return _meta_of(value)
 
 
-def translate(gm, example_inputs=None, parameter_indices=None, values=None, input_names=None):
+def translate(gm, example_inputs=None, parameter_indices=None, values=None, input_names=None,
+              parameter_sources=None):
     """Translates ``gm`` (a torch.fx.GraphModule) into a Translation.
 
     ``example_inputs``: one value per placeholder (tensors, ints); shapes
@@ -383,7 +384,9 @@ def translate(gm, example_inputs=None, parameter_indices=None, values=None, inpu
     each node's example value (torch.export's metadata). Placeholders in
     ``parameter_indices`` (default: parameter_placeholders()) become
     initializers; the other tensor placeholders are the ONNX inputs, named
-    ``input_names`` or after the placeholders."""
+    ``input_names`` or after the placeholders. ``parameter_sources`` maps
+    placeholder indices to where their tensors live when they are not
+    graph inputs at run time (torch.export's state dict)."""
     from . import _fx_ops
 
     example_inputs = list(example_inputs or [])
@@ -403,7 +406,10 @@ def translate(gm, example_inputs=None, parameter_indices=None, values=None, inpu
             placeholder_index += 1
             if example is None and i < len(example_inputs):
                 example = example_inputs[i]
-            if i in parameter_indices:
+            if parameter_sources and i in parameter_sources:
+                source = parameter_sources[i]
+                env[node] = b.param(source, source.get(gm, ()), hint=node.name)
+            elif i in parameter_indices:
                 env[node] = b.param(InputSource(i), example, hint=node.name)
             elif isinstance(example, torch.Tensor) or hasattr(example, "shape") and hasattr(example, "dtype"):
                 dtype, shape = _meta_of(example)
@@ -435,7 +441,7 @@ def translate(gm, example_inputs=None, parameter_indices=None, values=None, inpu
         env[node] = result
         if _fx_ops.is_inplace(node) and node.args and isinstance(node.args[0], torch.fx.Node):
             env[node.args[0]] = result  # later readers of the mutated tensor see the new value
-    return Translation(gm, b, inputs, outs, output_tree, set(parameter_indices))
+    return Translation(gm, b, inputs, outs, output_tree, set(parameter_indices) | set(parameter_sources or ()))
 
 
 def unsupported_nodes(gm):

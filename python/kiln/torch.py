@@ -30,7 +30,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import _core, fx_translate
+from . import _core, _torch_export, fx_translate
 from ._core import Input
 
 OPSET = 17
@@ -107,8 +107,12 @@ class CompiledModule(_core.CompiledModel):
 def compile(module, inputs=None, **settings):
     """Exports ``module`` and compiles it with kiln (the tutorial's AOT
     flow): ``inputs`` is one kiln.Input (min/opt/max shapes) or example
-    tensor per forward argument; settings as kiln.compile."""
+    tensor per forward argument; settings as kiln.compile. A
+    ``torch.export.ExportedProgram`` is translated from its graph instead,
+    its Dim ranges giving the input ranges (kiln._torch_export)."""
     _core._validate_names(settings, "compile")
+    if _torch_export.is_exported_program(module):
+        return _torch_export.compile_exported(module, inputs, **settings)
     specs = _as_inputs(inputs)
     model = _core._compile_onnx(export(module, specs), specs, settings)
     model.__class__ = CompiledModule

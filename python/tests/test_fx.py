@@ -192,6 +192,7 @@ class Ops(nn.Module):
         self.fn = fn
         self.w1 = nn.Parameter(torch.randn(6, 4, 3) * 0.3)  # conv1d
         self.w2 = nn.Parameter(torch.randn(6, 2, 3, 3) * 0.3)  # grouped conv2d
+        self.w3 = nn.Parameter(torch.randn(6, 4, 2, 4) * 0.3)  # even kernels: 'same' pads more at the end
         self.b = nn.Parameter(torch.randn(6) * 0.1)
         self.m = nn.Parameter(torch.randn(5, 7) * 0.3)
 
@@ -204,7 +205,8 @@ def _convs(s, x):
     b = F.conv1d(x.flatten(2), s.w1, None, padding="valid", stride=2)
     c = F.conv2d(x, s.w2, s.b, padding=(1, 2), dilation=(1, 2), groups=2)
     d = F.conv2d(x, s.w2, s.b, padding="same", groups=2)
-    return a, b, c, d
+    e = F.conv2d(x, s.w3, None, padding="same", dilation=(2, 1))
+    return a, b, c, d, e
 
 
 def _activations(s, x):
@@ -432,3 +434,58 @@ def test_torch_compile_weight_change_is_refit(fast):
     with torch.no_grad():
         net[0].weight.mul_(-1)
     assert_close(eager(compiled, x).numpy(), eager(net, x).numpy())
+
+
+# ---- Dynamic dims (torch.export's symbolic shapes) ----------------------------------------
+
+
+class SymInt:
+    """Stands in for torch.SymInt in a node's example value: a dim only
+    known at run time (the translator reads the type's name)."""
+
+    def __init__(self, hint):
+        self.hint = hint
+
+
+class SymbolicValue:
+    def __init__(self, tensor, symbolic):
+        self.dtype = tensor.dtype
+        self.shape = tuple(SymInt(d) if d == symbolic else d for d in tensor.shape)
+
+
+def test_a_symbolic_batch_dim_stays_dynamic(fast):
+    net = TransformerBlock().eval()
+    gm = torch.fx.symbolic_trace(net)  # x.size(0) feeds view and reshape
+    batch = 7  # no other dim of the block is 7
+    values = fx_translate.example_values(gm, [torch.randn(batch, 10, 32)])
+    values = {n: SymbolicValue(v, batch) if isinstance(v, torch.Tensor) else v for n, v in values.items()}
+    t = fx_translate.translate(gm, values=values)
+    assert [v.shape for _, v in t.inputs] == [(None, 10, 32)]
+    spec = kiln.Input(min_shape=(1, 10, 32), opt_shape=(4, 10, 32), max_shape=(8, 10, 32), name=t.inputs[0][1].name)
+    model = kiln.compile(t.onnx_bytes(), inputs=[spec], **fast)
+    for n in (1, 3, 8):
+        x = torch.randn(n, 10, 32)
+        assert_close(t.rebuild(kiln.torch.run_torch(model, [x])).numpy(), eager(net, x).numpy())
+
+
+# ---- torch.export (torch >= 2) --------------------------------------------------------------
+
+
+@needs_torch_2
+@pytest.mark.parametrize("name", ["resnet18", "transformer_block"])
+def test_exported_program_with_a_dim_range(name, fast):
+    from torch.export import Dim, export
+
+    torch.manual_seed(0)
+    if name == "resnet18":
+        net, shape = torchvision.models.resnet18(weights=None).eval(), (2, 3, 64, 64)
+    else:
+        net, shape = TransformerBlock().eval(), (2, 10, 32)
+    ep = export(net, (torch.randn(*shape),), dynamic_shapes={"x": {0: Dim("batch", min=1, max=6)}})
+    model = kiln.torch.compile(ep, **fast)
+    assert [(i["min"][0], i["max"][0]) for i in model.inputs] == [(1, 6)]
+    for n in (1, 5):
+        x = torch.randn(n, *shape[1:])
+        assert_close(model(x).numpy(), eager(net, x).numpy())
+    with pytest.raises(kiln.InvalidArgumentError, match="outside the compiled range"):
+        model(torch.randn(7, *shape[1:]))
