@@ -673,6 +673,36 @@ def squeeze(ctx, x, dim=None):
     return ctx.b.op("Squeeze", [x, ctx.b.ints(dims)], x.dtype)
 
 
+@op("unflatten")
+def unflatten(ctx, x, dim, sizes):
+    x = tensor(ctx, x)
+    d = norm_dim(ctx, dim, x.rank)
+    tail = x.shape[d + 1:]
+    if any(v is None for v in tail):
+        ctx.fail("unflatten with dynamic dims after dim")
+    return reshape(ctx, x, [0] * d + list(sizes) + list(tail))  # 0 copies the input's dim at that position
+
+
+@op("split", "split_with_sizes", "chunk")
+def split(ctx, x, sizes, dim=0):
+    x = tensor(ctx, x)
+    d = norm_dim(ctx, dim, x.rank)
+    total = x.shape[d]
+    if total is None:
+        ctx.fail("split of a dynamic dim")
+    if canonical_name(ctx.node) == "chunk":  # torch.chunk: chunks of ceil(total / n)
+        step = -(-total // int(sizes))
+        sizes = [min(step, total - start) for start in range(0, total, step)]
+    elif isinstance(sizes, int):
+        sizes = [min(sizes, total - start) for start in range(0, total, sizes)]
+    sizes = [int(v) for v in sizes]
+    if sum(sizes) != total:
+        ctx.fail("split sizes %s do not add up to %d" % (sizes, total))
+    if len(sizes) == 1:
+        return (x,)
+    return tuple(ctx.b.op("Split", [x, ctx.b.ints(sizes)], x.dtype, outputs=len(sizes), axis=d))
+
+
 @op("cat", "concat", "concatenate")
 def cat(ctx, tensors, dim=0):
     tensors = [tensor(ctx, x) for x in tensors]

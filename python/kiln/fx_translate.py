@@ -26,8 +26,6 @@ stay dynamic). An op the translator does not know raises
 ``FxTranslationError`` naming the FX node and its target.
 """
 
-import operator
-
 import numpy as np
 import torch
 
@@ -329,7 +327,7 @@ def meta_values(gm):
 def _is_buffer_placeholder(node):
     """dynamo names a lifted buffer L_self_modules_bn_buffers_running_mean_
     and records its source (L['self']._modules['bn']._buffers['running_mean'])."""
-    if "_buffers_" in node.name or node.name.startswith("b_"):
+    if "_buffers_" in node.name:
         return True
     grapharg = node.meta.get("grapharg")
     source = getattr(grapharg, "source", None)

@@ -228,7 +228,7 @@ class FxModule:
             versions = self._versions(entry, args)
             if versions != entry.versions:
                 model = self._compile(entry.translation, args)  # same graph: an engine cache hit + refit
-                entry.model.close()
+                # the old model is not closed: a call on another thread may still hold it; it goes with its last user
                 entry.model, entry.versions = model, versions
                 self.refits += 1
         self.last_model = entry.model

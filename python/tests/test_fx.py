@@ -24,6 +24,10 @@ import kiln.torch  # noqa: E402
 from conftest import assert_close  # noqa: E402
 from kiln import fx_translate  # noqa: E402
 
+# A graph that falls back to eager torch warns (RuntimeWarning): an error in
+# every test but those that expect it (pytest.warns).
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 TORCH_2 = int(torch.__version__.split(".")[0]) >= 2
 needs_torch_2 = pytest.mark.skipif(not TORCH_2, reason="torch.compile and torch.export need torch >= 2.0")
 
@@ -240,7 +244,10 @@ def _layout(s, x):
     d = x[:, 1:3, ::2, -1]
     e = x[..., None, 0]
     f = x.unsqueeze(1).squeeze(1)
-    return a, b, c2, d, e, f, torch.flatten(x), x.size(1), x.size()[-1]
+    chunks = torch.chunk(x, 4, dim=3)  # 5 in chunks of 2: three chunks, as torch makes them
+    parts = x.split([1, 3], dim=1)
+    g = x.unflatten(1, (2, 2))
+    return (a, b, c2, d, e, f, torch.flatten(x), x.size(1), x.size()[-1], chunks[0], chunks[2], parts[1], g)
 
 
 def _matmul(s, x):
