@@ -20,7 +20,11 @@ are copied to the CPU and the outputs back to the first input's device.
 On torch >= 2.0, importing this module registers ``torch.compile(model,
 backend="kiln", options={...settings})``; ``import kiln`` does so too when
 torch is already imported, and the package declares it as a
-``torch_dynamo_backends`` entry point for torch to find by name.
+``torch_dynamo_backends`` entry point for torch to find by name. That
+backend does not go through torch.onnx.export (which cannot export dynamo's
+graphs): each FX graph is translated by kiln.fx_translate and run by an
+FxModule. ``compile`` of a ``torch.export.ExportedProgram`` uses the same
+translator (kiln._torch_export).
 """
 
 import io
