@@ -377,6 +377,12 @@ def identity(ctx, x, *args, **kwargs):
     return x
 
 
+@op("_set_grad_enabled", "_log_api_usage_once")
+def no_effect(ctx, *args, **kwargs):
+    """Calls dynamo records for their side effect on autograd: none at inference."""
+    return None
+
+
 @op("to", "type", "float", "type_as", "_to_copy")
 def to(ctx, x, *args, **kwargs):
     x = tensor(ctx, x)

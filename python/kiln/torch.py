@@ -223,6 +223,8 @@ class FxModule:
         signature = self._signature(args)
         entry = self._entries.get(signature)
         if entry is None:
+            if not self._entries:  # the real values passed: a Parameter the examples hid is one too
+                self.parameter_indices |= {i for i, a in enumerate(args) if isinstance(a, torch.nn.Parameter)}
             translation = fx_translate.translate(self.gm, args, self.parameter_indices)
             entry = _FxEntry(translation, None, None)
             entry.model = self._compile(translation, args)
