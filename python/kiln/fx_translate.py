@@ -125,10 +125,7 @@ class AttrSource:
         self.qualname = qualname
 
     def get(self, gm, args):
-        obj = gm
-        for part in self.qualname.split("."):
-            obj = getattr(obj, part)
-        return obj
+        return _get_attr(gm, self.qualname)
 
 
 class ConstSource:
@@ -149,7 +146,7 @@ class Builder:
 
     def __init__(self):
         self.nodes = []  # encoded NodeProtos
-        self.params = []  # (T, source, transform)
+        self.params = []  # initializer Ts, each with .param = (source, transform)
         self._param_names = {}  # (source key, transform key) -> T
         self.examples = {}  # initializer name -> its source tensor at translation time
         self._names = set()
