@@ -453,6 +453,78 @@ def sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
     return b.op("MatMul", [b.op("Softmax", [scores], d, axis=-1), v], d)
 
 
+def row_param(ctx, w, start, stop):
+    """Rows start:stop of a weight: an initializer of its own when ``w`` is one."""
+    if w.param is not None:
+        return derived_param(ctx, w, ("rows", start, stop), lambda t: t[start:stop])
+    return slice_tensor(ctx, w, (slice(start, stop),))
+
+
+def multi_head_attention_forward(ctx, query, key, value, embed_dim_to_check, num_heads, in_proj_weight,
+                                 in_proj_bias, bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight,
+                                 out_proj_bias, training=True, key_padding_mask=None, need_weights=True,
+                                 attn_mask=None, use_separate_proj_weight=False, q_proj_weight=None,
+                                 k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
+                                 average_attn_weights=True, is_causal=False):
+    """F.multi_head_attention_forward on (length, batch, embed) inputs, decomposed
+    into linear, reshape, transpose, matmul and softmax; returns (output, weights)."""
+    q_in, k_in, v_in = tensor(ctx, query), tensor(ctx, key), tensor(ctx, value)
+    if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
+        ctx.fail("attention with bias_k/bias_v, add_zero_attn or static keys")
+    if key_padding_mask is not None:
+        ctx.fail("attention with key_padding_mask")
+    if training and dropout_p:
+        ctx.fail("attention dropout in training mode is random; call model.eval()")
+    if q_in.rank != 3 or any(d is None for d in q_in.shape + k_in.shape):
+        ctx.fail("attention on unbatched or dynamic-shape inputs")
+    length, batch, embed = q_in.shape
+    source = k_in.shape[0]
+    heads = int(num_heads)
+    head = embed // heads
+    b, d = ctx.b, q_in.dtype
+    if use_separate_proj_weight:
+        weights = [tensor(ctx, w, "projection weight") for w in (q_proj_weight, k_proj_weight, v_proj_weight)]
+    else:
+        w = tensor(ctx, in_proj_weight, "in_proj_weight")
+        weights = [row_param(ctx, w, i * embed, (i + 1) * embed) for i in range(3)]
+    biases = [None] * 3
+    if in_proj_bias is not None:
+        bias = tensor(ctx, in_proj_bias, "in_proj_bias")
+        biases = [row_param(ctx, bias, i * embed, (i + 1) * embed) for i in range(3)]
+
+    def heads_first(x, w, bias, n):  # (n, batch, embed) -> (batch * heads, n, head)
+        y = linear(ctx, x, w, bias)
+        y = b.op("Reshape", [y, b.ints([n, batch * heads, head])], d, (n, batch * heads, head))
+        return b.op("Transpose", [y], d, (batch * heads, n, head), perm=[1, 0, 2])
+
+    q = heads_first(q_in, weights[0], biases[0], length)
+    k = heads_first(k_in, weights[1], biases[1], source)
+    v = heads_first(v_in, weights[2], biases[2], source)
+    kt = b.op("Transpose", [k], d, (batch * heads, head, source), perm=[0, 2, 1])
+    scores = b.op("Mul", [b.op("MatMul", [q, kt], d), as_dtype(ctx, 1.0 / math.sqrt(head), d)], d)
+    if attn_mask is not None:
+        mask = tensor(ctx, attn_mask, "attn_mask")
+        if mask.dtype == torch.bool:  # True: not allowed to attend
+            scores = b.op("Where", [mask, as_dtype(ctx, float("-inf"), d), scores], d)
+        else:
+            scores = b.op("Add", [scores, as_dtype(ctx, mask, d)], d)
+    probs = b.op("Softmax", [scores], d, axis=-1)
+    out = b.op("MatMul", [probs, v], d, (batch * heads, length, head))
+    out = b.op("Transpose", [out], d, (length, batch * heads, head), perm=[1, 0, 2])
+    out = b.op("Reshape", [out, b.ints([length * batch, embed])], d, (length * batch, embed))
+    out = linear(ctx, out, tensor(ctx, out_proj_weight, "out_proj_weight"), out_proj_bias)
+    out = b.op("Reshape", [out, b.ints([length, batch, embed])], d, (length, batch, embed))
+    if not need_weights:
+        return (out, None)
+    probs = b.op("Reshape", [probs, b.ints([batch, heads, length, source])], d, (batch, heads, length, source))
+    if average_attn_weights:
+        probs = b.op("ReduceMean", [probs], d, (batch, length, source), axes=[1], keepdims=0)
+    return (out, probs)
+
+
+_BY_TARGET[F.multi_head_attention_forward] = multi_head_attention_forward
+
+
 # ---- Convolution and normalization -----------------------------------------------
 
 
@@ -800,6 +872,12 @@ def getitem(ctx, obj, index):
     return slice_tensor(ctx, obj, index)
 
 
+@op("select")
+def select(ctx, x, dim, index):
+    x = tensor(ctx, x)
+    return slice_tensor(ctx, x, (slice(None),) * norm_dim(ctx, dim, x.rank) + (int(index),))
+
+
 def slice_tensor(ctx, x, index):
     items = list(index) if isinstance(index, tuple) else [index]
     if any(isinstance(i, (T, Sym, list)) for i in items):
@@ -857,12 +935,18 @@ def slice_tensor(ctx, x, index):
 
 
 def mparam(ctx, mod, attr):
-    value = getattr(mod, attr)
+    return mparam_of(ctx, mod, "", attr)
+
+
+def mparam_of(ctx, mod, path, attr):
+    """Parameter ``attr`` of ``mod`` (the submodule ``path`` of this node's module) as an initializer."""
+    value = getattr(mod, attr, None)
     if value is None:
         return None
     from .fx_translate import AttrSource
 
-    return ctx.b.param(AttrSource(ctx.node.target + "." + attr), value, hint=ctx.node.target + "." + attr)
+    name = ".".join(p for p in (ctx.node.target, path, attr) if p)
+    return ctx.b.param(AttrSource(name), value, hint=name)
 
 
 @module(torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
@@ -913,6 +997,23 @@ module(torch.nn.Softmax)(_simple(_BY_NAME["softmax"], dim="dim"))
 module(torch.nn.LogSoftmax)(_simple(_BY_NAME["log_softmax"], dim="dim"))
 module(torch.nn.Flatten)(_simple(flatten, start_dim="start_dim", end_dim="end_dim"))
 module(torch.nn.Identity)(lambda ctx, mod, x, *a, **k: x)
+
+
+@module(torch.nn.MultiheadAttention)
+def m_multihead_attention(ctx, mod, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                          average_attn_weights=True, is_causal=False):
+    if mod.batch_first:  # the functional form takes (length, batch, embed)
+        query, key, value = (transpose(ctx, tensor(ctx, t), 0, 1) for t in (query, key, value))
+    out, weights = multi_head_attention_forward(
+        ctx, query, key, value, mod.embed_dim, mod.num_heads, mparam(ctx, mod, "in_proj_weight"),
+        mparam(ctx, mod, "in_proj_bias"), mod.bias_k, mod.bias_v, mod.add_zero_attn, mod.dropout,
+        mparam_of(ctx, mod.out_proj, "out_proj", "weight"), mparam_of(ctx, mod.out_proj, "out_proj", "bias"),
+        mod.training, key_padding_mask, need_weights, attn_mask, not mod._qkv_same_embed_dim,
+        mparam(ctx, mod, "q_proj_weight"), mparam(ctx, mod, "k_proj_weight"), mparam(ctx, mod, "v_proj_weight"),
+        average_attn_weights=average_attn_weights)
+    if mod.batch_first:
+        out = transpose(ctx, out, 0, 1)
+    return (out, weights)
 
 
 @module(torch.nn.Dropout, torch.nn.Dropout1d if hasattr(torch.nn, "Dropout1d") else torch.nn.Dropout,

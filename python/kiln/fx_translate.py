@@ -328,7 +328,8 @@ def _is_buffer_placeholder(node):
         return True
     grapharg = node.meta.get("grapharg")
     source = getattr(grapharg, "source", None)
-    name = source.name() if source is not None and hasattr(source, "name") else ""
+    name = getattr(source, "name", "")
+    name = name() if callable(name) else str(name)  # a method before torch 2.6, a property since
     return "_buffers[" in name or "_parameters[" in name
 
 

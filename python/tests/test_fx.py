@@ -184,6 +184,32 @@ def test_transformer_block(fast):
     assert_close(model(x).numpy(), eager(net, x).numpy())
 
 
+class MHABlock(nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        torch.manual_seed(3)
+        self.mha = nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=batch_first)
+        self.norm = nn.LayerNorm(32)
+
+    def forward(self, x, mask):
+        result = self.mha(x, x, x, attn_mask=mask)  # symbolic_trace cannot unpack a call's tuple
+        out, weights = result[0], result[1]
+        return self.norm(x + out), weights
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_nn_multihead_attention(batch_first, fast):
+    net = MHABlock(batch_first).eval()
+    gm = torch.fx.symbolic_trace(net)
+    assert any(n.op == "call_module" and n.target == "mha" for n in gm.graph.nodes)
+    x = torch.randn(2, 6, 32) if batch_first else torch.randn(6, 2, 32)
+    mask = torch.triu(torch.full((6, 6), float("-inf")), diagonal=1)  # causal
+    out, weights = fx_module(gm, [x, mask], fast)(x, mask)
+    expected_out, expected_weights = eager(net, x, mask)
+    assert_close(out.numpy(), expected_out.numpy())
+    assert_close(weights.numpy(), expected_weights.numpy())
+
+
 # ---- Ops ----------------------------------------------------------------------------
 
 
