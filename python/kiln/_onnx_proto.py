@@ -81,14 +81,28 @@ def _float(field, value):
 # ---- Messages ----------------------------------------------------------------
 
 
-def tensor(name, array):
-    """TensorProto with raw little-endian data."""
+def _nested(field, chunks):
+    """A length-delimited field over a list of chunks, still unjoined: the
+    weights are copied once, by model()'s final join."""
+    return [_key(field, 2) + _varint(sum(len(c) for c in chunks))] + chunks
+
+
+def tensor_chunks(name, array):
+    """TensorProto with raw little-endian data, as chunks (the data a view
+    of the array's memory, not a copy)."""
     array = np.ascontiguousarray(array)
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
     out = b"".join(_int(1, d) for d in array.shape)
     out += _int(2, onnx_dtype(array.dtype))
     out += _bytes(8, name)
-    data = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    return out + _bytes(9, data)
+    data = memoryview(array.reshape(-1)).cast("B") if array.size else b""
+    return [out] + _nested(9, [data])
+
+
+def tensor(name, array):
+    """TensorProto bytes."""
+    return b"".join(tensor_chunks(name, array))
 
 
 def attribute(name, value):
@@ -132,12 +146,13 @@ def value_info(name, elem_type, shape):
 
 
 def model(graph_name, nodes, initializers, inputs, outputs, opset, producer="kiln.fx_translate"):
-    """ModelProto bytes: ``nodes`` and ``initializers`` are encoded messages,
-    ``inputs``/``outputs`` encoded ValueInfoProtos."""
-    graph = b"".join(_bytes(1, n) for n in nodes)
-    graph += _bytes(2, graph_name)
-    graph += b"".join(_bytes(5, t) for t in initializers)
-    graph += b"".join(_bytes(11, v) for v in inputs)
-    graph += b"".join(_bytes(12, v) for v in outputs)
+    """ModelProto bytes: ``nodes`` are encoded NodeProtos, ``initializers``
+    tensor_chunks() lists, ``inputs``/``outputs`` encoded ValueInfoProtos."""
+    graph = [_bytes(1, n) for n in nodes]
+    graph.append(_bytes(2, graph_name))
+    for chunks in initializers:
+        graph += _nested(5, chunks)
+    graph += [_bytes(11, v) for v in inputs]
+    graph += [_bytes(12, v) for v in outputs]
     opset_id = _bytes(1, "") + _int(2, opset)
-    return _int(1, IR_VERSION) + _bytes(2, producer) + _bytes(7, graph) + _bytes(8, opset_id)
+    return b"".join([_int(1, IR_VERSION), _bytes(2, producer)] + _nested(7, graph) + [_bytes(8, opset_id)])

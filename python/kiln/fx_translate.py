@@ -251,7 +251,7 @@ class Translation:
             if tuple(array.shape) != t.shape:
                 raise _core.InvalidArgumentError("parameter %s changed shape from %s to %s; compile again"
                                                  % (t.name, t.shape, tuple(array.shape)))
-            inits.append(proto.tensor(t.name, array))
+            inits.append(proto.tensor_chunks(t.name, array))
         inputs = [proto.value_info(t.name, onnx_type(t.dtype),
                                    [d if d is not None else "%s_d%d" % (t.name, k) for k, d in enumerate(t.shape)])
                   for _, t in self.inputs]
