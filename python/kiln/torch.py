@@ -20,16 +20,21 @@ are copied to the CPU and the outputs back to the first input's device.
 On torch >= 2.0, importing this module registers ``torch.compile(model,
 backend="kiln", options={...settings})``; ``import kiln`` does so too when
 torch is already imported, and the package declares it as a
-``torch_dynamo_backends`` entry point for torch to find by name.
+``torch_dynamo_backends`` entry point for torch to find by name. That
+backend does not go through torch.onnx.export (which cannot export dynamo's
+graphs): each FX graph is translated by kiln.fx_translate and run by an
+FxModule. ``compile`` of a ``torch.export.ExportedProgram`` uses the same
+translator (kiln._torch_export).
 """
 
 import io
 import threading
+import warnings
 
 import numpy as np
 import torch
 
-from . import _core
+from . import _core, _torch_export, fx_translate
 from ._core import Input
 
 OPSET = 17
@@ -106,8 +111,12 @@ class CompiledModule(_core.CompiledModel):
 def compile(module, inputs=None, **settings):
     """Exports ``module`` and compiles it with kiln (the tutorial's AOT
     flow): ``inputs`` is one kiln.Input (min/opt/max shapes) or example
-    tensor per forward argument; settings as kiln.compile."""
+    tensor per forward argument; settings as kiln.compile. A
+    ``torch.export.ExportedProgram`` is translated from its graph instead,
+    its Dim ranges giving the input ranges (kiln._torch_export)."""
     _core._validate_names(settings, "compile")
+    if _torch_export.is_exported_program(module):
+        return _torch_export.compile_exported(module, inputs, **settings)
     specs = _as_inputs(inputs)
     model = _core._compile_onnx(export(module, specs), specs, settings)
     model.__class__ = CompiledModule
@@ -161,26 +170,119 @@ def jit(module, **settings):
     return JitModule(module, **settings)
 
 
-def _returns_tuple(gm):
-    for node in gm.graph.nodes:
-        if node.op == "output":
-            return isinstance(node.args[0], (tuple, list))
-    return False
+class FxModule:
+    """A torch.fx GraphModule run by kiln: what ``torch.compile(backend="kiln")``
+    hands dynamo for each graph it captures.
+
+    The graph is translated to ONNX by kiln.fx_translate (parameters and
+    buffers become initializers) and compiled for the exact input shapes of
+    the first call, again for each new signature, always through the engine
+    cache. Each call feeds only the non-parameter inputs. When the parameter
+    tensors of a call differ from those the model was compiled with (another
+    tensor, or the same tensor changed in place: ``load_state_dict``,
+    ``weight.mul_``), the model is compiled again with the new weights, which
+    the engine cache serves as a hit and a refit, so results are never
+    stale. If translation or compile fails, the graph runs eagerly from then
+    on, after one ``RuntimeWarning`` naming the reason.
+    """
+
+    def __init__(self, gm, example_inputs=(), parameter_indices=None, **settings):
+        _core._validate_names(settings, "torch.compile(backend='kiln') options")
+        self.gm = gm
+        self.settings = settings
+        self.parameter_indices = (set(parameter_indices) if parameter_indices is not None else
+                                  fx_translate.parameter_placeholders(gm, list(example_inputs)))
+        self.fallback_reason = None
+        self.refits = 0  # recompiles after a weight change
+        self.last_model = None
+        self._entries = {}  # input signature -> _FxEntry
+        self._lock = threading.Lock()
+
+    def _signature(self, args):
+        parts = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                parts.append((tuple(a.shape), a.dtype))
+            elif isinstance(a, (int, float, bool, str, type(None))):
+                parts.append(("value", type(a).__name__, a))
+            else:
+                parts.append(("object", repr(a)))
+        return tuple(parts)
+
+    @staticmethod
+    def _versions(entry, args):
+        """What identifies the current weights: each parameter's storage and
+        its in-place version counter."""
+        return tuple((t.data_ptr(), t._version) for _, t in entry.translation.parameters(args))
+
+    def _compile(self, translation, args):
+        specs = [Input(shape=t.shape, dtype=t.dtype, name=t.name) for _, t in translation.inputs]
+        return _core._compile_onnx(translation.onnx_bytes(args), specs, self.settings)
+
+    def _entry_for(self, args):
+        signature = self._signature(args)
+        entry = self._entries.get(signature)
+        if entry is None:
+            if not self._entries:  # the real values passed: a Parameter the examples hid is one too
+                self.parameter_indices |= {i for i, a in enumerate(args) if isinstance(a, torch.nn.Parameter)}
+            translation = fx_translate.translate(self.gm, args, self.parameter_indices)
+            entry = _FxEntry(translation, None, None)
+            entry.model = self._compile(translation, args)
+            entry.versions = self._versions(entry, args)
+            self._entries[signature] = entry
+        else:
+            versions = self._versions(entry, args)
+            if versions != entry.versions:
+                model = self._compile(entry.translation, args)  # same graph: an engine cache hit + refit
+                # the old model is not closed: a call on another thread may still hold it; it goes with its last user
+                entry.model, entry.versions = model, versions
+                self.refits += 1
+        self.last_model = entry.model
+        return entry
+
+    def _fall_back(self, error):
+        self.fallback_reason = "%s: %s" % (type(error).__name__, error)
+        warnings.warn("kiln: running this graph eagerly (torch.compile backend 'kiln' could not compile it): %s"
+                      % self.fallback_reason, RuntimeWarning, stacklevel=3)
+
+    def __call__(self, *args):
+        if self.fallback_reason is None:
+            try:
+                with self._lock:
+                    entry = self._entry_for(args)
+            except Exception as e:  # noqa: B902 - any failure to compile runs the graph eagerly
+                self._fall_back(e)
+            else:
+                inputs = [args[i] for i in entry.translation.input_indices]
+                return entry.translation.rebuild(run_torch(entry.model, inputs))
+        return self.gm.forward(*args)
+
+    def engines(self):
+        """The engines of the model that served the last call."""
+        return self.last_model.engines() if self.last_model else []
+
+
+class _FxEntry:
+    __slots__ = ("translation", "model", "versions")
+
+    def __init__(self, translation, model, versions):
+        self.translation = translation
+        self.model = model
+        self.versions = versions
 
 
 def dynamo_backend(gm, example_inputs, options=None):
     """``torch.compile(model, backend="kiln", options={...settings})``: each
-    graph dynamo captures runs through a JitModule."""
-    module = JitModule(gm, **(options or {}))
-    as_tuple = _returns_tuple(gm)
-
-    def run(*args):
-        out = module(*args)
-        if as_tuple and not isinstance(out, tuple):
-            return (out,)
-        return out
-
-    return run
+    graph dynamo captures runs through an FxModule. A graph with an op the
+    translator does not know runs eagerly (``gm.forward``) after a warning."""
+    options = dict(options or {})
+    _core._validate_names(options, "torch.compile(backend='kiln') options")
+    unsupported = fx_translate.unsupported_nodes(gm)
+    if unsupported:
+        warnings.warn("kiln: running this graph eagerly (torch.compile backend 'kiln' could not compile it): "
+                      + "; ".join(unsupported), RuntimeWarning, stacklevel=2)
+        return gm.forward
+    return FxModule(gm, example_inputs, **options)
 
 
 def _register_dynamo_backend():
