@@ -9,6 +9,7 @@
 #include "backends/cpu/cpu_plan_generated.h"
 #pragma GCC diagnostic pop
 #include "backends/cpu/layer_partition.hpp"
+#include "backends/plan/layer_fields.hpp"
 #include "backends/plan/plan_graph.hpp"
 
 namespace kiln::cpu {
@@ -68,40 +69,21 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   plan.fingerprint.library_version = plan::read_string(p->library_version());
   plan.fingerprint.isa = plan::read_string(p->isa());
   plan.graph = plan::read_graph(p->graph(), k_what);
-  const auto nn = static_cast<int64_t>(plan.graph.num_nodes());
-  const auto nv = static_cast<int64_t>(plan.graph.num_values());
   plan.specs = plan::read_specs(p->specs(), plan.graph.inputs().size(), k_what);
   if (!p->layers()) corrupt("no layers");
-  std::vector<bool> covered(static_cast<size_t>(nn), false);
-  auto check_node = [&](int32_t id, bool allow_none) {
-    if ((allow_none && id == ir::k_no_node) || (id >= 0 && id < nn)) return;
-    corrupt("node index " + std::to_string(id) + " out of range");
-  };
+  plan::LayerFieldReader fields(plan.graph, k_what);
   for (const fbs::Layer* fl : *p->layers()) {
     LayerDesc l;
     if (fl->kind() > k_last_layer_kind) corrupt("bad layer kind");
     l.kind = static_cast<LayerKind>(fl->kind());
-    if (!fl->nodes() || fl->nodes()->size() == 0) corrupt("a layer without nodes");
-    for (int32_t n : *fl->nodes()) {
-      check_node(n, false);
-      if (covered[static_cast<size_t>(n)]) corrupt("a node in two layers");
-      covered[static_cast<size_t>(n)] = true;
-      l.nodes.push_back(n);
-    }
-    check_node(fl->bias_add(), true);
-    check_node(fl->residual_add(), true);
-    check_node(fl->activation(), true);
-    l.bias_add = fl->bias_add();
-    l.residual_add = fl->residual_add();
-    l.activation = fl->activation();
-    l.residual_input = fl->residual_input();
-    if (l.residual_input < -1 || l.residual_input > 1 ||
-        (l.residual_add != ir::k_no_node &&
-         (l.residual_input < 0 || plan.graph.node(l.residual_add).inputs.size() != 2))) {
-      corrupt("bad residual input");
-    }
-    if (fl->output() < -1 || fl->output() >= nv) corrupt("bad layer output");
-    l.output = fl->output();
+    plan::LayerFields f = fields.read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(),
+                                      fl->activation(), fl->output(), true);
+    l.nodes = std::move(f.nodes);
+    l.bias_add = f.bias_add;
+    l.residual_add = f.residual_add;
+    l.residual_input = f.residual_input;
+    l.activation = f.activation;
+    l.output = f.output;
     if (fl->algo() > k_last_conv_algo || fl->layout() > 2 || fl->precision() > 1 ||
         fl->weight_layout() > k_last_weight_layout) {
       corrupt("bad tactic");
@@ -113,10 +95,8 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.tactic.time_ms = fl->time_ms();
     l.tactic.weights = static_cast<WeightLayout>(fl->weight_layout());
     l.tactic.impl = plan::read_string(fl->impl());
-    check_node(fl->dw_conv(), true);
-    check_node(fl->dw_activation(), true);
-    l.dw_conv = fl->dw_conv();
-    l.dw_activation = fl->dw_activation();
+    l.dw_conv = fields.optional_node(fl->dw_conv());
+    l.dw_activation = fields.optional_node(fl->dw_activation());
     l.dw_fused = fl->dw_fused();
     if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
       const fbs::ConvTactic* t = fl->dw_tactic();
@@ -127,9 +107,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     }
     plan.layers.push_back(std::move(l));
   }
-  for (bool c : covered) {
-    if (!c) corrupt("a node in no layer");
-  }
+  fields.check_every_node_covered();
   // The conv and matmul builders trust their layer's kind (a conv layer reads
   // a rank-4 input and a weight): the anchor must be a node this kiln would
   // build as that kind, or the plan is corrupt, not a crash.

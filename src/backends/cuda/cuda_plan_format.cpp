@@ -7,6 +7,7 @@
 #include "backends/cuda/cuda_plan_generated.h"
 #pragma GCC diagnostic pop
 #include "backends/cuda/cuda_layers.hpp"
+#include "backends/plan/layer_fields.hpp"
 #include "backends/plan/plan_graph.hpp"
 
 namespace kiln::cuda {
@@ -61,39 +62,20 @@ Plan parse_plan(std::span<const std::byte> bytes) {
   p.fingerprint.isa = plan::read_string(fp->isa());
   p.graph = plan::read_graph(fp->graph(), k_what);
   p.specs = plan::read_specs(fp->specs(), p.graph.inputs().size(), k_what);
-  const auto nn = static_cast<int64_t>(p.graph.num_nodes());
-  const auto nv = static_cast<int64_t>(p.graph.num_values());
   if (!fp->layers()) corrupt("no layers");
-  std::vector<bool> covered(static_cast<size_t>(nn), false);
-  auto check_node = [&](int32_t id, bool allow_none) {
-    if ((allow_none && id == ir::k_no_node) || (id >= 0 && id < nn)) return;
-    corrupt("node index " + std::to_string(id) + " out of range");
-  };
+  plan::LayerFieldReader fields(p.graph, k_what);
   for (const fbs::Layer* fl : *fp->layers()) {
     Layer l;
     if (fl->kind() > k_last_layer_kind) corrupt("bad layer kind");
     l.kind = static_cast<LayerKind>(fl->kind());
-    if (!fl->nodes() || fl->nodes()->size() == 0) corrupt("a layer without nodes");
-    for (int32_t n : *fl->nodes()) {
-      check_node(n, false);
-      if (covered[static_cast<size_t>(n)]) corrupt("a node in two layers");
-      covered[static_cast<size_t>(n)] = true;
-      l.nodes.push_back(n);
-    }
-    check_node(fl->bias_add(), true);
-    check_node(fl->residual_add(), true);
-    check_node(fl->activation(), true);
-    l.bias_add = fl->bias_add();
-    l.residual_add = fl->residual_add();
-    l.activation = fl->activation();
-    l.residual_input = fl->residual_input();
-    if (l.residual_input < -1 || l.residual_input > 1 ||
-        (l.residual_add != ir::k_no_node &&
-         (l.residual_input < 0 || p.graph.node(l.residual_add).inputs.size() != 2))) {
-      corrupt("bad residual input");
-    }
-    if (fl->output() < 0 || fl->output() >= nv) corrupt("bad layer output");
-    l.output = fl->output();
+    plan::LayerFields f = fields.read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(),
+                                      fl->activation(), fl->output(), false);
+    l.nodes = std::move(f.nodes);
+    l.bias_add = f.bias_add;
+    l.residual_add = f.residual_add;
+    l.residual_input = f.residual_input;
+    l.activation = f.activation;
+    l.output = f.output;
     // The layer builders trust a layer's kind: its anchor must be a node this
     // kiln runs as that kind.
     if (unsupported_reason(p.graph, l.anchor()) || layer_kind(p.graph.node(l.anchor())) != l.kind)
@@ -116,9 +98,7 @@ Plan parse_plan(std::span<const std::byte> bytes) {
       corrupt("a matmul layer without a cuBLASLt algorithm");
     p.layers.push_back(std::move(l));
   }
-  for (bool c : covered) {
-    if (!c) corrupt("a node in no layer");
-  }
+  fields.check_every_node_covered();
   p.source_weight_count = fp->source_weight_count();
   if (p.source_weight_count < 0) corrupt("bad source weight count");
   return p;
