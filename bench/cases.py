@@ -63,6 +63,12 @@ def prepare_workload(kiln, model, batch, d):
     why = kiln.zoo_model(model, model_path, WEIGHT_SEED, batch)
     if why:
         return why
+    return inspect_workload(kiln, model, model_path, batch, d)
+
+
+def inspect_workload(kiln, model, model_path, batch, d):
+    """Inspects the model file and writes seeded inputs for it into `d`.
+    Returns (model_path, inspect, inputs) or a reason string."""
     proc = kiln.call("inspect", model_path, "--json")
     if proc.rc != 0:
         return f"kiln inspect failed: {proc.last_error()}"

@@ -56,15 +56,7 @@ def prepare_from(path):
 
     def prepare(kiln, model, batch, d):
         os.makedirs(d, exist_ok=True)
-        proc = kiln.call("inspect", path, "--json")
-        if proc.rc != 0:
-            return f"kiln inspect failed: {proc.last_error()}"
-        inspect = json_from(proc)
-        notes = []
-        inputs = make_inputs(inspect, batch, d, notes)
-        for n in notes:
-            log(f"{model}-b{batch}: {n}")
-        return path, inspect, inputs
+        return cases.inspect_workload(kiln, model, path, batch, d)
 
     return prepare
 
