@@ -38,6 +38,7 @@ ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options) {
   if (options.recognize_patterns) {
     recognize_gelu(rewriter);
     recognize_layer_norm(rewriter);
+    fold_pad_into_average_pool(rewriter);
   }
   return rewriter.finish();
 }

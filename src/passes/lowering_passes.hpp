@@ -35,6 +35,8 @@ Tensor placeholder_for(const ir::WeightRecipe& recipe, std::span<const Tensor> s
 // The Erf Gelu chain → Gelu; the decomposed LayerNorm chain → LayerNormalization.
 void recognize_gelu(GraphRewriter& rewriter);
 void recognize_layer_norm(GraphRewriter& rewriter);
+// Pad (zeros, spatial) -> AveragePool → AveragePool with pads and count_include_pad.
+void fold_pad_into_average_pool(GraphRewriter& rewriter);
 
 // A scalar (one element) float constant: an initializer that is not a
 // refittable weight, or a value static inference computed. nullopt otherwise.

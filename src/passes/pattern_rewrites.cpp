@@ -4,6 +4,7 @@
 // Every node a rewrite removes computes a value with exactly one reader (or,
 // for LayerNorm's centred input, exactly the two readers the chain has) that
 // is not a graph output, so nothing outside the chain can observe the change.
+#include <algorithm>
 #include <cmath>
 
 #include "passes/lowering_passes.hpp"
@@ -190,7 +191,61 @@ void for_each_live(GraphRewriter& rw, const char* op, Match match) {
   }
 }
 
+// The pads of Pad `node` when it pads a rank-4 tensor with zeros on H and W
+// only: {top, left, bottom, right}; nullopt otherwise.
+std::optional<std::vector<int64_t>> spatial_zero_pads(const ir::Graph& g, const ir::Node& node) {
+  if (node.attrs.get_string("mode", "constant") != "constant") return std::nullopt;
+  std::vector<int64_t> pads;
+  if (node.opset < 11) {
+    if (node.attrs.get_float("value", 0.0f) != 0.0f) return std::nullopt;
+    pads = node.attrs.get_ints("pads", {});
+  } else {
+    // Opset 18's axes input changes what the pads mean: not handled.
+    if (node.inputs.size() < 2 || node.inputs.size() > 3 || node.inputs[1] == k_no_value) return std::nullopt;
+    const Tensor* amounts = structural_value(g, node.inputs[1]);
+    if (!amounts) return std::nullopt;
+    pads = amounts->to_int_vector();
+    if (node.inputs.size() == 3 && node.inputs[2] != k_no_value) {
+      const auto value = scalar_constant(g, node.inputs[2]);
+      if (!value || *value != 0.0) return std::nullopt;
+    }
+  }
+  if (pads.size() != 8 || pads[0] || pads[1] || pads[4] || pads[5]) return std::nullopt;
+  for (int64_t p : pads) {
+    if (p < 0) return std::nullopt;
+  }
+  return std::vector<int64_t>{pads[2], pads[3], pads[6], pads[7]};
+}
+
+// Pad(zeros on H, W) -> AveragePool(no pads) is AveragePool(pads,
+// count_include_pad=1): torch.onnx.export writes the pair for avg_pool2d
+// with count_include_pad (Inception's branches), and the explicit Pad was a
+// full copy of the feature map on a reference kernel.
+void match_padded_average_pool(GraphRewriter& rw, NodeId pool) {
+  ir::Graph& g = rw.graph();
+  const ir::Node& p = g.node(pool);
+  if (p.inputs.empty() || p.attrs.get_string("auto_pad", "NOTSET") != "NOTSET" ||
+      p.attrs.get_int("ceil_mode", 0) != 0 || p.attrs.get_ints("kernel_shape", {}).size() != 2) {
+    return;
+  }
+  const auto own = p.attrs.get_ints("pads", {0, 0, 0, 0});
+  if (own.size() != 4 || std::any_of(own.begin(), own.end(), [](int64_t v) { return v != 0; })) return;
+  const NodeId pad = rw.producer(p.inputs[0]);
+  if (!is_op(g, pad, "Pad") || rw.sole_user(p.inputs[0]) != pool || rw.is_graph_output(p.inputs[0])) return;
+  const auto pads = spatial_zero_pads(g, g.node(pad));
+  if (!pads) return;
+  const ValueId source = g.node(pad).inputs[0];
+  g.node(pool).attrs.set("pads", *pads);
+  g.node(pool).attrs.set("count_include_pad", int64_t{1});
+  rw.set_input(pool, 0, source);
+  rw.remove_node(pad);
+}
+
 }  // namespace
+
+void fold_pad_into_average_pool(GraphRewriter& rewriter) {
+  for_each_live(rewriter, "AveragePool", match_padded_average_pool);
+}
 
 void recognize_gelu(GraphRewriter& rewriter) { for_each_live(rewriter, "Erf", match_gelu); }
 void recognize_layer_norm(GraphRewriter& rewriter) {

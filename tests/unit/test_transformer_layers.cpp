@@ -476,6 +476,30 @@ TEST(TransformerLayers, ConcatOfBlockedConvOutputsStaysBlocked) {
   }
 }
 
+// Inception's branch pool: torch writes avg_pool2d(padding=1,
+// count_include_pad) as a zero Pad then an unpadded AveragePool. Lowering
+// folds the Pad into the pool, which runs on oneDNN with the padding counted.
+TEST(TransformerLayers, ZeroPadBeforeAveragePoolFoldsIntoThePool) {
+  Model m;
+  m.input("x", {1, 8, 10, 10});
+  m.ints("pads", {0, 0, 1, 1, 0, 0, 1, 1});
+  m.node("Pad", "pad", {"x", "pads"}, {"p"});
+  auto* pool = m.node("AveragePool", "pool", {"p"}, {"y"});
+  set_ints(pool, "kernel_shape", {3, 3});
+  m.output("y", {1, 8, 10, 10});
+  const auto steps = run_and_compare(m);
+  expect_no_aux(steps);
+  expect_native(steps, "pool");
+  ir::Graph lowered = passes::lower(m.import());
+  for (ir::NodeId n : lowered.topological_order()) {
+    EXPECT_NE(lowered.node(n).op_type, "Pad");
+    if (lowered.node(n).op_type == "AveragePool") {
+      EXPECT_EQ(lowered.node(n).attrs.get_ints("pads"), (std::vector<int64_t>{1, 1, 1, 1}));
+      EXPECT_EQ(lowered.node(n).attrs.get_int("count_include_pad"), 1);
+    }
+  }
+}
+
 // A Pad that pads something stays (and still matches the reference).
 TEST(TransformerLayers, PadThatPadsIsKept) {
   Model m;
