@@ -431,10 +431,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
                    numel(inst.shape(layer.output)), stream);
       return;
     case LayerKind::binary: {
-      static const std::map<std::string, BinaryOp, std::less<>> ops{
-          {"Add", BinaryOp::add}, {"Sub", BinaryOp::sub}, {"Mul", BinaryOp::mul}, {"Div", BinaryOp::div},
-          {"Max", BinaryOp::max}, {"Min", BinaryOp::min}, {"Pow", BinaryOp::pow}};
-      launch_binary(ops.at(n.op_type), {}, f32, t.in(n.inputs[0]), t.in(n.inputs[1]), t.out(layer.output),
+      launch_binary(binary_op_of(n), {}, f32, t.in(n.inputs[0]), t.in(n.inputs[1]), t.out(layer.output),
                     broadcast(inst.shape(n.inputs[0]), inst.shape(n.inputs[1]), inst.shape(layer.output)),
                     stream);
       return;

@@ -246,6 +246,8 @@ std::vector<Layer> partition_layers(const ir::Graph& g) {
   return layers;
 }
 
+BinaryOp binary_op_of(const ir::Node& node) { return binary_ops().at(node.op_type); }
+
 const char* layer_kind_name(LayerKind kind) {
   switch (kind) {
     case LayerKind::conv:

@@ -31,6 +31,9 @@ std::optional<ActParams> activation_of(const ir::Graph& graph, const ir::Node& n
 // or a structural initializer.
 bool is_constant(const ir::Graph& graph, ir::ValueId v);
 
+// The operator of a binary layer's node. REQUIRES: layer_kind(node) is binary.
+BinaryOp binary_op_of(const ir::Node& node);
+
 const char* layer_kind_name(LayerKind kind);
 
 }  // namespace kiln::cuda
