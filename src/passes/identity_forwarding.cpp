@@ -12,6 +12,12 @@
 // before every AveragePool that has a padding argument, zero or not
 // (DenseNet's transitions), and as a reference kernel inside the engine it
 // was a full copy of the feature map (6% of DenseNet-121's run time).
+//
+// So is a Dropout that cannot drop: inference mode, or a ratio of 0.
+// torch.onnx.export writes `F.dropout(x, p, training=self.training)` in an
+// eval-mode module as Dropout(x, p, training_mode=...) and torchvision's
+// Swin passes p=0.0 with training=True; as a reference kernel each one was a
+// copy plus a mask write (15% of Swin-T's run time).
 #include <algorithm>
 
 #include "passes/lowering_passes.hpp"
@@ -52,6 +58,28 @@ bool pads_nothing(const ir::Graph& g, const ir::Node& node) {
   return std::all_of(amounts.begin(), amounts.end(), zero);
 }
 
+// Whether Dropout `node` passes its input through unchanged and nobody reads
+// its mask: before opset 12 inference always is; from 12 on, training_mode
+// must be absent or a known false, or the ratio a known 0.
+bool drops_nothing(GraphRewriter& rewriter, const ir::Node& node) {
+  if (node.outputs.size() > 1 && node.outputs[1] != ir::k_no_value) {
+    const ir::ValueId mask = node.outputs[1];
+    if (rewriter.is_graph_output(mask) || !rewriter.users(mask).empty()) return false;
+  }
+  if (node.opset < 12) return true;
+  const ir::Graph& g = rewriter.graph();
+  const auto known_scalar = [&](size_t i) -> const Tensor* {
+    if (node.inputs.size() <= i || node.inputs[i] == ir::k_no_value) return nullptr;
+    const Tensor* t = structural_value(g, node.inputs[i]);
+    return t && t->numel() == 1 ? t : nullptr;
+  };
+  const bool has_training = node.inputs.size() > 2 && node.inputs[2] != ir::k_no_value;
+  if (!has_training) return true;
+  if (const Tensor* training = known_scalar(2); training && training->int_at(0) == 0) return true;
+  const Tensor* ratio = known_scalar(1);
+  return ratio && ratio->float_at(0) == 0.0;
+}
+
 }  // namespace
 
 void forward_identities(GraphRewriter& rewriter) {
@@ -69,6 +97,14 @@ void forward_noop_pads(GraphRewriter& rewriter) {
     if (node.op_type != "Pad" || !default_domain(node) || node.inputs.empty() || node.outputs.size() != 1)
       continue;
     if (pads_nothing(rewriter.graph(), node)) forward(rewriter, n, node.inputs[0]);
+  }
+}
+
+void forward_noop_dropouts(GraphRewriter& rewriter) {
+  for (ir::NodeId n : rewriter.live_order()) {
+    const ir::Node& node = rewriter.graph().node(n);
+    if (node.op_type != "Dropout" || !default_domain(node) || node.inputs.empty()) continue;
+    if (drops_nothing(rewriter, node)) forward(rewriter, n, node.inputs[0]);
   }
 }
 

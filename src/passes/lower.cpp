@@ -34,6 +34,7 @@ ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options) {
   forward_identities(rewriter);
   if (options.fold_constants) fold_constants(rewriter);
   forward_noop_pads(rewriter);
+  forward_noop_dropouts(rewriter);
   if (options.fold_batchnorm) fold_batchnorm(rewriter, sources, options.defer_weight_values);
   if (options.recognize_patterns) {
     recognize_gelu(rewriter);

@@ -18,6 +18,9 @@ void forward_identities(GraphRewriter& rewriter);
 // Readers of a Pad that pads nothing (all pad amounts known zeros) read its
 // input instead; run after constant folding, which makes the amounts known.
 void forward_noop_pads(GraphRewriter& rewriter);
+// Readers of a Dropout that cannot drop (inference mode, or a known ratio of
+// 0) and whose mask nobody reads, read its input instead.
+void forward_noop_dropouts(GraphRewriter& rewriter);
 
 // Evaluates nodes whose inputs are all structural constants (and nodes whose
 // outputs static inference already knows); their outputs become constants.

@@ -13,6 +13,7 @@
 #include <cmath>
 
 #include "onnx_test_model.hpp"
+#include "passes/passes.hpp"
 #include "reference/executor.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"
@@ -69,6 +70,34 @@ TEST(ExportedPatterns, SwinMaskAndZeroDropoutAreOneCpuEngine) {
     ASSERT_EQ(out.shape(), (std::vector<int64_t>{1, 4, 4}));
     auto got = out.data<float>();
     for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-6) << i;
+  }
+}
+
+size_t count_ops(const ir::Graph& graph, const std::string& op) {
+  size_t n = 0;
+  for (ir::NodeId id : graph.topological_order()) n += graph.node(id).op_type == op;
+  return n;
+}
+
+// Lowering forwards the identity Dropout away, so no layer copies it.
+TEST(ExportedPatterns, DropoutThatCannotDropIsForwardedAway) {
+  auto model = swin_mask_model().import("swin_mask.onnx");
+  EXPECT_EQ(count_ops(model.graph, "Dropout"), 1u);
+  EXPECT_EQ(count_ops(passes::lower(model.graph), "Dropout"), 0u);
+}
+
+// One whose mask is a graph output stays, and so does one that drops.
+TEST(ExportedPatterns, DropoutIsKeptWhenItsMaskIsReadOrItDrops) {
+  for (const bool read_mask : {true, false}) {
+    ProtoModel m(17);
+    m.input("x", TensorProto::FLOAT, {2, 3});
+    m.floats("ratio", {}, {read_mask ? 0.0f : 0.5f});
+    m.boolean("training", true);
+    m.node("Dropout", {"x", "ratio", "training"}, "y")->add_output(read_mask ? "mask" : "");
+    m.output("y", TensorProto::FLOAT, 2);
+    if (read_mask) m.output("mask", TensorProto::BOOL, 2);
+    auto model = m.import("dropout.onnx");
+    EXPECT_EQ(count_ops(passes::lower(model.graph), "Dropout"), 1u) << "read_mask " << read_mask;
   }
 }
 
