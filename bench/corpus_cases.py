@@ -75,8 +75,17 @@ def profile(kiln, model, batch, path, work, threads, opts):
         rec.update(status="error", reason=f"kiln run --profile failed: {proc.last_error()}")
         return rec
     rec.update(status="ok", **summarise_profile(json_from(proc)),
-               note="median share of the profiled layer time in reference kernels (kind \"reference\")")
+               note="share of the profiled layer time in reference kernels: fallback (\"reference\"), in-engine "
+                    "(\"aux\") and oneDNN's own reference implementations (tactic \"/ref\")")
     return rec
+
+
+def on_reference_kernel(layer):
+    """Whether a profiled layer runs a reference kernel: a fallback segment's layer ("reference"), a
+    reference kernel inside an engine ("aux"), or a oneDNN primitive whose implementation is oneDNN's
+    own unoptimised reference one (kiln marks its tactic "/ref")."""
+    kind, tactic = layer.get("kind"), layer.get("tactic") or ""
+    return kind in ("reference", "aux") or (kind == "onednn" and tactic.endswith("/ref"))
 
 
 def summarise_profile(rep):
@@ -84,7 +93,8 @@ def summarise_profile(rep):
     prof = rep.get("profile") or {}
     total = prof.get("total_ms") or 0.0
     by_kind = {k: v.get("ms", 0.0) for k, v in (prof.get("by_kind") or {}).items()}
-    share = 100.0 * by_kind.get("reference", 0.0) / total if total > 0 else None
+    ref_ms = sum(l.get("ms", 0.0) for l in prof.get("layers", []) if on_reference_kernel(l))
+    share = 100.0 * ref_ms / total if total > 0 else None
     others = sorted((l for l in prof.get("layers", []) if l.get("kind") != "onednn"), key=lambda l: -l.get("ms", 0))
     # Layer time summed per (op, tactic), every kind: one slow primitive repeated in every block
     # (a broadcast Mul, say) shows up here even when each of its layers is small.
@@ -177,7 +187,8 @@ def markdown(result):
              "(above 1: kiln faster). err = max |kiln - ORT| / max |ORT| against the ONNX Runtime row with the "
              "fewest threads; fp32 fails above " + f"{TOLERANCES['fp32']:g}, bf16 above {TOLERANCES['bf16']:g}. "
              "bf16 rows are a precision trade (kiln bf16 kernels vs ONNX Runtime fp32). ref % = share of kiln's "
-             "profiled layer time in reference kernels (fp32, `kiln run --profile`); layers / run = the profile's "
+             "profiled layer time in reference kernels (fp32, `kiln run --profile`): fallback segments, reference "
+             "kernels inside engines (aux) and oneDNN's own reference implementations (tactic /ref); layers / run = the profile's "
              "sum of layer times and its end-to-end time per run, ms (a gap is time outside the layers: "
              "scheduling, synchronisation); top ops = the three (op, tactic) groups with the most profiled time, "
              "every kind, as % of the layer time (layers in the group); the last column lists the three slowest "
