@@ -46,9 +46,17 @@ ValueId other_input(const ir::Graph& g, ir::NodeId add, ValueId chain) {
 
 }  // namespace
 
+// What a matmul layer reads and applies at one instance's shapes.
+struct MatmulParts {
+  ValueId x = k_no_value, bias = k_no_value, residual = k_no_value;
+  LtShape shape;
+  ActParams post;  // applied after the matmul when the epilogue cannot
+};
+
 struct LayerExec {
   std::optional<ConvPlan> conv;
   std::unique_ptr<LtMatmul> matmul;
+  MatmulParts matmul_parts;  // worked out once per instance, not per run
 };
 
 struct Instance {
@@ -140,12 +148,6 @@ std::optional<ConvFusion> cudnn_fusion(const ir::Graph& g, const Layer& layer) {
   return f;
 }
 
-struct MatmulParts {
-  ValueId x = k_no_value, bias = k_no_value, residual = k_no_value;
-  LtShape shape;
-  ActParams post;  // applied after the matmul when the epilogue cannot
-};
-
 MatmulParts matmul_parts(const ir::Graph& g, const Layer& layer, const Instance& inst) {
   const ir::Node& n = g.node(layer.anchor());
   MatmulParts p;
@@ -207,10 +209,12 @@ void CudaEngine::upload_constant(ValueId v, const Tensor& host) {
   }
   auto& slot = m_constants[static_cast<size_t>(v)];
   if (!slot || slot->size() != host.byte_size()) slot.emplace(std::max<size_t>(host.byte_size(), 4));
+  // From pageable memory, cudaMemcpyAsync returns once the bytes are staged,
+  // so `host` may go away at once; callers synchronize once after a batch of
+  // uploads instead of once per weight.
   check(cudaMemcpyAsync(slot->data(), host.bytes().data(), host.byte_size(), cudaMemcpyHostToDevice,
                         m_device.stream()),
         "cudaMemcpyAsync(constant)");
-  m_device.synchronize();  // the host tensor may go away
 }
 
 void CudaEngine::upload_structural_constants() {
@@ -224,6 +228,7 @@ void CudaEngine::upload_structural_constants() {
       }
     }
   }
+  m_device.synchronize();
 }
 
 const void* CudaEngine::constant_ptr(ValueId v) const {
@@ -353,7 +358,7 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
       }
       inst->workspace_bytes = std::max(inst->workspace_bytes, inst->layers[i].conv->workspace());
     } else if (layer.kind == LayerKind::matmul && !layer.tactic.lt_algo.empty()) {
-      const MatmulParts parts = matmul_parts(g, layer, *inst);
+      const MatmulParts& parts = inst->layers[i].matmul_parts = matmul_parts(g, layer, *inst);
       auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
       LtAlgoBytes algo{};
       std::copy_n(layer.tactic.lt_algo.begin(), algo.size(), algo.begin());
@@ -400,7 +405,7 @@ void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& 
   const Layer& layer = m_plan.layers[index];
   const ir::Node& n = g.node(layer.anchor());
   const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
-  const MatmulParts parts = matmul_parts(g, layer, inst);
+  const MatmulParts& parts = inst.layers[index].matmul_parts;
   const float* w = m_matmul_weights[index] ? static_cast<const float*>(m_matmul_weights[index]->data())
                                            : t.in(n.inputs[1]);
   float* y = t.out(layer.output);
@@ -572,7 +577,7 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
       inst.layers[i].conv.emplace(offered[choice.index].plan);
       inst.workspace_bytes = std::max(inst.workspace_bytes, inst.layers[i].conv->workspace());
     } else {
-      const MatmulParts parts = matmul_parts(g, layer, inst);
+      const MatmulParts& parts = inst.layers[i].matmul_parts = matmul_parts(g, layer, inst);
       LtMatmul probe(m_device.cublaslt(), parts.shape);
       const std::vector<LtAlgoBytes> algos = probe.candidates(k_max_candidates, k_max_matmul_workspace);
       if (algos.empty()) throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " + where);
@@ -647,6 +652,7 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
     engine->upload_constant(v, host);
     engine->m_weight_bytes += host.byte_size();
   }
+  engine->m_device.synchronize();
   engine->prepare_matmul_weights();
   engine->m_ready = true;
   std::vector<std::vector<int64_t>> opt;
@@ -765,6 +771,7 @@ void CudaEngine::refit(std::span<const Tensor> source_weights) {
     upload_constant(static_cast<ValueId>(i), t);
     bytes += t.byte_size();
   }
+  m_device.synchronize();
   prepare_matmul_weights();
   m_weight_bytes = bytes;
   m_ready = true;
