@@ -145,7 +145,8 @@ def value_info(name, elem_type, shape):
     return _bytes(1, name) + _bytes(2, _bytes(1, tensor_type))
 
 
-def model(graph_name, nodes, initializers, inputs, outputs, opset, producer="kiln.fx_translate"):
+def model(graph_name, nodes, initializers, inputs, outputs, opset, producer="kiln.fx_translate",
+          ir_version=IR_VERSION):
     """ModelProto bytes: ``nodes`` are encoded NodeProtos, ``initializers``
     tensor_chunks() lists, ``inputs``/``outputs`` encoded ValueInfoProtos."""
     graph = [_bytes(1, n) for n in nodes]
@@ -155,4 +156,4 @@ def model(graph_name, nodes, initializers, inputs, outputs, opset, producer="kil
     graph += [_bytes(11, v) for v in inputs]
     graph += [_bytes(12, v) for v in outputs]
     opset_id = _bytes(1, "") + _int(2, opset)
-    return b"".join([_int(1, IR_VERSION), _bytes(2, producer)] + _nested(7, graph) + [_bytes(8, opset_id)])
+    return b"".join([_int(1, ir_version), _bytes(2, producer)] + _nested(7, graph) + [_bytes(8, opset_id)])

@@ -9,6 +9,7 @@
 
 #include "passes/passes.hpp"
 #include "passes/weight_uses.hpp"
+#include "util/half.hpp"
 #include "util/parallel_for.hpp"
 
 namespace kiln::passes {
@@ -37,21 +38,6 @@ const char* op_name(WeightRecipe::Op op) {
       return "zeros";
   }
   return "unknown";
-}
-
-double half_to_double(uint16_t bits) {
-  const int sign = (bits >> 15) & 1;
-  const int exponent = (bits >> 10) & 0x1f;
-  const int mantissa = bits & 0x3ff;
-  double magnitude;
-  if (exponent == 0) {
-    magnitude = std::ldexp(static_cast<double>(mantissa), -24);
-  } else if (exponent == 31) {
-    magnitude = mantissa ? std::nan("") : INFINITY;
-  } else {
-    magnitude = std::ldexp(static_cast<double>(mantissa | 0x400), exponent - 25);
-  }
-  return sign ? -magnitude : magnitude;
 }
 
 void check_float(const Tensor& t, const char* what, WeightRecipe::Op op) {
@@ -204,12 +190,12 @@ double float_element(const Tensor& tensor, int64_t i) {
     case DType::float16: {
       uint16_t bits;
       std::memcpy(&bits, tensor.bytes().data() + static_cast<size_t>(i) * 2, 2);
-      return half_to_double(bits);
+      return static_cast<double>(half_to_float(bits));
     }
     case DType::bfloat16: {
       uint16_t bits;
       std::memcpy(&bits, tensor.bytes().data() + static_cast<size_t>(i) * 2, 2);
-      return static_cast<double>(std::bit_cast<float>(static_cast<uint32_t>(bits) << 16));
+      return static_cast<double>(bfloat16_to_float(bits));
     }
     default:
       throw Error(ErrorCode::invalid_argument,

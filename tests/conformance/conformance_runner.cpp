@@ -22,9 +22,11 @@
 // --onednn-floors FILE fails the run when an op group's share of passing
 // initializer-variant cases on oneDNN drops below its committed floor.
 // --weights-known-failures lists initializer-variant cases that fail for a
-// known cpu backend bug; any other failure fails the run.
+// known cpu backend bug, --known-failures cases whose test data contradicts
+// the spec; any other failure fails the run.
 //
 //   kiln_conformance [--backend ref|cpu] [--data DIR] [--skip-list FILE]
+//                    [--known-failures FILE]
 //                    [--write-skip-list FILE] [--weights] [--weights-skip-list FILE]
 //                    [--weights-known-failures FILE] [--write-weights-skip-list FILE]
 //                    [--onednn-floors FILE]
@@ -102,7 +104,7 @@ std::string compare(const Tensor& expected, const Tensor& actual, size_t index) 
   bool floating = kiln::is_floating(expected.dtype());
   if (expected.dtype() == kiln::DType::float16 || expected.dtype() == kiln::DType::bfloat16) {
     if (std::equal(expected.bytes().begin(), expected.bytes().end(), actual.bytes().begin())) return {};
-    return where + "float16 values differ";
+    return where + std::string(kiln::dtype_name(expected.dtype())) + " values differ (compared bitwise)";
   }
   int64_t mismatches = 0;
   std::string first;
@@ -155,6 +157,15 @@ std::vector<Tensor> run_cpu(const kiln::ir::Graph& graph, std::span<const Tensor
   return std::move(profile.outputs);
 }
 
+// ONNX 1.12's test data stores bfloat16 tensors as uint16 (numpy has no
+// bfloat16): the same bits, read as the model's bfloat16.
+Tensor bfloat16_bits_as(Tensor t, kiln::DType model_dtype) {
+  if (t.dtype() != kiln::DType::uint16 || model_dtype != kiln::DType::bfloat16) return t;
+  Tensor out = Tensor::zeros(kiln::DType::bfloat16, t.shape());
+  std::copy(t.bytes().begin(), t.bytes().end(), out.mutable_bytes().begin());
+  return out;
+}
+
 // Runs one case; nullopt when `variant` is weights and the case has no graph
 // input in a weight position (the variant would be the case itself).
 std::optional<CaseResult> run_case(const fs::path& dir, const std::string& name, const std::string& backend,
@@ -190,11 +201,21 @@ std::optional<CaseResult> run_case(const fs::path& dir, const std::string& name,
     if (backend == "ref") executor.emplace(graph);
     for (const auto& set : data_sets) {
       std::vector<Tensor> inputs;
-      for (const auto& f : sorted_entries(set, "input_"))
-        inputs.push_back(kiln::frontend::read_tensor_proto_file(f));
+      for (const auto& f : sorted_entries(set, "input_")) {
+        const size_t i = inputs.size();
+        Tensor t = kiln::frontend::read_tensor_proto_file(f);
+        inputs.push_back(i < graph.inputs().size()
+                             ? bfloat16_bits_as(std::move(t), graph.value(graph.inputs()[i]).type.dtype)
+                             : std::move(t));
+      }
       std::vector<Tensor> expected;
-      for (const auto& f : sorted_entries(set, "output_"))
-        expected.push_back(kiln::frontend::read_tensor_proto_file(f));
+      for (const auto& f : sorted_entries(set, "output_")) {
+        const size_t i = expected.size();
+        Tensor t = kiln::frontend::read_tensor_proto_file(f);
+        expected.push_back(i < graph.outputs().size()
+                               ? bfloat16_bits_as(std::move(t), graph.value(graph.outputs()[i]).type.dtype)
+                               : std::move(t));
+      }
       std::vector<Tensor> actual;
       std::vector<NodePlacement>* placements = set == data_sets.front() ? &result.placements : nullptr;
       if (executor) {
@@ -309,7 +330,8 @@ void write_skips(const std::vector<CaseResult>& results, const fs::path& path, c
 
 int main(int argc, char** argv) {
   fs::path data = "/usr/share/libonnx-testdata/data";
-  fs::path skip_list, write_skip_list, weights_skip_list, weights_known_failures, write_weights_skip_list;
+  fs::path skip_list, write_skip_list, known_failures, weights_skip_list, weights_known_failures,
+      write_weights_skip_list;
   fs::path floors, coverage_json;
   std::string filter;
   bool verbose = false;
@@ -330,6 +352,8 @@ int main(int argc, char** argv) {
       skip_list = next();
     else if (arg == "--write-skip-list")
       write_skip_list = next();
+    else if (arg == "--known-failures")
+      known_failures = next();
     else if (arg == "--weights")
       weights = true;
     else if (arg == "--weights-skip-list")
@@ -397,7 +421,7 @@ int main(int argc, char** argv) {
   }
 
   const bool filtered = !filter.empty();
-  bool ok = report(results, cpu ? "graph-input variant" : "reference", skip_list, {}, filtered);
+  bool ok = report(results, cpu ? "graph-input variant" : "reference", skip_list, known_failures, filtered);
   if (weights) {
     ok = report(weight_results, "initializer variant", weights_skip_list, weights_known_failures, filtered) &&
          ok;

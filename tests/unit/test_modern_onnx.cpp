@@ -496,6 +496,9 @@ TEST(ModernOnnx, Ir9And10FieldsKilnCannotRepresentAreRefused) {
   }
 }
 
+// Antialiased downsampling is the one opset-18 Resize form kiln does not
+// compute (axes, keep_aspect_ratio_policy and half_pixel_symmetric it does:
+// tests/ort compares them with ONNX Runtime).
 TEST(ModernOnnx, Opset18ResizeFormsKilnDoesNotComputeAreReported) {
   ProtoModel m(10, 19);
   m.input("x", TensorProto::FLOAT, {1, 1, 2, 2});
@@ -506,9 +509,8 @@ TEST(ModernOnnx, Opset18ResizeFormsKilnDoesNotComputeAreReported) {
   m.output("a", TensorProto::FLOAT);
   m.output("b", TensorProto::FLOAT);
   auto unsupported = ref::find_unsupported(m.import().graph);
-  ASSERT_EQ(unsupported.size(), 2u);
-  EXPECT_NE(unsupported[0].reason.find("antialias"), std::string::npos);
-  EXPECT_NE(unsupported[1].reason.find("half_pixel_symmetric"), std::string::npos);
+  ASSERT_EQ(unsupported.size(), 1u);
+  EXPECT_NE(unsupported[0].reason.find("antialias"), std::string::npos) << unsupported[0].reason;
 }
 
 TEST(ModernOnnx, OpVersionTableRefusesWhatKilnDoesNotCompute) {

@@ -153,6 +153,9 @@ std::pair<int64_t, int64_t> shape_range(const Node& node, int64_t rank) {
 
 std::optional<std::vector<int64_t>> resize_sizes(const Node& node, InputValues values) {
   if (node.op_type != "Resize" || node.opset < 11) return std::nullopt;
+  // With axes or an aspect-ratio policy, sizes alone do not give every dim.
+  if (node.attrs.has("axes") || node.attrs.get_string("keep_aspect_ratio_policy", "stretch") != "stretch")
+    return std::nullopt;
   bool unknown = false;
   auto sizes = optional_ints(node, values, 3, unknown);
   if (!sizes || sizes->empty()) return std::nullopt;
@@ -178,32 +181,76 @@ std::optional<ResizeArgs> resize_args(const Node& node, InputValues values,
     if (sizes && sizes->empty()) sizes.reset();
   }
   if (unknown) return std::nullopt;
+  // From opset 18, scales, sizes and roi may name only the `axes` they
+  // resize; the others keep their size.
+  std::vector<int64_t> axes;
+  if (node.op_type == "Resize" && node.opset >= 18 && node.attrs.has("axes")) {
+    for (int64_t a : node.attrs.get_ints("axes")) {
+      const int64_t axis = normalize_axis(a, rank);
+      if (std::find(axes.begin(), axes.end(), axis) != axes.end()) invalid("axes repeats an axis");
+      axes.push_back(axis);
+    }
+  } else {
+    for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
+  }
+  const auto n_axes = static_cast<int64_t>(axes.size());
+  const auto in_dim = [&](int64_t axis) { return in_shape[static_cast<size_t>(axis)]; };
   ResizeArgs args;
+  args.out_shape.assign(in_shape.begin(), in_shape.end());
+  args.scales.assign(static_cast<size_t>(rank), 1.0);
   if (sizes) {
-    if (static_cast<int64_t>(sizes->size()) != rank) invalid("sizes does not match the input rank");
-    args.out_shape = *sizes;
-    for (int64_t i = 0; i < rank; ++i) {
-      int64_t in = in_shape[static_cast<size_t>(i)];
-      args.scales.push_back(in > 0 ? static_cast<double>(args.out_shape[static_cast<size_t>(i)]) /
-                                         static_cast<double>(in)
-                                   : 1.0);
+    if (static_cast<int64_t>(sizes->size()) != n_axes) {
+      invalid(axes.size() == static_cast<size_t>(rank) ? "sizes does not match the input rank"
+                                                       : "sizes does not match the number of axes");
+    }
+    const std::string policy = node.attrs.get_string("keep_aspect_ratio_policy", "stretch");
+    if (policy != "stretch" && policy != "not_larger" && policy != "not_smaller") {
+      invalid("keep_aspect_ratio_policy '" + policy + "' is not one of stretch, not_larger, not_smaller");
+    }
+    std::optional<double> kept;  // one scale for every axis, keeping the aspect ratio
+    if (policy != "stretch") {
+      for (int64_t i = 0; i < n_axes; ++i) {
+        const double s = static_cast<double>((*sizes)[static_cast<size_t>(i)]) /
+                         static_cast<double>(std::max<int64_t>(1, in_dim(axes[static_cast<size_t>(i)])));
+        kept = !kept ? s : policy == "not_larger" ? std::min(*kept, s) : std::max(*kept, s);
+      }
+    }
+    for (int64_t i = 0; i < n_axes; ++i) {
+      const int64_t axis = axes[static_cast<size_t>(i)];
+      const int64_t in = in_dim(axis);
+      int64_t out = (*sizes)[static_cast<size_t>(i)];
+      if (kept) out = static_cast<int64_t>(std::round(*kept * static_cast<double>(in)));
+      args.out_shape[static_cast<size_t>(axis)] = out;
+      args.scales[static_cast<size_t>(axis)] = kept     ? *kept
+                                               : in > 0 ? static_cast<double>(out) / static_cast<double>(in)
+                                                        : 1.0;
     }
   } else if (scales) {
-    if (static_cast<int64_t>(scales->size()) != rank) invalid("scales does not match the input rank");
-    args.scales = *scales;
-    for (int64_t i = 0; i < rank; ++i) {
-      double s = args.scales[static_cast<size_t>(i)];
+    if (static_cast<int64_t>(scales->size()) != n_axes) {
+      invalid(axes.size() == static_cast<size_t>(rank) ? "scales does not match the input rank"
+                                                       : "scales does not match the number of axes");
+    }
+    for (int64_t i = 0; i < n_axes; ++i) {
+      const int64_t axis = axes[static_cast<size_t>(i)];
+      const double s = (*scales)[static_cast<size_t>(i)];
       if (!(s > 0)) invalid("scales must be positive");
-      args.out_shape.push_back(
-          static_cast<int64_t>(std::floor(s * static_cast<double>(in_shape[static_cast<size_t>(i)]))));
+      args.scales[static_cast<size_t>(axis)] = s;
+      args.out_shape[static_cast<size_t>(axis)] =
+          static_cast<int64_t>(std::floor(s * static_cast<double>(in_dim(axis))));
     }
   } else {
     invalid("Resize needs scales or sizes");
   }
   // Only tf_crop_and_resize reads roi; exporters fill it loosely otherwise.
   if (roi && node.attrs.get_string("coordinate_transformation_mode", "") == "tf_crop_and_resize") {
-    if (static_cast<int64_t>(roi->size()) != 2 * rank) invalid("roi must have 2 * rank values");
-    args.roi = *roi;
+    if (static_cast<int64_t>(roi->size()) != 2 * n_axes) invalid("roi must have 2 values per resized axis");
+    args.roi.assign(static_cast<size_t>(2 * rank), 0.0);
+    for (int64_t i = 0; i < rank; ++i) args.roi[static_cast<size_t>(rank + i)] = 1.0;
+    for (int64_t i = 0; i < n_axes; ++i) {
+      const auto axis = static_cast<size_t>(axes[static_cast<size_t>(i)]);
+      args.roi[axis] = (*roi)[static_cast<size_t>(i)];
+      args.roi[static_cast<size_t>(rank) + axis] = (*roi)[static_cast<size_t>(n_axes + i)];
+    }
   }
   return args;
 }

@@ -4,9 +4,12 @@
 #include "reference/kernels/elementwise_kernels.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numbers>
 #include <type_traits>
+
+#include "util/half.hpp"
 
 namespace kiln::ref {
 
@@ -91,10 +94,12 @@ To convert(From x) {
   }
 }
 
+bool is_16_bit_float(DType d) { return d == DType::float16 || d == DType::bfloat16; }
+
 std::optional<std::string> check_cast(DType from, DType to) {
   for (DType d : {from, to}) {
     // An input type that static inference could not tell is checked at run time.
-    if (d == DType::undefined) continue;
+    if (d == DType::undefined || is_16_bit_float(d)) continue;
     if (std::find(k_all_types.begin(), k_all_types.end(), d) == k_all_types.end()) {
       return "cast from " + std::string(dtype_name(from)) + " to " + std::string(dtype_name(to)) +
              " is not supported";
@@ -103,9 +108,50 @@ std::optional<std::string> check_cast(DType from, DType to) {
   return std::nullopt;
 }
 
+// float16 and bfloat16 have no C++ type here: they convert through float,
+// as their bits, rounding to nearest even.
+void cast_16_bit_float(const Tensor& in, Tensor& out) {
+  const auto read16 = [](const Tensor& t, size_t i) {
+    uint16_t bits = 0;
+    std::memcpy(&bits, t.bytes().data() + i * 2, 2);
+    return t.dtype() == DType::float16 ? half_to_float(bits) : bfloat16_to_float(bits);
+  };
+  const auto n = static_cast<size_t>(in.numel());
+  const auto element = [&](size_t i, auto tag) {
+    using From = decltype(tag);
+    return is_16_bit_float(in.dtype()) ? read16(in, i) : convert<float>(in.data<From>()[i]);
+  };
+  const auto cast_from = [&](auto from_tag) {
+    if (is_16_bit_float(out.dtype())) {
+      const bool half = out.dtype() == DType::float16;
+      std::byte* dst = out.mutable_bytes().data();
+      for (size_t i = 0; i < n; ++i) {
+        const float v = element(i, from_tag);
+        const uint16_t bits = half ? float_to_half(v) : float_to_bfloat16(v);
+        std::memcpy(dst + i * 2, &bits, 2);
+      }
+      return;
+    }
+    dispatch_all(out.dtype(), [&](auto to_tag) {
+      using To = decltype(to_tag);
+      auto dst = out.mutable_data<To>();
+      for (size_t i = 0; i < n; ++i) dst[i] = convert<To>(element(i, from_tag));
+    });
+  };
+  if (is_16_bit_float(in.dtype())) {
+    cast_from(float{});
+  } else {
+    dispatch_all(in.dtype(), cast_from);
+  }
+}
+
 void run_cast(KernelContext& ctx) {
   const Tensor& in = ctx.input(0);
   Tensor& out = ctx.output(0);
+  if (is_16_bit_float(in.dtype()) || is_16_bit_float(out.dtype())) {
+    cast_16_bit_float(in, out);
+    return;
+  }
   dispatch_all(in.dtype(), [&](auto from_tag) {
     using From = decltype(from_tag);
     auto src = in.data<From>();

@@ -131,8 +131,9 @@ ResizeModes resize_modes(const ir::Node& node) {
 std::optional<std::string> check_resize(const ir::Node& node, std::span<const DType> dtypes) {
   ResizeModes m = resize_modes(node);
   if (m.mode != "nearest" && m.mode != "linear" && m.mode != "cubic") return "unknown mode '" + m.mode + "'";
-  static const char* const k_transforms[] = {"half_pixel", "pytorch_half_pixel",   "align_corners",
-                                             "asymmetric", "tf_half_pixel_for_nn", "tf_crop_and_resize"};
+  static const char* const k_transforms[] = {
+      "half_pixel",           "pytorch_half_pixel", "align_corners",       "asymmetric",
+      "tf_half_pixel_for_nn", "tf_crop_and_resize", "half_pixel_symmetric"};
   bool known = false;
   for (const char* t : k_transforms) known = known || m.transform == t;
   if (!known) return "coordinate_transformation_mode '" + m.transform + "' is not supported";
@@ -141,10 +142,6 @@ std::optional<std::string> check_resize(const ir::Node& node, std::span<const DT
     return "nearest_mode '" + m.nearest + "' is not supported";
   }
   if (node.attrs.get_int("antialias", 0) != 0) return "antialias is not supported";
-  if (node.attrs.has("axes")) return "the axes attribute is not supported";
-  if (node.attrs.get_string("keep_aspect_ratio_policy", "stretch") != "stretch") {
-    return "keep_aspect_ratio_policy is not supported";
-  }
   if (m.mode != "nearest" && !dtypes.empty() && dtypes[0] != DType::float32 && dtypes[0] != DType::float64) {
     return m.mode + " resize of " + std::string(dtype_name(dtypes[0])) + " is not supported";
   }
@@ -162,6 +159,12 @@ std::optional<double> source_coordinate(const ResizeModes& m, int64_t x, double 
   const std::string& t = m.transform;
   if (t == "asymmetric") return xo / scale;
   if (t == "half_pixel") return (xo + 0.5) / scale - 0.5;
+  if (t == "half_pixel_symmetric") {
+    // Centres the sampled window when the output length was rounded down.
+    const double adjustment = std::floor(out_len) / out_len;
+    const double offset = static_cast<double>(in_len) / 2 * (1 - adjustment);
+    return offset + (xo + 0.5) / scale - 0.5;
+  }
   if (t == "pytorch_half_pixel") return out_len > 1 ? (xo + 0.5) / scale - 0.5 : -0.5;
   if (t == "tf_half_pixel_for_nn") return (xo + 0.5) / scale;
   if (t == "align_corners") return out_len == 1 ? 0.0 : xo * in_last / (out_len - 1);
