@@ -39,6 +39,7 @@ ir::Graph lower(const ir::Graph& graph, const LoweringOptions& options) {
   if (options.recognize_patterns) {
     recognize_gelu(rewriter);
     recognize_layer_norm(rewriter);
+    recognize_spatial_mean(rewriter);
     fold_pad_into_average_pool(rewriter);
   }
   return rewriter.finish();

@@ -40,6 +40,9 @@ void recognize_gelu(GraphRewriter& rewriter);
 void recognize_layer_norm(GraphRewriter& rewriter);
 // Pad (zeros, spatial) -> AveragePool → AveragePool with pads and count_include_pad.
 void fold_pad_into_average_pool(GraphRewriter& rewriter);
+// ReduceMean over H and W of a rank-4 float tensor → GlobalAveragePool (and
+// a Flatten when the dims are not kept).
+void recognize_spatial_mean(GraphRewriter& rewriter);
 
 // A scalar (one element) float constant: an initializer that is not a
 // refittable weight, or a value static inference computed. nullopt otherwise.

@@ -241,7 +241,65 @@ void match_padded_average_pool(GraphRewriter& rw, NodeId pool) {
   rw.remove_node(pad);
 }
 
+// ReduceMean over H and W of a rank-4 float tensor is GlobalAveragePool
+// (then a Flatten when the dims are not kept): torch.onnx.export writes
+// `x.mean([2, 3])` (ShuffleNetV2's head, many squeeze-excitation blocks) as
+// ReduceMean, which had no oneDNN layer and ran on a reference kernel.
+void match_spatial_mean(GraphRewriter& rw, NodeId mean) {
+  ir::Graph& g = rw.graph();
+  const ir::Node& n = g.node(mean);
+  if (n.inputs.empty() || n.inputs[0] == k_no_value) return;
+  const ValueId x = n.inputs[0];
+  const ir::ValueType& type = g.value(x).type;
+  if (type.dtype != DType::float32 || !type.shape || type.shape->size() != 4) return;
+  std::vector<int64_t> axes;
+  if (n.opset < 18) {
+    axes = n.attrs.get_ints("axes", {});
+  } else if (n.inputs.size() == 2 && n.inputs[1] != k_no_value) {
+    const Tensor* t = structural_value(g, n.inputs[1]);
+    if (!t) return;
+    axes = t->to_int_vector();
+  }
+  for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+  std::sort(axes.begin(), axes.end());
+  if (axes != std::vector<int64_t>{2, 3}) return;
+  const bool keep = n.attrs.get_int("keepdims", 1) != 0;
+  const ValueId y = n.outputs[0];
+  const std::string name = n.name;
+  ir::Node pool;
+  pool.op_type = "GlobalAveragePool";
+  pool.name = name;
+  pool.opset = 1;
+  pool.inputs = {x};
+  if (keep) {
+    pool.outputs = {y};
+    rw.remove_node(mean);
+    rw.set_output(rw.add_node(std::move(pool), mean), 0, y);
+    return;
+  }
+  ir::ValueType pooled = type;
+  (*pooled.shape)[2] = 1;
+  (*pooled.shape)[3] = 1;
+  const ValueId p = g.add_value(rw.unique_name(name + "/pooled"), pooled);
+  pool.outputs = {p};
+  ir::Node flatten;
+  flatten.op_type = "Flatten";
+  flatten.name = name + "/flatten";
+  flatten.opset = 13;
+  flatten.inputs = {p};
+  flatten.outputs = {y};
+  flatten.attrs.set("axis", int64_t{1});
+  rw.remove_node(mean);
+  const NodeId pool_id = rw.add_node(std::move(pool), mean);
+  rw.set_output(pool_id, 0, p);
+  rw.set_output(rw.add_node(std::move(flatten), mean), 0, y);
+}
+
 }  // namespace
+
+void recognize_spatial_mean(GraphRewriter& rewriter) {
+  for_each_live(rewriter, "ReduceMean", match_spatial_mean);
+}
 
 void fold_pad_into_average_pool(GraphRewriter& rewriter) {
   for_each_live(rewriter, "AveragePool", match_padded_average_pool);

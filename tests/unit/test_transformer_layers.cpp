@@ -514,5 +514,41 @@ TEST(TransformerLayers, PadThatPadsIsKept) {
   EXPECT_EQ(pads, 1);
 }
 
+// x.mean([2, 3]) (ShuffleNetV2's head) lowers to GlobalAveragePool, plus a
+// Flatten when the dims are not kept, and runs on oneDNN; a mean over other
+// axes stays a ReduceMean.
+TEST(TransformerLayers, SpatialReduceMeanRunsAsOneDnnGlobalAveragePool) {
+  for (const int64_t keepdims : {0, 1}) {
+    Model m;
+    m.input("x", {2, 8, 5, 7});
+    auto* mean = m.node("ReduceMean", "mean", {"x"}, {"y"});
+    set_ints(mean, "axes", {-1, 2});
+    set_int(mean, "keepdims", keepdims);
+    if (keepdims)
+      m.output("y", {2, 8, 1, 1});
+    else
+      m.output("y", {2, 8});
+    const auto steps = run_and_compare(m);
+    expect_no_aux(steps);
+    expect_native(steps, "mean");
+    ir::Graph lowered = passes::lower(m.import());
+    size_t pools = 0;
+    for (ir::NodeId n : lowered.topological_order()) {
+      EXPECT_NE(lowered.node(n).op_type, "ReduceMean");
+      pools += lowered.node(n).op_type == "GlobalAveragePool";
+    }
+    EXPECT_EQ(pools, 1u) << "keepdims " << keepdims;
+  }
+  Model other;
+  other.input("x", {2, 8, 5, 7});
+  set_ints(other.node("ReduceMean", "mean", {"x"}, {"y"}), "axes", {1, 2});
+  other.output("y", {2, 1, 1, 7});
+  run_and_compare(other);
+  size_t means = 0;
+  ir::Graph lowered = passes::lower(other.import());
+  for (ir::NodeId n : lowered.topological_order()) means += lowered.node(n).op_type == "ReduceMean";
+  EXPECT_EQ(means, 1u);
+}
+
 }  // namespace
 }  // namespace kiln
