@@ -166,7 +166,13 @@ class CompiledModule(_core.CompiledModel):
         exported = getattr(self, "_exported", None)
         if exported is None:
             raise _core.InvalidArgumentError("refit from a module needs a model compiled by kiln.torch.compile")
-        stats = _refit_from_module(self, weights, self._specs, exported)
+        try:
+            stats = _refit_from_module(self, weights, self._specs, exported)
+        except _core.Error:
+            raise
+        except Exception as e:  # noqa: B902 - torch's export of a module that does not fit the inputs
+            raise _core.InvalidArgumentError("cannot export the module with the compiled inputs: %s: %s"
+                                             % (type(e).__name__, e)) from e
         if stats is None:
             raise _core.InvalidArgumentError("the module's export differs from the compiled one beyond weight "
                                              "values (a structural constant or the graph): compile it instead")
