@@ -13,7 +13,7 @@
 #include "runtime/clock.hpp"
 #include "runtime/compiled_model.hpp"
 #include "runtime/compiled_model_step.hpp"
-#include "util/log.hpp"
+#include "util/parallel_for.hpp"
 
 namespace kiln::runtime {
 
@@ -103,7 +103,9 @@ std::vector<Tensor> CompiledModel::checked_sources(std::span<const WeightUpdate>
   // fallback segments read theirs at every run: they get copies, never the
   // caller's memory.
   std::vector<Tensor> next = m_sources;
-  for (const WeightUpdate& u : updates) next[m_weight_index.find(u.name)->second] = u.value.clone();
+  parallel_for(updates.size(), m_settings.num_threads, [&](size_t i) {
+    next[m_weight_index.find(updates[i].name)->second] = updates[i].value.clone();
+  });
   stats.weights = updates.size();
   stats.check_ms = ms_since(start);
   return next;

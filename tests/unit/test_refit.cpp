@@ -146,8 +146,10 @@ TEST(Refit, FallbackSegmentsReadTheNewWeights) {
     const Tensor input = testing::ramp_tensor({batch, 4, 8, 8});
     EXPECT_EQ(run_bytes(model, input), run_bytes(fresh, input)) << "batch " << batch;
     std::vector<Tensor> in{input};
-    auto out = model.run(in)[0].data<float>();
-    auto expected = reference.run(in)[0].data<float>();
+    const auto outputs = model.run(in);
+    const auto reference_outputs = reference.run(in);
+    auto out = outputs[0].data<float>();
+    auto expected = reference_outputs[0].data<float>();
     for (size_t i = 0; i < expected.size(); ++i)
       ASSERT_NEAR(out[i], expected[i], 1e-3 * (1 + std::fabs(expected[i]))) << i;
   }
