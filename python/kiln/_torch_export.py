@@ -62,8 +62,11 @@ class ExportedModule:
         is another ExportedProgram of the architecture (its state_dict and
         constants). Each initializer read from a named tensor, transform
         applied, is refitted (CompiledModel.refit); returns its stats."""
-        if is_exported_program(weights):
-            weights = dict(weights.state_dict, **dict(getattr(weights, "constants", {}) or {}))
+        if is_exported_program(weights):  # what this program's graph reads of it
+            everything = dict(weights.state_dict)
+            everything.update(dict(getattr(weights, "constants", {}) or {}))
+            weights = {n: t for n, t in everything.items() if n in self._sources}
+        kiln_weights = {w["name"] for w in self.model.weights()}
         values, taken = {}, {}
         for name, tensor in weights.items():
             source = self._sources.get(name)
@@ -74,7 +77,16 @@ class ExportedModule:
                 transform = t.param[1]
                 with torch.no_grad():
                     value = tensor.detach()
-                    values[t.name] = (transform(value) if transform is not None else value).to("cpu").contiguous()
+                    value = (transform(value) if transform is not None else value).to("cpu").contiguous()
+                    if t.name not in kiln_weights:  # a structural constant: refit cannot change it
+                        old = source.tensor.detach()
+                        old = (transform(old) if transform is not None else old).to("cpu")
+                        if old.shape != value.shape or not torch.equal(old, value):
+                            raise _core.InvalidArgumentError(
+                                "'%s' is a structural constant of the compiled model (part of its engine key): "
+                                "compile again to change it" % name)
+                        continue
+                values[t.name] = value
             taken[name] = tensor
         stats = self.model.refit(values)
         for name, tensor in taken.items():  # later translations' reads see the new tensors

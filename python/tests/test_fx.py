@@ -585,3 +585,25 @@ def test_exported_program_with_a_dim_range(name, fast):
         assert_close(model(x).numpy(), eager(net, x).numpy())
     with pytest.raises(kiln.InvalidArgumentError, match="outside the compiled range"):
         model(torch.randn(7, *shape[1:]))
+
+
+@needs_torch_2
+def test_exported_program_refits_from_another_programs_weights(fast):
+    from torch.export import export
+
+    x = torch.rand(2, 3, 16, 16)
+    net, other = small_cnn(0), small_cnn(6)
+    model = kiln.torch.compile(export(net, (x,)), **fast)
+    before = model(x).clone()
+    stats = model.refit(export(other, (x,)))
+    assert stats["engines"] >= 1
+    after = model(x)
+    assert_close(after.numpy(), eager(other, x).numpy())
+    assert float((after - before).abs().max()) > 1e-3
+    # By name, one tensor: its initializers (BatchNorm folded in lowering) are refitted.
+    model.refit({"0.weight": other[0].weight.detach() * -1})
+    with torch.no_grad():
+        other[0].weight.mul_(-1)
+    assert_close(model(x).numpy(), eager(other, x).numpy())
+    with pytest.raises(kiln.InvalidArgumentError, match="no parameter or buffer named"):
+        model.refit({"no.such": other[0].weight})
