@@ -33,8 +33,8 @@
  * - Threads: every function may be called from several threads at once on
  *   different handles. A settings object may be read (compile, load) from
  *   several threads at once but not written (kiln_settings_set*) while it is
- *   read. A model may run on one thread at a time (runs on other models, or
- *   compiles, go on in parallel); its const accessors may be called from any
+ *   read. A model may run (or be refitted) on one thread at a time (runs on
+ *   other models, or compiles, go on in parallel); its const accessors may be called from any
  *   thread while it is not being destroyed. Tensors follow the same
  *   read-many, write-one rule as any buffer.
  * - The header is C99; `KILN_ABI_VERSION` is the ABI this header describes
