@@ -178,3 +178,19 @@ def test_compiled_module_refits_from_another_module(fast):
         model.refit(wider)  # another architecture
     with pytest.raises(kiln.InvalidArgumentError, match="cannot export"):
         model.refit(mlp(0))  # not even for these inputs
+
+
+def test_jit_refits_the_model_of_every_shape_it_compiled(fast):
+    torch = _torch()
+    net = mlp(0)
+    jit = kiln.torch.jit(net, **fast)
+    xs = [torch.rand(2, 6), torch.rand(5, 6)]
+    models = []
+    for x in xs:
+        jit(x)
+        models.append(jit.last_model)
+    net.load_state_dict(mlp(1).state_dict())
+    for x, model in zip(xs, models):  # each signature's model catches up on its next call
+        assert_close(jit(x).numpy(), eager(net, x).numpy())
+        assert jit.last_model is model
+    assert jit.refits == 2 and jit.recompiles == 0
