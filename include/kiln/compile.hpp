@@ -15,11 +15,18 @@
 // Errors: kiln::Error for a bad model, bad specs or an unsupported op. Cache
 // trouble is never an error: it is a miss with a warning.
 // Thread-safety: compile() may run on several threads at once; one
-// CompiledModel must not run() on two threads at once.
+// CompiledModel must not run() on two threads at once, nor refit() while it
+// runs.
+//
+// In-place refit: model.refit({{"conv1.weight", w}, ...}) gives a compiled
+// model new weight values without a compile (no import, lowering or cache
+// lookup): each engine replays its weight recipes into the layouts its
+// tactics chose.
 #pragma once
 
 #include <cstddef>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -39,6 +46,32 @@ struct EngineStatus {
   double refit_ms = 0;
 };
 
+// A refittable weight of a model: a float initializer with more than one
+// element that the model reads as data (a Conv/Gemm/MatMul weight or bias,
+// a normalization parameter, an embedding, an elementwise operand), named
+// as in the model file. Other initializers are structural constants (part
+// of the engine key by value) and cannot be refitted.
+struct WeightInfo {
+  std::string name;
+  DType dtype = DType::undefined;
+  std::vector<int64_t> shape;
+};
+
+// A new value for one weight, by its initializer name.
+struct WeightUpdate {
+  std::string name;
+  Tensor value;
+};
+
+// What one refit did.
+struct RefitStats {
+  size_t weights = 0;           // weights given new values
+  size_t engines = 0;           // engines refitted (those reading a changed weight)
+  size_t fallback_weights = 0;  // initializers of fallback segments recomputed
+  double check_ms = 0;          // validating and copying the new values
+  double refit_ms = 0;          // the whole call
+};
+
 class CompiledModel {
  public:
   CompiledModel(CompiledModel&&) noexcept;
@@ -54,6 +87,22 @@ class CompiledModel {
   // keeps weights in external data files or was compiled with refittable
   // off, and kiln::Error(io) when the file cannot be written.
   void save(const std::filesystem::path& artifact) const;
+
+  // Replaces the values of the named weights in place: every engine
+  // replays its weight recipes (BatchNorm folding, transposes, reorders into
+  // its tactics' layouts, for every input-shape instance it holds) and every
+  // fallback segment recomputes the initializers it reads. Unnamed weights
+  // keep their values; the new values are copied. All or nothing: a name
+  // that is not a weight of this model (weights() lists them), given twice,
+  // or a value of another dtype or shape is kiln::Error(invalid_argument)
+  // naming the initializer, and the model is unchanged. A model compiled
+  // with refittable = false (immutable_weights) refuses. After a refit,
+  // save() refuses: the artifact would embed the compile-time weights.
+  // Not thread-safe: never while run() runs on this model.
+  RefitStats refit(std::span<const WeightUpdate> weights);
+  RefitStats refit(const std::map<std::string, Tensor>& weights);
+  // The refittable weights, in canonical order.
+  const std::vector<WeightInfo>& weights() const;
 
   const std::vector<EngineStatus>& engines() const;
   double compile_ms() const;

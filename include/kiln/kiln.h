@@ -33,8 +33,8 @@
  * - Threads: every function may be called from several threads at once on
  *   different handles. A settings object may be read (compile, load) from
  *   several threads at once but not written (kiln_settings_set*) while it is
- *   read. A model may run on one thread at a time (runs on other models, or
- *   compiles, go on in parallel); its const accessors may be called from any
+ *   read. A model may run (or be refitted) on one thread at a time (runs on
+ *   other models, or compiles, go on in parallel); its const accessors may be called from any
  *   thread while it is not being destroyed. Tensors follow the same
  *   read-many, write-one rule as any buffer.
  * - The header is C99; `KILN_ABI_VERSION` is the ABI this header describes
@@ -60,6 +60,12 @@ extern "C" {
 /* Incremented on every incompatible change of this header's types or
  * functions (the SONAME changes with it); additions keep it. */
 #define KILN_ABI_VERSION 1
+/* Incremented on every addition (a function, a setting, a struct member at
+ * a struct's end) that keeps KILN_ABI_VERSION; back to 0 when that
+ * changes. A caller that needs an addition checks kiln_abi_minor_version()
+ * >= the minor that added it. 1: kiln_model_refit, kiln_model_weights_json,
+ * "last_refit" in kiln_model_report_json, kiln_abi_minor_version. */
+#define KILN_ABI_MINOR_VERSION 1
 
 typedef enum kiln_status {
   KILN_OK = 0,
@@ -96,6 +102,9 @@ typedef struct kiln_tensor kiln_tensor;     /* a dense row-major n-d array */
 
 /* KILN_ABI_VERSION of the loaded library. Never fails. */
 KILN_API uint32_t kiln_abi_version(void);
+/* KILN_ABI_MINOR_VERSION of the loaded library (a library older than minor
+ * 1 lacks this function). Never fails. */
+KILN_API uint32_t kiln_abi_minor_version(void);
 /* kiln's version (the build's project VERSION, e.g. "0.1.0"). Static
  * storage. */
 KILN_API const char* kiln_version(void);
@@ -240,11 +249,42 @@ KILN_API const char* kiln_model_output_name(const kiln_model* model, size_t inde
 /* What the compile did, as a JSON object: {"backend": "cpu" | "ref",
  * "compile_ms": x, "engines": [{"key": hex, "status": "hit" | "miss" |
  * "built_uncached", "reason": why a miss missed, "build_ms", "load_ms",
- * "refit_ms"}, ...]}. Release with kiln_free. */
+ * "refit_ms"}, ...], "last_refit": null before any kiln_model_refit, else
+ * {"weights", "engines", "fallback_weights", "check_ms", "refit_ms"} of the
+ * last successful one}. Release with kiln_free. */
 KILN_API kiln_status kiln_model_report_json(const kiln_model* model, char** json_out);
 /* The input specs as a JSON array of {"name", "dtype", "min", "opt",
  * "max"} (dtype as "float32", ...). Release with kiln_free. */
 KILN_API kiln_status kiln_model_inputs_json(const kiln_model* model, char** json_out);
+
+/* ---- Refit ------------------------------------------------------------ */
+
+/* The model's refittable weights, what kiln_model_refit accepts, as a JSON
+ * array of {"name", "dtype", "shape"} in canonical order: the float
+ * initializers of more than one element that the model reads as data
+ * (Conv/Gemm/MatMul weights and biases, normalization parameters, ...).
+ * Other initializers are structural constants. Release with kiln_free. */
+KILN_API kiln_status kiln_model_weights_json(const kiln_model* model, char** json_out);
+/* Gives the model new values for `count` weights, in place, without a
+ * compile: `names[i]` (an initializer name of the model) gets `values[i]`,
+ * which must have the weight's dtype and shape. Every engine replays its
+ * weight recipes (BatchNorm folding, transposes, reorders into the layouts
+ * its tactics chose, for every input shape it has run) and fallback
+ * segments recompute what they read; weights not named keep their values.
+ * The values are copied during the call: the caller keeps ownership of the
+ * names and tensors and may destroy them afterwards. All or nothing: an
+ * unknown name, a structural constant, a name given twice, a NULL, or a
+ * value of another dtype or shape is KILN_ERROR_INVALID_ARGUMENT naming the
+ * initializer, and the model is unchanged. A model compiled with
+ * refittable = false (immutable_weights = true) refuses. After a refit,
+ * kiln_model_save refuses (the artifact would embed the compile-time
+ * weights). Threads: a refit is a write of the model: it must not run
+ * while kiln_model_run, kiln_model_run_into or another refit runs on the
+ * same model (serialize them as runs are). The time it took is
+ * "last_refit" in kiln_model_report_json. `count` 0 (names and values may
+ * then be NULL) changes nothing. */
+KILN_API kiln_status kiln_model_refit(kiln_model* model, const char* const* names,
+                                      const kiln_tensor* const* values, size_t count);
 
 /* ---- Run -------------------------------------------------------------- */
 

@@ -438,7 +438,8 @@ class CompiledModel:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def report(self):
-        """What the compile did: {"backend", "compile_ms", "engines": [...]}."""
+        """What the compile did: {"backend", "compile_ms", "engines": [...],
+        "last_refit": None or the stats of the last refit()}."""
         out = ctypes.c_void_p()
         _check(lib.kiln_model_report_json(self._live(), ctypes.byref(out)))
         return json.loads(_lib.take_string(out))
@@ -458,6 +459,45 @@ class CompiledModel:
         out = ctypes.c_void_p()
         _check(lib.kiln_model_inputs_json(self._live(), ctypes.byref(out)))
         return json.loads(_lib.take_string(out))
+
+    def weights(self):
+        """The refittable weights, what refit() takes: [{"name", "dtype",
+        "shape"}, ...], float initializers the model reads as data. Other
+        initializers are structural constants (part of the engine key)."""
+        out = ctypes.c_void_p()
+        _check(lib.kiln_model_weights_json(self._live(), ctypes.byref(out)))
+        return json.loads(_lib.take_string(out))
+
+    def refit(self, weights):
+        """Gives the model new weight values in place, without a compile:
+        ``weights`` maps initializer names to numpy arrays or torch tensors
+        (CPU or not) of the weight's dtype and shape (never converted).
+        Every engine replays its weight recipes (BatchNorm folding, layouts)
+        for every input shape it has run; unnamed weights keep their values.
+        The values are copied. All or nothing: an unknown name, a structural
+        constant or a wrong dtype or shape raises InvalidArgumentError naming
+        it, and the model is unchanged; so does a model compiled with
+        ``immutable_weights=True``. Afterwards save() refuses (the artifact
+        would embed the compile-time weights). Waits for a run on another
+        thread to finish. Returns the refit's stats: {"weights", "engines",
+        "fallback_weights", "check_ms", "refit_ms"}."""
+        items = list(weights.items()) if hasattr(weights, "items") else list(weights)
+        arrays = [(str(name), _weight_array(name, value)) for name, value in items]
+        n = len(arrays)
+        names = (ctypes.c_char_p * max(1, n))(*[name.encode() for name, _ in arrays])
+        wrapped = (Handle * max(1, n))()
+        try:
+            for i, (_, a) in enumerate(arrays):
+                shape = (ctypes.c_int64 * max(1, a.ndim))(*a.shape)
+                _check(lib.kiln_tensor_wrap(_NUMPY_TO_KILN[a.dtype], shape, a.ndim,
+                                            a.ctypes.data if a.nbytes else None, a.nbytes, ctypes.byref(wrapped[i])))
+            with self._lock:
+                _check(lib.kiln_model_refit(self._live(), names, wrapped, n))
+        finally:
+            for i in range(n):
+                if wrapped[i]:
+                    lib.kiln_tensor_destroy(wrapped[i])
+        return self.report()["last_refit"]
 
     def save(self, path):
         """Writes one AOT artifact (.kiln) that kiln.load() serves without a build."""
@@ -480,6 +520,21 @@ class CompiledModel:
         if getattr(self, "_handle", None):
             lib.kiln_model_destroy(self._handle)
             self._handle = None
+
+
+def _weight_array(name, value):
+    """A C-contiguous numpy array of ``value`` (numpy or torch, any device)."""
+    if type(value).__module__.startswith("torch"):
+        value = value.detach()
+        if value.device.type != "cpu":
+            value = value.cpu()
+        if str(value.dtype) == "torch.bfloat16":
+            raise InvalidArgumentError("weight '%s': bfloat16 tensors are not accepted by the Python package yet" % name)
+        value = value.contiguous().numpy()
+    a = np.ascontiguousarray(value)
+    if a.dtype not in _NUMPY_TO_KILN:
+        raise InvalidArgumentError("weight '%s': dtype %s is not one kiln can hold" % (name, a.dtype))
+    return a
 
 
 def _compile_onnx(model, inputs, settings):

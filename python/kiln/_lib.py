@@ -6,6 +6,7 @@ import os
 import pathlib
 
 ABI_VERSION = 1  # KILN_ABI_VERSION of the header these prototypes follow
+ABI_MINOR_VERSION = 1  # the KILN_ABI_MINOR_VERSION that added the newest function declared here
 
 _c_char_pp = ctypes.POINTER(ctypes.c_char_p)
 
@@ -80,6 +81,7 @@ def _declare(lib):
     H, HP = Handle, P(Handle)
     protos = {
         "kiln_abi_version": (ctypes.c_uint32, []),
+        "kiln_abi_minor_version": (ctypes.c_uint32, []),
         "kiln_version": (ctypes.c_char_p, []),
         "kiln_last_error": (ctypes.c_char_p, []),
         "kiln_free": (None, [vp]),
@@ -101,6 +103,8 @@ def _declare(lib):
         "kiln_model_report_json": (ctypes.c_int, [H, P(vp)]),
         "kiln_model_inputs_json": (ctypes.c_int, [H, P(vp)]),
         "kiln_model_run": (ctypes.c_int, [H, P(H), sz, P(H), sz]),
+        "kiln_model_weights_json": (ctypes.c_int, [H, P(vp)]),
+        "kiln_model_refit": (ctypes.c_int, [H, P(ctypes.c_char_p), P(H), sz]),
         "kiln_tensor_wrap": (ctypes.c_int, [ctypes.c_int, P(i64), sz, vp, sz, HP]),
         "kiln_tensor_destroy": (None, [H]),
         "kiln_tensor_dtype": (ctypes.c_int, [H]),
@@ -111,6 +115,9 @@ def _declare(lib):
         "kiln_tensor_mutable_data": (vp, [H]),
         "kiln_zoo_model": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint64, i64, P(vp), P(sz)]),
     }
+    if not hasattr(lib, "kiln_abi_minor_version"):
+        raise ImportError("kiln: libkiln is older than ABI %d.%d (it has no kiln_abi_minor_version); rebuild it"
+                          % (ABI_VERSION, ABI_MINOR_VERSION))
     for name, (restype, argtypes) in protos.items():
         fn = getattr(lib, name)
         fn.restype = restype
@@ -123,6 +130,9 @@ if lib.kiln_abi_version() != ABI_VERSION:
     raise ImportError(
         "kiln: libkiln has ABI version %d, this package needs %d" % (lib.kiln_abi_version(), ABI_VERSION)
     )
+if lib.kiln_abi_minor_version() < ABI_MINOR_VERSION:
+    raise ImportError("kiln: libkiln has ABI minor version %d, this package needs %d or newer"
+                      % (lib.kiln_abi_minor_version(), ABI_MINOR_VERSION))
 
 
 def take_string(pointer):

@@ -157,3 +157,90 @@ def model(graph_name, nodes, initializers, inputs, outputs, opset, producer="kil
     graph += [_bytes(12, v) for v in outputs]
     opset_id = _bytes(1, "") + _int(2, opset)
     return b"".join([_int(1, ir_version), _bytes(2, producer)] + _nested(7, graph) + [_bytes(8, opset_id)])
+
+
+# ---- Reading ---------------------------------------------------------------------
+
+_ONNX_TO_NUMPY = {code: dtype for dtype, code in _NUMPY_TO_ONNX.items()}
+
+
+def _read_varint(data, pos):
+    result, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data):
+    """(field number, wire type, value) of one message's fields: an int for
+    varints and fixed widths, a memoryview for length-delimited ones."""
+    data = memoryview(data)
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire == 1:
+            value, pos = int.from_bytes(data[pos:pos + 8], "little"), pos + 8
+        elif wire == 2:
+            size, pos = _read_varint(data, pos)
+            value, pos = data[pos:pos + size], pos + size
+        elif wire == 5:
+            value, pos = int.from_bytes(data[pos:pos + 4], "little"), pos + 4
+        else:
+            raise ValueError("protobuf wire type %d is not one ONNX uses" % wire)
+        yield field, wire, value
+
+
+def _tensor_array(data):
+    """(name, numpy array) of a TensorProto with raw_data or float_data; the
+    array is None for other storage (external data, typed fields)."""
+    name, dims, elem_type, raw, floats = "", [], 0, None, []
+    for field, wire, value in _fields(data):
+        if field == 1:  # dims: unpacked varints, or packed
+            if wire == 0:
+                dims.append(value)
+            else:
+                pos = 0
+                while pos < len(value):
+                    d, pos = _read_varint(value, pos)
+                    dims.append(d)
+        elif field == 2:
+            elem_type = value
+        elif field == 8:
+            name = bytes(value).decode("utf-8")
+        elif field == 9:
+            raw = bytes(value)
+        elif field == 4:  # float_data: packed, or one fixed32 each
+            if wire == 2:
+                floats.extend(np.frombuffer(bytes(value), dtype="<f4").tolist())
+            else:
+                floats.append(struct.unpack("<f", value.to_bytes(4, "little"))[0])
+    dtype = _ONNX_TO_NUMPY.get(elem_type)
+    if dtype is None:
+        return name, None
+    if raw is not None:
+        return name, np.frombuffer(raw, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(dims)
+    if dtype == np.float32 and (floats or int(np.prod(dims)) == 0):
+        return name, np.asarray(floats, dtype=np.float32).reshape(dims)
+    return name, None
+
+
+def read_initializers(model_bytes):
+    """{name: numpy array} of a ModelProto's graph initializers (those held
+    as raw_data or float_data, which is how torch.onnx.export writes them)."""
+    result = {}
+    for field, _, graph in _fields(model_bytes):
+        if field != 7:  # ModelProto.graph
+            continue
+        for gfield, _, tensor in _fields(graph):
+            if gfield == 5:  # GraphProto.initializer
+                name, array = _tensor_array(tensor)
+                if array is not None:
+                    result[name] = array
+    return result

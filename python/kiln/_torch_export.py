@@ -50,10 +50,48 @@ class ExportedModule:
     """A compiled ExportedProgram: call it with the program's user inputs
     (torch tensors); it returns what the program returns."""
 
-    def __init__(self, ep, translation, model):
+    def __init__(self, ep, translation, model, sources=None):
         self.translation = translation
         self.model = model
         self._out_spec = getattr(getattr(ep, "call_spec", None), "out_spec", None)
+        self._sources = sources or {}  # state_dict / constants name -> ConstSource
+
+    def refit(self, weights):
+        """New weights in place: ``weights`` maps the program's parameter and
+        buffer names (``ep.state_dict`` keys) to tensors of their shapes, or
+        is another ExportedProgram of the architecture (its state_dict and
+        constants). Each initializer read from a named tensor, transform
+        applied, is refitted (CompiledModel.refit); returns its stats."""
+        if is_exported_program(weights):  # what this program's graph reads of it
+            everything = dict(weights.state_dict)
+            everything.update(dict(getattr(weights, "constants", {}) or {}))
+            weights = {n: t for n, t in everything.items() if n in self._sources}
+        kiln_weights = {w["name"] for w in self.model.weights()}
+        values, taken = {}, {}
+        for name, tensor in weights.items():
+            source = self._sources.get(name)
+            if source is None:
+                raise _core.InvalidArgumentError("the exported program has no parameter or buffer named '%s'" % name)
+            params = [t for t in self.translation.builder.params if t.param[0] is source]
+            for t in params:
+                transform = t.param[1]
+                with torch.no_grad():
+                    value = tensor.detach()
+                    value = (transform(value) if transform is not None else value).to("cpu").contiguous()
+                    if t.name not in kiln_weights:  # a structural constant: refit cannot change it
+                        old = source.tensor.detach()
+                        old = (transform(old) if transform is not None else old).to("cpu")
+                        if old.shape != value.shape or not torch.equal(old, value):
+                            raise _core.InvalidArgumentError(
+                                "'%s' is a structural constant of the compiled model (part of its engine key): "
+                                "compile again to change it" % name)
+                        continue
+                values[t.name] = value
+            taken[name] = tensor
+        stats = self.model.refit(values)
+        for name, tensor in taken.items():  # later translations' reads see the new tensors
+            self._sources[name].tensor = tensor
+        return stats
 
     def __call__(self, *inputs):
         from .torch import run_torch
@@ -93,7 +131,7 @@ def compile_exported(ep, inputs=None, **settings):
         raise _core.InvalidArgumentError("the exported program's signature does not match its graph")
     constants = dict(getattr(ep, "constants", {}) or {})
     state = ep.state_dict
-    sources, user = {}, []
+    sources, user, by_name = {}, [], {}
     for i, spec in enumerate(specs):
         kind = _kind_name(spec.kind)
         if kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
@@ -101,6 +139,7 @@ def compile_exported(ep, inputs=None, **settings):
             if not isinstance(tensor, torch.Tensor):
                 raise _core.InvalidArgumentError("exported %s %s is not a tensor" % (kind.lower(), spec.target))
             sources[i] = fx_translate.ConstSource(tensor)
+            by_name[spec.target] = sources[i]
         elif kind == "USER_INPUT":
             user.append(i)
         else:
@@ -128,4 +167,4 @@ def compile_exported(ep, inputs=None, **settings):
             spec = spec if isinstance(spec, Input) else Input.from_tensor(spec)
             kiln_inputs.append(Input(spec.min_shape, spec.opt_shape, spec.max_shape, spec.dtype, t.name))
     model = _core._compile_onnx(translation.onnx_bytes(()), kiln_inputs, settings)
-    return ExportedModule(ep, translation, model)
+    return ExportedModule(ep, translation, model, by_name)

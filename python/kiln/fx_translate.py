@@ -236,11 +236,14 @@ class Translation:
         """[(initializer name, current torch tensor before transform)] for ``args``."""
         return [(t.name, t.param[0].get(self.gm, args)) for t in self.builder.params]
 
-    def onnx_bytes(self, args=()):
-        """The model, with initializers from the current parameter tensors
-        (``args``: the graph's inputs, for parameters passed as inputs)."""
-        inits = []
+    def initializer_values(self, args=(), names=None):
+        """{initializer name: numpy array} from the current parameter tensors,
+        transforms applied, as onnx_bytes writes them; only ``names`` when
+        given (what CompiledModel.refit takes after a weight change)."""
+        values = {}
         for t in self.builder.params:
+            if names is not None and t.name not in names:
+                continue
             source, transform = t.param
             value = source.get(self.gm, args)
             with torch.no_grad():
@@ -251,7 +254,13 @@ class Translation:
             if tuple(array.shape) != t.shape:
                 raise _core.InvalidArgumentError("parameter %s changed shape from %s to %s; compile again"
                                                  % (t.name, t.shape, tuple(array.shape)))
-            inits.append(proto.tensor_chunks(t.name, array))
+            values[t.name] = array
+        return values
+
+    def onnx_bytes(self, args=()):
+        """The model, with initializers from the current parameter tensors
+        (``args``: the graph's inputs, for parameters passed as inputs)."""
+        inits = [proto.tensor_chunks(name, array) for name, array in self.initializer_values(args).items()]
         inputs = [proto.value_info(t.name, onnx_type(t.dtype),
                                    [d if d is not None else "%s_d%d" % (t.name, k) for k, d in enumerate(t.shape)])
                   for _, t in self.inputs]

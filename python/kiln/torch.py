@@ -14,7 +14,11 @@
 The module is exported in memory (opset 17; the dims whose min and max
 differ become dynamic axes) and compiled from the ONNX bytes; nothing is
 written to disk but the engine cache. The export captures the weights the
-module has at compile time. kiln runs on the CPU: tensors on another device
+module has at compile time; ``CompiledModule.refit(module)`` (or a dict of
+tensors) gives the compiled model new weights in place, and ``jit`` and the
+dynamo backend do so by themselves when a parameter changes (another
+tensor, or the same one changed in place), without compiling again. kiln
+runs on the CPU: tensors on another device
 are copied to the CPU and the outputs back to the first input's device.
 
 On torch >= 2.0, importing this module registers ``torch.compile(model,
@@ -34,7 +38,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import _core, _torch_export, fx_translate
+from . import _core, _onnx_proto, _torch_export, fx_translate
 from ._core import Input
 
 OPSET = 17
@@ -100,12 +104,79 @@ def run_torch(model, inputs):
     return [_to_torch(a, device) for a in model.run(arrays)]
 
 
+class _ExportedWeights:
+    """What an export of a module gave the compiled model, to refit it from
+    the module's later weights: the model's weight names, whether each is a
+    parameter or buffer of the module under its own name (torch.onnx.export
+    renames a weight it transforms: a BatchNorm fused into its conv becomes
+    ``onnx::Conv_N``), and the bytes of the other initializers, structural
+    constants that a refit cannot change."""
+
+    def __init__(self, model, onnx_bytes, module):
+        self.weight_names = {w["name"] for w in model.weights()}
+        initializers = _onnx_proto.read_initializers(onnx_bytes)
+        self.direct = self.weight_names <= set(module.state_dict(keep_vars=True))
+        self.structural = {n: a.tobytes() for n, a in initializers.items() if n not in self.weight_names}
+
+    def refit_values(self, onnx_bytes):
+        """The weights of a new export of the module, or None when it changed
+        a structural constant (or the graph): then only a compile helps."""
+        initializers = _onnx_proto.read_initializers(onnx_bytes)
+        structural = {n: a.tobytes() for n, a in initializers.items() if n not in self.weight_names}
+        if structural != self.structural or not self.weight_names <= set(initializers):
+            return None
+        return {n: initializers[n] for n in self.weight_names}
+
+
+def _state_versions(module):
+    """What identifies a module's current weights: each parameter's and
+    buffer's storage and in-place version counter."""
+    return {n: (t.data_ptr(), t._version) for n, t in module.state_dict(keep_vars=True).items()}
+
+
+def _refit_from_module(model, module, specs, exported, changed=None):
+    """Refits ``model`` (compiled from an export of ``module`` with ``specs``)
+    with the module's current weights. With ``changed`` (names of the
+    parameters and buffers that changed) and weights that are all the
+    module's own tensors, straight from them; otherwise from a new export.
+    Returns the refit's stats, or None when a structural constant changed."""
+    if changed is not None and exported.direct and changed <= exported.weight_names:
+        state = module.state_dict(keep_vars=True)
+        return model.refit({n: state[n] for n in changed})
+    values = exported.refit_values(export(module, specs))
+    return None if values is None else model.refit(values)
+
+
 class CompiledModule(_core.CompiledModel):
     """A kiln CompiledModel compiled from an nn.Module: torch tensors in and out."""
 
     def __call__(self, *inputs):
         outputs = run_torch(self, inputs)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def refit(self, weights):
+        """New weights in place (CompiledModel.refit): ``weights`` is a dict
+        of initializer names to tensors, or an ``nn.Module`` of the compiled
+        architecture (the compiled one after ``load_state_dict``, or
+        another), whose weights are exported and refitted. Raises
+        InvalidArgumentError when the module differs in a structural
+        constant or its graph: compile it instead."""
+        if not isinstance(weights, torch.nn.Module):
+            return super().refit(weights)
+        exported = getattr(self, "_exported", None)
+        if exported is None:
+            raise _core.InvalidArgumentError("refit from a module needs a model compiled by kiln.torch.compile")
+        try:
+            stats = _refit_from_module(self, weights, self._specs, exported)
+        except _core.Error:
+            raise
+        except Exception as e:  # noqa: B902 - torch's export of a module that does not fit the inputs
+            raise _core.InvalidArgumentError("cannot export the module with the compiled inputs: %s: %s"
+                                             % (type(e).__name__, e)) from e
+        if stats is None:
+            raise _core.InvalidArgumentError("the module's export differs from the compiled one beyond weight "
+                                             "values (a structural constant or the graph): compile it instead")
+        return stats
 
 
 def compile(module, inputs=None, **settings):
@@ -118,8 +189,11 @@ def compile(module, inputs=None, **settings):
     if _torch_export.is_exported_program(module):
         return _torch_export.compile_exported(module, inputs, **settings)
     specs = _as_inputs(inputs)
-    model = _core._compile_onnx(export(module, specs), specs, settings)
+    onnx_bytes = export(module, specs)
+    model = _core._compile_onnx(onnx_bytes, specs, settings)
     model.__class__ = CompiledModule
+    model._specs = specs
+    model._exported = _ExportedWeights(model, onnx_bytes, module)
     return model
 
 
@@ -127,28 +201,57 @@ class JitModule:
     """Compiles on the first call, and again for each new input signature
     (shapes and dtypes), always through the engine cache: a signature seen
     before, in this process or another, is a load and refit, not a build.
-    ``reset()`` drops the compiled models as ``torch._dynamo.reset()`` does;
-    the engine cache stays. Calls may come from several threads."""
+    When the module's parameters or buffers change (another tensor, or the
+    same one changed in place: ``load_state_dict``, an optimizer step), the
+    next call refits the compiled model in place (``refits`` counts them),
+    from the tensors themselves where the export kept every weight as is,
+    else from a new export; only a changed structural constant compiles
+    again (``recompiles``). ``reset()`` drops the compiled models as
+    ``torch._dynamo.reset()`` does; the engine cache stays. Calls may come
+    from several threads."""
 
     def __init__(self, module, **settings):
         _core._validate_names(settings, "jit")
         self.module = module
         self.settings = settings
-        self._models = {}
+        self._models = {}  # signature -> _JitEntry
         self._lock = threading.Lock()
         self.last_model = None
+        self.refits = 0
+        self.recompiles = 0
+
+    def _compile(self, specs):
+        onnx_bytes = export(self.module, specs)
+        model = _core._compile_onnx(onnx_bytes, specs, self.settings)
+        model.__class__ = CompiledModule
+        model._specs = specs
+        model._exported = _ExportedWeights(model, onnx_bytes, self.module)
+        return model
 
     def _model_for(self, inputs):
         signature = tuple((tuple(x.shape), str(x.dtype)) for x in inputs)
         with self._lock:
-            model = self._models.get(signature)
-            if model is None:
+            versions = _state_versions(self.module)
+            entry = self._models.get(signature)
+            if entry is None:
                 specs = [Input(shape=tuple(x.shape), dtype=x.dtype, name="input_%d" % i) for i, x in enumerate(inputs)]
-                model = _core._compile_onnx(export(self.module, specs), specs, self.settings)
-                model.__class__ = CompiledModule
-                self._models[signature] = model
-            self.last_model = model
-            return model
+                entry = _JitEntry(self._compile(specs), versions)
+                self._models[signature] = entry
+            elif versions != entry.versions:
+                changed = {n for n in set(versions) | set(entry.versions) if versions.get(n) != entry.versions.get(n)}
+                model = entry.model
+                try:
+                    stats = _refit_from_module(model, self.module, model._specs, model._exported, changed)
+                except _core.Error:
+                    stats = None
+                if stats is None:  # a structural constant changed: only a compile helps
+                    entry.model = self._compile(model._specs)
+                    self.recompiles += 1
+                else:
+                    self.refits += 1
+                entry.versions = versions
+            self.last_model = entry.model
+            return entry.model
 
     def __call__(self, *inputs):
         return self._model_for(inputs)(*inputs)
@@ -159,10 +262,18 @@ class JitModule:
 
     def reset(self):
         with self._lock:
-            for model in self._models.values():
-                model.close()
+            for entry in self._models.values():
+                entry.model.close()
             self._models.clear()
             self.last_model = None
+
+
+class _JitEntry:
+    __slots__ = ("model", "versions")
+
+    def __init__(self, model, versions):
+        self.model = model
+        self.versions = versions
 
 
 def jit(module, **settings):
@@ -180,9 +291,12 @@ class FxModule:
     cache. Each call feeds only the non-parameter inputs. When the parameter
     tensors of a call differ from those the model was compiled with (another
     tensor, or the same tensor changed in place: ``load_state_dict``,
-    ``weight.mul_``), the model is compiled again with the new weights, which
-    the engine cache serves as a hit and a refit, so results are never
-    stale. If translation or compile fails, the graph runs eagerly from then
+    ``weight.mul_``), the changed initializers are refitted into the
+    compiled model in place (CompiledModel.refit: no import, lowering or
+    cache lookup), so results are never stale; ``refits`` counts weight
+    changes, ``recompiles`` those that needed a compile (a changed
+    parameter that kiln holds as a structural constant, such as a
+    one-element tensor). If translation or compile fails, the graph runs eagerly from then
     on, after one ``RuntimeWarning`` naming the reason.
     """
 
@@ -193,7 +307,8 @@ class FxModule:
         self.parameter_indices = (set(parameter_indices) if parameter_indices is not None else
                                   fx_translate.parameter_placeholders(gm, list(example_inputs)))
         self.fallback_reason = None
-        self.refits = 0  # recompiles after a weight change
+        self.refits = 0  # weight changes handled (in place, or by a compile)
+        self.recompiles = 0  # of those, the ones that needed a compile
         self.last_model = None
         self._entries = {}  # input signature -> _FxEntry
         self._lock = threading.Lock()
@@ -228,17 +343,36 @@ class FxModule:
             translation = fx_translate.translate(self.gm, args, self.parameter_indices)
             entry = _FxEntry(translation, None, None)
             entry.model = self._compile(translation, args)
+            entry.weight_names = {w["name"] for w in entry.model.weights()}
             entry.versions = self._versions(entry, args)
             self._entries[signature] = entry
         else:
             versions = self._versions(entry, args)
             if versions != entry.versions:
-                model = self._compile(entry.translation, args)  # same graph: an engine cache hit + refit
-                # the old model is not closed: a call on another thread may still hold it; it goes with its last user
-                entry.model, entry.versions = model, versions
-                self.refits += 1
+                self._update_weights(entry, args, versions)
         self.last_model = entry.model
         return entry
+
+    def _update_weights(self, entry, args, versions):
+        """The changed initializers refitted in place; a compile when one of
+        them is not a kiln weight (a structural constant) or the refit fails."""
+        changed = {t.name for t, old, new in zip(entry.translation.builder.params, entry.versions, versions)
+                   if old != new}
+        if changed <= entry.weight_names:
+            try:
+                entry.model.refit(entry.translation.initializer_values(args, changed))
+            except _core.Error:
+                pass  # compiled again below, which reports what is wrong if anything is
+            else:
+                entry.versions = versions
+                self.refits += 1
+                return
+        model = self._compile(entry.translation, args)  # same graph: an engine cache hit + refit
+        # the old model is not closed: a call on another thread may still hold it; it goes with its last user
+        entry.model, entry.versions = model, versions
+        entry.weight_names = {w["name"] for w in model.weights()}
+        self.refits += 1
+        self.recompiles += 1
 
     def _fall_back(self, error):
         self.fallback_reason = "%s: %s" % (type(error).__name__, error)
@@ -263,12 +397,13 @@ class FxModule:
 
 
 class _FxEntry:
-    __slots__ = ("translation", "model", "versions")
+    __slots__ = ("translation", "model", "versions", "weight_names")
 
     def __init__(self, translation, model, versions):
         self.translation = translation
         self.model = model
         self.versions = versions
+        self.weight_names = set()
 
 
 def dynamo_backend(gm, example_inputs, options=None):

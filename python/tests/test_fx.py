@@ -330,14 +330,18 @@ def test_parameters_changed_in_place_or_replaced_are_refit(fast):
     with torch.no_grad():
         params[0].mul_(-1.5)  # in place: same storage, new version
         params[4].add_(0.3)  # a buffer too
+    compiled = model.last_model
     second = model(x, *params)
-    assert model.refits == 1 and [e["status"] for e in model.engines()] == ["hit"]
+    # In place: the same compiled model, no compile (its one engine still the first compile's miss).
+    assert model.refits == 1 and model.recompiles == 0 and model.last_model is compiled
+    assert [e["status"] for e in model.engines()] == ["miss"]
+    assert compiled.report()["last_refit"]["weights"] == 2  # only the two changed tensors
     assert_close(second.numpy(), eager(functional_cnn, x, *params).numpy())
     assert float((second - first).abs().max()) > 1e-3
 
     other = functional_cnn_params(7)  # other tensors altogether (a new state dict)
     third = model(x, *other)
-    assert model.refits == 2
+    assert model.refits == 2 and model.recompiles == 0 and model.last_model is compiled
     assert_close(third.numpy(), eager(functional_cnn, x, *other).numpy())
 
 
@@ -349,9 +353,39 @@ def test_load_state_dict_into_a_traced_module_is_refit(fast):
     before = model(x).clone()
     net.load_state_dict(small_cnn(5).state_dict())
     after = model(x)
-    assert model.refits == 1
+    assert model.refits == 1 and model.recompiles == 0
+    assert model.last_model.report()["last_refit"]["engines"] >= 1
     assert_close(after.numpy(), eager(net, x).numpy())
     assert float((after - before).abs().max()) > 1e-3
+
+
+def test_a_changed_structural_constant_compiles_again(fast):
+    """A one-element parameter is a structural constant to kiln (keyed by
+    value, never refitted): changing it takes a compile, and the result is
+    still right."""
+
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 4)
+            self.scale = nn.Parameter(torch.tensor([2.0]))
+
+        def forward(self, x):
+            return self.fc(x) * self.scale
+
+    net = Scaled().eval()
+    gm = torch.fx.symbolic_trace(net)
+    x = torch.rand(3, 6)
+    model = fx_module(gm, [x], fast)
+    model(x)
+    with torch.no_grad():
+        net.fc.weight.mul_(2)  # a weight: in place
+    assert_close(model(x).numpy(), eager(net, x).numpy())
+    assert model.refits == 1 and model.recompiles == 0
+    with torch.no_grad():
+        net.scale.fill_(-3.0)  # a structural constant: a compile
+    assert_close(model(x).numpy(), eager(net, x).numpy())
+    assert model.refits == 2 and model.recompiles == 1
 
 
 # ---- Failures ------------------------------------------------------------------------
@@ -469,6 +503,35 @@ def test_torch_compile_weight_change_is_refit(fast):
     assert_close(eager(compiled, x).numpy(), eager(net, x).numpy())
 
 
+@needs_torch_2
+def test_torch_compile_weight_change_refits_in_place(fast):
+    """Through dynamo: the FxModule the backend made refits the compiled
+    model it holds instead of compiling again."""
+    made = []
+
+    def backend(gm, example_inputs):
+        fx = kiln.torch.dynamo_backend(gm, example_inputs, options=fast)
+        made.append(fx)
+        return fx
+
+    net = small_cnn(4)
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend=backend)
+    x = torch.rand(2, 3, 16, 16)
+    eager(compiled, x)
+    fx_modules = [m for m in made if isinstance(m, kiln.torch.FxModule)]
+    assert fx_modules
+    first = [m.last_model for m in fx_modules]
+    net.load_state_dict(small_cnn(5).state_dict())
+    assert_close(eager(compiled, x).numpy(), eager(net, x).numpy())
+    with torch.no_grad():
+        net[0].weight.mul_(-1)
+    assert_close(eager(compiled, x).numpy(), eager(net, x).numpy())
+    assert sum(m.refits for m in fx_modules) >= 2
+    assert all(m.recompiles == 0 for m in fx_modules)
+    assert [m.last_model for m in fx_modules] == first
+
+
 # ---- Dynamic dims (torch.export's symbolic shapes) ----------------------------------------
 
 
@@ -522,3 +585,25 @@ def test_exported_program_with_a_dim_range(name, fast):
         assert_close(model(x).numpy(), eager(net, x).numpy())
     with pytest.raises(kiln.InvalidArgumentError, match="outside the compiled range"):
         model(torch.randn(7, *shape[1:]))
+
+
+@needs_torch_2
+def test_exported_program_refits_from_another_programs_weights(fast):
+    from torch.export import export
+
+    x = torch.rand(2, 3, 16, 16)
+    net, other = small_cnn(0), small_cnn(6)
+    model = kiln.torch.compile(export(net, (x,)), **fast)
+    before = model(x).clone()
+    stats = model.refit(export(other, (x,)))
+    assert stats["engines"] >= 1
+    after = model(x)
+    assert_close(after.numpy(), eager(other, x).numpy())
+    assert float((after - before).abs().max()) > 1e-3
+    # By name, one tensor: its initializers (BatchNorm folded in lowering) are refitted.
+    model.refit({"0.weight": other[0].weight.detach() * -1})
+    with torch.no_grad():
+        other[0].weight.mul_(-1)
+    assert_close(model(x).numpy(), eager(other, x).numpy())
+    with pytest.raises(kiln.InvalidArgumentError, match="no parameter or buffer named"):
+        model.refit({"no.such": other[0].weight})

@@ -43,6 +43,7 @@ struct kiln_model {
   // backend "ref":
   std::optional<kiln::ref::Executor> executor;
   double compile_ms = 0;
+  std::optional<kiln::RefitStats> last_refit;  // the last successful kiln_model_refit
 };
 
 namespace kiln::capi {

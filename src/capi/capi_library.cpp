@@ -104,6 +104,7 @@ using namespace kiln::capi;
 extern "C" {
 
 uint32_t kiln_abi_version(void) { return KILN_ABI_VERSION; }
+uint32_t kiln_abi_minor_version(void) { return KILN_ABI_MINOR_VERSION; }
 const char* kiln_version(void) { return KILN_VERSION_STRING; }
 const char* kiln_last_error(void) { return last_error().c_str(); }
 

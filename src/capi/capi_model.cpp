@@ -179,7 +179,19 @@ json report_json(const kiln_model& model) {
                          {"refit_ms", e.refit_ms}});
     }
   }
-  return {{"backend", model.backend}, {"compile_ms", model.compile_ms}, {"engines", engines}};
+  json last_refit = nullptr;
+  if (model.last_refit) {
+    const RefitStats& r = *model.last_refit;
+    last_refit = {{"weights", r.weights},
+                  {"engines", r.engines},
+                  {"fallback_weights", r.fallback_weights},
+                  {"check_ms", r.check_ms},
+                  {"refit_ms", r.refit_ms}};
+  }
+  return {{"backend", model.backend},
+          {"compile_ms", model.compile_ms},
+          {"engines", engines},
+          {"last_refit", last_refit}};
 }
 
 }  // namespace

@@ -25,6 +25,19 @@ CompiledModel::~CompiledModel() = default;
 std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
   return m_impl->compiled->run(inputs);
 }
+RefitStats CompiledModel::refit(std::span<const WeightUpdate> weights) {
+  return m_impl->compiled->refit(weights);
+}
+
+RefitStats CompiledModel::refit(const std::map<std::string, Tensor>& weights) {
+  std::vector<WeightUpdate> updates;
+  updates.reserve(weights.size());
+  for (const auto& [name, value] : weights) updates.push_back({name, value});
+  return refit(updates);
+}
+
+const std::vector<WeightInfo>& CompiledModel::weights() const { return m_impl->compiled->weights(); }
+
 const std::vector<EngineStatus>& CompiledModel::engines() const { return m_impl->engines; }
 double CompiledModel::compile_ms() const { return m_impl->compiled->report().compile_ms; }
 

@@ -11,18 +11,11 @@
 #include "reference/executor.hpp"
 #include "runtime/artifact.hpp"
 #include "runtime/clock.hpp"
+#include "runtime/compiled_model_step.hpp"
 #include "runtime/engine_provider.hpp"
 #include "util/log.hpp"
 
 namespace kiln::runtime {
-
-struct CompiledModel::Step {
-  std::unique_ptr<Engine> engine;
-  // A fallback segment: its own graph, run by the reference executor.
-  std::unique_ptr<ir::Graph> graph;
-  std::unique_ptr<ref::Executor> executor;
-  std::vector<ir::ValueId> inputs, outputs;  // lowered-graph values
-};
 
 CompiledModel::CompiledModel(CompiledModel&&) noexcept = default;
 CompiledModel& CompiledModel::operator=(CompiledModel&&) noexcept = default;
@@ -86,9 +79,9 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
       SegmentRecord seg{segment.engine, segment.nodes.size(), -1, segment.fallback_reason};
       std::optional<std::vector<InputSpec>> sub_specs;
       if (segment.engine) sub_specs = partition::subgraph_specs(sub, at_min, at_opt, at_max);
+      step.sources = sub.sources;
       if (sub_specs) {
-        std::vector<Tensor> sub_sources;
-        for (int32_t index : sub.sources) sub_sources.push_back(sources.at(static_cast<size_t>(index)));
+        std::vector<Tensor> sub_sources = pick_sources(sources, step.sources);
         EngineRecord record;
         step.engine = provider.provide(sub.graph, *sub_specs, sub_sources, record);
         seg.engine_index = static_cast<int>(model.m_report.engines.size());
@@ -127,12 +120,26 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
     const ir::Value& value = lowered.value(v);
     if (value.initializer) model.m_constants[static_cast<size_t>(v)] = *value.initializer;
   }
+  for (size_t v = 0; v < model.m_constants.size(); ++v) {
+    const ir::Value& value = lowered.value(static_cast<ir::ValueId>(v));
+    if (model.m_constants[v] && value.recipe)
+      model.m_constant_recipes.emplace_back(static_cast<ir::ValueId>(v), *value.recipe);
+  }
+  model.index_weights(graph, std::move(sources));
   model.m_report.compile_ms = ms_since(compile_start);
   return model;
 }
 
 std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onnx,
                                                   const ir::Graph& graph) const {
+  if (m_refitted) {
+    // The artifact embeds the model's ONNX bytes, whose weights are the
+    // compile-time ones: a loaded copy would silently run the old weights.
+    throw Error(ErrorCode::invalid_argument,
+                graph.source +
+                    ": the model was refitted in place; an artifact would embed the "
+                    "weights it was compiled with: compile the new weights to save them");
+  }
   if (!m_settings.refittable) {
     throw Error(ErrorCode::invalid_argument, graph.source +
                                                  ": an artifact needs refittable engines (a loaded artifact "

@@ -6,7 +6,9 @@
 // on the reference backend. It reports where the time went.
 //
 // The graph's weights must outlive the CompiledModel: fallback segments read
-// them. Not thread-safe: run() uses the engines' scratch buffers.
+// them (until refit() replaces them with copies of its own). Not
+// thread-safe: run(), profile() and refit() use the engines' scratch
+// buffers and weights, so one of them at a time on one model.
 #pragma once
 
 #include <filesystem>
@@ -20,6 +22,7 @@
 
 #include "backends/backend.hpp"
 #include "key/engine_key.hpp"
+#include "kiln/compile.hpp"
 #include "kiln/settings.hpp"
 
 namespace kiln::cache {
@@ -103,6 +106,23 @@ class CompiledModel {
   // reports each step's median time. Outputs equal run()'s.
   ModelProfile profile(std::span<const Tensor> inputs, int runs, int warmup = 1);
 
+  // The model's refittable weights in canonical order: what refit() takes.
+  const std::vector<WeightInfo>& weights() const { return m_weight_infos; }
+
+  // Gives the model new values for some of its weights, in place: every
+  // engine replays its weight recipes (BatchNorm folding, transposes,
+  // reorders into its tactics' layouts, for every shape instance) and every
+  // fallback segment recomputes the initializers it reads. Weights not named
+  // keep their values. The values are copied; the caller may free them.
+  // All or nothing: every name must be a refittable weight of this model,
+  // named once, with its dtype and shape, else kiln::Error(invalid_argument)
+  // naming the initializer, before any engine is touched. Throws
+  // kiln::Error(invalid_argument) for a model compiled with refittable off.
+  // Not thread-safe: never concurrently with run() or profile().
+  RefitStats refit(std::span<const WeightUpdate> updates);
+  // The last successful refit(); nullopt before one.
+  const std::optional<RefitStats>& last_refit() const { return m_last_refit; }
+
   // The model as one AOT artifact (runtime/artifact.hpp): `onnx` is the
   // model's ONNX bytes, weights inline, the bytes `graph` was imported from.
   // Throws kiln::Error(invalid_argument) if the engines are not refittable
@@ -121,6 +141,15 @@ class CompiledModel {
   static CompiledModel compile_with(const ir::Graph& graph, std::vector<InputSpec> specs,
                                     const CompileSettings& settings,
                                     std::optional<std::shared_ptr<cache::Store>> store);
+  // Records the model's refittable weights (canonical order) and which
+  // other initializers exist, for refit()'s checks and errors.
+  void index_weights(const ir::Graph& graph, std::vector<Tensor> sources);
+  // Checks `updates` against the model's weights; the new source list.
+  std::vector<Tensor> checked_sources(std::span<const WeightUpdate> updates, RefitStats& stats) const;
+  // Refits every engine whose recipes read a source marked in `changed`
+  // from `sources`; on a failure, refits those engines back to m_sources
+  // and rethrows. Returns how many it refitted.
+  size_t refit_engines(const std::vector<Tensor>& sources, const std::vector<bool>& changed);
   // A clear error naming the input, the dim and the range.
   void check_inputs(std::span<const Tensor> inputs) const;
   // run(); with `timings`, profiled: replaced by one entry per engine step
@@ -139,6 +168,16 @@ class CompiledModel {
   std::vector<int> m_last_use;
   std::vector<ir::ValueId> m_inputs, m_outputs;
   CompileReport m_report;
+  // Refit: the source weights the engines hold now (canonical order) and
+  // their names; recipes of constants (m_constants) that are weights.
+  std::vector<Tensor> m_sources;
+  std::vector<WeightInfo> m_weight_infos;
+  std::map<std::string, size_t, std::less<>> m_weight_index;
+  std::map<std::string, std::string, std::less<>> m_not_weights;  // other initializers: why not
+  std::vector<std::pair<ir::ValueId, ir::WeightRecipe>> m_constant_recipes;
+  std::optional<RefitStats> m_last_refit;
+  std::string m_source;  // the model's file, for errors
+  bool m_refitted = false;
 };
 
 }  // namespace kiln::runtime

@@ -1,6 +1,7 @@
 /* The C API driven from C: compile a zoo model, run it against the
  * reference backend, save and load an artifact, a callback cache that sees
- * one save and then a hit with other weights, and the error paths. */
+ * one save and then a hit with other weights, in-place refit, and the error
+ * paths. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +129,157 @@ static int report_has(const kiln_model* model, const char* text) {
   return found;
 }
 
+/* ---- Refit ---- */
+
+#define MAX_WEIGHTS 64
+typedef struct weight_list {
+  int count;
+  char names[MAX_WEIGHTS][128];
+  int64_t shapes[MAX_WEIGHTS][8];
+  size_t ranks[MAX_WEIGHTS];
+} weight_list;
+
+/* Reads kiln_model_weights_json's array, whose objects' members are
+ * "dtype", "name", "shape" in that order. */
+static void read_weights(const kiln_model* model, weight_list* list) {
+  char* json = NULL;
+  const char* p;
+  REQUIRE_OK(kiln_model_weights_json(model, &json));
+  list->count = 0;
+  for (p = strstr(json, "\"name\":\""); p != NULL && list->count < MAX_WEIGHTS;
+       p = strstr(p, "\"name\":\"")) {
+    const char* end;
+    size_t len;
+    int i = list->count++;
+    p += strlen("\"name\":\"");
+    end = strchr(p, '"');
+    len = (size_t)(end - p) < sizeof list->names[i] - 1 ? (size_t)(end - p) : sizeof list->names[i] - 1;
+    memcpy(list->names[i], p, len);
+    list->names[i][len] = '\0';
+    p = strstr(end, "\"shape\":[") + strlen("\"shape\":[");
+    list->ranks[i] = 0;
+    while (*p != ']' && list->ranks[i] < 8) {
+      char* after;
+      list->shapes[i][list->ranks[i]++] = strtoll(p, &after, 10);
+      p = *after == ',' ? after + 1 : after;
+    }
+  }
+  CHECK(strstr(json, "\"dtype\":\"float32\"") != NULL);
+  kiln_free(json);
+}
+
+/* Values in [0.05, 0.15): positive (BatchNorm variances) and small. */
+static kiln_tensor* synthetic_weight(const weight_list* list, int i, int salt) {
+  kiln_tensor* t = NULL;
+  float* v;
+  size_t n = 1, k;
+  for (k = 0; k < list->ranks[i]; ++k) n *= (size_t)list->shapes[i][k];
+  REQUIRE_OK(kiln_tensor_create(KILN_FLOAT32, list->shapes[i], list->ranks[i], &t));
+  v = (float*)kiln_tensor_mutable_data(t);
+  for (k = 0; k < n; ++k) v[k] = 0.1f + 0.05f * sinf((float)(k * 37 + (size_t)i * 11 + (size_t)salt));
+  return t;
+}
+
+/* Refits `model` (cpu engines) and `ref` (reference backend), compiled
+ * from the same file, with the same new values: they agree again, and
+ * differ from before. Bad updates fail with a message and change nothing.
+ * A model compiled with refittable off refuses. */
+static void refit_checks(kiln_model* model, kiln_model* ref, const kiln_tensor* input, const void* bytes,
+                         size_t size, const kiln_settings* settings) {
+  weight_list list;
+  kiln_tensor* values[MAX_WEIGHTS];
+  const char* names[MAX_WEIGHTS];
+  kiln_tensor *before, *after, *ref_after, *again;
+  int i;
+  read_weights(model, &list);
+  CHECK(list.count > 4 && list.count < MAX_WEIGHTS);
+  {
+    weight_list ref_list;
+    read_weights(ref, &ref_list);
+    CHECK(ref_list.count == list.count);
+  }
+  for (i = 0; i < list.count; ++i) {
+    names[i] = list.names[i];
+    values[i] = synthetic_weight(&list, i, 0);
+  }
+  before = run1(model, input);
+  CHECK(report_has(model, "\"last_refit\":null"));
+
+  /* Errors: all or nothing, the model unchanged. */
+  {
+    const char* bad_names[2];
+    const kiln_tensor* bad_values[2];
+    kiln_tensor* wrong_shape = NULL;
+    int64_t shape[1] = {3};
+    REQUIRE_OK(kiln_tensor_create(KILN_FLOAT32, shape, 1, &wrong_shape));
+    bad_names[0] = names[0];
+    bad_values[0] = values[0];
+    bad_names[1] = "no_such_weight";
+    bad_values[1] = values[1];
+    CHECK(kiln_model_refit(model, bad_names, bad_values, 2) == KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(kiln_last_error(), "no_such_weight") != NULL);
+    bad_names[1] = names[1];
+    bad_values[1] = wrong_shape;
+    CHECK(kiln_model_refit(model, bad_names, bad_values, 2) == KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(kiln_last_error(), names[1]) != NULL && strstr(kiln_last_error(), "float32[3]") != NULL);
+    bad_values[1] = NULL;
+    CHECK(kiln_model_refit(model, bad_names, bad_values, 2) == KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(kiln_last_error(), "NULL") != NULL);
+    CHECK(kiln_model_refit(ref, bad_names, bad_values, 2) == KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(kiln_model_refit(NULL, NULL, NULL, 0) == KILN_ERROR_INVALID_ARGUMENT);
+    REQUIRE_OK(kiln_model_refit(model, NULL, NULL, 0));
+    kiln_tensor_destroy(wrong_shape);
+    again = run1(model, input);
+    CHECK(memcmp(kiln_tensor_data(again), kiln_tensor_data(before), kiln_tensor_byte_size(before)) == 0);
+    kiln_tensor_destroy(again);
+  }
+
+  REQUIRE_OK(kiln_model_refit(model, names, (const kiln_tensor* const*)values, (size_t)list.count));
+  REQUIRE_OK(kiln_model_refit(ref, names, (const kiln_tensor* const*)values, (size_t)list.count));
+  /* The values were copied: overwriting and destroying them changes nothing. */
+  for (i = 0; i < list.count; ++i) {
+    memset(kiln_tensor_mutable_data(values[i]), 0, kiln_tensor_byte_size(values[i]));
+    kiln_tensor_destroy(values[i]);
+  }
+  after = run1(model, input);
+  ref_after = run1(ref, input);
+  CHECK(close_to(after, ref_after, 1));
+  CHECK(!close_to(after, before, 0));
+  kiln_tensor_destroy(before);
+  CHECK(report_has(model, "\"refit_ms\""));
+  CHECK(!report_has(model, "\"last_refit\":null"));
+  {
+    char artifact[] = "/tmp/kiln-capi-refit-never-written.kiln";
+    CHECK(kiln_model_save(model, artifact) == KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(kiln_last_error(), "refitted") != NULL);
+  }
+
+  /* refittable off: refused, outputs unchanged. */
+  {
+    kiln_settings* immutable = NULL;
+    kiln_model* fixed = NULL;
+    const kiln_tensor* one[1];
+    REQUIRE_OK(kiln_settings_clone(settings, &immutable));
+    REQUIRE_OK(kiln_settings_set_json(
+        immutable,
+        "{\"immutable_weights\": true, \"cache_built_engines\": false, \"reuse_cached_engines\": false}"));
+    fixed = compile_bytes(bytes, size, immutable);
+    before = run1(fixed, input);
+    one[0] = synthetic_weight(&list, 0, 1);
+    CHECK(kiln_model_refit(fixed, names, one, 1) == KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(kiln_last_error(), "refittable") != NULL);
+    again = run1(fixed, input);
+    CHECK(memcmp(kiln_tensor_data(again), kiln_tensor_data(before), kiln_tensor_byte_size(before)) == 0);
+    kiln_tensor_destroy((kiln_tensor*)one[0]);
+    kiln_tensor_destroy(again);
+    kiln_tensor_destroy(before);
+    kiln_model_destroy(fixed);
+    kiln_settings_destroy(immutable);
+  }
+  kiln_tensor_destroy(after);
+  kiln_tensor_destroy(ref_after);
+}
+
 int main(void) {
   char dir[] = "/tmp/kiln-capi-XXXXXX";
   char path[256], artifact[256], cache_dir[256], command[300];
@@ -144,6 +296,7 @@ int main(void) {
   FILE* file;
 
   CHECK(kiln_abi_version() == KILN_ABI_VERSION);
+  CHECK(kiln_abi_minor_version() == KILN_ABI_MINOR_VERSION);
   CHECK(strlen(kiln_version()) > 0);
   if (!mkdtemp(dir)) return 1;
   snprintf(path, sizeof path, "%s/resnet_tiny.onnx", dir);
@@ -228,6 +381,9 @@ int main(void) {
   loaded_out = run1(loaded, input);
   CHECK(close_to(loaded_out, ref_out, 1));
   CHECK(kiln_model_save(ref, artifact) == KILN_ERROR_INVALID_ARGUMENT);
+
+  /* In-place refit (after the artifact: a refitted model cannot be saved). */
+  refit_checks(model, ref, input, bytes1, size1, settings);
 
   /* Error paths: a code and a message. */
   {
