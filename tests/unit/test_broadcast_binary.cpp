@@ -195,6 +195,13 @@ TEST_P(BroadcastEngine, MatchesTheReferenceWithoutReferenceKernels) {
     EXPECT_EQ(r.tactic, c.tactic);
   }
   EXPECT_TRUE(found) << "no " << c.op << " layer";
+  // A profile names kiln's loop "native", not a reference kernel ("aux").
+  std::vector<LayerTiming> steps;
+  engine->run_profiled(inputs, steps);
+  for (const LayerTiming& t : steps) {
+    if (t.op != c.op) continue;
+    EXPECT_EQ(t.kind, c.tactic.rfind("native:", 0) == 0 ? "native" : "onednn") << t.tactic;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
