@@ -42,7 +42,8 @@ struct LayerReport {
 };
 
 // One timed step of a profiled run (Engine::run_profiled): a oneDNN
-// primitive ("onednn"), a kiln reference kernel inside an engine ("aux"), a
+// primitive ("onednn"), a kiln reference kernel inside an engine ("aux"),
+// a kiln kernel of its own that is not a reference one ("native"), a
 // layout reorder ("reorder"), or a node of a fallback segment run by the
 // reference executor ("reference").
 struct LayerTiming {
@@ -50,7 +51,7 @@ struct LayerTiming {
   std::vector<std::string> nodes;  // every lowered node it implements, in chain order
   std::string op;                  // "Conv+Add+Relu" for a fused layer, "Reorder"
   std::string tactic;              // as in LayerReport; the layouts for a reorder
-  std::string kind;                // "onednn", "aux", "reorder", "reference"
+  std::string kind;                // "onednn", "aux", "native", "reorder", "reference"
   double ms = 0;
 };
 

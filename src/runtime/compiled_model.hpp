@@ -69,7 +69,7 @@ struct CompileReport {
 // One row of a profile: an engine step or a fallback node, its time the
 // median over the profiled runs.
 struct ProfileLayer {
-  LayerTiming timing;  // kind: "onednn", "aux", "reorder" or "reference"
+  LayerTiming timing;  // kind: "onednn", "aux", "native", "reorder" or "reference"
   int segment = 0;     // into CompileReport::segments
   double percent = 0;  // share of ModelProfile::total_ms
 };

@@ -61,7 +61,7 @@ import json, sys
 p = json.load(open(sys.argv[1]))["profile"]
 assert p["runs"] == 3 and p["aggregate"] == "median", p["runs"]
 layers = p["layers"]
-assert layers and all(l["kind"] in ("onednn", "aux", "reorder", "reference") for l in layers)
+assert layers and all(l["kind"] in ("onednn", "aux", "native", "reorder", "reference") for l in layers)
 assert all(k in l for l in layers for k in ("name", "nodes", "op", "tactic", "ms", "percent"))
 assert any(l["op"].startswith("Conv+") and len(l["nodes"]) > 1 for l in layers)
 assert abs(sum(l["percent"] for l in layers) - 100) < 1e-3

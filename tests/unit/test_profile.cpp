@@ -36,7 +36,7 @@ void expect_consistent(const ModelProfile& p, int runs) {
   EXPECT_EQ(p.runs, runs);
   ASSERT_FALSE(p.layers.empty());
   double percent = 0, ms = 0, by_kind = 0;
-  const std::set<std::string> kinds{"onednn", "aux", "reorder", "reference"};
+  const std::set<std::string> kinds{"onednn", "aux", "native", "reorder", "reference"};
   for (const runtime::ProfileLayer& l : p.layers) {
     EXPECT_TRUE(kinds.contains(l.timing.kind)) << l.timing.kind;
     EXPECT_GE(l.timing.ms, 0);

@@ -375,7 +375,8 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_flag(
       "--profile", opt->profile,
       "Time each layer (cpu backend): a table of layer, op(s), kind (onednn primitive, aux reference "
-      "kernel inside an engine, reorder, reference fallback), tactic, ms and share, the median of "
+      "kernel inside an engine, native kiln kernel, reorder, reference fallback), tactic, ms and share, the "
+      "median of "
       "--profile-runs synchronised runs after the normal ones; with --json, a \"profile\" section");
   cmd->add_option("--profile-runs", opt->profile_runs, "Profiled runs to take the median of")
       ->capture_default_str();

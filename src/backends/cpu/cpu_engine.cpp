@@ -317,7 +317,10 @@ std::vector<LayerTiming> CpuEngine::step_labels(const Instance& inst) const {
       t.tactic = md_string(step.pd.query_md(dnnl::query::src_md)) + " -> " +
                  md_string(step.pd.query_md(dnnl::query::dst_md));
     } else if (step.fn) {
-      t.kind = "aux";
+      // A reference kernel ("aux:" tactics), or kiln's own loop (a
+      // broadcast binary op, a Pad's fill): only the first is "aux".
+      const bool reference = l.kind == LayerKind::aux || l.tactic.name.rfind("aux:", 0) == 0;
+      t.kind = reference ? "aux" : "native";
       t.tactic = l.tactic.name.empty() ? layer_kind_name(l.kind) : l.tactic.name;
     } else {
       ++primitives;

@@ -1,12 +1,14 @@
 // Elementwise layers: unary activations/math as oneDNN eltwise, and
 // Add/Sub/Mul/Div as oneDNN binary with numpy broadcasting of the second
-// operand. Both work on the producer's layout (blocked included) and write
-// in place over an input that dies here.
+// operand, or kiln's own broadcast loop where oneDNN would take its
+// reference kernel. Both work on the producer's layout (blocked included)
+// where they can and write in place over an input that dies here.
 #include <algorithm>
 #include <cmath>
 #include <optional>
 #include <string>
 
+#include "backends/cpu/broadcast_binary.hpp"
 #include "backends/cpu/instance_builder.hpp"
 
 namespace kiln::cpu {
@@ -84,6 +86,49 @@ void add_eltwise(InstanceBuilder& b, LayerDesc& layer, ValueId x, ValueId y, con
   b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
 }
 
+BinaryOp binary_op_of(const std::string& op) {
+  if (op == "Add") return BinaryOp::add;
+  if (op == "Sub") return BinaryOp::sub;
+  if (op == "Mul") return BinaryOp::mul;
+  return BinaryOp::div;
+}
+
+// The first float of slot `s` (its descriptor's offset included), read at
+// run time: input slots are rebound to the caller's buffers on every run.
+float* slot_data(const Slot& s) {
+  auto* base = static_cast<float*>(s.mem.get_data_handle());
+  return base + s.md.data.offset0;
+}
+
+// The node's operands, in its order, through kiln's broadcast loop over
+// plain f32 copies: for the broadcasts oneDNN has no jit kernel for (both
+// operands broadcast, or one along a dim pattern it does not recognise).
+void add_native_binary(InstanceBuilder& b, LayerDesc& layer, const ir::Node& n) {
+  const ValueId x = n.inputs[0];
+  const ValueId z = n.inputs[1];
+  const ValueId y = n.outputs[0];
+  const auto& out = b.shape(y);
+  const BroadcastShape shape = canonical_broadcast(out, b.shape(x), b.shape(z));
+  const int sx = b.use_plain(x, Dt::f32);
+  const int sz = b.use_plain(z, Dt::f32);
+  const Md md = plain_md(out, Dt::f32);
+  // In place over a full operand that dies here: every element is read
+  // before it is written.
+  int dst = -1;
+  if (shape.a_full()) dst = b.try_inplace(x, y, md);
+  if (dst < 0 && shape.b_full() && z != x) dst = b.try_inplace(z, y, md);
+  if (dst < 0) dst = b.define(y, md);
+  layer.tactic.name = "native:broadcast_" + n.op_type;
+  if (shape.numel() == 0) return;
+  Instance* inst = &b.instance();
+  const BinaryOp op = binary_op_of(n.op_type);
+  b.add_function([inst, op, shape, sx, sz, dst](RunContext&) {
+    const auto& slots = inst->slots;
+    broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sx)]),
+                     slot_data(slots[static_cast<size_t>(sz)]), slot_data(slots[static_cast<size_t>(dst)]));
+  });
+}
+
 }  // namespace
 
 void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
@@ -112,7 +157,7 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
     if (n.op_type == "Sub") post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, -1.0f, 0.0f);
     if (n.op_type == "Div") post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_pow, 1.0f, -1.0f);
   } else if (!full(x)) {
-    build_aux_layer(b, layer);  // both operands broadcast: no oneDNN primitive
+    add_native_binary(b, layer, n);  // both operands broadcast: no oneDNN primitive
     return;
   }
   const dnnl::algorithm alg = n.op_type == "Add"   ? dnnl::algorithm::binary_add
@@ -144,48 +189,57 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
   // view of [197, 1, 768]) compares equal to plain, but oneDNN reads its
   // strides as a permuted layout and takes the reference kernel: read it
   // through a plain descriptor of the same bytes.
+  auto canonical_md = [](const Md& md) { return is_plain(md) ? plain_md(md.dims(), md.data_type()) : md; };
   auto canonical = [&](int s) {
     const Md md = b.slot(s).md;
-    return is_plain(md) ? b.view(s, plain_md(md.dims(), md.data_type())) : s;
+    return is_plain(md) ? b.view(s, canonical_md(md)) : s;
   };
-  auto make = [&](int& s0, int& s1) -> std::optional<dnnl::binary::primitive_desc> {
-    s0 = canonical(s0);
-    s1 = canonical(s1);
+  // Asks oneDNN for a primitive over these descriptors without adding any
+  // step, so an attempt that is not taken leaves no reorder behind.
+  auto probe = [&](const Md& m0, const Md& m1) -> std::optional<dnnl::binary::primitive_desc> {
     try {
-      dnnl::binary::desc desc(alg, b.slot(s0).md, b.slot(s1).md, b.slot(s0).md);
+      dnnl::binary::desc desc(alg, m0, m1, m0);
       return dnnl::binary::primitive_desc(desc, attr, b.engine());
     } catch (const dnnl::error&) {
       return std::nullopt;  // mixed layouts oneDNN cannot combine
     }
   };
-  // Attempts, best first: the broadcast operand laid out like the first
-  // (no copy of the big one), then both plain. The reference binary kernel
-  // is taken only when nothing else exists.
-  int src0 = b.use_current(x);
-  int src1 = -1;
+  // Attempts, best first: the broadcast operand laid out like the first (no
+  // copy of the big one); then both plain, over the canonical shape (merged
+  // dims are what oneDNN's jit recognises: [1,64,3,49,49] + [1,64,1,49,49]
+  // has no jit kernel, [64,3,2401] + [64,1,2401] is per_mb_spatial); then
+  // kiln's own broadcast loop. oneDNN's reference binary kernel is never
+  // taken.
+  const Md first = b.md_of(x);
   std::optional<dnnl::binary::primitive_desc> pd;
-  const Md first = b.slot(src0).md;
   if (auto like = same ? std::optional<Md>(first) : layout_like(first, padded)) {
-    src1 = second(*like);
-    pd = make(src0, src1);
-  }
-  if (!pd || is_reference(*pd)) {
-    int p0 = b.use_plain(x, Dt::f32);
-    int p1 = second(plain_md(same ? Dims(out.begin(), out.end()) : padded, Dt::f32));
-    std::optional<dnnl::binary::primitive_desc> plain = make(p0, p1);
-    if (plain && (!pd || !is_reference(*plain))) {
-      pd = plain;
-      src0 = p0;
-      src1 = p1;
+    pd = probe(canonical_md(first), canonical_md(*like));
+    if (pd && !is_reference(*pd)) {
+      const int src0 = canonical(b.use_current(x));
+      const int src1 = canonical(second(*like));
+      layer.tactic.name = "binary:" + n.op_type;
+      int dst = (z == x) ? -1 : b.try_inplace(x, y, pd->dst_desc());
+      if (dst >= 0 && b.slot(src0).md != b.slot(dst).md) dst = -1;
+      if (dst < 0) dst = b.define(y, pd->dst_desc());
+      b.add_primitive(*pd, {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, dst}});
+      return;
     }
   }
-  if (!pd)
-    throw Error(ErrorCode::unsupported, n.describe() + ": oneDNN has no binary primitive for these layouts");
-  layer.tactic.name = "binary:" + n.op_type + (is_reference(*pd) ? "/ref" : "");
-  int dst = (z == x) ? -1 : b.try_inplace(x, y, pd->dst_desc());
-  if (dst >= 0 && b.slot(src0).md != b.slot(dst).md) dst = -1;
-  if (dst < 0) dst = b.define(y, pd->dst_desc());
-  b.add_primitive(*pd, {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, dst}});
+  const BroadcastShape shape = canonical_broadcast(out, b.shape(x), b.shape(z));
+  const Md md0 = plain_md(shape.out, Dt::f32);
+  const Md md1 = plain_md(shape.b, Dt::f32);
+  pd = probe(md0, md1);
+  if (!pd || is_reference(*pd)) {
+    add_native_binary(b, layer, n);
+    return;
+  }
+  const int src0 = b.view(b.use_plain(x, Dt::f32), md0);
+  const int src1 = b.is_fixed(z) ? b.weight_slot(z, md1, md1) : b.view(b.use_plain(z, Dt::f32), md1);
+  const Md y_md = plain_md(out, Dt::f32);
+  int dst = (z == x) ? -1 : b.try_inplace(x, y, y_md);
+  if (dst < 0) dst = b.define(y, y_md);
+  layer.tactic.name = "binary:" + n.op_type;
+  b.add_primitive(*pd, {{DNNL_ARG_SRC_0, src0}, {DNNL_ARG_SRC_1, src1}, {DNNL_ARG_DST, b.view(dst, md0)}});
 }
 
 }  // namespace kiln::cpu

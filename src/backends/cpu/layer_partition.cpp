@@ -71,10 +71,16 @@ bool pad_mode_ok(const ir::Node& n) {
   return p == "NOTSET" || p == "VALID";
 }
 
-std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std::string* why) {
+std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std::string* why,
+                                      const std::vector<bool>* shape_only) {
   auto no = [&](const std::string& reason) -> std::optional<LayerKind> {
     if (why) *why = reason;
     return std::nullopt;
+  };
+  // Known when the engine builds an instance: a constant, or computed from
+  // the input shapes alone.
+  auto known_at_build = [&](ValueId v) {
+    return is_constant(g, v) || (shape_only && (*shape_only)[static_cast<size_t>(v)]);
   };
   if (!default_domain(n)) return no("domain '" + n.domain + "'");
   const std::string& op = n.op_type;
@@ -96,16 +102,46 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       return no("Slice of this kind");
     }
     for (size_t i = 1; i < n.inputs.size(); ++i) {
-      if (n.inputs[i] != k_no_value && !is_constant(g, n.inputs[i]))
+      if (n.inputs[i] != k_no_value && !known_at_build(n.inputs[i]))
         return no("Slice bounds are not constant");
     }
     if (n.inputs.size() > 4 && n.inputs[4] != k_no_value) {
+      // Positive steps are strides of the window (Swin's patch merging
+      // takes every second row and column).
       const Tensor* steps = g.value(n.inputs[4]).known_value();
       if (!steps) return no("Slice steps are not known");
       for (int64_t s : steps->to_int_vector()) {
-        if (s != 1) return no("Slice steps other than 1");
+        if (s < 1) return no("Slice steps below 1");
       }
     }
+    return LayerKind::view;
+  }
+  if (op == "Gather") {
+    // One constant index: a window of the data with that axis dropped (qkv[0]).
+    if (n.inputs.size() != 2 || n.inputs[0] == k_no_value ||
+        g.value(n.inputs[0]).type.dtype != DType::float32 || !rank_of(g, n.inputs[0]) ||
+        *rank_of(g, n.inputs[0]) == 0) {
+      return no("Gather of this kind");
+    }
+    const Tensor* index = g.value(n.inputs[1]).known_value();
+    if (!index || index->numel() != 1 || index->shape().size() > 1)
+      return no("Gather indices are not one constant");
+    return LayerKind::view;
+  }
+  if (op == "Pad") {
+    // Constant padding: the source copied into the interior of a filled
+    // destination (or a view where every amount is zero).
+    if (n.opset < 11 || n.inputs.size() < 2 || n.inputs[0] == k_no_value ||
+        g.value(n.inputs[0]).type.dtype != DType::float32 || !rank_of(g, n.inputs[0]) ||
+        *rank_of(g, n.inputs[0]) == 0) {
+      return no("Pad of this kind");
+    }
+    if (n.attrs.get_string("mode", "constant") != "constant")
+      return no("Pad mode " + n.attrs.get_string("mode"));
+    if (n.inputs[1] == k_no_value || !known_at_build(n.inputs[1])) return no("Pad amounts are not constant");
+    if (n.inputs.size() > 2 && n.inputs[2] != k_no_value && !is_constant(g, n.inputs[2]))
+      return no("Pad value is not constant");
+    if (n.inputs.size() > 3 && n.inputs[3] != k_no_value) return no("Pad axes");
     return LayerKind::view;
   }
   if (!float_data(g, n, why)) return std::nullopt;
@@ -218,9 +254,10 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
 
 }  // namespace
 
-std::optional<LayerKind> native_kind(const ir::Graph& graph, NodeId node, std::string* why) {
+std::optional<LayerKind> native_kind(const ir::Graph& graph, NodeId node, std::string* why,
+                                     const std::vector<bool>* shape_only) {
   try {
-    return check_native(graph, graph.node(node), why);
+    return check_native(graph, graph.node(node), why, shape_only);
   } catch (const Error& e) {  // a malformed attribute: leave it to the reference kernel's checks
     if (why) *why = e.what();
     return std::nullopt;
@@ -464,7 +501,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
     }
     if (outputs_shape_only) {
       layer.kind = LayerKind::shape;
-    } else if (auto kind = native_kind(g, n)) {
+    } else if (auto kind = native_kind(g, n, nullptr, &shape_only)) {
       layer.kind = *kind;
       auto it = groups.find(n);
       if (it != groups.end() && (layer.kind == LayerKind::conv || layer.kind == LayerKind::matmul)) {

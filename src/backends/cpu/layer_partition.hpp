@@ -15,8 +15,11 @@
 namespace kiln::cpu {
 
 // The oneDNN layer kind that runs `node`, or nullopt (with `why`) when it
-// must run as an aux layer.
-std::optional<LayerKind> native_kind(const ir::Graph& graph, ir::NodeId node, std::string* why = nullptr);
+// must run as an aux layer. With `shape_only` (shape_only_values), Slice
+// bounds and Pad amounts computed from input shapes count as known: the
+// engine has them once the input shapes are.
+std::optional<LayerKind> native_kind(const ir::Graph& graph, ir::NodeId node, std::string* why = nullptr,
+                                     const std::vector<bool>* shape_only = nullptr);
 
 // Why the engine cannot run `node` at all (neither oneDNN nor a reference
 // kernel); nullopt when it can.
