@@ -18,6 +18,7 @@
 
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/layer_partition.hpp"
+#include "backends/cpu/spatial_pads.hpp"
 #include "backends/cpu/tactics.hpp"
 #include "backends/cpu/winograd_weights.hpp"
 
@@ -114,20 +115,31 @@ ConvProblem conv_problem(const InstanceBuilder& b, const ir::Node& n) {
   p.src = to_dims(b.shape(p.x));
   p.dst = to_dims(b.shape(n.outputs[0]));
   const Dims wdims = to_dims(b.shape(p.w));
+  const size_t nd = p.src.size() - 2;
+  if (p.src.size() < 3 || p.src.size() > 5 || wdims.size() != p.src.size() || p.dst.size() != p.src.size()) {
+    throw Error(ErrorCode::unsupported, "convolution over other than 1, 2 or 3 spatial dims");
+  }
   p.groups = a.get_int("group", 1);
   p.weights = wdims;
-  if (p.groups > 1) p.weights = {p.groups, wdims[0] / p.groups, wdims[1], wdims[2], wdims[3]};
-  std::vector<int64_t> strides = a.get_ints("strides", {1, 1});
-  std::vector<int64_t> dilations = a.get_ints("dilations", {1, 1});
-  std::vector<int64_t> pads = a.get_ints("pads", {0, 0, 0, 0});
-  if (a.get_string("auto_pad", "NOTSET") == "VALID") pads = {0, 0, 0, 0};
-  if (strides.size() != 2 || dilations.size() != 2 || pads.size() != 4) {
-    throw Error(ErrorCode::unsupported, "strides/dilations/pads of the wrong length");
+  if (p.groups > 1) {
+    p.weights = {p.groups, wdims[0] / p.groups};
+    p.weights.insert(p.weights.end(), wdims.begin() + 1, wdims.end());
   }
-  p.strides = {strides[0], strides[1]};
-  p.dilates = {dilations[0] - 1, dilations[1] - 1};
-  p.pad_l = {pads[0], pads[1]};
-  p.pad_r = {pads[2], pads[3]};
+  std::vector<int64_t> strides = a.get_ints("strides", std::vector<int64_t>(nd, 1));
+  std::vector<int64_t> dilations = a.get_ints("dilations", std::vector<int64_t>(nd, 1));
+  if (strides.size() != nd || dilations.size() != nd) {
+    throw Error(ErrorCode::unsupported, "strides/dilations of the wrong length");
+  }
+  std::vector<int64_t> window(nd);
+  for (size_t i = 0; i < nd; ++i) window[i] = (wdims[2 + i] - 1) * dilations[i] + 1;
+  // auto_pad becomes explicit (possibly asymmetric) pads for these sizes.
+  const SpatialPads pads = explicit_pads(a, std::span<const int64_t>(p.src.data() + 2, nd),
+                                         std::span<const int64_t>(p.dst.data() + 2, nd), window, strides);
+  p.strides = Dims(strides.begin(), strides.end());
+  p.dilates = Dims(nd);
+  for (size_t i = 0; i < nd; ++i) p.dilates[i] = dilations[i] - 1;
+  p.pad_l = pads.begin;
+  p.pad_r = pads.end;
   return p;
 }
 
@@ -164,7 +176,12 @@ std::optional<Pd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Tactic
   using Tag = dnnl::memory::format_tag;
   if (t.algo == ConvAlgo::gemm) return make_gemm_pd(b, p, t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32);
   const Dt dt = t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32;
-  const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? Tag::nhwc : Tag::nChw16c;
+  // The tactic's layout for 1, 2 or 3 spatial dims: channels last, or
+  // channel blocks of 16.
+  const size_t nd = p.src.size() - 2;
+  const Tag last = nd == 1 ? Tag::nwc : nd == 3 ? Tag::ndhwc : Tag::nhwc;
+  const Tag blocked = nd == 1 ? Tag::nCw16c : nd == 3 ? Tag::nCdhw16c : Tag::nChw16c;
+  const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? last : blocked;
   Md src(p.src, dt, act);
   Md dst(p.dst, dt, act);
   Md w(p.weights, dt, Tag::any);

@@ -66,11 +66,6 @@ bool single_output(const ir::Node& n) {
   return !n.outputs.empty() && n.outputs[0] != k_no_value;
 }
 
-bool pad_mode_ok(const ir::Node& n) {
-  std::string p = n.attrs.get_string("auto_pad", "NOTSET");
-  return p == "NOTSET" || p == "VALID";
-}
-
 std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std::string* why) {
   auto no = [&](const std::string& reason) -> std::optional<LayerKind> {
     if (why) *why = reason;
@@ -86,7 +81,8 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     if (!single_output(n)) return no("extra outputs");
     return LayerKind::view;
   }
-  if (!single_output(n)) return no("optional outputs are requested");
+  // LayerNormalization's Mean and InvStdDev are oneDNN's statistics.
+  if (!single_output(n) && op != "LayerNormalization") return no("optional outputs are requested");
   if (op == "Slice") {
     // A strided window of a float tensor, copied by one reorder (ViT's q,
     // k and v out of the fused in-projection) instead of a reference kernel.
@@ -110,12 +106,15 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
   }
   if (!float_data(g, n, why)) return std::nullopt;
   if (op == "Conv") {
-    if (n.inputs.size() < 2 || rank_of(g, n.inputs[0]) != 4u) return no("only 2-d convolutions");
+    if (n.inputs.size() < 2 || !rank_of(g, n.inputs[0]) || *rank_of(g, n.inputs[0]) < 3u ||
+        *rank_of(g, n.inputs[0]) > 5u) {
+      return no("only 1-d, 2-d and 3-d convolutions");
+    }
     if (!is_fixed(g, n.inputs[1])) return no("weights are not constant");
     if (n.inputs.size() > 2 && n.inputs[2] != k_no_value && !is_fixed(g, n.inputs[2])) {
       return no("bias is not constant");
     }
-    if (!pad_mode_ok(n)) return no("auto_pad " + n.attrs.get_string("auto_pad"));
+    // auto_pad resolves to explicit pads per instance (conv_layer.cpp).
     return LayerKind::conv;
   }
   if (op == "MatMul") {
@@ -151,8 +150,9 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::matmul;
   }
   if (op == "MaxPool" || op == "AveragePool") {
-    if (rank_of(g, n.inputs[0]) != 4u) return no("only 2-d pooling");
-    if (!pad_mode_ok(n)) return no("auto_pad");
+    // auto_pad resolves to explicit pads per instance (pool_layer.cpp).
+    if (!rank_of(g, n.inputs[0]) || *rank_of(g, n.inputs[0]) < 3u || *rank_of(g, n.inputs[0]) > 5u)
+      return no("only 1-d, 2-d and 3-d pooling");
     if (op == "MaxPool" && n.attrs.get_int("storage_order", 0) != 0) return no("storage_order");
     if (op == "AveragePool" && n.attrs.get_int("ceil_mode", 0) && n.attrs.get_int("count_include_pad", 0)) {
       return no("ceil_mode with count_include_pad");
@@ -160,7 +160,8 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::pool;
   }
   if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
-    if (rank_of(g, n.inputs[0]) != 4u) return no("only 2-d pooling");
+    if (!rank_of(g, n.inputs[0]) || *rank_of(g, n.inputs[0]) < 3u || *rank_of(g, n.inputs[0]) > 5u)
+      return no("only 1-d, 2-d and 3-d pooling");
     return LayerKind::pool;
   }
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
