@@ -126,24 +126,12 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::matmul;
   }
   if (op == "Gemm") {
-    if (n.attrs.get_float("alpha", 1.0f) != 1.0f) return no("Gemm alpha != 1");
+    // alpha, beta and a C that broadcasts are post-ops (matmul_layer.cpp).
     bool has_c = n.inputs.size() > 2 && n.inputs[2] != k_no_value;
     if (has_c) {
-      if (n.attrs.get_float("beta", 1.0f) != 1.0f) return no("Gemm beta != 1");
       if (!is_fixed(g, n.inputs[2])) return no("Gemm C is not constant");
       const ir::ValueType& c = g.value(n.inputs[2]).type;
-      if (!c.shape || c.shape->empty() || c.shape->size() > 2 ||
-          (c.shape->size() == 2 && !((*c.shape)[0] == 1))) {
-        return no("Gemm C is not a row bias");
-      }
-      // The bias primitive reads N values: a C that broadcasts along N (one
-      // element) is not one.
-      const ir::ValueType& y = g.value(n.outputs[0]).type;
-      const ir::Dim& c_last = c.shape->back();
-      if (!y.shape || y.shape->empty() || !c_last.is_static() || !y.shape->back().is_static() ||
-          c_last.value() != y.shape->back().value()) {
-        return no("Gemm C does not have one value per output column");
-      }
+      if (!c.shape || c.shape->size() > 2) return no("Gemm C of unknown rank or rank > 2");
     }
     if (!is_fixed(g, n.inputs[1])) return no("Gemm B is not constant");
     if (is_fixed(g, n.inputs[0])) return no("Gemm A is constant");
@@ -477,7 +465,14 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
         layer.residual_input = f.residual_input;
         layer.output = f.output;
         if (f.activation != k_no_node) {
-          if (eltwise_for(g, g.node(f.activation))) {
+          // A Gemm's beta is a linear post-op, and oneDNN 2.6 mixes up two
+          // of them in one chain (matmul_layer.cpp): a linear activation
+          // (HardSigmoid) after it stays a layer of its own.
+          const ir::Node& anchor = g.node(n);
+          const auto act = eltwise_for(g, g.node(f.activation));
+          const bool gemm_beta = anchor.op_type == "Gemm" && anchor.attrs.get_float("beta", 1.0f) != 1.0f &&
+                                 anchor.inputs.size() > 2 && anchor.inputs[2] != k_no_value;
+          if (act && !(gemm_beta && act->alg == dnnl::algorithm::eltwise_linear)) {
             layer.activation = f.activation;
           } else {
             layer.output = g.node(f.activation).inputs[0];
