@@ -15,6 +15,10 @@ using ir::ValueId;
 
 void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
+  if (n.op_type == "PRelu") {
+    build_prelu_layer(b, layer);  // a constant slope: oneDNN's prelu primitive
+    return;
+  }
   std::string why;
   std::optional<Eltwise> e = eltwise_for(b.graph(), n, &why);
   if (!e) throw Error(ErrorCode::unsupported, why);
@@ -35,6 +39,13 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
                                      pd.dst_desc(), 0.0f, 1.0f);
     dnnl::eltwise_forward::primitive_desc clip_pd(clip, b.attr(), b.engine());
     b.add_primitive(clip_pd, {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
+  }
+  if (e->scale != 1) {
+    // Selu's gamma: likewise a second primitive, in place.
+    dnnl::eltwise_forward::desc scale(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_linear,
+                                      pd.dst_desc(), e->scale, 0.0f);
+    dnnl::eltwise_forward::primitive_desc scale_pd(scale, b.attr(), b.engine());
+    b.add_primitive(scale_pd, {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
   }
 }
 

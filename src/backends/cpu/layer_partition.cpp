@@ -200,6 +200,15 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     }
     return LayerKind::concat;
   }
+  if (op == "PRelu") {
+    // oneDNN's prelu primitive (prelu_layer.cpp), in the eltwise layer.
+    if (n.inputs.size() != 2 || n.inputs[1] == k_no_value || !is_fixed(g, n.inputs[1]))
+      return no("PRelu slope is not constant");
+    if (!rank_of(g, n.inputs[0]) || !rank_of(g, n.inputs[1]) ||
+        *rank_of(g, n.inputs[1]) > *rank_of(g, n.inputs[0]))
+      return no("PRelu slope rank");
+    return LayerKind::eltwise;
+  }
   std::string reason;
   if (eltwise_for(g, n, &reason)) return LayerKind::eltwise;
   return no(reason);
