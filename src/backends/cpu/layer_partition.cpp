@@ -179,6 +179,16 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     if (n.inputs.size() < 2) return no("no scale");
     return LayerKind::layer_norm;
   }
+  if (op == "InstanceNormalization") {
+    // A layer normalization over the spatial dims (norm_layer.cpp).
+    auto r = rank_of(g, n.inputs[0]);
+    if (!r || *r < 3) return no("rank");
+    if (n.inputs.size() != 3) return no("InstanceNormalization arity");
+    for (size_t i = 1; i < 3; ++i) {
+      if (n.inputs[i] == k_no_value || !is_fixed(g, n.inputs[i])) return no("scale/B not constant");
+    }
+    return LayerKind::layer_norm;
+  }
   if (op == "BatchNormalization") {
     // Inference with the stored statistics: a BatchNorm right after a Conv
     // is folded into it by lowering; this is one after anything else

@@ -2,7 +2,9 @@
 // read a plain (row-major) tensor: LayerNormalization over trailing axes
 // becomes oneDNN's last-axis normalization of a [outer, inner] view, with
 // scale and shift as weights; its optional Mean and InvStdDev outputs come
-// from the statistics oneDNN computes (InvStdDev from the variance). BatchNormalization normalizes over
+// from the statistics oneDNN computes (InvStdDev from the variance).
+// InstanceNormalization is a layer normalization over the spatial dims
+// followed by a per-channel affine binary. BatchNormalization normalizes over
 // channels in the producer's layout, with a following Relu fused.
 #include <optional>
 #include <tuple>
@@ -48,8 +50,62 @@ void build_softmax_layer(InstanceBuilder& b, LayerDesc& layer) {
   b.add_primitive(*pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
 }
 
+namespace {
+
+// InstanceNormalization: statistics per (n, c) over the spatial dims. oneDNN's
+// layer normalization of the [N * C, spatial] view without scale and shift,
+// then in place one binary multiply by the per-channel scale with the
+// per-channel bias added as its binary post-op.
+void build_instance_norm(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  if (n.inputs.size() != 3)
+    throw Error(ErrorCode::invalid_model, n.describe() + ": needs input, scale and B");
+  const ValueId x = n.inputs[0];
+  const ValueId y = n.outputs[0];
+  const auto& shape = b.shape(x);
+  if (shape.size() < 3) throw Error(ErrorCode::invalid_model, n.describe() + ": input of rank < 3");
+  const int64_t batch = shape[0], channels = shape[1];
+  int64_t inner = 1;
+  for (size_t i = 2; i < shape.size(); ++i) inner *= shape[i];
+  for (size_t i = 1; i < 3; ++i) {
+    const auto& s = b.shape(n.inputs[i]);
+    if (s.size() != 1 || s[0] != channels) {
+      throw Error(ErrorCode::invalid_model, n.describe() + ": scale or B does not match the channels");
+    }
+  }
+  const float epsilon = n.attrs.get_float("epsilon", 1e-5f);
+  const int src = b.view(b.use_plain(x, Dt::f32), plain_md(Dims{batch * channels, inner}, Dt::f32));
+  dnnl::layer_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md, epsilon,
+                                               dnnl::normalization_flags::none);
+  dnnl::layer_normalization_forward::primitive_desc pd(desc, b.attr(), b.engine());
+  const int out = b.define(y, plain_md(shape, Dt::f32));
+  b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, b.view(out, pd.dst_desc())}});
+
+  const Md rows = plain_md(Dims{batch, channels, inner}, Dt::f32);
+  const Md per_channel = plain_md(Dims{1, channels, 1}, Dt::f32);
+  dnnl::post_ops po;
+  po.append_binary(dnnl::algorithm::binary_add, per_channel);
+  dnnl::primitive_attr attr = b.attr();
+  attr.set_post_ops(po);
+  dnnl::binary::desc affine(dnnl::algorithm::binary_mul, rows, per_channel, rows);
+  dnnl::binary::primitive_desc affine_pd(affine, attr, b.engine());
+  const int io = b.view(out, rows);
+  b.add_primitive(affine_pd, {{DNNL_ARG_SRC_0, io},
+                              {DNNL_ARG_SRC_1, b.weight_slot(n.inputs[1], per_channel, per_channel)},
+                              {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1,
+                               b.weight_slot(n.inputs[2], per_channel, per_channel)},
+                              {DNNL_ARG_DST, io}});
+  layer.tactic.name = "instance_norm";
+}
+
+}  // namespace
+
 void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
+  if (n.op_type == "InstanceNormalization") {
+    build_instance_norm(b, layer);
+    return;
+  }
   const ValueId x = n.inputs[0];
   const ValueId scale = n.inputs[1];
   const ValueId shift = n.inputs.size() > 2 ? n.inputs[2] : ir::k_no_value;
