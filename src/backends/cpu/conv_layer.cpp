@@ -444,9 +444,76 @@ void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
   }
 }
 
+// ConvTranspose as oneDNN's deconvolution (f32, layouts oneDNN's choice,
+// the bias fused; fusions anchor on Conv, so no post-ops). ONNX's weights
+// [C_in, C_out / group, k...] are read in place as oneDNN's
+// [group, C_out / group, C_in / group, k...] through strides.
+void build_conv_transpose(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  const ValueId x = n.inputs[0];
+  const ValueId w = n.inputs[1];
+  const ValueId bias = n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
+  const ValueId y = n.outputs[0];
+  const Dims src = to_dims(b.shape(x));
+  const Dims dst = to_dims(b.shape(y));
+  const Dims wd = to_dims(b.shape(w));
+  if (src.size() < 3 || src.size() > 5 || wd.size() != src.size() || dst.size() != src.size()) {
+    throw Error(ErrorCode::unsupported, "ConvTranspose over other than 1, 2 or 3 spatial dims");
+  }
+  const size_t nd = src.size() - 2;
+  const int64_t groups = n.attrs.get_int("group", 1);
+  const int64_t in_per_group = wd[0] / groups, out_per_group = wd[1];
+  std::vector<int64_t> kernel(wd.begin() + 2, wd.end());
+  int64_t k_size = 1;
+  for (int64_t k : kernel) k_size *= k;
+  const std::optional<SpatialPads> pads =
+      conv_transpose_pads(n.attrs, std::span<const int64_t>(src.data() + 2, nd),
+                          std::span<const int64_t>(dst.data() + 2, nd), kernel);
+  if (!pads) throw Error(ErrorCode::unsupported, "ConvTranspose needs a negative pad for this output size");
+  const ir::nn::Window window = ir::nn::read_window(n.attrs, nd, kernel);
+  Dims strides(window.strides.begin(), window.strides.end()), dilates(nd);
+  for (size_t i = 0; i < nd; ++i) dilates[i] = window.dilations[i] - 1;
+
+  Dims w_dims{out_per_group, in_per_group}, w_strides{k_size, out_per_group * k_size};
+  if (groups > 1) {
+    w_dims.insert(w_dims.begin(), groups);
+    w_strides.insert(w_strides.begin(), in_per_group * out_per_group * k_size);
+  }
+  int64_t inner = k_size;
+  for (int64_t k : kernel) {
+    inner /= k;
+    w_dims.push_back(k);
+    w_strides.push_back(inner);
+  }
+  const Md w_view(w_dims, Dt::f32, w_strides);
+  using Tag = dnnl::memory::format_tag;
+  const Md src_any(src, Dt::f32, Tag::any), dst_any(dst, Dt::f32, Tag::any), w_any(w_dims, Dt::f32, Tag::any);
+  const Md bias_md(Dims{dst[1]}, Dt::f32, Tag::x);
+  auto desc = bias != k_no_value
+                  ? dnnl::deconvolution_forward::desc(
+                        dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct, src_any,
+                        w_any, bias_md, dst_any, strides, dilates, pads->begin, pads->end)
+                  : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                      dnnl::algorithm::deconvolution_direct, src_any, w_any,
+                                                      dst_any, strides, dilates, pads->begin, pads->end);
+  dnnl::deconvolution_forward::primitive_desc pd(desc, b.attr(), b.engine());
+  layer.tactic.name = std::string("deconv [") + pd.impl_info_str() + "]";
+  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, b.use(x, pd.src_desc())},
+                                           {DNNL_ARG_WEIGHTS, b.weight_slot(w, w_view, pd.weights_desc())}};
+  if (bias != k_no_value) {
+    args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(bias, plain_md(Dims{dst[1]}, Dt::f32), pd.bias_desc()));
+  }
+  args.emplace_back(DNNL_ARG_DST, b.define(y, pd.dst_desc()));
+  b.add_primitive(pd, std::move(args));
+}
+
 }  // namespace
 
 void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
+  if (b.node(layer.anchor()).op_type == "ConvTranspose") {
+    build_conv_transpose(b, layer);
+    return;
+  }
   if (layer.dw_conv != k_no_node) {
     build_pointwise_depthwise(b, layer);
     return;

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "backends/cpu/dnnl_util.hpp"
+#include "backends/cpu/spatial_pads.hpp"
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
 #include "passes/passes.hpp"
@@ -115,6 +116,33 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       return no("bias is not constant");
     }
     // auto_pad resolves to explicit pads per instance (conv_layer.cpp).
+    return LayerKind::conv;
+  }
+  if (op == "ConvTranspose") {
+    // oneDNN's deconvolution (conv_layer.cpp), with pads it can take: known
+    // spatial sizes and no negative pad.
+    auto r = rank_of(g, n.inputs[0]);
+    if (n.inputs.size() < 2 || !r || *r < 3u || *r > 5u) return no("only 1-d, 2-d and 3-d ConvTranspose");
+    if (!is_fixed(g, n.inputs[1])) return no("weights are not constant");
+    if (n.inputs.size() > 2 && n.inputs[2] != k_no_value && !is_fixed(g, n.inputs[2]))
+      return no("bias is not constant");
+    // The dims after batch and channels (the batch may be symbolic).
+    auto spatial = [&](ValueId v) {
+      std::vector<int64_t> dims;
+      const ir::ValueType& t = g.value(v).type;
+      if (!t.shape || t.shape->size() != *r) return dims;
+      for (size_t i = 2; i < t.shape->size(); ++i) {
+        if (!(*t.shape)[i].is_static()) return std::vector<int64_t>{};
+        dims.push_back((*t.shape)[i].value());
+      }
+      return dims;
+    };
+    const std::vector<int64_t> in = spatial(n.inputs[0]), out = spatial(n.outputs[0]),
+                               k = spatial(n.inputs[1]);
+    if (in.size() != *r - 2 || out.size() != in.size() || k.size() != in.size())
+      return no("ConvTranspose spatial sizes are not known");
+    if (!conv_transpose_pads(n.attrs, in, out, k))
+      return no("ConvTranspose output size needs a negative pad");
     return LayerKind::conv;
   }
   if (op == "MatMul") {

@@ -1,17 +1,19 @@
 // The explicit begin and end padding of a convolution or pooling window
 // along each spatial dim, as oneDNN takes it: ONNX's auto_pad (SAME_UPPER,
 // SAME_LOWER, VALID) and a pooling's ceil_mode are resolved at build time
-// from the instance's input and output sizes. Shared by the conv and pool
-// layers; any number of spatial dims (1-D, 2-D, 3-D).
+// from the instance's input and output sizes. Shared by the conv, conv
+// transpose and pool layers; any number of spatial dims (1-D, 2-D, 3-D).
 #pragma once
 
 #include <algorithm>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "backends/cpu/dnnl_util.hpp"
 #include "ir/attributes.hpp"
+#include "ir/ops/nn_geometry.hpp"
 #include "kiln/error.hpp"
 
 namespace kiln::cpu {
@@ -45,6 +47,27 @@ inline SpatialPads explicit_pads(const ir::Attributes& a, std::span<const int64_
       p.begin[i] = pads[i];
       p.end[i] = std::max<int64_t>(pads[nd + i], needed - pads[i]);
     }
+  }
+  return p;
+}
+
+// ConvTranspose's pads as oneDNN's deconvolution takes them, for the given
+// spatial input and output sizes and kernel extents: the begin pad that
+// places the output (ir/ops/nn_geometry.hpp, as the reference kernel does)
+// and the end pad that yields the output size (output_padding and
+// output_shape folded in). Nullopt when one would be negative, which
+// oneDNN does not take.
+inline std::optional<SpatialPads> conv_transpose_pads(const ir::Attributes& a, std::span<const int64_t> in,
+                                                      std::span<const int64_t> out,
+                                                      std::span<const int64_t> kernel) {
+  const size_t nd = in.size();
+  const ir::nn::TransposeAttrs t =
+      ir::nn::read_transpose_attrs(a, nd, std::vector<int64_t>(kernel.begin(), kernel.end()));
+  SpatialPads p{Dims(nd), Dims(nd)};
+  for (size_t i = 0; i < nd; ++i) {
+    p.begin[i] = ir::nn::transpose_pad_begin(t, i, in[i], out[i]);
+    p.end[i] = (in[i] - 1) * t.window.strides[i] + t.window.effective_kernel(i) - out[i] - p.begin[i];
+    if (p.begin[i] < 0 || p.end[i] < 0) return std::nullopt;
   }
   return p;
 }
