@@ -107,6 +107,24 @@ TEST(OnednnCoverage, OneDConvAndPoolsMatchTheReference) {
   expect_onednn_and_reference(b.serialize(), {3, 10}, {"Conv", "AveragePool", "GlobalMaxPool"});
 }
 
+TEST(OnednnCoverage, ConvTransposeWithGroupsAndAutoPadMatchesTheReference) {
+  // Two groups (the weights read in place as oneDNN's grouped layout),
+  // strides 2 with SAME_UPPER; then a 1-D one with explicit pads, dilation
+  // and no bias.
+  zoo::ModelBuilder b("deconv", 13, 7);
+  b.add_input("x", onnx::TensorProto::FLOAT, io_dims({4, 5, 3}));
+  std::string t =
+      b.node("ConvTranspose", "up", {"x", b.weight("w", {4, 3, 3, 2}, 0.3f), b.weight("b", {6}, 0.1f)},
+             {Attr::of("group", int64_t{2}), Attr::of("auto_pad", std::string("SAME_UPPER")),
+              Attr::of("strides", std::vector<int64_t>{2, 2})});
+  std::string r = b.node("Reshape", "flat", {t, b.int64_constant("shape", {3}, {0, 6, 60})});
+  std::string u =
+      b.node("ConvTranspose", "up1d", {r, b.weight("w1", {6, 2, 3}, 0.3f)},
+             {Attr::of("pads", std::vector<int64_t>{1, 2}), Attr::of("dilations", std::vector<int64_t>{2})});
+  b.add_output(u, onnx::TensorProto::FLOAT, io_dims({2, 61}));
+  expect_onednn_and_reference(b.serialize(), {4, 5, 3}, {"ConvTranspose"});
+}
+
 TEST(OnednnCoverage, GemmAlphaBetaAndBroadcastingCMatchTheReference) {
   // alpha and beta with a row C, then a C per row (a [M, 1] column cannot
   // be constant with a dynamic M: a scalar instead), the last with a fused
