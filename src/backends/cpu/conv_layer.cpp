@@ -41,6 +41,7 @@ void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId acti
   }
   std::optional<Eltwise> e = eltwise_for(b.graph(), b.node(activation));
   if (!e) throw Error(ErrorCode::internal, "fused activation has no oneDNN equivalent");
+  if (e->input_scale != 1) throw Error(ErrorCode::internal, "a fused activation that scales its input");
   po.append_eltwise(e->scale, e->alg, e->alpha, e->beta);
   if (e->clip_unit) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f, 1.0f);
   if (name) *name += "+" + eltwise_name(*e);

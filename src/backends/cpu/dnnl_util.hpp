@@ -58,6 +58,9 @@ struct Eltwise {
   // Then times this: Selu is gamma * elu(x) (an eltwise post-op's scale; a
   // second, linear primitive for a layer of its own).
   float scale = 1;
+  // First times this: Celu is alpha * elu(x / alpha) (a layer of its own
+  // only: a linear primitive before the algorithm).
+  float input_scale = 1;
 };
 // nullopt (with `why` set) when oneDNN has no exact equivalent. Clip bounds
 // must be constants (`graph` supplies them).
