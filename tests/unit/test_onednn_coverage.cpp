@@ -1,8 +1,8 @@
 // Ops the cpu backend runs on oneDNN primitives beyond the 2-D basics:
-// 1-D and 3-D conv and pooling with auto_pad, Gemm's alpha, beta and
-// broadcasting C, LayerNormalization's statistics outputs,
-// InstanceNormalization, PRelu and Selu. Each model has a dynamic batch and
-// is compared with the reference executor at several batch sizes.
+// 1-D and 3-D conv and pooling with auto_pad, ConvTranspose, Gemm's alpha,
+// beta and broadcasting C, LayerNormalization's statistics outputs,
+// InstanceNormalization, PRelu, Selu and Celu. Each model has a dynamic
+// batch and is compared with the reference executor at several batch sizes.
 #include <gtest/gtest.h>
 
 #include <onnx/onnx_pb.h>
@@ -143,7 +143,7 @@ TEST(OnednnCoverage, GemmAlphaBetaAndBroadcastingCMatchTheReference) {
   expect_onednn_and_reference(b.serialize(), {6}, {"Gemm"});
 }
 
-TEST(OnednnCoverage, NormalizationsPReluAndSeluMatchTheReference) {
+TEST(OnednnCoverage, NormalizationsPReluSeluAndCeluMatchTheReference) {
   zoo::ModelBuilder b("norms", 17, 6);
   b.add_input("x", onnx::TensorProto::FLOAT, io_dims({3, 4, 5}));
   std::string in = b.node("InstanceNormalization", "instance",
@@ -151,14 +151,15 @@ TEST(OnednnCoverage, NormalizationsPReluAndSeluMatchTheReference) {
                           {Attr::of("epsilon", 1e-3f)});
   std::string pr = b.node("PRelu", "prelu", {in, b.weight("slope", {4, 1}, 0.3f)});
   std::string se = b.node("Selu", "selu", {pr});
+  std::string ce = b.node("Celu", "celu", {se}, {Attr::of("alpha", 0.7f)});
   // Over the last two axes, with the Mean and InvStdDev outputs.
-  b.node("LayerNormalization", "layer", {se, b.uniform_weight("g", {4, 5}, 0.5f, 1.5f)},
+  b.node("LayerNormalization", "layer", {ce, b.uniform_weight("g", {4, 5}, 0.5f, 1.5f)},
          {Attr::of("axis", int64_t{-2})}, {"y", "mean", "inv_std_dev"});
   b.add_output("y", onnx::TensorProto::FLOAT, io_dims({3, 4, 5}));
   b.add_output("mean", onnx::TensorProto::FLOAT, io_dims({3, 1, 1}));
   b.add_output("inv_std_dev", onnx::TensorProto::FLOAT, io_dims({3, 1, 1}));
   expect_onednn_and_reference(b.serialize(), {3, 4, 5},
-                              {"InstanceNormalization", "PRelu", "Selu", "LayerNormalization"});
+                              {"InstanceNormalization", "PRelu", "Selu", "Celu", "LayerNormalization"});
 }
 
 }  // namespace
