@@ -6,10 +6,14 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "backends/registry/backend_registry.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "partition/partition.hpp"
+#include "passes/passes.hpp"
 #include "reference/executor.hpp"
 #include "runtime/compiled_model.hpp"
 #include "test_helpers.hpp"
@@ -98,6 +102,39 @@ TEST(PartitionShapes, AShapeFromAnEarlierEngineStaysShapeOnlyInTheLaterEngine) {
     }
   }
   for (int64_t batch : {1, 2, 3, 5}) expect_matches_reference(compiled, model.graph, batch);
+}
+
+// The mechanism itself: the later segment computes the shape values again
+// from r (which it reads anyway), so the first segment no longer hands the
+// target shape or the Slice of Shape(r) over.
+TEST(PartitionShapes, ALaterSegmentReadsTheShapedValueInsteadOfTheShape) {
+  std::string bytes = crossing_shape_model();
+  auto model =
+      frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), "crossing_shape.onnx");
+  ir::Graph lowered = passes::lower(model.graph);
+  std::vector<InputSpec> specs{{"input", DType::float32, {1, 4, 8, 8}, {2, 4, 8, 8}, {5, 4, 8, 8}}};
+  auto backend = make_backend("cpu");
+  auto segments = partition::plan_segments(lowered, *backend, specs, 1);
+  ASSERT_EQ(segments.size(), 3u);
+  auto at_min = partition::types_at(lowered, specs, &InputSpec::min);
+  auto at_opt = partition::types_at(lowered, specs, &InputSpec::opt);
+  auto at_max = partition::types_at(lowered, specs, &InputSpec::max);
+  const std::vector<bool> recompute = partition::recomputable_shape_values(lowered, at_min, at_opt, at_max);
+
+  auto names = [&](const std::vector<ir::ValueId>& values) {
+    std::set<std::string> out;
+    for (ir::ValueId v : values) out.insert(lowered.value(v).name);
+    return out;
+  };
+  const partition::Subgraph first = partition::extract_subgraph(lowered, segments[0], recompute);
+  const partition::Subgraph last = partition::extract_subgraph(lowered, segments[2], recompute);
+  EXPECT_EQ(names(first.outputs), std::set<std::string>{"relu_out"});
+  EXPECT_EQ(names(last.inputs).count("target_out"), 0u);
+  EXPECT_EQ(names(last.inputs).count("batch_channels_out"), 0u);
+  EXPECT_EQ(names(last.inputs).count("relu_out"), 1u);
+  // Without recomputation the shape values cross as plain inputs.
+  const partition::Subgraph plain = partition::extract_subgraph(lowered, segments[2]);
+  EXPECT_EQ(names(plain.inputs).count("target_out"), 1u);
 }
 
 }  // namespace
