@@ -153,18 +153,74 @@ std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& back
   return merged;
 }
 
-Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment) {
+std::vector<bool> recomputable_shape_values(const ir::Graph& lowered, std::span<const ir::ValueType> at_min,
+                                            std::span<const ir::ValueType> at_opt,
+                                            std::span<const ir::ValueType> at_max) {
+  auto static_everywhere = [&](ValueId v) {
+    const auto i = static_cast<size_t>(v);
+    return at_min[i].is_static() && at_opt[i].is_static() && at_max[i].is_static();
+  };
+  // Shape vectors and the indices, sizes and scalars made from them; a
+  // larger tensor is better received than computed twice.
+  constexpr int64_t k_max_elements = 64;
+  auto small_integer = [&](ValueId v) {
+    const ir::ValueType& t = at_max[static_cast<size_t>(v)];
+    return (t.dtype == DType::int64 || t.dtype == DType::int32) && static_everywhere(v) &&
+           shape_numel(t.static_shape()) <= k_max_elements;
+  };
+  auto constant = [&](ValueId v) {
+    const ir::Value& value = lowered.value(v);
+    return (value.initializer && !value.recipe) || value.inferred_value.has_value();
+  };
+  std::vector<bool> recompute(lowered.num_values(), false);
+  for (NodeId id : lowered.topological_order()) {
+    const ir::Node& n = lowered.node(id);
+    if (!n.domain.empty() && n.domain != "ai.onnx") continue;
+    bool ok = false;
+    if (n.op_type == "Shape" || n.op_type == "Size") {
+      ok = !n.inputs.empty() && n.inputs[0] != k_no_value && static_everywhere(n.inputs[0]);
+    } else if (!n.inputs.empty() && n.op_type.rfind("Random", 0) != 0) {
+      ok = true;
+      for (ValueId in : n.inputs) {
+        if (in != k_no_value && !recompute[static_cast<size_t>(in)] && !constant(in)) ok = false;
+      }
+    }
+    if (!ok) continue;
+    for (ValueId out : n.outputs) {
+      if (out != k_no_value && !small_integer(out)) ok = false;
+    }
+    if (!ok) continue;
+    for (ValueId out : n.outputs) {
+      if (out != k_no_value) recompute[static_cast<size_t>(out)] = true;
+    }
+  }
+  return recompute;
+}
+
+Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment,
+                          const std::vector<bool>& recompute) {
+  auto recomputed = [&](ValueId v) { return !recompute.empty() && recompute[static_cast<size_t>(v)]; };
   Subgraph sub;
   sub.graph.source = lowered.source;
   std::vector<bool> inside(lowered.num_nodes(), false);
   for (NodeId n : segment.nodes) inside[static_cast<size_t>(n)] = true;
 
   // Values read after the segment: by nodes outside it, or as graph outputs.
+  // A recomputed value is not read itself: the values its nodes read are.
   std::vector<bool> read_outside(lowered.num_values(), false);
+  auto mark_read = [&](auto&& self, ValueId v) -> void {
+    if (!recomputed(v)) {
+      read_outside[static_cast<size_t>(v)] = true;
+      return;
+    }
+    for (ValueId in : lowered.node(lowered.value(v).producer).inputs) {
+      if (in != k_no_value) self(self, in);
+    }
+  };
   for (size_t n = 0; n < lowered.num_nodes(); ++n) {
     if (inside[n]) continue;
     for (ValueId in : lowered.node(static_cast<NodeId>(n)).inputs) {
-      if (in != k_no_value) read_outside[static_cast<size_t>(in)] = true;
+      if (in != k_no_value) mark_read(mark_read, in);
     }
   }
   for (ValueId out : lowered.outputs()) read_outside[static_cast<size_t>(out)] = true;
@@ -179,10 +235,30 @@ Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment) {
     }
     for (auto& arg : recipe.args) self(self, arg);
   };
-  auto map_input = [&](ValueId parent) -> ValueId {
+  auto add_node = [&](auto&& map, NodeId n) {
+    ir::Node node = lowered.node(n);
+    for (ValueId& in : node.inputs) {
+      if (in != k_no_value) in = map(map, in);
+    }
+    for (ValueId& out : node.outputs) {
+      if (out == k_no_value) continue;
+      const ir::Value& v = lowered.value(out);
+      ValueId id = sub.graph.add_value(v.name, v.type);
+      sub.graph.value(id).inferred_value = v.inferred_value;
+      local.emplace(out, id);
+      out = id;
+    }
+    sub.graph.add_node(std::move(node));
+  };
+  auto map_input = [&](auto&& self, ValueId parent) -> ValueId {
     if (auto it = local.find(parent); it != local.end()) return it->second;
     const ir::Value& v = lowered.value(parent);
     ValueId id;
+    if (recomputed(parent) && !v.inferred_value && !inside[static_cast<size_t>(v.producer)]) {
+      // Computed again here, after the values it reads.
+      add_node(self, v.producer);
+      return local.at(parent);
+    }
     if (v.initializer) {
       id = sub.graph.add_initializer(v.name, *v.initializer);
       ir::Value& copy = sub.graph.value(id);
@@ -203,21 +279,7 @@ Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment) {
     local.emplace(parent, id);
     return id;
   };
-  for (NodeId n : segment.nodes) {
-    ir::Node node = lowered.node(n);
-    for (ValueId& in : node.inputs) {
-      if (in != k_no_value) in = map_input(in);
-    }
-    for (ValueId& out : node.outputs) {
-      if (out == k_no_value) continue;
-      const ir::Value& v = lowered.value(out);
-      ValueId id = sub.graph.add_value(v.name, v.type);
-      sub.graph.value(id).inferred_value = v.inferred_value;
-      local.emplace(out, id);
-      out = id;
-    }
-    sub.graph.add_node(std::move(node));
-  }
+  for (NodeId n : segment.nodes) add_node(map_input, n);
   for (NodeId n : segment.nodes) {
     for (ValueId out : lowered.node(n).outputs) {
       if (out != k_no_value && read_outside[static_cast<size_t>(out)]) {

@@ -51,11 +51,27 @@ struct Subgraph {
   std::vector<int32_t> sources;
 };
 
+// Per value of `lowered`: whether it is a small integer tensor computed from
+// shapes only (a Shape or Size, and nodes whose inputs are all such values
+// or constants), every Shape or Size on the way reading a value whose shape
+// is known over the whole input range. A segment that reads such a value
+// from another segment computes it again from those values instead of
+// receiving it: as a plain input its value is unknown when an engine is
+// instantiated, so a Reshape, Expand, Slice ... it decides would lose its
+// static output shape.
+std::vector<bool> recomputable_shape_values(const ir::Graph& lowered, std::span<const ir::ValueType> at_min,
+                                            std::span<const ir::ValueType> at_opt,
+                                            std::span<const ir::ValueType> at_max);
+
 // Extracts `segment`: inputs are the values it reads that the parent
 // computes elsewhere (or the parent's inputs); outputs are the values it
 // computes that the rest of the graph or the graph outputs read.
 // Initializers and statically known values are copied (sharing storage).
-Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment);
+// A value marked in `recompute` (from recomputable_shape_values; empty:
+// none) that another segment computes is computed here again by copies of
+// its nodes, and is then no output of the segment that computes it.
+Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment,
+                          const std::vector<bool>& recompute = {});
 
 // Input specs of a subgraph, from the parent's value types at min, opt and
 // max. Nullopt when some input's shape is not known over the whole range.

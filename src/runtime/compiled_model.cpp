@@ -71,8 +71,9 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
     auto at_min = partition::types_at(lowered, specs, &InputSpec::min);
     auto at_opt = partition::types_at(lowered, specs, &InputSpec::opt);
     auto at_max = partition::types_at(lowered, specs, &InputSpec::max);
+    const std::vector<bool> recompute = partition::recomputable_shape_values(lowered, at_min, at_opt, at_max);
     for (const auto& segment : segments) {
-      partition::Subgraph sub = partition::extract_subgraph(lowered, segment);
+      partition::Subgraph sub = partition::extract_subgraph(lowered, segment, recompute);
       Step step;
       step.inputs = sub.inputs;
       step.outputs = sub.outputs;

@@ -18,6 +18,7 @@
 
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/layer_partition.hpp"
+#include "backends/cpu/spatial_pads.hpp"
 #include "backends/cpu/tactics.hpp"
 #include "backends/cpu/winograd_weights.hpp"
 
@@ -40,7 +41,8 @@ void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId acti
   }
   std::optional<Eltwise> e = eltwise_for(b.graph(), b.node(activation));
   if (!e) throw Error(ErrorCode::internal, "fused activation has no oneDNN equivalent");
-  po.append_eltwise(1.0f, e->alg, e->alpha, e->beta);
+  if (e->input_scale != 1) throw Error(ErrorCode::internal, "a fused activation that scales its input");
+  po.append_eltwise(e->scale, e->alg, e->alpha, e->beta);
   if (e->clip_unit) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f, 1.0f);
   if (name) *name += "+" + eltwise_name(*e);
 }
@@ -114,20 +116,31 @@ ConvProblem conv_problem(const InstanceBuilder& b, const ir::Node& n) {
   p.src = to_dims(b.shape(p.x));
   p.dst = to_dims(b.shape(n.outputs[0]));
   const Dims wdims = to_dims(b.shape(p.w));
+  const size_t nd = p.src.size() - 2;
+  if (p.src.size() < 3 || p.src.size() > 5 || wdims.size() != p.src.size() || p.dst.size() != p.src.size()) {
+    throw Error(ErrorCode::unsupported, "convolution over other than 1, 2 or 3 spatial dims");
+  }
   p.groups = a.get_int("group", 1);
   p.weights = wdims;
-  if (p.groups > 1) p.weights = {p.groups, wdims[0] / p.groups, wdims[1], wdims[2], wdims[3]};
-  std::vector<int64_t> strides = a.get_ints("strides", {1, 1});
-  std::vector<int64_t> dilations = a.get_ints("dilations", {1, 1});
-  std::vector<int64_t> pads = a.get_ints("pads", {0, 0, 0, 0});
-  if (a.get_string("auto_pad", "NOTSET") == "VALID") pads = {0, 0, 0, 0};
-  if (strides.size() != 2 || dilations.size() != 2 || pads.size() != 4) {
-    throw Error(ErrorCode::unsupported, "strides/dilations/pads of the wrong length");
+  if (p.groups > 1) {
+    p.weights = {p.groups, wdims[0] / p.groups};
+    p.weights.insert(p.weights.end(), wdims.begin() + 1, wdims.end());
   }
-  p.strides = {strides[0], strides[1]};
-  p.dilates = {dilations[0] - 1, dilations[1] - 1};
-  p.pad_l = {pads[0], pads[1]};
-  p.pad_r = {pads[2], pads[3]};
+  std::vector<int64_t> strides = a.get_ints("strides", std::vector<int64_t>(nd, 1));
+  std::vector<int64_t> dilations = a.get_ints("dilations", std::vector<int64_t>(nd, 1));
+  if (strides.size() != nd || dilations.size() != nd) {
+    throw Error(ErrorCode::unsupported, "strides/dilations of the wrong length");
+  }
+  std::vector<int64_t> window(nd);
+  for (size_t i = 0; i < nd; ++i) window[i] = (wdims[2 + i] - 1) * dilations[i] + 1;
+  // auto_pad becomes explicit (possibly asymmetric) pads for these sizes.
+  const SpatialPads pads = explicit_pads(a, std::span<const int64_t>(p.src.data() + 2, nd),
+                                         std::span<const int64_t>(p.dst.data() + 2, nd), window, strides);
+  p.strides = Dims(strides.begin(), strides.end());
+  p.dilates = Dims(nd);
+  for (size_t i = 0; i < nd; ++i) p.dilates[i] = dilations[i] - 1;
+  p.pad_l = pads.begin;
+  p.pad_r = pads.end;
   return p;
 }
 
@@ -164,7 +177,12 @@ std::optional<Pd> make_pd(InstanceBuilder& b, const ConvProblem& p, const Tactic
   using Tag = dnnl::memory::format_tag;
   if (t.algo == ConvAlgo::gemm) return make_gemm_pd(b, p, t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32);
   const Dt dt = t.precision == Prec::bf16 ? Dt::bf16 : Dt::f32;
-  const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? Tag::nhwc : Tag::nChw16c;
+  // The tactic's layout for 1, 2 or 3 spatial dims: channels last, or
+  // channel blocks of 16.
+  const size_t nd = p.src.size() - 2;
+  const Tag last = nd == 1 ? Tag::nwc : nd == 3 ? Tag::ndhwc : Tag::nhwc;
+  const Tag blocked = nd == 1 ? Tag::nCw16c : nd == 3 ? Tag::nCdhw16c : Tag::nChw16c;
+  const Tag act = t.layout == Layout::any ? Tag::any : t.layout == Layout::nhwc ? last : blocked;
   Md src(p.src, dt, act);
   Md dst(p.dst, dt, act);
   Md w(p.weights, dt, Tag::any);
@@ -427,9 +445,76 @@ void build_pointwise_depthwise(InstanceBuilder& b, LayerDesc& layer) {
   }
 }
 
+// ConvTranspose as oneDNN's deconvolution (f32, layouts oneDNN's choice,
+// the bias fused; fusions anchor on Conv, so no post-ops). ONNX's weights
+// [C_in, C_out / group, k...] are read in place as oneDNN's
+// [group, C_out / group, C_in / group, k...] through strides.
+void build_conv_transpose(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  const ValueId x = n.inputs[0];
+  const ValueId w = n.inputs[1];
+  const ValueId bias = n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
+  const ValueId y = n.outputs[0];
+  const Dims src = to_dims(b.shape(x));
+  const Dims dst = to_dims(b.shape(y));
+  const Dims wd = to_dims(b.shape(w));
+  if (src.size() < 3 || src.size() > 5 || wd.size() != src.size() || dst.size() != src.size()) {
+    throw Error(ErrorCode::unsupported, "ConvTranspose over other than 1, 2 or 3 spatial dims");
+  }
+  const size_t nd = src.size() - 2;
+  const int64_t groups = n.attrs.get_int("group", 1);
+  const int64_t in_per_group = wd[0] / groups, out_per_group = wd[1];
+  std::vector<int64_t> kernel(wd.begin() + 2, wd.end());
+  int64_t k_size = 1;
+  for (int64_t k : kernel) k_size *= k;
+  const std::optional<SpatialPads> pads =
+      conv_transpose_pads(n.attrs, std::span<const int64_t>(src.data() + 2, nd),
+                          std::span<const int64_t>(dst.data() + 2, nd), kernel);
+  if (!pads) throw Error(ErrorCode::unsupported, "ConvTranspose needs a negative pad for this output size");
+  const ir::nn::Window window = ir::nn::read_window(n.attrs, nd, kernel);
+  Dims strides(window.strides.begin(), window.strides.end()), dilates(nd);
+  for (size_t i = 0; i < nd; ++i) dilates[i] = window.dilations[i] - 1;
+
+  Dims w_dims{out_per_group, in_per_group}, w_strides{k_size, out_per_group * k_size};
+  if (groups > 1) {
+    w_dims.insert(w_dims.begin(), groups);
+    w_strides.insert(w_strides.begin(), in_per_group * out_per_group * k_size);
+  }
+  int64_t inner = k_size;
+  for (int64_t k : kernel) {
+    inner /= k;
+    w_dims.push_back(k);
+    w_strides.push_back(inner);
+  }
+  const Md w_view(w_dims, Dt::f32, w_strides);
+  using Tag = dnnl::memory::format_tag;
+  const Md src_any(src, Dt::f32, Tag::any), dst_any(dst, Dt::f32, Tag::any), w_any(w_dims, Dt::f32, Tag::any);
+  const Md bias_md(Dims{dst[1]}, Dt::f32, Tag::x);
+  auto desc = bias != k_no_value
+                  ? dnnl::deconvolution_forward::desc(
+                        dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct, src_any,
+                        w_any, bias_md, dst_any, strides, dilates, pads->begin, pads->end)
+                  : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                      dnnl::algorithm::deconvolution_direct, src_any, w_any,
+                                                      dst_any, strides, dilates, pads->begin, pads->end);
+  dnnl::deconvolution_forward::primitive_desc pd(desc, b.attr(), b.engine());
+  layer.tactic.name = std::string("deconv [") + pd.impl_info_str() + "]";
+  std::vector<std::pair<int, int>> args = {{DNNL_ARG_SRC, b.use(x, pd.src_desc())},
+                                           {DNNL_ARG_WEIGHTS, b.weight_slot(w, w_view, pd.weights_desc())}};
+  if (bias != k_no_value) {
+    args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(bias, plain_md(Dims{dst[1]}, Dt::f32), pd.bias_desc()));
+  }
+  args.emplace_back(DNNL_ARG_DST, b.define(y, pd.dst_desc()));
+  b.add_primitive(pd, std::move(args));
+}
+
 }  // namespace
 
 void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
+  if (b.node(layer.anchor()).op_type == "ConvTranspose") {
+    build_conv_transpose(b, layer);
+    return;
+  }
   if (layer.dw_conv != k_no_node) {
     build_pointwise_depthwise(b, layer);
     return;

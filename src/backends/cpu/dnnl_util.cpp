@@ -153,6 +153,14 @@ std::optional<Eltwise> eltwise_for(const ir::Graph& graph, const ir::Node& node,
   if (op == "Tanh") return Eltwise{A::eltwise_tanh, 0, 0};
   if (op == "HardSwish") return Eltwise{A::eltwise_hardswish, 0, 0};
   if (op == "Elu") return Eltwise{A::eltwise_elu, a.get_float("alpha", 1.0f), 0};
+  if (op == "Celu") {
+    const float alpha = a.get_float("alpha", 1.0f);
+    if (alpha == 0) return fail("Celu alpha 0");
+    return Eltwise{A::eltwise_elu, 1.0f, 0, false, alpha, 1.0f / alpha};
+  }
+  if (op == "Selu")
+    return Eltwise{A::eltwise_elu, a.get_float("alpha", 1.67326319217681884765625f), 0, false,
+                   a.get_float("gamma", 1.05070102214813232421875f)};
   if (op == "Exp") return Eltwise{A::eltwise_exp, 0, 0};
   if (op == "Sqrt") return Eltwise{A::eltwise_sqrt, 0, 0};
   if (op == "Abs") return Eltwise{A::eltwise_abs, 0, 0};
@@ -199,7 +207,7 @@ std::string eltwise_name(const Eltwise& e) {
     case A::eltwise_hardswish:
       return "hardswish";
     case A::eltwise_elu:
-      return "elu";
+      return e.input_scale != 1 ? "celu" : e.scale != 1 ? "selu" : "elu";
     case A::eltwise_exp:
       return "exp";
     case A::eltwise_sqrt:

@@ -55,6 +55,12 @@ struct Eltwise {
   // Then clip to [0, 1]: HardSigmoid is alpha * x + beta clipped, and
   // oneDNN 2.6 has no single algorithm for it (a second eltwise post-op).
   bool clip_unit = false;
+  // Then times this: Selu is gamma * elu(x) (an eltwise post-op's scale; a
+  // second, linear primitive for a layer of its own).
+  float scale = 1;
+  // First times this: Celu is alpha * elu(x / alpha) (a layer of its own
+  // only: a linear primitive before the algorithm).
+  float input_scale = 1;
 };
 // nullopt (with `why` set) when oneDNN has no exact equivalent. Clip bounds
 // must be constants (`graph` supplies them).

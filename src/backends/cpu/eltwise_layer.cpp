@@ -17,18 +17,31 @@ using ir::ValueId;
 
 void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
+  if (n.op_type == "PRelu") {
+    build_prelu_layer(b, layer);  // a constant slope: oneDNN's prelu primitive
+    return;
+  }
   std::string why;
   std::optional<Eltwise> e = eltwise_for(b.graph(), n, &why);
   if (!e) throw Error(ErrorCode::unsupported, why);
   const ValueId x = n.inputs[0];
   const ValueId y = n.outputs[0];
-  const int src = b.use_current(x);
+  int src = b.use_current(x);
   const Md md = b.slot(src).md;
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, e->alg, md, e->alpha, e->beta);
   dnnl::eltwise_forward::primitive_desc pd(desc, b.attr(), b.engine());
   layer.tactic.name = "eltwise:" + eltwise_name(*e);
   int dst = b.try_inplace(x, y, pd.dst_desc());
   if (dst < 0) dst = b.define(y, pd.dst_desc());
+  if (e->input_scale != 1) {
+    // Celu's 1 / alpha: a linear primitive into the output first, then the
+    // algorithm in place.
+    dnnl::eltwise_forward::desc pre(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_linear, md,
+                                    e->input_scale, 0.0f);
+    dnnl::eltwise_forward::primitive_desc pre_pd(pre, b.attr(), b.engine());
+    b.add_primitive(pre_pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
+    src = dst;
+  }
   b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
   if (e->clip_unit) {
     // A second primitive, in place: oneDNN 2.6's eltwise primitive with an
@@ -37,6 +50,13 @@ void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer) {
                                      pd.dst_desc(), 0.0f, 1.0f);
     dnnl::eltwise_forward::primitive_desc clip_pd(clip, b.attr(), b.engine());
     b.add_primitive(clip_pd, {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
+  }
+  if (e->scale != 1) {
+    // Selu's gamma and Celu's alpha: likewise a primitive of its own, in place.
+    dnnl::eltwise_forward::desc scale(dnnl::prop_kind::forward_inference, dnnl::algorithm::eltwise_linear,
+                                      pd.dst_desc(), e->scale, 0.0f);
+    dnnl::eltwise_forward::primitive_desc scale_pd(scale, b.attr(), b.engine());
+    b.add_primitive(scale_pd, {{DNNL_ARG_SRC, dst}, {DNNL_ARG_DST, dst}});
   }
 }
 

@@ -98,6 +98,7 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_matmul_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_pool_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_eltwise_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_prelu_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_binary_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_softmax_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_layer_norm_layer(InstanceBuilder& b, LayerDesc& layer);

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "backends/cpu/dnnl_util.hpp"
+#include "backends/cpu/spatial_pads.hpp"
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
 #include "passes/passes.hpp"
@@ -66,11 +67,6 @@ bool single_output(const ir::Node& n) {
   return !n.outputs.empty() && n.outputs[0] != k_no_value;
 }
 
-bool pad_mode_ok(const ir::Node& n) {
-  std::string p = n.attrs.get_string("auto_pad", "NOTSET");
-  return p == "NOTSET" || p == "VALID";
-}
-
 std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std::string* why,
                                       const std::vector<bool>* shape_only) {
   auto no = [&](const std::string& reason) -> std::optional<LayerKind> {
@@ -92,7 +88,8 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     if (!single_output(n)) return no("extra outputs");
     return LayerKind::view;
   }
-  if (!single_output(n)) return no("optional outputs are requested");
+  // LayerNormalization's Mean and InvStdDev are oneDNN's statistics.
+  if (!single_output(n) && op != "LayerNormalization") return no("optional outputs are requested");
   if (op == "Slice") {
     // A strided window of a float tensor, copied by one reorder (ViT's q,
     // k and v out of the fused in-projection) instead of a reference kernel.
@@ -146,12 +143,42 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
   }
   if (!float_data(g, n, why)) return std::nullopt;
   if (op == "Conv") {
-    if (n.inputs.size() < 2 || rank_of(g, n.inputs[0]) != 4u) return no("only 2-d convolutions");
+    if (n.inputs.size() < 2 || !rank_of(g, n.inputs[0]) || *rank_of(g, n.inputs[0]) < 3u ||
+        *rank_of(g, n.inputs[0]) > 5u) {
+      return no("only 1-d, 2-d and 3-d convolutions");
+    }
     if (!is_fixed(g, n.inputs[1])) return no("weights are not constant");
     if (n.inputs.size() > 2 && n.inputs[2] != k_no_value && !is_fixed(g, n.inputs[2])) {
       return no("bias is not constant");
     }
-    if (!pad_mode_ok(n)) return no("auto_pad " + n.attrs.get_string("auto_pad"));
+    // auto_pad resolves to explicit pads per instance (conv_layer.cpp).
+    return LayerKind::conv;
+  }
+  if (op == "ConvTranspose") {
+    // oneDNN's deconvolution (conv_layer.cpp), with pads it can take: known
+    // spatial sizes and no negative pad.
+    auto r = rank_of(g, n.inputs[0]);
+    if (n.inputs.size() < 2 || !r || *r < 3u || *r > 5u) return no("only 1-d, 2-d and 3-d ConvTranspose");
+    if (!is_fixed(g, n.inputs[1])) return no("weights are not constant");
+    if (n.inputs.size() > 2 && n.inputs[2] != k_no_value && !is_fixed(g, n.inputs[2]))
+      return no("bias is not constant");
+    // The dims after batch and channels (the batch may be symbolic).
+    auto spatial = [&](ValueId v) {
+      std::vector<int64_t> dims;
+      const ir::ValueType& t = g.value(v).type;
+      if (!t.shape || t.shape->size() != *r) return dims;
+      for (size_t i = 2; i < t.shape->size(); ++i) {
+        if (!(*t.shape)[i].is_static()) return std::vector<int64_t>{};
+        dims.push_back((*t.shape)[i].value());
+      }
+      return dims;
+    };
+    const std::vector<int64_t> in = spatial(n.inputs[0]), out = spatial(n.outputs[0]),
+                               k = spatial(n.inputs[1]);
+    if (in.size() != *r - 2 || out.size() != in.size() || k.size() != in.size())
+      return no("ConvTranspose spatial sizes are not known");
+    if (!conv_transpose_pads(n.attrs, in, out, k))
+      return no("ConvTranspose output size needs a negative pad");
     return LayerKind::conv;
   }
   if (op == "MatMul") {
@@ -163,32 +190,21 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::matmul;
   }
   if (op == "Gemm") {
-    if (n.attrs.get_float("alpha", 1.0f) != 1.0f) return no("Gemm alpha != 1");
+    // alpha, beta and a C that broadcasts are post-ops (matmul_layer.cpp).
     bool has_c = n.inputs.size() > 2 && n.inputs[2] != k_no_value;
     if (has_c) {
-      if (n.attrs.get_float("beta", 1.0f) != 1.0f) return no("Gemm beta != 1");
       if (!is_fixed(g, n.inputs[2])) return no("Gemm C is not constant");
       const ir::ValueType& c = g.value(n.inputs[2]).type;
-      if (!c.shape || c.shape->empty() || c.shape->size() > 2 ||
-          (c.shape->size() == 2 && !((*c.shape)[0] == 1))) {
-        return no("Gemm C is not a row bias");
-      }
-      // The bias primitive reads N values: a C that broadcasts along N (one
-      // element) is not one.
-      const ir::ValueType& y = g.value(n.outputs[0]).type;
-      const ir::Dim& c_last = c.shape->back();
-      if (!y.shape || y.shape->empty() || !c_last.is_static() || !y.shape->back().is_static() ||
-          c_last.value() != y.shape->back().value()) {
-        return no("Gemm C does not have one value per output column");
-      }
+      if (!c.shape || c.shape->size() > 2) return no("Gemm C of unknown rank or rank > 2");
     }
     if (!is_fixed(g, n.inputs[1])) return no("Gemm B is not constant");
     if (is_fixed(g, n.inputs[0])) return no("Gemm A is constant");
     return LayerKind::matmul;
   }
   if (op == "MaxPool" || op == "AveragePool") {
-    if (rank_of(g, n.inputs[0]) != 4u) return no("only 2-d pooling");
-    if (!pad_mode_ok(n)) return no("auto_pad");
+    // auto_pad resolves to explicit pads per instance (pool_layer.cpp).
+    if (!rank_of(g, n.inputs[0]) || *rank_of(g, n.inputs[0]) < 3u || *rank_of(g, n.inputs[0]) > 5u)
+      return no("only 1-d, 2-d and 3-d pooling");
     if (op == "MaxPool" && n.attrs.get_int("storage_order", 0) != 0) return no("storage_order");
     if (op == "AveragePool" && n.attrs.get_int("ceil_mode", 0) && n.attrs.get_int("count_include_pad", 0)) {
       return no("ceil_mode with count_include_pad");
@@ -196,7 +212,8 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     return LayerKind::pool;
   }
   if (op == "GlobalAveragePool" || op == "GlobalMaxPool") {
-    if (rank_of(g, n.inputs[0]) != 4u) return no("only 2-d pooling");
+    if (!rank_of(g, n.inputs[0]) || *rank_of(g, n.inputs[0]) < 3u || *rank_of(g, n.inputs[0]) > 5u)
+      return no("only 1-d, 2-d and 3-d pooling");
     return LayerKind::pool;
   }
   if (op == "Add" || op == "Sub" || op == "Mul" || op == "Div") {
@@ -226,6 +243,16 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     if (n.inputs.size() < 2) return no("no scale");
     return LayerKind::layer_norm;
   }
+  if (op == "InstanceNormalization") {
+    // A layer normalization over the spatial dims (norm_layer.cpp).
+    auto r = rank_of(g, n.inputs[0]);
+    if (!r || *r < 3) return no("rank");
+    if (n.inputs.size() != 3) return no("InstanceNormalization arity");
+    for (size_t i = 1; i < 3; ++i) {
+      if (n.inputs[i] == k_no_value || !is_fixed(g, n.inputs[i])) return no("scale/B not constant");
+    }
+    return LayerKind::layer_norm;
+  }
   if (op == "BatchNormalization") {
     // Inference with the stored statistics: a BatchNorm right after a Conv
     // is folded into it by lowering; this is one after anything else
@@ -246,6 +273,15 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       if (v == k_no_value || !rank_of(g, v) || *rank_of(g, v) == 0) return no("rank");
     }
     return LayerKind::concat;
+  }
+  if (op == "PRelu") {
+    // oneDNN's prelu primitive (prelu_layer.cpp), in the eltwise layer.
+    if (n.inputs.size() != 2 || n.inputs[1] == k_no_value || !is_fixed(g, n.inputs[1]))
+      return no("PRelu slope is not constant");
+    if (!rank_of(g, n.inputs[0]) || !rank_of(g, n.inputs[1]) ||
+        *rank_of(g, n.inputs[1]) > *rank_of(g, n.inputs[0]))
+      return no("PRelu slope rank");
+    return LayerKind::eltwise;
   }
   std::string reason;
   if (eltwise_for(g, n, &reason)) return LayerKind::eltwise;
@@ -513,7 +549,14 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
         layer.residual_input = f.residual_input;
         layer.output = f.output;
         if (f.activation != k_no_node) {
-          if (eltwise_for(g, g.node(f.activation))) {
+          // A Gemm's beta is a linear post-op, and oneDNN 2.6 mixes up two
+          // of them in one chain (matmul_layer.cpp): a linear activation
+          // (HardSigmoid) after it stays a layer of its own.
+          const ir::Node& anchor = g.node(n);
+          const auto act = eltwise_for(g, g.node(f.activation));
+          const bool gemm_beta = anchor.op_type == "Gemm" && anchor.attrs.get_float("beta", 1.0f) != 1.0f &&
+                                 anchor.inputs.size() > 2 && anchor.inputs[2] != k_no_value;
+          if (act && !(gemm_beta && act->alg == dnnl::algorithm::eltwise_linear)) {
             layer.activation = f.activation;
           } else {
             layer.output = g.node(f.activation).inputs[0];

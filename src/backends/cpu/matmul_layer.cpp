@@ -6,7 +6,8 @@
 // offers for it, deduplicated by implementation and layouts; reference
 // kernels are never candidates while an optimized one exists. The plan
 // records layout and implementation, and loading recreates exactly that
-// primitive or fails.
+// primitive or fails. Gemm's alpha, beta and a C that is no row bias are
+// post-ops on the product (GemmTerms).
 // Activation x activation products (attention) run batched, reading
 // transposed operands through strides instead of copying them.
 #include <algorithm>
@@ -40,6 +41,76 @@ int define_output(InstanceBuilder& b, const LayerDesc& layer, const Md& full,
     b.add_reorder(from, dst);
   }
   return dst;
+}
+
+// Gemm's alpha * A'B' + beta * C where that is more than a product plus a
+// row bias (alpha or beta not 1, or a C that broadcasts along N or holds a
+// value per row): the product scaled by an output scale (alpha / beta, or
+// alpha without C), then post-ops adding C broadcast over [M, N] (binary)
+// and multiplying by beta (linear). Only one linear post-op: oneDNN 2.6's
+// matmul computed linear(2) -> add -> linear(0.5) as if both were
+// linear(2) (the conformance Gemm beta case gave 4x its expected output),
+// so an activation that is a linear (HardSigmoid) is not fused after a
+// beta (layer_partition.cpp).
+struct GemmTerms {
+  float alpha = 1, beta = 1;
+  ValueId c = k_no_value;
+  Dims c_dims;  // C as a [M or 1, N or 1] matrix
+
+  bool plain_bias(int64_t n) const {
+    return alpha == 1 && (c == k_no_value || (beta == 1 && c_dims[0] == 1 && c_dims[1] == n));
+  }
+};
+
+std::optional<GemmTerms> gemm_terms(const InstanceBuilder& b, const ir::Node& n, int64_t M, int64_t N) {
+  if (n.op_type != "Gemm") return std::nullopt;
+  GemmTerms t;
+  t.alpha = n.attrs.get_float("alpha", 1.0f);
+  t.beta = n.attrs.get_float("beta", 1.0f);
+  if (n.inputs.size() < 3 || n.inputs[2] == k_no_value || t.beta == 0) return t;
+  t.c = n.inputs[2];
+  const auto& cs = b.shape(t.c);
+  if (cs.size() > 2) throw Error(ErrorCode::invalid_model, "node '" + n.name + "' (Gemm): C of rank > 2");
+  t.c_dims = Dims(2 - cs.size(), 1);
+  t.c_dims.insert(t.c_dims.end(), cs.begin(), cs.end());
+  if ((t.c_dims[0] != 1 && t.c_dims[0] != M) || (t.c_dims[1] != 1 && t.c_dims[1] != N)) {
+    throw Error(ErrorCode::invalid_model, "node '" + n.name + "' (Gemm): C does not broadcast to [M, N]");
+  }
+  return t;
+}
+
+// Appends the Gemm terms after the output scale to `po`; returns the execution argument of C's
+// binary post-op, or 0 when there is none.
+int append_gemm_terms(dnnl::post_ops& po, const GemmTerms& t, std::string* name) {
+  using A = dnnl::algorithm;
+  if (t.c == k_no_value) {
+    *name += "+scale(" + std::to_string(t.alpha) + ")";
+    return 0;
+  }
+  const int arg = DNNL_ARG_ATTR_MULTIPLE_POST_OP(po.len()) | DNNL_ARG_SRC_1;
+  po.append_binary(A::binary_add, plain_md(t.c_dims, Dt::f32));
+  if (t.beta != 1) po.append_eltwise(1.0f, A::eltwise_linear, t.beta, 0.0f);
+  *name += "+gemm(alpha=" + std::to_string(t.alpha) + ",beta=" + std::to_string(t.beta) +
+           ",c=" + dims_string(t.c_dims) + ")";
+  return arg;
+}
+
+// `from`'s sum and eltwise post-ops (what fused_post_ops makes) after `to`'s.
+void append_post_ops(dnnl::post_ops& to, const dnnl::post_ops& from) {
+  for (int i = 0; i < from.len(); ++i) {
+    if (from.kind(i) == dnnl::primitive::kind::sum) {
+      float scale = 1;
+      from.get_params_sum(i, scale);
+      to.append_sum(scale);
+    } else if (from.kind(i) == dnnl::primitive::kind::eltwise) {
+      float scale = 1, alpha = 0, beta = 0;
+      dnnl::algorithm alg{};
+      from.get_params_eltwise(i, scale, alg, alpha, beta);
+      to.append_eltwise(scale, alg, alpha, beta);
+    } else {
+      throw Error(ErrorCode::internal, "a fused post-op other than sum or eltwise after Gemm terms");
+    }
+  }
 }
 
 ValueId bias_of(const InstanceBuilder& b, const LayerDesc& layer) {
@@ -118,7 +189,6 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
   const bool trans_b = gemm && n.attrs.get_int("transB", 0) != 0;
   const ValueId A = n.inputs[0];
   const ValueId B = n.inputs[1];
-  const ValueId bias = bias_of(b, layer);
   const auto& as = b.shape(A);
   const auto& bs = b.shape(B);
   if (bs.size() != 2) throw Error(ErrorCode::unsupported, "constant MatMul weights must be 2-d");
@@ -131,9 +201,20 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
     for (size_t i = 0; i + 1 < as.size(); ++i) M *= as[i];
   }
   const Md w_view = trans_b ? Md({K, N}, Dt::f32, Dims{1, K}) : plain_md(Dims{K, N}, Dt::f32);
+  const std::optional<GemmTerms> terms = gemm_terms(b, n, M, N);
+  const bool gemm_post = terms && !terms->plain_bias(N);
+  const ValueId bias = gemm_post ? k_no_value : terms ? terms->c : bias_of(b, layer);
   std::string post_name;
+  dnnl::post_ops chain;
+  const int c_arg = gemm_post ? append_gemm_terms(chain, *terms, &post_name) : 0;
+  append_post_ops(chain, fused_post_ops(b, layer, &post_name));
   dnnl::primitive_attr attr = b.attr();
-  attr.set_post_ops(fused_post_ops(b, layer, &post_name));
+  attr.set_post_ops(chain);
+  if (gemm_post) {
+    const float scale = terms->c != k_no_value ? terms->alpha / terms->beta : terms->alpha;
+    if (scale != 1) attr.set_output_scales(0, {scale});
+  }
+  const Md c_md = c_arg ? plain_md(terms->c_dims, Dt::f32) : Md();
 
   auto make_desc = [&](Prec prec, WeightLayout layout) {
     using Tag = dnnl::memory::format_tag;
@@ -201,6 +282,7 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
                                     {DNNL_ARG_WEIGHTS, c.pd.weights_desc()},
                                     {DNNL_ARG_DST, c.pd.dst_desc()}};
       if (bias != k_no_value) args.push_back({DNNL_ARG_BIAS, c.pd.bias_desc()});
+      if (c_arg) args.push_back({c_arg, c_md});
       candidates.push_back(
           {c.name, primitive_timer(b, c.pd, args,
                                    LayoutMoves{trans_a ? std::nullopt : std::optional<Md>(from), {}, {}})});
@@ -250,6 +332,7 @@ void build_weight_matmul(InstanceBuilder& b, LayerDesc& layer) {
   if (bias != k_no_value) {
     args.emplace_back(DNNL_ARG_BIAS, b.weight_slot(bias, plain_md(Dims{1, N}, Dt::f32), pd.bias_desc()));
   }
+  if (c_arg) args.emplace_back(c_arg, b.weight_slot(terms->c, c_md, c_md));
   const Md full = plain_md(b.shape(n.outputs[0]), dt);
   const int dst = define_output(b, layer, full, {A});
   args.emplace_back(DNNL_ARG_DST, b.view(dst, pd.dst_desc()));

@@ -18,8 +18,11 @@
 namespace kiln::cpu {
 
 // Bump on any change to the schema or to what a field means.
-constexpr uint32_t k_plan_version =
-    3;  // 2: matmul weight layout and implementation, depthwise fusion; 3: batch_norm layers
+// 2: matmul weight layout and implementation, depthwise fusion; 3: batch_norm
+// layers; 4: eltwise layers may be PRelu, Selu or Celu, layer_norm layers
+// InstanceNormalization or with statistics outputs, Gemm matmul layers carry
+// alpha, beta and a broadcast C, conv and pool layers 1-D/3-D and auto_pad.
+constexpr uint32_t k_plan_version = 4;
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);
 // Throws kiln::Error(invalid_model) for a plan that fails any check.

@@ -1,7 +1,9 @@
 // Pooling layers (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) on
 // whatever layout the producer chose: oneDNN pools blocked layouts natively,
-// so a conv stack keeps its layout through them.
+// so a conv stack keeps its layout through them. 1-D, 2-D and 3-D pools, with
+// auto_pad and ceil_mode resolved to explicit pads per instance.
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/spatial_pads.hpp"
 
 namespace kiln::cpu {
 
@@ -13,29 +15,29 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
   const auto& out = b.shape(y);
   const bool global = n.op_type == "GlobalAveragePool" || n.op_type == "GlobalMaxPool";
   const bool is_max = n.op_type == "MaxPool" || n.op_type == "GlobalMaxPool";
-  Dims kernel, strides, dilation{0, 0}, pad_l{0, 0}, pad_r{0, 0};
-  if (global) {
-    kernel = {in[2], in[3]};
-    strides = {1, 1};
-  } else {
+  if (in.size() < 3 || in.size() > 5 || out.size() != in.size()) {
+    throw Error(ErrorCode::unsupported, "pooling over other than 1, 2 or 3 spatial dims");
+  }
+  const size_t nd = in.size() - 2;
+  const std::span<const int64_t> in_sp(in.data() + 2, nd), out_sp(out.data() + 2, nd);
+  Dims kernel(in_sp.begin(), in_sp.end()), strides(nd, 1), dilation(nd, 0), pad_l(nd, 0), pad_r(nd, 0);
+  if (!global) {
     const ir::Attributes& a = n.attrs;
     std::vector<int64_t> k = a.get_ints("kernel_shape");
-    std::vector<int64_t> s = a.get_ints("strides", {1, 1});
-    std::vector<int64_t> d = a.get_ints("dilations", {1, 1});
-    std::vector<int64_t> p = a.get_ints("pads", {0, 0, 0, 0});
-    if (a.get_string("auto_pad", "NOTSET") == "VALID") p = {0, 0, 0, 0};
-    if (k.size() != 2 || s.size() != 2 || d.size() != 2 || p.size() != 4) {
-      throw Error(ErrorCode::unsupported, "kernel/strides/dilations/pads of the wrong length");
+    std::vector<int64_t> s = a.get_ints("strides", std::vector<int64_t>(nd, 1));
+    std::vector<int64_t> d = a.get_ints("dilations", std::vector<int64_t>(nd, 1));
+    if (k.size() != nd || s.size() != nd || d.size() != nd) {
+      throw Error(ErrorCode::unsupported, "kernel/strides/dilations of the wrong length");
     }
-    kernel = {k[0], k[1]};
-    strides = {s[0], s[1]};
-    dilation = {d[0] - 1, d[1] - 1};
-    pad_l = {p[0], p[1]};
-    // ceil_mode: extend the right padding so oneDNN yields inference's size.
-    for (size_t i = 0; i < 2; ++i) {
-      const int64_t window = (k[i] - 1) * d[i] + 1;
-      pad_r[i] = std::max<int64_t>(p[2 + i], (out[2 + i] - 1) * s[i] + window - in[2 + i] - p[i]);
-    }
+    std::vector<int64_t> window(nd);
+    for (size_t i = 0; i < nd; ++i) window[i] = (k[i] - 1) * d[i] + 1;
+    // auto_pad and ceil_mode become explicit (possibly asymmetric) pads.
+    SpatialPads pads = explicit_pads(a, in_sp, out_sp, window, s);
+    kernel = Dims(k.begin(), k.end());
+    strides = Dims(s.begin(), s.end());
+    for (size_t i = 0; i < nd; ++i) dilation[i] = d[i] - 1;
+    pad_l = pads.begin;
+    pad_r = pads.end;
   }
   const bool include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
   const dnnl::algorithm alg = is_max        ? dnnl::algorithm::pooling_max
