@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/layer_partition.hpp"
 #include "ir/op_schema.hpp"
 #include "reference/kernel.hpp"
 
@@ -72,6 +73,11 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
     outputs.push_back(std::move(t));
   }
   layer.tactic.name = "aux:" + node.op_type;
+  if (node.op_type == "Resize" || node.op_type == "Upsample") {
+    // Most of these run on oneDNN's resampling: the report says why this one does not.
+    std::string why;
+    if (!native_kind(b.graph(), layer.anchor(), &why)) layer.tactic.name += " (" + why + ")";
+  }
   b.add_function([inst, node, kernel, inputs, inferred, outputs](RunContext& ctx) mutable {
     std::vector<Tensor> held(inputs.size());
     std::vector<const Tensor*> ptrs(inputs.size(), nullptr);

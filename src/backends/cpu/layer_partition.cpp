@@ -4,6 +4,7 @@
 #include <map>
 
 #include "backends/cpu/dnnl_util.hpp"
+#include "backends/cpu/resample_layer.hpp"
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
 #include "passes/passes.hpp"
@@ -210,6 +211,10 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       if (v == k_no_value || !rank_of(g, v) || *rank_of(g, v) == 0) return no("rank");
     }
     return LayerKind::concat;
+  }
+  if (op == "Resize" || op == "Upsample") {
+    if (auto reason = resample_mismatch(g, n)) return no(*reason);
+    return LayerKind::resample;
   }
   std::string reason;
   if (eltwise_for(g, n, &reason)) return LayerKind::eltwise;
@@ -533,6 +538,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "shape";
     case LayerKind::batch_norm:
       return "batch_norm";
+    case LayerKind::resample:
+      return "resample";
   }
   return "?";
 }

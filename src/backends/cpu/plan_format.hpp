@@ -18,8 +18,8 @@
 namespace kiln::cpu {
 
 // Bump on any change to the schema or to what a field means.
-constexpr uint32_t k_plan_version =
-    3;  // 2: matmul weight layout and implementation, depthwise fusion; 3: batch_norm layers
+constexpr uint32_t k_plan_version = 4;  // 2: matmul weight layout and implementation, depthwise fusion; 3:
+                                        // batch_norm layers; 4: resample layers
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);
 // Throws kiln::Error(invalid_model) for a plan that fails any check.
