@@ -31,6 +31,7 @@ class InstanceBuilder {
   dnnl::stream& stream() { return m_stream; }
   TuningContext* tuning() { return m_tuning; }
   int layer_index() const { return m_layer; }
+  int num_threads() const { return m_plan.num_threads; }  // 0: all cores
   Instance& instance() { return m_inst; }
 
   // The layout `v` is available in now (plain for values not yet in a slot).
