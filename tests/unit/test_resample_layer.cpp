@@ -224,5 +224,26 @@ TEST(ResampleLayer, PytorchHalfPixelOntoLengthOneStaysOnTheReferenceKernel) {
   expect_reference(c, "length-1");
 }
 
+TEST(ResampleLayer, AReferenceKernelOutputHandedOutIsNotOverwrittenByTheNextRun) {
+  // The aux Resize writes the graph output into a fresh tensor each run and
+  // returns that one: a result must not change when the engine runs again.
+  Case c;
+  c.in = {1, 2, 4, 5};
+  c.transform = "align_corners";
+  c.sizes = {1, 2, 7, 9};
+  const ir::Graph graph = model_of(c).import().graph;
+  auto backend = make_cpu_backend();
+  std::vector<Tensor> first_in = {input_of(c.in)};
+  auto engine = testing::build_engine(*backend, graph, first_in, 0);
+  const Tensor first = engine->run(first_in)[0];
+  const Tensor kept = first.clone();
+  std::vector<float> other(static_cast<size_t>(shape_numel(c.in)), 3.0f);
+  const std::vector<Tensor> second_in = {Tensor::from_values<float>(c.in, other)};
+  const Tensor second = engine->run(second_in)[0];
+  EXPECT_TRUE(testing::bitwise_equal(first, kept));
+  EXPECT_FLOAT_EQ(second.data<float>()[0], 3.0f);
+  EXPECT_LT(testing::relative_error(first, ref::Executor(graph).run(first_in)[0]), 2e-6);
+}
+
 }  // namespace
 }  // namespace kiln

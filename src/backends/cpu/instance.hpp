@@ -98,13 +98,13 @@ enum class ValueKind : uint8_t { unset, input, weight, constant, aux_tensor, slo
 
 struct ValueState {
   ValueKind kind = ValueKind::unset;
-  int slot = -1;         // ValueKind::slot, or the lazily made slot of another kind
-  int input_index = -1;  // ValueKind::input
-  Tensor tensor;         // constant / shape-only / aux output
+  int slot = -1;                                // ValueKind::slot, or the lazily made slot of another kind
+  int input_index = -1;                         // ValueKind::input
+  Tensor tensor;                                // constant / shape-only / aux output
+  std::vector<std::pair<Md, int>> conversions;  // the value in other layouts
   // An aux output that only the caller reads: each run writes a fresh tensor
   // and hands that one out, rather than a copy of one the instance keeps.
   bool handed_out = false;
-  std::vector<std::pair<Md, int>> conversions;  // the value in other layouts
 };
 
 struct Instance {

@@ -109,6 +109,11 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     }
     return LayerKind::view;
   }
+  if (op == "Resize" || op == "Upsample") {
+    // Before the float check: scales and sizes may be computed from shapes.
+    if (auto reason = resample_mismatch(g, n)) return no(*reason);
+    return LayerKind::resample;
+  }
   if (!float_data(g, n, why)) return std::nullopt;
   if (op == "Conv") {
     if (n.inputs.size() < 2 || rank_of(g, n.inputs[0]) != 4u) return no("only 2-d convolutions");
@@ -211,10 +216,6 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       if (v == k_no_value || !rank_of(g, v) || *rank_of(g, v) == 0) return no("rank");
     }
     return LayerKind::concat;
-  }
-  if (op == "Resize" || op == "Upsample") {
-    if (auto reason = resample_mismatch(g, n)) return no(*reason);
-    return LayerKind::resample;
   }
   std::string reason;
   if (eltwise_for(g, n, &reason)) return LayerKind::eltwise;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/layer_partition.hpp"
 #include "ir/ops/tensor_params.hpp"
 
 namespace kiln::cpu {
@@ -75,19 +76,28 @@ int64_t onednn_nearest(int64_t y, int64_t out_len, int64_t in_len) {
   return static_cast<int64_t>(std::roundf(s));
 }
 
-}  // namespace
-
-std::optional<std::string> resample_mismatch(const ir::Node& node, std::span<const Tensor* const> inputs,
-                                             std::span<const int64_t> in_shape) {
+// What no shape can change: the modes, attributes and rank.
+std::optional<std::string> static_mismatch(const ir::Node& node, size_t rank) {
   const Modes m = modes_of(node);
   if (m.mode != "nearest" && m.mode != "linear") return "mode '" + m.mode + "'";
   if (m.transform == "tf_crop_and_resize") return "tf_crop_and_resize (roi)";
+  if (m.mode == "linear" && m.transform != "half_pixel" && m.transform != "pytorch_half_pixel")
+    return "linear " + m.transform + " (oneDNN maps half_pixel only)";
   if (node.attrs.get_int("antialias", 0) != 0) return "antialias";
   if (node.attrs.has("axes")) return "the axes attribute";
   if (node.attrs.get_string("keep_aspect_ratio_policy", "stretch") != "stretch")
     return "keep_aspect_ratio_policy";
-  const size_t rank = in_shape.size();
   if (rank != 4 && rank != 5) return "rank " + std::to_string(rank) + " (oneDNN resamples 2-D and 3-D)";
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<std::string> resample_mismatch(const ir::Node& node, std::span<const Tensor* const> inputs,
+                                             std::span<const int64_t> in_shape) {
+  const size_t rank = in_shape.size();
+  if (auto why = static_mismatch(node, rank)) return why;
+  const Modes m = modes_of(node);
   std::optional<ir::ResizeArgs> args;
   try {
     args = ir::resize_args(node, inputs, in_shape);
@@ -109,9 +119,7 @@ std::optional<std::string> resample_mismatch(const ir::Node& node, std::span<con
       if (scale != static_cast<double>(out) / static_cast<double>(in))
         return "scale " + std::to_string(scale) + " is not the size ratio " + std::to_string(out) + "/" +
                std::to_string(in);
-      if (out == in) continue;  // every transform maps an unresized axis onto itself
-      if (m.transform != "half_pixel" && m.transform != "pytorch_half_pixel")
-        return "linear " + m.transform + " (oneDNN maps half_pixel only)";
+      if (out == in) continue;  // an unresized axis maps onto itself
       if (m.transform == "pytorch_half_pixel" && out == 1)
         return "pytorch_half_pixel onto a length-1 axis (ONNX reads coordinate -0.5)";
       continue;
@@ -129,22 +137,29 @@ std::optional<std::string> resample_mismatch(const ir::Graph& graph, const ir::N
   if (node.inputs.empty() || node.inputs[0] == k_no_value) return "no data input";
   const ir::ValueType& t = graph.value(node.inputs[0]).type;
   if (t.dtype != DType::float32) return "data of type " + std::string(dtype_name(t.dtype));
+  for (ir::ValueId v : node.outputs) {
+    if (v != k_no_value && graph.value(v).type.dtype != DType::float32) return "output type";
+  }
   if (!t.shape) return "input rank unknown";
-  std::vector<int64_t> dims;
-  for (size_t a = 0; a < t.shape->size(); ++a) {
-    const ir::Dim& d = (*t.shape)[a];
-    // A symbolic batch or channel count is fine when the scales leave it
-    // alone (checked below with a stand-in of 1); sizes name it outright.
-    if (!d.is_static() && a >= 2) return "input spatial dims unknown at build time";
-    dims.push_back(d.is_static() ? d.value() : 1);
-  }
+  if (auto why = static_mismatch(node, t.shape->size())) return why;
+  // Scales and sizes computed from input shapes (torch's interpolate to the
+  // input's size) are known once the shapes are: the layer decides then.
+  const std::vector<bool> shape_only = shape_only_values(graph);
+  bool all_constant = true;
   std::vector<const Tensor*> values;
-  for (ir::ValueId v : node.inputs)
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    const ir::ValueId v = node.inputs[i];
     values.push_back(v == k_no_value ? nullptr : graph.value(v).known_value());
-  const bool by_sizes = node.inputs.size() > 3 && values[3] != nullptr && values[3]->numel() > 0;
-  for (size_t a = 0; a < 2 && a < t.shape->size(); ++a) {
-    if (by_sizes && !(*t.shape)[a].is_static()) return "sizes given for a symbolic batch or channel axis";
+    if (i == 0 || v == k_no_value) continue;
+    if (!shape_only[static_cast<size_t>(v)]) return "scales or sizes depend on input data";
+    all_constant = all_constant && values.back() != nullptr;
   }
+  std::vector<int64_t> dims;
+  for (const ir::Dim& d : *t.shape) {
+    if (!d.is_static()) return std::nullopt;  // decided per shape set
+    dims.push_back(d.value());
+  }
+  if (!all_constant) return std::nullopt;
   return resample_mismatch(node, values, dims);
 }
 
@@ -156,9 +171,14 @@ void build_resample_layer(InstanceBuilder& b, LayerDesc& layer) {
   const std::vector<int64_t>& out = b.shape(y);
   std::vector<const Tensor*> values;
   for (ir::ValueId v : n.inputs) values.push_back(b.known(v));
-  // The partition checked the graph's shapes; these are the concrete ones.
-  if (auto why = resample_mismatch(n, values, in))
-    throw Error(ErrorCode::internal, "a resample layer oneDNN cannot compute: " + *why);
+  // The partition decided what the graph's shapes and constants could tell;
+  // at these shapes, a node oneDNN would compute differently runs on the
+  // reference kernel instead.
+  if (auto why = resample_mismatch(n, values, in)) {
+    build_aux_layer(b, layer);
+    layer.tactic.name += " (" + *why + ")";
+    return;
+  }
   const std::vector<ir::ValueId>& outputs = b.graph().outputs();
   const bool graph_output = std::find(outputs.begin(), outputs.end(), y) != outputs.end();
   int src = -1;

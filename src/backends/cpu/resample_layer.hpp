@@ -16,8 +16,11 @@
 //    the node is native only where the two agree on every axis (this
 //    accepts e.g. torch's asymmetric/floor nearest at integer upsampling).
 // Everything else (align_corners, asymmetric linear, cubic,
-// tf_crop_and_resize, antialias, axes, non-float data, shapes or scales
-// unknown at build time) stays on the reference kernel.
+// tf_crop_and_resize, antialias, axes, non-float data, scales that depend on
+// input data) stays on the reference kernel. Where the partition cannot
+// decide (symbolic dims, or scales/sizes computed from input shapes, as
+// torch exports interpolate(size=x.shape[-2:])), the layer checks at each
+// shape set and runs the reference kernel there when oneDNN would differ.
 #pragma once
 
 #include <optional>
@@ -34,8 +37,8 @@ namespace kiln::cpu {
 std::optional<std::string> resample_mismatch(const ir::Node& node, std::span<const Tensor* const> inputs,
                                              std::span<const int64_t> in_shape);
 
-// The same for a node of a lowered graph: its input's dims must be static
-// and its scales or sizes constant.
+// The same for a node of a lowered graph, as far as the graph tells:
+// nullopt also where the answer depends on shapes known only per shape set.
 std::optional<std::string> resample_mismatch(const ir::Graph& graph, const ir::Node& node);
 
 }  // namespace kiln::cpu
