@@ -38,7 +38,7 @@ Modes modes_of(const ir::Node& node) {
 }
 
 // ONNX's input coordinate for output index x (the reference kernel's
-// formulas; tf_crop_and_resize is never native and not handled here).
+// formulas) for the transforms static_mismatch lets through.
 double onnx_coordinate(const std::string& t, int64_t x, double scale, int64_t in_len) {
   const double xo = static_cast<double>(x);
   const double out_len = scale * static_cast<double>(in_len);
@@ -81,6 +81,9 @@ std::optional<std::string> static_mismatch(const ir::Node& node, size_t rank) {
   const Modes m = modes_of(node);
   if (m.mode != "nearest" && m.mode != "linear") return "mode '" + m.mode + "'";
   if (m.transform == "tf_crop_and_resize") return "tf_crop_and_resize (roi)";
+  if (m.transform != "half_pixel" && m.transform != "pytorch_half_pixel" && m.transform != "asymmetric" &&
+      m.transform != "tf_half_pixel_for_nn" && m.transform != "align_corners")
+    return "coordinate_transformation_mode '" + m.transform + "'";
   if (m.mode == "linear" && m.transform != "half_pixel" && m.transform != "pytorch_half_pixel")
     return "linear " + m.transform + " (oneDNN maps half_pixel only)";
   if (node.attrs.get_int("antialias", 0) != 0) return "antialias";
