@@ -46,11 +46,17 @@ class KernelContext {
   // Reshape...). REQUIRES: same dtype and element count as inferred.
   void set_output(size_t i, Tensor tensor);
 
+  // Threads a kernel may use (util/parallel_for.hpp); 1 unless the caller
+  // (an engine running the kernel as one of its layers) grants more.
+  int threads() const { return m_threads; }
+  void set_threads(int threads) { m_threads = threads; }
+
  private:
   const ir::Node& m_node;
   std::span<const Tensor* const> m_inputs;
   const ir::InferResult& m_inferred;
   std::span<Tensor> m_outputs;
+  int m_threads = 1;
 };
 
 using KernelFn = std::function<void(KernelContext&)>;

@@ -3,9 +3,11 @@
 // kernels, so whole models build as one engine. Inputs are read in place
 // (plain layouts; a blocked input is reordered to plain first) and outputs
 // are written into tensors allocated once per instance.
+#include <algorithm>
 #include <cstring>
 
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/layer_partition.hpp"
 #include "ir/op_schema.hpp"
 #include "reference/kernel.hpp"
 
@@ -23,6 +25,17 @@ struct AuxInput {
   DType dtype = DType::undefined;
   std::vector<int64_t> shape;
 };
+
+// Whether `v` is read only by the caller: a graph output (listed once) that
+// no node reads. Such an aux output can be handed out instead of copied.
+bool caller_only(const ir::Graph& g, ValueId v) {
+  if (std::count(g.outputs().begin(), g.outputs().end(), v) != 1) return false;
+  for (size_t n = 0; n < g.num_nodes(); ++n) {
+    const std::vector<ValueId>& ins = g.node(static_cast<ir::NodeId>(n)).inputs;
+    if (std::find(ins.begin(), ins.end(), v) != ins.end()) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -62,8 +75,18 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
   }
   ir::InferResult inferred = ir::infer_node(node, types, known);
   std::vector<Tensor> outputs;
+  std::vector<char> handed_out(node.outputs.size(), 0);
   for (size_t o = 0; o < node.outputs.size(); ++o) {
     if (node.outputs[o] == k_no_value) {
+      outputs.emplace_back();
+      continue;
+    }
+    if (caller_only(b.graph(), node.outputs[o])) {
+      // A segmentation map upsampled here is the model's largest tensor: a
+      // copy of it per run would cost as much as computing it.
+      handed_out[o] = 1;
+      b.set_aux_output(node.outputs[o], Tensor());
+      b.state(node.outputs[o]).handed_out = true;
       outputs.emplace_back();
       continue;
     }
@@ -72,7 +95,14 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
     outputs.push_back(std::move(t));
   }
   layer.tactic.name = "aux:" + node.op_type;
-  b.add_function([inst, node, kernel, inputs, inferred, outputs](RunContext& ctx) mutable {
+  if (node.op_type == "Resize" || node.op_type == "Upsample") {
+    // Most of these run on oneDNN's resampling: the report says why this one does not.
+    std::string why;
+    if (!native_kind(b.graph(), layer.anchor(), &why)) layer.tactic.name += " (" + why + ")";
+  }
+  const int threads = b.num_threads();
+  b.add_function([inst, node, kernel, inputs, inferred, outputs, handed_out,
+                  threads](RunContext& ctx) mutable {
     std::vector<Tensor> held(inputs.size());
     std::vector<const Tensor*> ptrs(inputs.size(), nullptr);
     for (size_t i = 0; i < inputs.size(); ++i) {
@@ -101,12 +131,21 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
       }
     }
     std::vector<Tensor> outs = outputs;  // shares storage with the instance's tensors
-    for (Tensor& t : outs) {
-      if (t.defined()) std::memset(t.mutable_bytes().data(), 0, t.byte_size());
+    for (size_t o = 0; o < outs.size(); ++o) {
+      if (handed_out[o]) {
+        outs[o] = Tensor::zeros(inferred.types[o].dtype, inferred.types[o].static_shape());
+      } else if (outs[o].defined()) {
+        std::memset(outs[o].mutable_bytes().data(), 0, outs[o].byte_size());
+      }
     }
     ref::KernelContext kc(node, ptrs, inferred, outs);
+    kc.set_threads(threads);  // the engine's threads are idle while an aux step runs
     kernel->run(kc);
     for (size_t o = 0; o < outs.size(); ++o) {
+      if (handed_out[o]) {
+        inst->values[static_cast<size_t>(node.outputs[o])].tensor = std::move(outs[o]);
+        continue;
+      }
       Tensor& want = outputs[o];
       if (!want.defined() || !outs[o].defined() || outs[o].bytes().data() == want.bytes().data()) continue;
       if (outs[o].byte_size() != want.byte_size()) {

@@ -358,6 +358,9 @@ void InstanceBuilder::build_all(bool materialize_now) {
         case LayerKind::aux:
           build_aux_layer(*this, layer);
           break;
+        case LayerKind::resample:
+          build_resample_layer(*this, layer);
+          break;
         case LayerKind::shape:
           break;
       }
@@ -564,6 +567,8 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
       outputs.push_back(inputs[static_cast<size_t>(st.input_index)].clone());
     } else if (st.kind == ValueKind::weight) {
       outputs.push_back(weights[static_cast<size_t>(out)].clone());
+    } else if (st.handed_out) {
+      outputs.push_back(std::move(values[static_cast<size_t>(out)].tensor));
     } else {
       outputs.push_back(st.tensor.clone());
     }

@@ -102,6 +102,9 @@ struct ValueState {
   int input_index = -1;                         // ValueKind::input
   Tensor tensor;                                // constant / shape-only / aux output
   std::vector<std::pair<Md, int>> conversions;  // the value in other layouts
+  // An aux output that only the caller reads: each run writes a fresh tensor
+  // and hands that one out, rather than a copy of one the instance keeps.
+  bool handed_out = false;
 };
 
 struct Instance {

@@ -31,6 +31,7 @@ class InstanceBuilder {
   dnnl::stream& stream() { return m_stream; }
   TuningContext* tuning() { return m_tuning; }
   int layer_index() const { return m_layer; }
+  int num_threads() const { return m_plan.num_threads; }  // 0: all cores
   Instance& instance() { return m_inst; }
 
   // The layout `v` is available in now (plain for values not yet in a slot).
@@ -106,6 +107,7 @@ void build_batch_norm_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_concat_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_view_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_aux_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_resample_layer(InstanceBuilder& b, LayerDesc& layer);
 
 // Post-ops for a fused conv/matmul layer: residual sum, then the activation.
 dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name);

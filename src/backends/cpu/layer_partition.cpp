@@ -5,6 +5,7 @@
 
 #include "backends/cpu/dnnl_util.hpp"
 #include "backends/cpu/spatial_pads.hpp"
+#include "backends/cpu/resample_layer.hpp"
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
 #include "passes/passes.hpp"
@@ -140,6 +141,11 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
       return no("Pad value is not constant");
     if (n.inputs.size() > 3 && n.inputs[3] != k_no_value) return no("Pad axes");
     return LayerKind::view;
+  }
+  if (op == "Resize" || op == "Upsample") {
+    // Before the float check: scales and sizes may be computed from shapes.
+    if (auto reason = resample_mismatch(g, n)) return no(*reason);
+    return LayerKind::resample;
   }
   if (!float_data(g, n, why)) return std::nullopt;
   if (op == "Conv") {
@@ -613,6 +619,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "shape";
     case LayerKind::batch_norm:
       return "batch_norm";
+    case LayerKind::resample:
+      return "resample";
   }
   return "?";
 }

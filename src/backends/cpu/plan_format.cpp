@@ -112,6 +112,8 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   // a rank-4 input and a weight): the anchor must be a node this kiln would
   // build as that kind, or the plan is corrupt, not a crash.
   for (const LayerDesc& l : plan.layers) {
+    if (l.kind == LayerKind::resample && native_kind(plan.graph, l.anchor()) != l.kind)
+      corrupt("a resample layer oneDNN cannot compute");
     if (l.kind != LayerKind::conv && l.kind != LayerKind::matmul) continue;
     const ir::Node& anchor = plan.graph.node(l.anchor());
     if (anchor.inputs.size() < 2 || anchor.inputs[0] == ir::k_no_value ||

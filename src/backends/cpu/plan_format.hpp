@@ -21,7 +21,8 @@ namespace kiln::cpu {
 // 2: matmul weight layout and implementation, depthwise fusion; 3: batch_norm
 // layers; 4: eltwise layers may be PRelu, Selu or Celu, layer_norm layers
 // InstanceNormalization or with statistics outputs, Gemm matmul layers carry
-// alpha, beta and a broadcast C, conv and pool layers 1-D/3-D and auto_pad.
+// alpha, beta and a broadcast C, conv and pool layers 1-D/3-D and auto_pad;
+// resample layers.
 constexpr uint32_t k_plan_version = 4;
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);

@@ -9,6 +9,7 @@
 #include "ir/ops/tensor_params.hpp"
 #include "reference/dispatch.hpp"
 #include "reference/kernels/tensor_kernels.hpp"
+#include "util/parallel_for.hpp"
 
 namespace kiln::ref {
 
@@ -239,6 +240,109 @@ AxisTaps make_taps(const ResizeModes& m, std::optional<double> c, double scale, 
   return t;
 }
 
+// One axis's taps for every output coordinate, flattened so the inner loop
+// reads plain arrays: output x reads input offsets (index * stride)
+// offset[begin[x] .. begin[x + 1]) with their weights, or the extrapolation
+// value where outside[x].
+struct AxisPlan {
+  std::vector<size_t> begin;
+  std::vector<int64_t> offset;
+  std::vector<double> weight;
+  std::vector<char> outside;
+};
+
+AxisPlan plan_axis(const std::vector<AxisTaps>& taps, int64_t stride) {
+  AxisPlan p;
+  p.begin.reserve(taps.size() + 1);
+  for (const AxisTaps& t : taps) {
+    p.begin.push_back(p.offset.size());
+    p.outside.push_back(t.outside ? 1 : 0);
+    for (const auto& [i, w] : t.taps) {
+      p.offset.push_back(i * stride);
+      p.weight.push_back(w);
+    }
+  }
+  p.begin.push_back(p.offset.size());
+  return p;
+}
+
+// The input offsets and weights one row of the output (a position on every
+// axis but the last) reads, one per combination of a tap on each of those
+// axes, in the order the taps are listed (the last of those axes fastest).
+struct RowTaps {
+  std::vector<int64_t> offset;
+  std::vector<double> weight;
+  bool outside = false;
+};
+
+void row_taps(const std::vector<AxisPlan>& plans, std::span<const int64_t> out_shape, int64_t row,
+              RowTaps& r) {
+  r.offset.assign(1, 0);
+  r.weight.assign(1, 1.0);
+  r.outside = false;
+  const size_t outer = plans.size() - 1;
+  // The row's index on each outer axis, last axis fastest.
+  std::array<int64_t, 8> small{};
+  std::vector<int64_t> big;
+  int64_t* index = small.data();
+  if (outer > small.size()) {
+    big.resize(outer);
+    index = big.data();
+  }
+  for (size_t a = outer; a-- > 0;) {
+    index[a] = row % out_shape[a];
+    row /= out_shape[a];
+  }
+  for (size_t a = 0; a < outer; ++a) {
+    const AxisPlan& p = plans[a];
+    const auto x = static_cast<size_t>(index[a]);
+    if (p.outside[x]) {
+      r.outside = true;
+      return;
+    }
+    const size_t b = p.begin[x], e = p.begin[x + 1];
+    if (e - b == 1) {  // nearest, or a coordinate on an input sample
+      for (size_t c = 0; c < r.offset.size(); ++c) {
+        r.offset[c] += p.offset[b];
+        r.weight[c] *= p.weight[b];
+      }
+      continue;
+    }
+    const size_t n = r.offset.size();
+    std::vector<int64_t> offset;
+    std::vector<double> weight;
+    offset.reserve(n * (e - b));
+    weight.reserve(n * (e - b));
+    for (size_t c = 0; c < n; ++c) {
+      for (size_t k = b; k < e; ++k) {
+        offset.push_back(r.offset[c] + p.offset[k]);
+        weight.push_back(r.weight[c] * p.weight[k]);
+      }
+    }
+    r.offset = std::move(offset);
+    r.weight = std::move(weight);
+  }
+}
+
+// Runs fn(row, taps) for every output row, split over `threads` threads in
+// contiguous blocks; small outputs stay on the calling thread.
+template <typename Fn>
+void for_each_row(const std::vector<AxisPlan>& plans, std::span<const int64_t> out_shape, int64_t rows,
+                  int64_t row_len, int threads, Fn&& fn) {
+  constexpr int64_t k_min_elements_per_block = 16384;
+  const int64_t most = std::max<int64_t>(1, rows * row_len / k_min_elements_per_block);
+  const int64_t blocks = std::min<int64_t>({rows, most, static_cast<int64_t>(std::max(threads, 1)) * 4});
+  parallel_for(static_cast<size_t>(std::max<int64_t>(blocks, 1)), blocks > 1 ? threads : 1, [&](size_t blk) {
+    const int64_t first = rows * static_cast<int64_t>(blk) / blocks;
+    const int64_t last = rows * (static_cast<int64_t>(blk) + 1) / blocks;
+    RowTaps taps;
+    for (int64_t row = first; row < last; ++row) {
+      row_taps(plans, out_shape, row, taps);
+      fn(row, taps);
+    }
+  });
+}
+
 void run_resize(KernelContext& ctx) {
   const Tensor& in = ctx.input(0);
   Tensor& out = ctx.output(0);
@@ -247,30 +351,31 @@ void run_resize(KernelContext& ctx) {
   ir::ResizeArgs args = *ir::resize_args(ctx.node(), values, in.shape());
   auto rank = static_cast<size_t>(in.rank());
   const std::vector<int64_t>& shape = out.shape();
+  if (out.numel() == 0) return;
   double extrapolation = ctx.attrs().get_float("extrapolation_value", 0.0f);
   double cubic_a = ctx.attrs().get_float("cubic_coeff_a", -0.75f);
   bool exclude_outside = ctx.attrs().get_int("exclude_outside", 0) != 0;
-  std::vector<std::vector<AxisTaps>> taps(rank);
+  // Each axis's taps are computed once, not once per output element.
+  std::vector<int64_t> strides = row_strides(in.shape());
+  std::vector<AxisPlan> plans;
   for (size_t a = 0; a < rank; ++a) {
     int64_t in_len = in.shape()[a];
     double roi_start = args.roi.empty() ? 0.0 : args.roi[a];
     double roi_end = args.roi.empty() ? 1.0 : args.roi[a + rank];
+    std::vector<AxisTaps> taps;
     for (int64_t x = 0; x < shape[a]; ++x) {
       auto c = source_coordinate(m, x, args.scales[a], in_len, roi_start, roi_end);
-      taps[a].push_back(make_taps(m, c, args.scales[a], in_len, cubic_a, exclude_outside));
+      taps.push_back(make_taps(m, c, args.scales[a], in_len, cubic_a, exclude_outside));
     }
+    plans.push_back(plan_axis(taps, strides[a]));
   }
-  std::vector<int64_t> strides = row_strides(in.shape());
-  std::vector<int64_t> index(rank, 0);
-  std::vector<const AxisTaps*> at(rank);
-  auto locate = [&]() {
-    bool outside = false;
-    for (size_t a = 0; a < rank; ++a) {
-      at[a] = &taps[a][static_cast<size_t>(index[a])];
-      outside = outside || at[a]->outside;
-    }
-    return outside;
-  };
+  if (rank == 0) {  // a scalar resizes to itself
+    std::memcpy(out.mutable_bytes().data(), in.bytes().data(), in.byte_size());
+    return;
+  }
+  const int64_t row_len = shape.back();
+  const int64_t rows = out.numel() / row_len;
+  const AxisPlan& inner = plans.back();
   if (m.mode == "nearest") {
     std::vector<std::byte> fill(dtype_size(in.dtype()), std::byte{0});
     if (extrapolation != 0.0) {
@@ -285,48 +390,52 @@ void run_resize(KernelContext& ctx) {
       std::memcpy(&fill_value, fill.data(), sizeof(U));
       const U* src = raw_data<U>(in);
       U* dst = raw_mutable_data<U>(out);
-      for (int64_t n = 0; n < out.numel(); ++n) {
-        bool outside = locate();
-        int64_t offset = 0;
-        for (size_t a = 0; a < rank && !outside; ++a) offset += at[a]->taps[0].first * strides[a];
-        dst[n] = outside ? fill_value : src[offset];
-        next_index(index, shape);
-      }
+      for_each_row(plans, shape, rows, row_len, ctx.threads(), [&](int64_t row, const RowTaps& t) {
+        U* o = dst + row * row_len;
+        if (t.outside) {
+          std::fill(o, o + row_len, fill_value);
+          return;
+        }
+        const U* s = src + t.offset[0];
+        for (int64_t x = 0; x < row_len; ++x) {
+          const auto xi = static_cast<size_t>(x);
+          o[x] = inner.outside[xi] ? fill_value : s[inner.offset[inner.begin[xi]]];
+        }
+      });
     });
     return;
   }
   dispatch<float, double>(in.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    auto src = in.data<T>();
-    auto dst = out.mutable_data<T>();
-    std::vector<size_t> choice(rank, 0);
-    for (size_t n = 0; n < dst.size(); ++n) {
-      bool outside = locate();
-      double sum = 0;
-      // Every combination of one tap per axis, weighted by the product of
-      // the taps' weights.
-      bool more = !outside;
-      while (more) {
-        double w = 1;
-        int64_t offset = 0;
-        for (size_t a = 0; a < rank; ++a) {
-          const auto& [i, weight] = at[a]->taps[choice[a]];
-          w *= weight;
-          offset += i * strides[a];
-        }
-        sum += w * static_cast<double>(src[static_cast<size_t>(offset)]);
-        more = false;
-        for (size_t a = rank; a-- > 0;) {
-          if (++choice[a] < at[a]->taps.size()) {
-            more = true;
-            break;
-          }
-          choice[a] = 0;
-        }
+    const T* src = in.data<T>().data();
+    T* dst = out.mutable_data<T>().data();
+    const auto fill_value = static_cast<T>(extrapolation);
+    for_each_row(plans, shape, rows, row_len, ctx.threads(), [&](int64_t row, const RowTaps& t) {
+      T* o = dst + row * row_len;
+      if (t.outside) {
+        std::fill(o, o + row_len, fill_value);
+        return;
       }
-      dst[n] = static_cast<T>(outside ? extrapolation : sum);
-      next_index(index, shape);
-    }
+      const size_t combos = t.offset.size();
+      for (int64_t x = 0; x < row_len; ++x) {
+        const auto xi = static_cast<size_t>(x);
+        if (inner.outside[xi]) {
+          o[x] = fill_value;
+          continue;
+        }
+        const size_t b = inner.begin[xi], e = inner.begin[xi + 1];
+        // Every combination of one tap per axis, weighted by the product of
+        // the taps' weights, summed in the axes' order (as ONNX's reference).
+        double sum = 0;
+        for (size_t c = 0; c < combos; ++c) {
+          const T* s = src + t.offset[c];
+          const double wc = t.weight[c];
+          for (size_t k = b; k < e; ++k)
+            sum += wc * inner.weight[k] * static_cast<double>(s[inner.offset[k]]);
+        }
+        o[x] = static_cast<T>(sum);
+      }
+    });
   });
 }
 
