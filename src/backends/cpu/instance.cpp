@@ -358,6 +358,9 @@ void InstanceBuilder::build_all(bool materialize_now) {
         case LayerKind::aux:
           build_aux_layer(*this, layer);
           break;
+        case LayerKind::attention:
+          build_attention_layer(*this, layer);
+          break;
         case LayerKind::shape:
           break;
       }

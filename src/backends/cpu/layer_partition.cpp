@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "backends/cpu/attention_pattern.hpp"
 #include "backends/cpu/dnnl_util.hpp"
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
@@ -541,6 +542,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
     layers.push_back(std::move(layer));
   }
   attach_depthwise(g, layers);
+  fuse_attention_layers(g, layers);
   return layers;
 }
 
@@ -570,6 +572,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "shape";
     case LayerKind::batch_norm:
       return "batch_norm";
+    case LayerKind::attention:
+      return "attention";
   }
   return "?";
 }
