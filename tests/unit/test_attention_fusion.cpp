@@ -4,13 +4,15 @@
 // fail when the pattern stops matching) and match the reference executor
 // within 1e-4 of the output's range; refit, the plan round trip and a
 // corrupted attention layer behave as for any other layer; what the pattern
-// does not cover keeps today's separate layers.
+// does not cover keeps today's separate layers. The fusion is opt-in
+// (KILN_CPU_FUSED_ATTENTION=1), so each test turns it on for its duration.
 #include <gtest/gtest.h>
 
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -196,6 +198,16 @@ Model attention_model(const Case& c) {
   return m;
 }
 
+// The fused attention is opt-in (KILN_CPU_FUSED_ATTENTION=1): on while one
+// of these lives.
+class FusedAttentionOn {
+ public:
+  FusedAttentionOn() { setenv("KILN_CPU_FUSED_ATTENTION", "1", 1); }
+  ~FusedAttentionOn() { unsetenv("KILN_CPU_FUSED_ATTENTION"); }
+  FusedAttentionOn(const FusedAttentionOn&) = delete;
+  FusedAttentionOn& operator=(const FusedAttentionOn&) = delete;
+};
+
 int attention_layers(const Engine& engine) {
   int n = 0;
   for (const LayerReport& r : engine.info().layers) n += r.tactic.rfind("attention:", 0) == 0;
@@ -226,6 +238,7 @@ std::unique_ptr<Engine> build_and_compare(const Model& m, const std::string& wha
 class AttentionFusion : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AttentionFusion, FormsOneAttentionLayerAndMatchesTheReference) {
+  const FusedAttentionOn on;
   const Case& c = GetParam();
   auto engine = build_and_compare(attention_model(c), case_name(c));
   EXPECT_EQ(attention_layers(*engine), 1);
@@ -256,6 +269,7 @@ INSTANTIATE_TEST_SUITE_P(
 // What the pattern does not cover keeps the separate layers: the scores
 // also read by something else (a second output) cannot be left unwritten.
 TEST(AttentionFusionBails, ScoresReadElsewhereKeepTheSeparateLayers) {
+  const FusedAttentionOn on;
   Model m = attention_model(Case{1, 2, 7, 32, Scale::scores, Mask::padding, true, true});
   m.output("p", 4);
   auto engine = build_and_compare(m, "probabilities as an output");
@@ -263,8 +277,23 @@ TEST(AttentionFusionBails, ScoresReadElsewhereKeepTheSeparateLayers) {
   EXPECT_TRUE(has_softmax_layer(*engine));
 }
 
+// Off by default: the separate layers run, and the fingerprint (hence the
+// engine cache key) differs from a build with the fused layer.
+TEST(AttentionFusionBails, IsOffUnlessTheEnvironmentAsksForIt) {
+  const Model m = attention_model(Case{1, 2, 7, 32, Scale::scores, Mask::padding, true, true});
+  auto backend = make_cpu_backend();
+  const Fingerprint off = backend->fingerprint();
+  auto engine = build_and_compare(m, "fusion off");
+  EXPECT_EQ(attention_layers(*engine), 0);
+  EXPECT_TRUE(has_softmax_layer(*engine));
+  const FusedAttentionOn on;
+  EXPECT_FALSE(backend->fingerprint() == off);
+  EXPECT_EQ(attention_layers(*build_and_compare(m, "fusion on")), 1);
+}
+
 // A Softmax over another axis is not attention.
 TEST(AttentionFusionBails, SoftmaxOverAnotherAxisKeepsTheSeparateLayers) {
+  const FusedAttentionOn on;
   Model m;
   m.input("q", {1, 2, 7, 32});
   m.input("kt", {1, 2, 32, 7});
@@ -307,6 +336,7 @@ Model projected_attention(uint32_t seed) {
 }
 
 TEST(AttentionFusionPlan, RefitsAndSurvivesThePlanRoundTrip) {
+  const FusedAttentionOn on;
   const Model a = projected_attention(1);
   const Model b = projected_attention(2);
   const ir::Graph ga = a.import(), gb = b.import();
@@ -327,6 +357,7 @@ TEST(AttentionFusionPlan, RefitsAndSurvivesThePlanRoundTrip) {
 }
 
 TEST(AttentionFusionPlan, APlanWhoseAttentionLayerLostANodeIsRefused) {
+  const FusedAttentionOn on;
   const Model a = projected_attention(1);
   auto backend = make_cpu_backend();
   auto engine = testing::build_engine(*backend, a.import(), a.inputs(), 0);
@@ -362,6 +393,7 @@ TEST(AttentionFusionPlan, APlanWhoseAttentionLayerLostANodeIsRefused) {
 // weight, the padding mask broadcast over heads and rows) forms one
 // attention layer per encoder layer and matches the reference.
 TEST(AttentionFusionZoo, BertBaseFormsTwelveAttentionLayersAndMatchesTheReference) {
+  const FusedAttentionOn on;
   const ir::Graph g = testing::import_zoo("bert_base", 3);
   const std::vector<Tensor> inputs = testing::bert_inputs(2, 16);
   auto backend = make_cpu_backend();

@@ -179,8 +179,6 @@ void expect_no_aux(const std::vector<LayerTiming>& steps) {
 // batched MatMul against a transposed view, Softmax over the last axis, then
 // the product with V. The scaling was oneDNN's reference binary kernel over
 // the permuted view (26 ms per layer on ViT); it must be a jitted eltwise.
-// The probabilities are an output too, so the attention stays separate
-// layers (test_attention_fusion.cpp covers the fused layer).
 TEST(TransformerLayers, BatchedAttentionRunsOnOneDnnAndMatchesTheReference) {
   Model m;
   m.input("q", {1, 197, 12, 64});
@@ -195,7 +193,6 @@ TEST(TransformerLayers, BatchedAttentionRunsOnOneDnnAndMatchesTheReference) {
   set_int(m.node("Softmax", "softmax", {"s"}, {"p"}), "axis", -1);
   m.node("MatMul", "context", {"p", "vh"}, {"y"});
   m.output("y", {1, 12, 197, 64});
-  m.output("p", {1, 12, 197, 197});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   expect_native(steps, "q_scale");
