@@ -403,7 +403,8 @@ TEST(AttentionFusionZoo, BertBaseFormsTwelveAttentionLayersAndMatchesTheReferenc
   const std::vector<Tensor> got = engine->run(inputs);
   const std::vector<Tensor> want = ref::Executor(g).run(inputs);
   ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_LE(testing::relative_error(got[i], want[i]), k_tolerance) << i;
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LE(testing::relative_error(got[i], want[i]), k_tolerance) << i;
 }
 
 }  // namespace
