@@ -108,6 +108,7 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_view_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_aux_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_resample_layer(InstanceBuilder& b, LayerDesc& layer);
+void build_attention_layer(InstanceBuilder& b, LayerDesc& layer);
 
 // Post-ops for a fused conv/matmul layer: residual sum, then the activation.
 dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name);

@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <map>
 
+#include "backends/cpu/attention_pattern.hpp"
 #include "backends/cpu/dnnl_util.hpp"
-#include "backends/cpu/spatial_pads.hpp"
 #include "backends/cpu/resample_layer.hpp"
+#include "backends/cpu/spatial_pads.hpp"
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
 #include "passes/passes.hpp"
@@ -590,6 +591,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
     layers.push_back(std::move(layer));
   }
   attach_depthwise(g, layers);
+  fuse_attention_layers(g, layers);
   return layers;
 }
 
@@ -621,6 +623,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "batch_norm";
     case LayerKind::resample:
       return "resample";
+    case LayerKind::attention:
+      return "attention";
   }
   return "?";
 }

@@ -36,8 +36,10 @@ enum class LayerKind : uint8_t {
   shape = 10,       // depends only on input shapes: evaluated once per shape set
   batch_norm = 11,  // BatchNormalization with its statistics (+ a fused Relu as `activation`)
   resample = 12,    // Resize / Upsample that oneDNN's resampling computes exactly (resample_layer.hpp)
+  attention =
+      13,  // MatMul(Q, Kᵀ), scales, mask Add, Softmax, MatMul(·, V) as one layer (attention_pattern.hpp)
 };
-constexpr uint8_t k_last_layer_kind = 12;
+constexpr uint8_t k_last_layer_kind = 13;
 
 // gemm: a 1x1 conv as one oneDNN matmul over its nhwc activations.
 enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2, gemm = 3 };

@@ -8,6 +8,7 @@
 #pragma GCC diagnostic ignored "-Wshadow"
 #include "backends/cpu/cpu_plan_generated.h"
 #pragma GCC diagnostic pop
+#include "backends/cpu/attention_pattern.hpp"
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/plan/layer_fields.hpp"
 #include "backends/plan/plan_graph.hpp"
@@ -114,6 +115,13 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
   for (const LayerDesc& l : plan.layers) {
     if (l.kind == LayerKind::resample && native_kind(plan.graph, l.anchor()) != l.kind)
       corrupt("a resample layer oneDNN cannot compute");
+    if (l.kind == LayerKind::attention) {
+      // The attention builder re-derives Q, K, V, mask and scales from the
+      // nodes: they must be exactly one attention this kiln would fuse.
+      auto m = match_attention_layer(plan.graph, l.nodes);
+      if (!m || m->output != l.output) corrupt("an attention layer whose nodes are not one attention");
+      continue;
+    }
     if (l.kind != LayerKind::conv && l.kind != LayerKind::matmul) continue;
     const ir::Node& anchor = plan.graph.node(l.anchor());
     if (anchor.inputs.size() < 2 || anchor.inputs[0] == ir::k_no_value ||
