@@ -360,6 +360,7 @@ void InstanceBuilder::build_all(bool materialize_now) {
           break;
         case LayerKind::resample:
           build_resample_layer(*this, layer);
+          break;
         case LayerKind::attention:
           build_attention_layer(*this, layer);
           break;
