@@ -199,7 +199,7 @@ TEST_F(CudaGpu, FingerprintNamesTheGpuAndLibraries) {
 }
 
 TEST_F(CudaGpu, ZooCnnsMatchTheReference) {
-  for (const char* name : {"resnet_tiny", "mobilenet_v2_tiny"}) {
+  for (const char* name : {"resnet_tiny", "mobilenet_tiny"}) {
     expect_matches_reference(name, {InputSpec::fixed("input", DType::float32, {2, 3, 64, 64})},
                              {ramp({2, 3, 64, 64})}, settings(false));
   }
