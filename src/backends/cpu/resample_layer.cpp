@@ -18,56 +18,6 @@ using ir::k_no_value;
 
 namespace {
 
-struct Modes {
-  std::string mode;       // nearest or linear (cubic and others are refused)
-  std::string transform;  // coordinate_transformation_mode
-  std::string nearest;    // nearest_mode; "simple" for the legacy ops
-};
-
-// Resize before opset 11 and Upsample have no transform attributes: they
-// map asymmetrically and round nearest down when upsampling, up when
-// downsampling (as the reference kernel does).
-Modes modes_of(const ir::Node& node) {
-  const bool legacy = node.op_type == "Upsample" || node.opset < 11;
-  Modes m;
-  m.mode = node.attrs.get_string("mode", "nearest");
-  if (m.mode == "bilinear" || m.mode == "trilinear") m.mode = "linear";
-  m.transform = legacy ? "asymmetric" : node.attrs.get_string("coordinate_transformation_mode", "half_pixel");
-  m.nearest = legacy ? "simple" : node.attrs.get_string("nearest_mode", "round_prefer_floor");
-  return m;
-}
-
-// ONNX's input coordinate for output index x (the reference kernel's
-// formulas) for the transforms static_mismatch lets through.
-double onnx_coordinate(const std::string& t, int64_t x, double scale, int64_t in_len) {
-  const double xo = static_cast<double>(x);
-  const double out_len = scale * static_cast<double>(in_len);
-  if (t == "asymmetric") return xo / scale;
-  if (t == "half_pixel") return (xo + 0.5) / scale - 0.5;
-  if (t == "pytorch_half_pixel") return out_len > 1 ? (xo + 0.5) / scale - 0.5 : -0.5;
-  if (t == "tf_half_pixel_for_nn") return (xo + 0.5) / scale;
-  // align_corners
-  return out_len == 1 ? 0.0 : xo * static_cast<double>(in_len - 1) / (out_len - 1);
-}
-
-int64_t onnx_nearest(const std::string& mode, double c, double scale, int64_t in_len) {
-  const double f = std::floor(c);
-  const double ratio = c - f;
-  int64_t i = 0;
-  if (mode == "simple") {
-    i = static_cast<int64_t>(scale < 1 ? std::ceil(c) : f);
-  } else if (mode == "floor" || ratio == 0) {
-    i = static_cast<int64_t>(f);
-  } else if (mode == "ceil") {
-    i = static_cast<int64_t>(f) + 1;
-  } else if (mode == "round_prefer_ceil") {
-    i = static_cast<int64_t>(ratio < 0.5 ? f : f + 1);
-  } else {  // round_prefer_floor
-    i = static_cast<int64_t>(ratio <= 0.5 ? f : f + 1);
-  }
-  return std::clamp<int64_t>(i, 0, in_len - 1);
-}
-
 // oneDNN 2.6's nearest index (resampling_utils::nearest_idx), evaluated in
 // float with the same operations and order, so it rounds as oneDNN does.
 int64_t onednn_nearest(int64_t y, int64_t out_len, int64_t in_len) {
@@ -78,7 +28,7 @@ int64_t onednn_nearest(int64_t y, int64_t out_len, int64_t in_len) {
 
 // What no shape can change: the modes, attributes and rank.
 std::optional<std::string> static_mismatch(const ir::Node& node, size_t rank) {
-  const Modes m = modes_of(node);
+  const ir::ResizeModes m = ir::resize_modes(node);
   if (m.mode != "nearest" && m.mode != "linear") return "mode '" + m.mode + "'";
   if (m.transform == "tf_crop_and_resize") return "tf_crop_and_resize (roi)";
   if (m.transform != "half_pixel" && m.transform != "pytorch_half_pixel" && m.transform != "asymmetric" &&
@@ -100,7 +50,7 @@ std::optional<std::string> resample_mismatch(const ir::Node& node, std::span<con
                                              std::span<const int64_t> in_shape) {
   const size_t rank = in_shape.size();
   if (auto why = static_mismatch(node, rank)) return why;
-  const Modes m = modes_of(node);
+  const ir::ResizeModes m = ir::resize_modes(node);
   std::optional<ir::ResizeArgs> args;
   try {
     args = ir::resize_args(node, inputs, in_shape);
@@ -128,7 +78,10 @@ std::optional<std::string> resample_mismatch(const ir::Node& node, std::span<con
       continue;
     }
     for (int64_t y = 0; y < out; ++y) {
-      const int64_t want = onnx_nearest(m.nearest, onnx_coordinate(m.transform, y, scale, in), scale, in);
+      const int64_t want =
+          std::clamp<int64_t>(ir::resize_nearest_index(
+                                  m.nearest, *ir::resize_source_coordinate(m, y, scale, in, 0.0, 1.0), scale),
+                              0, in - 1);
       if (want != onednn_nearest(y, out, in))
         return "nearest " + m.transform + "/" + m.nearest + " picks other inputs than oneDNN's rounding";
     }
@@ -199,7 +152,7 @@ void build_resample_layer(InstanceBuilder& b, LayerDesc& layer) {
     if (!is_strided(cur) && cur.data.format_kind != dnnl_blocked) src = b.use_plain(x, Dt::f32);
     dst_md = Md(to_dims(out), Dt::f32, dnnl::memory::format_tag::any);  // the source's layout
   }
-  const bool linear = modes_of(n).mode == "linear";
+  const bool linear = ir::resize_modes(n).mode == "linear";
   const dnnl::algorithm alg =
       linear ? dnnl::algorithm::resampling_linear : dnnl::algorithm::resampling_nearest;
   dnnl::resampling_forward::desc desc(dnnl::prop_kind::forward_inference, alg, b.slot(src).md, dst_md);

@@ -151,6 +151,55 @@ std::pair<int64_t, int64_t> shape_range(const Node& node, int64_t rank) {
   return {start, std::max(start, end)};
 }
 
+ResizeModes resize_modes(const Node& node) {
+  const bool legacy = node.op_type == "Upsample" || node.opset < 11;
+  ResizeModes m;
+  m.mode = node.attrs.get_string("mode", "nearest");
+  if (m.mode == "bilinear" || m.mode == "trilinear") m.mode = "linear";
+  m.transform = legacy ? "asymmetric" : node.attrs.get_string("coordinate_transformation_mode", "half_pixel");
+  m.nearest = legacy ? "simple" : node.attrs.get_string("nearest_mode", "round_prefer_floor");
+  return m;
+}
+
+// The input coordinate that output coordinate `x` maps to on one axis
+// (ONNX's reference formulas, which use the unrounded output length
+// scale * in for align_corners); nullopt outside a tf_crop_and_resize box.
+std::optional<double> resize_source_coordinate(const ResizeModes& m, int64_t x, double scale, int64_t in_len,
+                                               double roi_start, double roi_end) {
+  double xo = static_cast<double>(x);
+  double out_len = scale * static_cast<double>(in_len);
+  double in_last = static_cast<double>(in_len - 1);
+  const std::string& t = m.transform;
+  if (t == "asymmetric") return xo / scale;
+  if (t == "half_pixel") return (xo + 0.5) / scale - 0.5;
+  if (t == "half_pixel_symmetric") {
+    // Centres the sampled window when the output length was rounded down.
+    const double adjustment = std::floor(out_len) / out_len;
+    const double offset = static_cast<double>(in_len) / 2 * (1 - adjustment);
+    return offset + (xo + 0.5) / scale - 0.5;
+  }
+  if (t == "pytorch_half_pixel") return out_len > 1 ? (xo + 0.5) / scale - 0.5 : -0.5;
+  if (t == "tf_half_pixel_for_nn") return (xo + 0.5) / scale;
+  if (t == "align_corners") return out_len == 1 ? 0.0 : xo * in_last / (out_len - 1);
+  // tf_crop_and_resize
+  double c = out_len == 1 ? (roi_end - roi_start) * in_last / 2
+                          : xo * (roi_end - roi_start) * in_last / (out_len - 1);
+  c += roi_start * in_last;
+  if (c < 0 || c > in_last) return std::nullopt;
+  return c;
+}
+
+// The input index nearest mode `mode` picks for coordinate `c` (unclamped).
+int64_t resize_nearest_index(const std::string& mode, double c, double scale) {
+  double f = std::floor(c);
+  double ratio = c - f;
+  if (mode == "simple") return static_cast<int64_t>(scale < 1 ? std::ceil(c) : f);
+  if (mode == "floor" || ratio == 0) return static_cast<int64_t>(f);
+  if (mode == "ceil") return static_cast<int64_t>(f) + 1;
+  if (mode == "round_prefer_ceil") return static_cast<int64_t>(ratio < 0.5 ? f : f + 1);
+  return static_cast<int64_t>(ratio <= 0.5 ? f : f + 1);  // round_prefer_floor
+}
+
 std::optional<std::vector<int64_t>> resize_sizes(const Node& node, InputValues values) {
   if (node.op_type != "Resize" || node.opset < 11) return std::nullopt;
   // With axes or an aspect-ratio policy, sizes alone do not give every dim.

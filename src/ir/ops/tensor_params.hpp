@@ -53,6 +53,24 @@ std::optional<std::vector<int64_t>> pad_amounts(const Node& node, InputValues va
 std::pair<int64_t, int64_t> shape_range(const Node& node, int64_t rank);
 
 // Resize / Upsample: per-axis scales (output / input) and output sizes.
+// How a Resize or Upsample maps and rounds coordinates. Resize before
+// opset 11 and Upsample have no transform attributes: they map
+// asymmetrically and round nearest down when upsampling, up when
+// downsampling ("simple").
+struct ResizeModes {
+  std::string mode;       // nearest, linear (bilinear/trilinear read as linear) or cubic
+  std::string transform;  // coordinate_transformation_mode
+  std::string nearest;    // nearest_mode
+};
+ResizeModes resize_modes(const Node& node);
+// The input coordinate output coordinate `x` maps to on one axis (ONNX's
+// reference formulas, with the unrounded output length scale * in_len);
+// nullopt outside a tf_crop_and_resize box.
+std::optional<double> resize_source_coordinate(const ResizeModes& m, int64_t x, double scale, int64_t in_len,
+                                               double roi_start, double roi_end);
+// The input index nearest_mode `mode` picks at coordinate `c`, unclamped.
+int64_t resize_nearest_index(const std::string& mode, double c, double scale);
+
 struct ResizeArgs {
   std::vector<double> scales;
   std::vector<int64_t> out_shape;

@@ -110,27 +110,8 @@ std::optional<std::string> check_pad(const ir::Node& node, std::span<const DType
 
 // ---- Resize / Upsample ----
 
-struct ResizeModes {
-  std::string mode;
-  std::string transform;
-  std::string nearest;
-};
-
-// Resize before opset 11 and Upsample have no transform attributes: they
-// map coordinates asymmetrically and round nearest down when upsampling, up
-// when downsampling.
-ResizeModes resize_modes(const ir::Node& node) {
-  bool legacy = node.op_type == "Upsample" || node.opset < 11;
-  ResizeModes m;
-  m.mode = node.attrs.get_string("mode", "nearest");
-  if (m.mode == "bilinear" || m.mode == "trilinear") m.mode = "linear";
-  m.transform = legacy ? "asymmetric" : node.attrs.get_string("coordinate_transformation_mode", "half_pixel");
-  m.nearest = legacy ? "simple" : node.attrs.get_string("nearest_mode", "round_prefer_floor");
-  return m;
-}
-
 std::optional<std::string> check_resize(const ir::Node& node, std::span<const DType> dtypes) {
-  ResizeModes m = resize_modes(node);
+  ir::ResizeModes m = ir::resize_modes(node);
   if (m.mode != "nearest" && m.mode != "linear" && m.mode != "cubic") return "unknown mode '" + m.mode + "'";
   static const char* const k_transforms[] = {
       "half_pixel",           "pytorch_half_pixel", "align_corners",       "asymmetric",
@@ -147,44 +128,6 @@ std::optional<std::string> check_resize(const ir::Node& node, std::span<const DT
     return m.mode + " resize of " + std::string(dtype_name(dtypes[0])) + " is not supported";
   }
   return std::nullopt;
-}
-
-// The input coordinate that output coordinate `x` maps to on one axis
-// (ONNX's reference formulas, which use the unrounded output length
-// scale * in for align_corners); nullopt outside a tf_crop_and_resize box.
-std::optional<double> source_coordinate(const ResizeModes& m, int64_t x, double scale, int64_t in_len,
-                                        double roi_start, double roi_end) {
-  double xo = static_cast<double>(x);
-  double out_len = scale * static_cast<double>(in_len);
-  double in_last = static_cast<double>(in_len - 1);
-  const std::string& t = m.transform;
-  if (t == "asymmetric") return xo / scale;
-  if (t == "half_pixel") return (xo + 0.5) / scale - 0.5;
-  if (t == "half_pixel_symmetric") {
-    // Centres the sampled window when the output length was rounded down.
-    const double adjustment = std::floor(out_len) / out_len;
-    const double offset = static_cast<double>(in_len) / 2 * (1 - adjustment);
-    return offset + (xo + 0.5) / scale - 0.5;
-  }
-  if (t == "pytorch_half_pixel") return out_len > 1 ? (xo + 0.5) / scale - 0.5 : -0.5;
-  if (t == "tf_half_pixel_for_nn") return (xo + 0.5) / scale;
-  if (t == "align_corners") return out_len == 1 ? 0.0 : xo * in_last / (out_len - 1);
-  // tf_crop_and_resize
-  double c = out_len == 1 ? (roi_end - roi_start) * in_last / 2
-                          : xo * (roi_end - roi_start) * in_last / (out_len - 1);
-  c += roi_start * in_last;
-  if (c < 0 || c > in_last) return std::nullopt;
-  return c;
-}
-
-int64_t nearest_index(const std::string& mode, double c, double scale) {
-  double f = std::floor(c);
-  double ratio = c - f;
-  if (mode == "simple") return static_cast<int64_t>(scale < 1 ? std::ceil(c) : f);
-  if (mode == "floor" || ratio == 0) return static_cast<int64_t>(f);
-  if (mode == "ceil") return static_cast<int64_t>(f) + 1;
-  if (mode == "round_prefer_ceil") return static_cast<int64_t>(ratio < 0.5 ? f : f + 1);
-  return static_cast<int64_t>(ratio <= 0.5 ? f : f + 1);  // round_prefer_floor
 }
 
 // The input elements one output coordinate of one axis reads, with their
@@ -205,7 +148,7 @@ std::array<double, 4> cubic_weights(double ratio, double a) {
           ((a + 2) * q - (a + 3)) * q * q + 1, ((a * q1 - 5 * a) * q1 + 8 * a) * q1 - 4 * a};
 }
 
-AxisTaps make_taps(const ResizeModes& m, std::optional<double> c, double scale, int64_t in_len,
+AxisTaps make_taps(const ir::ResizeModes& m, std::optional<double> c, double scale, int64_t in_len,
                    double cubic_a, bool exclude_outside) {
   AxisTaps t;
   if (!c) {
@@ -214,7 +157,7 @@ AxisTaps make_taps(const ResizeModes& m, std::optional<double> c, double scale, 
   }
   auto clamp_index = [&](int64_t i) { return std::clamp<int64_t>(i, 0, in_len - 1); };
   if (m.mode == "nearest") {
-    t.taps.emplace_back(clamp_index(nearest_index(m.nearest, *c, scale)), 1.0);
+    t.taps.emplace_back(clamp_index(ir::resize_nearest_index(m.nearest, *c, scale)), 1.0);
     return t;
   }
   double f = std::floor(*c);
@@ -346,7 +289,7 @@ void for_each_row(const std::vector<AxisPlan>& plans, std::span<const int64_t> o
 void run_resize(KernelContext& ctx) {
   const Tensor& in = ctx.input(0);
   Tensor& out = ctx.output(0);
-  ResizeModes m = resize_modes(ctx.node());
+  ir::ResizeModes m = ir::resize_modes(ctx.node());
   auto values = input_values(ctx);
   ir::ResizeArgs args = *ir::resize_args(ctx.node(), values, in.shape());
   auto rank = static_cast<size_t>(in.rank());
@@ -364,7 +307,7 @@ void run_resize(KernelContext& ctx) {
     double roi_end = args.roi.empty() ? 1.0 : args.roi[a + rank];
     std::vector<AxisTaps> taps;
     for (int64_t x = 0; x < shape[a]; ++x) {
-      auto c = source_coordinate(m, x, args.scales[a], in_len, roi_start, roi_end);
+      auto c = ir::resize_source_coordinate(m, x, args.scales[a], in_len, roi_start, roi_end);
       taps.push_back(make_taps(m, c, args.scales[a], in_len, cubic_a, exclude_outside));
     }
     plans.push_back(plan_axis(taps, strides[a]));
