@@ -20,8 +20,6 @@
 // OpenMP's spinning workers for the same cores. dnnl_sgemm called inside the
 // parallel region runs on its caller's thread (oneDNN sees it is nested).
 // Without libgomp the tasks run on util/parallel_for.hpp.
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -35,6 +33,7 @@
 
 #include "backends/cpu/attention_pattern.hpp"
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/openmp_symbols.hpp"
 #include "util/parallel_for.hpp"
 
 namespace kiln::cpu {
@@ -230,13 +229,7 @@ constexpr int k_lanes = 16;
 using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
 
 GompParallel gomp_parallel() {
-  static const GompParallel fn = [] {
-    void* sym = dlsym(RTLD_DEFAULT, "GOMP_parallel");
-    GompParallel f = nullptr;
-    static_assert(sizeof(sym) == sizeof(f));
-    std::memcpy(&f, &sym, sizeof(f));
-    return f;
-  }();
+  static const GompParallel fn = openmp_symbol<GompParallel>("GOMP_parallel");
   return fn;
 }
 

@@ -1,12 +1,11 @@
 #include "backends/cpu/broadcast_binary.hpp"
 
-#include <dlfcn.h>
-
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <thread>
 
+#include "backends/cpu/openmp_symbols.hpp"
 #include "kiln/error.hpp"
 #include "util/parallel_for.hpp"
 
@@ -62,13 +61,7 @@ namespace {
 // library needs no link to the OpenMP runtime.
 int engine_threads() {
   using Fn = int (*)();
-  static Fn fn = [] {
-    void* sym = dlsym(RTLD_DEFAULT, "omp_get_max_threads");
-    Fn f = nullptr;
-    static_assert(sizeof(sym) == sizeof(f));
-    std::memcpy(&f, &sym, sizeof(f));
-    return f;
-  }();
+  static Fn fn = openmp_symbol<Fn>("omp_get_max_threads");
   return fn ? fn() : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 

@@ -1,22 +1,20 @@
 #include "backends/cpu/cpu_engine.hpp"
-#include "util/parallel_for.hpp"
-
-#include <thread>
-
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/non_finite.hpp"
+#include "backends/cpu/openmp_symbols.hpp"
 #include "backends/cpu/plan_format.hpp"
 #include "builder/progress.hpp"
 #include "ir/op_schema.hpp"
 #include "passes/passes.hpp"
 #include "util/log.hpp"
+#include "util/parallel_for.hpp"
 
 namespace kiln::cpu {
 
@@ -28,13 +26,7 @@ namespace {
 // neither -fopenmp nor a direct link to the OpenMP runtime (libdnnl loads it).
 void set_omp_threads(int n) {
   using Fn = void (*)(int);
-  static Fn fn = [] {
-    void* sym = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
-    Fn f = nullptr;
-    static_assert(sizeof(sym) == sizeof(f));
-    std::memcpy(&f, &sym, sizeof(f));
-    return f;
-  }();
+  static Fn fn = openmp_symbol<Fn>("omp_set_num_threads");
   // 0 means every core; set it explicitly, so an earlier engine's smaller
   // count does not stick to this one.
   const int threads = n > 0 ? n : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
