@@ -27,8 +27,13 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // A zero-filled, owned tensor.
+  // A zero-filled, owned tensor. Owned storage is 64-byte aligned (a cache
+  // line and an AVX-512 vector: oneDNN's non-temporal stores need it).
   static Tensor zeros(DType dtype, std::vector<int64_t> shape);
+  // An owned tensor whose bytes are unspecified until written: for a
+  // destination the caller fills completely (a copy, a reorder), where
+  // zeroing first would be one more pass over memory.
+  static Tensor uninitialized(DType dtype, std::vector<int64_t> shape);
   // A read-only view of `bytes`, kept alive by `owner`.
   // REQUIRES: bytes.size() == numel(shape) * dtype_size(dtype).
   static Tensor borrow(DType dtype, std::vector<int64_t> shape, std::span<const std::byte> bytes,
@@ -79,6 +84,7 @@ class Tensor {
 
  private:
   void check_type(DType requested) const;
+  static Tensor allocate(DType dtype, std::vector<int64_t> shape, bool zero);
 
   DType m_dtype = DType::undefined;
   std::vector<int64_t> m_shape;

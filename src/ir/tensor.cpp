@@ -1,8 +1,10 @@
 #include "kiln/tensor.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "ir/tensor_limits.hpp"
 #include "util/byte_size.hpp"
@@ -60,6 +62,14 @@ std::string shape_to_string(std::span<const int64_t> shape) {
 }
 
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
+  return allocate(dtype, std::move(shape), true);
+}
+
+Tensor Tensor::uninitialized(DType dtype, std::vector<int64_t> shape) {
+  return allocate(dtype, std::move(shape), false);
+}
+
+Tensor Tensor::allocate(DType dtype, std::vector<int64_t> shape, bool zero) {
   for (int64_t d : shape) {
     if (d < 0)
       throw Error(ErrorCode::invalid_argument, "negative dimension in shape " + shape_to_string(shape));
@@ -78,9 +88,14 @@ Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   Tensor t;
   t.m_dtype = dtype;
   t.m_shape = std::move(shape);
-  // At least one byte so data() is never null, even for empty tensors.
-  size_t bytes = std::max<size_t>(t.byte_size(), 1);
-  auto storage = std::make_shared<std::byte[]>(bytes);
+  // At least one byte so data() is never null, even for empty tensors;
+  // aligned_alloc wants a multiple of the alignment.
+  constexpr size_t k_alignment = 64;
+  const size_t bytes = (std::max<size_t>(t.byte_size(), 1) + k_alignment - 1) / k_alignment * k_alignment;
+  std::shared_ptr<std::byte> storage(static_cast<std::byte*>(std::aligned_alloc(k_alignment, bytes)),
+                                     [](std::byte* p) { std::free(p); });
+  if (!storage) throw std::bad_alloc();
+  if (zero) std::memset(storage.get(), 0, bytes);
   t.m_data = storage.get();
   t.m_owner = std::move(storage);
   t.m_writable = true;
@@ -133,7 +148,7 @@ Tensor Tensor::reshaped(std::vector<int64_t> shape) const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor t = zeros(m_dtype, m_shape);
+  Tensor t = uninitialized(m_dtype, m_shape);
   if (byte_size() > 0) std::memcpy(t.m_data, m_data, byte_size());
   return t;
 }

@@ -556,14 +556,16 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
     const ValueState& st = values[static_cast<size_t>(out)];
     const ir::ValueType& type = types[static_cast<size_t>(out)];
     if (st.slot >= 0) {
-      Tensor t = Tensor::zeros(type.dtype, type.static_shape());
-      for (const OutputReorder& r : output_reorders) {
-        if (r.value != out) continue;
+      const auto reorder = std::find_if(output_reorders.begin(), output_reorders.end(),
+                                        [&](const OutputReorder& r) { return r.value == out; });
+      // The reorder writes every element: no need to zero them first.
+      Tensor t = reorder != output_reorders.end() ? Tensor::uninitialized(type.dtype, type.static_shape())
+                                                  : Tensor::zeros(type.dtype, type.static_shape());
+      if (reorder != output_reorders.end()) {
         dnnl::memory dst(plain_md(type.static_shape(), *to_dnnl(type.dtype)), engine,
                          t.mutable_bytes().data());
         dnnl::memory& src = slots[static_cast<size_t>(st.slot)].mem;
-        r.prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
-        break;
+        reorder->prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
       }
       outputs.push_back(std::move(t));
     } else if (st.kind == ValueKind::input) {
