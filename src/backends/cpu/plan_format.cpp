@@ -77,14 +77,10 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     LayerDesc l;
     if (fl->kind() > k_last_layer_kind) corrupt("bad layer kind");
     l.kind = static_cast<LayerKind>(fl->kind());
-    plan::LayerFields f = fields.read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(),
-                                      fl->activation(), fl->output(), true);
-    l.nodes = std::move(f.nodes);
-    l.bias_add = f.bias_add;
-    l.residual_add = f.residual_add;
-    l.residual_input = f.residual_input;
-    l.activation = f.activation;
-    l.output = f.output;
+    fields
+        .read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(), fl->activation(),
+              fl->output(), true)
+        .move_into(l);
     if (fl->algo() > k_last_conv_algo || fl->layout() > 2 || fl->precision() > 1 ||
         fl->weight_layout() > k_last_weight_layout) {
       corrupt("bad tactic");

@@ -68,14 +68,10 @@ Plan parse_plan(std::span<const std::byte> bytes) {
     Layer l;
     if (fl->kind() > k_last_layer_kind) corrupt("bad layer kind");
     l.kind = static_cast<LayerKind>(fl->kind());
-    plan::LayerFields f = fields.read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(),
-                                      fl->activation(), fl->output(), false);
-    l.nodes = std::move(f.nodes);
-    l.bias_add = f.bias_add;
-    l.residual_add = f.residual_add;
-    l.residual_input = f.residual_input;
-    l.activation = f.activation;
-    l.output = f.output;
+    fields
+        .read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(), fl->activation(),
+              fl->output(), false)
+        .move_into(l);
     // The layer builders trust a layer's kind: its anchor must be a node this
     // kiln runs as that kind.
     if (unsupported_reason(p.graph, l.anchor()) || layer_kind(p.graph.node(l.anchor())) != l.kind)

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ir/graph.hpp"
@@ -29,6 +30,17 @@ struct LayerFields {
   int residual_input = -1;
   ir::NodeId activation = ir::k_no_node;
   ir::ValueId output = ir::k_no_value;
+
+  // Moves the fields into a backend's layer record, which names them alike.
+  template <typename Layer>
+  void move_into(Layer& layer) && {
+    layer.nodes = std::move(nodes);
+    layer.bias_add = bias_add;
+    layer.residual_add = residual_add;
+    layer.residual_input = residual_input;
+    layer.activation = activation;
+    layer.output = output;
+  }
 };
 
 class LayerFieldReader {
