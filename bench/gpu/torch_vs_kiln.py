@@ -1,15 +1,22 @@
 """kiln's cuda backend against PyTorch on the same GPU, side by side in one process.
 
-For each (model, batch): torchvision weights from a fixed seed (nothing is downloaded),
-fp32 with TF32 off on both sides. PyTorch eager and torch.compile (Inductor, default mode)
+For each (model, batch): torchvision weights from a fixed seed (nothing is downloaded), or
+`bert_base`, a BERT-base encoder (12 layers, hidden 768, 12 heads, FFN 3072, GELU, post-LN)
+written here in plain torch ops over a (batch, 128, 768) input; fp32 with TF32 off on both
+sides. PyTorch eager and torch.compile (Inductor, default mode)
 time the model on a device-resident input with CUDA events; kiln compiles the ONNX export
 (opset 17) with backend="cuda" and is timed end to end per call, host input in and host
 output out, since kiln's Python API takes host arrays. So PyTorch is also timed with the
 host copies ("eager+copies"), the like-for-like row. Every kiln output is checked against
 eager's (max |diff| / max |ref|). One JSON line per row, and a Markdown table at the end.
 
-Usage: python3 bench/gpu/torch_vs_kiln.py [--models resnet18,resnet50] [--batches 1,100]
-       [--runs 30] [--no-compile] [--out FILE.json]
+torch.compile runs in each mode of --compile-modes (default, max-autotune), one column each.
+--torch-fp16 adds PyTorch's own fp16 timings (a `.half()` model, eager and compiled) as
+reference columns.
+
+Usage: python3 bench/gpu/torch_vs_kiln.py [--models resnet18,resnet50,bert_base] [--batches 1,100]
+       [--runs 30] [--no-compile] [--compile-modes default,max-autotune] [--torch-fp16]
+       [--out FILE.json]
 """
 import argparse
 import json
@@ -52,12 +59,56 @@ def wall_ms(fn, runs):
     return float(np.median(times))
 
 
+class BertLayer(torch.nn.Module):
+    def __init__(self, hidden=768, heads=12, ffn=3072):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(hidden, 3 * hidden)
+        self.out = torch.nn.Linear(hidden, hidden)
+        self.ln1 = torch.nn.LayerNorm(hidden)
+        self.fc1 = torch.nn.Linear(hidden, ffn)
+        self.fc2 = torch.nn.Linear(ffn, hidden)
+        self.ln2 = torch.nn.LayerNorm(hidden)
+
+    def forward(self, x):
+        b, s, h = x.shape
+        q, k, v = self.qkv(x).split(h, dim=-1)
+        q = q.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)
+        k = k.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)
+        v = v.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)
+        att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / (h // self.heads) ** 0.5, dim=-1)
+        ctx = torch.matmul(att, v).transpose(1, 2).reshape(b, s, h)
+        x = self.ln1(x + self.out(ctx))
+        return self.ln2(x + self.fc2(torch.nn.functional.gelu(self.fc1(x))))
+
+
+class BertBase(torch.nn.Module):
+    """BERT-base's encoder (no embeddings: the input is the embedded sequence)."""
+
+    def __init__(self, layers=12):
+        super().__init__()
+        self.layers = torch.nn.Sequential(*[BertLayer() for _ in range(layers)])
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+def build_model(name):
+    """The model and its per-sample input shape."""
+    if name == "bert_base":
+        return BertBase(), (128, 768)
+    return getattr(torchvision.models, name)(weights=None), (3, 224, 224)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="resnet18,resnet50")
     ap.add_argument("--batches", default="1,100")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    ap.add_argument("--compile-modes", default="default",
+                    help="comma-separated torch.compile modes, e.g. default,max-autotune")
+    ap.add_argument("--torch-fp16", action="store_true", help="also time PyTorch on a .half() model")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -67,38 +118,55 @@ def main():
     work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
     for name in args.models.split(","):
         torch.manual_seed(0)
-        model = getattr(torchvision.models, name)(weights=None).eval().cuda()
+        model, sample_shape = build_model(name)
+        model = model.eval().cuda()
         onnx_path = os.path.join(work, name + ".onnx")
         with torch.no_grad():
-            torch.onnx.export(model, torch.randn(1, 3, 224, 224, device="cuda"), onnx_path, opset_version=17,
+            torch.onnx.export(model, torch.randn(1, *sample_shape, device="cuda"), onnx_path, opset_version=17,
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
-        compiled = None
-        compile_s = None
-        if not args.no_compile:
-            t0 = time.perf_counter()
-            compiled = torch.compile(model)
-            with torch.no_grad():
-                compiled(torch.randn(1, 3, 224, 224, device="cuda"))
-            compile_s = time.perf_counter() - t0
+        modes = [] if args.no_compile else [m for m in args.compile_modes.split(",") if m]
+        half = None
+        if args.torch_fp16:
+            half = build_model(name)[0].eval().cuda()
+            half.load_state_dict(model.state_dict())
+            half = half.half()
         for batch in [int(b) for b in args.batches.split(",")]:
             rng = np.random.default_rng(batch)
-            x_host = rng.standard_normal((batch, 3, 224, 224), dtype=np.float32)
+            x_host = rng.standard_normal((batch, *sample_shape), dtype=np.float32)
             x_dev = torch.from_numpy(x_host).cuda()
             row = {"gpu": gpu, "torch": torch.__version__, "model": name, "batch": batch, "precision": "fp32"}
             with torch.no_grad():
                 ref = model(x_dev).cpu().numpy()
                 row["eager_ms"] = cuda_ms(lambda: model(x_dev), args.runs)
                 row["eager_copies_ms"] = wall_ms(lambda: model(torch.from_numpy(x_host).cuda()).cpu(), args.runs)
-                if compiled is not None:
-                    compiled(x_dev)  # a new batch size may recompile
-                    row["compile_ms"] = cuda_ms(lambda: compiled(x_dev), args.runs)
-                    row["torch_compile_first_s"] = compile_s
+                for mode in modes:
+                    # A fresh compile per (mode, batch): its first call's time is the compile.
+                    torch._dynamo.reset()
+                    t0 = time.perf_counter()
+                    compiled = torch.compile(model, mode=None if mode == "default" else mode)
+                    compiled(x_dev)
+                    torch.cuda.synchronize()
+                    row[f"compile_{mode}_first_s"] = time.perf_counter() - t0
+                    row[f"compile_{mode}_ms"] = cuda_ms(lambda: compiled(x_dev), args.runs)
+                if modes:
+                    row["compile_ms"] = min(row[f"compile_{m}_ms"] for m in modes)
+                if half is not None:
+                    x_half = x_dev.half()
+                    row["eager_fp16_ms"] = cuda_ms(lambda: half(x_half), args.runs)
+                    row["eager_fp16_rel_err"] = float((half(x_half).float() - torch.from_numpy(ref).cuda()).abs().max()
+                                                      / max(float(np.max(np.abs(ref))), 1e-30))
+                    for mode in modes:
+                        torch._dynamo.reset()
+                        compiled = torch.compile(half, mode=None if mode == "default" else mode)
+                        compiled(x_half)
+                        row[f"compile_{mode}_fp16_ms"] = cuda_ms(lambda: compiled(x_half), args.runs)
+                    torch._dynamo.reset()
             # A kiln failure is a finding for this row, never the end of the run: the PyTorch
             # numbers above still print.
             try:
                 t0 = time.perf_counter()
-                engine = kiln.compile(onnx_path, inputs=[kiln.Input(shape=(batch, 3, 224, 224))],
+                engine = kiln.compile(onnx_path, inputs=[kiln.Input(shape=(batch, *sample_shape))],
                                       backend="cuda", cache_built_engines=False, reuse_cached_engines=False)
                 row["kiln_build_s"] = time.perf_counter() - t0
                 out = engine(x_host)
