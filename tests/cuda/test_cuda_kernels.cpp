@@ -925,6 +925,38 @@ TEST_F(CudaKernels, ConcatPartsFillTheirColumns) {
   }
 }
 
+void run_slice(cudaStream_t stream, ElemType t, const std::vector<int64_t>& in_shape,
+               const std::vector<int64_t>& starts, const std::vector<int64_t>& steps,
+               const std::vector<int64_t>& out_shape) {
+  const std::vector<float> x = random_values(t, static_cast<size_t>(numel(in_shape)), -50, 50, 77);
+  std::vector<double> want(static_cast<size_t>(numel(out_shape)));
+  for (size_t i = 0; i < want.size(); ++i) {
+    std::vector<int64_t> c = coords_of(static_cast<int64_t>(i), out_shape);
+    for (size_t d = 0; d < c.size(); ++d) c[d] = starts[d] + c[d] * steps[d];
+    want[i] = x[static_cast<size_t>(flat_of(c, in_shape))];
+  }
+  DeviceTensor dx(t, x), dy(t, std::max<size_t>(want.size(), 1));
+  launch_slice(t, dx.get(), dy.get(), static_cast<int>(in_shape.size()), in_shape.data(), starts.data(),
+               steps.data(), out_shape.data(), stream);
+  std::vector<float> got = dy.read();
+  got.resize(want.size());
+  expect_close(t, got, want, Tol{0, 0}, "slice");  // data movement: exact
+}
+
+TEST_F(CudaKernels, SliceBoxesStepsAndSplitParts) {
+  for (ElemType t : {ElemType::f32, ElemType::f16}) {
+    run_slice(stream_, t, {2, 197, 768}, {0, 0, 0}, {1, 1, 1}, {2, 1, 768});       // ViT's class token
+    run_slice(stream_, t, {2, 128, 2304}, {0, 0, 768}, {1, 1, 1}, {2, 128, 768});  // a q/k/v split part
+    run_slice(stream_, t, {1, 56, 56, 96}, {0, 1, 0, 0}, {1, 2, 2, 1},
+              {1, 28, 28, 96});  // Swin's patch merge
+    run_slice(stream_, t, {3, 5, 7}, {1, 2, 3}, {1, 1, 2}, {2, 3, 2});
+    run_slice(stream_, t, {4, 6}, {0, 0}, {1, 1}, {4, 6});  // the whole tensor: one copy
+  }
+  run_slice(stream_, ElemType::f32, {2, 3, 1, 2, 3, 4}, {1, 0, 0, 1, 1, 0}, {1, 2, 1, 1, 1, 3},
+            {1, 2, 1, 1, 2, 2});
+  run_slice(stream_, ElemType::f32, {3, 4}, {0, 0}, {1, 1}, {0, 4});  // empty: nothing to do
+}
+
 // ------------------------------------------------------------------ cast
 
 TEST_F(CudaKernels, CastRoundsToNearestEvenBetweenEveryPairOfTypes) {

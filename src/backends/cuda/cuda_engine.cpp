@@ -10,6 +10,7 @@
 #include "backends/cuda/kernels/kernels.hpp"
 #include "builder/progress.hpp"
 #include "builder/tactic_search.hpp"
+#include "ir/ops/tensor_params.hpp"
 #include "partition/partition.hpp"
 #include "passes/passes.hpp"
 #include "util/log.hpp"
@@ -50,7 +51,8 @@ ValueId other_input(const ir::Graph& g, ir::NodeId add, ValueId chain) {
 struct MatmulParts {
   ValueId x = k_no_value, bias = k_no_value, residual = k_no_value;
   LtShape shape;
-  ActParams post;  // applied after the matmul when the epilogue cannot
+  ActParams post;             // applied after the matmul when the epilogue cannot
+  bool bias_in_post = false;  // the bias too (batched products: one bias for every batch)
 };
 
 struct LayerExec {
@@ -153,16 +155,33 @@ MatmulParts matmul_parts(const ir::Graph& g, const Layer& layer, const Instance&
   MatmulParts p;
   p.x = n.inputs[0];
   const auto& x = inst.shape(p.x);
-  const auto& w = g.value(n.inputs[1]).type.static_shape();
+  const auto& w = inst.shape(n.inputs[1]);
   const bool trans_b = n.op_type == "Gemm" && n.attrs.get_int("transB", 0) != 0;
   p.shape.k = x.back();
-  p.shape.n = trans_b ? w[0] : w[1];
-  p.shape.m = numel(x) / std::max<int64_t>(1, p.shape.k);
+  p.shape.n = trans_b ? w[0] : w.back();
+  if (w.size() == 2) {
+    // W is one matrix: every row of X, whatever its batch dims, is a row of M.
+    p.shape.m = numel(x) / std::max<int64_t>(1, p.shape.k);
+  } else {
+    // Same-rank batches (the backend's support check): one product per batch.
+    p.shape.m = x[x.size() - 2];
+    p.shape.batch = numel(x) / std::max<int64_t>(1, p.shape.m * p.shape.k);
+    p.shape.stride_x = p.shape.m * p.shape.k;
+    p.shape.stride_w = p.shape.k * p.shape.n;
+    p.shape.stride_y = p.shape.m * p.shape.n;
+  }
   if (n.op_type == "Gemm" && n.inputs.size() > 2) p.bias = n.inputs[2];
   if (layer.bias_add != k_no_node) p.bias = other_input(g, layer.bias_add, n.outputs[0]);
-  p.shape.bias = p.bias != k_no_value;
   p.residual = residual_of(g, layer);
   const ActParams act = layer_activation(g, layer);
+  if (p.shape.batch > 1) {
+    // cuBLASLt's bias epilogue would want a bias per batch: the epilogue
+    // kernel adds the one bias to every row instead.
+    p.bias_in_post = p.bias != k_no_value;
+    p.post = act;
+    return p;
+  }
+  p.shape.bias = p.bias != k_no_value;
   if (p.residual == k_no_value && act.kind == Act::relu) {
     p.shape.epilogue = LtEpilogue::relu;
   } else if (p.residual == k_no_value && act.kind == Act::gelu_tanh) {
@@ -409,9 +428,15 @@ void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& 
   const float* w = m_matmul_weights[index] ? static_cast<const float*>(m_matmul_weights[index]->data())
                                            : t.in(n.inputs[1]);
   float* y = t.out(layer.output);
-  matmul.run(t.in(parts.x), w, parts.bias != k_no_value ? t.in(parts.bias) : nullptr, y, workspace,
+  matmul.run(t.in(parts.x), w, parts.shape.bias ? t.in(parts.bias) : nullptr, y, workspace,
              m_device.stream());
-  if (parts.residual != k_no_value || parts.post.kind != Act::none) {
+  if (parts.bias_in_post) {
+    // Rows of N: the bias is per column, the epilogue kernel's "channel".
+    const int64_t rows = numel(inst.shape(layer.output)) / std::max<int64_t>(1, parts.shape.n);
+    launch_bias_act(ElemType::f32, y, t.in(parts.bias),
+                    parts.residual != k_no_value ? t.in(parts.residual) : nullptr, y, rows, parts.shape.n, 1,
+                    parts.post, m_device.stream());
+  } else if (parts.residual != k_no_value || parts.post.kind != Act::none) {
     launch_bias_act(ElemType::f32, y, nullptr, parts.residual != k_no_value ? t.in(parts.residual) : nullptr,
                     y, 1, 1, numel(inst.shape(layer.output)), parts.post, m_device.stream());
   }
@@ -512,6 +537,34 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       }
       return;
     }
+    case LayerKind::slice: {
+      const auto& x = inst.shape(n.inputs[0]);
+      const auto& y = inst.shape(layer.output);
+      std::vector<int64_t> starts(x.size(), 0), steps(x.size(), 1);
+      if (n.op_type == "Split") {
+        // This layer's output starts where the outputs before it end.
+        int64_t axis = n.attrs.get_int("axis", 0);
+        if (axis < 0) axis += static_cast<int64_t>(x.size());
+        for (ValueId out : n.outputs) {
+          if (out == layer.output) break;
+          starts[static_cast<size_t>(axis)] += inst.shape(out)[static_cast<size_t>(axis)];
+        }
+      } else {
+        std::vector<const Tensor*> values;
+        for (ValueId in : n.inputs) values.push_back(in == k_no_value ? nullptr : g.value(in).known_value());
+        const auto args = ir::slice_args(n, values, static_cast<int64_t>(x.size()));
+        if (!args) throw Error(ErrorCode::internal, n.describe() + ": slice arguments unknown on the GPU");
+        for (size_t i = 0; i < args->axes.size(); ++i) {
+          const auto d = static_cast<size_t>(args->axes[i]);
+          const ir::SliceRange r = ir::clamp_slice(args->starts[i], args->ends[i], args->steps[i], x[d]);
+          starts[d] = r.start;
+          steps[d] = r.step;
+        }
+      }
+      launch_slice(f32, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
+                   starts.data(), steps.data(), y.data(), stream);
+      return;
+    }
     case LayerKind::view:
       return;  // the output is the input's memory
   }
@@ -602,7 +655,8 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
         throw Error(ErrorCode::unsupported, "cuda: cuBLASLt rejects every algorithm for " + where);
       signature = "matmul|m=" + std::to_string(parts.shape.m) + "|k=" + std::to_string(parts.shape.k) +
                   "|n=" + std::to_string(parts.shape.n) + "|bias=" + std::to_string(parts.shape.bias) +
-                  "|epilogue=" + std::to_string(static_cast<int>(parts.shape.epilogue));
+                  "|epilogue=" + std::to_string(static_cast<int>(parts.shape.epilogue)) +
+                  "|batch=" + std::to_string(parts.shape.batch);
       const builder::TacticChoice choice = builder::search_tactics(
           builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
       const size_t algo_index = algo_of[choice.index];

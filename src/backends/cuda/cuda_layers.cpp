@@ -48,6 +48,23 @@ std::optional<int64_t> rank_of(const ir::Graph& g, ir::ValueId v) {
   return static_cast<int64_t>(g.value(v).type.shape->size());
 }
 
+// Why a MatMul cannot run as one (possibly batched) cuBLASLt matmul: its
+// second input is a constant or activation matrix (rows of the first input
+// stack into M), or both inputs have the same rank >= 3 with the same batch
+// dims, dim by dim (static or the same symbol), as attention's Q·Kᵀ and P·V.
+std::optional<std::string> batched_matmul_reason(const ir::Graph& g, const ir::Node& n) {
+  const auto x_rank = rank_of(g, n.inputs[0]), w_rank = rank_of(g, n.inputs[1]);
+  if (!x_rank || !w_rank || *x_rank < 2 || *w_rank < 2) return "MatMul of a vector or of unknown rank";
+  if (*w_rank == 2) return std::nullopt;
+  if (*x_rank != *w_rank) return "MatMul broadcasting a matrix over batches of different rank";
+  const ir::Dims& x = *g.value(n.inputs[0]).type.shape;
+  const ir::Dims& w = *g.value(n.inputs[1]).type.shape;
+  for (size_t d = 0; d + 2 < x.size(); ++d) {
+    if (x[d].is_unknown() || !(x[d] == w[d])) return "MatMul whose batch dims differ or broadcast";
+  }
+  return std::nullopt;
+}
+
 // A fused chain's activation, as the conv/matmul layer applies it.
 bool fusable_activation(const ir::Graph& g, ir::NodeId n) {
   return n != ir::k_no_node && activation_of(g, g.node(n)).has_value();
@@ -116,6 +133,7 @@ LayerKind layer_kind(const ir::Node& node) {
   if (op == "LayerNormalization") return LayerKind::layer_norm;
   if (op == "Transpose") return LayerKind::transpose;
   if (op == "Concat") return LayerKind::concat;
+  if (op == "Slice" || op == "Split") return LayerKind::slice;
   return LayerKind::view;
 }
 
@@ -127,10 +145,10 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
                      binary_ops().count(op) || op == "MaxPool" || op == "AveragePool" ||
                      op == "GlobalAveragePool" || op == "GlobalMaxPool" || op == "Softmax" ||
                      op == "LogSoftmax" || op == "LayerNormalization" || op == "Transpose" ||
-                     op == "Concat" || is_view(op);
+                     op == "Concat" || op == "Slice" || op == "Split" || is_view(op);
   if (!known) return "no cuda kernel for " + op;
   // Every data input and output is fp32 (shape inputs of views are int64).
-  const size_t data_inputs = is_view(op) ? 1 : n.inputs.size();
+  const size_t data_inputs = is_view(op) || op == "Slice" || op == "Split" ? 1 : n.inputs.size();
   for (size_t i = 0; i < n.inputs.size() && i < data_inputs; ++i) {
     if (n.inputs[i] == ir::k_no_value) continue;
     if (op == "Clip" && i > 0) continue;
@@ -139,10 +157,14 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
              std::string(dtype_name(g.value(n.inputs[i]).type.dtype)) + " (the cuda backend runs float32)";
     }
   }
-  if (n.outputs.size() != 1) return op + " with " + std::to_string(n.outputs.size()) + " outputs";
+  if (n.outputs.size() != 1 && op != "Split")
+    return op + " with " + std::to_string(n.outputs.size()) + " outputs";
   const auto out_rank = rank_of(g, n.outputs[0]);
   if (!out_rank) return "output rank unknown";
   if (*out_rank > k_max_rank) return "rank " + std::to_string(*out_rank) + " (at most 6)";
+  for (ir::ValueId out : n.outputs) {
+    if (out == ir::k_no_value) return op + " with an omitted output";
+  }
   const ir::Attributes& a = n.attrs;
   if (op == "Conv") {
     if (rank_of(g, n.inputs[0]) != 4) return "Conv that is not 2-D";
@@ -151,17 +173,17 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
       return "Conv bias computed at run time";
     const std::string pad = a.get_string("auto_pad", "NOTSET");
     if (pad != "NOTSET" && pad != "VALID") return "Conv auto_pad " + pad;
-  } else if (op == "MatMul" || op == "Gemm") {
+  } else if (op == "MatMul") {
+    if (auto why = batched_matmul_reason(g, n)) return why;
+  } else if (op == "Gemm") {
     if (!is_constant(g, n.inputs[1]) || rank_of(g, n.inputs[1]) != 2)
-      return op + " whose second input is not a constant matrix (activation x activation runs on the cpu)";
-    if (op == "Gemm") {
-      if (a.get_int("transA", 0) != 0) return "Gemm with transA";
-      if (a.get_float("alpha", 1.0f) != 1.0f || a.get_float("beta", 1.0f) != 1.0f)
-        return "Gemm with alpha or beta other than 1";
-      if (n.inputs.size() > 2 && n.inputs[2] != ir::k_no_value &&
-          (!is_constant(g, n.inputs[2]) || rank_of(g, n.inputs[2]) != 1))
-        return "Gemm whose C is not a constant vector";
-    }
+      return op + " whose second input is not a constant matrix";
+    if (a.get_int("transA", 0) != 0) return "Gemm with transA";
+    if (a.get_float("alpha", 1.0f) != 1.0f || a.get_float("beta", 1.0f) != 1.0f)
+      return "Gemm with alpha or beta other than 1";
+    if (n.inputs.size() > 2 && n.inputs[2] != ir::k_no_value &&
+        (!is_constant(g, n.inputs[2]) || rank_of(g, n.inputs[2]) != 1))
+      return "Gemm whose C is not a constant vector";
   } else if (unary_ops().count(op)) {
     if (!activation_of(g, n)) return op + " with bounds computed at run time";
   } else if (op == "MaxPool" || op == "AveragePool") {
@@ -184,6 +206,20 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
     if (!is_constant(g, n.inputs[1])) return "LayerNormalization scale computed at run time";
     if (n.inputs.size() > 2 && n.inputs[2] != ir::k_no_value && !is_constant(g, n.inputs[2]))
       return "LayerNormalization bias computed at run time";
+  } else if (op == "Slice") {
+    for (size_t i = 1; i < n.inputs.size(); ++i) {
+      if (n.inputs[i] != ir::k_no_value && !g.value(n.inputs[i]).known_value())
+        return "Slice whose starts, ends, axes or steps are computed at run time";
+    }
+    if (n.inputs.size() > 4 && n.inputs[4] != ir::k_no_value) {
+      const Tensor& steps = *g.value(n.inputs[4]).known_value();
+      for (int64_t i = 0; i < steps.numel(); ++i) {
+        if (steps.int_at(i) < 1) return "Slice with a step below 1";
+      }
+    }
+  } else if (op == "Split") {
+    if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !g.value(n.inputs[1]).known_value())
+      return "Split whose sizes are computed at run time";
   } else if (is_view(op) && op != "Identity" && op != "Flatten") {
     // The output shape must follow from the input shape alone.
     if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !g.value(n.inputs[1]).known_value())
@@ -199,6 +235,18 @@ std::vector<Layer> partition_layers(const ir::Graph& g) {
   for (const passes::FusionGroup& group : passes::find_fusions(g)) groups[group.anchor] = group;
   for (ir::NodeId id : g.topological_order()) {
     if (taken[static_cast<size_t>(id)]) continue;
+    if (g.node(id).op_type == "Split") {
+      // One slice layer per output: a layer writes one value.
+      for (ir::ValueId out : g.node(id).outputs) {
+        Layer part;
+        part.kind = LayerKind::slice;
+        part.nodes = {id};
+        part.output = out;
+        layers.push_back(std::move(part));
+      }
+      taken[static_cast<size_t>(id)] = true;
+      continue;
+    }
     Layer layer;
     layer.kind = layer_kind(g.node(id));
     layer.nodes = {id};
@@ -272,6 +320,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "view";
     case LayerKind::concat:
       return "concat";
+    case LayerKind::slice:
+      return "slice";
   }
   return "unknown";
 }

@@ -21,7 +21,7 @@ namespace kiln::cuda {
 // Persistent values: never renumber.
 enum class LayerKind : uint8_t {
   conv = 0,        // Conv (+ bias + residual Add + activation)
-  matmul = 1,      // MatMul / Gemm with a constant weight (+ bias Add + activation)
+  matmul = 1,      // MatMul / Gemm (+ bias Add + activation); batched MatMul of two activations
   unary = 2,       // one activation or math op
   binary = 3,      // Add, Sub, Mul, Div, Max, Min, Pow with broadcasting
   pool = 4,        // MaxPool, AveragePool (2-D)
@@ -31,8 +31,9 @@ enum class LayerKind : uint8_t {
   transpose = 8,
   view = 9,  // Reshape, Flatten, Squeeze, Unsqueeze, Identity: the input's memory
   concat = 10,
+  slice = 11,  // Slice, or one output of a Split (a Split is one layer per output)
 };
-constexpr uint8_t k_last_layer_kind = 10;
+constexpr uint8_t k_last_layer_kind = 11;
 
 struct Tactic {
   std::string name;    // for reports: "cudnn:e12/k3=1 fused", "cublasLt:3"

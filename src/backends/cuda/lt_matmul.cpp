@@ -31,6 +31,19 @@ LtMatmul::LtMatmul(cublasLtHandle_t handle, const LtShape& shape) : m_handle(han
   check(cublasLtMatrixLayoutCreate(&m_w, CUDA_R_32F, n, k, static_cast<int64_t>(n)), "layout W");
   check(cublasLtMatrixLayoutCreate(&m_x, CUDA_R_32F, k, m, static_cast<int64_t>(k)), "layout X");
   check(cublasLtMatrixLayoutCreate(&m_y, CUDA_R_32F, n, m, static_cast<int64_t>(n)), "layout Y");
+  if (shape.batch > 1) {
+    const auto batch = static_cast<int32_t>(shape.batch);
+    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
+        {m_w, shape.stride_w}, {m_x, shape.stride_x}, {m_y, shape.stride_y}};
+    for (const auto& [layout, stride] : layouts) {
+      check(
+          cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch, sizeof batch),
+          "batch count");
+      check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                             sizeof stride),
+            "batch stride");
+    }
+  }
 }
 
 LtMatmul::LtMatmul(LtMatmul&& other) noexcept

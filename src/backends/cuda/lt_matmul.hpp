@@ -1,6 +1,8 @@
 // Y[M, N] = X[M, K] · W[K, N] (+ bias[N]) (then ReLU or tanh-GELU) on
 // cuBLASLt, all row-major fp32: the MatMul/Gemm layers with a constant weight
-// (Linear), with bias and activation fused as cuBLASLt epilogues.
+// (Linear), with bias and activation fused as cuBLASLt epilogues; and
+// `batch` such products at fixed element strides, one launch (attention's
+// Q·Kᵀ and P·V, where W is an activation too).
 //
 // cuBLASLt is column-major; row-major Y = X·W is computed as the
 // column-major Yᵀ = Wᵀ·Xᵀ, which reads the same bytes without a transpose.
@@ -26,6 +28,10 @@ struct LtShape {
   bool bias = false;
   LtEpilogue epilogue = LtEpilogue::none;
   bool allow_tf32 = false;
+  // Strided batches: product b reads X at b * stride_x, W at b * stride_w and
+  // writes Y at b * stride_y (elements). batch 1 ignores the strides.
+  int64_t batch = 1;
+  int64_t stride_x = 0, stride_w = 0, stride_y = 0;
 };
 
 using LtAlgoBytes = std::array<uint8_t, sizeof(cublasLtMatmulAlgo_t)>;

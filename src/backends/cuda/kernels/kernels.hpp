@@ -113,6 +113,12 @@ void launch_transpose(ElemType type, const void* x, void* y, int rank, const int
 void launch_concat_part(ElemType type, const void* x, void* y, int64_t outer, int64_t x_inner,
                         int64_t y_inner, int64_t offset, cudaStream_t stream);
 
+// y = x[starts[d] + i * steps[d] for each dim d]: Slice, and one output of a
+// Split. in_shape, starts, steps and out_shape have `rank` entries; every
+// step is at least 1 and the box lies inside x.
+void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t* in_shape,
+                  const int64_t* starts, const int64_t* steps, const int64_t* out_shape, cudaStream_t stream);
+
 // Element-type conversion of n elements (precision boundaries).
 void launch_cast(ElemType from, ElemType to, const void* x, void* y, int64_t n, cudaStream_t stream);
 

@@ -1,5 +1,5 @@
-// Layout kernels: transposes of up to k_max_rank dimensions and the copy of
-// one Concat input into its slice of the output. Elements move unconverted.
+// Layout kernels: transposes of up to k_max_rank dimensions, the copy of
+// one Concat input into its slice of the output, and slices (Slice, Split). Elements move unconverted.
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -103,6 +103,20 @@ __global__ void transpose_tiled_kernel(const T* x, T* y, int64_t batch, int64_t 
   }
 }
 
+// A strided box: the output shape and, per output dimension, the input
+// stride, from an input offset `base` (the transpose kernel's walk).
+template <typename T>
+__global__ void slice_kernel(const T* x, T* y, Strided s, int64_t base, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    int64_t rem = i, off = base;
+    for (int d = s.rank - 1; d >= 0; --d) {
+      off += (rem % s.out[d]) * s.in_stride[d];
+      rem /= s.out[d];
+    }
+    y[i] = x[off];
+  }
+}
+
 template <typename T>
 __global__ void concat_part_kernel(const T* x, T* y, int64_t outer, int64_t x_inner, int64_t y_inner,
                                    int64_t offset) {
@@ -167,6 +181,59 @@ void launch_concat_part(ElemType type, const void* x, void* y, int64_t outer, in
                                                                outer, x_inner, y_inner, offset);
   });
   detail::check_launch("concat_part");
+}
+
+void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t* in_shape,
+                  const int64_t* starts, const int64_t* steps, const int64_t* out_shape,
+                  cudaStream_t stream) {
+  detail::require(rank >= 0 && rank <= k_max_rank, "slice",
+                  "rank " + std::to_string(rank) + " is outside 0.." + std::to_string(k_max_rank));
+  int64_t in_strides[k_max_rank] = {};
+  int64_t stride = 1;
+  for (int d = rank - 1; d >= 0; --d) {
+    in_strides[d] = stride;
+    stride *= in_shape[d];
+  }
+  Strided s;
+  int64_t base = 0, n = 1;
+  for (int d = 0; d < rank; ++d) {
+    const int64_t last = starts[d] + (out_shape[d] - 1) * steps[d];
+    detail::require(
+        steps[d] >= 1 && out_shape[d] >= 0 && starts[d] >= 0 && (out_shape[d] == 0 || last < in_shape[d]),
+        "slice",
+        "dim " + std::to_string(d) + ": " + std::to_string(out_shape[d]) + " elements from " +
+            std::to_string(starts[d]) + " step " + std::to_string(steps[d]) + " do not fit in " +
+            std::to_string(in_shape[d]));
+    n *= out_shape[d];
+    base += starts[d] * in_strides[d];
+    if (out_shape[d] == 1) continue;
+    const int64_t step_stride = in_strides[d] * steps[d];
+    // Merge with the previous output dim when the two walk the input as one.
+    if (s.rank > 0 && s.in_stride[s.rank - 1] == step_stride * out_shape[d]) {
+      s.out[s.rank - 1] *= out_shape[d];
+      s.in_stride[s.rank - 1] = step_stride;
+      continue;
+    }
+    s.out[s.rank] = out_shape[d];
+    s.in_stride[s.rank] = step_stride;
+    ++s.rank;
+  }
+  if (n == 0) return;
+  detail::dispatch(type, "slice", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const auto* px = static_cast<const T*>(x);
+    auto* py = static_cast<T*>(y);
+    if (s.rank == 0 || (s.rank == 1 && s.in_stride[0] == 1)) {
+      // One contiguous run of the input.
+      const cudaError_t err = cudaMemcpyAsync(py, px + base, static_cast<size_t>(n) * sizeof(T),
+                                              cudaMemcpyDeviceToDevice, stream);
+      if (err != cudaSuccess)
+        throw std::runtime_error(std::string("slice: copy failed: ") + cudaGetErrorString(err));
+      return;
+    }
+    slice_kernel<T><<<grid_for(n), k_block, 0, stream>>>(px, py, s, base, n);
+  });
+  detail::check_launch("slice");
 }
 
 }  // namespace kiln::cuda
