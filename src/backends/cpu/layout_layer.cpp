@@ -240,9 +240,9 @@ std::string layout_family(const Md& md) {
 // (a sub-memory view at the input's offset along the axis): one pass per
 // input whatever its layout. ShuffleNet's 58-channel inputs, one plain and one
 // in 16-channel blocks, have no blocked concat; the plain concat primitive
-// first reordered the blocked input to plain and then copied both (two
-// passes, and oneDNN's concat over plain channel windows at batch 1 was four
-// times slower than the reorders). A plain output also leaves the channel
+// first reordered the blocked input to plain and then copied both (measured
+// on one of its units, 1 thread: 0.185 ms against 0.025 ms for the two
+// reorders into the windows). A plain output also leaves the channel
 // shuffle's Reshape after it a view.
 void build_plain_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector<ValueId>& parts, ValueId y,
                         int64_t axis) {
