@@ -1,5 +1,6 @@
 #include "ir/storage_pool.hpp"
 
+#include <sanitizer/asan_interface.h>
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -52,6 +53,7 @@ class StoragePool {
         // The most recently freed block of the class: the likeliest to be in cache.
         auto entry = std::prev(last);
         std::byte* p = entry->second->data;
+        ASAN_UNPOISON_MEMORY_REGION(p, cls);
         m_lru.erase(entry->second);
         m_by_class.erase(entry);
         m_cached_bytes -= cls;
@@ -70,6 +72,9 @@ class StoragePool {
     {
       std::lock_guard lock(m_mutex);
       if (cls <= m_limit) {
+        // Under AddressSanitizer a read or write through a stale pointer
+        // into a cached block is reported, as it would be for freed memory.
+        ASAN_POISON_MEMORY_REGION(p, cls);
         m_lru.push_front(Block{p, cls});
         m_by_class.emplace(cls, m_lru.begin());
         m_cached_bytes += cls;
@@ -121,6 +126,7 @@ class StoragePool {
         }
       }
       m_lru.pop_back();
+      ASAN_UNPOISON_MEMORY_REGION(oldest.data, oldest.bytes);
       m_cached_bytes -= oldest.bytes;
       unmap.push_back(oldest);
     }

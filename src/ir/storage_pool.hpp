@@ -17,7 +17,9 @@
 // size such as 1G or 0, parsed by parse_byte_size) read once per process;
 // set_storage_pool_limit() overrides both; 0 turns recycling off. A recycled
 // block is not zeroed (Tensor::zeros zeroes what it hands out; an
-// uninitialized tensor's bytes are unspecified either way).
+// uninitialized tensor's bytes are unspecified either way). Under
+// AddressSanitizer the cached blocks are poisoned, so a stale pointer into
+// one is reported as a use after free would be.
 //
 // Thread-safety: every function may be called from any thread; a block may
 // be allocated on one thread and released (its shared_ptr dropped) on
