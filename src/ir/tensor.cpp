@@ -6,6 +6,7 @@
 #include <cstring>
 #include <new>
 
+#include "ir/storage_pool.hpp"
 #include "ir/tensor_limits.hpp"
 #include "util/byte_size.hpp"
 
@@ -88,13 +89,10 @@ Tensor Tensor::allocate(DType dtype, std::vector<int64_t> shape, bool zero) {
   Tensor t;
   t.m_dtype = dtype;
   t.m_shape = std::move(shape);
-  // At least one byte so data() is never null, even for empty tensors;
-  // aligned_alloc wants a multiple of the alignment.
-  constexpr size_t k_alignment = 64;
-  const size_t bytes = (std::max<size_t>(t.byte_size(), 1) + k_alignment - 1) / k_alignment * k_alignment;
-  std::shared_ptr<std::byte> storage(static_cast<std::byte*>(std::aligned_alloc(k_alignment, bytes)),
-                                     [](std::byte* p) { std::free(p); });
-  if (!storage) throw std::bad_alloc();
+  // At least one byte so data() is never null, even for empty tensors. Large
+  // blocks are recycled (storage_pool.hpp says why).
+  const size_t bytes = (std::max<size_t>(t.byte_size(), 1) + 63) / 64 * 64;
+  std::shared_ptr<std::byte> storage = allocate_storage(bytes);
   if (zero) std::memset(storage.get(), 0, bytes);
   t.m_data = storage.get();
   t.m_owner = std::move(storage);

@@ -423,7 +423,15 @@ TEST(TransformerLayers, BatchNormAfterConcatRunsOnOneDnnWithReluFused) {
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "norm"), "BatchNormalization+Relu");
-  expect_native(steps, "concat");
+  // Plain inputs: each is reordered by oneDNN straight into its window of the output.
+  int concat_reorders = 0;
+  for (const LayerTiming& t : steps) {
+    if (t.name == "concat") {
+      EXPECT_EQ(t.kind, "reorder") << t.op << " " << t.tactic;
+      ++concat_reorders;
+    }
+  }
+  EXPECT_EQ(concat_reorders, 2);
   // The Pad is gone from the lowered graph: no step runs it.
   for (const LayerTiming& t : steps) {
     for (const std::string& n : t.nodes) EXPECT_NE(n, "pad");
@@ -474,6 +482,43 @@ TEST(TransformerLayers, ConcatOfBlockedConvOutputsStaysBlocked) {
       EXPECT_NE(t.name, "concat") << t.tactic;  // no input reordered for it
     }
   }
+}
+
+// ShuffleNet's unit: the input split by two Slices, one half through a conv
+// (58 channels: oneDNN has no blocked concat over a tail of a 16-channel
+// block), Concat with the other half, then the channel shuffle (Reshape,
+// Transpose, Reshape). The Concat writes each input straight into its window
+// of a plain output, one reorder per input, and the shuffle's first Reshape
+// is then a view.
+TEST(TransformerLayers, ShuffleUnitConcatIsOneReorderPerInputIntoAPlainOutput) {
+  Model m;
+  m.input("x", {1, 116, 8, 8});
+  m.ints("lo", {0});
+  m.ints("mid", {58});
+  m.ints("hi", {116});
+  m.ints("axis", {1});
+  m.weight("w", {58, 58, 1, 1});
+  m.ints("split_shape", {1, 2, 58, 8, 8});
+  m.ints("flat_shape", {1, 116, 8, 8});
+  m.node("Slice", "left", {"x", "lo", "mid", "axis"}, {"a"});
+  m.node("Slice", "right", {"x", "mid", "hi", "axis"}, {"b"});
+  m.node("Conv", "conv", {"b", "w"}, {"c"});
+  set_int(m.node("Concat", "concat", {"a", "c"}, {"cat"}), "axis", 1);
+  m.node("Reshape", "split", {"cat", "split_shape"}, {"r"});
+  set_ints(m.node("Transpose", "shuffle", {"r"}, {"t"}), "perm", {0, 2, 1, 3, 4});
+  m.node("Reshape", "flat", {"t", "flat_shape"}, {"y"});
+  m.output("y", {1, 116, 8, 8});
+  const auto steps = run_and_compare(m);
+  expect_no_aux(steps);
+  int concat_reorders = 0;
+  for (const LayerTiming& t : steps) {
+    if (t.name == "concat") {
+      EXPECT_EQ(t.kind, "reorder") << t.op << " " << t.tactic;
+      ++concat_reorders;
+    }
+    EXPECT_NE(t.name, "split") << t.kind << " " << t.tactic;  // a view: no step
+  }
+  EXPECT_EQ(concat_reorders, 2);
 }
 
 // Inception's branch pool: torch writes avg_pool2d(padding=1,
