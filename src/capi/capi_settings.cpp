@@ -57,8 +57,9 @@ std::vector<std::string> as_list(const std::string& name, const json& v) {
 Precision parse_precision(const std::string& name, const std::string& text) {
   if (text == "fp32" || text == "float32" || text == "float") return Precision::fp32;
   if (text == "bf16" || text == "bfloat16") return Precision::bf16;
+  if (text == "fp16" || text == "float16" || text == "half") return Precision::fp16;
   throw Error(ErrorCode::invalid_argument,
-              "setting '" + name + "': unknown precision '" + text + "' (known: fp32, bf16)");
+              "setting '" + name + "': unknown precision '" + text + "' (known: fp32, fp16, bf16)");
 }
 
 const std::map<std::string, Setting>& table() {
@@ -102,24 +103,25 @@ const std::map<std::string, Setting>& table() {
                                  s.settings.engine_cache_tiers = as_list("engine_cache_tiers", v);
                                },
                                [](const kiln_settings& s) { return json(s.settings.engine_cache_tiers); }};
-    t["enabled_precisions"] = {Kind::list,
-                               [](kiln_settings& s, const json& v) {
-                                 std::set<Precision> precisions;
-                                 for (const auto& p : as_list("enabled_precisions", v)) {
-                                   precisions.insert(parse_precision("enabled_precisions", p));
-                                 }
-                                 if (precisions.empty()) {
-                                   bad_value("enabled_precisions", "at least one precision", v);
-                                 }
-                                 s.settings.enabled_precisions = precisions;
-                               },
-                               [](const kiln_settings& s) {
-                                 json list = json::array();
-                                 for (Precision p : s.settings.enabled_precisions) {
-                                   list.push_back(p == Precision::fp32 ? "fp32" : "bf16");
-                                 }
-                                 return list;
-                               }};
+    t["enabled_precisions"] = {
+        Kind::list,
+        [](kiln_settings& s, const json& v) {
+          std::set<Precision> precisions;
+          for (const auto& p : as_list("enabled_precisions", v)) {
+            precisions.insert(parse_precision("enabled_precisions", p));
+          }
+          if (precisions.empty()) {
+            bad_value("enabled_precisions", "at least one precision", v);
+          }
+          s.settings.enabled_precisions = precisions;
+        },
+        [](const kiln_settings& s) {
+          json list = json::array();
+          for (Precision p : s.settings.enabled_precisions) {
+            list.push_back(p == Precision::fp32 ? "fp32" : p == Precision::fp16 ? "fp16" : "bf16");
+          }
+          return list;
+        }};
     t["backend"] = {
         Kind::text,
         [](kiln_settings& s, const json& v) {

@@ -58,7 +58,8 @@ class CudaEngine final : public Engine {
   // The values layers read from device constants, and the host value of
   // each structural (non-refittable) constant.
   void upload_structural_constants();
-  void upload_constant(ir::ValueId v, const Tensor& host);
+  // Returns the bytes it holds on the GPU (in the storage precision).
+  size_t upload_constant(ir::ValueId v, const Tensor& host);
   void prepare_matmul_weights();
   void check_finished() const;
   const void* constant_ptr(ir::ValueId v) const;
