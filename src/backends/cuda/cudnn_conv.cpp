@@ -209,7 +209,8 @@ SharedDescriptor try_plan(cudnnHandle_t handle, const BackendDescriptor& config,
 
 // The engine and knob choices of a heuristics result; false when the
 // engine's numerical notes exclude it.
-bool read_choice(const BackendDescriptor& config, ElemType type, bool allow_tf32, CudnnEngineChoice& choice) {
+bool read_choice(const BackendDescriptor& config, ElemType data_type, bool allow_tf32,
+                 CudnnEngineChoice& choice) {
   BackendDescriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t engine_handle = engine.get();
   int64_t count = 0;
@@ -225,7 +226,7 @@ bool read_choice(const BackendDescriptor& config, ElemType type, bool allow_tf32
                                  CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &note_count, notes),
         "engine numerical notes");
   for (int64_t i = 0; i < note_count; ++i) {
-    if (type == ElemType::f32) {
+    if (data_type == ElemType::f32) {
       // fp32 on tensor cores is TF32, a precision the user has to ask for.
       if (!allow_tf32 && (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ||
                           notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)) {
