@@ -465,9 +465,9 @@ TEST_F(CudaGpu, HalfEnginesOfZooCnnsMatchTheReferenceWithinBounds) {
 }
 
 TEST_F(CudaGpu, BertBaseInHalfMatchesTheReferenceWithinBounds) {
-  // Attention (activation x activation MatMul) and the embedding Gathers run
-  // on the fallback in fp32; every Linear, LayerNorm, GELU and residual Add
-  // runs in the half engines.
+  // The embedding Gathers run on the fallback in fp32; every Linear,
+  // attention's batched MatMuls, Softmax, LayerNorm, GELU and residual Add
+  // run in the half engines.
   const auto model = zoo_model("bert_base", 1);
   const std::vector<int64_t> shape{1, 16};
   std::vector<InputSpec> specs;
