@@ -62,6 +62,18 @@ Precision parse_precision(const std::string& name, const std::string& text) {
               "setting '" + name + "': unknown precision '" + text + "' (known: fp32, fp16, bf16)");
 }
 
+const char* precision_text(Precision p) {
+  switch (p) {
+    case Precision::fp32:
+      return "fp32";
+    case Precision::bf16:
+      return "bf16";
+    case Precision::fp16:
+      return "fp16";
+  }
+  return "unknown";
+}
+
 const std::map<std::string, Setting>& table() {
   static const std::map<std::string, Setting> settings = [] {
     std::map<std::string, Setting> t;
@@ -103,25 +115,24 @@ const std::map<std::string, Setting>& table() {
                                  s.settings.engine_cache_tiers = as_list("engine_cache_tiers", v);
                                },
                                [](const kiln_settings& s) { return json(s.settings.engine_cache_tiers); }};
-    t["enabled_precisions"] = {
-        Kind::list,
-        [](kiln_settings& s, const json& v) {
-          std::set<Precision> precisions;
-          for (const auto& p : as_list("enabled_precisions", v)) {
-            precisions.insert(parse_precision("enabled_precisions", p));
-          }
-          if (precisions.empty()) {
-            bad_value("enabled_precisions", "at least one precision", v);
-          }
-          s.settings.enabled_precisions = precisions;
-        },
-        [](const kiln_settings& s) {
-          json list = json::array();
-          for (Precision p : s.settings.enabled_precisions) {
-            list.push_back(p == Precision::fp32 ? "fp32" : p == Precision::fp16 ? "fp16" : "bf16");
-          }
-          return list;
-        }};
+    t["enabled_precisions"] = {Kind::list,
+                               [](kiln_settings& s, const json& v) {
+                                 std::set<Precision> precisions;
+                                 for (const auto& p : as_list("enabled_precisions", v)) {
+                                   precisions.insert(parse_precision("enabled_precisions", p));
+                                 }
+                                 if (precisions.empty()) {
+                                   bad_value("enabled_precisions", "at least one precision", v);
+                                 }
+                                 s.settings.enabled_precisions = precisions;
+                               },
+                               [](const kiln_settings& s) {
+                                 json list = json::array();
+                                 for (Precision p : s.settings.enabled_precisions) {
+                                   list.push_back(precision_text(p));
+                                 }
+                                 return list;
+                               }};
     t["backend"] = {
         Kind::text,
         [](kiln_settings& s, const json& v) {
