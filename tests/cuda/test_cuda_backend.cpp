@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "backends/cpu/plan_format.hpp"
 #include "backends/cuda/cuda_layers.hpp"
@@ -458,6 +460,8 @@ TEST_F(CudaGpu, HalfEnginesOfZooCnnsMatchTheReferenceWithinBounds) {
       ASSERT_EQ(got.size(), want.size());
       EXPECT_EQ(got[0].dtype(), DType::float32);  // the boundary keeps the model's dtypes
       const double err = relative_error(got, want);
+      std::printf("[ half ] %s %s: max |diff| / max |ref| = %.3g (bound %.0e)\n", m.name,
+                  c.precision == Precision::fp16 ? "fp16" : "bf16", err, c.bound);
       EXPECT_LT(err, c.bound) << m.name << " " << static_cast<int>(c.precision);
       EXPECT_GT(err, 0.0) << m.name << ": a half engine that equals fp32 exactly did not run in half";
     }
@@ -486,7 +490,10 @@ TEST_F(CudaGpu, BertBaseInHalfMatchesTheReferenceWithinBounds) {
   for (const HalfCase& c : k_half_cases) {
     auto compiled =
         runtime::CompiledModel::compile(model.graph, specs, settings(false, {Precision::fp32, c.precision}));
-    EXPECT_LT(relative_error(compiled.run(inputs), want), c.bound) << static_cast<int>(c.precision);
+    const double err = relative_error(compiled.run(inputs), want);
+    std::printf("[ half ] bert_base %s: max |diff| / max |ref| = %.3g (bound %.0e)\n",
+                c.precision == Precision::fp16 ? "fp16" : "bf16", err, c.bound);
+    EXPECT_LT(err, c.bound) << static_cast<int>(c.precision);
   }
 }
 

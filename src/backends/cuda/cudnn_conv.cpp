@@ -226,6 +226,9 @@ bool read_choice(const BackendDescriptor& config, ElemType data_type, bool allow
                                  CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &note_count, notes),
         "engine numerical notes");
   for (int64_t i = 0; i < note_count; ++i) {
+    // A refit must compute what a fresh build does, bit for bit: no engine
+    // whose sums depend on the order atomics land in.
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false;
     if (data_type == ElemType::f32) {
       // fp32 on tensor cores is TF32, a precision the user has to ask for.
       if (!allow_tf32 && (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ||

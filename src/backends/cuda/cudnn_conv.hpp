@@ -105,7 +105,9 @@ struct ConvCandidate {
 // For fp32 tensors, engines that compute on tensor cores (TF32) or
 // down-convert inputs are left out unless allow_tf32; for fp16/bf16 tensors
 // tensor cores are the point, and only engines that reduce in less than fp32
-// are left out. Empty when no engine supports the graph.
+// are left out. Nondeterministic engines are always left out (a refitted
+// engine equals a fresh build bitwise). Empty when no engine supports the
+// graph.
 std::vector<ConvCandidate> conv_candidates(cudnnHandle_t handle, const ConvGeometry& geometry,
                                            ConvFusion fusion, size_t max_count, bool allow_tf32);
 
