@@ -14,9 +14,15 @@ torch.compile runs in each mode of --compile-modes (default, max-autotune), one 
 --torch-fp16 adds PyTorch's own fp16 timings (a `.half()` model, eager and compiled) as
 reference columns.
 
+--precisions fp32,fp16 adds an fp16 row per (model, batch): kiln compiled with
+enabled_precisions={"fp32", "fp16"} (an fp16 engine, fp32 in and out) against PyTorch on
+the `.half()` model (eager and torch.compile on a half input; "eager+copies" casts to half
+after the copy in and back to fp32 before the copy out, as kiln does). Every error of an
+fp16 row (kiln's, and PyTorch fp16 eager's for scale) is against PyTorch fp32 eager.
+
 Usage: python3 bench/gpu/torch_vs_kiln.py [--models resnet18,resnet50,bert_base] [--batches 1,100]
        [--runs 30] [--no-compile] [--compile-modes default,max-autotune] [--torch-fp16]
-       [--out FILE.json]
+       [--precisions fp32,fp16] [--out FILE.json]
 """
 import argparse
 import json
@@ -93,6 +99,31 @@ class BertBase(torch.nn.Module):
         return self.layers(x)
 
 
+def rel_err(out, ref):
+    """max |out - ref| / max |ref|."""
+    return float(np.max(np.abs(np.asarray(out) - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def kiln_row(row, onnx_path, shape, x_host, ref, runs, precisions):
+    """kiln's columns of `row`: an engine with these enabled_precisions, timed host in, host out."""
+    # A kiln failure is a finding for this row, never the end of the run: the PyTorch
+    # numbers still print.
+    try:
+        t0 = time.perf_counter()
+        engine = kiln.compile(onnx_path, inputs=[kiln.Input(shape=shape)], backend="cuda",
+                              enabled_precisions=precisions, cache_built_engines=False,
+                              reuse_cached_engines=False)
+        row["kiln_build_s"] = time.perf_counter() - t0
+        out = engine(x_host)
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        row["kiln_rel_err"] = rel_err(out, ref)
+        row["kiln_ms"] = wall_ms(lambda: engine(x_host), runs)
+        row["engines"] = engine.engines() if hasattr(engine, "engines") else None
+        row["eager_copies_over_kiln"] = row["eager_copies_ms"] / row["kiln_ms"]
+    except Exception as e:  # noqa: BLE001 (reported, not hidden)
+        row["kiln_error"] = "%s: %s" % (type(e).__name__, e)
+
+
 def build_model(name):
     """The model and its per-sample input shape."""
     if name == "bert_base":
@@ -109,12 +140,24 @@ def main():
     ap.add_argument("--compile-modes", default="default",
                     help="comma-separated torch.compile modes, e.g. default,max-autotune")
     ap.add_argument("--torch-fp16", action="store_true", help="also time PyTorch on a .half() model")
+    ap.add_argument("--precisions", default="fp32", help="rows per (model, batch): fp32, fp16 or fp32,fp16")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    precisions = [p for p in args.precisions.split(",") if p]
+    if not precisions or not set(precisions) <= {"fp32", "fp16"}:
+        ap.error("--precisions: fp32 and/or fp16")
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     gpu = torch.cuda.get_device_name(0)
     rows = []
+
+    def emit(row):
+        print(json.dumps(row), flush=True)
+        if args.out:  # every row as it comes, so a timeout keeps what ran
+            with open(args.out, "w") as f:
+                json.dump(rows + [row], f, indent=1)
+        rows.append(row)
+
     work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
     for name in args.models.split(","):
         torch.manual_seed(0)
@@ -127,7 +170,7 @@ def main():
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
         modes = [] if args.no_compile else [m for m in args.compile_modes.split(",") if m]
         half = None
-        if args.torch_fp16:
+        if args.torch_fp16 or "fp16" in precisions:
             half = build_model(name)[0].eval().cuda()
             half.load_state_dict(model.state_dict())
             half = half.half()
@@ -135,69 +178,74 @@ def main():
             rng = np.random.default_rng(batch)
             x_host = rng.standard_normal((batch, *sample_shape), dtype=np.float32)
             x_dev = torch.from_numpy(x_host).cuda()
-            row = {"gpu": gpu, "torch": torch.__version__, "model": name, "batch": batch, "precision": "fp32"}
             with torch.no_grad():
-                ref = model(x_dev).cpu().numpy()
-                row["eager_ms"] = cuda_ms(lambda: model(x_dev), args.runs)
-                row["eager_copies_ms"] = wall_ms(lambda: model(torch.from_numpy(x_host).cuda()).cpu(), args.runs)
-                for mode in modes:
-                    # A fresh compile per (mode, batch): its first call's time is the compile.
-                    torch._dynamo.reset()
-                    t0 = time.perf_counter()
-                    compiled = torch.compile(model, mode=None if mode == "default" else mode)
-                    compiled(x_dev)
-                    torch.cuda.synchronize()
-                    row[f"compile_{mode}_first_s"] = time.perf_counter() - t0
-                    row[f"compile_{mode}_ms"] = cuda_ms(lambda: compiled(x_dev), args.runs)
-                if modes:
-                    row["compile_ms"] = min(row[f"compile_{m}_ms"] for m in modes)
-                if half is not None:
-                    x_half = x_dev.half()
-                    row["eager_fp16_ms"] = cuda_ms(lambda: half(x_half), args.runs)
-                    row["eager_fp16_rel_err"] = float((half(x_half).float() - torch.from_numpy(ref).cuda()).abs().max()
-                                                      / max(float(np.max(np.abs(ref))), 1e-30))
+                ref = model(x_dev).cpu().numpy()  # every row's error is against fp32 eager
+            if "fp32" in precisions:
+                row = {"gpu": gpu, "torch": torch.__version__, "model": name, "batch": batch, "precision": "fp32"}
+                with torch.no_grad():
+                    row["eager_ms"] = cuda_ms(lambda: model(x_dev), args.runs)
+                    row["eager_copies_ms"] = wall_ms(lambda: model(torch.from_numpy(x_host).cuda()).cpu(), args.runs)
+                    for mode in modes:
+                        # A fresh compile per (mode, batch): its first call's time is the compile.
+                        torch._dynamo.reset()
+                        t0 = time.perf_counter()
+                        compiled = torch.compile(model, mode=None if mode == "default" else mode)
+                        compiled(x_dev)
+                        torch.cuda.synchronize()
+                        row[f"compile_{mode}_first_s"] = time.perf_counter() - t0
+                        row[f"compile_{mode}_ms"] = cuda_ms(lambda: compiled(x_dev), args.runs)
+                    if modes:
+                        row["compile_ms"] = min(row[f"compile_{m}_ms"] for m in modes)
+                    if args.torch_fp16:
+                        x_half = x_dev.half()
+                        row["eager_fp16_ms"] = cuda_ms(lambda: half(x_half), args.runs)
+                        row["eager_fp16_rel_err"] = float((half(x_half).float() - torch.from_numpy(ref).cuda()).abs().max()
+                                                          / max(float(np.max(np.abs(ref))), 1e-30))
+                        for mode in modes:
+                            torch._dynamo.reset()
+                            compiled = torch.compile(half, mode=None if mode == "default" else mode)
+                            compiled(x_half)
+                            row[f"compile_{mode}_fp16_ms"] = cuda_ms(lambda: compiled(x_half), args.runs)
+                        torch._dynamo.reset()
+                kiln_row(row, onnx_path, (batch, *sample_shape), x_host, ref, args.runs, {"fp32"})
+                emit(row)
+            if "fp16" in precisions:
+                row = {"gpu": gpu, "torch": torch.__version__, "model": name, "batch": batch, "precision": "fp16"}
+                x_half = x_dev.half()
+                with torch.no_grad():
+                    row["eager_rel_err"] = rel_err(half(x_half).float().cpu().numpy(), ref)
+                    row["eager_ms"] = cuda_ms(lambda: half(x_half), args.runs)
+                    row["eager_copies_ms"] = wall_ms(
+                        lambda: half(torch.from_numpy(x_host).cuda().half()).float().cpu(), args.runs)
                     for mode in modes:
                         torch._dynamo.reset()
+                        t0 = time.perf_counter()
                         compiled = torch.compile(half, mode=None if mode == "default" else mode)
                         compiled(x_half)
-                        row[f"compile_{mode}_fp16_ms"] = cuda_ms(lambda: compiled(x_half), args.runs)
+                        torch.cuda.synchronize()
+                        row[f"compile_{mode}_first_s"] = time.perf_counter() - t0
+                        row[f"compile_{mode}_ms"] = cuda_ms(lambda: compiled(x_half), args.runs)
+                    if modes:
+                        row["compile_ms"] = min(row[f"compile_{m}_ms"] for m in modes)
                     torch._dynamo.reset()
-            # A kiln failure is a finding for this row, never the end of the run: the PyTorch
-            # numbers above still print.
-            try:
-                t0 = time.perf_counter()
-                engine = kiln.compile(onnx_path, inputs=[kiln.Input(shape=(batch, *sample_shape))],
-                                      backend="cuda", cache_built_engines=False, reuse_cached_engines=False)
-                row["kiln_build_s"] = time.perf_counter() - t0
-                out = engine(x_host)
-                out = out[0] if isinstance(out, (list, tuple)) else out
-                row["kiln_rel_err"] = float(np.max(np.abs(np.asarray(out) - ref)) /
-                                            max(np.max(np.abs(ref)), 1e-30))
-                row["kiln_ms"] = wall_ms(lambda: engine(x_host), args.runs)
-                row["engines"] = engine.engines() if hasattr(engine, "engines") else None
-                row["eager_copies_over_kiln"] = row["eager_copies_ms"] / row["kiln_ms"]
-            except Exception as e:  # noqa: BLE001 (reported, not hidden)
-                row["kiln_error"] = "%s: %s" % (type(e).__name__, e)
-            print(json.dumps(row), flush=True)
-            if args.out:  # every row as it comes, so a timeout keeps what ran
-                with open(args.out, "w") as f:
-                    json.dump(rows + [row], f, indent=1)
-            rows.append(row)
+                kiln_row(row, onnx_path, (batch, *sample_shape), x_host, ref, args.runs, {"fp32", "fp16"})
+                emit(row)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
-    print("\n| model | batch | eager ms (device input) | eager+copies ms | torch.compile ms | kiln ms (host in/out)"
-          " | eager+copies / kiln | kiln rel err | kiln build s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| model | batch | precision | eager ms (device input) | eager+copies ms | torch.compile ms"
+          " | kiln ms (host in/out) | eager+copies / kiln | kiln rel err | kiln build s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     nan = float("nan")
     for r in rows:
         if "kiln_error" in r:
-            print(f"| {r['model']} | {r['batch']} | {r['eager_ms']:.2f} | {r['eager_copies_ms']:.2f} | "
-                  f"{r.get('compile_ms', nan):.2f} | FAILED: {r['kiln_error'][:120]} | | | |")
+            print(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['eager_ms']:.2f} | "
+                  f"{r['eager_copies_ms']:.2f} | {r.get('compile_ms', nan):.2f} | "
+                  f"FAILED: {r['kiln_error'][:120]} | | | |")
             continue
-        print(f"| {r['model']} | {r['batch']} | {r['eager_ms']:.2f} | {r['eager_copies_ms']:.2f} | "
-              f"{r.get('compile_ms', nan):.2f} | {r['kiln_ms']:.2f} | {r['eager_copies_over_kiln']:.2f} | "
-              f"{r['kiln_rel_err']:.1e} | {r['kiln_build_s']:.1f} |")
+        print(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['eager_ms']:.2f} | "
+              f"{r['eager_copies_ms']:.2f} | {r.get('compile_ms', nan):.2f} | {r['kiln_ms']:.2f} | "
+              f"{r['eager_copies_over_kiln']:.2f} | {r['kiln_rel_err']:.1e} | {r['kiln_build_s']:.1f} |")
     return 0
 
 

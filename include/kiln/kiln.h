@@ -125,7 +125,7 @@ KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
  * refittable, immutable_weights (the inverse of refittable),
  * engine_cache_dir, engine_cache_size (bytes), engine_cache_tiers,
  * engine_cache_secret_file, timing_cache_path, enabled_precisions
- * ("fp32", "bf16"), min_block_size, optimization_level (0-5), debug,
+ * ("fp32", "bf16", "fp16"), min_block_size, optimization_level (0-5), debug,
  * num_threads, and backend ("cpu": oneDNN engines through the engine
  * cache, the default; "cuda": cuDNN and cuBLASLt engines on the GPU, in a
  * build with the cuda backend; "ref": kiln's reference interpreter, no

@@ -28,8 +28,10 @@ inline std::filesystem::path default_engine_cache_dir() {
   return temp / "kiln_engine_cache";
 }
 
-// Kernel precisions a build may choose among. Values are persistent.
-enum class Precision : uint8_t { fp32 = 0, bf16 = 1 };
+// Kernel precisions a build may choose among. Values are persistent. The cpu
+// backend uses bf16 where enabled (fp16 is ignored there); the cuda backend
+// builds a whole fp16 (or bf16) engine when it is enabled (docs/cuda.md).
+enum class Precision : uint8_t { fp32 = 0, bf16 = 1, fp16 = 2 };
 
 struct CompileSettings {
   // --- engine cache (docs/engine-cache.md) ---

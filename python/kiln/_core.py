@@ -240,7 +240,8 @@ class _CacheBridge:
 
 # ---- Settings ---------------------------------------------------------------
 
-_PRECISIONS = {"float32": "fp32", "fp32": "fp32", "float": "fp32", "bfloat16": "bf16", "bf16": "bf16"}
+_PRECISIONS = {"float32": "fp32", "fp32": "fp32", "float": "fp32", "bfloat16": "bf16", "bf16": "bf16",
+               "float16": "fp16", "fp16": "fp16", "half": "fp16"}
 # Names the C API does not know: handled here.
 _PYTHON_SETTINGS = ("custom_engine_cache", "make_refittable")
 _setting_names = None

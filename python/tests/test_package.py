@@ -1,6 +1,7 @@
 """The kiln package over libkiln, on the built-in zoo models (no torch)."""
 
 import gc
+import json
 import os
 import pathlib
 import re
@@ -182,6 +183,17 @@ def test_settings_are_checked(tiny, fast):
     with pytest.raises(TypeError, match="custom_engine_cache"):
         kiln.compile(tiny, inputs=[BATCH], custom_engine_cache={})
     assert "engine_cache_dir" in kiln.setting_names()
+
+
+def test_fp16_reaches_the_settings(tiny, fast):
+    # The cuda backend builds a half engine from it; the cpu backend ignores it.
+    # The settings as the C API holds them are only visible through _Settings.
+    from kiln._core import _Settings
+    for value in ({"fp16"}, {"fp32", "float16"}, ["half"]):
+        with _Settings({"enabled_precisions": value}) as s:
+            assert "fp16" in json.loads(s.to_json())["enabled_precisions"], value
+    engine = kiln.compile(tiny, inputs=[BATCH], enabled_precisions={"fp32", "fp16"}, **fast)
+    assert engine(ramp((2, 3, 64, 64))).shape[0] == 2
 
 
 def test_library_not_found_says_where_it_looked(tmp_path):

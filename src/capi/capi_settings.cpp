@@ -57,8 +57,21 @@ std::vector<std::string> as_list(const std::string& name, const json& v) {
 Precision parse_precision(const std::string& name, const std::string& text) {
   if (text == "fp32" || text == "float32" || text == "float") return Precision::fp32;
   if (text == "bf16" || text == "bfloat16") return Precision::bf16;
+  if (text == "fp16" || text == "float16" || text == "half") return Precision::fp16;
   throw Error(ErrorCode::invalid_argument,
-              "setting '" + name + "': unknown precision '" + text + "' (known: fp32, bf16)");
+              "setting '" + name + "': unknown precision '" + text + "' (known: fp32, fp16, bf16)");
+}
+
+const char* precision_text(Precision p) {
+  switch (p) {
+    case Precision::fp32:
+      return "fp32";
+    case Precision::bf16:
+      return "bf16";
+    case Precision::fp16:
+      return "fp16";
+  }
+  return "unknown";
 }
 
 const std::map<std::string, Setting>& table() {
@@ -116,7 +129,7 @@ const std::map<std::string, Setting>& table() {
                                [](const kiln_settings& s) {
                                  json list = json::array();
                                  for (Precision p : s.settings.enabled_precisions) {
-                                   list.push_back(p == Precision::fp32 ? "fp32" : "bf16");
+                                   list.push_back(precision_text(p));
                                  }
                                  return list;
                                }};

@@ -4,15 +4,21 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <set>
 
 #include "backends/cpu/plan_format.hpp"
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/cuda/cuda_plan_format.hpp"
 #include "backends/cuda/device.hpp"
+#include "backends/cuda/precision.hpp"
+#include "backends/cuda/tactic_signature.hpp"
 #include "backends/registry/backend_registry.hpp"
+#include "builder/tactic_search.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "key/engine_key.hpp"
 #include "passes/passes.hpp"
 #include "reference/executor.hpp"
 #include "runtime/compiled_model.hpp"
@@ -206,6 +212,96 @@ TEST(CudaPlan, CorruptTruncatedAndForeignPlansAreInvalidModels) {
   EXPECT_THROW((void)cuda::parse_plan(cpu::serialize_plan(cpu_plan)), Error);
 }
 
+TEST(CudaPlan, RoundTripKeepsTheStoragePrecision) {
+  for (cuda::ElemType type : {cuda::ElemType::f32, cuda::ElemType::f16, cuda::ElemType::bf16}) {
+    cuda::Plan plan = resnet_tiny_plan();
+    plan.precision = type;
+    const std::vector<std::byte> bytes = cuda::serialize_plan(plan);
+    const cuda::Plan back = cuda::parse_plan(bytes);
+    EXPECT_EQ(back.precision, type) << cuda::precision_name(type);
+    EXPECT_EQ(cuda::serialize_plan(back), bytes) << cuda::precision_name(type);
+  }
+  // The same plan in two precisions is two different byte strings.
+  cuda::Plan half = resnet_tiny_plan();
+  half.precision = cuda::ElemType::f16;
+  EXPECT_NE(cuda::serialize_plan(half), cuda::serialize_plan(resnet_tiny_plan()));
+}
+
+TEST(CudaPlan, StoragePrecisionIsFp16WhenEnabledElseBf16ElseFp32) {
+  using P = Precision;
+  EXPECT_EQ(cuda::storage_precision({P::fp32}), cuda::ElemType::f32);
+  EXPECT_EQ(cuda::storage_precision({P::fp32, P::bf16}), cuda::ElemType::bf16);
+  EXPECT_EQ(cuda::storage_precision({P::fp32, P::fp16}), cuda::ElemType::f16);
+  EXPECT_EQ(cuda::storage_precision({P::fp16}), cuda::ElemType::f16);
+  EXPECT_EQ(cuda::storage_precision({P::fp32, P::fp16, P::bf16}), cuda::ElemType::f16);
+}
+
+TEST(CudaPlan, WeightsRoundToNearestEvenInTheStoragePrecision) {
+  auto bits = [](const std::vector<std::byte>& b, size_t i) {
+    uint16_t v = 0;
+    std::memcpy(&v, b.data() + 2 * i, 2);
+    return v;
+  };
+  // 1 + 2^-11 is halfway between fp16's 1 and 1 + 2^-10: even (1) wins;
+  // 1 + 3 * 2^-11 is halfway between 1 + 2^-10 and 1 + 2^-9: even (2^-9)
+  // wins; 70000 is beyond fp16's range.
+  const std::vector<float> values{1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 70000.0f, -2.5f};
+  const auto f16 = cuda::to_storage(values, cuda::ElemType::f16);
+  ASSERT_EQ(f16.size(), 8u);
+  EXPECT_EQ(bits(f16, 0), 0x3c00);
+  EXPECT_EQ(bits(f16, 1), 0x3c02);
+  EXPECT_EQ(bits(f16, 2), 0x7c00);
+  EXPECT_EQ(bits(f16, 3), 0xc100);
+  // bf16: 1 + 2^-8 is halfway between 1 and 1 + 2^-7.
+  const auto bf16 =
+      cuda::to_storage(std::vector<float>{1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f}, cuda::ElemType::bf16);
+  EXPECT_EQ(bits(bf16, 0), 0x3f80);
+  EXPECT_EQ(bits(bf16, 1), 0x3f82);
+  const auto f32 = cuda::to_storage(values, cuda::ElemType::f32);
+  ASSERT_EQ(f32.size(), 16u);
+  EXPECT_EQ(std::memcmp(f32.data(), values.data(), 16), 0);
+}
+
+TEST(CudaPlan, EngineKeysDifferByPrecision) {
+  const ir::Graph lowered = passes::lower(zoo_model("resnet_tiny", 1).graph);
+  const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
+  const Fingerprint fp{"cuda", cuda::k_plan_version, "CUDA 13.0, cuDNN 9.19.0, cuBLASLt 13.1.0",
+                       "sm_90 x132"};
+  CompileSettings fp32, fp16, bf16;
+  fp32.backend = fp16.backend = bf16.backend = "cuda";
+  fp16.enabled_precisions = {Precision::fp32, Precision::fp16};
+  bf16.enabled_precisions = {Precision::fp32, Precision::bf16};
+  const key::EngineKey a = key::compute_engine_key(lowered, specs, fp32, fp);
+  const key::EngineKey b = key::compute_engine_key(lowered, specs, fp16, fp);
+  const key::EngineKey c = key::compute_engine_key(lowered, specs, bf16, fp);
+  EXPECT_NE(a.hex(), b.hex());
+  EXPECT_NE(a.hex(), c.hex());
+  EXPECT_NE(b.hex(), c.hex());
+  EXPECT_EQ(key::differing_parts(a.parts, b.parts), "settings");
+}
+
+TEST(CudaPlan, TimingCacheKeysDifferByPrecision) {
+  cuda::ConvGeometry geo;
+  geo.x = {1, 64, 56, 56};
+  geo.w = {64, 64, 3, 3};
+  geo.y = {1, 64, 56, 56};
+  geo.pad_begin = geo.pad_end = {1, 1};
+  cuda::LtShape mm;
+  mm.m = 8, mm.k = 512, mm.n = 1000, mm.bias = true;
+  const cuda::ConvFusion fusion{true, false, true};
+  std::set<std::string> conv_keys, matmul_keys;
+  const std::vector<builder::TacticCandidate> candidates{{"cudnn:e0", [] { return 1.0; }}};
+  for (cuda::ElemType type : {cuda::ElemType::f32, cuda::ElemType::f16, cuda::ElemType::bf16}) {
+    geo.type = mm.type = type;
+    const std::string conv = cuda::conv_signature(geo, &fusion);
+    EXPECT_NE(conv.find(std::string("dt=") + cuda::precision_name(type)), std::string::npos) << conv;
+    conv_keys.insert(builder::layer_key("cuda plan v2", 1, conv, candidates));
+    matmul_keys.insert(builder::layer_key("cuda plan v2", 1, cuda::matmul_signature(mm), candidates));
+  }
+  EXPECT_EQ(conv_keys.size(), 3u);
+  EXPECT_EQ(matmul_keys.size(), 3u);
+}
+
 TEST(CudaBackend, IsRegisteredInThisBuild) {
   const std::vector<std::string> names = backend_names();
   EXPECT_NE(std::find(names.begin(), names.end(), "cuda"), names.end());
@@ -236,8 +332,9 @@ class CudaGpu : public ::testing::Test {
   void SetUp() override {
     if (!has_gpu()) GTEST_SKIP() << "no GPU: " << cuda::probe_gpu().reason;
   }
-  CompileSettings settings(bool cache) const {
+  CompileSettings settings(bool cache, std::set<Precision> precisions = {Precision::fp32}) const {
     CompileSettings s;
+    s.enabled_precisions = std::move(precisions);
     s.backend = "cuda";
     s.engine_cache_dir = m_dir;
     s.timing_cache_path = "-";
@@ -342,6 +439,132 @@ TEST_F(CudaGpu, BertTinyMatchesTheReferenceWithAttentionOnTheGpu) {
   auto compiled = runtime::CompiledModel::compile(model.graph, specs, settings(false));
   ref::Executor reference(model.graph);
   EXPECT_LT(relative_error(compiled.run(inputs), reference.run(inputs)), 1e-3);
+}
+
+// ---- fp16 and bf16 engines (label gpu) ----
+//
+// Bounds, as max |got - ref| / max |ref| over the outputs, against the fp32
+// reference: fp16 keeps 11 significant bits (a relative rounding of 2^-11,
+// about 5e-4, per stored activation) and bf16 8 (2^-8, about 4e-3); the
+// errors of a few dozen layers, each rounding its output once, stay well
+// inside 1e-2 and 3e-2 of the largest output for these zoo models.
+struct HalfCase {
+  Precision precision;
+  double bound;
+};
+const HalfCase k_half_cases[] = {{Precision::fp16, 1e-2}, {Precision::bf16, 3e-2}};
+
+TEST_F(CudaGpu, HalfEnginesOfZooCnnsMatchTheReferenceWithinBounds) {
+  struct Model {
+    const char* name;
+    std::vector<int64_t> shape;
+  };
+  for (const Model& m : {Model{"resnet18", {1, 3, 224, 224}}, Model{"mobilenet_tiny", {2, 3, 64, 64}}}) {
+    const auto model = zoo_model(m.name, 1);
+    const std::vector<Tensor> in{ramp(m.shape)};
+    ref::Executor reference(model.graph);
+    const auto want = reference.run(in);
+    for (const HalfCase& c : k_half_cases) {
+      auto compiled =
+          runtime::CompiledModel::compile(model.graph, {InputSpec::fixed("input", DType::float32, m.shape)},
+                                          settings(false, {Precision::fp32, c.precision}));
+      const auto got = compiled.run(in);
+      ASSERT_EQ(got.size(), want.size());
+      EXPECT_EQ(got[0].dtype(), DType::float32);  // the boundary keeps the model's dtypes
+      const double err = relative_error(got, want);
+      std::printf("[ half ] %s %s: max |diff| / max |ref| = %.3g (bound %.0e)\n", m.name,
+                  c.precision == Precision::fp16 ? "fp16" : "bf16", err, c.bound);
+      EXPECT_LT(err, c.bound) << m.name << " " << static_cast<int>(c.precision);
+      EXPECT_GT(err, 0.0) << m.name << ": a half engine that equals fp32 exactly did not run in half";
+    }
+  }
+}
+
+TEST_F(CudaGpu, BertBaseInHalfMatchesTheReferenceWithinBounds) {
+  // The embedding Gathers run on the fallback in fp32; every Linear,
+  // attention's batched MatMuls, Softmax, LayerNorm, GELU and residual Add
+  // run in the half engines.
+  const auto model = zoo_model("bert_base", 1);
+  const std::vector<int64_t> shape{1, 16};
+  std::vector<InputSpec> specs;
+  std::vector<Tensor> inputs;
+  for (ir::ValueId v : model.graph.inputs()) {
+    const ir::Value& value = model.graph.value(v);
+    specs.push_back(InputSpec::fixed(value.name, value.type.dtype, shape));
+    Tensor t = Tensor::zeros(value.type.dtype, shape);
+    auto ids = t.mutable_data<int64_t>();
+    for (size_t i = 0; i < ids.size(); ++i)
+      ids[i] = value.name == "attention_mask" ? 1 : static_cast<int64_t>((i * 7919) % 30522);
+    inputs.push_back(std::move(t));
+  }
+  ref::Executor reference(model.graph);
+  const auto want = reference.run(inputs);
+  for (const HalfCase& c : k_half_cases) {
+    auto compiled =
+        runtime::CompiledModel::compile(model.graph, specs, settings(false, {Precision::fp32, c.precision}));
+    const double err = relative_error(compiled.run(inputs), want);
+    std::printf("[ half ] bert_base %s: max |diff| / max |ref| = %.3g (bound %.0e)\n",
+                c.precision == Precision::fp16 ? "fp16" : "bf16", err, c.bound);
+    EXPECT_LT(err, c.bound) << static_cast<int>(c.precision);
+  }
+}
+
+TEST_F(CudaGpu, AHalfRefitEqualsAFreshHalfBuildBitwise) {
+  const auto model = zoo_model("resnet_tiny", 1);
+  ir::Graph lowered = passes::lower(model.graph);
+  const auto sources = passes::source_weights(model.graph);
+  passes::materialize_weights(lowered, sources);
+  auto backend = make_backend("cuda");
+  builder::TimingCache timing;
+  const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
+  auto built = backend->build(lowered, specs, settings(false, {Precision::fp32, Precision::fp16}), timing);
+  const cuda::Plan plan = cuda::parse_plan(built->serialize());
+  EXPECT_EQ(plan.precision, cuda::ElemType::f16);
+  auto loaded = backend->deserialize(built->serialize());
+  loaded->refit(sources);
+  const std::vector<Tensor> in{ramp({1, 3, 64, 64})};
+  const auto a = built->run(in);
+  const auto b = loaded->run(in);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t o = 0; o < a.size(); ++o) {
+    ASSERT_EQ(a[o].byte_size(), b[o].byte_size());
+    EXPECT_EQ(std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()), 0) << "output " << o;
+  }
+  // Refit with another model's weights, then back: the first outputs again,
+  // bit for bit (nothing of the other weights stays behind).
+  const auto other = zoo_model("resnet_tiny", 2);
+  built->refit(passes::source_weights(other.graph));
+  ref::Executor other_reference(other.graph);
+  EXPECT_LT(relative_error(built->run(in), other_reference.run(in)), 1e-2);
+  built->refit(sources);
+  const auto again = built->run(in);
+  for (size_t o = 0; o < a.size(); ++o)
+    EXPECT_EQ(std::memcmp(a[o].bytes().data(), again[o].bytes().data(), a[o].byte_size()), 0)
+        << "output " << o;
+}
+
+TEST_F(CudaGpu, AnFp32CacheEntryIsNeverAHitForAnFp16Compile) {
+  const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
+  const std::vector<Tensor> in{ramp({1, 3, 64, 64})};
+  const auto model = zoo_model("resnet_tiny", 1);
+  auto fp32 = runtime::CompiledModel::compile(model.graph, specs, settings(true));
+  ASSERT_FALSE(fp32.report().engines.empty());
+  auto fp16 =
+      runtime::CompiledModel::compile(model.graph, specs, settings(true, {Precision::fp32, Precision::fp16}));
+  ASSERT_FALSE(fp16.report().engines.empty());
+  EXPECT_NE(fp16.report().engines[0].status, "hit");
+  // The fp16 entry is a hit for the next fp16 compile, and the loaded and
+  // refitted engine computes what the built one did.
+  auto again =
+      runtime::CompiledModel::compile(model.graph, specs, settings(true, {Precision::fp32, Precision::fp16}));
+  EXPECT_EQ(again.report().engines[0].status, "hit");
+  const auto a = fp16.run(in);
+  const auto b = again.run(in);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t o = 0; o < a.size(); ++o)
+    EXPECT_EQ(std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()), 0) << "output " << o;
+  // And the fp32 engine differs from the fp16 one: they are not one entry.
+  EXPECT_GT(relative_error(fp32.run(in), a), 0.0);
 }
 
 }  // namespace

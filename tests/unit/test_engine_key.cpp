@@ -397,6 +397,20 @@ TEST(EngineKey, PrecisionChangesTheSettingsPart) {
   EXPECT_EQ(differing_parts(a.parts, b.parts), "settings");
 }
 
+TEST(EngineKey, Fp16Bf16AndFp32AreThreeDifferentKeys) {
+  // The cuda backend builds a half engine from fp16 or bf16: an fp32 entry
+  // must never be a hit for it, nor one half type's for the other's.
+  ir::Graph g = small(mixed());
+  CompileSettings fp16, bf16;
+  fp16.enabled_precisions = {Precision::fp32, Precision::fp16};
+  bf16.enabled_precisions = {Precision::fp32, Precision::bf16};
+  EngineKey a = key_of(g), b = key_of(g, fp16), c = key_of(g, bf16);
+  EXPECT_NE(a.hex(), b.hex());
+  EXPECT_NE(b.hex(), c.hex());
+  EXPECT_EQ(differing_parts(a.parts, b.parts), "settings");
+  EXPECT_EQ(differing_parts(b.parts, c.parts), "settings");
+}
+
 TEST(EngineKey, OptimizationLevelChangesTheSettingsPart) {
   ir::Graph g = small(mixed());
   CompileSettings level5;

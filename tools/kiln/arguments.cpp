@@ -72,7 +72,8 @@ void add_compile_options(CLI::App* cmd, CompileOptions& o) {
   cmd->add_option("--min", o.min, "NAME=SHAPE: smallest shape the engine must run");
   cmd->add_option("--opt", o.opt, "NAME=SHAPE: shape the tactics are timed at");
   cmd->add_option("--max", o.max, "NAME=SHAPE: largest shape the engine must run");
-  cmd->add_option("--precision", o.precision, "Kernel precisions allowed: fp32 or fp32,bf16")
+  cmd->add_option("--precision", o.precision,
+                  "Kernel precisions allowed: fp32, fp32,bf16 or fp32,fp16 (fp16: cuda only)")
       ->capture_default_str();
   cmd->add_option("--optimization-level", o.optimization_level, "0 (no timing) to 5 (exhaustive)")
       ->capture_default_str();
@@ -108,12 +109,15 @@ CompileSettings to_settings(const CompileOptions& o) {
       s.enabled_precisions.insert(Precision::fp32);
     else if (item == "bf16")
       s.enabled_precisions.insert(Precision::bf16);
+    else if (item == "fp16")
+      s.enabled_precisions.insert(Precision::fp16);
     else
-      throw Error(ErrorCode::invalid_argument, "--precision: unknown precision '" + item + "' (fp32, bf16)");
+      throw Error(ErrorCode::invalid_argument,
+                  "--precision: unknown precision '" + item + "' (fp32, fp16, bf16)");
   }
   if (!s.enabled_precisions.count(Precision::fp32)) {
     throw Error(ErrorCode::invalid_argument,
-                "--precision must include fp32 (layers without bf16 kernels use it)");
+                "--precision must include fp32 (layers without half kernels use it)");
   }
   if (o.optimization_level < 0 || o.optimization_level > 5) {
     throw Error(ErrorCode::invalid_argument, "--optimization-level must be 0 to 5");

@@ -8,6 +8,8 @@
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/cuda/cuda_plan_format.hpp"
 #include "backends/cuda/kernels/kernels.hpp"
+#include "backends/cuda/precision.hpp"
+#include "backends/cuda/tactic_signature.hpp"
 #include "builder/progress.hpp"
 #include "builder/tactic_search.hpp"
 #include "ir/ops/tensor_params.hpp"
@@ -31,12 +33,6 @@ size_t aligned(size_t bytes) { return (bytes + k_alignment - 1) / k_alignment * 
 
 int64_t numel(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
-}
-
-std::string dims_string(const std::vector<int64_t>& d) {
-  std::string s;
-  for (size_t i = 0; i < d.size(); ++i) s += (i ? "x" : "") + std::to_string(d[i]);
-  return s;
 }
 
 // The value of input `i` of the layer's bias Add that is not the chain.
@@ -70,6 +66,10 @@ struct Instance {
   size_t arena_bytes = 0;
   DeviceBuffer workspace;
   size_t workspace_bytes = 0;
+  // fp16/bf16 engines: where an fp32 input lands before its cast into the
+  // arena, and an output is cast to before it is copied out (the largest
+  // of them; the stream orders its reuse).
+  DeviceBuffer boundary;
   std::vector<LayerExec> layers;
 
   const std::vector<int64_t>& shape(ValueId v) const {
@@ -95,13 +95,16 @@ struct Tensors {
       throw Error(ErrorCode::internal, "cuda engine: value '" + graph.value(v).name + "' has no memory");
     return static_cast<char*>(inst.arena.data()) + off;
   }
-  const float* in(ValueId v) const { return static_cast<const float*>(ptr(v)); }
-  float* out(ValueId v) const { return static_cast<float*>(ptr(v)); }
+  // Elements of the plan's storage precision.
+  const void* in(ValueId v) const { return ptr(v); }
+  void* out(ValueId v) const { return ptr(v); }
 };
 
-ConvGeometry conv_geometry(const ir::Graph& g, const Layer& layer, const Instance& inst) {
+ConvGeometry conv_geometry(const Plan& plan, const Layer& layer, const Instance& inst) {
+  const ir::Graph& g = plan.graph;
   const ir::Node& n = g.node(layer.anchor());
   ConvGeometry geo;
+  geo.type = plan.precision;
   const auto& x = inst.shape(n.inputs[0]);
   const auto& w = inst.shape(n.inputs[1]);
   const auto& y = inst.shape(n.outputs[0]);
@@ -150,9 +153,11 @@ std::optional<ConvFusion> cudnn_fusion(const ir::Graph& g, const Layer& layer) {
   return f;
 }
 
-MatmulParts matmul_parts(const ir::Graph& g, const Layer& layer, const Instance& inst) {
+MatmulParts matmul_parts(const Plan& plan, const Layer& layer, const Instance& inst) {
+  const ir::Graph& g = plan.graph;
   const ir::Node& n = g.node(layer.anchor());
   MatmulParts p;
+  p.shape.type = plan.precision;
   p.x = n.inputs[0];
   const auto& x = inst.shape(p.x);
   const auto& w = inst.shape(n.inputs[1]);
@@ -192,6 +197,13 @@ MatmulParts matmul_parts(const ir::Graph& g, const Layer& layer, const Instance&
   return p;
 }
 
+// A layer's tactic as reports show it: a half engine's layers say so.
+std::string reported_tactic(const Layer& layer, ElemType precision) {
+  std::string name = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
+  if (precision != ElemType::f32) name += std::string(" ") + precision_name(precision);
+  return name;
+}
+
 BroadcastShape broadcast(const std::vector<int64_t>& a, const std::vector<int64_t>& b,
                          const std::vector<int64_t>& y) {
   BroadcastShape s;
@@ -221,19 +233,24 @@ CudaEngine::CudaEngine(Plan plan) : m_plan(std::move(plan)) {
 
 CudaEngine::~CudaEngine() = default;
 
-void CudaEngine::upload_constant(ValueId v, const Tensor& host) {
+size_t CudaEngine::upload_constant(ValueId v, const Tensor& host) {
   if (host.dtype() != DType::float32) {
     throw Error(ErrorCode::unsupported, "cuda: constant '" + m_plan.graph.value(v).name + "' is " +
                                             std::string(dtype_name(host.dtype())));
   }
+  // The recipe's fp32 value, rounded on the host to the storage precision
+  // (to nearest even, as the kernels' own conversions): a refit and a fresh
+  // build of the same weights upload the same bytes.
+  const std::vector<std::byte> bytes = to_storage(host.data<float>(), m_plan.precision);
   auto& slot = m_constants[static_cast<size_t>(v)];
-  if (!slot || slot->size() != host.byte_size()) slot.emplace(std::max<size_t>(host.byte_size(), 4));
+  if (!slot || slot->size() != std::max<size_t>(bytes.size(), 4))
+    slot.emplace(std::max<size_t>(bytes.size(), 4));
   // From pageable memory, cudaMemcpyAsync returns once the bytes are staged,
-  // so `host` may go away at once; callers synchronize once after a batch of
-  // uploads instead of once per weight.
-  check(cudaMemcpyAsync(slot->data(), host.bytes().data(), host.byte_size(), cudaMemcpyHostToDevice,
-                        m_device.stream()),
+  // so `bytes` may go away at once; callers synchronize once after a batch
+  // of uploads instead of once per weight.
+  check(cudaMemcpyAsync(slot->data(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice, m_device.stream()),
         "cudaMemcpyAsync(constant)");
+  return bytes.size();
 }
 
 void CudaEngine::upload_structural_constants() {
@@ -270,16 +287,19 @@ void CudaEngine::prepare_matmul_weights() {
     const ValueId w = n.inputs[1];
     const auto shape = g.value(w).type.static_shape();
     const int64_t rows = shape[0], cols = shape[1];
-    std::vector<float> host(static_cast<size_t>(rows * cols)), transposed(host.size());
-    check(cudaMemcpy(host.data(), constant_ptr(w), host.size() * sizeof(float), cudaMemcpyDeviceToHost),
+    // Elements of the storage precision, moved as bytes: the transpose
+    // copies values and never converts them again.
+    const size_t es = elem_size(m_plan.precision);
+    std::vector<std::byte> host(static_cast<size_t>(rows * cols) * es), transposed(host.size());
+    check(cudaMemcpy(host.data(), constant_ptr(w), host.size(), cudaMemcpyDeviceToHost),
           "cudaMemcpy(weight)");
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t c = 0; c < cols; ++c)
-        transposed[static_cast<size_t>(c * rows + r)] = host[static_cast<size_t>(r * cols + c)];
+        std::memcpy(&transposed[static_cast<size_t>(c * rows + r) * es],
+                    &host[static_cast<size_t>(r * cols + c) * es], es);
     auto& slot = m_matmul_weights[i];
-    if (!slot) slot.emplace(transposed.size() * sizeof(float));
-    check(cudaMemcpy(slot->data(), transposed.data(), transposed.size() * sizeof(float),
-                     cudaMemcpyHostToDevice),
+    if (!slot) slot.emplace(std::max<size_t>(transposed.size(), 4));
+    check(cudaMemcpy(slot->data(), transposed.data(), transposed.size(), cudaMemcpyHostToDevice),
           "cudaMemcpy(weight)");
   }
 }
@@ -335,7 +355,7 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
                                               g.value(static_cast<ValueId>(v)).name +
                                               "' is not known at these input shapes");
     }
-    const size_t bytes = aligned(static_cast<size_t>(numel(*inst->shapes[v])) * sizeof(float));
+    const size_t bytes = aligned(static_cast<size_t>(numel(*inst->shapes[v])) * elem_size(m_plan.precision));
     blocks.push_back(
         {static_cast<ValueId>(v), std::max(bytes, k_alignment), first[v], std::max(last[v], first[v])});
   }
@@ -359,12 +379,22 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
     placed.push_back(&b);
   }
   inst->arena = DeviceBuffer(inst->arena_bytes);
+  if (m_plan.precision != ElemType::f32) {
+    size_t boundary = 0;
+    for (const auto* values : {&g.inputs(), &g.outputs()}) {
+      for (ValueId v : *values) {
+        if (inst->shapes[static_cast<size_t>(v)])
+          boundary = std::max(boundary, static_cast<size_t>(numel(*inst->shapes[static_cast<size_t>(v)])));
+      }
+    }
+    inst->boundary = DeviceBuffer(std::max<size_t>(boundary * sizeof(float), 4));
+  }
   inst->layers.resize(m_plan.layers.size());
   // Conv and matmul layers at these shapes, from the plan's choices.
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
     const Layer& layer = m_plan.layers[i];
     if (layer.kind == LayerKind::conv && layer.tactic.cudnn.engine >= 0) {
-      const ConvGeometry geo = conv_geometry(g, layer, *inst);
+      const ConvGeometry geo = conv_geometry(m_plan, layer, *inst);
       const ConvFusion fusion = layer.tactic.fused ? *cudnn_fusion(g, layer) : ConvFusion{};
       try {
         inst->layers[i].conv.emplace(conv_plan(m_device.cudnn(), geo, fusion, layer.tactic.cudnn));
@@ -377,7 +407,7 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
       }
       inst->workspace_bytes = std::max(inst->workspace_bytes, inst->layers[i].conv->workspace());
     } else if (layer.kind == LayerKind::matmul && !layer.tactic.lt_algo.empty()) {
-      const MatmulParts& parts = inst->layers[i].matmul_parts = matmul_parts(g, layer, *inst);
+      const MatmulParts& parts = inst->layers[i].matmul_parts = matmul_parts(m_plan, layer, *inst);
       auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
       LtAlgoBytes algo{};
       std::copy_n(layer.tactic.lt_algo.begin(), algo.size(), algo.begin());
@@ -412,7 +442,7 @@ void CudaEngine::run_conv(const Instance& inst, size_t index, const ConvPlan& pl
   const ActParams act = layer_activation(g, layer);
   if (!fused && (bias != k_no_value || residual != k_no_value || act.kind != Act::none)) {
     const auto& y = inst.shape(layer.output);
-    launch_bias_act(ElemType::f32, p.y, bias != k_no_value ? t.in(bias) : nullptr,
+    launch_bias_act(m_plan.precision, p.y, bias != k_no_value ? t.in(bias) : nullptr,
                     residual != k_no_value ? t.in(residual) : nullptr, p.y, y[0], y[1], y[2] * y[3], act,
                     m_device.stream());
   }
@@ -425,20 +455,20 @@ void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& 
   const ir::Node& n = g.node(layer.anchor());
   const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
   const MatmulParts& parts = inst.layers[index].matmul_parts;
-  const float* w = m_matmul_weights[index] ? static_cast<const float*>(m_matmul_weights[index]->data())
-                                           : t.in(n.inputs[1]);
-  float* y = t.out(layer.output);
+  const void* w = m_matmul_weights[index] ? m_matmul_weights[index]->data() : t.in(n.inputs[1]);
+  void* y = t.out(layer.output);
   matmul.run(t.in(parts.x), w, parts.shape.bias ? t.in(parts.bias) : nullptr, y, workspace,
              m_device.stream());
   if (parts.bias_in_post) {
     // Rows of N: the bias is per column, the epilogue kernel's "channel".
     const int64_t rows = numel(inst.shape(layer.output)) / std::max<int64_t>(1, parts.shape.n);
-    launch_bias_act(ElemType::f32, y, t.in(parts.bias),
+    launch_bias_act(m_plan.precision, y, t.in(parts.bias),
                     parts.residual != k_no_value ? t.in(parts.residual) : nullptr, y, rows, parts.shape.n, 1,
                     parts.post, m_device.stream());
   } else if (parts.residual != k_no_value || parts.post.kind != Act::none) {
-    launch_bias_act(ElemType::f32, y, nullptr, parts.residual != k_no_value ? t.in(parts.residual) : nullptr,
-                    y, 1, 1, numel(inst.shape(layer.output)), parts.post, m_device.stream());
+    launch_bias_act(m_plan.precision, y, nullptr,
+                    parts.residual != k_no_value ? t.in(parts.residual) : nullptr, y, 1, 1,
+                    numel(inst.shape(layer.output)), parts.post, m_device.stream());
   }
 }
 
@@ -448,7 +478,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
   const ir::Node& n = g.node(layer.anchor());
   const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
   const cudaStream_t stream = m_device.stream();
-  const ElemType f32 = ElemType::f32;
+  const ElemType type = m_plan.precision;
   switch (layer.kind) {
     case LayerKind::conv:
       run_conv(inst, index, *inst.layers[index].conv, layer.tactic.fused, workspace);
@@ -457,11 +487,11 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       run_matmul(inst, index, *inst.layers[index].matmul, workspace);
       return;
     case LayerKind::unary:
-      launch_unary(*activation_of(g, n), f32, t.in(n.inputs[0]), t.out(layer.output),
+      launch_unary(*activation_of(g, n), type, t.in(n.inputs[0]), t.out(layer.output),
                    numel(inst.shape(layer.output)), stream);
       return;
     case LayerKind::binary: {
-      launch_binary(binary_op_of(n), {}, f32, t.in(n.inputs[0]), t.in(n.inputs[1]), t.out(layer.output),
+      launch_binary(binary_op_of(n), {}, type, t.in(n.inputs[0]), t.in(n.inputs[1]), t.out(layer.output),
                     broadcast(inst.shape(n.inputs[0]), inst.shape(n.inputs[1]), inst.shape(layer.output)),
                     stream);
       return;
@@ -482,23 +512,23 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       p.dilation_h = dilations.at(0), p.dilation_w = dilations.at(1);
       p.count_include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
       if (n.op_type == "MaxPool") {
-        launch_max_pool2d(f32, t.in(n.inputs[0]), t.out(layer.output), p, stream);
+        launch_max_pool2d(type, t.in(n.inputs[0]), t.out(layer.output), p, stream);
       } else {
-        launch_avg_pool2d(f32, t.in(n.inputs[0]), t.out(layer.output), p, stream);
+        launch_avg_pool2d(type, t.in(n.inputs[0]), t.out(layer.output), p, stream);
       }
       return;
     }
     case LayerKind::reduce: {
       const auto& x = inst.shape(n.inputs[0]);
       const int64_t rows = x[0] * x[1];
-      launch_reduce_rows(f32, n.op_type == "GlobalMaxPool", t.in(n.inputs[0]), t.out(layer.output), rows,
+      launch_reduce_rows(type, n.op_type == "GlobalMaxPool", t.in(n.inputs[0]), t.out(layer.output), rows,
                          numel(x) / std::max<int64_t>(1, rows), stream);
       return;
     }
     case LayerKind::softmax: {
       const auto& x = inst.shape(n.inputs[0]);
       const int64_t cols = x.empty() ? 1 : x.back();
-      launch_softmax(f32, n.op_type == "LogSoftmax", t.in(n.inputs[0]), t.out(layer.output),
+      launch_softmax(type, n.op_type == "LogSoftmax", t.in(n.inputs[0]), t.out(layer.output),
                      numel(x) / std::max<int64_t>(1, cols), cols, stream);
       return;
     }
@@ -506,7 +536,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       const auto& x = inst.shape(n.inputs[0]);
       const int64_t cols = x.back();
       const ValueId beta = n.inputs.size() > 2 ? n.inputs[2] : k_no_value;
-      launch_layer_norm(f32, t.in(n.inputs[0]), t.in(n.inputs[1]), beta != k_no_value ? t.in(beta) : nullptr,
+      launch_layer_norm(type, t.in(n.inputs[0]), t.in(n.inputs[1]), beta != k_no_value ? t.in(beta) : nullptr,
                         t.out(layer.output), numel(x) / std::max<int64_t>(1, cols), cols,
                         n.attrs.get_float("epsilon", 1e-5f), stream);
       return;
@@ -518,7 +548,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
         for (size_t d = x.size(); d-- > 0;) perm.push_back(static_cast<int64_t>(d));
       }
       std::vector<int> perm32(perm.begin(), perm.end());
-      launch_transpose(f32, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
+      launch_transpose(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
                        perm32.data(), stream);
       return;
     }
@@ -532,7 +562,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       for (ValueId in : n.inputs) {
         const auto& x = inst.shape(in);
         const int64_t x_inner = numel({x.begin() + axis, x.end()});
-        launch_concat_part(f32, t.in(in), t.out(layer.output), outer, x_inner, y_inner, offset, stream);
+        launch_concat_part(type, t.in(in), t.out(layer.output), outer, x_inner, y_inner, offset, stream);
         offset += x_inner;
       }
       return;
@@ -561,7 +591,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
           steps[d] = r.step;
         }
       }
-      launch_slice(f32, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
+      launch_slice(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
                    starts.data(), steps.data(), y.data(), stream);
       return;
     }
@@ -584,7 +614,7 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
     std::vector<builder::TacticCandidate> candidates;
     std::string signature;
     if (layer.kind == LayerKind::conv) {
-      const ConvGeometry geo = conv_geometry(g, layer, inst);
+      const ConvGeometry geo = conv_geometry(m_plan, layer, inst);
       const auto fusion = cudnn_fusion(g, layer);
       std::vector<ConvCandidate> offered;
       std::vector<bool> fused;
@@ -610,15 +640,7 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
                                 });
                               }});
       }
-      signature = "conv|x=" + dims_string({geo.x.begin(), geo.x.end()}) +
-                  "|w=" + dims_string({geo.w.begin(), geo.w.end()}) + "|s=" + std::to_string(geo.stride[0]) +
-                  "," + std::to_string(geo.stride[1]) + "|d=" + std::to_string(geo.dilation[0]) + "," +
-                  std::to_string(geo.dilation[1]) + "|p=" + std::to_string(geo.pad_begin[0]) + "," +
-                  std::to_string(geo.pad_begin[1]) + "," + std::to_string(geo.pad_end[0]) + "," +
-                  std::to_string(geo.pad_end[1]) + "|fusion=" +
-                  (fusion ? std::to_string(fusion->bias) + std::to_string(fusion->residual) +
-                                std::to_string(fusion->relu)
-                          : "none");
+      signature = conv_signature(geo, fusion ? &*fusion : nullptr);
       const builder::TacticChoice choice = builder::search_tactics(
           builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
       layer.tactic.cudnn = offered[choice.index].choice;
@@ -630,7 +652,7 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
       inst.layers[i].conv.emplace(offered[choice.index].plan);
       inst.workspace_bytes = std::max(inst.workspace_bytes, inst.layers[i].conv->workspace());
     } else {
-      const MatmulParts& parts = inst.layers[i].matmul_parts = matmul_parts(g, layer, inst);
+      const MatmulParts& parts = inst.layers[i].matmul_parts = matmul_parts(m_plan, layer, inst);
       LtMatmul probe(m_device.cublaslt(), parts.shape);
       const std::vector<LtAlgoBytes> algos = probe.candidates(k_max_candidates, k_max_matmul_workspace);
       if (algos.empty()) throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " + where);
@@ -653,10 +675,7 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
       }
       if (candidates.empty())
         throw Error(ErrorCode::unsupported, "cuda: cuBLASLt rejects every algorithm for " + where);
-      signature = "matmul|m=" + std::to_string(parts.shape.m) + "|k=" + std::to_string(parts.shape.k) +
-                  "|n=" + std::to_string(parts.shape.n) + "|bias=" + std::to_string(parts.shape.bias) +
-                  "|epilogue=" + std::to_string(static_cast<int>(parts.shape.epilogue)) +
-                  "|batch=" + std::to_string(parts.shape.batch);
+      signature = matmul_signature(parts.shape);
       const builder::TacticChoice choice = builder::search_tactics(
           builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
       const size_t algo_index = algo_of[choice.index];
@@ -686,6 +705,7 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
   plan.specs.assign(specs.begin(), specs.end());
   plan.layers = partition_layers(lowered);
   plan.fingerprint = fingerprint;
+  plan.precision = storage_precision(settings.enabled_precisions);
   // Weights leave the plan; their values go to the GPU.
   std::vector<std::pair<ValueId, Tensor>> weights;
   for (size_t i = 0; i < plan.graph.num_values(); ++i) {
@@ -702,10 +722,7 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
   plan.source_weight_count = source_weight_count(plan.graph);
   std::unique_ptr<CudaEngine> engine(new CudaEngine(std::move(plan)));
   engine->upload_structural_constants();
-  for (const auto& [v, host] : weights) {
-    engine->upload_constant(v, host);
-    engine->m_weight_bytes += host.byte_size();
-  }
+  for (const auto& [v, host] : weights) engine->m_weight_bytes += engine->upload_constant(v, host);
   engine->m_device.synchronize();
   engine->prepare_matmul_weights();
   engine->m_ready = true;
@@ -754,13 +771,19 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
   const ir::Graph& g = m_plan.graph;
   const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
   const cudaStream_t stream = m_device.stream();
+  // fp32 in, the storage precision inside: a half engine's first step casts
+  // each input on the GPU, its last casts each output back.
+  const ElemType type = m_plan.precision;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const ValueId v = g.inputs()[i];
     if (inst.offset[static_cast<size_t>(inst.root[static_cast<size_t>(v)])] < 0)
       continue;  // read by no layer
-    check(cudaMemcpyAsync(t.ptr(v), inputs[i].bytes().data(), inputs[i].byte_size(), cudaMemcpyHostToDevice,
+    void* landing = type == ElemType::f32 ? t.ptr(v) : inst.boundary.data();
+    check(cudaMemcpyAsync(landing, inputs[i].bytes().data(), inputs[i].byte_size(), cudaMemcpyHostToDevice,
                           stream),
           "cudaMemcpyAsync(input)");
+    if (type != ElemType::f32)
+      launch_cast(ElemType::f32, type, landing, t.ptr(v), static_cast<int64_t>(inputs[i].numel()), stream);
   }
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
     if (!timings) {
@@ -774,7 +797,7 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
       timing.nodes.push_back(g.node(id).name);
       timing.op += (timing.op.empty() ? "" : "+") + g.node(id).op_type;
     }
-    timing.tactic = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
+    timing.tactic = reported_tactic(layer, m_plan.precision);
     timing.kind = "cuda";
     timing.ms = time_on_stream(stream, [&] { run_layer(inst, i, inst.workspace.data()); });
     timings->push_back(std::move(timing));
@@ -782,8 +805,12 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
   std::vector<Tensor> outputs;
   for (ValueId v : g.outputs()) {
     Tensor out = Tensor::zeros(DType::float32, inst.shape(v));
-    check(cudaMemcpyAsync(out.mutable_bytes().data(), t.ptr(v), out.byte_size(), cudaMemcpyDeviceToHost,
-                          stream),
+    const void* from = t.ptr(v);
+    if (type != ElemType::f32) {
+      launch_cast(type, ElemType::f32, from, inst.boundary.data(), static_cast<int64_t>(out.numel()), stream);
+      from = inst.boundary.data();
+    }
+    check(cudaMemcpyAsync(out.mutable_bytes().data(), from, out.byte_size(), cudaMemcpyDeviceToHost, stream),
           "cudaMemcpyAsync(output)");
     outputs.push_back(std::move(out));
   }
@@ -822,8 +849,7 @@ void CudaEngine::refit(std::span<const Tensor> source_weights) {
                   "refit: weight '" + v.name + "' is " + std::string(dtype_name(t.dtype())) + "[" +
                       t.shape_string() + "], the plan has " + v.type.to_string());
     }
-    upload_constant(static_cast<ValueId>(i), t);
-    bytes += t.byte_size();
+    bytes += upload_constant(static_cast<ValueId>(i), t);
   }
   m_device.synchronize();
   prepare_matmul_weights();
@@ -840,7 +866,7 @@ EngineInfo CudaEngine::info() const {
     LayerReport r;
     r.name = g.node(layer.anchor()).name;
     for (ir::NodeId id : layer.nodes) r.op += (r.op.empty() ? "" : "+") + g.node(id).op_type;
-    r.tactic = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
+    r.tactic = reported_tactic(layer, m_plan.precision);
     r.time_ms = layer.tactic.time_ms;
     out.layers.push_back(std::move(r));
   }

@@ -8,8 +8,10 @@
 // for those shapes, rebuilt from the plan's recorded choice, never from
 // heuristics or timing, except where that choice does not fit the shapes.
 //
-// run() takes and returns host tensors: inputs are copied into the arena,
-// outputs out of it, on the engine's own stream.
+// Weights and activations have the plan's storage precision (fp32, fp16 or
+// bf16; precision.hpp). run() takes and returns fp32 host tensors whatever
+// it is: inputs are copied into the arena (a half engine casts them there on
+// the GPU), outputs out of it (cast back first), on the engine's own stream.
 //
 // Not thread-safe: one caller at a time, as every Engine.
 #pragma once
@@ -58,7 +60,8 @@ class CudaEngine final : public Engine {
   // The values layers read from device constants, and the host value of
   // each structural (non-refittable) constant.
   void upload_structural_constants();
-  void upload_constant(ir::ValueId v, const Tensor& host);
+  // Returns the bytes it holds on the GPU (in the storage precision).
+  size_t upload_constant(ir::ValueId v, const Tensor& host);
   void prepare_matmul_weights();
   void check_finished() const;
   const void* constant_ptr(ir::ValueId v) const;

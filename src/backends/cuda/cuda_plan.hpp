@@ -65,6 +65,9 @@ struct Plan {
   std::vector<Layer> layers;  // in execution order
   int32_t source_weight_count = 0;
   Fingerprint fingerprint;
+  // The element type of every weight and activation on the GPU (precision.hpp);
+  // the engine's inputs and outputs stay fp32.
+  ElemType precision = ElemType::f32;
 };
 
 }  // namespace kiln::cuda

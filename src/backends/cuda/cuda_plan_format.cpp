@@ -38,9 +38,9 @@ std::vector<std::byte> serialize_plan(const Plan& p) {
                                             l.tactic.cudnn.engine, &knobs, &l.tactic.lt_algo));
   }
   const Fingerprint& f = p.fingerprint;
-  auto root =
-      fbs::CreatePlan(b, f.plan_version, b.CreateString(f.backend), b.CreateString(f.library_version),
-                      b.CreateString(f.isa), graph, specs, b.CreateVector(layers), p.source_weight_count);
+  auto root = fbs::CreatePlan(b, f.plan_version, b.CreateString(f.backend), b.CreateString(f.library_version),
+                              b.CreateString(f.isa), graph, specs, b.CreateVector(layers),
+                              p.source_weight_count, static_cast<uint8_t>(p.precision));
   fbs::FinishPlanBuffer(b, root);
   return plan::seal(b);
 }
@@ -97,6 +97,8 @@ Plan parse_plan(std::span<const std::byte> bytes) {
   fields.check_every_node_covered();
   p.source_weight_count = fp->source_weight_count();
   if (p.source_weight_count < 0) corrupt("bad source weight count");
+  if (fp->precision() > static_cast<uint8_t>(ElemType::bf16)) corrupt("bad precision");
+  p.precision = static_cast<ElemType>(fp->precision());
   return p;
 }
 

@@ -61,9 +61,23 @@ std::vector<int64_t> packed_strides(const std::vector<int64_t>& dims) {
   return strides;
 }
 
-SharedDescriptor tensor(const std::vector<int64_t>& dims, int64_t uid, bool is_virtual) {
+cudnnDataType_t cudnn_type(ElemType type) {
+  switch (type) {
+    case ElemType::f32:
+      return CUDNN_DATA_FLOAT;
+    case ElemType::f16:
+      return CUDNN_DATA_HALF;
+    case ElemType::bf16:
+      return CUDNN_DATA_BFLOAT16;
+  }
+  throw Error(ErrorCode::internal, "cudnn: unknown element type " + std::to_string(static_cast<int>(type)));
+}
+
+// A packed NCHW tensor. Virtual tensors (between fused nodes, never in
+// memory) are fp32 whatever the data type: the chain rounds once, at y.
+SharedDescriptor tensor(const std::vector<int64_t>& dims, int64_t uid, bool is_virtual, ElemType data) {
   auto t = std::make_shared<BackendDescriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
-  const cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  const cudnnDataType_t type = is_virtual ? CUDNN_DATA_FLOAT : cudnn_type(data);
   t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
   t->set_int64(CUDNN_ATTR_TENSOR_DIMENSIONS, dims);
   t->set_int64(CUDNN_ATTR_TENSOR_STRIDES, packed_strides(dims));
@@ -100,8 +114,8 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
                                  std::vector<SharedDescriptor>& parts) {
   const std::vector<int64_t> x_dims(g.x.begin(), g.x.end()), w_dims(g.w.begin(), g.w.end()),
       y_dims(g.y.begin(), g.y.end());
-  auto x = tensor(x_dims, uid_x, false);
-  auto w = tensor(w_dims, uid_w, false);
+  auto x = tensor(x_dims, uid_x, false, g.type);
+  auto w = tensor(w_dims, uid_w, false, g.type);
   parts.insert(parts.end(), {x, w});
 
   auto conv = std::make_shared<BackendDescriptor>(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
@@ -124,7 +138,8 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
   int64_t next_virtual = k_first_virtual_uid;
   int remaining = steps;
   auto node_output = [&] {
-    auto t = remaining == 0 ? tensor(y_dims, uid_y, false) : tensor(y_dims, next_virtual++, true);
+    auto t =
+        remaining == 0 ? tensor(y_dims, uid_y, false, g.type) : tensor(y_dims, next_virtual++, true, g.type);
     parts.push_back(t);
     return t;
   };
@@ -142,7 +157,7 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
   std::vector<cudnnBackendDescriptor_t> ops{conv_op->get()};
 
   if (fusion.bias) {
-    auto bias = tensor({1, g.y[1], 1, 1}, uid_bias, false);
+    auto bias = tensor({1, g.y[1], 1, 1}, uid_bias, false, g.type);
     parts.push_back(bias);
     --remaining;
     auto out = node_output();
@@ -152,7 +167,7 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
     current = out;
   }
   if (fusion.residual) {
-    auto residual = tensor(y_dims, uid_residual, false);
+    auto residual = tensor(y_dims, uid_residual, false, g.type);
     parts.push_back(residual);
     --remaining;
     auto out = node_output();
@@ -194,7 +209,8 @@ SharedDescriptor try_plan(cudnnHandle_t handle, const BackendDescriptor& config,
 
 // The engine and knob choices of a heuristics result; false when the
 // engine's numerical notes exclude it.
-bool read_choice(const BackendDescriptor& config, bool allow_tf32, CudnnEngineChoice& choice) {
+bool read_choice(const BackendDescriptor& config, ElemType data_type, bool allow_tf32,
+                 CudnnEngineChoice& choice) {
   BackendDescriptor engine(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
   cudnnBackendDescriptor_t engine_handle = engine.get();
   int64_t count = 0;
@@ -210,9 +226,18 @@ bool read_choice(const BackendDescriptor& config, bool allow_tf32, CudnnEngineCh
                                  CUDNN_NUMERICAL_NOTE_TYPE_COUNT, &note_count, notes),
         "engine numerical notes");
   for (int64_t i = 0; i < note_count; ++i) {
-    // fp32 on tensor cores is TF32, a precision the user has to ask for.
-    if (!allow_tf32 && (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ||
-                        notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)) {
+    // A refit must compute what a fresh build does, bit for bit: no engine
+    // whose sums depend on the order atomics land in.
+    if (notes[i] == CUDNN_NUMERICAL_NOTE_NONDETERMINISTIC) return false;
+    if (data_type == ElemType::f32) {
+      // fp32 on tensor cores is TF32, a precision the user has to ask for.
+      if (!allow_tf32 && (notes[i] == CUDNN_NUMERICAL_NOTE_TENSOR_CORE ||
+                          notes[i] == CUDNN_NUMERICAL_NOTE_DOWN_CONVERT_INPUTS)) {
+        return false;
+      }
+    } else if (notes[i] == CUDNN_NUMERICAL_NOTE_REDUCED_PRECISION_REDUCTION) {
+      // Half tensors on tensor cores are what fp16/bf16 asks for; sums
+      // accumulated in half are not (kiln's half engines accumulate in fp32).
       return false;
     }
   }
@@ -298,7 +323,7 @@ std::vector<ConvCandidate> conv_candidates(cudnnHandle_t handle, const ConvGeome
     for (const SharedDescriptor& config : heuristics(*graph, mode)) {
       if (out.size() >= max_count) return out;
       CudnnEngineChoice choice;
-      if (!read_choice(*config, allow_tf32, choice)) continue;
+      if (!read_choice(*config, geometry.type, allow_tf32, choice)) continue;
       bool duplicate = false;
       for (int64_t e : seen) duplicate = duplicate || e == choice.engine;
       if (duplicate) continue;

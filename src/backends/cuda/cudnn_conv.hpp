@@ -21,6 +21,8 @@
 #include <utility>
 #include <vector>
 
+#include "backends/cuda/kernels/kernels.hpp"
+
 namespace kiln::cuda {
 
 // One cuDNN backend descriptor, destroyed with its owner.
@@ -43,10 +45,14 @@ class BackendDescriptor {
 };
 using SharedDescriptor = std::shared_ptr<BackendDescriptor>;
 
-// NCHW fp32 tensors; the weight is [K, C / groups, R, S].
+// NCHW tensors of `type` (x, w, y, the bias and the residual alike); the
+// weight is [K, C / groups, R, S]. Whatever the type, the convolution and
+// the fused pointwise nodes compute in fp32, and the intermediates between
+// fused nodes are fp32: one rounding to `type`, when y is written.
 struct ConvGeometry {
   std::array<int64_t, 4> x{}, w{}, y{};
   std::array<int64_t, 2> stride{1, 1}, dilation{1, 1}, pad_begin{0, 0}, pad_end{0, 0};
+  ElemType type = ElemType::f32;
 };
 
 // The pointwise nodes after the convolution in the operation graph.
@@ -96,8 +102,12 @@ struct ConvCandidate {
 
 // The engine configurations cuDNN's heuristics offer for the graph (mode A,
 // then the fallback list), each finalized into a plan; at most `max_count`.
-// Engines that compute fp32 on tensor cores (TF32) or down-convert inputs
-// are left out unless allow_tf32. Empty when no engine supports the graph.
+// For fp32 tensors, engines that compute on tensor cores (TF32) or
+// down-convert inputs are left out unless allow_tf32; for fp16/bf16 tensors
+// tensor cores are the point, and only engines that reduce in less than fp32
+// are left out. Nondeterministic engines are always left out (a refitted
+// engine equals a fresh build bitwise). Empty when no engine supports the
+// graph.
 std::vector<ConvCandidate> conv_candidates(cudnnHandle_t handle, const ConvGeometry& geometry,
                                            ConvFusion fusion, size_t max_count, bool allow_tf32);
 

@@ -8,8 +8,27 @@
 
 namespace kiln::cuda {
 
+namespace {
+
+cudaDataType_t cuda_type(ElemType type) {
+  switch (type) {
+    case ElemType::f32:
+      return CUDA_R_32F;
+    case ElemType::f16:
+      return CUDA_R_16F;
+    case ElemType::bf16:
+      return CUDA_R_16BF;
+  }
+  throw Error(ErrorCode::internal,
+              "cuBLASLt: unknown element type " + std::to_string(static_cast<int>(type)));
+}
+
+}  // namespace
+
 LtMatmul::LtMatmul(cublasLtHandle_t handle, const LtShape& shape) : m_handle(handle), m_shape(shape) {
-  const cublasComputeType_t compute = shape.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  // fp32 accumulation for every type; TF32 only where fp32 asked for it.
+  const cublasComputeType_t compute =
+      shape.allow_tf32 && shape.type == ElemType::f32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   check(cublasLtMatmulDescCreate(&m_op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   switch (shape.epilogue) {
@@ -25,12 +44,16 @@ LtMatmul::LtMatmul(cublasLtHandle_t handle, const LtShape& shape) : m_handle(han
   }
   check(cublasLtMatmulDescSetAttribute(m_op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
         "epilogue");
+  // The bias vector has Y's type: CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE is
+  // left at its default, "the type of D", for every non-integer, non-FP8
+  // matmul, which is what kiln uploads.
+  const cudaDataType_t data = cuda_type(shape.type);
   // Column-major view: Wᵀ is N x K (ld N), Xᵀ is K x M (ld K), Yᵀ is N x M (ld N).
   const auto n = static_cast<uint64_t>(shape.n), k = static_cast<uint64_t>(shape.k),
              m = static_cast<uint64_t>(shape.m);
-  check(cublasLtMatrixLayoutCreate(&m_w, CUDA_R_32F, n, k, static_cast<int64_t>(n)), "layout W");
-  check(cublasLtMatrixLayoutCreate(&m_x, CUDA_R_32F, k, m, static_cast<int64_t>(k)), "layout X");
-  check(cublasLtMatrixLayoutCreate(&m_y, CUDA_R_32F, n, m, static_cast<int64_t>(n)), "layout Y");
+  check(cublasLtMatrixLayoutCreate(&m_w, data, n, k, static_cast<int64_t>(n)), "layout W");
+  check(cublasLtMatrixLayoutCreate(&m_x, data, k, m, static_cast<int64_t>(k)), "layout X");
+  check(cublasLtMatrixLayoutCreate(&m_y, data, n, m, static_cast<int64_t>(n)), "layout Y");
   if (shape.batch > 1) {
     const auto batch = static_cast<int32_t>(shape.batch);
     const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
@@ -99,14 +122,14 @@ bool LtMatmul::select(const LtAlgoBytes& bytes) {
   return true;
 }
 
-void LtMatmul::run(const float* x, const float* w, const float* bias, float* y, void* workspace,
+void LtMatmul::run(const void* x, const void* w, const void* bias, void* y, void* workspace,
                    cudaStream_t stream) const {
   if (!m_algo) throw Error(ErrorCode::internal, "cuBLASLt matmul run before an algorithm was selected");
   if (m_shape.bias) {
     check(cublasLtMatmulDescSetAttribute(m_op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
           "bias pointer");
   }
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = 0.0f;  // scale type fp32 (the descriptor's CUDA_R_32F)
   check(cublasLtMatmul(m_handle, m_op, &alpha, w, m_w, x, m_x, &beta, y, m_y, y, m_y, &*m_algo, workspace,
                        m_workspace, stream),
         "cublasLtMatmul");

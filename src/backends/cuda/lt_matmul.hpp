@@ -1,8 +1,17 @@
 // Y[M, N] = X[M, K] · W[K, N] (+ bias[N]) (then ReLU or tanh-GELU) on
-// cuBLASLt, all row-major fp32: the MatMul/Gemm layers with a constant weight
-// (Linear), with bias and activation fused as cuBLASLt epilogues; and
-// `batch` such products at fixed element strides, one launch (attention's
-// Q·Kᵀ and P·V, where W is an activation too).
+// cuBLASLt, all row-major and of one element type (fp32, fp16 or bf16; the
+// bias too): the MatMul/Gemm layers with a constant weight (Linear), with
+// bias and activation fused as cuBLASLt epilogues; and `batch` such products
+// at fixed element strides, one launch (attention's Q·Kᵀ and P·V, where W is
+// an activation too). Whatever the type, the products accumulate in fp32
+// (CUBLAS_COMPUTE_32F, fp32 alpha and beta) and the epilogue runs in fp32
+// before the one rounding to Y's type.
+//
+// Half operands on tensor cores want 16-byte aligned pointers and leading
+// dimensions that are multiples of 8 elements: every pointer kiln passes is
+// at least 256-byte aligned (cudaMalloc, the arena's offsets), and the
+// heuristics see the leading dimensions (N, K) and offer only algorithms
+// that take them, so an odd K or N gets a slower kernel, never a wrong one.
 //
 // cuBLASLt is column-major; row-major Y = X·W is computed as the
 // column-major Yᵀ = Wᵀ·Xᵀ, which reads the same bytes without a transpose.
@@ -19,6 +28,8 @@
 #include <optional>
 #include <vector>
 
+#include "backends/cuda/kernels/kernels.hpp"
+
 namespace kiln::cuda {
 
 enum class LtEpilogue : uint8_t { none = 0, relu = 1, gelu_tanh = 2 };
@@ -27,7 +38,8 @@ struct LtShape {
   int64_t m = 0, k = 0, n = 0;
   bool bias = false;
   LtEpilogue epilogue = LtEpilogue::none;
-  bool allow_tf32 = false;
+  bool allow_tf32 = false;  // fp32 only
+  ElemType type = ElemType::f32;
   // Strided batches: product b reads X at b * stride_x, W at b * stride_w and
   // writes Y at b * stride_y (elements). batch 1 ignores the strides.
   int64_t batch = 1;
@@ -53,7 +65,7 @@ class LtMatmul {
   size_t workspace() const { return m_workspace; }
 
   // Enqueues Y = epilogue(X·W + bias) on `stream`.
-  void run(const float* x, const float* w, const float* bias, float* y, void* workspace,
+  void run(const void* x, const void* w, const void* bias, void* y, void* workspace,
            cudaStream_t stream) const;
 
  private:
