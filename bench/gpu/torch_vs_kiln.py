@@ -77,13 +77,15 @@ class BertLayer(torch.nn.Module):
         self.ln2 = torch.nn.LayerNorm(hidden)
 
     def forward(self, x):
-        b, s, h = x.shape
+        # Python ints for the sequence and hidden sizes and -1 for the batch: the export's
+        # Reshapes get constant shapes, as a model exported for a fixed sequence has.
+        s, h = int(x.shape[1]), int(x.shape[2])
         q, k, v = self.qkv(x).split(h, dim=-1)
-        q = q.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)
-        k = k.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)
-        v = v.reshape(b, s, self.heads, h // self.heads).transpose(1, 2)
+        q = q.reshape(-1, s, self.heads, h // self.heads).transpose(1, 2)
+        k = k.reshape(-1, s, self.heads, h // self.heads).transpose(1, 2)
+        v = v.reshape(-1, s, self.heads, h // self.heads).transpose(1, 2)
         att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / (h // self.heads) ** 0.5, dim=-1)
-        ctx = torch.matmul(att, v).transpose(1, 2).reshape(b, s, h)
+        ctx = torch.matmul(att, v).transpose(1, 2).reshape(-1, s, h)
         x = self.ln1(x + self.out(ctx))
         return self.ln2(x + self.fc2(torch.nn.functional.gelu(self.fc1(x))))
 
