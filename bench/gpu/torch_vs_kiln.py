@@ -5,10 +5,14 @@ For each (model, batch): torchvision weights from a fixed seed (nothing is downl
 written here in plain torch ops over a (batch, 128, 768) input; fp32 with TF32 off on both
 sides. PyTorch eager and torch.compile (Inductor, default mode)
 time the model on a device-resident input with CUDA events; kiln compiles the ONNX export
-(opset 17) with backend="cuda" and is timed end to end per call, host input in and host
-output out, since kiln's Python API takes host arrays. So PyTorch is also timed with the
-host copies ("eager+copies"), the like-for-like row. Every kiln output is checked against
-eager's (max |diff| / max |ref|). One JSON line per row, and a Markdown table at the end.
+(opset 17) with backend="cuda" and is timed twice: end to end per call with a host input
+in and a host output out ("kiln_ms", against PyTorch timed with the same host copies,
+"eager+copies"), and on the device-resident torch tensor ("kiln_dev_ms": the input's
+data_ptr in, a torch.empty output written in place, enqueued on torch's current stream),
+timed with CUDA events exactly as eager and torch.compile are: the like-for-like column.
+kiln_dev_ms is left out (and "kiln_dev_path" says why) when the model cannot run on device
+memory (a segment on the host). Every kiln output, both ways, is checked against eager's
+(max |diff| / max |ref|). One JSON line per row, and a Markdown table at the end.
 
 torch.compile runs in each mode of --compile-modes (default, max-autotune), one column each.
 --torch-fp16 adds PyTorch's own fp16 timings (a `.half()` model, eager and compiled) as
@@ -176,6 +180,17 @@ def main():
                 row["kiln_ms"] = wall_ms(lambda: engine(x_host), args.runs)
                 row["engines"] = engine.engines() if hasattr(engine, "engines") else None
                 row["eager_copies_over_kiln"] = row["eager_copies_ms"] / row["kiln_ms"]
+                why = engine.device_io_unavailable()
+                row["kiln_dev_path"] = "device" if why is None else why
+                if why is None:
+                    out_dev = engine(x_dev)
+                    out_dev = out_dev[0] if isinstance(out_dev, (list, tuple)) else out_dev
+                    row["kiln_dev_rel_err"] = float((out_dev - torch.from_numpy(ref).cuda()).abs().max()
+                                                    / max(float(np.max(np.abs(ref))), 1e-30))
+                    row["kiln_dev_ms"] = cuda_ms(lambda: engine(x_dev), args.runs)
+                    row["eager_over_kiln_dev"] = row["eager_ms"] / row["kiln_dev_ms"]
+                    if "compile_ms" in row:
+                        row["compile_over_kiln_dev"] = row["compile_ms"] / row["kiln_dev_ms"]
             except Exception as e:  # noqa: BLE001 (reported, not hidden)
                 row["kiln_error"] = "%s: %s" % (type(e).__name__, e)
             print(json.dumps(row), flush=True)
@@ -187,17 +202,20 @@ def main():
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
     print("\n| model | batch | eager ms (device input) | eager+copies ms | torch.compile ms | kiln ms (host in/out)"
-          " | eager+copies / kiln | kiln rel err | kiln build s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          " | eager+copies / kiln | kiln dev ms (device in/out) | eager / kiln dev | compile / kiln dev"
+          " | kiln rel err (host, dev) | kiln build s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     nan = float("nan")
     for r in rows:
         if "kiln_error" in r:
             print(f"| {r['model']} | {r['batch']} | {r['eager_ms']:.2f} | {r['eager_copies_ms']:.2f} | "
-                  f"{r.get('compile_ms', nan):.2f} | FAILED: {r['kiln_error'][:120]} | | | |")
+                  f"{r.get('compile_ms', nan):.2f} | FAILED: {r['kiln_error'][:120]} | | | | | | |")
             continue
+        dev = f"{r['kiln_dev_ms']:.2f}" if "kiln_dev_ms" in r else "host segment"
         print(f"| {r['model']} | {r['batch']} | {r['eager_ms']:.2f} | {r['eager_copies_ms']:.2f} | "
               f"{r.get('compile_ms', nan):.2f} | {r['kiln_ms']:.2f} | {r['eager_copies_over_kiln']:.2f} | "
-              f"{r['kiln_rel_err']:.1e} | {r['kiln_build_s']:.1f} |")
+              f"{dev} | {r.get('eager_over_kiln_dev', nan):.2f} | {r.get('compile_over_kiln_dev', nan):.2f} | "
+              f"{r['kiln_rel_err']:.1e}, {r.get('kiln_dev_rel_err', nan):.1e} | {r['kiln_build_s']:.1f} |")
     return 0
 
 
