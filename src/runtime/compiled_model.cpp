@@ -244,11 +244,19 @@ void CompiledModel::check_inputs(std::span<const TensorDesc> inputs) const {
 
 std::optional<std::string> CompiledModel::device_io_unavailable() const {
   const std::string backend = m_report.backend;
-  if (m_steps.empty() ||
-      (m_steps.size() == 1 && m_steps[0].engine && !m_steps[0].engine->supports_device_io()))
+  // The backend first: a host backend's model is refused for that, however
+  // it is partitioned. With no engine at all, only the name tells.
+  bool any_engine = false, device_engines = false;
+  for (const Step& step : m_steps) {
+    if (!step.engine) continue;
+    any_engine = true;
+    device_engines = device_engines || step.engine->supports_device_io();
+  }
+  if (!device_engines && (any_engine || backend != "cuda")) {
     return "the model was compiled for backend '" + backend +
-           "', whose engines run on the host (device inputs "
-           "and outputs need backend 'cuda')";
+           "', whose engines run on the host (device inputs and outputs need backend 'cuda')";
+  }
+  if (m_steps.empty()) return std::string("the model has no nodes: no engine runs it");
   if (m_steps.size() == 1 && m_steps[0].engine) return std::nullopt;
   for (size_t s = 0; s < m_steps.size(); ++s) {
     if (m_steps[s].engine) continue;
@@ -259,8 +267,7 @@ std::optional<std::string> CompiledModel::device_io_unavailable() const {
     }
     return "the model is " + std::to_string(m_steps.size()) + " segments, and segment " + std::to_string(s) +
            " (" + std::to_string(seg.nodes) + " nodes" + first_op +
-           ") runs on the host, on the reference "
-           "backend: " +
+           ") runs on the host, on the reference backend: " +
            (seg.reason.empty() ? std::string("unsupported by backend '" + backend + "'") : seg.reason) +
            "; device inputs and outputs need the whole model in one engine";
   }
