@@ -70,8 +70,6 @@ void check_engine_specs(const ir::Graph& g, std::span<const InputSpec> specs, st
   }
 }
 
-size_t DeviceTensor::byte_size() const { return static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype); }
-
 std::vector<TensorDesc> Engine::output_descs(std::span<const TensorDesc>) {
   throw Error(ErrorCode::unsupported, "this engine runs on the host: it has no device inputs and outputs");
 }

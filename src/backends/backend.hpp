@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ir/graph.hpp"
+#include "kiln/device_tensor.hpp"
 #include "kiln/settings.hpp"
 
 namespace kiln::builder {
@@ -53,24 +54,6 @@ struct LayerTiming {
   std::string tactic;              // as in LayerReport; the layouts for a reorder
   std::string kind;                // "onednn", "aux", "native", "reorder", "reference"
   double ms = 0;
-};
-
-// A tensor in device memory that the caller owns (Engine::run_device): kiln
-// reads or writes `data` during the work it enqueues, never keeps it, and
-// never frees it.
-struct DeviceTensor {
-  DType dtype = DType::undefined;
-  std::vector<int64_t> shape;
-  void* data = nullptr;  // a device address; inputs are only read
-  int device = 0;        // the CUDA device ordinal the memory belongs to
-
-  size_t byte_size() const;
-};
-
-// The dtype and shape of one engine output.
-struct TensorDesc {
-  DType dtype = DType::undefined;
-  std::vector<int64_t> shape;
 };
 
 struct EngineInfo {

@@ -14,6 +14,7 @@
 #include "backends/registry/backend_registry.hpp"
 #include "builder/timing_cache.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/compile.hpp"
 #include "kiln/kiln.h"
 #include "passes/passes.hpp"
 #include "runtime/compiled_model.hpp"
@@ -261,6 +262,59 @@ TEST_F(CudaDeviceIo, GraphsAreCapturedOnceAndDroppedOnRefit) {
   EXPECT_GT(max_abs_diff(want_second, want_first), 1e-4);  // the weights did change
   for (int run = 0; run < 3; ++run) EXPECT_LE(max_abs_diff(device_run(), want_second), 1e-5) << run;
   EXPECT_EQ(cuda_engine->captured_graphs(), graphs ? 1u : 0u);
+}
+
+// ---- host side: the refusals a machine without a GPU sees ----
+
+TEST(DeviceIoOnTheHost, ACpuModelRefusesNamingItsBackendWhateverItsPartition) {
+  CompileSettings s;
+  s.backend = "cpu";
+  s.cache_built_engines = s.reuse_cached_engines = false;
+  s.timing_cache_path = "-";
+  s.optimization_level = 0;
+  const auto model = zoo_model("resnet_tiny", 1);
+  auto compiled = runtime::CompiledModel::compile(model.graph, k_dynamic, s);
+  ASSERT_EQ(compiled.report().segments.size(), 1u);
+  const auto why = compiled.device_io_unavailable();
+  ASSERT_TRUE(why.has_value());
+  EXPECT_NE(why->find("backend 'cpu'"), std::string::npos) << *why;
+  for (auto call : {+[](runtime::CompiledModel& m) { m.run_device({}, {}, nullptr); },
+                    +[](runtime::CompiledModel& m) {
+                      (void)m.output_descs(std::vector<TensorDesc>{{DType::float32, {2, 3, 64, 64}}});
+                    }}) {
+    try {
+      call(compiled);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::unsupported) << e.what();
+      EXPECT_NE(std::string(e.what()).find("backend 'cpu'"), std::string::npos) << e.what();
+    }
+  }
+  // The public API says the same.
+  std::string bytes = zoo::build_zoo_model("resnet_tiny", {1, std::nullopt}).onnx_bytes;
+  auto public_model = kiln::compile(std::as_bytes(std::span<const char>(bytes)), k_dynamic, s);
+  EXPECT_NE(public_model.device_io_unavailable().find("backend 'cpu'"), std::string::npos);
+  EXPECT_THROW(public_model.run_device({}, {}, nullptr), Error);
+}
+
+// ---- the public C++ API on a GPU ----
+
+TEST_F(CudaDeviceIo, ThePublicApiRunsOnDeviceMemory) {
+  std::string bytes = zoo::build_zoo_model("resnet_tiny", {1, std::nullopt}).onnx_bytes;
+  auto model = kiln::compile(std::as_bytes(std::span<const char>(bytes)), k_dynamic, settings());
+  ASSERT_EQ(model.device_io_unavailable(), "");
+  const Tensor host_in = ramp({3, 3, 64, 64});
+  const auto want = model.run(std::vector<Tensor>{host_in});
+  const auto descs = model.output_descs(std::vector<TensorDesc>{{DType::float32, host_in.shape()}});
+  ASSERT_EQ(descs.size(), 1u);
+  DeviceMemory in(host_in.byte_size()), out(want[0].byte_size());
+  ok(cudaMemcpy(in.data, host_in.bytes().data(), host_in.byte_size(), cudaMemcpyHostToDevice));
+  Stream stream;
+  for (int run = 0; run < 3; ++run) {
+    model.run_device(std::vector<DeviceTensor>{{DType::float32, host_in.shape(), in.data, 0}},
+                     std::vector<DeviceTensor>{{descs[0].dtype, descs[0].shape, out.data, 0}}, stream.s);
+    EXPECT_LE(max_abs_diff(download(out.data, DType::float32, descs[0].shape, stream.s), want[0]), 1e-5);
+  }
 }
 
 // ---- the C API on a GPU ----
