@@ -842,7 +842,7 @@ void CudaEngine::enqueue_layers(Instance& inst, bool use_graph) {
     if (!inst.graph.capture(
             stream, [](void* f) { (*static_cast<decltype(eager)*>(f))(); }, &eager, why)) {
       inst.graph_failed = true;
-      log::warn("cuda engine: no CUDA graph for input shapes " + dims_string(inst.input_shapes.front()) +
+      log::warn("cuda engine: no CUDA graph for input shapes " + shape_to_string(inst.input_shapes.front()) +
                 (inst.input_shapes.size() > 1 ? ",..." : "") + ": " + why + "; launching layer by layer");
       eager();
       return;
@@ -885,10 +885,10 @@ void CudaEngine::run_device(std::span<const DeviceTensor> inputs, std::span<cons
     const std::string what = "output '" + g.value(v).name + "'";
     const DType dtype = g.value(v).type.dtype;
     if (outputs[o].dtype != dtype || outputs[o].shape != inst.shape(v)) {
-      throw Error(ErrorCode::invalid_argument, what + " is " + std::string(dtype_name(dtype)) + "[" +
-                                                   dims_string(inst.shape(v)) + "], the caller's tensor is " +
-                                                   std::string(dtype_name(outputs[o].dtype)) + "[" +
-                                                   dims_string(outputs[o].shape) + "]");
+      throw Error(ErrorCode::invalid_argument,
+                  what + " is " + std::string(dtype_name(dtype)) + "[" + shape_to_string(inst.shape(v)) +
+                      "], the caller's tensor is " + std::string(dtype_name(outputs[o].dtype)) + "[" +
+                      shape_to_string(outputs[o].shape) + "]");
     }
     if (outputs[o].device != gpu) {
       throw Error(ErrorCode::invalid_argument, what + " is on CUDA device " +
@@ -907,6 +907,10 @@ void CudaEngine::run_device(std::span<const DeviceTensor> inputs, std::span<cons
   // The engine's stream starts after what the caller enqueued before this
   // call (the producer of the inputs, the last reader of the outputs).
   stream_wait(own, caller, *m_caller_ready);
+  // Inputs into the arena and outputs out of it, device to device, at the
+  // engine's fp32 boundary. An engine that stores activations in another
+  // precision casts here instead (launch_cast from the caller's memory
+  // into the arena, and back into the caller's), as its host path does.
   for (size_t i = 0; i < inputs.size(); ++i) {
     const ValueId v = g.inputs()[i];
     if (inst.offset[static_cast<size_t>(inst.root[static_cast<size_t>(v)])] < 0)
