@@ -119,14 +119,12 @@ def test_the_torch_bridge_passes_cuda_tensors_through(tmp_path):
 @needs_cuda
 def test_a_cuda_model_with_a_host_segment_warns_once_and_copies(tmp_path):
     # Attention (a MatMul of two activations) runs on the host fallback.
-    model = kiln.compile(kiln.zoo_model("bert_tiny", seed=1, batch=1), **cuda_settings(tmp_path))
+    specs = [kiln.Input(shape=(1, 16), dtype="int64", name=name) for name in ("input_ids", "attention_mask")]
+    model = kiln.compile(kiln.zoo_model("bert_tiny", seed=1, batch=1), inputs=specs, **cuda_settings(tmp_path))
     why = model.device_io_unavailable()
     assert why is not None and "runs on the host" in why
-    inputs = model.inputs
-    args = []
-    for spec in inputs:
-        dtype = {"float32": torch.float32, "int64": torch.int64}[spec["dtype"]]
-        args.append(torch.zeros(spec["min"], dtype=dtype, device="cuda"))
+    args = [torch.zeros((1, 16), dtype=torch.int64, device="cuda"), torch.ones((1, 16), dtype=torch.int64,
+                                                                               device="cuda")]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = model(*args)
