@@ -106,8 +106,10 @@ def rel_err(out, ref):
     return float(np.max(np.abs(np.asarray(out) - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
-def kiln_row(row, onnx_path, shape, x_host, ref, runs, precisions):
-    """kiln's columns of `row`: an engine with these enabled_precisions, timed host in, host out."""
+def kiln_row(row, onnx_path, shape, x_host, x_dev, ref, runs, precisions):
+    """kiln's columns of `row`: an engine with these enabled_precisions, timed host in, host out,
+    then (where the whole model runs on the GPU) on the device-resident input, timed with CUDA
+    events like eager."""
     # A kiln failure is a finding for this row, never the end of the run: the PyTorch
     # numbers still print.
     try:
@@ -122,6 +124,16 @@ def kiln_row(row, onnx_path, shape, x_host, ref, runs, precisions):
         row["kiln_ms"] = wall_ms(lambda: engine(x_host), runs)
         row["engines"] = engine.engines() if hasattr(engine, "engines") else None
         row["eager_copies_over_kiln"] = row["eager_copies_ms"] / row["kiln_ms"]
+        why = engine.device_io_unavailable()
+        row["kiln_dev_path"] = "device" if why is None else why
+        if why is None:
+            out_dev = engine(x_dev)
+            out_dev = out_dev[0] if isinstance(out_dev, (list, tuple)) else out_dev
+            row["kiln_dev_rel_err"] = rel_err(out_dev.cpu().numpy(), ref)
+            row["kiln_dev_ms"] = cuda_ms(lambda: engine(x_dev), runs)
+            row["eager_over_kiln_dev"] = row["eager_ms"] / row["kiln_dev_ms"]
+            if "compile_ms" in row:
+                row["compile_over_kiln_dev"] = row["compile_ms"] / row["kiln_dev_ms"]
     except Exception as e:  # noqa: BLE001 (reported, not hidden)
         row["kiln_error"] = "%s: %s" % (type(e).__name__, e)
 
@@ -209,7 +221,7 @@ def main():
                             compiled(x_half)
                             row[f"compile_{mode}_fp16_ms"] = cuda_ms(lambda: compiled(x_half), args.runs)
                         torch._dynamo.reset()
-                kiln_row(row, onnx_path, (batch, *sample_shape), x_host, ref, args.runs, {"fp32"})
+                kiln_row(row, onnx_path, (batch, *sample_shape), x_host, x_dev, ref, args.runs, {"fp32"})
                 emit(row)
             if "fp16" in precisions:
                 row = {"gpu": gpu, "torch": torch.__version__, "model": name, "batch": batch, "precision": "fp16"}
@@ -230,24 +242,28 @@ def main():
                     if modes:
                         row["compile_ms"] = min(row[f"compile_{m}_ms"] for m in modes)
                     torch._dynamo.reset()
-                kiln_row(row, onnx_path, (batch, *sample_shape), x_host, ref, args.runs, {"fp32", "fp16"})
+                kiln_row(row, onnx_path, (batch, *sample_shape), x_host, x_dev, ref, args.runs, {"fp32", "fp16"})
                 emit(row)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(rows, f, indent=1)
     print("\n| model | batch | precision | eager ms (device input) | eager+copies ms | torch.compile ms"
-          " | kiln ms (host in/out) | eager+copies / kiln | kiln rel err | kiln build s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          " | kiln ms (host in/out) | eager+copies / kiln | kiln dev ms (device in/out) | eager / kiln dev"
+          " | compile / kiln dev | kiln rel err (host, dev) | kiln build s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     nan = float("nan")
     for r in rows:
         if "kiln_error" in r:
             print(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['eager_ms']:.2f} | "
                   f"{r['eager_copies_ms']:.2f} | {r.get('compile_ms', nan):.2f} | "
-                  f"FAILED: {r['kiln_error'][:120]} | | | |")
+                  f"FAILED: {r['kiln_error'][:120]} | | | | | | |")
             continue
+        dev = f"{r['kiln_dev_ms']:.2f}" if "kiln_dev_ms" in r else "host segment"
         print(f"| {r['model']} | {r['batch']} | {r['precision']} | {r['eager_ms']:.2f} | "
               f"{r['eager_copies_ms']:.2f} | {r.get('compile_ms', nan):.2f} | {r['kiln_ms']:.2f} | "
-              f"{r['eager_copies_over_kiln']:.2f} | {r['kiln_rel_err']:.1e} | {r['kiln_build_s']:.1f} |")
+              f"{r['eager_copies_over_kiln']:.2f} | {dev} | {r.get('eager_over_kiln_dev', nan):.2f} | "
+              f"{r.get('compile_over_kiln_dev', nan):.2f} | "
+              f"{r['kiln_rel_err']:.1e}, {r.get('kiln_dev_rel_err', nan):.1e} | {r['kiln_build_s']:.1f} |")
     return 0
 
 

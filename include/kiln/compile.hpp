@@ -32,6 +32,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/device_tensor.hpp"
 #include "kiln/settings.hpp"
 #include "kiln/tensor.hpp"
 
@@ -80,6 +81,23 @@ class CompiledModel {
 
   // Inputs in the model's input order, each within its spec's min/max.
   std::vector<Tensor> run(std::span<const Tensor> inputs);
+
+  // Runs on device memory (backend "cuda", the whole model one engine):
+  // inputs read from and outputs written into the caller's device memory,
+  // enqueued on `cuda_stream` (a cudaStream_t; nullptr: the legacy default
+  // stream) after the work enqueued on it before the call, and before the
+  // work enqueued on it after; returns without waiting (kiln.h, "Run on
+  // device memory", states the semantics). The memory must stay valid until
+  // the run has finished on that stream. kiln::Error(unsupported) says why a
+  // model cannot (device_io_unavailable()); kiln::Error(invalid_argument)
+  // names a mismatched input or output, a host pointer or another device's.
+  void run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs,
+                  void* cuda_stream);
+  // The dtype and shape of each output for inputs of these dtypes and
+  // shapes: what to allocate for run_device(). Same errors.
+  std::vector<TensorDesc> output_descs(std::span<const TensorDesc> inputs);
+  // Empty when run_device() works on this model; otherwise why not.
+  std::string device_io_unavailable() const;
 
   // Writes one AOT artifact (.kiln): the model, its engines and input specs,
   // atomically. Another process loads it with kiln::load (or `kiln run`)

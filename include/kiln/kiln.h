@@ -64,8 +64,11 @@ extern "C" {
  * a struct's end) that keeps KILN_ABI_VERSION; back to 0 when that
  * changes. A caller that needs an addition checks kiln_abi_minor_version()
  * >= the minor that added it. 1: kiln_model_refit, kiln_model_weights_json,
- * "last_refit" in kiln_model_report_json, kiln_abi_minor_version. */
-#define KILN_ABI_MINOR_VERSION 1
+ * "last_refit" in kiln_model_report_json, kiln_abi_minor_version.
+ * 2: device tensors and stream runs: kiln_tensor_wrap_device,
+ * kiln_tensor_device, kiln_model_check_device_io, kiln_model_output_info,
+ * kiln_model_run_into_stream. */
+#define KILN_ABI_MINOR_VERSION 2
 
 typedef enum kiln_status {
   KILN_OK = 0,
@@ -301,6 +304,84 @@ KILN_API kiln_status kiln_model_run(kiln_model* model, const kiln_tensor* const*
  * output otherwise (the buffers may then be partly written). */
 KILN_API kiln_status kiln_model_run_into(kiln_model* model, const kiln_tensor* const* inputs,
                                          size_t num_inputs, kiln_tensor* const* outputs, size_t num_outputs);
+
+/* ---- Run on device memory (backend "cuda") ----------------------------- */
+/* A model compiled for backend "cuda" whose whole graph is one engine (no
+ * segment falls back to the host) runs on device memory: inputs are read
+ * from, and outputs written into, the caller's CUDA allocations, ordered
+ * on the caller's CUDA stream, with no copy through the host and no host
+ * synchronisation. The two-copy, synchronising host path (kiln_model_run)
+ * keeps working on the same model.
+ *
+ * Stream semantics: kiln_model_run_into_stream enqueues the run and
+ * returns. The run starts after all work enqueued on `cuda_stream` before
+ * the call (so a kernel that produced an input, on that stream, has
+ * finished) and all work enqueued on `cuda_stream` after the call starts
+ * after the run (so a consumer of an output, on that stream, sees it). It
+ * behaves as if enqueued on `cuda_stream` itself; kiln runs it on a stream
+ * of its own joined to the caller's with two CUDA events, because the
+ * model's cuDNN and cuBLASLt handles and CUDA graphs are bound to it. Work
+ * on other streams is not ordered: synchronise them with the caller's
+ * stream first. Errors found before enqueuing (a shape, dtype, device or
+ * host pointer) are returned; a fault inside a kernel shows at the
+ * caller's next synchronisation, as for any asynchronous CUDA work.
+ *
+ * Memory: inputs must stay allocated and unchanged, and outputs allocated
+ * and unread, until the run has finished on the stream: with a stream-
+ * ordered allocator (PyTorch's caching allocator, cudaMallocAsync) freeing
+ * them on `cuda_stream` after the call is enough. kiln keeps no pointer
+ * after the call.
+ *
+ * CUDA graphs: from the second run at one set of input shapes on, the
+ * model's kernel launches replay as one CUDA graph captured once; a refit
+ * drops the graphs, a new shape set captures its own. The environment
+ * variable KILN_CUDA_GRAPHS=0 turns graphs off (launches one by one).
+ *
+ * Threads: a device run is a run of the model (one at a time per model, as
+ * kiln_model_run; kiln_model_refit must not run concurrently). */
+
+/* A writable tensor header over the caller's device memory (no copy, no
+ * ownership): `device_data` is a CUDA device (or managed) address of
+ * device `device_index` (the CUDA ordinal, 0 or more) holding the element
+ * count times kiln_dtype_size(dtype) bytes; NULL only for an empty tensor.
+ * Nothing is checked against the GPU here (the run checks the pointer).
+ * kiln_tensor_data and kiln_tensor_mutable_data return the device address;
+ * host functions (kiln_model_run, kiln_model_run_into, kiln_model_refit)
+ * refuse a device tensor with KILN_ERROR_INVALID_ARGUMENT naming it. */
+KILN_API kiln_status kiln_tensor_wrap_device(kiln_dtype dtype, const int64_t* shape, size_t rank,
+                                             void* device_data, int device_index, kiln_tensor** tensor_out);
+/* The CUDA device ordinal of a device tensor; -1 for a host tensor or
+ * NULL. */
+KILN_API int kiln_tensor_device(const kiln_tensor* tensor);
+/* KILN_OK when `model` can run on device memory; otherwise
+ * KILN_ERROR_UNSUPPORTED, and kiln_last_error() says why: the backend
+ * ("cpu", "ref") runs on the host, or which segment (its first node) runs
+ * on the host and why. */
+KILN_API kiln_status kiln_model_check_device_io(const kiln_model* model);
+/* The dtype and shape output `index` has for inputs of the dtypes and
+ * shapes of `inputs` (host or device tensors; only their dtypes and shapes
+ * are read), without running: what to allocate for
+ * kiln_model_run_into_stream. The shape goes to `shape_out` (room for
+ * `shape_capacity` dims; may be NULL for a scalar) and its rank to
+ * `*rank_out`. The first call at new input shapes prepares the model for
+ * them (device memory, library plans). Errors: as kiln_model_check_device_io,
+ * and KILN_ERROR_INVALID_ARGUMENT for inputs outside their specs, an
+ * index out of range, or a shape of more than `shape_capacity` dims. A
+ * write of the model, like a run. */
+KILN_API kiln_status kiln_model_output_info(kiln_model* model, const kiln_tensor* const* inputs,
+                                            size_t num_inputs, size_t index, kiln_dtype* dtype_out,
+                                            int64_t* shape_out, size_t shape_capacity, size_t* rank_out);
+/* Enqueues one run on `cuda_stream` (a cudaStream_t; NULL is the legacy
+ * default stream) with `inputs` and `outputs` device tensors
+ * (kiln_tensor_wrap_device) of the model's device, the outputs of
+ * kiln_model_output_info's dtypes and shapes, and returns without waiting
+ * (the stream semantics above). KILN_ERROR_UNSUPPORTED as
+ * kiln_model_check_device_io; KILN_ERROR_INVALID_ARGUMENT naming the tensor
+ * for a host tensor, a host or foreign-device pointer, a dtype or shape
+ * that does not match, or a count that differs from the model's. */
+KILN_API kiln_status kiln_model_run_into_stream(kiln_model* model, const kiln_tensor* const* inputs,
+                                                size_t num_inputs, kiln_tensor* const* outputs,
+                                                size_t num_outputs, void* cuda_stream);
 
 /* ---- Tensors ---------------------------------------------------------- */
 

@@ -438,6 +438,72 @@ class CompiledModel:
             outputs = self.run(inputs)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
+    def device_io_unavailable(self):
+        """None when the model runs on device memory (CUDA tensors in and
+        out, on the caller's stream, no copies: backend "cuda" with the
+        whole model in one engine); otherwise why not, as a string."""
+        reason = getattr(self, "_device_io", False)
+        if reason is False:
+            status = lib.kiln_model_check_device_io(self._live())
+            reason = None if status == 0 else (lib.kiln_last_error() or b"").decode("utf-8", "replace")
+            self._device_io = reason
+        return reason
+
+    def _output_descs(self, key, wrapped, count):
+        """[(kiln dtype code, shape)] of the outputs for the inputs wrapped in
+        ``wrapped``, cached under ``key`` (the inputs' dtypes and shapes)."""
+        cache = self.__dict__.setdefault("_output_desc_cache", {})
+        descs = cache.get(key)
+        if descs is None:
+            descs = []
+            dims = (ctypes.c_int64 * 16)()
+            rank, dtype = ctypes.c_size_t(), ctypes.c_int()
+            for o in range(len(self.output_names)):
+                _check(lib.kiln_model_output_info(self._live(), wrapped, count, o, ctypes.byref(dtype), dims, 16,
+                                                  ctypes.byref(rank)))
+                descs.append((dtype.value, tuple(dims[d] for d in range(rank.value))))
+            if len(cache) > 64:  # a bound for a model fed ever new shapes
+                cache.clear()
+            cache[key] = descs
+        return descs
+
+    def run_device(self, inputs, allocate, stream=0):
+        """Runs on device memory without a copy or a host synchronisation:
+        ``inputs`` are (kiln dtype code, shape, device address, CUDA device
+        index) tuples; ``allocate(dtype code, shape)`` returns the output's
+        (device address, keep-alive object); the run is enqueued on
+        ``stream`` (a cudaStream_t as an int; 0 is the legacy default
+        stream) and ordered with the work on it before and after (kiln.h,
+        "Run on device memory"). Returns the keep-alive objects of the
+        outputs. kiln.torch calls it with CUDA tensors."""
+        n_in, n_out = len(inputs), len(self.output_names)
+        wrapped = (Handle * max(1, n_in))()
+        outs = (Handle * max(1, n_out))()
+        try:
+            for i, (code, shape, address, device) in enumerate(inputs):
+                dims = (ctypes.c_int64 * max(1, len(shape)))(*shape)
+                _check(lib.kiln_tensor_wrap_device(code, dims, len(shape), address or None, device,
+                                                   ctypes.byref(wrapped[i])))
+            with self._lock:
+                key = tuple((code, tuple(shape)) for code, shape, _, _ in inputs)
+                results = []
+                for o, (code, shape) in enumerate(self._output_descs(key, wrapped, n_in)):
+                    address, keep = allocate(code, shape)
+                    results.append(keep)
+                    dims = (ctypes.c_int64 * max(1, len(shape)))(*shape)
+                    _check(lib.kiln_tensor_wrap_device(code, dims, len(shape), address or None,
+                                                       inputs[0][3] if inputs else 0, ctypes.byref(outs[o])))
+                _check(lib.kiln_model_run_into_stream(self._live(), wrapped, n_in, outs, n_out,
+                                                      ctypes.c_void_p(stream or None)))
+            return results
+        finally:
+            for i in range(n_in):
+                if wrapped[i]:
+                    lib.kiln_tensor_destroy(wrapped[i])
+            for o in range(n_out):
+                if outs[o]:
+                    lib.kiln_tensor_destroy(outs[o])
+
     def report(self):
         """What the compile did: {"backend", "compile_ms", "engines": [...],
         "last_refit": None or the stats of the last refit()}."""

@@ -6,7 +6,7 @@ import os
 import pathlib
 
 ABI_VERSION = 1  # KILN_ABI_VERSION of the header these prototypes follow
-ABI_MINOR_VERSION = 1  # the KILN_ABI_MINOR_VERSION that added the newest function declared here
+ABI_MINOR_VERSION = 2  # the KILN_ABI_MINOR_VERSION that added the newest function declared here
 
 _c_char_pp = ctypes.POINTER(ctypes.c_char_p)
 
@@ -106,6 +106,11 @@ def _declare(lib):
         "kiln_model_weights_json": (ctypes.c_int, [H, P(vp)]),
         "kiln_model_refit": (ctypes.c_int, [H, P(ctypes.c_char_p), P(H), sz]),
         "kiln_tensor_wrap": (ctypes.c_int, [ctypes.c_int, P(i64), sz, vp, sz, HP]),
+        "kiln_tensor_wrap_device": (ctypes.c_int, [ctypes.c_int, P(i64), sz, vp, ctypes.c_int, HP]),
+        "kiln_tensor_device": (ctypes.c_int, [H]),
+        "kiln_model_check_device_io": (ctypes.c_int, [H]),
+        "kiln_model_output_info": (ctypes.c_int, [H, P(H), sz, sz, P(ctypes.c_int), P(i64), sz, P(sz)]),
+        "kiln_model_run_into_stream": (ctypes.c_int, [H, P(H), sz, P(H), sz, vp]),
         "kiln_tensor_destroy": (None, [H]),
         "kiln_tensor_dtype": (ctypes.c_int, [H]),
         "kiln_tensor_rank": (sz, [H]),

@@ -17,9 +17,18 @@ written to disk but the engine cache. The export captures the weights the
 module has at compile time; ``CompiledModule.refit(module)`` (or a dict of
 tensors) gives the compiled model new weights in place, and ``jit`` and the
 dynamo backend do so by themselves when a parameter changes (another
-tensor, or the same one changed in place), without compiling again. kiln
-runs on the CPU: tensors on another device
-are copied to the CPU and the outputs back to the first input's device.
+tensor, or the same one changed in place), without compiling again.
+
+Devices: a model compiled with ``backend="cuda"`` whose whole graph is one
+engine (``CompiledModel.device_io_unavailable()`` is None) runs on CUDA
+tensors in place: their ``data_ptr()`` is handed to kiln, the outputs are
+``torch.empty(..., device=input.device)`` that kiln writes, and the run is
+enqueued on ``torch.cuda.current_stream()`` (kiln orders its own stream
+after it with events), with no copy through the host and no
+synchronisation: as any torch op, the outputs are ready for later work on
+that stream. Every other case (host inputs, a cpu-backend model, a model
+with a host fallback segment: warned once) copies tensors to the CPU and
+the outputs back to the first input's device.
 
 On torch >= 2.0, importing this module registers ``torch.compile(model,
 backend="kiln", options={...settings})``; ``import kiln`` does so too when
@@ -97,8 +106,58 @@ def _to_torch(array, device):
     return t if device is None or device.type == "cpu" else t.to(device)
 
 
+_TORCH_TO_KILN = {
+    torch.float32: 1, torch.uint8: 2, torch.int8: 3, torch.int16: 5, torch.int32: 6, torch.int64: 7,
+    torch.bool: 9, torch.float16: 10, torch.float64: 11, torch.bfloat16: 16,
+}
+_KILN_TO_TORCH = {code: dtype for dtype, code in _TORCH_TO_KILN.items()}
+
+
+def _cuda_device(inputs):
+    """The CUDA device of ``inputs`` when every one is a CUDA tensor on that
+    one device (and of a dtype kiln holds); otherwise None."""
+    device = None
+    for x in inputs:
+        if not isinstance(x, torch.Tensor) or x.device.type != "cuda" or x.dtype not in _TORCH_TO_KILN:
+            return None
+        if device is None:
+            device = x.device
+        elif x.device != device:
+            return None
+    return device
+
+
+def _run_cuda(model, inputs, device):
+    """Runs on CUDA tensors in place, on torch's current stream of ``device``:
+    outputs are fresh torch tensors that kiln writes; nothing waits."""
+    tensors = [x.detach().contiguous() for x in inputs]  # a no-op for contiguous inputs
+    described = [(_TORCH_TO_KILN[x.dtype], tuple(x.shape), x.data_ptr(), device.index) for x in tensors]
+
+    def allocate(code, shape):
+        t = torch.empty(shape, dtype=_KILN_TO_TORCH[code], device=device)
+        return t.data_ptr(), t
+
+    stream = torch.cuda.current_stream(device).cuda_stream
+    # The inputs (and any contiguous copies) may be freed when this returns:
+    # torch's caching allocator reuses their memory only for work enqueued
+    # later on this stream, which kiln's events order after the run.
+    return model.run_device(described, allocate, stream)
+
+
 def run_torch(model, inputs):
     """Runs a kiln CompiledModel on torch tensors; returns torch tensors."""
+    device = _cuda_device(inputs) if inputs else None
+    if device is not None:
+        why = model.device_io_unavailable()
+        if why is None:
+            return _run_cuda(model, inputs, device)
+        if not getattr(model, "_warned_device_io", False):
+            # A cuda model that cannot run on device memory: say why once,
+            # since every call now pays two copies through the host.
+            model._warned_device_io = True
+            if model.report().get("backend") == "cuda":
+                warnings.warn("kiln: CUDA tensors are copied through the host for this model: %s" % why,
+                              RuntimeWarning)
     device = next((x.device for x in inputs if isinstance(x, torch.Tensor)), None)
     arrays = [_to_numpy(x) for x in inputs]
     return [_to_torch(a, device) for a in model.run(arrays)]

@@ -70,36 +70,66 @@ void check_engine_specs(const ir::Graph& g, std::span<const InputSpec> specs, st
   }
 }
 
-void check_engine_inputs(const ir::Graph& g, std::span<const InputSpec> specs, std::span<const Tensor> inputs,
-                         std::string_view backend) {
-  if (inputs.size() != specs.size()) {
+std::vector<TensorDesc> Engine::output_descs(std::span<const TensorDesc>) {
+  throw Error(ErrorCode::unsupported, "this engine runs on the host: it has no device inputs and outputs");
+}
+
+void Engine::run_device(std::span<const DeviceTensor>, std::span<const DeviceTensor>, void*) {
+  throw Error(ErrorCode::unsupported, "this engine runs on the host: it has no device inputs and outputs");
+}
+
+namespace {
+
+// `dtype_at(i)` and `shape_at(i)` read input i, whatever holds it: the
+// host path checks its tensors without copying their shapes.
+template <typename DTypeAt, typename ShapeAt>
+void check_inputs(const ir::Graph& g, std::span<const InputSpec> specs, size_t count, DTypeAt dtype_at,
+                  ShapeAt shape_at, std::string_view backend) {
+  if (count != specs.size()) {
     throw Error(ErrorCode::invalid_argument, std::string(backend) + " engine takes " +
                                                  std::to_string(specs.size()) + " inputs, got " +
-                                                 std::to_string(inputs.size()));
+                                                 std::to_string(count));
   }
-  for (size_t i = 0; i < inputs.size(); ++i) {
+  for (size_t i = 0; i < count; ++i) {
     const InputSpec& s = specs[i];
     const std::string name = s.name.empty() ? g.value(g.inputs()[i]).name : s.name;
-    const Tensor& t = inputs[i];
-    if (t.dtype() != s.dtype) {
+    const DType dtype = dtype_at(i);
+    const std::vector<int64_t>& shape = shape_at(i);
+    if (dtype != s.dtype) {
       throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected " +
                                                    std::string(dtype_name(s.dtype)) + ", got " +
-                                                   std::string(dtype_name(t.dtype())));
+                                                   std::string(dtype_name(dtype)));
     }
-    if (t.shape().size() != s.opt.size()) {
+    if (shape.size() != s.opt.size()) {
       throw Error(ErrorCode::invalid_argument, "input '" + name + "': expected rank " +
                                                    std::to_string(s.opt.size()) + ", got shape " +
-                                                   t.shape_string());
+                                                   shape_to_string(shape));
     }
     for (size_t d = 0; d < s.opt.size(); ++d) {
-      if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
+      if (shape[d] < s.min[d] || shape[d] > s.max[d]) {
         throw Error(ErrorCode::invalid_argument,
-                    "input '" + name + "': dim " + std::to_string(d) + " is " + std::to_string(t.shape()[d]) +
+                    "input '" + name + "': dim " + std::to_string(d) + " is " + std::to_string(shape[d]) +
                         ", outside the engine's range [" + std::to_string(s.min[d]) + ", " +
                         std::to_string(s.max[d]) + "]");
       }
     }
   }
+}
+
+}  // namespace
+
+void check_engine_inputs(const ir::Graph& g, std::span<const InputSpec> specs, std::span<const Tensor> inputs,
+                         std::string_view backend) {
+  check_inputs(
+      g, specs, inputs.size(), [&](size_t i) { return inputs[i].dtype(); },
+      [&](size_t i) -> const std::vector<int64_t>& { return inputs[i].shape(); }, backend);
+}
+
+void check_engine_inputs(const ir::Graph& g, std::span<const InputSpec> specs,
+                         std::span<const TensorDesc> inputs, std::string_view backend) {
+  check_inputs(
+      g, specs, inputs.size(), [&](size_t i) { return inputs[i].dtype; },
+      [&](size_t i) -> const std::vector<int64_t>& { return inputs[i].shape; }, backend);
 }
 
 }  // namespace kiln

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ir/graph.hpp"
+#include "kiln/device_tensor.hpp"
 #include "kiln/settings.hpp"
 
 namespace kiln::builder {
@@ -92,6 +93,25 @@ class Engine {
   // plan's identity: an engine served from the cache runs with the thread
   // count of the compile that loaded it, not of the one that built it.
   virtual void set_num_threads(int threads) = 0;
+
+  // Device I/O: engines whose activations live in device memory can read
+  // their inputs from, and write their outputs into, the caller's device
+  // memory, ordered on the caller's stream without a host synchronisation.
+  // Engines that run on the host return false, and the two calls below
+  // throw kiln::Error(unsupported).
+  virtual bool supports_device_io() const { return false; }
+  // The dtype and shape of each output for inputs of these dtypes and
+  // shapes (checked as run() checks them).
+  virtual std::vector<TensorDesc> output_descs(std::span<const TensorDesc> inputs);
+  // Enqueues one run: inputs read from `inputs[i].data`, outputs written to
+  // `outputs[i].data` (whose dtype and shape must equal output_descs()'),
+  // ordered after the work enqueued on `stream` (a cudaStream_t; nullptr is
+  // the legacy default stream) before the call, and work enqueued on it
+  // after the call is ordered after the run. Returns without waiting for the
+  // GPU. Throws kiln::Error(invalid_argument) naming the tensor for a
+  // mismatched count, dtype, shape, range or device.
+  virtual void run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs,
+                          void* stream);
 };
 
 // Checks shared by every backend's engines. `backend` names the backend in
@@ -103,6 +123,10 @@ void check_engine_specs(const ir::Graph& graph, std::span<const InputSpec> specs
 // `inputs` do not fit `specs`.
 void check_engine_inputs(const ir::Graph& graph, std::span<const InputSpec> specs,
                          std::span<const Tensor> inputs, std::string_view backend);
+// The same for inputs given by dtype and shape only (device tensors, or a
+// query of output shapes).
+void check_engine_inputs(const ir::Graph& graph, std::span<const InputSpec> specs,
+                         std::span<const TensorDesc> inputs, std::string_view backend);
 // 1 + the highest source weight index any weight recipe of `graph` reads.
 int32_t source_weight_count(const ir::Graph& graph);
 

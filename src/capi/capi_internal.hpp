@@ -24,8 +24,11 @@ struct kiln_settings {
 };
 
 struct kiln_tensor {
+  // For a device tensor, a header only: its bytes are device memory, which
+  // no host code may read (every host entry point refuses device >= 0).
   kiln::Tensor tensor;
   bool writable = false;
+  int device = -1;  // the CUDA device ordinal; -1: host memory
 };
 
 struct kiln_model {
@@ -67,6 +70,10 @@ kiln_status guard(Body&& body) noexcept {
     return from_current_exception();
   }
 }
+
+// Throws Error(invalid_argument) naming `what` when `tensor` is a device
+// tensor, which a host run or refit cannot read.
+void require_host(const kiln_tensor& tensor, const std::string& what);
 
 // Duplicates `text` into memory released by kiln_free.
 char* copy_string(const std::string& text);

@@ -96,6 +96,15 @@ kiln_status wrap(kiln_dtype dtype, const int64_t* shape, size_t rank, const void
 }
 
 }  // namespace
+
+void require_host(const kiln_tensor& tensor, const std::string& what) {
+  if (tensor.device >= 0) {
+    throw Error(ErrorCode::invalid_argument, what + " is in the memory of CUDA device " +
+                                                 std::to_string(tensor.device) +
+                                                 ": device tensors run through kiln_model_run_into_stream");
+  }
+}
+
 }  // namespace kiln::capi
 
 using namespace kiln;
@@ -154,6 +163,31 @@ kiln_status kiln_tensor_wrap_mutable(kiln_dtype dtype, const int64_t* shape, siz
                                      size_t byte_size, kiln_tensor** tensor_out) {
   return wrap(dtype, shape, rank, data, byte_size, true, tensor_out);
 }
+
+kiln_status kiln_tensor_wrap_device(kiln_dtype dtype, const int64_t* shape, size_t rank, void* device_data,
+                                    int device_index, kiln_tensor** tensor_out) {
+  return guard([&] {
+    require(tensor_out, "tensor_out");
+    if (!known_dtype(dtype))
+      throw Error(ErrorCode::invalid_argument, "unknown dtype " + std::to_string(dtype));
+    if (device_index < 0) {
+      throw Error(ErrorCode::invalid_argument,
+                  "device_index " + std::to_string(device_index) + ": a CUDA device ordinal is 0 or more");
+    }
+    auto dims = read_shape(shape, rank);
+    const size_t bytes = static_cast<size_t>(shape_numel(dims)) * dtype_size(static_cast<DType>(dtype));
+    if (bytes > 0) require(device_data, "device_data");
+    auto handle = std::make_unique<kiln_tensor>();
+    // A header over the device address: nothing on the host reads it.
+    handle->tensor = Tensor::borrow(static_cast<DType>(dtype), std::move(dims),
+                                    {static_cast<const std::byte*>(device_data), bytes}, nullptr);
+    handle->writable = true;
+    handle->device = device_index;
+    *tensor_out = handle.release();
+  });
+}
+
+int kiln_tensor_device(const kiln_tensor* tensor) { return tensor ? tensor->device : -1; }
 
 void kiln_tensor_destroy(kiln_tensor* tensor) { delete tensor; }
 

@@ -1,5 +1,6 @@
 // kiln_model: compile, load, save and run through runtime::CompiledModel (or
 // the reference interpreter), the same path as the C++ kiln::compile.
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -144,6 +145,7 @@ std::vector<Tensor> run_model(kiln_model* model, const kiln_tensor* const* input
   for (size_t i = 0; i < num_inputs; ++i) {
     if (inputs[i] == nullptr)
       throw Error(ErrorCode::invalid_argument, "input " + std::to_string(i) + " is NULL");
+    require_host(*inputs[i], "input '" + model->specs[i].name + "'");
     in.push_back(inputs[i]->tensor);
   }
   std::vector<Tensor> out;
@@ -165,6 +167,50 @@ std::vector<Tensor> run_model(kiln_model* model, const kiln_tensor* const* input
     }
   }
   return out;
+}
+
+// The model's compiled form for a device run; kiln::Error(unsupported)
+// naming why a model cannot run on device memory.
+runtime::CompiledModel& device_model(kiln_model* model) {
+  require(model, "model");
+  if (!model->compiled) {
+    throw Error(ErrorCode::unsupported,
+                "device run: the model runs on the reference interpreter on the host (backend 'ref'); "
+                "device inputs and outputs need backend 'cuda'");
+  }
+  if (auto why = model->compiled->device_io_unavailable())
+    throw Error(ErrorCode::unsupported, "device run: " + *why);
+  return *model->compiled;
+}
+
+// The dtypes and shapes of `inputs`, which may be host or device tensors.
+std::vector<TensorDesc> input_descs(const kiln_model& model, const kiln_tensor* const* inputs,
+                                    size_t num_inputs) {
+  if (num_inputs > 0) require(inputs, "inputs");
+  if (num_inputs != model.specs.size()) {
+    throw Error(ErrorCode::invalid_argument, "expected " + std::to_string(model.specs.size()) +
+                                                 " inputs, got " + std::to_string(num_inputs));
+  }
+  std::vector<TensorDesc> descs;
+  for (size_t i = 0; i < num_inputs; ++i) {
+    if (inputs[i] == nullptr)
+      throw Error(ErrorCode::invalid_argument, "input " + std::to_string(i) + " is NULL");
+    descs.push_back({inputs[i]->tensor.dtype(), inputs[i]->tensor.shape()});
+  }
+  return descs;
+}
+
+// A device tensor of the C API as the engine's view of it.
+DeviceTensor device_view(const kiln_tensor* tensor, const std::string& what) {
+  if (tensor == nullptr) throw Error(ErrorCode::invalid_argument, what + " is NULL");
+  if (tensor->device < 0) {
+    throw Error(ErrorCode::invalid_argument,
+                what +
+                    " is host memory: kiln_model_run_into_stream takes device tensors "
+                    "(kiln_tensor_wrap_device); host tensors run through kiln_model_run");
+  }
+  return {tensor->tensor.dtype(), tensor->tensor.shape(),
+          const_cast<std::byte*>(tensor->tensor.bytes().data()), tensor->device};
 }
 
 json report_json(const kiln_model& model) {
@@ -348,6 +394,7 @@ kiln_status kiln_model_run_into(kiln_model* model, const kiln_tensor* const* inp
       if (outputs[i] == nullptr || !outputs[i]->writable) {
         throw Error(ErrorCode::invalid_argument, "output " + std::to_string(i) + " is NULL or read-only");
       }
+      require_host(*outputs[i], "output " + std::to_string(i));
     }
     std::vector<Tensor> out = run_model(model, inputs, num_inputs, num_outputs);
     for (size_t i = 0; i < out.size(); ++i) {
@@ -360,6 +407,63 @@ kiln_status kiln_model_run_into(kiln_model* model, const kiln_tensor* const* inp
       }
       std::memcpy(const_cast<std::byte*>(dest.bytes().data()), out[i].bytes().data(), out[i].byte_size());
     }
+  });
+}
+
+kiln_status kiln_model_check_device_io(const kiln_model* model) {
+  return guard([&] { device_model(const_cast<kiln_model*>(model)); });
+}
+
+kiln_status kiln_model_output_info(kiln_model* model, const kiln_tensor* const* inputs, size_t num_inputs,
+                                   size_t index, kiln_dtype* dtype_out, int64_t* shape_out,
+                                   size_t shape_capacity, size_t* rank_out) {
+  return guard([&] {
+    runtime::CompiledModel& compiled = device_model(model);
+    require(dtype_out, "dtype_out");
+    require(rank_out, "rank_out");
+    if (index >= model->output_names.size()) {
+      throw Error(ErrorCode::invalid_argument, "output index " + std::to_string(index) + ": the model has " +
+                                                   std::to_string(model->output_names.size()) + " outputs");
+    }
+    const std::vector<TensorDesc> outs = compiled.output_descs(input_descs(*model, inputs, num_inputs));
+    const TensorDesc& d = outs.at(index);
+    if (d.shape.size() > shape_capacity) {
+      throw Error(ErrorCode::invalid_argument,
+                  "output '" + model->output_names[index] + "' has rank " + std::to_string(d.shape.size()) +
+                      ", shape_out has room for " + std::to_string(shape_capacity));
+    }
+    if (!d.shape.empty()) require(shape_out, "shape_out");
+    std::copy(d.shape.begin(), d.shape.end(), shape_out);
+    *dtype_out = static_cast<kiln_dtype>(d.dtype);
+    *rank_out = d.shape.size();
+  });
+}
+
+kiln_status kiln_model_run_into_stream(kiln_model* model, const kiln_tensor* const* inputs, size_t num_inputs,
+                                       kiln_tensor* const* outputs, size_t num_outputs, void* cuda_stream) {
+  return guard([&] {
+    runtime::CompiledModel& compiled = device_model(model);
+    if (num_inputs > 0) require(inputs, "inputs");
+    if (num_outputs > 0) require(outputs, "outputs");
+    if (num_inputs != model->specs.size()) {
+      throw Error(ErrorCode::invalid_argument, "expected " + std::to_string(model->specs.size()) +
+                                                   " inputs, got " + std::to_string(num_inputs));
+    }
+    if (num_outputs != model->output_names.size()) {
+      throw Error(ErrorCode::invalid_argument, "the model has " + std::to_string(model->output_names.size()) +
+                                                   " outputs, the caller gave " +
+                                                   std::to_string(num_outputs));
+    }
+    std::vector<DeviceTensor> in, out;
+    for (size_t i = 0; i < num_inputs; ++i)
+      in.push_back(device_view(inputs[i], "input '" + model->specs[i].name + "'"));
+    for (size_t i = 0; i < num_outputs; ++i) {
+      const std::string what = "output '" + model->output_names[i] + "'";
+      if (outputs[i] != nullptr && !outputs[i]->writable)
+        throw Error(ErrorCode::invalid_argument, what + " is read-only");
+      out.push_back(device_view(outputs[i], what));
+    }
+    compiled.run_device(in, out, cuda_stream);
   });
 }
 

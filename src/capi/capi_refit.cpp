@@ -97,6 +97,7 @@ kiln_status kiln_model_refit(kiln_model* model, const char* const* names, const 
         throw Error(ErrorCode::invalid_argument,
                     "refit: the value of weight '" + std::string(names[i]) + "' is NULL");
       }
+      require_host(*values[i], "refit: the value of weight '" + std::string(names[i]) + "'");
       // A wrapped tensor borrows the caller's memory for this call only;
       // both paths below copy it before returning.
       updates.push_back({names[i], values[i]->tensor});

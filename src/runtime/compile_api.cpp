@@ -25,6 +25,19 @@ CompiledModel::~CompiledModel() = default;
 std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) {
   return m_impl->compiled->run(inputs);
 }
+
+void CompiledModel::run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs,
+                               void* cuda_stream) {
+  m_impl->compiled->run_device(inputs, outputs, cuda_stream);
+}
+
+std::vector<TensorDesc> CompiledModel::output_descs(std::span<const TensorDesc> inputs) {
+  return m_impl->compiled->output_descs(inputs);
+}
+
+std::string CompiledModel::device_io_unavailable() const {
+  return m_impl->compiled->device_io_unavailable().value_or("");
+}
 RefitStats CompiledModel::refit(std::span<const WeightUpdate> weights) {
   return m_impl->compiled->refit(weights);
 }

@@ -200,33 +200,100 @@ CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::G
   return model;
 }
 
+namespace {
+
+// The checks of one input given by dtype and shape, against its spec.
+void check_input(const InputSpec& s, DType dtype, const std::vector<int64_t>& shape) {
+  if (dtype != s.dtype) {
+    throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': dtype " +
+                                                 std::string(dtype_name(dtype)) + ", expected " +
+                                                 std::string(dtype_name(s.dtype)));
+  }
+  if (shape.size() != s.opt.size()) {
+    throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': rank " + std::to_string(shape.size()) +
+                                                 ", expected " + std::to_string(s.opt.size()));
+  }
+  for (size_t d = 0; d < s.opt.size(); ++d) {
+    if (shape[d] < s.min[d] || shape[d] > s.max[d]) {
+      throw Error(ErrorCode::invalid_argument,
+                  "input '" + s.name + "' dim " + std::to_string(d) + " is " + std::to_string(shape[d]) +
+                      ", outside the compiled range [" + std::to_string(s.min[d]) + ", " +
+                      std::to_string(s.max[d]) + "]");
+    }
+  }
+}
+
+void check_count(size_t expected, size_t got) {
+  if (got != expected) {
+    throw Error(ErrorCode::invalid_argument,
+                "expected " + std::to_string(expected) + " inputs, got " + std::to_string(got));
+  }
+}
+
+}  // namespace
+
 void CompiledModel::check_inputs(std::span<const Tensor> inputs) const {
-  if (inputs.size() != m_specs.size()) {
-    throw Error(ErrorCode::invalid_argument, "expected " + std::to_string(m_specs.size()) + " inputs, got " +
-                                                 std::to_string(inputs.size()));
+  check_count(m_specs.size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) check_input(m_specs[i], inputs[i].dtype(), inputs[i].shape());
+}
+
+void CompiledModel::check_inputs(std::span<const TensorDesc> inputs) const {
+  check_count(m_specs.size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) check_input(m_specs[i], inputs[i].dtype, inputs[i].shape);
+}
+
+std::optional<std::string> CompiledModel::device_io_unavailable() const {
+  const std::string backend = m_report.backend;
+  // The backend first: a host backend's model is refused for that, however
+  // it is partitioned. With no engine at all, only the name tells.
+  bool any_engine = false, device_engines = false;
+  for (const Step& step : m_steps) {
+    if (!step.engine) continue;
+    any_engine = true;
+    device_engines = device_engines || step.engine->supports_device_io();
   }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const InputSpec& s = m_specs[i];
-    const Tensor& t = inputs[i];
-    if (t.dtype() != s.dtype) {
-      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': dtype " +
-                                                   std::string(dtype_name(t.dtype())) + ", expected " +
-                                                   std::string(dtype_name(s.dtype)));
-    }
-    if (t.shape().size() != s.opt.size()) {
-      throw Error(ErrorCode::invalid_argument, "input '" + s.name + "': rank " +
-                                                   std::to_string(t.shape().size()) + ", expected " +
-                                                   std::to_string(s.opt.size()));
-    }
-    for (size_t d = 0; d < s.opt.size(); ++d) {
-      if (t.shape()[d] < s.min[d] || t.shape()[d] > s.max[d]) {
-        throw Error(ErrorCode::invalid_argument,
-                    "input '" + s.name + "' dim " + std::to_string(d) + " is " +
-                        std::to_string(t.shape()[d]) + ", outside the compiled range [" +
-                        std::to_string(s.min[d]) + ", " + std::to_string(s.max[d]) + "]");
-      }
-    }
+  if (!device_engines && (any_engine || backend != "cuda")) {
+    return "the model was compiled for backend '" + backend +
+           "', whose engines run on the host (device inputs and outputs need backend 'cuda')";
   }
+  if (m_steps.empty()) return std::string("the model has no nodes: no engine runs it");
+  if (m_steps.size() == 1 && m_steps[0].engine) return std::nullopt;
+  for (size_t s = 0; s < m_steps.size(); ++s) {
+    if (m_steps[s].engine) continue;
+    const SegmentRecord& seg = m_report.segments.at(s);
+    std::string first_op;
+    if (m_steps[s].graph && m_steps[s].graph->num_nodes() > 0) {
+      first_op = " (first node " + m_steps[s].graph->node(ir::NodeId{0}).describe() + ")";
+    }
+    return "the model is " + std::to_string(m_steps.size()) + " segments, and segment " + std::to_string(s) +
+           " (" + std::to_string(seg.nodes) + " nodes" + first_op +
+           ") runs on the host, on the reference backend: " +
+           (seg.reason.empty() ? std::string("unsupported by backend '" + backend + "'") : seg.reason) +
+           "; device inputs and outputs need the whole model in one engine";
+  }
+  return "the model is " + std::to_string(m_steps.size()) +
+         " engine segments; device inputs and outputs need the whole model in one engine";
+}
+
+Engine& CompiledModel::device_engine() {
+  if (auto why = device_io_unavailable()) throw Error(ErrorCode::unsupported, "device run: " + *why);
+  return *m_steps[0].engine;
+}
+
+std::vector<TensorDesc> CompiledModel::output_descs(std::span<const TensorDesc> inputs) {
+  Engine& engine = device_engine();
+  check_inputs(inputs);
+  return engine.output_descs(inputs);
+}
+
+void CompiledModel::run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs,
+                               void* stream) {
+  Engine& engine = device_engine();
+  std::vector<TensorDesc> descs;
+  descs.reserve(inputs.size());
+  for (const DeviceTensor& t : inputs) descs.push_back({t.dtype, t.shape});
+  check_inputs(descs);
+  engine.run_device(inputs, outputs, stream);
 }
 
 std::vector<Tensor> CompiledModel::run(std::span<const Tensor> inputs) { return run_with(inputs, nullptr); }

@@ -101,6 +101,27 @@ class CompiledModel {
   std::vector<Tensor> run(std::span<const Tensor> inputs);
   const CompileReport& report() const { return m_report; }
 
+  // Device I/O: inputs read from and outputs written into the caller's
+  // device memory, ordered on the caller's CUDA stream, no host
+  // synchronisation (Engine::run_device). Possible when the whole model is
+  // one engine segment of a backend whose engines run on the device (cuda):
+  // a host fallback segment would need the values on the host.
+  // nullopt when possible, else why not (the backend, or which segment runs
+  // on the host and why).
+  std::optional<std::string> device_io_unavailable() const;
+  // The dtype and shape of each output for inputs of these dtypes and
+  // shapes (within the specs' ranges), without running: what the caller
+  // allocates for run_device(). Throws kiln::Error(unsupported) with
+  // device_io_unavailable()'s reason, and kiln::Error(invalid_argument)
+  // naming the input for a dtype, rank or dim outside its spec.
+  std::vector<TensorDesc> output_descs(std::span<const TensorDesc> inputs);
+  // Enqueues one run on `stream` (a cudaStream_t; nullptr: the legacy
+  // default stream) and returns without waiting; `outputs` must have
+  // output_descs()' dtypes and shapes. The same errors as output_descs(),
+  // and kiln::Error(invalid_argument) naming a mismatched output, a host
+  // pointer or a pointer of another device.
+  void run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs, void* stream);
+
   // Runs `warmup` untimed runs and then `runs` (at least 1) profiled ones
   // (Engine::run_profiled; fallback segments per node) on `inputs`, and
   // reports each step's median time. Outputs equal run()'s.
@@ -152,6 +173,9 @@ class CompiledModel {
   size_t refit_engines(const std::vector<Tensor>& sources, const std::vector<bool>& changed);
   // A clear error naming the input, the dim and the range.
   void check_inputs(std::span<const Tensor> inputs) const;
+  void check_inputs(std::span<const TensorDesc> inputs) const;
+  // The one engine device I/O runs on; kiln::Error(unsupported) otherwise.
+  Engine& device_engine();
   // run(); with `timings`, profiled: replaced by one entry per engine step
   // or fallback node, with its segment.
   std::vector<Tensor> run_with(std::span<const Tensor> inputs,

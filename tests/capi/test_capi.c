@@ -280,6 +280,65 @@ static void refit_checks(kiln_model* model, kiln_model* ref, const kiln_tensor* 
   kiln_tensor_destroy(ref_after);
 }
 
+/* ---- Device tensors, seen from a host ---- */
+
+/* What a host can check of the device API: a cpu-backend or reference
+ * model refuses device runs with a reason, and host runs and refit refuse
+ * device tensors (whose memory no host code may read) naming them. The
+ * device address is a host buffer that nothing may touch. */
+static void device_io_checks(kiln_model* model, kiln_model* ref, const kiln_tensor* input) {
+  static float never_read[2 * 3 * 64 * 64];
+  int64_t shape[4] = {2, 3, 64, 64}, out_shape[2] = {2, 10}, dims[8];
+  kiln_tensor *dev_in = NULL, *dev_out = NULL, *out = NULL;
+  kiln_dtype dtype = KILN_FLOAT32;
+  size_t rank = 99;
+
+  CHECK(kiln_tensor_device(input) == -1);
+  CHECK(kiln_tensor_device(NULL) == -1);
+  REQUIRE_OK(kiln_tensor_wrap_device(KILN_FLOAT32, shape, 4, never_read, 0, &dev_in));
+  REQUIRE_OK(kiln_tensor_wrap_device(KILN_FLOAT32, out_shape, 2, never_read, 0, &dev_out));
+  CHECK(kiln_tensor_device(dev_in) == 0);
+  CHECK(kiln_tensor_dtype(dev_in) == KILN_FLOAT32 && kiln_tensor_rank(dev_in) == 4);
+  CHECK(kiln_tensor_byte_size(dev_in) == sizeof never_read);
+  CHECK(kiln_tensor_data(dev_in) == (const void*)never_read);
+  CHECK(kiln_tensor_wrap_device(KILN_FLOAT32, shape, 4, never_read, -1, &out) == KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(kiln_last_error(), "device_index") != NULL);
+  CHECK(kiln_tensor_wrap_device(KILN_FLOAT32, shape, 4, NULL, 0, &out) == KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(out == NULL);
+
+  /* The cpu backend's engines run on the host. */
+  CHECK(kiln_model_check_device_io(model) == KILN_ERROR_UNSUPPORTED);
+  CHECK(strstr(kiln_last_error(), "backend 'cpu'") != NULL);
+  CHECK(kiln_model_run_into_stream(model, (const kiln_tensor* const*)&dev_in, 1, &dev_out, 1, NULL) ==
+        KILN_ERROR_UNSUPPORTED);
+  CHECK(strstr(kiln_last_error(), "backend 'cuda'") != NULL);
+  CHECK(kiln_model_output_info(model, &input, 1, 0, &dtype, dims, 8, &rank) == KILN_ERROR_UNSUPPORTED);
+  CHECK(rank == 99);
+  /* The reference interpreter too. */
+  CHECK(kiln_model_check_device_io(ref) == KILN_ERROR_UNSUPPORTED);
+  CHECK(strstr(kiln_last_error(), "reference") != NULL);
+  CHECK(kiln_model_check_device_io(NULL) == KILN_ERROR_INVALID_ARGUMENT);
+
+  /* Host entry points refuse device tensors before reading them. */
+  CHECK(kiln_model_run(model, (const kiln_tensor* const*)&dev_in, 1, &out, 1) == KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(kiln_last_error(), "CUDA device 0") != NULL);
+  CHECK(out == NULL);
+  CHECK(kiln_model_run(ref, (const kiln_tensor* const*)&dev_in, 1, &out, 1) == KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(kiln_model_run_into(model, &input, 1, &dev_out, 1) == KILN_ERROR_INVALID_ARGUMENT);
+  CHECK(strstr(kiln_last_error(), "output 0") != NULL);
+  {
+    weight_list weights;
+    const char* names[1];
+    read_weights(model, &weights);
+    names[0] = weights.names[0];
+    CHECK(kiln_model_refit(model, names, (const kiln_tensor* const*)&dev_in, 1) ==
+          KILN_ERROR_INVALID_ARGUMENT);
+    CHECK(strstr(kiln_last_error(), weights.names[0]) != NULL);
+  }
+  kiln_tensor_destroy(dev_in);
+  kiln_tensor_destroy(dev_out);
+}
+
 int main(void) {
   char dir[] = "/tmp/kiln-capi-XXXXXX";
   char path[256], artifact[256], cache_dir[256], command[300];
@@ -384,6 +443,8 @@ int main(void) {
 
   /* In-place refit (after the artifact: a refitted model cannot be saved). */
   refit_checks(model, ref, input, bytes1, size1, settings);
+
+  device_io_checks(model, ref, input);
 
   /* Error paths: a code and a message. */
   {

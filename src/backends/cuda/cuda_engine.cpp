@@ -7,6 +7,7 @@
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/cuda/cuda_plan_format.hpp"
+#include "backends/cuda/device_io.hpp"
 #include "backends/cuda/kernels/kernels.hpp"
 #include "backends/cuda/precision.hpp"
 #include "backends/cuda/tactic_signature.hpp"
@@ -71,6 +72,13 @@ struct Instance {
   // of them; the stream orders its reuse).
   DeviceBuffer boundary;
   std::vector<LayerExec> layers;
+  // Device runs: the launches of every layer as one CUDA graph, captured on
+  // the second run (the first loads every kernel module and cuDNN engine
+  // lazily, which a capture must not see); `graph_failed` after a capture
+  // failed once, so later runs do not retry it.
+  CapturedGraph graph;
+  int device_runs = 0;
+  bool graph_failed = false;
 
   const std::vector<int64_t>& shape(ValueId v) const {
     const auto& s = shapes[static_cast<size_t>(v)];
@@ -752,7 +760,11 @@ Instance& CudaEngine::instance_for(const std::vector<std::vector<int64_t>>& shap
   // Every distinct shape set keeps its arena: bound the count, dropping the
   // oldest-made first (the opt instance is rebuilt on demand like any other).
   constexpr size_t k_max_instances = 4;
-  if (m_instances.size() >= k_max_instances) m_instances.erase(m_instances.begin());
+  if (m_instances.size() >= k_max_instances) {
+    // A device run may still be using the instance's arena and graph.
+    m_device.synchronize();
+    m_instances.erase(m_instances.begin());
+  }
   return *m_instances.emplace(shapes, create_instance(shapes)).first->second;
 }
 
@@ -826,8 +838,145 @@ std::vector<Tensor> CudaEngine::run_profiled(std::span<const Tensor> inputs,
   return execute(inputs, &timings);
 }
 
+std::vector<TensorDesc> CudaEngine::output_descs(std::span<const TensorDesc> inputs) {
+  const ir::Graph& g = m_plan.graph;
+  check_engine_inputs(g, m_plan.specs, inputs, "cuda");
+  std::vector<std::vector<int64_t>> shapes;
+  for (const TensorDesc& d : inputs) shapes.push_back(d.shape);
+  const Instance& inst = instance_for(shapes);
+  std::vector<TensorDesc> out;
+  for (ValueId v : g.outputs()) out.push_back({g.value(v).type.dtype, inst.shape(v)});
+  return out;
+}
+
+size_t CudaEngine::captured_graphs() const {
+  size_t n = 0;
+  for (const auto& [shapes, inst] : m_instances) n += inst->graph.captured();
+  return n;
+}
+
+void CudaEngine::enqueue_layers(Instance& inst, bool use_graph) {
+  auto eager = [this, &inst] {
+    for (size_t i = 0; i < m_plan.layers.size(); ++i) run_layer(inst, i, inst.workspace.data());
+  };
+  const cudaStream_t stream = m_device.stream();
+  if (!use_graph || !cuda_graphs_enabled() || inst.graph_failed || inst.device_runs++ == 0) {
+    eager();
+    return;
+  }
+  if (!inst.graph.captured()) {
+    std::string why;
+    if (!inst.graph.capture(
+            stream, [](void* f) { (*static_cast<decltype(eager)*>(f))(); }, &eager, why)) {
+      inst.graph_failed = true;
+      log::warn("cuda engine: no CUDA graph for input shapes " + shape_to_string(inst.input_shapes.front()) +
+                (inst.input_shapes.size() > 1 ? ",..." : "") + ": " + why + "; launching layer by layer");
+      eager();
+      return;
+    }
+  }
+  inst.graph.launch(stream);
+}
+
+void CudaEngine::run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs,
+                            void* stream) {
+  if (!m_ready)
+    throw Error(ErrorCode::invalid_argument, "cuda engine has no weights: refit() has not succeeded");
+  const ir::Graph& g = m_plan.graph;
+  std::vector<TensorDesc> descs;
+  std::vector<std::vector<int64_t>> shapes;
+  for (const DeviceTensor& t : inputs) {
+    descs.push_back({t.dtype, t.shape});
+    shapes.push_back(t.shape);
+  }
+  check_engine_inputs(g, m_plan.specs, descs, "cuda");
+  if (outputs.size() != g.outputs().size()) {
+    throw Error(ErrorCode::invalid_argument, "cuda engine has " + std::to_string(g.outputs().size()) +
+                                                 " outputs, the caller gave " +
+                                                 std::to_string(outputs.size()));
+  }
+  const int gpu = probe_gpu().gpu->device;
+  ScopedDevice on_gpu(gpu);
+  Instance& inst = instance_for(shapes);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string what = "input '" + g.value(g.inputs()[i]).name + "'";
+    if (inputs[i].device != gpu) {
+      throw Error(ErrorCode::invalid_argument, what + " is on CUDA device " +
+                                                   std::to_string(inputs[i].device) +
+                                                   ", the engine runs on device " + std::to_string(gpu));
+    }
+    check_device_pointer(inputs[i].data, inputs[i].byte_size(), gpu, what);
+  }
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    const ValueId v = g.outputs()[o];
+    const std::string what = "output '" + g.value(v).name + "'";
+    const DType dtype = g.value(v).type.dtype;
+    if (outputs[o].dtype != dtype || outputs[o].shape != inst.shape(v)) {
+      throw Error(ErrorCode::invalid_argument,
+                  what + " is " + std::string(dtype_name(dtype)) + "[" + shape_to_string(inst.shape(v)) +
+                      "], the caller's tensor is " + std::string(dtype_name(outputs[o].dtype)) + "[" +
+                      shape_to_string(outputs[o].shape) + "]");
+    }
+    if (outputs[o].device != gpu) {
+      throw Error(ErrorCode::invalid_argument, what + " is on CUDA device " +
+                                                   std::to_string(outputs[o].device) +
+                                                   ", the engine runs on device " + std::to_string(gpu));
+    }
+    check_device_pointer(outputs[o].data, outputs[o].byte_size(), gpu, what);
+  }
+  if (!m_caller_ready) {
+    m_caller_ready = std::make_unique<Event>();
+    m_done = std::make_unique<Event>();
+  }
+  const cudaStream_t caller = static_cast<cudaStream_t>(stream);
+  const cudaStream_t own = m_device.stream();
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  // The engine's stream starts after what the caller enqueued before this
+  // call (the producer of the inputs, the last reader of the outputs).
+  stream_wait(own, caller, *m_caller_ready);
+  // Inputs into the arena and outputs out of it, device to device, at the
+  // engine's fp32 boundary. An engine that stores activations in another
+  // precision casts instead (from the caller's memory into the arena, and
+  // back into the caller's), as its host path does.
+  const ElemType type = m_plan.precision;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const ValueId v = g.inputs()[i];
+    if (inst.offset[static_cast<size_t>(inst.root[static_cast<size_t>(v)])] < 0)
+      continue;  // read by no layer
+    if (type != ElemType::f32) {
+      launch_cast(ElemType::f32, type, inputs[i].data, t.ptr(v),
+                  static_cast<int64_t>(inputs[i].byte_size() / sizeof(float)), own);
+      continue;
+    }
+    check(cudaMemcpyAsync(t.ptr(v), inputs[i].data, inputs[i].byte_size(), cudaMemcpyDeviceToDevice, own),
+          "cudaMemcpyAsync(input)");
+  }
+  enqueue_layers(inst, true);
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    if (type != ElemType::f32) {
+      launch_cast(type, ElemType::f32, t.ptr(g.outputs()[o]), outputs[o].data,
+                  static_cast<int64_t>(outputs[o].byte_size() / sizeof(float)), own);
+      continue;
+    }
+    check(cudaMemcpyAsync(outputs[o].data, t.ptr(g.outputs()[o]), outputs[o].byte_size(),
+                          cudaMemcpyDeviceToDevice, own),
+          "cudaMemcpyAsync(output)");
+  }
+  // What the caller enqueues after this call starts after the run.
+  stream_wait(caller, own, *m_done);
+  // A bad launch configuration shows here; faults inside kernels show at
+  // the caller's next synchronisation, as for any asynchronous CUDA work.
+  check(cudaGetLastError(), "cuda engine run");
+}
+
 void CudaEngine::refit(std::span<const Tensor> source_weights) {
   m_ready = false;
+  // Captured graphs hold the weights' addresses, which an upload may move.
+  for (auto& [shapes, inst] : m_instances) {
+    inst->graph.reset();
+    inst->graph_failed = false;
+    inst->device_runs = 0;
+  }
   if (source_weights.size() < static_cast<size_t>(m_plan.source_weight_count)) {
     throw Error(ErrorCode::invalid_argument, "refit: " + std::to_string(source_weights.size()) +
                                                  " source weights, the plan reads " +

@@ -9,9 +9,18 @@
 // heuristics or timing, except where that choice does not fit the shapes.
 //
 // Weights and activations have the plan's storage precision (fp32, fp16 or
-// bf16; precision.hpp). run() takes and returns fp32 host tensors whatever
-// it is: inputs are copied into the arena (a half engine casts them there on
-// the GPU), outputs out of it (cast back first), on the engine's own stream.
+// bf16; precision.hpp); the engine's boundary is fp32 whatever it is.
+// run() takes and returns host tensors: inputs are copied into the arena (a
+// half engine casts them there on the GPU), outputs out of it (cast back
+// first), on the engine's own stream, and it waits for them.
+// run_device() takes the caller's device memory and stream: inputs are
+// copied (or cast) device to device into the arena and outputs out of it, on
+// the engine's stream joined to the caller's with events (device_io.hpp says
+// why), and it returns without waiting. From an instance's second device
+// run on, its layer launches replay as one CUDA graph, captured once
+// (KILN_CUDA_GRAPHS=0 turns that off): a ResNet's hundred-odd launches
+// cost one. Graphs are dropped on refit (weights may move) and belong to
+// their instance (a new input-shape set captures its own).
 //
 // Not thread-safe: one caller at a time, as every Engine.
 #pragma once
@@ -24,6 +33,7 @@
 #include "backends/backend.hpp"
 #include "backends/cuda/cuda_plan.hpp"
 #include "backends/cuda/device.hpp"
+#include "backends/cuda/device_io.hpp"
 
 namespace kiln::builder {
 class TimingCache;
@@ -53,6 +63,12 @@ class CudaEngine final : public Engine {
   std::vector<std::byte> serialize() const override;
   EngineInfo info() const override;
   void set_num_threads(int) override {}  // the GPU's parallelism is not a thread count
+  bool supports_device_io() const override { return true; }
+  std::vector<TensorDesc> output_descs(std::span<const TensorDesc> inputs) override;
+  void run_device(std::span<const DeviceTensor> inputs, std::span<const DeviceTensor> outputs,
+                  void* stream) override;
+  // How many instances hold a captured CUDA graph now (tests, diagnostics).
+  size_t captured_graphs() const;
 
  private:
   explicit CudaEngine(Plan plan);
@@ -74,6 +90,9 @@ class CudaEngine final : public Engine {
   void run_conv(const Instance& inst, size_t layer, const ConvPlan& plan, bool fused, void* workspace) const;
   void run_matmul(const Instance& inst, size_t layer, const LtMatmul& matmul, void* workspace) const;
   std::vector<Tensor> execute(std::span<const Tensor> inputs, std::vector<LayerTiming>* timings);
+  // Every layer of `inst` on the engine's stream: eagerly, or as the
+  // instance's CUDA graph (captured on its second device run).
+  void enqueue_layers(Instance& inst, bool use_graph);
 
   Plan m_plan;
   DeviceContext m_device;
@@ -82,6 +101,8 @@ class CudaEngine final : public Engine {
   size_t m_weight_bytes = 0;
   bool m_ready = false;
   std::map<std::vector<std::vector<int64_t>>, std::unique_ptr<Instance>> m_instances;
+  // run_device()'s joins: the caller's stream to the engine's, and back.
+  std::unique_ptr<Event> m_caller_ready, m_done;
 };
 
 }  // namespace kiln::cuda
