@@ -51,9 +51,15 @@ def canonical_name(node):
         return ""
     if node.op == "call_function" and node.target in _INPLACE_OPERATORS:
         return name[1:]
+    if _is_plain_operator(node):  # operator.or_, operator.and_: the _ only avoids a keyword
+        return name
     if name.endswith("_") and not name.endswith("__"):
         return name[:-1]
     return name
+
+
+def _is_plain_operator(node):
+    return node.op == "call_function" and getattr(node.target, "__module__", None) in ("_operator", "operator")
 
 
 def _raw_name(node):
@@ -74,7 +80,7 @@ def is_inplace(node):
     if node.op == "call_function" and node.target in _INPLACE_OPERATORS:
         return True
     name = _raw_name(node)
-    if isinstance(name, str) and name.endswith("_") and not name.endswith("__"):
+    if isinstance(name, str) and name.endswith("_") and not name.endswith("__") and not _is_plain_operator(node):
         return True
     return node.kwargs.get("inplace", False) is True
 
@@ -390,6 +396,86 @@ def to(ctx, x, *args, **kwargs):
     return as_dtype(ctx, x, dtype)
 
 
+# ---- Masks -------------------------------------------------------------------------
+# What dynamo hands a backend for masked attention: torch's _canonical_mask
+# turns a boolean mask into zeros_like(mask, dtype=float).masked_fill_(mask,
+# -inf); multi_head_attention_forward expands the key padding mask per head.
+
+
+@op("masked_fill")
+def masked_fill(ctx, x, mask, value):
+    x, mask = tensor(ctx, x), tensor(ctx, mask, "mask")
+    if mask.dtype != torch.bool:
+        ctx.fail("masked_fill with a %s mask" % mask.dtype)
+    return ctx.b.op("Where", [mask, as_dtype(ctx, value, x.dtype), x], x.dtype)
+
+
+def _filled_like(ctx, x, value, dtype):
+    x = tensor(ctx, x)
+    dtype = dtype if dtype is not None else x.dtype
+    fill = np.array([value], dtype=numpy_dtype(dtype))
+    shape = ctx.b.op("Shape", [x], torch.int64, (x.rank,))
+    return ctx.b.op("ConstantOfShape", [shape], dtype, x.shape, value=fill)
+
+
+@op("zeros_like")
+def zeros_like(ctx, x, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    return _filled_like(ctx, x, 0, dtype)
+
+
+@op("ones_like")
+def ones_like(ctx, x, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    return _filled_like(ctx, x, 1, dtype)
+
+
+@op("full_like")
+def full_like(ctx, x, fill_value, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    return _filled_like(ctx, x, scalar_value(ctx, fill_value), dtype)
+
+
+def _logical(onnx_op):
+    def handler(ctx, a, b):
+        a, b = (as_dtype(ctx, v, torch.bool) for v in (a, b))
+        return ctx.b.op(onnx_op, [a, b], torch.bool)
+
+    return handler
+
+
+_BY_NAME["logical_or"] = _logical("Or")
+_BY_NAME["logical_and"] = _logical("And")
+
+
+@op("logical_not")
+def logical_not(ctx, x):
+    return ctx.b.op("Not", [as_dtype(ctx, tensor(ctx, x), torch.bool)], torch.bool)
+
+
+@op("bitwise_not", "invert")
+def bitwise_not(ctx, x):
+    x = tensor(ctx, x)
+    if x.dtype != torch.bool:
+        ctx.fail("bitwise_not of a %s tensor" % x.dtype)
+    return ctx.b.op("Not", [x], torch.bool)
+
+
+@op("or_", "and_", "bitwise_or", "bitwise_and")
+def bitwise_binary(ctx, a, b):
+    if not isinstance(a, T) and not isinstance(b, T):
+        return a | b if canonical_name(ctx.node) in ("or_", "bitwise_or") else a & b
+    if any(isinstance(v, T) and v.dtype != torch.bool for v in (a, b)):
+        ctx.fail("bitwise or/and of non-boolean tensors")
+    return _BY_NAME["logical_or" if canonical_name(ctx.node) in ("or_", "bitwise_or") else "logical_and"](ctx, a, b)
+
+
+@op("where")
+def where(ctx, condition, x=None, y=None):
+    if x is None or y is None:
+        ctx.fail("where with one argument (nonzero)")
+    dtype = out_dtype(ctx, x, y)
+    cond = as_dtype(ctx, tensor(ctx, condition, "condition"), torch.bool)
+    return ctx.b.op("Where", [cond, as_dtype(ctx, x, dtype), as_dtype(ctx, y, dtype)], dtype)
+
+
 # ---- Linear algebra ------------------------------------------------------------
 
 
@@ -421,6 +507,23 @@ def addmm(ctx, bias, m1, m2, beta=1, alpha=1):
     return ctx.b.op("Gemm", [m1, m2, bias], m1.dtype, alpha=float(alpha), beta=float(beta))
 
 
+@op("baddbmm")
+def baddbmm(ctx, bias, b1, b2, beta=1, alpha=1):
+    """beta * bias + alpha * (b1 @ b2): how torch's multi_head_attention_forward
+    adds its float attention mask to the scores."""
+    b1, b2 = tensor(ctx, b1), tensor(ctx, b2)
+    d = b1.dtype
+    y = ctx.b.op("MatMul", [b1, b2], d)
+    if alpha != 1:
+        y = ctx.b.op("Mul", [y, as_dtype(ctx, float(alpha), d)], d)
+    if beta == 0:  # torch ignores the bias then, nan and inf included
+        return y
+    bias = as_dtype(ctx, bias, d)
+    if beta != 1:
+        bias = ctx.b.op("Mul", [bias, as_dtype(ctx, float(beta), d)], d)
+    return ctx.b.op("Add", [y, bias], d)
+
+
 @op("scaled_dot_product_attention")
 def sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
     q, k, v = tensor(ctx, q), tensor(ctx, k), tensor(ctx, v)
@@ -443,14 +546,23 @@ def sdpa(ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
             ctx.fail("causal attention with dynamic lengths")
         mask = np.triu(np.full((rows, cols), -np.inf, dtype=numpy_dtype(d)), k=1)
         scores = b.op("Add", [scores, b.const(mask)], d)
-    if attn_mask is not None:
+    if attn_mask is not None:  # any shape that broadcasts to (..., length, source)
         mask = tensor(ctx, attn_mask, "attn_mask")
-        if mask.dtype == torch.bool:
+        if mask.dtype == torch.bool:  # SDPA's convention: True takes part in attention
             neg = as_dtype(ctx, float("-inf"), d)
             scores = b.op("Where", [mask, scores, neg], d)
-        else:
+        else:  # a float mask is added to the scores (-inf keeps a key out)
             scores = b.op("Add", [scores, as_dtype(ctx, mask, d)], d)
     return b.op("MatMul", [b.op("Softmax", [scores], d, axis=-1), v], d)
+
+
+def _mha_mask(ctx, scores, mask):
+    """nn.MultiheadAttention's mask convention: a boolean True keeps a key
+    out (-inf), a float mask is added (the opposite of SDPA's booleans)."""
+    b, d = ctx.b, scores.dtype
+    if mask.dtype == torch.bool:
+        return b.op("Where", [mask, as_dtype(ctx, float("-inf"), d), scores], d)
+    return b.op("Add", [scores, as_dtype(ctx, mask, d)], d)
 
 
 def row_param(ctx, w, start, stop):
@@ -471,8 +583,6 @@ def multi_head_attention_forward(ctx, query, key, value, embed_dim_to_check, num
     q_in, k_in, v_in = tensor(ctx, query), tensor(ctx, key), tensor(ctx, value)
     if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
         ctx.fail("attention with bias_k/bias_v, add_zero_attn or static keys")
-    if key_padding_mask is not None:
-        ctx.fail("attention with key_padding_mask")
     if training and dropout_p:
         ctx.fail("attention dropout in training mode is random; call model.eval()")
     if q_in.rank != 3 or any(d is None for d in q_in.shape + k_in.shape):
@@ -502,12 +612,16 @@ def multi_head_attention_forward(ctx, query, key, value, embed_dim_to_check, num
     v = heads_first(v_in, weights[2], biases[2], source)
     kt = b.op("Transpose", [k], d, (batch * heads, head, source), perm=[0, 2, 1])
     scores = b.op("Mul", [b.op("MatMul", [q, kt], d), as_dtype(ctx, 1.0 / math.sqrt(head), d)], d)
-    if attn_mask is not None:
-        mask = tensor(ctx, attn_mask, "attn_mask")
-        if mask.dtype == torch.bool:  # True: not allowed to attend
-            scores = b.op("Where", [mask, as_dtype(ctx, float("-inf"), d), scores], d)
-        else:
-            scores = b.op("Add", [scores, as_dtype(ctx, mask, d)], d)
+    if attn_mask is not None:  # (length, source) or (batch * heads, length, source): broadcasts over scores
+        scores = _mha_mask(ctx, scores, tensor(ctx, attn_mask, "attn_mask"))
+    if key_padding_mask is not None:  # (batch, source) -> (batch * heads, 1, source), as torch merges it
+        pad = tensor(ctx, key_padding_mask, "key_padding_mask")
+        if pad.shape != (batch, source):
+            ctx.fail("key_padding_mask of shape %s, expected %s" % (pad.shape, (batch, source)))
+        pad = b.op("Reshape", [pad, b.ints([batch, 1, source])], pad.dtype, (batch, 1, source))
+        pad = b.op("Expand", [pad, b.ints([batch, heads, source])], pad.dtype, (batch, heads, source))
+        pad = b.op("Reshape", [pad, b.ints([batch * heads, 1, source])], pad.dtype, (batch * heads, 1, source))
+        scores = _mha_mask(ctx, scores, pad)
     probs = b.op("Softmax", [scores], d, axis=-1)
     out = b.op("MatMul", [probs, v], d, (batch * heads, length, head))
     out = b.op("Transpose", [out], d, (length, batch * heads, head), perm=[1, 0, 2])
@@ -554,10 +668,36 @@ def conv(ctx, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 op("conv1d", "conv2d", "conv3d")(conv)
 
 
+def conv_transpose(ctx, x, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """torch's transposed convolution (argument order of F.conv_transpose2d:
+    groups before dilation). The weight is (in, out / groups, kernel...) in
+    torch and in ONNX's ConvTranspose alike, so it stays the initializer it is.
+    Output size, both: (in - 1) * stride - 2 * padding + dilation * (kernel - 1)
+    + output_padding + 1, so pads and output_padding carry over as they are."""
+    x, w = tensor(ctx, x), tensor(ctx, weight, "weight")
+    n = w.rank - 2
+    if n < 1 or x.rank != n + 2:
+        ctx.fail("transposed conv of a rank-%d input with a rank-%d weight" % (x.rank, w.rank))
+    if isinstance(padding, str):
+        ctx.fail("transposed conv padding=%r" % padding)
+    strides, dilations = as_tuple(stride, n), as_tuple(dilation, n)
+    extra = as_tuple(output_padding, n)
+    if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations)):
+        ctx.fail("output_padding %s must be smaller than stride or dilation" % (extra,))
+    p = as_tuple(padding, n)
+    inputs = [x, w] + ([tensor(ctx, bias, "bias")] if bias is not None else [])
+    return ctx.b.op("ConvTranspose", inputs, x.dtype, kernel_shape=list(w.shape[2:]), strides=list(strides),
+                    pads=list(p) * 2, dilations=list(dilations), group=int(groups),
+                    output_padding=list(extra) if any(extra) else None)
+
+
+op("conv_transpose1d", "conv_transpose2d", "conv_transpose3d")(conv_transpose)
+
+
 @op("convolution", "_convolution")
 def convolution(ctx, x, weight, bias, stride, padding, dilation, transposed, output_padding, groups, *rest):
     if transposed:
-        ctx.fail("transposed convolution")
+        return conv_transpose(ctx, x, weight, bias, stride, padding, output_padding, groups, dilation)
     return conv(ctx, x, weight, bias, stride, padding, dilation, groups)
 
 
@@ -688,6 +828,30 @@ def view(ctx, x, *shape):
     if len(shape) == 1 and isinstance(shape[0], torch.dtype):
         ctx.fail("view as another dtype")
     return reshape(ctx, x, shape_list(shape))
+
+
+@op("expand")
+def expand(ctx, x, *sizes):
+    """x.expand(sizes): -1 keeps a dim; ONNX Expand broadcasts both ways, so a 1
+    there keeps the input's dim as -1 does."""
+    x = tensor(ctx, x)
+    sizes = shape_list(sizes)
+    if any(not isinstance(s, (int, Sym)) for s in sizes):
+        ctx.fail("expand to %r" % (sizes,))
+    lead = len(sizes) - x.rank
+    if lead < 0:
+        ctx.fail("expand of a rank-%d tensor to %d dims" % (x.rank, len(sizes)))
+    if any(isinstance(s, int) and s == -1 and i < lead for i, s in enumerate(sizes)):
+        ctx.fail("expand with -1 for a new leading dim")
+    shape = [1 if isinstance(s, int) and s == -1 else s for s in sizes]
+    return ctx.b.op("Expand", [x, ctx.b.ints(shape)], x.dtype)
+
+
+@op("expand_as")
+def expand_as(ctx, x, other):
+    x, other = tensor(ctx, x), tensor(ctx, other)
+    shape = ctx.b.op("Shape", [other], torch.int64, (other.rank,))
+    return ctx.b.op("Expand", [x, shape], x.dtype)
 
 
 @op("flatten")
@@ -955,6 +1119,23 @@ def m_conv(ctx, mod, x):
         ctx.fail("conv padding_mode=%r" % mod.padding_mode)
     return conv(ctx, x, mparam(ctx, mod, "weight"), mparam(ctx, mod, "bias"), mod.stride, mod.padding,
                 mod.dilation, mod.groups)
+
+
+@module(torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+def m_conv_transpose(ctx, mod, x, output_size=None):
+    if mod.padding_mode != "zeros":
+        ctx.fail("transposed conv padding_mode=%r" % mod.padding_mode)
+    x = tensor(ctx, x)
+    extra = mod.output_padding
+    if output_size is not None:  # the module picks the output_padding that reaches it
+        if any(d is None for d in x.shape):
+            ctx.fail("transposed conv output_size with dynamic input dims")
+        n = x.rank - 2
+        probe = torch.empty((1,) * (x.rank - n) + tuple(x.shape[2:]), device="meta")
+        extra = mod._output_padding(probe, list(output_size), list(mod.stride), list(mod.padding),
+                                    list(mod.kernel_size), n, list(mod.dilation))
+    return conv_transpose(ctx, x, mparam(ctx, mod, "weight"), mparam(ctx, mod, "bias"), mod.stride, mod.padding,
+                          extra, mod.groups, mod.dilation)
 
 
 @module(torch.nn.Linear)

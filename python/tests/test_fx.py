@@ -6,6 +6,7 @@ modules, and functional graphs whose parameters are placeholders (what
 dynamo >= 2.5 hands a backend). The torch.compile tests need torch >= 2."""
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -208,6 +209,269 @@ def test_nn_multihead_attention(batch_first, fast):
     expected_out, expected_weights = eager(net, x, mask)
     assert_close(out.numpy(), expected_out.numpy())
     assert_close(weights.numpy(), expected_weights.numpy())
+
+
+def attention_masks(batch, length, source):
+    """(attn_mask, key_padding_mask) pairs in the forms a model passes:
+    boolean (True keeps a key out), float (added), either alone, both."""
+    torch.manual_seed(4)
+    causal_bool = torch.triu(torch.ones(length, source, dtype=torch.bool), diagonal=1)
+    causal_float = torch.zeros(length, source).masked_fill(causal_bool, float("-inf"))
+    pad_bool = torch.zeros(batch, source, dtype=torch.bool)
+    pad_bool[0, -2:] = True  # the first sequence is two keys shorter
+    # 0 or -inf only: torch's own fast path (batch_first, no grad) reads a
+    # float padding mask as boolean, the slow path adds it.
+    pad_float = torch.zeros(batch, source)
+    pad_float[-1, -3:] = float("-inf")
+    # (A boolean attn_mask with a float key_padding_mask is deprecated and
+    # differs between torch versions: torch 1.13 ORs them.)
+    return {"pad_bool": (None, pad_bool), "pad_float": (None, pad_float), "attn_bool+pad_bool": (causal_bool, pad_bool),
+            "attn_float+pad_bool": (causal_float, pad_bool)}
+
+
+MASK_CASES = list(attention_masks(2, 6, 6))
+
+
+class MaskedMHA(nn.Module):
+    """nn.MultiheadAttention with a key_padding_mask, and an attn_mask unless
+    ``with_attn_mask`` is off (then the argument is ignored)."""
+
+    def __init__(self, batch_first, with_attn_mask=True):
+        super().__init__()
+        torch.manual_seed(5)
+        self.mha = nn.MultiheadAttention(32, 4, batch_first=batch_first)
+        self.with_attn_mask = with_attn_mask
+
+    def forward(self, x, attn_mask, key_padding_mask):
+        result = self.mha(x, x, x, key_padding_mask=key_padding_mask,
+                          attn_mask=attn_mask if self.with_attn_mask else None)
+        return result[0], result[1]
+
+
+@pytest.mark.parametrize("name", MASK_CASES)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_nn_multihead_attention_with_key_padding_mask(batch_first, name, fast):
+    attn_mask, pad = attention_masks(2, 6, 6)[name]
+    net = MaskedMHA(batch_first, attn_mask is not None).eval()
+    gm = torch.fx.symbolic_trace(net)
+    torch.manual_seed(10)
+    x = torch.randn(2, 6, 32) if batch_first else torch.randn(6, 2, 32)
+    args = [x, attn_mask if attn_mask is not None else torch.zeros(1), pad]
+    out, weights = fx_module(gm, args, fast)(*args)
+    expected_out, expected_weights = eager(net, *args)
+    assert_close(out.numpy(), expected_out.numpy())
+    assert_close(weights.numpy(), expected_weights.numpy())
+    assert not torch.isnan(expected_out).any()
+
+
+def mha_functional(x, mask, pad, in_w, in_b, out_w, out_b):
+    """F.multi_head_attention_forward as a call_function node, the weights graph inputs."""
+    return F.multi_head_attention_forward(x, x, x, 32, 4, in_w, in_b, None, None, False, 0.0, out_w, out_b,
+                                          training=False, key_padding_mask=pad, attn_mask=mask)[0]
+
+
+def test_functional_multi_head_attention_with_masks(fast):
+    gm = torch.fx.symbolic_trace(mha_functional)
+    assert any(n.op == "call_function" and n.target is F.multi_head_attention_forward for n in gm.graph.nodes)
+    ref = MaskedMHA(False).mha
+    params = [ref.in_proj_weight, ref.in_proj_bias, ref.out_proj.weight, ref.out_proj.bias]
+    x = torch.randn(6, 2, 32)
+    mask, pad = attention_masks(2, 6, 6)["attn_float+pad_bool"]
+    args = [x, mask, pad] + params
+    got = fx_module(gm, args, fast)(*args)
+    assert_close(got.numpy(), eager(mha_functional, *args).numpy())
+
+
+def mha_as_dynamo_inlines(need_weights, pad_is_bool, attn_is_bool):
+    """nn.MultiheadAttention's forward (embed 32, 4 heads) as dynamo (torch >= 2)
+    inlines it into the graph a backend gets: _canonical_mask turns a boolean
+    mask into a float one by zeros_like + masked_fill_, the padding mask is
+    expanded per head and added, then baddbmm (need_weights) or
+    scaled_dot_product_attention. (The flags stand for the dtype checks dynamo
+    resolves while tracing.)"""
+    return lambda *args: _mha_inlined(*args, need_weights=need_weights, pad_is_bool=pad_is_bool,
+                                      attn_is_bool=attn_is_bool)
+
+
+def _mha_inlined(x, attn_mask, key_padding_mask, in_w, in_b, out_w, out_b, need_weights, pad_is_bool,
+                 attn_is_bool):
+    heads, embed, head = 4, 32, 8
+    length, batch = x.size(0), x.size(1)
+    if pad_is_bool:
+        key_padding_mask = torch.zeros_like(key_padding_mask, dtype=torch.float32).masked_fill_(key_padding_mask,
+                                                                                           float("-inf"))
+    if attn_is_bool:
+        attn_mask = torch.zeros_like(attn_mask, dtype=torch.float32).masked_fill_(attn_mask, float("-inf"))
+    proj = F.linear(x, in_w, in_b)
+    proj = proj.unflatten(-1, (3, embed)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+    q, k, v = proj[0], proj[1], proj[2]
+    attn_mask = attn_mask.unsqueeze(0)
+    q = q.view(length, batch * heads, head).transpose(0, 1)
+    k = k.view(k.shape[0], batch * heads, head).transpose(0, 1)
+    v = v.view(v.shape[0], batch * heads, head).transpose(0, 1)
+    source = k.size(1)
+    key_padding_mask = key_padding_mask.view(batch, 1, 1, source).expand(-1, heads, -1, -1).reshape(
+        batch * heads, 1, source)
+    attn_mask = attn_mask + key_padding_mask
+    if need_weights:
+        q_scaled = q * math.sqrt(1.0 / float(head))
+        weights = torch.baddbmm(attn_mask, q_scaled, k.transpose(-2, -1))
+        weights = F.softmax(weights, dim=-1)
+        out = torch.bmm(weights, v)
+        out = out.transpose(0, 1).contiguous().view(length * batch, embed)
+        out = F.linear(out, out_w, out_b)
+        return out.view(length, batch, out.size(1)), weights.view(batch, heads, length, source).mean(dim=1)
+    attn_mask = attn_mask.view(batch, heads, -1, source)
+    q, k, v = (t.view(batch, heads, -1, head) for t in (q, k, v))
+    out = sdpa(q, k, v, attn_mask)
+    out = out.permute(2, 0, 1, 3).contiguous().view(batch * length, embed)
+    return F.linear(out, out_w, out_b).view(length, batch, out.size(1))
+
+
+def _fx_ops_name(node):
+    from kiln import _fx_ops
+
+    return _fx_ops.canonical_name(node) if node.op in ("call_function", "call_method") else node.op
+
+
+def sdpa_reference(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """F.scaled_dot_product_attention's documented semantics (torch < 2 lacks it):
+    a boolean mask's True takes part, a float mask is added."""
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    scores = q @ k.transpose(-2, -1) * scale
+    if is_causal:
+        keep = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool).tril()
+        scores = scores.masked_fill(~keep, float("-inf"))
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else \
+            scores + attn_mask
+    return torch.softmax(scores, dim=-1) @ v
+
+
+# The translator reaches its handler by name: a torch.fx.wrap'ed stand-in named
+# scaled_dot_product_attention is a call_function node like torch's own.
+if TORCH_2:
+    sdpa = F.scaled_dot_product_attention
+else:
+    def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+        return sdpa_reference(q, k, v, attn_mask, dropout_p, is_causal, scale)
+
+    torch.fx.wrap("sdpa")  # the global name the modules below call
+    sdpa = scaled_dot_product_attention
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+@pytest.mark.parametrize("name", MASK_CASES)
+def test_multihead_attention_as_dynamo_inlines_it(name, need_weights, fast):
+    """The masked-attention graph dynamo hands the backend (zeros_like,
+    masked_fill_, expand, baddbmm or SDPA), against eager nn.MultiheadAttention."""
+    attn_mask, pad = attention_masks(2, 6, 6)[name]
+    ref = MaskedMHA(False, attn_mask is not None).eval()
+    graph_mask = attn_mask if attn_mask is not None else torch.zeros(6, 6)  # what _canonical_mask leaves
+    params = [ref.mha.in_proj_weight, ref.mha.in_proj_bias, ref.mha.out_proj.weight, ref.mha.out_proj.bias]
+    flags = {"need_weights": need_weights, "pad_is_bool": pad.dtype == torch.bool,
+             "attn_is_bool": graph_mask.dtype == torch.bool}
+    fn = mha_as_dynamo_inlines(**flags)
+    gm = torch.fx.symbolic_trace(lambda x, attn_mask, pad, in_w, in_b, out_w, out_b: fn(x, attn_mask, pad, in_w, in_b,
+                                                                                     out_w, out_b))
+    names = {_fx_ops_name(n) for n in gm.graph.nodes}
+    assert ("masked_fill" in names) == (flags["pad_is_bool"] or flags["attn_is_bool"]), names
+    assert {"expand", "baddbmm" if need_weights else "scaled_dot_product_attention"} <= names, names
+    torch.manual_seed(11)
+    x = torch.randn(6, 2, 32)
+    args = [x, graph_mask, pad] + params
+    got = fx_module(gm, args, fast)(*args)
+    expected_out, expected_weights = eager(ref, x, graph_mask, pad)
+    if need_weights:
+        assert_close(got[0].numpy(), expected_out.numpy())
+        assert_close(got[1].numpy(), expected_weights.numpy())
+    else:
+        assert_close(got.numpy(), expected_out.numpy())
+
+
+class SDPA(nn.Module):
+    def __init__(self, is_causal=False, scale=None):
+        super().__init__()
+        self.is_causal, self.scale = is_causal, scale
+
+    def forward(self, q, k, v, mask):
+        if self.scale is not None:
+            return sdpa(q, k, v, attn_mask=mask, is_causal=self.is_causal, scale=self.scale)
+        return sdpa(q, k, v, attn_mask=mask, is_causal=self.is_causal)
+
+
+def sdpa_masks():
+    torch.manual_seed(6)
+    keep = torch.rand(2, 1, 5, 7) > 0.3
+    keep[..., 0] = True  # every query keeps one key: no all -inf row
+    float_mask = torch.randn(5, 7).masked_fill(~keep[0, 0], float("-inf"))
+    return {"bool_4d": keep, "bool_2d": keep[1, 0], "float_2d": float_mask, "float_4d": torch.randn(2, 3, 5, 7)}
+
+
+@pytest.mark.parametrize("name", list(sdpa_masks()))
+def test_scaled_dot_product_attention_masks(name, fast):
+    mask = sdpa_masks()[name]
+    torch.manual_seed(7)
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    for net in (SDPA(), SDPA(scale=0.2)):
+        gm = torch.fx.symbolic_trace(net)
+        got = fx_module(gm, [q, k, v, mask], fast)(q, k, v, mask)
+        expected = eager(net, q, k, v, mask)
+        assert_close(got.numpy(), expected.numpy())
+        assert_close(got.numpy(), eager(sdpa_reference, q, k, v, mask, 0.0, False, net.scale).numpy())
+
+
+class TransposedConvs(nn.Module):
+    """Transposed convolutions in every form the backend meets: F.conv_transpose1d/2d,
+    torch.convolution(transposed=True) as aten.convolution, nn.ConvTranspose2d
+    with output_size; strides, output_padding, groups and dilation."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(8)
+        self.w1 = nn.Parameter(torch.randn(4, 3, 3) * 0.3)  # (in, out, k)
+        self.w2 = nn.Parameter(torch.randn(4, 3, 3, 2) * 0.3)  # groups=2: (in, out / 2, kh, kw)
+        self.b2 = nn.Parameter(torch.randn(6) * 0.1)
+        self.up = nn.ConvTranspose2d(4, 5, 3, stride=2, padding=1, dilation=1)
+        self.up2 = nn.ConvTranspose2d(4, 4, 2, stride=3, padding=(0, 1), output_padding=(2, 1), groups=4,
+                                      dilation=(1, 2), bias=False)
+
+    def forward(self, x):
+        a = F.conv_transpose1d(x.flatten(2), self.w1, None, stride=2, padding=1, output_padding=1)
+        b = F.conv_transpose2d(x, self.w2, self.b2, stride=(2, 3), padding=(1, 0), output_padding=(1, 2), groups=2,
+                               dilation=(2, 1))
+        c = torch.convolution(x, self.w2, self.b2, [1, 2], [0, 1], [1, 1], True, [0, 1], 2)
+        d = self.up(x, output_size=[10, 8])  # output_padding (1, 1)
+        return a, b, c, d, self.up2(x), self.up(x)
+
+
+def test_transposed_convolutions_match_eager(fast):
+    net = TransposedConvs().eval()
+    gm = torch.fx.symbolic_trace(net)
+    ops = [fx_translate.target_name(n.target) for n in gm.graph.nodes if n.op in ("call_function", "call_module")]
+    assert "up" in ops and "up2" in ops and any("convolution" in o for o in ops), ops
+    torch.manual_seed(9)
+    x = torch.randn(2, 4, 5, 4)
+    expected = eager(net, x)
+    t = fx_translate.translate(gm, [x])
+    assert {"w1", "w2", "up.weight", "up2.weight"} <= {p.name for p in t.builder.params}  # refittable initializers
+    got = fx_module(gm, [x], fast)(x)
+    assert [tuple(g.shape) for g in got] == [tuple(e.shape) for e in expected]
+    assert tuple(expected[3].shape[2:]) == (10, 8)
+    for g, e in zip(got, expected):
+        assert_close(g.numpy(), e.numpy())
+
+
+def test_transposed_convolution_weight_change_is_refit(fast):
+    net = nn.Sequential(nn.ConvTranspose2d(3, 4, 3, stride=2, output_padding=1), nn.ReLU()).eval()
+    gm = torch.fx.symbolic_trace(net)
+    x = torch.randn(1, 3, 6, 6)
+    model = fx_module(gm, [x], fast)
+    assert_close(model(x).numpy(), eager(net, x).numpy())
+    with torch.no_grad():
+        net[0].weight.mul_(-1)
+    assert_close(model(x).numpy(), eager(net, x).numpy())
+    assert model.recompiles == 0 and model.refits >= 1
 
 
 # ---- Ops ----------------------------------------------------------------------------
@@ -530,6 +794,49 @@ def test_torch_compile_weight_change_refits_in_place(fast):
     assert sum(m.refits for m in fx_modules) >= 2
     assert all(m.recompiles == 0 for m in fx_modules)
     assert [m.last_model for m in fx_modules] == first
+
+
+@needs_torch_2
+@pytest.mark.parametrize("name", MASK_CASES)
+def test_torch_compile_multihead_attention_with_masks(name, fast):
+    attn_mask, pad = attention_masks(2, 6, 6)[name]
+    net = MaskedMHA(True, attn_mask is not None).eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend="kiln", options=fast)
+    x = torch.randn(2, 6, 32)
+    args = [x, attn_mask if attn_mask is not None else torch.zeros(1), pad]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out, weights = compiled(*args)  # grad enabled: the decomposed path, not torch's fused kernel
+    expected_out, expected_weights = eager(net, *args)
+    assert_close(out.detach().numpy(), expected_out.numpy())
+    assert_close(weights.detach().numpy(), expected_weights.numpy())
+
+
+@needs_torch_2
+@pytest.mark.parametrize("name", list(sdpa_masks()))
+def test_torch_compile_scaled_dot_product_attention_masks(name, fast):
+    mask = sdpa_masks()[name]
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    torch._dynamo.reset()
+    compiled = torch.compile(SDPA(), backend="kiln", options=fast)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = eager(compiled, q, k, v, mask)
+    assert_close(got.numpy(), eager(F.scaled_dot_product_attention, q, k, v, mask).numpy())
+
+
+@needs_torch_2
+def test_torch_compile_transposed_convolutions(fast):
+    net = TransposedConvs().eval()
+    torch._dynamo.reset()
+    compiled = torch.compile(net, backend="kiln", options=fast)
+    x = torch.randn(2, 4, 5, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        got = eager(compiled, x)
+    for g, e in zip(got, eager(net, x)):
+        assert_close(g.numpy(), e.numpy())
 
 
 # ---- Dynamic dims (torch.export's symbolic shapes) ----------------------------------------
