@@ -639,6 +639,40 @@ def multi_head_attention_forward(ctx, query, key, value, embed_dim_to_check, num
 _BY_TARGET[F.multi_head_attention_forward] = multi_head_attention_forward
 
 
+@op("_native_multi_head_attention")
+def native_multi_head_attention(ctx, query, key, value, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight,
+                                proj_bias, mask=None, need_weights=True, average_attn_weights=True, mask_type=None):
+    """nn.MultiheadAttention's fused fast path (batch_first, eval, no grad), as
+    dynamo records it: (batch, length, embed) inputs; ``mask_type`` 0 is an
+    attn_mask (length, source), 1 a key padding mask (batch, source), 2 both
+    merged into (batch, heads, length, source). The fused kernel reads every
+    mask as boolean (non-zero keeps a key out), so a float one is cast."""
+    q_in, k_in, v_in = (transpose(ctx, tensor(ctx, t), 0, 1) for t in (query, key, value))
+    attn_mask = key_padding_mask = None
+    if mask is not None and mask_type is not None:
+        m = tensor(ctx, mask, "mask")
+        m = m if m.dtype == torch.bool else ctx.b.op("Cast", [m], torch.bool, m.shape, to=onnx_type(torch.bool))
+        if mask_type == 1:
+            key_padding_mask = m
+        elif mask_type == 0:
+            attn_mask = m
+        elif mask_type == 2:
+            batch, length, source = q_in.shape[1], q_in.shape[0], k_in.shape[0]
+            heads = int(num_heads)
+            full = ctx.b.op("Expand", [m, ctx.b.ints([batch, heads, length, source])], torch.bool,
+                            (batch, heads, length, source))
+            attn_mask = ctx.b.op("Reshape", [full, ctx.b.ints([batch * heads, length, source])], torch.bool,
+                                 (batch * heads, length, source))
+        else:
+            ctx.fail("attention mask_type %r" % (mask_type,))
+    out, weights = multi_head_attention_forward(
+        ctx, q_in, k_in, v_in, embed_dim, num_heads, qkv_weight, qkv_bias, None, None, False, 0.0, proj_weight,
+        proj_bias, training=False, key_padding_mask=key_padding_mask, need_weights=need_weights,
+        attn_mask=attn_mask, average_attn_weights=average_attn_weights)
+    out = transpose(ctx, out, 0, 1)
+    return (out, weights)
+
+
 # ---- Convolution and normalization -----------------------------------------------
 
 

@@ -334,6 +334,63 @@ def _fx_ops_name(node):
     return _fx_ops.canonical_name(node) if node.op in ("call_function", "call_method") else node.op
 
 
+def native_mha(mask_type, need_weights):
+    def fn(x, mask, in_w, in_b, out_w, out_b):
+        return torch._native_multi_head_attention(x, x, x, 32, 4, in_w, in_b, out_w, out_b, mask, need_weights, True,
+                                                  mask_type)
+
+    return fn
+
+
+NATIVE_MASKS = [(1, "pad_bool"), (1, "pad_float")] + [
+    pytest.param(t, n, marks=needs_torch_2)
+    for t, n in [(0, "attn_bool"), (0, "attn_float"), (2, "attn_float+pad_bool")]]
+
+
+@pytest.mark.parametrize("mask_type,name", NATIVE_MASKS)
+def test_native_multi_head_attention(mask_type, name, fast):
+    """nn.MultiheadAttention's fused fast path (batch_first, eval, no grad), what
+    dynamo records for it: torch._native_multi_head_attention with its masks.
+    (torch 1.13's kernel takes only key padding masks; attn_mask and merged
+    masks, mask types 0 and 2, as torch 2's merge_masks makes them.)"""
+    masks = attention_masks(2, 6, 6)
+    ref = MaskedMHA(True).mha.eval()
+    params = [ref.in_proj_weight, ref.in_proj_bias, ref.out_proj.weight, ref.out_proj.bias]
+    if name.startswith("attn_") and "+" not in name:
+        mask = masks["attn_bool+pad_bool" if name == "attn_bool" else "attn_float+pad_bool"][0]
+    elif mask_type == 2:  # merged as nn.MultiheadAttention.merge_masks does
+        attn, pad = masks[name]
+        mask = attn.view(1, 1, 6, 6).expand(2, 4, -1, -1) + torch.zeros(2, 6).masked_fill(pad, float("-inf")).view(
+            2, 1, 1, 6).expand(-1, 4, -1, -1)
+    else:
+        mask = masks[name][1]
+    torch.manual_seed(12)
+    x = torch.randn(2, 6, 32)
+    for need_weights in (True, False):
+        fn = native_mha(mask_type, need_weights)
+        gm = torch.fx.symbolic_trace(lambda x, mask, in_w, in_b, out_w, out_b: fn(x, mask, in_w, in_b, out_w, out_b))
+        assert any(_fx_ops_name(n) == "_native_multi_head_attention" for n in gm.graph.nodes)
+        args = [x, mask] + params
+        got = fx_module(gm, args, fast)(*args)
+        expected = eager(fn, *args)
+        assert_close(got[0].numpy(), expected[0].numpy())
+        if need_weights:
+            assert_close(got[1].numpy(), expected[1].numpy())
+        kpm = mask if mask_type == 1 else None
+        attn = mask if mask_type in (0, 2) else None
+        if mask_type == 2:
+            attn = attn.reshape(8, 6, 6)
+        if attn is not None and attn.dtype != torch.bool:
+            attn = attn != 0
+        if kpm is not None and kpm.dtype != torch.bool:
+            kpm = kpm != 0
+        with torch.no_grad():  # the same attention through the unfused path
+            slow = F.multi_head_attention_forward(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), 32, 4,
+                                                  *params[:2], None, None, False, 0.0, *params[2:], training=False,
+                                                  key_padding_mask=kpm, attn_mask=attn)[0].transpose(0, 1)
+        assert_close(got[0].numpy(), slow.numpy())
+
+
 def sdpa_reference(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
     """F.scaled_dot_product_attention's documented semantics (torch < 2 lacks it):
     a boolean mask's True takes part, a float mask is added."""
@@ -797,17 +854,19 @@ def test_torch_compile_weight_change_refits_in_place(fast):
 
 
 @needs_torch_2
+@pytest.mark.parametrize("grad", [True, False], ids=["decomposed", "fast_path"])
 @pytest.mark.parametrize("name", MASK_CASES)
-def test_torch_compile_multihead_attention_with_masks(name, fast):
+def test_torch_compile_multihead_attention_with_masks(name, grad, fast):
     attn_mask, pad = attention_masks(2, 6, 6)[name]
     net = MaskedMHA(True, attn_mask is not None).eval()
     torch._dynamo.reset()
     compiled = torch.compile(net, backend="kiln", options=fast)
     x = torch.randn(2, 6, 32)
     args = [x, attn_mask if attn_mask is not None else torch.zeros(1), pad]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.set_grad_enabled(grad):
         warnings.simplefilter("error", RuntimeWarning)
-        out, weights = compiled(*args)  # grad enabled: the decomposed path, not torch's fused kernel
+        # grad enabled: the decomposed path; without, torch's fused kernel where its conditions hold
+        out, weights = compiled(*args)
     expected_out, expected_weights = eager(net, *args)
     assert_close(out.detach().numpy(), expected_out.numpy())
     assert_close(weights.detach().numpy(), expected_weights.numpy())
