@@ -19,6 +19,12 @@
 // - reset() drops every in-process engine and everything learned about
 //   shapes, as a new process would (torch._dynamo.reset()). The engine cache
 //   is untouched, so the next compiles are hits.
+// - update_model() gives the module a new model, as a torch.compile'd module
+//   whose weights changed: with the same architecture (the graph up to the
+//   values of its refittable weights) every live engine is refitted in place
+//   through CompiledModel::refit, and no call compiles again; any other
+//   change drops the live engines and what was learned about shapes, and the
+//   next call compiles (through the engine cache, as always).
 //
 // Thread-safety: every method may be called from several threads at once.
 // Calls served by different engines run in parallel; calls served by the same
@@ -97,6 +103,15 @@ struct JitCallInfo {
   double run_ms = 0;
 };
 
+// What one update_model() did.
+struct JitUpdate {
+  bool refit = false;            // same architecture: the live engines kept, with the new weights
+  size_t engines_refit = 0;      // live compiled models refitted in place
+  size_t engines_dropped = 0;    // live compiled models dropped (a structural change, or a refit refused)
+  std::string recompile_reason;  // why the update was not a refit; empty when it was
+  RefitStats stats;              // summed over the refitted models
+};
+
 class JitModule {
  public:
   // The model is read when the module is made (to learn its inputs) and
@@ -116,6 +131,22 @@ class JitModule {
 
   // Drops every in-process engine and the shapes seen so far.
   void reset();
+
+  // Replaces the model (the path's file is read now and by later compiles;
+  // the bytes are copied). Same architecture as the current model: every
+  // live engine is refitted with the new model's weights, matched by their
+  // canonical order (names may differ), so calls keep their engines and
+  // compile nothing. An engine that refuses the refit (compiled with
+  // refittable = false) is dropped and its shapes compile again. Otherwise
+  // (other nodes, attributes, structural constants, inputs or weight
+  // shapes) as reset(), and the next call compiles the new model. Waits for
+  // compiles in flight (they read the old model) and for calls running on
+  // an engine before refitting it. A model that fails to import throws, and
+  // the module keeps the old one.
+  JitUpdate update_model(const std::filesystem::path& onnx_model);
+  JitUpdate update_model(std::span<const std::byte> onnx_model);
+  // update_model() calls that refitted in place.
+  size_t refits() const;
 
   // Compiles started since construction (reset() does not zero it).
   size_t compiles() const;

@@ -2,8 +2,9 @@
 // per dim once it keeps changing, every compile through kiln::compile and so
 // through the engine cache.
 //
-// Only the public API compiles and runs; the importer is used once, to learn
-// the model's input names, dtypes and static dims before the first compile.
+// Only the public API compiles and runs; the importer and the lowering are
+// used once per model, to learn its input names, dtypes and static dims and
+// its architecture (what update_model compares) before the first compile.
 #include "kiln/jit.hpp"
 
 #include <algorithm>
@@ -14,7 +15,9 @@
 #include <variant>
 
 #include "frontend/onnx/onnx_importer.hpp"
+#include "key/engine_key.hpp"
 #include "kiln/error.hpp"
+#include "passes/passes.hpp"
 #include "runtime/clock.hpp"
 #include "util/log.hpp"
 
@@ -34,6 +37,7 @@ struct InputInfo {
   std::optional<size_t> rank;                 // nullopt: the model does not say
   std::vector<std::optional<int64_t>> fixed;  // per axis: the static size, if any
   std::vector<std::string> symbols;           // per axis: the symbolic name, or ""
+  bool operator==(const InputInfo&) const = default;
 };
 
 std::vector<InputInfo> read_inputs(const ir::Graph& graph) {
@@ -51,6 +55,39 @@ std::vector<InputInfo> read_inputs(const ir::Graph& graph) {
     infos.push_back(std::move(info));
   }
   return infos;
+}
+
+// Where a compile reads the model from. Shared: a compile in flight keeps the
+// model it started with while update_model installs another.
+struct ModelSource {
+  std::variant<std::filesystem::path, std::vector<std::byte>> data;
+  std::string name;  // names the model in errors
+};
+
+// A model imported once: its inputs and architecture, and its weights for a
+// refit (borrowed from `imported`, which stays alive while they are read).
+struct LoadedModel {
+  frontend::ImportedModel imported;
+  std::vector<InputInfo> inputs;
+  // The canonical text the engine key's graph part hashes, of the lowered
+  // graph: nodes, attributes, structural constants by value, refittable
+  // weights by dtype, shape and recipe only. Equal texts: a refit suffices.
+  std::string architecture;
+};
+
+LoadedModel load(const ModelSource& source) {
+  LoadedModel m;
+  if (const auto* path = std::get_if<std::filesystem::path>(&source.data)) {
+    m.imported = frontend::import_onnx_file(*path);
+  } else {
+    const auto& bytes = std::get<std::vector<std::byte>>(source.data);
+    m.imported = frontend::import_onnx_bytes(bytes, source.name);
+  }
+  m.inputs = read_inputs(m.imported.graph);
+  passes::LoweringOptions lowering;
+  lowering.defer_weight_values = true;  // only the structure is read
+  m.architecture = key::canonical_graph_text(passes::lower(m.imported.graph, lowering));
+  return m;
 }
 
 // One engine the module holds: compiling, then ready.
@@ -114,13 +151,16 @@ std::string describe_specs(std::span<const InputSpec> specs) {
 }
 
 struct JitModule::Impl {
-  std::variant<std::filesystem::path, std::vector<std::byte>> model;
-  std::string source;  // names the model in errors
   CompileSettings settings;
   JitOptions options;
-  std::vector<InputInfo> inputs;
 
   mutable std::mutex mutex;  // guards everything below; never held while compiling or running
+  std::shared_ptr<const ModelSource> model;
+  std::string source;  // model->name
+  std::vector<InputInfo> inputs;
+  std::string architecture;
+  size_t refits = 0;
+  std::string restart = "first call since reset()";  // the trigger once live engines were dropped
   std::vector<std::shared_ptr<Slot>> live;
   std::vector<std::vector<std::set<int64_t>>> seen;  // [input][axis]: distinct values that compiled
   std::vector<std::vector<bool>> dynamic;            // [input][axis]: switched to a range
@@ -137,8 +177,11 @@ struct JitModule::Impl {
     std::string trigger;
   };
   Plan plan(const Shapes& shapes);
-  CompiledModel compile_now(const std::vector<InputSpec>& specs) const;
   void compile(Slot& slot, const Shapes& shapes);
+  void install(std::shared_ptr<const ModelSource> source, std::vector<InputInfo> model_inputs,
+               std::string model_architecture);
+  void forget_shapes();
+  JitUpdate update(std::shared_ptr<const ModelSource> source);
 };
 
 void JitModule::Impl::validate(std::span<const Tensor> values) const {
@@ -255,7 +298,7 @@ JitModule::Impl::Plan JitModule::Impl::plan(const Shapes& shapes) {
 
   std::string trigger;
   if (live.empty()) {
-    trigger = log.empty() ? "first call" : "first call since reset()";
+    trigger = log.empty() ? "first call" : restart;
   } else if (range && !switched.empty()) {
     trigger = "range engine: " + switched;
   } else if (range) {
@@ -268,9 +311,12 @@ JitModule::Impl::Plan JitModule::Impl::plan(const Shapes& shapes) {
   return result;
 }
 
-CompiledModel JitModule::Impl::compile_now(const std::vector<InputSpec>& specs) const {
-  if (auto* path = std::get_if<std::filesystem::path>(&model)) return kiln::compile(*path, specs, settings);
-  return kiln::compile(std::span<const std::byte>(std::get<std::vector<std::byte>>(model)), specs, settings);
+CompiledModel compile_now(const ModelSource& model, const std::vector<InputSpec>& specs,
+                          const CompileSettings& settings) {
+  if (auto* path = std::get_if<std::filesystem::path>(&model.data))
+    return kiln::compile(*path, specs, settings);
+  return kiln::compile(std::span<const std::byte>(std::get<std::vector<std::byte>>(model.data)), specs,
+                       settings);
 }
 
 // Runs the compile for `slot` (its owner is the caller that missed first) and
@@ -280,8 +326,10 @@ void JitModule::Impl::compile(Slot& slot, const Shapes& shapes) {
   // headroom; exact shapes. A model can bound a dim (BERT's sequence by its
   // position table), so a range past what has been seen may not build.
   std::vector<std::vector<InputSpec>> attempts;
+  std::shared_ptr<const ModelSource> source_model;
   {
     std::lock_guard lock(mutex);
+    source_model = model;
     attempts.push_back(slot.specs);
     if (!slot.tight.empty()) attempts.push_back(slot.tight);
   }
@@ -297,13 +345,13 @@ void JitModule::Impl::compile(Slot& slot, const Shapes& shapes) {
     std::optional<CompiledModel> compiled;
     for (size_t k = 0; !compiled; ++k) {
       try {
-        compiled.emplace(compile_now(attempts[k]));
+        compiled.emplace(compile_now(*source_model, attempts[k], settings));
       } catch (const Error& e) {
         if (k + 1 == attempts.size()) throw;
         const std::vector<InputSpec>& next = attempts[k + 1];
         bool to_exact = is_exact(next);
-        log::warn(source + ": range compile for " + describe_specs(attempts[k]) + " failed (" + e.what() +
-                  "); " +
+        log::warn(source_model->name + ": range compile for " + describe_specs(attempts[k]) + " failed (" +
+                  e.what() + "); " +
                   (to_exact ? "compiling exact shapes instead, and no more range engines"
                             : "trying " + describe_specs(next) + ", and no more headroom"));
         std::lock_guard lock(mutex);
@@ -352,20 +400,104 @@ void JitModule::Impl::compile(Slot& slot, const Shapes& shapes) {
   slot.done.set_value();
 }
 
+void JitModule::Impl::install(std::shared_ptr<const ModelSource> source_model,
+                              std::vector<InputInfo> model_inputs, std::string model_architecture) {
+  model = std::move(source_model);
+  source = model->name;
+  inputs = std::move(model_inputs);
+  architecture = std::move(model_architecture);
+}
+
+void JitModule::Impl::forget_shapes() {
+  live.clear();
+  seen.clear();
+  dynamic.clear();
+  headroom_off = false;
+  ranges_off.clear();
+}
+
+JitUpdate JitModule::Impl::update(std::shared_ptr<const ModelSource> next) {
+  LoadedModel loaded = load(*next);  // throws before anything changes
+  const std::string name = next->name;
+  JitUpdate result;
+  std::vector<std::shared_ptr<Slot>> slots;
+  {
+    std::lock_guard lock(mutex);
+    if (loaded.inputs != inputs) {
+      result.recompile_reason = "the model's inputs changed";
+    } else if (loaded.architecture != architecture) {
+      result.recompile_reason =
+          "the graph changed (nodes, attributes, structural constants or weight shapes)";
+    }
+    if (!result.recompile_reason.empty()) {
+      result.engines_dropped = live.size();
+      forget_shapes();
+      restart = "first call since update_model(): " + result.recompile_reason;
+      install(std::move(next), std::move(loaded.inputs), std::move(loaded.architecture));
+      return result;
+    }
+    // From here on compiles read the new model; engines compiled from the
+    // old one (live now, some perhaps still compiling) are refitted below.
+    slots = live;
+    install(std::move(next), loaded.inputs, std::move(loaded.architecture));
+  }
+
+  // The canonical order is the same in both graphs (same architecture), so
+  // the new weights go to the engines' names position by position.
+  const std::vector<Tensor> weights = passes::source_weights(loaded.imported.graph);
+  std::vector<std::shared_ptr<Slot>> refused;
+  for (const auto& slot : slots) {
+    try {
+      slot->ready.get();
+    } catch (...) {
+      continue;  // its compile failed and it left `live` already
+    }
+    std::lock_guard run_lock(slot->run_mutex);
+    const std::vector<WeightInfo>& infos = slot->model->weights();
+    if (infos.size() != weights.size()) {
+      throw Error(ErrorCode::internal, name + ": update_model: " + std::to_string(weights.size()) +
+                                           " weights for an engine with " + std::to_string(infos.size()));
+    }
+    std::vector<WeightUpdate> updates;
+    updates.reserve(weights.size());
+    for (size_t i = 0; i < weights.size(); ++i) updates.push_back({infos[i].name, weights[i]});
+    try {
+      RefitStats stats = slot->model->refit(updates);
+      result.stats.weights = std::max(result.stats.weights, stats.weights);
+      result.stats.engines += stats.engines;
+      result.stats.fallback_weights += stats.fallback_weights;
+      result.stats.check_ms += stats.check_ms;
+      result.stats.refit_ms += stats.refit_ms;
+      ++result.engines_refit;
+    } catch (const Error& e) {
+      // refittable = false: this engine keeps old weights, so it must go.
+      log::warn(name + ": update_model: " + std::string(e.what()) + "; its shapes compile again");
+      refused.push_back(slot);
+    }
+  }
+  std::lock_guard lock(mutex);
+  for (const auto& slot : refused) std::erase(live, slot);
+  result.engines_dropped = refused.size();
+  result.refit = true;
+  ++refits;
+  return result;
+}
+
 JitModule::JitModule(std::filesystem::path onnx_model, CompileSettings settings, JitOptions options)
     : m_impl(std::make_unique<Impl>()) {
-  m_impl->source = onnx_model.string();
-  m_impl->inputs = read_inputs(frontend::import_onnx_file(onnx_model).graph);
-  m_impl->model = std::move(onnx_model);
+  auto source = std::make_shared<const ModelSource>(ModelSource{onnx_model, onnx_model.string()});
+  LoadedModel loaded = load(*source);
+  m_impl->install(source, std::move(loaded.inputs), std::move(loaded.architecture));
   m_impl->settings = std::move(settings);
   m_impl->options = std::move(options);
 }
 
 JitModule::JitModule(std::span<const std::byte> onnx_model, CompileSettings settings, JitOptions options)
     : m_impl(std::make_unique<Impl>()) {
-  m_impl->source = "<memory>";
-  m_impl->inputs = read_inputs(frontend::import_onnx_bytes(onnx_model).graph);
-  m_impl->model = std::vector<std::byte>(onnx_model.begin(), onnx_model.end());
+  auto source = std::make_shared<const ModelSource>(
+      ModelSource{std::vector<std::byte>(onnx_model.begin(), onnx_model.end()), "<memory>"});
+  LoadedModel loaded = load(*source);
+  m_impl->install(source, std::move(loaded.inputs), std::move(loaded.architecture));
   m_impl->settings = std::move(settings);
   m_impl->options = std::move(options);
 }
@@ -376,7 +508,10 @@ JitModule::~JitModule() = default;
 
 std::vector<Tensor> JitModule::run(std::span<const Tensor> inputs, JitCallInfo* info) {
   Impl& impl = *m_impl;
-  impl.validate(inputs);
+  {
+    std::lock_guard lock(impl.mutex);  // update_model may replace the inputs
+    impl.validate(inputs);
+  }
   Shapes shapes;
   for (const Tensor& t : inputs) shapes.push_back(t.shape());
 
@@ -434,11 +569,22 @@ std::vector<Tensor> JitModule::run(std::span<const Tensor> inputs, JitCallInfo* 
 
 void JitModule::reset() {
   std::lock_guard lock(m_impl->mutex);
-  m_impl->live.clear();
-  m_impl->seen.clear();
-  m_impl->dynamic.clear();
-  m_impl->headroom_off = false;
-  m_impl->ranges_off.clear();
+  m_impl->forget_shapes();
+  m_impl->restart = "first call since reset()";
+}
+
+JitUpdate JitModule::update_model(const std::filesystem::path& onnx_model) {
+  return m_impl->update(std::make_shared<const ModelSource>(ModelSource{onnx_model, onnx_model.string()}));
+}
+
+JitUpdate JitModule::update_model(std::span<const std::byte> onnx_model) {
+  return m_impl->update(std::make_shared<const ModelSource>(
+      ModelSource{std::vector<std::byte>(onnx_model.begin(), onnx_model.end()), "<memory>"}));
+}
+
+size_t JitModule::refits() const {
+  std::lock_guard lock(m_impl->mutex);
+  return m_impl->refits;
 }
 
 size_t JitModule::compiles() const {
@@ -470,6 +616,7 @@ std::optional<size_t> JitModule::engine_for(std::span<const std::vector<int64_t>
 }
 
 std::vector<std::string> JitModule::input_names() const {
+  std::lock_guard lock(m_impl->mutex);
   std::vector<std::string> names;
   for (const auto& i : m_impl->inputs) names.push_back(i.name);
   return names;

@@ -296,6 +296,133 @@ TEST(JitModule, ResetDropsEnginesAndTheNextCompileHitsTheDiskCache) {
   Oracle(other).expect_matches(out, in);
 }
 
+// The same architecture with new weights, as a torch.compile'd module whose
+// parameters changed: the live engines (an exact one and a range one) are
+// refitted in place; nothing compiles, and the outputs are those of a fresh
+// compile of the new model.
+TEST(JitModule, UpdateModelWithNewWeightsRefitsTheLiveEnginesInPlace) {
+  testing::TempDir dir;
+  std::string before = zoo_bytes("resnet_tiny", 6);
+  std::string after = zoo_bytes("resnet_tiny", 7);
+  testing::write_file(dir / "after.onnx", after);
+  auto settings = test_settings(dir.path());
+  JitModule jit(as_bytes(before), settings);
+  std::vector<Tensor> two{image_batch(2)};
+  std::vector<Tensor> five{image_batch(5, 0.3)};
+  auto old_two = jit(two);
+  jit(five);  // dynamic_after 1: a range engine for the batch
+  ASSERT_EQ(jit.compiles(), 2u);
+  ASSERT_EQ(jit.live_engines(), 2u);
+
+  JitUpdate update = jit.update_model(dir / "after.onnx");
+  EXPECT_TRUE(update.refit) << update.recompile_reason;
+  EXPECT_TRUE(update.recompile_reason.empty());
+  EXPECT_EQ(update.engines_refit, 2u);
+  EXPECT_EQ(update.engines_dropped, 0u);
+  EXPECT_GE(update.stats.engines, 2u);
+  EXPECT_GT(update.stats.weights, 0u);
+  EXPECT_EQ(jit.refits(), 1u);
+  EXPECT_EQ(jit.live_engines(), 2u);
+
+  JitCallInfo info;
+  auto new_two = jit.run(two, &info);
+  EXPECT_FALSE(info.compiled);
+  EXPECT_EQ(info.engine, 0u);
+  auto new_five = jit.run(five, &info);
+  EXPECT_FALSE(info.compiled);
+  EXPECT_TRUE(info.range);
+  EXPECT_EQ(jit.compiles(), 2u);                            // no compile since the update
+  EXPECT_GT(relative_error(new_two[0], old_two[0]), 1e-3);  // the weights did change
+
+  // A fresh module over the new model, called the same way, compiles the
+  // same engines: the refitted ones give what it gives.
+  JitModule fresh(dir / "after.onnx", settings);
+  auto fresh_two = fresh(two);
+  auto fresh_five = fresh(five);
+  EXPECT_EQ(fresh.compiles(), 2u);
+  EXPECT_LE(relative_error(new_two[0], fresh_two[0]), 1e-6);
+  EXPECT_LE(relative_error(new_five[0], fresh_five[0]), 1e-6);
+  Oracle oracle(after);
+  oracle.expect_matches(new_two, two);
+  oracle.expect_matches(new_five, five);
+}
+
+// Another graph (same inputs) is a structural change: the engines are
+// dropped and the next call compiles the new model.
+TEST(JitModule, UpdateModelWithAnotherArchitectureRecompiles) {
+  testing::TempDir dir;
+  std::string resnet = zoo_bytes("resnet_tiny", 8);
+  std::string mobilenet = zoo_bytes("mobilenet_tiny", 8);
+  JitModule jit(as_bytes(resnet), test_settings(dir.path()));
+  std::vector<Tensor> two{image_batch(2)};
+  jit(two);
+  ASSERT_EQ(jit.compiles(), 1u);
+
+  JitUpdate update = jit.update_model(as_bytes(mobilenet));
+  EXPECT_FALSE(update.refit);
+  EXPECT_NE(update.recompile_reason.find("graph changed"), std::string::npos) << update.recompile_reason;
+  EXPECT_EQ(update.engines_refit, 0u);
+  EXPECT_EQ(update.engines_dropped, 1u);
+  EXPECT_EQ(jit.live_engines(), 0u);
+  EXPECT_EQ(jit.refits(), 0u);
+
+  JitCallInfo info;
+  auto out = jit.run(two, &info);
+  EXPECT_TRUE(info.compiled);
+  EXPECT_EQ(jit.compiles(), 2u);
+  EXPECT_NE(jit.compile_log()[1].trigger.find("first call since update_model()"), std::string::npos)
+      << jit.compile_log()[1].trigger;
+  Oracle(mobilenet).expect_matches(out, two);
+
+  // Back to a ResNet of other weights: a structural change again, and its
+  // compile is a load + refit from the engine cache.
+  update = jit.update_model(as_bytes(zoo_bytes("resnet_tiny", 9)));
+  EXPECT_FALSE(update.refit);
+  out = jit(two);
+  EXPECT_EQ(jit.compiles(), 3u);
+  EXPECT_EQ(jit.last_engines().at(0).status, "hit");
+  Oracle(zoo_bytes("resnet_tiny", 9)).expect_matches(out, two);
+}
+
+// Engines compiled with refittable = false cannot take new weights: the
+// update drops them and their shapes compile again, with the new weights.
+TEST(JitModule, UpdateModelDropsEnginesThatRefuseARefit) {
+  testing::TempDir dir;
+  auto settings = test_settings(dir.path());
+  settings.refittable = false;
+  settings.cache_built_engines = false;  // the engine cache takes only refittable engines
+  settings.reuse_cached_engines = false;
+  JitModule jit(as_bytes(zoo_bytes("resnet_tiny", 10)), settings);
+  std::vector<Tensor> two{image_batch(2)};
+  jit(two);
+  std::string after = zoo_bytes("resnet_tiny", 11);
+  JitUpdate update = jit.update_model(as_bytes(after));
+  EXPECT_TRUE(update.refit);
+  EXPECT_EQ(update.engines_refit, 0u);
+  EXPECT_EQ(update.engines_dropped, 1u);
+  EXPECT_EQ(jit.live_engines(), 0u);
+  JitCallInfo info;
+  auto out = jit.run(two, &info);
+  EXPECT_TRUE(info.compiled);
+  Oracle(after).expect_matches(out, two);
+}
+
+// A model that does not import leaves the module as it was.
+TEST(JitModule, UpdateModelWithABadModelKeepsTheOldOne) {
+  testing::TempDir dir;
+  std::string model = zoo_bytes("resnet_tiny", 12);
+  JitModule jit(as_bytes(model), test_settings(dir.path()));
+  std::vector<Tensor> two{image_batch(2)};
+  auto first = jit(two);
+  std::string junk = "not an onnx model";
+  EXPECT_THROW(jit.update_model(as_bytes(junk)), Error);
+  EXPECT_EQ(jit.live_engines(), 1u);
+  JitCallInfo info;
+  auto again = jit.run(two, &info);
+  EXPECT_FALSE(info.compiled);
+  EXPECT_LE(relative_error(again[0], first[0]), 0.0);
+}
+
 TEST(JitModule, CacheOffBuildsEveryTimeAndSavesNothing) {
   testing::TempDir dir;
   std::string model = zoo_bytes("resnet_tiny", 4);
