@@ -66,6 +66,14 @@ struct CompileSettings {
   int optimization_level = 3;  // 0: heuristics, no timing ... 5: exhaustive
   bool debug = false;          // log each layer's candidates, timings and choice
   int num_threads = 0;         // 0: all cores
+  // The cpu backend runs each scaled-dot-product attention it matches as one
+  // fused layer instead of oneDNN's batched MatMuls and Softmax. Off: at
+  // BERT's and ViT's shapes the fused layer measured slower on the
+  // development machine (docs/performance.md). Part of the engine key when
+  // on; other backends ignore it. The CLI's default is
+  // KILN_CPU_FUSED_ATTENTION=1 in the environment; the library reads no
+  // environment for it.
+  bool cpu_fused_attention = false;
 };
 
 // One engine input: its dtype and the range of shapes the engine must run.

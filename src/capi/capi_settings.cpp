@@ -98,6 +98,7 @@ const std::map<std::string, Setting>& table() {
     flag("refittable", &CompileSettings::refittable, false);
     flag("immutable_weights", &CompileSettings::refittable, true);
     flag("debug", &CompileSettings::debug, false);
+    flag("cpu_fused_attention", &CompileSettings::cpu_fused_attention, false);
     path("engine_cache_dir", &CompileSettings::engine_cache_dir);
     path("engine_cache_secret_file", &CompileSettings::engine_cache_secret_file);
     path("timing_cache_path", &CompileSettings::timing_cache_path);

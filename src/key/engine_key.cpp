@@ -263,6 +263,12 @@ Digest settings_digest(const CompileSettings& s) {
   h.i64(s.optimization_level);
   h.tag(Tag::refittable);
   h.u64(s.refittable ? 1 : 0);
+  // Hashed only when on, so that engines built with it off keep the keys they
+  // had before the setting existed.
+  if (s.cpu_fused_attention) {
+    h.tag(Tag::cpu_fused_attention);
+    h.u64(1);
+  }
   // min_block_size is not here: it decides which subgraphs become engines,
   // and each subgraph is keyed by itself, so an engine serves every model
   // and setting that produces its subgraph.

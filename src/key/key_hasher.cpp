@@ -118,6 +118,8 @@ std::string_view tag_name(Tag tag) {
       return "refittable";
     case Tag::min_block_size:
       return "min_block_size";
+    case Tag::cpu_fused_attention:
+      return "cpu_fused_attention";
     case Tag::backend:
       return "backend";
     case Tag::plan_version:

@@ -79,6 +79,7 @@ enum class Tag : uint8_t {
   optimization_level = 71,
   refittable = 72,
   min_block_size = 73,
+  cpu_fused_attention = 74,
   // fingerprint part
   backend = 80,
   plan_version = 81,

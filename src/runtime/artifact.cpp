@@ -88,6 +88,7 @@ nlohmann::json manifest_json(const ArtifactManifest& m) {
   for (Precision p : m.enabled_precisions) j["enabled_precisions"].push_back(static_cast<int>(p));
   j["optimization_level"] = m.optimization_level;
   j["min_block_size"] = m.min_block_size;
+  j["cpu_fused_attention"] = m.cpu_fused_attention;
   return j;
 }
 
@@ -107,6 +108,7 @@ ArtifactManifest parse_manifest(std::span<const std::byte> bytes, const std::str
     for (int p : j.at("enabled_precisions")) m.enabled_precisions.insert(static_cast<Precision>(p));
     m.optimization_level = j.at("optimization_level").get<int>();
     m.min_block_size = j.at("min_block_size").get<int>();
+    m.cpu_fused_attention = j.value("cpu_fused_attention", false);
     return m;
   } catch (const nlohmann::json::exception& e) {
     throw Error(ErrorCode::invalid_model, source + ": artifact manifest is unreadable: " + e.what());

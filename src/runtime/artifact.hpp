@@ -40,6 +40,7 @@ struct ArtifactManifest {
   std::set<Precision> enabled_precisions;
   int optimization_level = 3;
   int min_block_size = 1;
+  bool cpu_fused_attention = false;  // absent in artifacts written before the setting: off
 };
 
 struct Artifact {

@@ -157,7 +157,8 @@ std::vector<std::byte> CompiledModel::to_artifact(std::span<const std::byte> onn
                                        m_specs,
                                        m_settings.enabled_precisions,
                                        m_settings.optimization_level,
-                                       m_settings.min_block_size};
+                                       m_settings.min_block_size,
+                                       m_settings.cpu_fused_attention};
   artifact.onnx.assign(onnx.begin(), onnx.end());
   size_t engine = 0;
   for (const Step& step : m_steps) {
@@ -178,6 +179,7 @@ CompiledModel CompiledModel::from_artifact(const Artifact& artifact, const ir::G
   s.enabled_precisions = m.enabled_precisions;
   s.optimization_level = m.optimization_level;
   s.min_block_size = m.min_block_size;
+  s.cpu_fused_attention = m.cpu_fused_attention;
   s.refittable = true;
   std::string here = make_backend(s.backend)->fingerprint().to_string();
   if (m.fingerprint != here) {

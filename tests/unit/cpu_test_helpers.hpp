@@ -65,11 +65,17 @@ inline std::vector<InputSpec> fixed_specs(const ir::Graph& g, const std::vector<
 // An engine of `backend` for `graph` (lowered here) at the fixed shapes of
 // `inputs`, built at optimization `level` with a private timing cache.
 inline std::unique_ptr<Engine> build_engine(Backend& backend, const ir::Graph& graph,
+                                            const std::vector<Tensor>& inputs,
+                                            const CompileSettings& settings) {
+  builder::TimingCache cache;
+  return backend.build(passes::lower(graph), fixed_specs(graph, inputs), settings, cache);
+}
+
+inline std::unique_ptr<Engine> build_engine(Backend& backend, const ir::Graph& graph,
                                             const std::vector<Tensor>& inputs, int level) {
   CompileSettings settings;
   settings.optimization_level = level;
-  builder::TimingCache cache;
-  return backend.build(passes::lower(graph), fixed_specs(graph, inputs), settings, cache);
+  return build_engine(backend, graph, inputs, settings);
 }
 
 // Largest |got - want| over max|want|; 1e9 for a shape mismatch or a

@@ -5,14 +5,13 @@
 // within 1e-4 of the output's range; refit, the plan round trip and a
 // corrupted attention layer behave as for any other layer; what the pattern
 // does not cover keeps today's separate layers. The fusion is opt-in
-// (KILN_CPU_FUSED_ATTENTION=1), so each test turns it on for its duration.
+// (CompileSettings::cpu_fused_attention), so each build here turns it on.
 #include <gtest/gtest.h>
 
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -20,6 +19,9 @@
 #include "backends/cpu/plan_format.hpp"
 #include "cpu_test_helpers.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "key/engine_key.hpp"
+#include "key/key_hasher.hpp"
+#include "onnx_test_model.hpp"
 #include "passes/passes.hpp"
 #include "reference/executor.hpp"
 
@@ -30,89 +32,19 @@ using onnx::TensorProto;
 
 constexpr double k_tolerance = 1e-4;
 
-// 0.1 * scale * sin(0.7 i + phase): smooth, signed, deterministic.
-std::vector<float> wave(int64_t n, double phase, double scale) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (size_t i = 0; i < v.size(); ++i) {
-    v[i] = static_cast<float>(0.1 * scale * std::sin(0.7 * static_cast<double>(i) + phase));
-  }
-  return v;
+using Model = testing::ProtoModel;
+using testing::set_int;
+using testing::set_ints;
+using testing::wave;
+
+void transpose(Model& m, const std::string& name, const std::string& in, const std::string& out,
+               const std::vector<int64_t>& perm) {
+  set_ints(m.node("Transpose", name, {in}, out), "perm", perm);
 }
 
-int64_t numel(const std::vector<int64_t>& dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
+void softmax(Model& m, const std::string& in, const std::string& out) {
+  set_int(m.node("Softmax", "softmax", {in}, out), "axis", -1);
 }
-
-// A one-graph opset-17 model written field by field, with its inputs.
-class Model {
- public:
-  Model() {
-    m_model.set_ir_version(8);
-    m_model.set_producer_name("kiln-test");
-    m_model.add_opset_import()->set_version(17);
-    m_model.mutable_graph()->set_name("g");
-  }
-  void input(const std::string& name, const std::vector<int64_t>& dims, std::vector<float> values = {}) {
-    value(graph().add_input(), name, dims);
-    if (values.empty()) values = wave(numel(dims), 0.3 * (1 + static_cast<double>(m_inputs.size())), 10);
-    m_inputs.push_back(Tensor::from_values<float>(dims, values));
-  }
-  void output(const std::string& name, size_t rank) {
-    auto* v = graph().add_output();
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(TensorProto::FLOAT);
-    for (size_t i = 0; i < rank; ++i) t->mutable_shape()->add_dim();
-  }
-  void floats(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& values) {
-    auto* t = graph().add_initializer();
-    t->set_name(name);
-    t->set_data_type(TensorProto::FLOAT);
-    for (int64_t d : dims) t->add_dims(d);
-    for (float x : values) t->add_float_data(x);
-  }
-  void scalar(const std::string& name, float x) { floats(name, {}, {x}); }
-  onnx::NodeProto* node(const std::string& op, const std::string& name,
-                        const std::vector<std::string>& inputs, const std::string& output) {
-    auto* n = graph().add_node();
-    n->set_op_type(op);
-    n->set_name(name);
-    for (const auto& i : inputs) n->add_input(i);
-    n->add_output(output);
-    return n;
-  }
-  void transpose(const std::string& name, const std::string& in, const std::string& out,
-                 const std::vector<int64_t>& perm) {
-    auto* a = node("Transpose", name, {in}, out)->add_attribute();
-    a->set_name("perm");
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t p : perm) a->add_ints(p);
-  }
-  void softmax(const std::string& in, const std::string& out) {
-    auto* a = node("Softmax", "softmax", {in}, out)->add_attribute();
-    a->set_name("axis");
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(-1);
-  }
-  ir::Graph import() const {
-    const std::string b = m_model.SerializeAsString();
-    return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(b)), "attention.onnx").graph;
-  }
-  const std::vector<Tensor>& inputs() const { return m_inputs; }
-
- private:
-  onnx::GraphProto& graph() { return *m_model.mutable_graph(); }
-  static void value(onnx::ValueInfoProto* v, const std::string& name, const std::vector<int64_t>& dims) {
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(TensorProto::FLOAT);
-    for (int64_t d : dims) t->mutable_shape()->add_dim()->set_dim_value(d);
-  }
-  onnx::ModelProto m_model;
-  std::vector<Tensor> m_inputs;
-};
 
 enum class Scale { scores, query, both };
 enum class Mask { none, padding, causal };
@@ -136,14 +68,14 @@ std::string case_name(const Case& c) {
 
 // MatMul(Q, Kᵀ) -> scale -> mask -> Softmax -> MatMul(·, V) as `c` says.
 Model attention_model(const Case& c) {
-  Model m;
+  Model m(17);
   const int64_t b = c.batch, h = c.heads, s = c.seq, d = c.head_dim;
   auto heads_input = [&](const std::string& name, bool as_kt) {
     // The tensor the attention reads: [B, H, S, D] (or [B, H, D, S] for a given Kᵀ).
     if (c.heads_by_transpose) {
       m.input(name + "_in", {b, s, h, d});
-      m.transpose(name + "_heads", name + "_in", name,
-                  as_kt ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3});
+      transpose(m, name + "_heads", name + "_in", name,
+                as_kt ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3});
     } else {
       m.input(name, as_kt ? std::vector<int64_t>{b, h, d, s} : std::vector<int64_t>{b, h, s, d});
     }
@@ -151,7 +83,7 @@ Model attention_model(const Case& c) {
   heads_input("q", false);
   if (c.k_transposed_by_node) {
     heads_input("k", false);
-    m.transpose("k_t", "k", "kt", {0, 1, 3, 2});
+    transpose(m, "k_t", "k", "kt", {0, 1, 3, 2});
   } else {
     heads_input("kt", true);
   }
@@ -192,21 +124,19 @@ Model attention_model(const Case& c) {
     m.node("Add", "mask_add", {scores, "causal"}, "masked");
     scores = "masked";
   }
-  m.softmax(scores, "p");
+  softmax(m, scores, "p");
   m.node("MatMul", "pv", {"p", "v"}, "y");
-  m.output("y", 4);
+  m.output("y", TensorProto::FLOAT, 4);
   return m;
 }
 
-// The fused attention is opt-in (KILN_CPU_FUSED_ATTENTION=1): on while one
-// of these lives.
-class FusedAttentionOn {
- public:
-  FusedAttentionOn() { setenv("KILN_CPU_FUSED_ATTENTION", "1", 1); }
-  ~FusedAttentionOn() { unsetenv("KILN_CPU_FUSED_ATTENTION"); }
-  FusedAttentionOn(const FusedAttentionOn&) = delete;
-  FusedAttentionOn& operator=(const FusedAttentionOn&) = delete;
-};
+// Level 0 (no timing), with the opt-in fused attention on or off.
+CompileSettings fusion(bool on) {
+  CompileSettings settings;
+  settings.optimization_level = 0;
+  settings.cpu_fused_attention = on;
+  return settings;
+}
 
 int attention_layers(const Engine& engine) {
   int n = 0;
@@ -222,10 +152,10 @@ bool has_softmax_layer(const Engine& engine) {
 }
 
 // Builds at level 0 (no timing), runs, compares with the reference.
-std::unique_ptr<Engine> build_and_compare(const Model& m, const std::string& what) {
-  const ir::Graph graph = m.import();
+std::unique_ptr<Engine> build_and_compare(const Model& m, const std::string& what, bool fused = true) {
+  const ir::Graph graph = m.import("attention.onnx").graph;
   auto backend = make_cpu_backend();
-  auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
+  auto engine = testing::build_engine(*backend, graph, m.inputs(), fusion(fused));
   const std::vector<Tensor> got = engine->run(m.inputs());
   const std::vector<Tensor> want = ref::Executor(graph).run(m.inputs());
   EXPECT_EQ(got.size(), want.size()) << what;
@@ -238,7 +168,6 @@ std::unique_ptr<Engine> build_and_compare(const Model& m, const std::string& wha
 class AttentionFusion : public ::testing::TestWithParam<Case> {};
 
 TEST_P(AttentionFusion, FormsOneAttentionLayerAndMatchesTheReference) {
-  const FusedAttentionOn on;
   const Case& c = GetParam();
   auto engine = build_and_compare(attention_model(c), case_name(c));
   EXPECT_EQ(attention_layers(*engine), 1);
@@ -269,32 +198,49 @@ INSTANTIATE_TEST_SUITE_P(
 // What the pattern does not cover keeps the separate layers: the scores
 // also read by something else (a second output) cannot be left unwritten.
 TEST(AttentionFusionBails, ScoresReadElsewhereKeepTheSeparateLayers) {
-  const FusedAttentionOn on;
   Model m = attention_model(Case{1, 2, 7, 32, Scale::scores, Mask::padding, true, true});
-  m.output("p", 4);
+  m.output("p", TensorProto::FLOAT, 4);
   auto engine = build_and_compare(m, "probabilities as an output");
   EXPECT_EQ(attention_layers(*engine), 0);
   EXPECT_TRUE(has_softmax_layer(*engine));
 }
 
-// Off by default: the separate layers run, and the fingerprint (hence the
-// engine cache key) differs from a build with the fused layer.
-TEST(AttentionFusionBails, IsOffUnlessTheEnvironmentAsksForIt) {
+// Off by default: the separate layers run. The setting alone decides (the
+// environment variable is the CLI's, not the library's), and it is part of
+// the engine key's settings part, not of the backend's fingerprint.
+TEST(AttentionFusionBails, IsOffUnlessTheSettingAsksForIt) {
+  EXPECT_FALSE(CompileSettings{}.cpu_fused_attention);
   const Model m = attention_model(Case{1, 2, 7, 32, Scale::scores, Mask::padding, true, true});
-  auto backend = make_cpu_backend();
-  const Fingerprint off = backend->fingerprint();
-  auto engine = build_and_compare(m, "fusion off");
+  setenv("KILN_CPU_FUSED_ATTENTION", "1", 1);  // what kiln before the setting read: no effect now
+  auto engine = build_and_compare(m, "fusion off", false);
+  unsetenv("KILN_CPU_FUSED_ATTENTION");
   EXPECT_EQ(attention_layers(*engine), 0);
   EXPECT_TRUE(has_softmax_layer(*engine));
-  const FusedAttentionOn on;
-  EXPECT_FALSE(backend->fingerprint() == off);
-  EXPECT_EQ(attention_layers(*build_and_compare(m, "fusion on")), 1);
+  EXPECT_EQ(attention_layers(*build_and_compare(m, "fusion on", true)), 1);
+
+  const ir::Graph lowered = passes::lower(m.import("attention.onnx").graph);
+  const std::vector<InputSpec> specs = testing::fixed_specs(m.import("attention.onnx").graph, m.inputs());
+  const Fingerprint fingerprint = make_cpu_backend()->fingerprint();
+  const key::EngineKey off = key::compute_engine_key(lowered, specs, fusion(false), fingerprint);
+  const key::EngineKey on = key::compute_engine_key(lowered, specs, fusion(true), fingerprint);
+  EXPECT_NE(off.hex(), on.hex());
+  EXPECT_EQ(key::differing_parts(off.parts, on.parts), "settings");
+  // Off adds nothing to the hash: the settings part of a kiln without the
+  // setting, so engines cached before it keep their keys.
+  key::KeyHasher before;
+  before.tag(key::Tag::precisions);
+  before.u64(1);
+  before.u64(static_cast<uint64_t>(Precision::fp32));
+  before.tag(key::Tag::optimization_level);
+  before.i64(0);
+  before.tag(key::Tag::refittable);
+  before.u64(1);
+  EXPECT_EQ(off.parts.settings, before.finish());
 }
 
 // A Softmax over another axis is not attention.
 TEST(AttentionFusionBails, SoftmaxOverAnotherAxisKeepsTheSeparateLayers) {
-  const FusedAttentionOn on;
-  Model m;
+  Model m(17);
   m.input("q", {1, 2, 7, 32});
   m.input("kt", {1, 2, 32, 7});
   m.input("v", {1, 2, 7, 32});
@@ -304,7 +250,7 @@ TEST(AttentionFusionBails, SoftmaxOverAnotherAxisKeepsTheSeparateLayers) {
   a->set_type(onnx::AttributeProto::INT);
   a->set_i(2);
   m.node("MatMul", "pv", {"p", "v"}, "y");
-  m.output("y", 4);
+  m.output("y", TensorProto::FLOAT, 4);
   auto engine = build_and_compare(m, "softmax over axis 2");
   EXPECT_EQ(attention_layers(*engine), 0);
 }
@@ -316,7 +262,7 @@ TEST(AttentionFusionBails, SoftmaxOverAnotherAxisKeepsTheSeparateLayers) {
 // the engine key like any constant); the plan round trip keeps the attention
 // layer and its results bit for bit.
 Model projected_attention(uint32_t seed) {
-  Model m;
+  Model m(17);
   const int64_t t = 9, e = 32;
   m.input("x", {2, t, e});
   for (const char* w : {"wq", "wk", "wv"}) {
@@ -326,22 +272,21 @@ Model projected_attention(uint32_t seed) {
   m.node("MatMul", "q_proj", {"x", "wq"}, "q");
   m.node("MatMul", "k_proj", {"x", "wk"}, "k");
   m.node("MatMul", "v_proj", {"x", "wv"}, "v");
-  m.transpose("k_t", "k", "kt", {0, 2, 1});
+  transpose(m, "k_t", "k", "kt", {0, 2, 1});
   m.node("MatMul", "qk", {"q", "kt"}, "scores");
   m.node("Mul", "scores_scale", {"scores", "scale"}, "scaled");
-  m.softmax("scaled", "p");
+  softmax(m, "scaled", "p");
   m.node("MatMul", "pv", {"p", "v"}, "y");
-  m.output("y", 3);
+  m.output("y", TensorProto::FLOAT, 3);
   return m;
 }
 
 TEST(AttentionFusionPlan, RefitsAndSurvivesThePlanRoundTrip) {
-  const FusedAttentionOn on;
   const Model a = projected_attention(1);
   const Model b = projected_attention(2);
-  const ir::Graph ga = a.import(), gb = b.import();
+  const ir::Graph ga = a.import("attention.onnx").graph, gb = b.import("attention.onnx").graph;
   auto backend = make_cpu_backend();
-  auto engine = testing::build_engine(*backend, ga, a.inputs(), 0);
+  auto engine = testing::build_engine(*backend, ga, a.inputs(), fusion(true));
   ASSERT_EQ(attention_layers(*engine), 1);
   engine->refit(passes::source_weights(gb));
   const Tensor got_b = engine->run(a.inputs())[0];
@@ -357,10 +302,9 @@ TEST(AttentionFusionPlan, RefitsAndSurvivesThePlanRoundTrip) {
 }
 
 TEST(AttentionFusionPlan, APlanWhoseAttentionLayerLostANodeIsRefused) {
-  const FusedAttentionOn on;
   const Model a = projected_attention(1);
   auto backend = make_cpu_backend();
-  auto engine = testing::build_engine(*backend, a.import(), a.inputs(), 0);
+  auto engine = testing::build_engine(*backend, a.import("attention.onnx").graph, a.inputs(), fusion(true));
   cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
   bool changed = false;
   for (size_t i = 0; i < plan.layers.size() && !changed; ++i) {
@@ -393,11 +337,10 @@ TEST(AttentionFusionPlan, APlanWhoseAttentionLayerLostANodeIsRefused) {
 // weight, the padding mask broadcast over heads and rows) forms one
 // attention layer per encoder layer and matches the reference.
 TEST(AttentionFusionZoo, BertBaseFormsTwelveAttentionLayersAndMatchesTheReference) {
-  const FusedAttentionOn on;
   const ir::Graph g = testing::import_zoo("bert_base", 3);
   const std::vector<Tensor> inputs = testing::bert_inputs(2, 16);
   auto backend = make_cpu_backend();
-  auto engine = testing::build_engine(*backend, g, inputs, 0);
+  auto engine = testing::build_engine(*backend, g, inputs, fusion(true));
   EXPECT_EQ(attention_layers(*engine), 12);
   EXPECT_FALSE(has_softmax_layer(*engine));
   const std::vector<Tensor> got = engine->run(inputs);

@@ -51,7 +51,7 @@ class DepthwiseFusion : public ::testing::TestWithParam<Case> {};
 
 TEST(DepthwisePartition, AttachesEachExpandDepthwisePair) {
   ir::Graph lowered = passes::lower(import_zoo("mobilenet_v2", 1, 1));
-  const std::vector<cpu::LayerDesc> layers = cpu::partition_layers(lowered);
+  const std::vector<cpu::LayerDesc> layers = cpu::partition_layers(lowered, false);
   int pairs = 0;
   for (const cpu::LayerDesc& l : layers) {
     if (l.dw_conv == ir::k_no_node) continue;

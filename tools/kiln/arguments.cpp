@@ -1,6 +1,8 @@
 #include "arguments.hpp"
 
+#include <cstdlib>
 #include <sstream>
+#include <string_view>
 
 #include "backends/registry/backend_registry.hpp"
 #include "cache/open.hpp"
@@ -90,6 +92,9 @@ void add_compile_options(CLI::App* cmd, CompileOptions& o) {
   cmd->add_option("--timing-cache", o.timing_cache, "Timing cache file ('-' for none)");
   cmd->add_option("--threads", o.threads, "Threads for the engine (0: all cores)")->capture_default_str();
   cmd->add_flag("--debug", o.debug, "Log each layer's tactic candidates and timings");
+  cmd->add_flag("--cpu-fused-attention", o.cpu_fused_attention,
+                "cpu backend: run each matched attention as one fused layer (off: measured slower; "
+                "default on when KILN_CPU_FUSED_ATTENTION=1)");
 }
 
 std::string engine_backend_help() {
@@ -142,6 +147,8 @@ CompileSettings to_settings(const CompileOptions& o) {
   if (o.threads < 0) throw Error(ErrorCode::invalid_argument, "--threads must be 0 or more");
   s.num_threads = o.threads;
   s.debug = o.debug;
+  const char* fused = std::getenv("KILN_CPU_FUSED_ATTENTION");
+  s.cpu_fused_attention = o.cpu_fused_attention || (fused && std::string_view(fused) == "1");
   // The per-layer candidate timings are info-level lines; the CLI is quiet
   // (warnings only) unless asked.
   if (o.debug) log::set_level(log::Level::info);

@@ -43,6 +43,9 @@ struct CompileOptions {
   std::string timing_cache;
   int threads = 0;
   bool debug = false;
+  // --cpu-fused-attention; KILN_CPU_FUSED_ATTENTION=1 in the environment
+  // turns it on for scripts that set it, before the flag existed.
+  bool cpu_fused_attention = false;
   std::string backend = "cpu";  // an engine backend: cpu or cuda
 };
 

@@ -1,8 +1,6 @@
 #include "backends/cpu/attention_pattern.hpp"
 
 #include <algorithm>
-#include <cstdlib>
-#include <string_view>
 
 #include "util/log.hpp"
 
@@ -225,13 +223,7 @@ std::optional<AttentionMatch> match_attention_layer(const ir::Graph& g, const st
   return m;
 }
 
-bool fused_attention_enabled() {
-  const char* v = std::getenv("KILN_CPU_FUSED_ATTENTION");
-  return v && std::string_view(v) == "1";
-}
-
 void fuse_attention_layers(const ir::Graph& g, std::vector<LayerDesc>& layers) {
-  if (!fused_attention_enabled()) return;
   std::vector<int> layer_of(g.num_nodes(), -1);
   for (size_t l = 0; l < layers.size(); ++l) {
     for (NodeId n : layers[l].nodes) layer_of[static_cast<size_t>(n)] = static_cast<int>(l);

@@ -62,20 +62,17 @@ std::optional<AttentionMatch> match_attention_layer(const ir::Graph& graph,
                                                     const std::vector<ir::NodeId>& nodes,
                                                     std::string* why = nullptr);
 
-// Whether partitions fuse attention: off unless the environment sets
-// KILN_CPU_FUSED_ATTENTION=1. Measured on the development machine (2 shared
-// cores), the fused layer was slower than oneDNN's batched matmuls and
-// softmax at BERT's and ViT's shapes (docs/architecture.md, "Fused
-// attention"), so it is opt-in. The cpu backend's fingerprint names the
-// setting, so engines built with and without it never share a cache entry.
-bool fused_attention_enabled();
-
 // Replaces, in a partition of `graph`, the layers that together run exactly
 // one matched attention's nodes with one LayerKind::attention layer, at the
 // place of the last of them (its operands are computed before it). Layers
 // holding other nodes too (a fusion group reaching past the pattern) keep
 // the attention unfused. Why a Softmax stays unfused is logged at debug
-// level. Does nothing unless fused_attention_enabled().
+// level. Called only when CompileSettings::cpu_fused_attention is on:
+// measured on the development machine (2 shared cores), the fused layer was
+// slower than oneDNN's batched matmuls and softmax at BERT's and ViT's shapes
+// (docs/architecture.md, "Fused attention"), so it is opt-in; the setting is
+// part of the engine key, so engines built with and without it never share a
+// cache entry.
 void fuse_attention_layers(const ir::Graph& graph, std::vector<LayerDesc>& layers);
 
 }  // namespace kiln::cpu

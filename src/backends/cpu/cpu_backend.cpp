@@ -1,6 +1,5 @@
 #include "backends/cpu/cpu_backend.hpp"
 
-#include "backends/cpu/attention_pattern.hpp"
 #include "backends/cpu/cpu_engine.hpp"
 #include "backends/cpu/dnnl_util.hpp"
 #include "backends/cpu/layer_partition.hpp"
@@ -15,11 +14,7 @@ class CpuBackend final : public Backend {
   std::string_view name() const override { return "cpu"; }
 
   Fingerprint fingerprint() const override {
-    // The opt-in fused attention changes what a build makes: its engines
-    // must not be read by a kiln without it, nor the other way round.
-    std::string library = cpu::dnnl_version_string();
-    if (cpu::fused_attention_enabled()) library += " +fused-attention";
-    return Fingerprint{"cpu", cpu::k_plan_version, library, cpu::isa_string()};
+    return Fingerprint{"cpu", cpu::k_plan_version, cpu::dnnl_version_string(), cpu::isa_string()};
   }
 
   std::optional<std::string> unsupported_reason(const ir::Graph& graph, ir::NodeId node) const override {

@@ -46,7 +46,8 @@ std::unique_ptr<CpuEngine> CpuEngine::build(const ir::Graph& lowered, std::span<
   EnginePlan plan;
   plan.graph = lowered;
   plan.specs.assign(specs.begin(), specs.end());
-  plan.layers = partition_layers(lowered);  // before stripping: fusion looks at weight values
+  // Before stripping: fusion looks at weight values.
+  plan.layers = partition_layers(lowered, settings.cpu_fused_attention);
   plan.num_threads = settings.num_threads;
   plan.fingerprint = fingerprint;
   WeightStore weights(plan.graph.num_values());

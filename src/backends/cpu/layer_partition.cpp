@@ -525,7 +525,7 @@ void attach_depthwise(const ir::Graph& g, std::vector<LayerDesc>& layers) {
 
 }  // namespace
 
-std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
+std::vector<LayerDesc> partition_layers(const ir::Graph& g, bool fuse_attention) {
   std::map<NodeId, passes::FusionGroup> groups;
   for (passes::FusionGroup& f : passes::find_fusions(g)) groups[f.anchor] = std::move(f);
   std::vector<bool> shape_only = shape_only_values(g);
@@ -591,7 +591,7 @@ std::vector<LayerDesc> partition_layers(const ir::Graph& g) {
     layers.push_back(std::move(layer));
   }
   attach_depthwise(g, layers);
-  fuse_attention_layers(g, layers);
+  if (fuse_attention) fuse_attention_layers(g, layers);
   return layers;
 }
 

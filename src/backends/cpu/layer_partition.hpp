@@ -30,8 +30,9 @@ std::optional<std::string> unsupported_reason(const ir::Graph& graph, ir::NodeId
 std::vector<bool> shape_only_values(const ir::Graph& graph);
 
 // The layers of a lowered graph, in execution order. Every node belongs to
-// exactly one layer.
-std::vector<LayerDesc> partition_layers(const ir::Graph& lowered);
+// exactly one layer. `fuse_attention` (CompileSettings::cpu_fused_attention)
+// turns each matched attention's layers into one fused attention layer.
+std::vector<LayerDesc> partition_layers(const ir::Graph& lowered, bool fuse_attention);
 
 // Whether depthwise Conv `depthwise` can run as a post-op of Conv
 // `pointwise` (oneDNN 2.6: a 1x1 stride-1 unpadded conv, then a 3x3
