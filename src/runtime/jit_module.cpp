@@ -154,6 +154,7 @@ struct JitModule::Impl {
   CompileSettings settings;
   JitOptions options;
 
+  std::mutex update_mutex;   // held through one update_model, refits included
   mutable std::mutex mutex;  // guards everything below; never held while compiling or running
   std::shared_ptr<const ModelSource> model;
   std::string source;  // model->name
@@ -417,6 +418,9 @@ void JitModule::Impl::forget_shapes() {
 }
 
 JitUpdate JitModule::Impl::update(std::shared_ptr<const ModelSource> next) {
+  // One update at a time: two interleaved ones could leave an engine with the
+  // weights of the one that installed its model first.
+  std::lock_guard serial(update_mutex);
   LoadedModel loaded = load(*next);  // throws before anything changes
   const std::string name = next->name;
   JitUpdate result;
