@@ -13,6 +13,7 @@
 #include "cpu_test_helpers.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "ir/op_versions.hpp"
+#include "onnx_test_model.hpp"
 #include "reference/executor.hpp"
 
 namespace kiln {
@@ -20,70 +21,9 @@ namespace {
 
 using onnx::TensorProto;
 
-// A one-graph ONNX model written field by field.
-class ProtoModel {
- public:
-  ProtoModel(int64_t ir_version, int64_t opset) {
-    m_model.set_ir_version(ir_version);
-    m_model.set_producer_name("kiln-test");
-    m_model.add_opset_import()->set_version(opset);
-    m_model.mutable_graph()->set_name("g");
-  }
-  onnx::ModelProto& proto() { return m_model; }
-  onnx::GraphProto& graph() { return *m_model.mutable_graph(); }
-
-  void input(const std::string& name, int elem, const std::vector<int64_t>& dims) {
-    value(graph().add_input(), name, elem, dims);
-  }
-  void output(const std::string& name, int elem) { value(graph().add_output(), name, elem, std::nullopt); }
-  void ints(const std::string& name, const std::vector<int64_t>& values) {
-    auto* t = graph().add_initializer();
-    t->set_name(name);
-    t->set_data_type(TensorProto::INT64);
-    t->add_dims(static_cast<int64_t>(values.size()));
-    for (int64_t v : values) t->add_int64_data(v);
-  }
-  onnx::NodeProto* node(const std::string& op, const std::vector<std::string>& inputs,
-                        const std::vector<std::string>& outputs) {
-    auto* n = graph().add_node();
-    n->set_op_type(op);
-    n->set_name(op + "_" + std::to_string(graph().node_size()));
-    for (const auto& i : inputs) n->add_input(i);
-    for (const auto& o : outputs) n->add_output(o);
-    return n;
-  }
-  std::string bytes() const { return m_model.SerializeAsString(); }
-  frontend::ImportedModel import(const std::string& source = "modern.onnx") const {
-    std::string b = bytes();
-    return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(b)), source);
-  }
-
- private:
-  static void value(onnx::ValueInfoProto* v, const std::string& name, int elem,
-                    const std::optional<std::vector<int64_t>>& dims) {
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(elem);
-    if (dims) {
-      auto* shape = t->mutable_shape();
-      for (int64_t d : *dims) shape->add_dim()->set_dim_value(d);
-    }
-  }
-  onnx::ModelProto m_model;
-};
-
-void set_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(v);
-}
-void set_string(onnx::NodeProto* n, const std::string& name, const std::string& v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::STRING);
-  a->set_s(v);
-}
+using testing::ProtoModel;
+using testing::set_int;
+using testing::set_string;
 
 template <typename Fn>
 void expect_error(Fn&& fn, ErrorCode code, const std::vector<std::string>& parts) {
@@ -166,7 +106,7 @@ TEST(ModernOnnx, Ir10Opset18ReduceFamilyTakesAxesAsAnInput) {
     m.ints("axes", {-1});
     set_int(m.node(op, {"x", "axes"}, {"y"}), "keepdims", 0);
     m.output("y", TensorProto::FLOAT);
-    auto model = m.import();
+    auto model = m.import("modern.onnx");
     EXPECT_EQ(model.ir_version, 10);
     expect_both_backends(model.graph, {x23()}, {{{2}, reduce_rows(op)}});
   }
@@ -182,7 +122,8 @@ TEST(ModernOnnx, Opset18ReduceWithoutAxesReducesAllOrIsANoop) {
   m.output("all", TensorProto::FLOAT);
   m.output("same", TensorProto::FLOAT);
   m.output("same2", TensorProto::FLOAT);
-  expect_both_backends(m.import().graph, {x23()}, {{{1, 1}, {6}}, {{2, 3}, k_x23}, {{2, 3}, k_x23}});
+  expect_both_backends(m.import("modern.onnx").graph, {x23()},
+                       {{{1, 1}, {6}}, {{2, 3}, k_x23}, {{2, 3}, k_x23}});
 }
 
 TEST(ModernOnnx, Opset20ReduceMaxAndMinOfBool) {
@@ -193,7 +134,7 @@ TEST(ModernOnnx, Opset20ReduceMaxAndMinOfBool) {
   set_int(m.node("ReduceMin", {"b", "axes"}, {"all"}), "keepdims", 0);
   m.output("any", TensorProto::BOOL);
   m.output("all", TensorProto::BOOL);
-  auto model = m.import();
+  auto model = m.import("modern.onnx");
   Tensor b = Tensor::zeros(DType::boolean, {2, 3});
   auto bytes = b.mutable_bytes();
   for (size_t i : {0u, 3u, 4u, 5u}) bytes[i] = std::byte{1};  // [[1, 0, 0], [1, 1, 1]]
@@ -206,7 +147,7 @@ TEST(ModernOnnx, Opset20ReduceMaxAndMinOfBool) {
 
   // Opset 18's ReduceMax has no bool: refused, not computed.
   m.proto().mutable_opset_import(0)->set_version(18);
-  auto old = m.import();
+  auto old = m.import("modern.onnx");
   auto unsupported = ref::find_unsupported(old.graph);
   ASSERT_EQ(unsupported.size(), 2u);
   EXPECT_NE(unsupported[0].reason.find("bool"), std::string::npos) << unsupported[0].reason;
@@ -218,12 +159,12 @@ TEST(ModernOnnx, Opset18SplitWithNumOutputsTakesTheRemainderLast) {
   set_int(m.node("Split", {"x"}, {"a", "b", "c"}), "num_outputs", 3);
   for (const char* o : {"a", "b", "c"}) m.output(o, TensorProto::FLOAT);
   Tensor x = Tensor::from_values<float>({5}, std::vector<float>{1, 2, 3, 4, 5});
-  expect_both_backends(m.import().graph, {x}, {{{2}, {1, 2}}, {{2}, {3, 4}}, {{1}, {5}}});
+  expect_both_backends(m.import("modern.onnx").graph, {x}, {{{2}, {1, 2}}, {{2}, {3, 4}}, {{1}, {5}}});
 
   // split sizes and num_outputs together are malformed.
   m.ints("sizes", {2, 2, 1});
   m.graph().mutable_node(0)->add_input("sizes");
-  expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"Split", "num_outputs"});
+  expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model, {"Split", "num_outputs"});
 }
 
 TEST(ModernOnnx, Opset18PadWithAxesAndOpset19WrapMode) {
@@ -236,7 +177,7 @@ TEST(ModernOnnx, Opset18PadWithAxesAndOpset19WrapMode) {
   m.output("constant", TensorProto::FLOAT);
   m.output("wrapped", TensorProto::FLOAT);
   expect_both_backends(
-      m.import().graph, {x23()},
+      m.import("modern.onnx").graph, {x23()},
       {{{2, 6}, {0, 1, 2, 3, 0, 0, 0, 4, 5, 6, 0, 0}}, {{2, 6}, {3, 1, 2, 3, 1, 2, 6, 4, 5, 6, 4, 5}}});
 }
 
@@ -253,7 +194,7 @@ TEST(ModernOnnx, Opset19AveragePoolWithDilations) {
   }
   m.output("y", TensorProto::FLOAT);
   // Windows {1, 3}, {2, 4}, {3, 5}.
-  expect_both_backends(m.import().graph,
+  expect_both_backends(m.import("modern.onnx").graph,
                        {Tensor::from_values<float>({1, 1, 1, 5}, std::vector<float>{1, 2, 3, 4, 5})},
                        {{{1, 1, 1, 3}, {2, 3, 4}}});
 }
@@ -277,7 +218,7 @@ TEST(ModernOnnx, Opset20GeluRunsOnTheCpuBackendsEltwisePath) {
     exact.push_back(gelu_erf(v));
     approx.push_back(gelu_tanh(v));
   }
-  auto model = m.import();
+  auto model = m.import("modern.onnx");
   // The same native eltwise layer as the fused Erf pattern.
   for (ir::NodeId n = 0; n < 2; ++n) EXPECT_EQ(cpu::native_kind(model.graph, n), cpu::LayerKind::eltwise);
   expect_both_backends(model.graph, {Tensor::from_values<float>({2, 3}, xs)},
@@ -285,7 +226,7 @@ TEST(ModernOnnx, Opset20GeluRunsOnTheCpuBackendsEltwisePath) {
 
   // Gelu does not exist before opset 20.
   m.proto().mutable_opset_import(0)->set_version(19);
-  expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"Gelu", "opset 19"});
+  expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model, {"Gelu", "opset 19"});
 }
 
 // (x - mean) / sqrt(var + eps) * gamma + beta with opset-18 ReduceMean (axes as an input).
@@ -320,7 +261,7 @@ TEST(ModernOnnx, Opset18DecomposedLayerNormIsRecognized) {
   m.node("Mul", {"n", "gamma"}, {"s"});
   m.node("Add", {"s", "beta"}, {"y"});
   m.output("y", TensorProto::FLOAT);
-  auto model = m.import();
+  auto model = m.import("modern.onnx");
   ir::Graph lowered = passes::lower(model.graph);
   int layer_norms = 0;
   for (ir::NodeId n = 0; n < static_cast<ir::NodeId>(lowered.num_nodes()); ++n) {
@@ -355,7 +296,7 @@ TEST(ModernOnnx, Opset21TypeListBumpsImportAndRun) {
   m.node("Size", {"y"}, {"n"});
   m.output("y", TensorProto::FLOAT);
   m.output("n", TensorProto::INT64);
-  auto model = m.import();
+  auto model = m.import("modern.onnx");
   auto out = ref::Executor(model.graph).run(std::vector<Tensor>{x23()});
   expect_values(out[0], {6}, k_x23);
   EXPECT_EQ(out[1].int_at(0), 6);
@@ -402,7 +343,8 @@ TEST(ModernOnnx, BrokenNewerModelsFailWithTheNodeNamed) {
     auto m = base();
     m.node("Relu", {"later"}, {"y"});
     m.node("Relu", {"x"}, {"later"});
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"Relu_1", "'later'", "topological"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model,
+                 {"Relu_1", "'later'", "topological"});
   }
   {  // opset-18 Reduce with an axes attribute (the opset-17 form)
     auto m = base();
@@ -411,32 +353,34 @@ TEST(ModernOnnx, BrokenNewerModelsFailWithTheNodeNamed) {
     a->set_name("axes");
     a->set_type(onnx::AttributeProto::INTS);
     a->add_ints(1);
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"ReduceMean-18", "no attribute 'axes'"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model,
+                 {"ReduceMean-18", "no attribute 'axes'"});
   }
   {  // too many inputs
     auto m = base();
     m.node("ReduceMean", {"x", "x", "x"}, {"y"});
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"ReduceMean", "1 to 2 inputs, got 3"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model,
+                 {"ReduceMean", "1 to 2 inputs, got 3"});
   }
   {  // an unchanged op is checked against the library's opset-17 schema
     auto m = base();
     m.node("Relu", {"x", "x"}, {"y"});
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"Relu_1"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model, {"Relu_1"});
   }
   {  // an op that does not exist
     auto m = base();
     m.node("NoSuchOp", {"x"}, {"y"});
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"NoSuchOp", "opset 18"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model, {"NoSuchOp", "opset 18"});
   }
   {  // a graph output nothing produces
     auto m = base();
     m.node("Relu", {"x"}, {"z"});
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"graph output 'y'"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model, {"graph output 'y'"});
   }
   {  // a domain that is not imported
     auto m = base();
     m.node("Thing", {"x"}, {"y"})->set_domain("com.example");
-    expect_error([&] { m.import(); }, ErrorCode::invalid_model, {"com.example", "opset_import"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::invalid_model, {"com.example", "opset_import"});
   }
 }
 
@@ -451,14 +395,14 @@ TEST(ModernOnnx, Ir9And10FieldsKilnCannotRepresentAreRefused) {
     t->set_raw_data(std::string(2, '\0'));
     m.node("Add", {"x", "w"}, {"y"});
     m.output("y", TensorProto::FLOAT);
-    expect_error([&] { m.import(); }, ErrorCode::unsupported, {"'w'", "FLOAT8E4M3FN"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::unsupported, {"'w'", "FLOAT8E4M3FN"});
   }
   {  // an INT4 input (IR 10)
     ProtoModel m(10, 21);
     m.input("x", 22, {2});
     m.node("Identity", {"x"}, {"y"});
     m.output("y", 22);
-    expect_error([&] { m.import(); }, ErrorCode::unsupported, {"'x'", "INT4"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::unsupported, {"'x'", "INT4"});
   }
   {  // a call of a model-local function's overload (IR 10)
     ProtoModel m(10, 18);
@@ -470,7 +414,8 @@ TEST(ModernOnnx, Ir9And10FieldsKilnCannotRepresentAreRefused) {
     n->set_domain("local");
     n->mutable_unknown_fields()->AddLengthDelimited(8, "v2");
     m.output("y", TensorProto::FLOAT);
-    expect_error([&] { m.import(); }, ErrorCode::unsupported, {"MyFn", "overload 'v2'", "local function"});
+    expect_error([&] { m.import("modern.onnx"); }, ErrorCode::unsupported,
+                 {"MyFn", "overload 'v2'", "local function"});
   }
   {  // node metadata (IR 10) does not change meaning: accepted
     ProtoModel m(10, 18);
@@ -478,7 +423,7 @@ TEST(ModernOnnx, Ir9And10FieldsKilnCannotRepresentAreRefused) {
     auto* n = m.node("Relu", {"x"}, {"y"});
     n->mutable_unknown_fields()->AddLengthDelimited(9, std::string("\x0a\x01k\x12\x01v", 6));
     m.output("y", TensorProto::FLOAT);
-    auto out = ref::Executor(m.import().graph)
+    auto out = ref::Executor(m.import("modern.onnx").graph)
                    .run(std::vector<Tensor>{Tensor::from_values<float>({2}, std::vector<float>{-1, 2})});
     expect_values(out[0], {2}, {0, 2});
   }
@@ -490,7 +435,7 @@ TEST(ModernOnnx, Ir9And10FieldsKilnCannotRepresentAreRefused) {
     m.input("x", TensorProto::FLOAT, {2});
     m.node("Thing", {"x"}, {"y"})->set_domain("com.example");
     m.output("y", TensorProto::FLOAT);
-    auto unsupported = ref::find_unsupported(m.import().graph);
+    auto unsupported = ref::find_unsupported(m.import("modern.onnx").graph);
     ASSERT_EQ(unsupported.size(), 1u);
     EXPECT_NE(unsupported[0].reason.find("com.example"), std::string::npos) << unsupported[0].reason;
   }
@@ -508,7 +453,7 @@ TEST(ModernOnnx, Opset18ResizeFormsKilnDoesNotComputeAreReported) {
              "half_pixel_symmetric");
   m.output("a", TensorProto::FLOAT);
   m.output("b", TensorProto::FLOAT);
-  auto unsupported = ref::find_unsupported(m.import().graph);
+  auto unsupported = ref::find_unsupported(m.import("modern.onnx").graph);
   ASSERT_EQ(unsupported.size(), 1u);
   EXPECT_NE(unsupported[0].reason.find("antialias"), std::string::npos) << unsupported[0].reason;
 }

@@ -19,6 +19,7 @@
 #include "backends/cpu/plan_format.hpp"
 #include "cpu_test_helpers.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "onnx_test_model.hpp"
 #include "passes/passes.hpp"
 #include "reference/executor.hpp"
 
@@ -29,113 +30,17 @@ using onnx::TensorProto;
 
 constexpr double k_tolerance = 1e-4;
 
-// Deterministic values: 0.1 * sin(0.7 i + phase) * scale; smooth and signed.
-std::vector<float> wave(int64_t n, double phase, double scale = 1.0) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (size_t i = 0; i < v.size(); ++i) {
-    v[i] = static_cast<float>(0.1 * scale * std::sin(0.7 * static_cast<double>(i) + phase));
-  }
-  return v;
-}
-
-int64_t numel(const std::vector<int64_t>& dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
-
-// A one-graph opset-17 model written field by field.
-class Model {
- public:
-  Model() {
-    m_model.set_ir_version(8);
-    m_model.set_producer_name("kiln-test");
-    m_model.add_opset_import()->set_version(17);
-    m_model.mutable_graph()->set_name("g");
-  }
-
-  void input(const std::string& name, const std::vector<int64_t>& dims) {
-    value(graph().add_input(), name, dims);
-    m_inputs.push_back(Tensor::from_values<float>(dims, wave(numel(dims), 0.3 * (1 + m_inputs.size()), 10)));
-  }
-  void output(const std::string& name, const std::vector<int64_t>& dims) {
-    value(graph().add_output(), name, dims);
-  }
-  // A float weight of `dims` with values `scale` * wave.
-  void weight(const std::string& name, const std::vector<int64_t>& dims, double scale = 1.0,
-              double offset = 0.0) {
-    auto* t = graph().add_initializer();
-    t->set_name(name);
-    t->set_data_type(TensorProto::FLOAT);
-    for (int64_t d : dims) t->add_dims(d);
-    for (float x : wave(numel(dims), 1.1 * graph().initializer_size(), scale))
-      t->add_float_data(x + static_cast<float>(offset));
-  }
-  void scalar(const std::string& name, float x) {
-    auto* t = graph().add_initializer();
-    t->set_name(name);
-    t->set_data_type(TensorProto::FLOAT);
-    t->add_float_data(x);
-  }
-  void ints(const std::string& name, const std::vector<int64_t>& values) {
-    auto* t = graph().add_initializer();
-    t->set_name(name);
-    t->set_data_type(TensorProto::INT64);
-    t->add_dims(static_cast<int64_t>(values.size()));
-    for (int64_t v : values) t->add_int64_data(v);
-  }
-  onnx::NodeProto* node(const std::string& op, const std::string& name,
-                        const std::vector<std::string>& inputs, const std::vector<std::string>& outputs) {
-    auto* n = graph().add_node();
-    n->set_op_type(op);
-    n->set_name(name);
-    for (const auto& i : inputs) n->add_input(i);
-    for (const auto& o : outputs) n->add_output(o);
-    return n;
-  }
-
-  ir::Graph import() const {
-    const std::string b = m_model.SerializeAsString();
-    return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(b)), "layers.onnx").graph;
-  }
-  const std::vector<Tensor>& inputs() const { return m_inputs; }
-
- private:
-  onnx::GraphProto& graph() { return *m_model.mutable_graph(); }
-  static void value(onnx::ValueInfoProto* v, const std::string& name, const std::vector<int64_t>& dims) {
-    v->set_name(name);
-    auto* t = v->mutable_type()->mutable_tensor_type();
-    t->set_elem_type(TensorProto::FLOAT);
-    for (int64_t d : dims) t->mutable_shape()->add_dim()->set_dim_value(d);
-  }
-  onnx::ModelProto m_model;
-  std::vector<Tensor> m_inputs;
-};
-
-void set_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(v);
-}
-void set_float(onnx::NodeProto* n, const std::string& name, float v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::FLOAT);
-  a->set_f(v);
-}
-void set_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
+using Model = testing::ProtoModel;
+using testing::set_float;
+using testing::set_int;
+using testing::set_ints;
+using testing::wave;
 
 // Builds a cpu engine for `model` (level 0: oneDNN's first choices, no
 // timing), runs it profiled, checks its outputs against the reference
 // executor and returns the steps.
 std::vector<LayerTiming> run_and_compare(const Model& model) {
-  const ir::Graph graph = model.import();
+  const ir::Graph graph = model.import("layers.onnx").graph;
   auto backend = make_cpu_backend();
   auto engine = testing::build_engine(*backend, graph, model.inputs(), 0);
   std::vector<LayerTiming> steps;
@@ -180,7 +85,7 @@ void expect_no_aux(const std::vector<LayerTiming>& steps) {
 // the product with V. The scaling was oneDNN's reference binary kernel over
 // the permuted view (26 ms per layer on ViT); it must be a jitted eltwise.
 TEST(TransformerLayers, BatchedAttentionRunsOnOneDnnAndMatchesTheReference) {
-  Model m;
+  Model m(17);
   m.input("q", {1, 197, 12, 64});
   m.input("k", {1, 197, 12, 64});
   m.input("v", {1, 197, 12, 64});
@@ -192,7 +97,7 @@ TEST(TransformerLayers, BatchedAttentionRunsOnOneDnnAndMatchesTheReference) {
   m.node("MatMul", "scores", {"qs", "kt"}, {"s"});
   set_int(m.node("Softmax", "softmax", {"s"}, {"p"}), "axis", -1);
   m.node("MatMul", "context", {"p", "vh"}, {"y"});
-  m.output("y", {1, 12, 197, 64});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 12, 197, 64});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   expect_native(steps, "q_scale");
@@ -206,13 +111,13 @@ TEST(TransformerLayers, BatchedAttentionRunsOnOneDnnAndMatchesTheReference) {
 // back to [batch, tokens, channels] (a permuted view) and added to the
 // residual stream.
 TEST(TransformerLayers, ResidualAddOfATransposedViewRunsOnOneDnn) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 197, 768});
   m.input("attn", {197, 1, 768});
   set_ints(m.node("Transpose", "to_batch_first", {"attn"}, {"t"}), "perm", {1, 0, 2});
   m.node("Add", "residual", {"x", "t"}, {"y"});
   m.node("Add", "residual_swapped", {"t", "y"}, {"z"});
-  m.output("z", {1, 197, 768});
+  m.output_shaped("z", TensorProto::FLOAT, {1, 197, 768});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   expect_native(steps, "residual");
@@ -224,7 +129,7 @@ TEST(TransformerLayers, ResidualAddOfATransposedViewRunsOnOneDnn) {
 // bounds are legal ONNX). Each is one oneDNN reorder of the window, not a
 // reference kernel.
 TEST(TransformerLayers, SlicesOfTheInProjectionAreReorders) {
-  Model m;
+  Model m(17);
   m.input("qkv", {197, 1, 2304});
   m.ints("axes", {2});
   m.ints("q0", {0});
@@ -238,7 +143,7 @@ TEST(TransformerLayers, SlicesOfTheInProjectionAreReorders) {
   m.node("Slice", "v", {"qkv", "v0", "v1", "axes"}, {"v"});
   m.node("Add", "qk", {"q", "k"}, {"s"});
   m.node("Mul", "y", {"s", "v"}, {"y"});
-  m.output("y", {197, 1, 768});
+  m.output_shaped("y", TensorProto::FLOAT, {197, 1, 768});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   for (const char* slice : {"q", "k", "v"}) {
@@ -253,7 +158,7 @@ TEST(TransformerLayers, SlicesOfTheInProjectionAreReorders) {
 // the residual. Lowering turns the chain into Gelu; both layers must be one
 // fused oneDNN matmul each.
 TEST(TransformerLayers, LinearGeluAndResidualFuseIntoOneDnnMatmuls) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 197, 192});
   m.weight("w1", {192, 768});
   m.weight("b1", {768});
@@ -272,7 +177,7 @@ TEST(TransformerLayers, LinearGeluAndResidualFuseIntoOneDnnMatmuls) {
   m.node("MatMul", "fc2", {"g", "w2"}, {"o0"});
   m.node("Add", "fc2_bias", {"o0", "b2"}, {"o1"});
   m.node("Add", "residual", {"o1", "x"}, {"y"});
-  m.output("y", {1, 197, 192});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 197, 192});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "fc1"), "MatMul+Add+Gelu");
@@ -281,12 +186,12 @@ TEST(TransformerLayers, LinearGeluAndResidualFuseIntoOneDnnMatmuls) {
 
 // Pre-norm transformers' LayerNormalization over the last axis (ViT-B: 768).
 TEST(TransformerLayers, LastAxisLayerNormRunsOnOneDnn) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 197, 768});
   m.weight("gamma", {768}, 1.0, 1.0);
   m.weight("beta", {768});
   set_float(m.node("LayerNormalization", "ln", {"x", "gamma", "beta"}, {"y"}), "epsilon", 1e-6f);
-  m.output("y", {1, 197, 768});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 197, 768});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "ln"), "LayerNormalization");
@@ -295,7 +200,7 @@ TEST(TransformerLayers, LastAxisLayerNormRunsOnOneDnn) {
 // ConvNeXt-T's first stage: a 7x7 depthwise conv (pad 3, bias) over 96
 // channels at 56x56.
 TEST(TransformerLayers, SevenBySevenDepthwiseConvRunsOnOneDnn) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 96, 56, 56});
   m.weight("w", {96, 1, 7, 7});
   m.weight("b", {96});
@@ -303,7 +208,7 @@ TEST(TransformerLayers, SevenBySevenDepthwiseConvRunsOnOneDnn) {
   set_int(conv, "group", 96);
   set_ints(conv, "kernel_shape", {7, 7});
   set_ints(conv, "pads", {3, 3, 3, 3});
-  m.output("y", {1, 96, 56, 56});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 96, 56, 56});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "dw7"), "Conv");
@@ -314,7 +219,7 @@ TEST(TransformerLayers, SevenBySevenDepthwiseConvRunsOnOneDnn) {
 // feature map. HardSigmoid fuses into its conv; the Mul broadcasts a
 // per-channel gate and must not fall to oneDNN's reference binary kernel.
 TEST(TransformerLayers, SqueezeExcitationRunsOnOneDnnWithHardSigmoidFused) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 16, 28, 28});
   m.weight("w0", {96, 16, 3, 3});
   m.weight("b0", {96});
@@ -330,7 +235,7 @@ TEST(TransformerLayers, SqueezeExcitationRunsOnOneDnnWithHardSigmoidFused) {
   auto* gate = m.node("HardSigmoid", "gate", {"s3"}, {"s4"});
   set_float(gate, "alpha", 1.0f / 6.0f);
   m.node("Mul", "excite", {"f", "s4"}, {"y"});
-  m.output("y", {1, 96, 28, 28});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 96, 28, 28});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "fc2"), "Conv+HardSigmoid");
@@ -341,7 +246,7 @@ TEST(TransformerLayers, SqueezeExcitationRunsOnOneDnnWithHardSigmoidFused) {
   // MobileNetV3's timed tactics put the feature map in 16-channel blocks;
   // the plain per-channel gate beside it sent the Mul to oneDNN's
   // reference binary kernel. The same plan with every conv on blocks:
-  const ir::Graph graph = m.import();
+  const ir::Graph graph = m.import("layers.onnx").graph;
   auto backend = make_cpu_backend();
   auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
   cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
@@ -364,7 +269,7 @@ TEST(TransformerLayers, SqueezeExcitationRunsOnOneDnnWithHardSigmoidFused) {
 // SiLU as exporters write it, y * Sigmoid(y), after a conv (EfficientNet)
 // and after a Linear: one swish post-op of the conv / matmul primitive.
 TEST(TransformerLayers, SiluFusesIntoTheConvOrMatmulBeforeIt) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 32, 28, 28});
   m.weight("w", {64, 32, 3, 3}, 3.0);
   m.weight("b", {64});
@@ -375,7 +280,7 @@ TEST(TransformerLayers, SiluFusesIntoTheConvOrMatmulBeforeIt) {
   m.node("MatMul", "linear", {"h", "fc"}, {"l"});
   m.node("Sigmoid", "linear_sigmoid", {"l"}, {"ls"});
   m.node("Mul", "linear_silu", {"ls", "l"}, {"y"});
-  m.output("y", {1, 64, 28, 48});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 64, 28, 48});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "conv"), "Conv+Sigmoid+Mul");
@@ -386,12 +291,12 @@ TEST(TransformerLayers, SiluFusesIntoTheConvOrMatmulBeforeIt) {
 // HardSigmoid on its own (no conv before it) is an eltwise layer: the linear
 // step, then a clip to [0, 1]; inputs reach both sides of the clip.
 TEST(TransformerLayers, StandaloneHardSigmoidRunsOnOneDnn) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 40, 14, 14});
   auto* gate = m.node("HardSigmoid", "gate", {"x"}, {"y"});
   set_float(gate, "alpha", 0.5f);
   set_float(gate, "beta", 0.6f);
-  m.output("y", {1, 40, 14, 14});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 40, 14, 14});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "gate"), "HardSigmoid");
@@ -402,7 +307,7 @@ TEST(TransformerLayers, StandaloneHardSigmoidRunsOnOneDnn) {
 // conv: it runs as oneDNN batch normalization with the Relu fused. The
 // transition's Pad of nothing before AveragePool is forwarded away.
 TEST(TransformerLayers, BatchNormAfterConcatRunsOnOneDnnWithReluFused) {
-  Model m;
+  Model m(17);
   m.input("a", {1, 64, 28, 28});
   m.input("b", {1, 32, 28, 28});
   m.weight("scale", {96}, 1.0, 1.0);
@@ -419,7 +324,7 @@ TEST(TransformerLayers, BatchNormAfterConcatRunsOnOneDnnWithReluFused) {
   auto* pool = m.node("AveragePool", "pool", {"p"}, {"y"});
   set_ints(pool, "kernel_shape", {2, 2});
   set_ints(pool, "strides", {2, 2});
-  m.output("y", {1, 128, 14, 14});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 128, 14, 14});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   EXPECT_EQ(expect_native(steps, "norm"), "BatchNormalization+Relu");
@@ -436,14 +341,14 @@ TEST(TransformerLayers, BatchNormAfterConcatRunsOnOneDnnWithReluFused) {
   for (const LayerTiming& t : steps) {
     for (const std::string& n : t.nodes) EXPECT_NE(n, "pad");
   }
-  ir::Graph lowered = passes::lower(m.import());
+  ir::Graph lowered = passes::lower(m.import("layers.onnx").graph);
   for (ir::NodeId n : lowered.topological_order()) EXPECT_NE(lowered.node(n).op_type, "Pad");
 }
 
 // DenseNet's convs write 16-channel blocks: their Concat runs in that layout
 // (no reorder of its inputs to plain), and so does the BatchNorm after it.
 TEST(TransformerLayers, ConcatOfBlockedConvOutputsStaysBlocked) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 16, 28, 28});
   m.weight("wa", {64, 16, 3, 3});
   m.weight("wb", {32, 16, 3, 3});
@@ -456,8 +361,8 @@ TEST(TransformerLayers, ConcatOfBlockedConvOutputsStaysBlocked) {
   set_int(m.node("Concat", "concat", {"a", "b"}, {"c"}), "axis", 1);
   m.node("BatchNormalization", "norm", {"c", "scale", "shift", "mean", "var"}, {"n"});
   m.node("Relu", "relu", {"n"}, {"y"});
-  m.output("y", {1, 96, 28, 28});
-  const ir::Graph graph = m.import();
+  m.output_shaped("y", TensorProto::FLOAT, {1, 96, 28, 28});
+  const ir::Graph graph = m.import("layers.onnx").graph;
   auto backend = make_cpu_backend();
   auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
   cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
@@ -525,17 +430,17 @@ TEST(TransformerLayers, ShuffleUnitConcatIsOneReorderPerInputIntoAPlainOutput) {
 // count_include_pad) as a zero Pad then an unpadded AveragePool. Lowering
 // folds the Pad into the pool, which runs on oneDNN with the padding counted.
 TEST(TransformerLayers, ZeroPadBeforeAveragePoolFoldsIntoThePool) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 8, 10, 10});
   m.ints("pads", {0, 0, 1, 1, 0, 0, 1, 1});
   m.node("Pad", "pad", {"x", "pads"}, {"p"});
   auto* pool = m.node("AveragePool", "pool", {"p"}, {"y"});
   set_ints(pool, "kernel_shape", {3, 3});
-  m.output("y", {1, 8, 10, 10});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 8, 10, 10});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   expect_native(steps, "pool");
-  ir::Graph lowered = passes::lower(m.import());
+  ir::Graph lowered = passes::lower(m.import("layers.onnx").graph);
   for (ir::NodeId n : lowered.topological_order()) {
     EXPECT_NE(lowered.node(n).op_type, "Pad");
     if (lowered.node(n).op_type == "AveragePool") {
@@ -547,13 +452,13 @@ TEST(TransformerLayers, ZeroPadBeforeAveragePoolFoldsIntoThePool) {
 
 // A Pad that pads something stays (and still matches the reference).
 TEST(TransformerLayers, PadThatPadsIsKept) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 8, 6, 6});
   m.ints("pads", {0, 0, 1, 1, 0, 0, 1, 1});
   m.node("Pad", "pad", {"x", "pads"}, {"y"});
-  m.output("y", {1, 8, 8, 8});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 8, 8, 8});
   run_and_compare(m);
-  ir::Graph lowered = passes::lower(m.import());
+  ir::Graph lowered = passes::lower(m.import("layers.onnx").graph);
   int pads = 0;
   for (ir::NodeId n : lowered.topological_order()) pads += lowered.node(n).op_type == "Pad";
   EXPECT_EQ(pads, 1);
@@ -564,19 +469,19 @@ TEST(TransformerLayers, PadThatPadsIsKept) {
 // axes stays a ReduceMean.
 TEST(TransformerLayers, SpatialReduceMeanRunsAsOneDnnGlobalAveragePool) {
   for (const int64_t keepdims : {0, 1}) {
-    Model m;
+    Model m(17);
     m.input("x", {2, 8, 5, 7});
     auto* mean = m.node("ReduceMean", "mean", {"x"}, {"y"});
     set_ints(mean, "axes", {-1, 2});
     set_int(mean, "keepdims", keepdims);
     if (keepdims)
-      m.output("y", {2, 8, 1, 1});
+      m.output_shaped("y", TensorProto::FLOAT, {2, 8, 1, 1});
     else
-      m.output("y", {2, 8});
+      m.output_shaped("y", TensorProto::FLOAT, {2, 8});
     const auto steps = run_and_compare(m);
     expect_no_aux(steps);
     expect_native(steps, "mean");
-    ir::Graph lowered = passes::lower(m.import());
+    ir::Graph lowered = passes::lower(m.import("layers.onnx").graph);
     size_t pools = 0;
     for (ir::NodeId n : lowered.topological_order()) {
       EXPECT_NE(lowered.node(n).op_type, "ReduceMean");
@@ -584,13 +489,13 @@ TEST(TransformerLayers, SpatialReduceMeanRunsAsOneDnnGlobalAveragePool) {
     }
     EXPECT_EQ(pools, 1u) << "keepdims " << keepdims;
   }
-  Model other;
+  Model other(17);
   other.input("x", {2, 8, 5, 7});
   set_ints(other.node("ReduceMean", "mean", {"x"}, {"y"}), "axes", {1, 2});
-  other.output("y", {2, 1, 1, 7});
+  other.output_shaped("y", TensorProto::FLOAT, {2, 1, 1, 7});
   run_and_compare(other);
   size_t means = 0;
-  ir::Graph lowered = passes::lower(other.import());
+  ir::Graph lowered = passes::lower(other.import("layers.onnx").graph);
   for (ir::NodeId n : lowered.topological_order()) means += lowered.node(n).op_type == "ReduceMean";
   EXPECT_EQ(means, 1u);
 }
