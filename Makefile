@@ -22,12 +22,13 @@ demo: deps build
 test: deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
-# Builds libkiln, copies it next to the Python package and installs the
-# package (python/) into Debian's Python with pip, offline. The copied
-# library finds kiln's other libraries in $(BUILD_DIR) (its RUNPATH).
+# Builds, then installs the Python package (python/) with kiln's libraries
+# inside it into a venv that sees Debian's numpy and torch (PEP 668: Debian's
+# pip refuses the system Python), offline. Works from any folder, without the
+# build tree: scripts/python-install --help.
+PYTHON_VENV ?= .venv
 python: deps build
-	cp -L $(BUILD_DIR)/src/libkiln.so.1 python/kiln/
-	/usr/bin/python3 -m pip install --no-index --no-build-isolation --break-system-packages ./python
+	scripts/python-install --build-dir $(BUILD_DIR) --venv $(PYTHON_VENV)
 
 # Benchmarks against peers (ONNX Runtime CPU, PyTorch CPU), side by side.
 # Not part of `make test`.
