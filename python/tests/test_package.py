@@ -196,6 +196,24 @@ def test_fp16_reaches_the_settings(tiny, fast):
     assert engine(ramp((2, 3, 64, 64))).shape[0] == 2
 
 
+def test_cpu_fused_attention_is_a_setting_in_the_engine_key(fast, monkeypatch):
+    """The opt-in fused attention by name: another engine (key), the same
+    results; the environment variable the CLI reads does not reach the library."""
+    bert = kiln.zoo_model("bert_tiny", seed=1, batch=2)
+    specs = [kiln.Input(shape=(2, 16), dtype="int64", name="input_ids"),
+             kiln.Input(shape=(2, 16), dtype="int64", name="attention_mask")]
+    ids = (np.arange(32, dtype=np.int64).reshape(2, 16) * 7) % 1000
+    mask = np.ones((2, 16), dtype=np.int64)
+    mask[1, -3:] = 0
+    monkeypatch.setenv("KILN_CPU_FUSED_ATTENTION", "1")
+    off = kiln.compile(bert, inputs=specs, **fast)
+    on = kiln.compile(bert, inputs=specs, cpu_fused_attention=True, **fast)
+    assert "cpu_fused_attention" in kiln.setting_names()
+    assert off.engines()[0]["key"] != on.engines()[0]["key"]
+    assert [e["status"] for e in on.engines()] == ["miss"]
+    assert_close(on(ids, mask), off(ids, mask))
+
+
 def test_library_not_found_says_where_it_looked(tmp_path):
     package = tmp_path / "site" / "kiln"
     shutil.copytree(os.path.join(os.path.dirname(kiln.__file__)), package,
