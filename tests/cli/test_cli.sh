@@ -157,6 +157,12 @@ expect_output "stats give misses by reason" "  not in cache       1"
 expect_output "stats report build time saved" "Build time saved     "
 check "cache verify" 0 "$kiln" cache verify --cache-dir "$work/c2"
 expect_output "verify finds no bad entry" "1 entries verified, 0 bad"
+# The opt-in fused attention is a compile setting in the key: the flag, or
+# KILN_CPU_FUSED_ATTENTION=1 as the CLI's default.
+check "explain with --cpu-fused-attention" 0 "$kiln" cache explain "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --cpu-fused-attention
+expect_output "fused attention is a settings difference" "differs in: settings"
+check "explain with KILN_CPU_FUSED_ATTENTION=1" 0 env KILN_CPU_FUSED_ATTENTION=1 "$kiln" cache explain "$work/tiny.onnx" --shape input=1x3x64x64 --cache-dir "$work/c2" --optimization-level 0
+expect_output "the environment variable sets it" "differs in: settings"
 check "no reuse" 0 "$kiln" build "$work/tiny.onnx" --shape input=1x3x64x64 --json --no-cache --optimization-level 0 --timing-cache -
 expect_output "no cache builds uncached" '"status": "built_uncached"'
 check "build an artifact" 0 "$kiln" build "$work/tiny.onnx" --min input=1x3x64x64 --opt input=2x3x64x64 --max input=4x3x64x64 --cache-dir "$work/c2" --optimization-level 0 --save "$work/tiny.kiln"
