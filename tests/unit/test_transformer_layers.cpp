@@ -396,7 +396,7 @@ TEST(TransformerLayers, ConcatOfBlockedConvOutputsStaysBlocked) {
 // of a plain output, one reorder per input, and the shuffle's first Reshape
 // is then a view.
 TEST(TransformerLayers, ShuffleUnitConcatIsOneReorderPerInputIntoAPlainOutput) {
-  Model m;
+  Model m(17);
   m.input("x", {1, 116, 8, 8});
   m.ints("lo", {0});
   m.ints("mid", {58});
@@ -412,7 +412,7 @@ TEST(TransformerLayers, ShuffleUnitConcatIsOneReorderPerInputIntoAPlainOutput) {
   m.node("Reshape", "split", {"cat", "split_shape"}, {"r"});
   set_ints(m.node("Transpose", "shuffle", {"r"}, {"t"}), "perm", {0, 2, 1, 3, 4});
   m.node("Reshape", "flat", {"t", "flat_shape"}, {"y"});
-  m.output("y", {1, 116, 8, 8});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 116, 8, 8});
   const auto steps = run_and_compare(m);
   expect_no_aux(steps);
   int concat_reorders = 0;
