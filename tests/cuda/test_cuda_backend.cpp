@@ -17,6 +17,7 @@
 #include "backends/registry/backend_registry.hpp"
 #include "builder/tactic_search.hpp"
 #include "builder/timing_cache.hpp"
+#include "cuda_test_support.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "key/engine_key.hpp"
 #include "passes/passes.hpp"
@@ -27,19 +28,9 @@
 namespace kiln {
 namespace {
 
-frontend::ImportedModel zoo_model(const std::string& name, uint64_t seed) {
-  std::string bytes = zoo::build_zoo_model(name, {seed, std::nullopt}).onnx_bytes;
-  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), name + ".onnx");
-}
-
-bool has_gpu() { return cuda::probe_gpu().gpu.has_value(); }
-
-Tensor ramp(std::vector<int64_t> shape, float phase = 0) {
-  Tensor t = Tensor::zeros(DType::float32, std::move(shape));
-  auto v = t.mutable_data<float>();
-  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * static_cast<float>(i) + phase);
-  return t;
-}
+using testing::has_gpu;
+using testing::ramp;
+using testing::zoo_model;
 
 // max |got - want| / max |want| over every element of every output.
 double relative_error(const std::vector<Tensor>& got, const std::vector<Tensor>& want) {

@@ -1,0 +1,33 @@
+// What the cuda backend's test binaries share: zoo models imported as a
+// user's would be, whether this machine has a GPU, and deterministic inputs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/device.hpp"
+#include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/tensor.hpp"
+#include "zoo/zoo.hpp"
+
+namespace kiln::testing {
+
+inline frontend::ImportedModel zoo_model(const std::string& name, uint64_t seed) {
+  std::string bytes = zoo::build_zoo_model(name, {seed, std::nullopt}).onnx_bytes;
+  return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), name + ".onnx");
+}
+
+inline bool has_gpu() { return cuda::probe_gpu().gpu.has_value(); }
+
+// sin(0.37 i + phase): every element differs, and the values stay in [-1, 1].
+inline Tensor ramp(std::vector<int64_t> shape, float phase = 0) {
+  Tensor t = Tensor::zeros(DType::float32, std::move(shape));
+  auto v = t.mutable_data<float>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * static_cast<float>(i) + phase);
+  return t;
+}
+
+}  // namespace kiln::testing
