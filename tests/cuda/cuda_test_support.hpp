@@ -11,6 +11,7 @@
 #include "backends/cuda/device.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
 #include "kiln/tensor.hpp"
+#include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
 
 namespace kiln::testing {
@@ -18,6 +19,20 @@ namespace kiln::testing {
 inline frontend::ImportedModel zoo_model(const std::string& name, uint64_t seed) {
   std::string bytes = zoo::build_zoo_model(name, {seed, std::nullopt}).onnx_bytes;
   return frontend::import_onnx_bytes(std::as_bytes(std::span<const char>(bytes)), name + ".onnx");
+}
+
+// A zoo model as a backend's build() takes it: lowered, with its weights
+// materialized, and the source weights a refit replays.
+struct LoweredModel {
+  ir::Graph lowered;
+  std::vector<Tensor> sources;
+};
+
+inline LoweredModel lowered_zoo_model(const std::string& name, uint64_t seed) {
+  const frontend::ImportedModel model = zoo_model(name, seed);
+  LoweredModel out{passes::lower(model.graph), passes::source_weights(model.graph)};
+  passes::materialize_weights(out.lowered, out.sources);
+  return out;
 }
 
 inline bool has_gpu() { return cuda::probe_gpu().gpu.has_value(); }

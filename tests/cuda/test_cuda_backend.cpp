@@ -29,6 +29,7 @@ namespace kiln {
 namespace {
 
 using testing::has_gpu;
+using testing::lowered_zoo_model;
 using testing::ramp;
 using testing::zoo_model;
 
@@ -87,24 +88,32 @@ TEST(CudaPlan, PartitionFusesConvChainsAndRunsTheClassifierOnCublasLt) {
   }
 }
 
+// A graph of one MatMul of two float32 graph inputs; `id` is its node.
+ir::Graph one_matmul(ir::Dims x_dims, ir::Dims w_dims, ir::Dims y_dims, ir::NodeId& id) {
+  ir::Graph g;
+  const ir::ValueId x = g.add_value("x", {DType::float32, std::move(x_dims)});
+  const ir::ValueId w = g.add_value("w", {DType::float32, std::move(w_dims)});
+  const ir::ValueId y = g.add_value("y", {DType::float32, std::move(y_dims)});
+  g.add_input(x);
+  g.add_input(w);
+  ir::Node mm;
+  mm.op_type = "MatMul";
+  mm.opset = 13;
+  mm.inputs = {x, w};
+  mm.outputs = {y};
+  id = g.add_node(std::move(mm));
+  g.add_output(y);
+  return g;
+}
+
 TEST(CudaPlan, AttentionMatmulsOfTwoActivationsAreOneBatchedLayer) {
   // Q·Kᵀ of [batch, heads, seq, d] · [batch, heads, d, seq]: two activations
   // with the same batch dims (static or the same symbol) are one batched
   // cuBLASLt layer.
-  ir::Graph g;
-  const ir::Dims q_dims{ir::Dim::symbol("batch"), 4, 8, 16}, k_dims{ir::Dim::symbol("batch"), 4, 16, 8};
-  const ir::ValueId q = g.add_value("q", {DType::float32, q_dims});
-  const ir::ValueId k = g.add_value("k", {DType::float32, k_dims});
-  const ir::ValueId y = g.add_value("y", {DType::float32, ir::Dims{ir::Dim::symbol("batch"), 4, 8, 8}});
-  g.add_input(q);
-  g.add_input(k);
-  ir::Node mm;
-  mm.op_type = "MatMul";
-  mm.opset = 13;
-  mm.inputs = {q, k};
-  mm.outputs = {y};
-  const ir::NodeId id = g.add_node(std::move(mm));
-  g.add_output(y);
+  const ir::Dim batch = ir::Dim::symbol("batch");
+  ir::NodeId id = ir::k_no_node;
+  ir::Graph g = one_matmul({batch, 4, 8, 16}, {batch, 4, 16, 8}, {batch, 4, 8, 8}, id);
+  const ir::ValueId k = g.node(id).inputs[1];
   EXPECT_EQ(cuda::unsupported_reason(g, id), std::nullopt);
   const std::vector<cuda::Layer> layers = cuda::partition_layers(g);
   ASSERT_EQ(layers.size(), 1u);
@@ -140,19 +149,8 @@ TEST(CudaPlan, ASplitIsOneSliceLayerPerOutputAndBroadcastBatchesStayOnTheHost) {
 
   // [2, 1, 3, 4] · [1, 5, 4, 3]: the batch dims broadcast, which one strided
   // cuBLASLt call cannot express.
-  ir::Graph h;
-  const ir::ValueId p = h.add_value("p", {DType::float32, ir::Dims{2, 1, 3, 4}});
-  const ir::ValueId q = h.add_value("q", {DType::float32, ir::Dims{1, 5, 4, 3}});
-  h.add_input(p);
-  h.add_input(q);
-  const ir::ValueId y = h.add_value("y", {DType::float32, ir::Dims{2, 5, 3, 3}});
-  ir::Node mm;
-  mm.op_type = "MatMul";
-  mm.opset = 13;
-  mm.inputs = {p, q};
-  mm.outputs = {y};
-  const ir::NodeId mm_id = h.add_node(std::move(mm));
-  h.add_output(y);
+  ir::NodeId mm_id = ir::k_no_node;
+  const ir::Graph h = one_matmul({2, 1, 3, 4}, {1, 5, 4, 3}, {2, 5, 3, 3}, mm_id);
   EXPECT_NE(cuda::unsupported_reason(h, mm_id), std::nullopt);
 }
 
@@ -368,10 +366,7 @@ TEST_F(CudaGpu, ResNet18MatchesTheReference) {
 }
 
 TEST_F(CudaGpu, ADeserializedPlanRefittedEqualsTheBuiltEngineBitwise) {
-  const auto model = zoo_model("resnet_tiny", 1);
-  ir::Graph lowered = passes::lower(model.graph);
-  const auto sources = passes::source_weights(model.graph);
-  passes::materialize_weights(lowered, sources);
+  auto [lowered, sources] = lowered_zoo_model("resnet_tiny", 1);
   auto backend = make_backend("cuda");
   builder::TimingCache timing;
   const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};
@@ -501,10 +496,7 @@ TEST_F(CudaGpu, BertBaseInHalfMatchesTheReferenceWithinBounds) {
 }
 
 TEST_F(CudaGpu, AHalfRefitEqualsAFreshHalfBuildBitwise) {
-  const auto model = zoo_model("resnet_tiny", 1);
-  ir::Graph lowered = passes::lower(model.graph);
-  const auto sources = passes::source_weights(model.graph);
-  passes::materialize_weights(lowered, sources);
+  auto [lowered, sources] = lowered_zoo_model("resnet_tiny", 1);
   auto backend = make_backend("cuda");
   builder::TimingCache timing;
   const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {1, 3, 64, 64})};

@@ -25,6 +25,7 @@ namespace kiln {
 namespace {
 
 using testing::has_gpu;
+using testing::lowered_zoo_model;
 using testing::ramp;
 using testing::zoo_model;
 
@@ -224,11 +225,8 @@ TEST_F(CudaDeviceIo, AModelWithAHostSegmentRefusesNamingIt) {
 TEST_F(CudaDeviceIo, GraphsAreCapturedOnceAndDroppedOnRefit) {
   const char* env = std::getenv("KILN_CUDA_GRAPHS");
   const bool graphs = env == nullptr || std::string(env) != "0";
-  const auto first = zoo_model("resnet_tiny", 1);
+  auto [lowered, sources] = lowered_zoo_model("resnet_tiny", 1);
   const auto second = zoo_model("resnet_tiny", 2);
-  ir::Graph lowered = passes::lower(first.graph);
-  const auto sources = passes::source_weights(first.graph);
-  passes::materialize_weights(lowered, sources);
   auto backend = make_backend("cuda");
   builder::TimingCache timing;
   const std::vector<InputSpec> specs{InputSpec::fixed("input", DType::float32, {2, 3, 64, 64})};
