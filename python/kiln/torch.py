@@ -165,16 +165,22 @@ def run_torch(model, inputs):
 
 class _ExportedWeights:
     """What an export of a module gave the compiled model, to refit it from
-    the module's later weights: the model's weight names, whether each is a
-    parameter or buffer of the module under its own name (torch.onnx.export
-    renames a weight it transforms: a BatchNorm fused into its conv becomes
-    ``onnx::Conv_N``), and the bytes of the other initializers, structural
+    the module's later weights: the model's weight names, whether every one
+    is a parameter or buffer of the module under its own name and with its
+    value (torch.onnx.export transforms some: a BatchNorm fused into its conv
+    becomes ``onnx::Conv_N`` in the legacy exporter, and may keep the conv's
+    name in the dynamo exporter), and the bytes of the other initializers, structural
     constants that a refit cannot change."""
 
     def __init__(self, model, onnx_bytes, module):
         self.weight_names = {w["name"] for w in model.weights()}
         initializers = _onnx_proto.read_initializers(onnx_bytes)
-        self.direct = self.weight_names <= set(module.state_dict(keep_vars=True))
+        state = module.state_dict(keep_vars=True)
+        # A name is not enough: an exporter's optimizer may fold a BatchNorm
+        # into its conv and keep the conv's name for the folded weight. Only
+        # a weight whose exported value is the tensor's own is read directly.
+        self.direct = all(n in state and n in initializers and np.array_equal(initializers[n], _to_numpy(state[n]))
+                          for n in self.weight_names)
         self.structural = {n: a.tobytes() for n, a in initializers.items() if n not in self.weight_names}
 
     def refit_values(self, onnx_bytes):

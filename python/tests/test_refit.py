@@ -105,8 +105,8 @@ def _torch():
 
 
 def conv_bn(seed):
-    """torch.onnx.export fuses the BatchNorm into the conv: the ONNX weights
-    are renamed (onnx::Conv_N), so a refit goes through a new export."""
+    """torch.onnx.export fuses the BatchNorm into the conv (torch 1.13 renames
+    the folded weights onnx::Conv_N), so a refit goes through a new export."""
     torch = _torch()
     nn = torch.nn
     torch.manual_seed(seed)
@@ -194,3 +194,38 @@ def test_jit_refits_the_model_of_every_shape_it_compiled(fast):
         assert_close(jit(x).numpy(), eager(net, x).numpy())
         assert jit.last_model is model
     assert jit.refits == 2 and jit.recompiles == 0
+
+
+def _export_folding_batchnorm_under_the_convs_name(module, inputs, output_count=None):
+    """What torch 2's dynamo exporter may write for conv_bn: its optimizer
+    folds the BatchNorm into the conv and keeps the names ``0.weight`` and
+    ``0.bias`` for the folded values, which are not the module's tensors."""
+    conv, bn, linear = module[0], module[1], module[5]
+    scale = (bn.weight / (bn.running_var + bn.eps).sqrt()).detach().numpy()
+    weight = conv.weight.detach().numpy() * scale[:, None, None, None]
+    bias = (conv.bias.detach().numpy() - bn.running_mean.detach().numpy()) * scale + bn.bias.detach().numpy()
+    p = _onnx_proto
+    name, shape = inputs[0].name, list(inputs[0].opt_shape)
+    nodes = [p.node("Conv", [name, "0.weight", "0.bias"], ["c"], "conv", {"pads": [1, 1, 1, 1]}),
+             p.node("Relu", ["c"], ["r"], "relu", {}),
+             p.node("GlobalAveragePool", ["r"], ["g"], "pool", {}),
+             p.node("Flatten", ["g"], ["f"], "flatten", {}),
+             p.node("Gemm", ["f", "5.weight", "5.bias"], ["y"], "fc", {"transB": 1})]
+    initializers = [p.tensor_chunks(n, np.ascontiguousarray(a, dtype=np.float32)) for n, a in
+                    [("0.weight", weight), ("0.bias", bias), ("5.weight", linear.weight.detach().numpy()),
+                     ("5.bias", linear.bias.detach().numpy())]]
+    return p.model("folded", nodes, initializers, [p.value_info(name, 1, shape)],
+                   [p.value_info("y", 1, [shape[0], 5])], 17)
+
+
+def test_jit_refit_never_reads_a_folded_weight_from_the_tensor_of_its_name(fast, monkeypatch):
+    torch = _torch()
+    monkeypatch.setattr(kiln.torch, "export", _export_folding_batchnorm_under_the_convs_name)
+    net = conv_bn(0)
+    x = torch.rand(2, 3, 12, 12)
+    jit = kiln.torch.jit(net, **fast)
+    assert_close(jit(x).numpy(), eager(net, x).numpy())
+    with torch.no_grad():
+        net[0].weight.mul_(-1)  # only the conv's weight changes: the folded weight must be exported again
+    assert_close(jit(x).numpy(), eager(net, x).numpy())
+    assert jit.refits == 1 and jit.recompiles == 0
