@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import subprocess
 import warnings
 
@@ -117,11 +118,16 @@ class TransformerBlock(nn.Module):
 
 
 def kiln_cli():
+    """The CLI next to the library under test: in its build tree, else the
+    one on PATH (an installed or packed kiln)."""
     library = os.environ.get("KILN_LIBRARY")
     build = pathlib.Path(library).resolve().parent.parent if library else \
         pathlib.Path(__file__).resolve().parents[2] / "build"
     cli = build / "tools" / "kiln" / "kiln"
-    return cli if cli.exists() else None
+    if cli.exists():
+        return cli
+    found = shutil.which("kiln")
+    return pathlib.Path(found) if found else None
 
 
 def profile_kinds(onnx_bytes, tmp_path):
