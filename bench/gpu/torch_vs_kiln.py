@@ -156,6 +156,8 @@ def main():
     ap.add_argument("--torch-fp16", action="store_true", help="also time PyTorch on a .half() model")
     ap.add_argument("--precisions", default="fp32", help="rows per (model, batch): fp32, fp16 or fp32,fp16")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--export-only", metavar="DIR", default=None,
+                    help="write each model's ONNX (batch dim dynamic) as DIR/NAME.onnx and stop")
     args = ap.parse_args()
     precisions = [p for p in args.precisions.split(",") if p]
     if not precisions or not set(precisions) <= {"fp32", "fp16"}:
@@ -172,7 +174,8 @@ def main():
                 json.dump(rows + [row], f, indent=1)
         rows.append(row)
 
-    work = tempfile.mkdtemp(prefix="kiln-gpu-bench-")
+    work = args.export_only or tempfile.mkdtemp(prefix="kiln-gpu-bench-")
+    os.makedirs(work, exist_ok=True)
     for name in args.models.split(","):
         torch.manual_seed(0)
         model, sample_shape = build_model(name)
@@ -182,6 +185,9 @@ def main():
             torch.onnx.export(model, torch.randn(1, *sample_shape, device="cuda"), onnx_path, opset_version=17,
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+        if args.export_only:
+            print(onnx_path, "input:", "Nx" + "x".join(map(str, sample_shape)), flush=True)
+            continue
         modes = [] if args.no_compile else [m for m in args.compile_modes.split(",") if m]
         half = None
         if args.torch_fp16 or "fp16" in precisions:
