@@ -900,6 +900,17 @@ TEST_F(CudaKernels, TransposeLayoutsTheEngineUses) {
   run_transpose(stream_, ElemType::f32, {3, 700, 1100}, {1, 0, 2});       // past one grid, general path
 }
 
+// The gather moves 16-, 8- or 4-byte words where the innermost run allows,
+// else single elements: runs of every such size, in both element widths.
+TEST_F(CudaKernels, TransposeWithContiguousRunsOfEveryWordSize) {
+  for (ElemType t : {ElemType::f32, ElemType::f16}) {
+    for (int64_t run : {64, 20, 6, 3, 1}) {
+      run_transpose(stream_, t, {2, 9, 5, run}, {0, 2, 1, 3});
+    }
+    run_transpose(stream_, t, {2, 128, 12, 64}, {0, 2, 3, 1});  // attention's K, transposed twice over
+  }
+}
+
 TEST_F(CudaKernels, ConcatPartsFillTheirColumns) {
   for (ElemType t : {ElemType::f32, ElemType::bf16}) {
     const int64_t outer = 37;
@@ -955,6 +966,12 @@ TEST_F(CudaKernels, SliceBoxesStepsAndSplitParts) {
   run_slice(stream_, ElemType::f32, {2, 3, 1, 2, 3, 4}, {1, 0, 0, 1, 1, 0}, {1, 2, 1, 1, 1, 3},
             {1, 2, 1, 1, 2, 2});
   run_slice(stream_, ElemType::f32, {3, 4}, {0, 0}, {1, 1}, {0, 4});  // empty: nothing to do
+  // Contiguous runs whose start or length is not a multiple of a wide word.
+  for (ElemType t : {ElemType::f32, ElemType::f16}) {
+    run_slice(stream_, t, {4, 3, 40}, {0, 0, 1}, {1, 1, 1}, {4, 3, 32});
+    run_slice(stream_, t, {4, 3, 40}, {1, 1, 8}, {1, 1, 1}, {3, 2, 30});
+    run_slice(stream_, t, {5, 66}, {0, 2}, {1, 1}, {5, 64});
+  }
 }
 
 // ------------------------------------------------------------------ cast

@@ -57,17 +57,86 @@ Strided plan_transpose(int rank, const int64_t* in_shape, const int* perm, int64
   return s;
 }
 
-// The general case: one thread per output element (writes coalesce, reads
-// gather).
-template <typename T>
-__global__ void transpose_kernel(const T* x, T* y, Strided s, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
-    int64_t rem = i, off = 0;
+// The general case, shared by transposes and slices: y[i] = x[base +
+// offset of i in the walk `s`], one thread per output word (writes coalesce,
+// reads gather). `Word` is the unit moved: the element, or up to 16 bytes of
+// elements where the walk's innermost run is contiguous in both tensors
+// (attention's head transposes, a split's parts), so the index arithmetic is
+// paid once per word rather than per element. `Index` is 32-bit wherever
+// every offset fits: a 64-bit divide per dimension per element otherwise
+// bounds this kernel, not memory.
+template <typename Word, typename Index>
+__global__ void gather_kernel(const Word* x, Word* y, Strided s, Index base, Index n) {
+  const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
+  for (Index i = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += step) {
+    Index rem = i, off = base;
     for (int d = s.rank - 1; d >= 0; --d) {
-      off += (rem % s.out[d]) * s.in_stride[d];
-      rem /= s.out[d];
+      const auto size = static_cast<Index>(s.out[d]);
+      off += (rem % size) * static_cast<Index>(s.in_stride[d]);
+      rem /= size;
     }
     y[i] = x[off];
+  }
+}
+
+// The widest word (16, 8 or 4 bytes, else the element) that divides the
+// innermost contiguous run, every other stride and the base, and to which
+// both pointers are aligned.
+size_t gather_word_bytes(const Strided& s, int64_t base, size_t elem_bytes, const void* x, const void* y) {
+  if (s.rank == 0 || s.in_stride[s.rank - 1] != 1) return elem_bytes;
+  for (size_t word : {size_t{16}, size_t{8}, size_t{4}}) {
+    if (word <= elem_bytes) break;
+    auto divides = [word, elem_bytes](int64_t elements) {
+      return static_cast<size_t>(elements) * elem_bytes % word == 0;
+    };
+    bool ok = divides(s.out[s.rank - 1]) && divides(base) && reinterpret_cast<uintptr_t>(x) % word == 0 &&
+              reinterpret_cast<uintptr_t>(y) % word == 0;
+    for (int d = 0; ok && d + 1 < s.rank; ++d) ok = divides(s.in_stride[d]);
+    if (ok) return word;
+  }
+  return elem_bytes;
+}
+
+template <typename Word>
+void launch_gather_words(const void* x, void* y, Strided s, int64_t base, int64_t n, int64_t extent,
+                         cudaStream_t stream) {
+  const auto* px = static_cast<const Word*>(x);
+  auto* py = static_cast<Word*>(y);
+  // 32-bit when every output index, input offset and grid step fits.
+  constexpr int64_t k_int32 = int64_t{1} << 31;
+  if (n < k_int32 && extent < k_int32) {
+    gather_kernel<Word, uint32_t><<<grid_for(n), k_block, 0, stream>>>(px, py, s, static_cast<uint32_t>(base),
+                                                                       static_cast<uint32_t>(n));
+  } else {
+    gather_kernel<Word, int64_t><<<grid_for(n), k_block, 0, stream>>>(px, py, s, base, n);
+  }
+}
+
+// y = the `n` elements of x that the walk `s` from `base` visits; `extent`
+// bounds every input offset (elements).
+void launch_gather(size_t elem_bytes, const void* x, void* y, Strided s, int64_t base, int64_t n,
+                   int64_t extent, cudaStream_t stream) {
+  const size_t word = gather_word_bytes(s, base, elem_bytes, x, y);
+  if (word != elem_bytes) {
+    const auto per_word = static_cast<int64_t>(word / elem_bytes);
+    s.out[s.rank - 1] /= per_word;
+    for (int d = 0; d + 1 < s.rank; ++d) s.in_stride[d] /= per_word;
+    base /= per_word;
+    n /= per_word;
+    extent /= per_word;
+  }
+  switch (word) {
+    case 16:
+      launch_gather_words<uint4>(x, y, s, base, n, extent, stream);
+      return;
+    case 8:
+      launch_gather_words<uint2>(x, y, s, base, n, extent, stream);
+      return;
+    case 4:
+      launch_gather_words<uint32_t>(x, y, s, base, n, extent, stream);
+      return;
+    default:
+      launch_gather_words<uint16_t>(x, y, s, base, n, extent, stream);
   }
 }
 
@@ -100,20 +169,6 @@ __global__ void transpose_tiled_kernel(const T* x, T* y, int64_t batch, int64_t 
       const int64_t pi = p0 + i, qi = q0 + threadIdx.x;
       if (pi < p && qi < q) detail::store(yb, pi * q + qi, tile[threadIdx.x][i]);
     }
-  }
-}
-
-// A strided box: the output shape and, per output dimension, the input
-// stride, from an input offset `base` (the transpose kernel's walk).
-template <typename T>
-__global__ void slice_kernel(const T* x, T* y, Strided s, int64_t base, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
-    int64_t rem = i, off = base;
-    for (int d = s.rank - 1; d >= 0; --d) {
-      off += (rem % s.out[d]) * s.in_stride[d];
-      rem /= s.out[d];
-    }
-    y[i] = x[off];
   }
 }
 
@@ -162,7 +217,7 @@ void launch_transpose(ElemType type, const void* x, void* y, int rank, const int
           static_cast<unsigned>(tiles < detail::k_max_blocks ? tiles : detail::k_max_blocks);
       transpose_tiled_kernel<T><<<grid, dim3(k_tile, k_tile_rows), 0, stream>>>(px, py, batch, q, p);
     } else {
-      transpose_kernel<T><<<grid_for(n), k_block, 0, stream>>>(px, py, s, n);
+      launch_gather(sizeof(T), px, py, s, 0, n, n, stream);
     }
   });
   detail::check_launch("transpose");
@@ -231,7 +286,7 @@ void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t
         throw std::runtime_error(std::string("slice: copy failed: ") + cudaGetErrorString(err));
       return;
     }
-    slice_kernel<T><<<grid_for(n), k_block, 0, stream>>>(px, py, s, base, n);
+    launch_gather(sizeof(T), px, py, s, base, n, stride, stream);
   });
   detail::check_launch("slice");
 }
