@@ -1,6 +1,7 @@
 #include "backends/cuda/cuda_engine.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <numeric>
 
@@ -31,6 +32,17 @@ constexpr size_t k_max_candidates = 8;
 constexpr size_t k_max_matmul_workspace = size_t{32} << 20;
 
 size_t aligned(size_t bytes) { return (bytes + k_alignment - 1) / k_alignment * k_alignment; }
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+std::string ms_text(double ms) {
+  std::string text = std::to_string(ms);
+  return text.substr(0, text.find('.') + 2) + " ms";
+}
 
 int64_t numel(const std::vector<int64_t>& shape) {
   return std::accumulate(shape.begin(), shape.end(), int64_t{1}, std::multiplies<>());
@@ -313,6 +325,7 @@ void CudaEngine::prepare_matmul_weights() {
 }
 
 std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vector<int64_t>>& input_shapes) {
+  const auto start = Clock::now();
   const ir::Graph& g = m_plan.graph;
   auto inst = std::make_unique<Instance>();
   inst->input_shapes = input_shapes;
@@ -397,9 +410,13 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
     }
     inst->boundary = DeviceBuffer(std::max<size_t>(boundary * sizeof(float), 4));
   }
+  const double memory_ms = ms_since(start);
   inst->layers.resize(m_plan.layers.size());
+  double conv_ms = 0, matmul_ms = 0;
+  size_t convs = 0, matmuls = 0;
   // Conv and matmul layers at these shapes, from the plan's choices.
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    const auto layer_start = Clock::now();
     const Layer& layer = m_plan.layers[i];
     if (layer.kind == LayerKind::conv && layer.tactic.cudnn.engine >= 0) {
       const ConvGeometry geo = conv_geometry(m_plan, layer, *inst);
@@ -414,6 +431,8 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
         inst->layers[i].conv.emplace(std::move(candidates.front().plan));
       }
       inst->workspace_bytes = std::max(inst->workspace_bytes, inst->layers[i].conv->workspace());
+      conv_ms += ms_since(layer_start);
+      ++convs;
     } else if (layer.kind == LayerKind::matmul && !layer.tactic.lt_algo.empty()) {
       const MatmulParts& parts = inst->layers[i].matmul_parts = matmul_parts(m_plan, layer, *inst);
       auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
@@ -428,9 +447,16 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
       }
       inst->workspace_bytes = std::max(inst->workspace_bytes, mm->workspace());
       inst->layers[i].matmul = std::move(mm);
+      matmul_ms += ms_since(layer_start);
+      ++matmuls;
     }
   }
   inst->workspace = DeviceBuffer(inst->workspace_bytes);
+  log::info("cuda engine: instance for input shapes " +
+            (input_shapes.empty() ? std::string("()") : shape_to_string(input_shapes.front())) + " in " +
+            ms_text(ms_since(start)) + ": memory plan and arena " + ms_text(memory_ms) + ", " +
+            std::to_string(convs) + " cuDNN plans " + ms_text(conv_ms) + ", " + std::to_string(matmuls) +
+            " cuBLASLt matmuls " + ms_text(matmul_ms));
   return inst;
 }
 
@@ -749,7 +775,9 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
 }
 
 std::unique_ptr<CudaEngine> CudaEngine::from_plan(Plan plan) {
+  const auto start = Clock::now();
   std::unique_ptr<CudaEngine> engine(new CudaEngine(std::move(plan)));
+  log::info("cuda engine: device context (CUDA, cuDNN and cuBLASLt handles) in " + ms_text(ms_since(start)));
   engine->upload_structural_constants();
   // The instance at the opt shapes is made here, as a build makes it: its
   // cuDNN plans are finalized (some engines compile kernels then) and its
