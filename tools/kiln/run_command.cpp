@@ -379,7 +379,8 @@ void add_run_command(CLI::App& app, Action& action) {
   cmd->add_flag("--json", opt->json, "Print one JSON object instead of text");
   cmd->add_flag(
       "--profile", opt->profile,
-      "Time each layer (cpu and cuda backends): a table of layer, op(s), kind (onednn primitive, aux reference "
+      "Time each layer (cpu and cuda backends): a table of layer, op(s), kind (onednn primitive, aux "
+      "reference "
       "kernel inside an engine, native kiln kernel, reorder, reference fallback), tactic, ms and share, the "
       "median of "
       "--profile-runs synchronised runs after the normal ones; with --json, a \"profile\" section");
