@@ -150,6 +150,37 @@ TEST(BackendPlugin, AFileThatFailsToLoadStopsTheSearchWithTheLoadersReason) {
   }
 }
 
+TEST(BackendPlugin, AMissingDependencyNamesThePluginAndTheLibraryItNeeds) {
+  // A plugin linked against a library that is gone when it is loaded, as the
+  // cuda plugin is on a machine without cuDNN or cuBLASLt. Built here with the
+  // system C compiler, the one the install test builds its consumer with.
+  testing::TempDir dir;
+  testing::write_file(dir / "dependency.c", "int kiln_test_dependency(void) { return 1; }\n");
+  testing::write_file(
+      dir / "plugin.c",
+      "int kiln_test_dependency(void);\nint kiln_test_plugin(void) { return kiln_test_dependency(); }\n");
+  const std::string d = dir.path().string();
+  const testing::CommandResult built =
+      testing::run_command("cc -shared -fPIC -o " + d + "/libkiln_test_dependency.so " + d +
+                           "/dependency.c && cc -shared -fPIC -o " + d + "/libkiln_backend_demo.so " + d +
+                           "/plugin.c -L" + d + " -Wl,--no-as-needed -lkiln_test_dependency 2>&1");
+  if (built.status != 0) GTEST_SKIP() << "no C compiler to build the test plugin: " << built.output;
+  std::filesystem::remove(dir / "libkiln_test_dependency.so");
+  const std::vector<std::filesystem::path> dirs{dir.path()};
+  try {
+    (void)BackendPlugin::open("demo", "libkiln_backend_demo.so", dirs);
+    FAIL() << "opened a plugin whose dependency is missing";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_EQ(e.code(), ErrorCode::unsupported);
+    EXPECT_NE(
+        what.find("cannot load its plugin libkiln_backend_demo.so: " + d +
+                  "/libkiln_backend_demo.so: libkiln_test_dependency.so: cannot open shared object file"),
+        std::string::npos)
+        << what;
+  }
+}
+
 TEST(BackendPlugin, ALibraryWithoutTheEntryPointIsRefused) {
   const std::vector<std::filesystem::path> dirs{backend_plugin_dirs("")[0]};
   try {

@@ -51,10 +51,15 @@ BackendPlugin BackendPlugin::open(std::string_view backend, std::string_view lib
     // first call. RTLD_LOCAL: nothing else resolves against the plugin.
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (handle == nullptr) {
-      const std::string why = dlerror_text();
+      std::string why = dlerror_text();
       std::error_code ec;
-      if (std::filesystem::exists(path, ec))
-        throw Error(ErrorCode::unsupported, what + ": " + why);  // dlerror names the path
+      if (std::filesystem::exists(path, ec)) {
+        // dlerror names the path only when the plugin itself is at fault (not
+        // an ELF file), not when a library it needs is missing: say it once.
+        const std::string prefix = path.string() + ": ";
+        if (why.rfind(prefix, 0) == 0) why.erase(0, prefix.size());
+        throw Error(ErrorCode::unsupported, what + ": " + path.string() + ": " + why);
+      }
       tried += (tried.empty() ? "" : "; ") + why;
       continue;
     }
