@@ -83,7 +83,7 @@ TEST(BackendPlugin, AskingForCudaLoadsThePluginFromBesideTheRegistry) {
   const Probe probe = run_probe("cuda");
   if (!cuda_is_built()) {
     // Nothing to load: the message of a build without the backend.
-    EXPECT_NE(probe.result.find("invalid_argument: backend 'cuda': this kiln was built without it"),
+    EXPECT_NE(probe.result.find("error invalid argument: backend 'cuda': this kiln was built without it"),
               std::string::npos)
         << probe.result;
     EXPECT_TRUE(probe.named("libkiln_backend_cuda").empty());
