@@ -63,13 +63,18 @@ BackendPlugin BackendPlugin::open(std::string_view backend, std::string_view lib
       tried += (tried.empty() ? "" : "; ") + why;
       continue;
     }
-    // The handle is never closed: engines, CUDA's runtime state and static
-    // objects of the plugin live as long as the process.
+    // A plugin's handle is never closed: engines, CUDA's runtime state and
+    // static objects of the plugin live as long as the process.
     dlerror();  // clears any earlier error, so a null symbol is told apart from a failure
     void* entry = dlsym(handle, kBackendPluginEntry);
-    if (entry == nullptr)
-      throw Error(ErrorCode::unsupported, what + ": " + path.string() + " has no " + kBackendPluginEntry +
-                                              " (" + dlerror_text() + ")");
+    if (entry == nullptr) {
+      // Not a plugin: let it go again (for a library already loaded for
+      // another reason, this only drops the count dlopen added).
+      const std::string why = dlerror_text();
+      dlclose(handle);
+      throw Error(ErrorCode::unsupported,
+                  what + ": " + path.string() + " has no " + kBackendPluginEntry + " (" + why + ")");
+    }
     return BackendPlugin(path, reinterpret_cast<Entry>(entry));
   }
   if (tried.empty()) tried = "no folder to look in";
