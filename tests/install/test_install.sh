@@ -14,6 +14,17 @@ test -x "$work/prefix/bin/kiln"
 test -f "$work/prefix/include/kiln/kiln.h"
 "$work/prefix/bin/kiln" zoo --list > /dev/null
 
+# The cuda backend, where built, is a plugin the installed kiln opens from its
+# own lib folder: with a GPU the run works; without one the plugin's own
+# "cuda backend: <reason>" error proves it was found (a missing plugin says
+# "cannot load its plugin").
+if [ -f "$work/prefix/lib/libkiln_backend_cuda.so" ]; then
+  "$work/prefix/bin/kiln" zoo resnet_tiny -o "$work/tiny.onnx" > /dev/null
+  if ! "$work/prefix/bin/kiln" run "$work/tiny.onnx" --backend cuda --no-cache > "$work/cuda.log" 2>&1; then
+    grep -q "cuda backend: " "$work/cuda.log" || { echo "install: cuda plugin not loaded:"; cat "$work/cuda.log"; exit 1; }
+  fi
+fi
+
 cmake -S "$source/tests/install/consumer" -B "$work/cmake" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" > /dev/null
 cmake --build "$work/cmake" > /dev/null
 "$work/cmake/consumer"

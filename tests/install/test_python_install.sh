@@ -45,5 +45,24 @@ assert got.shape == (2, 10), got.shape
 scale = float(np.abs(want).max())
 assert scale > 0 and float(np.abs(got - want).max()) <= 1e-3 * scale, (got, want)
 assert [e["status"] for e in compiled.engines()] == ["miss"]
+
+
+def mapped_now(*names):
+    with open("/proc/self/maps") as f:
+        return {line.split()[-1] for line in f if any("/" + n in line for n in names)}
+
+
+# The cuda backend is a plugin: CPU work loads neither it nor NVIDIA's
+# libraries. Asked for, it is found inside the package (the no-GPU error,
+# "cuda backend: <reason>", comes from the plugin itself).
+gpu_libraries = ("libkiln_backend_cuda", "libcublasLt", "libcudnn")
+assert not mapped_now(*gpu_libraries), mapped_now(*gpu_libraries)
+if os.path.exists(os.path.join(package, "libkiln_backend_cuda.so")):
+    try:
+        kiln.compile(model, backend="cuda", **settings)
+    except kiln.UnsupportedError as e:
+        assert "cuda backend: " in str(e), e
+    plugin = mapped_now("libkiln_backend_cuda")
+    assert plugin and all(os.path.realpath(p).startswith(package + "/") for p in plugin), plugin
 print("python install: ok (%s)" % package)
 PY

@@ -2,11 +2,26 @@
 
 #include "backends/cpu/cpu_backend.hpp"
 #ifdef KILN_HAS_CUDA
-#include "backends/cuda/cuda_backend.hpp"
+#include "backends/registry/backend_plugin_loader.hpp"
 #endif
 #include "kiln/error.hpp"
 
 namespace kiln {
+
+namespace {
+
+#ifdef KILN_HAS_CUDA
+// The cuda backend is a plugin (backends/backend_plugin.hpp says why): it is
+// opened here, once, the first time it is asked for. A failed open is not
+// remembered, so the next request says the same thing again.
+const BackendPlugin& cuda_plugin() {
+  static const BackendPlugin plugin =
+      BackendPlugin::open("cuda", KILN_CUDA_BACKEND_PLUGIN, backend_plugin_dirs(KILN_INSTALL_LIBDIR));
+  return plugin;
+}
+#endif
+
+}  // namespace
 
 std::vector<std::string> backend_names() {
 #ifdef KILN_HAS_CUDA
@@ -19,7 +34,7 @@ std::vector<std::string> backend_names() {
 std::unique_ptr<Backend> make_backend(std::string_view name) {
   if (name == "cpu") return make_cpu_backend();
 #ifdef KILN_HAS_CUDA
-  if (name == "cuda") return make_cuda_backend();
+  if (name == "cuda") return cuda_plugin().make();
 #endif
   std::string built;
   for (const std::string& b : backend_names()) built += (built.empty() ? "" : ", ") + b;
