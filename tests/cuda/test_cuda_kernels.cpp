@@ -744,8 +744,11 @@ std::vector<double> ref_softmax(std::span<const float> x, int64_t rows, int64_t 
 
 TEST_F(CudaKernels, SoftmaxAndLogSoftmaxOverRowsOfEveryLength) {
   // cols = 1, odd, the warp/block boundary, and rows longer than a block.
-  const std::vector<std::pair<int64_t, int64_t>> shapes = {{7, 1},    {33, 100}, {4, 1024},
-                                                           {3, 1025}, {2, 5000}, {1, 70001}};
+  // Up to 1024 columns a row is held in registers in chunks of 1 to 8
+  // elements: attention's 128, rows that no wide chunk divides, 32 chunks.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{7, 1},    {33, 100},  {4, 1024},  {3, 1025},
+                                                           {2, 5000}, {1, 70001}, {300, 128}, {5, 96},
+                                                           {9, 200},  {3, 8},     {4, 777},   {2, 512}};
   for (ElemType t : k_types) {
     for (auto [rows, cols] : shapes) {
       const std::vector<float> x = random_values(t, static_cast<size_t>(rows * cols), -8, 8, 51);

@@ -85,6 +85,135 @@ __global__ void softmax_warp_kernel(const T* x, T* y, int64_t rows, int64_t cols
   }
 }
 
+// A row of at most 32 * kVec * kIters columns held in registers: each lane
+// loads its kIters chunks of kVec neighbouring elements once (one vector load
+// per chunk), and the row is never read again. Two reductions over the
+// registers (max, then the sum of exp(x - max)); a NaN anywhere makes the sum
+// NaN and so the row, and a row of only -inf gives exp(NaN) = NaN, as the
+// online kernels above do. Columns past the row's end are -inf, which add 0.
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec) Chunk {
+  T e[kVec];
+};
+
+template <typename T, int kVec, int kIters>
+__global__ void softmax_regs_kernel(const T* x, T* y, int64_t rows, int cols, bool log) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = blockDim.x >> 5;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * warps + (threadIdx.x >> 5); r < rows;
+       r += static_cast<int64_t>(gridDim.x) * warps) {
+    const T* row = x + r * cols;
+    T* out = y + r * cols;
+    float v[kIters][kVec];
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int j = (i * 32 + lane) * kVec;
+      if (j < cols) {
+        const Chunk<T, kVec> c = *reinterpret_cast<const Chunk<T, kVec>*>(row + j);
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) v[i][k] = detail::Elem<T>::load(c.e[k]);
+      } else {
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) v[i][k] = -INFINITY;
+      }
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) m = fmaxf(m, v[i][k]);
+    }
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const float e = expf(v[i][k] - m);
+        s += e;
+        if (!log) v[i][k] = e;
+      }
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    const float shift = m + logf(s), inv = 1.0f / s;
+#pragma unroll
+    for (int i = 0; i < kIters; ++i) {
+      const int j = (i * 32 + lane) * kVec;
+      if (j >= cols) continue;
+      Chunk<T, kVec> c;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) c.e[k] = detail::Elem<T>::store(log ? v[i][k] - shift : v[i][k] * inv);
+      *reinterpret_cast<Chunk<T, kVec>*>(out + j) = c;
+    }
+  }
+}
+
+template <typename T, int kVec, int kIters>
+void launch_softmax_regs(const T* x, T* y, int64_t rows, int64_t cols, bool log, cudaStream_t stream) {
+  softmax_regs_kernel<T, kVec, kIters>
+      <<<grid_for(rows, k_block / 32), k_block, 0, stream>>>(x, y, rows, static_cast<int>(cols), log);
+}
+
+// The register kernel for rows of up to 32 * 32 elements: kVec the widest
+// chunk (at most 16 bytes, at most a 32nd of the row) that divides the row
+// and to which both tensors are aligned; kIters the power of two of chunks
+// per lane that covers the row. False when no instance fits.
+template <typename T, int kVec>
+bool softmax_regs_with(const T* x, T* y, int64_t rows, int64_t cols, bool log, cudaStream_t stream) {
+  const int64_t chunks = (cols + 32 * kVec - 1) / (32 * kVec);
+  if constexpr (kVec * 1 <= 32) {
+    if (chunks <= 1) {
+      launch_softmax_regs<T, kVec, 1>(x, y, rows, cols, log, stream);
+      return true;
+    }
+  }
+  if constexpr (kVec * 2 <= 32) {
+    if (chunks <= 2) {
+      launch_softmax_regs<T, kVec, 2>(x, y, rows, cols, log, stream);
+      return true;
+    }
+  }
+  if constexpr (kVec * 4 <= 32) {
+    if (chunks <= 4) {
+      launch_softmax_regs<T, kVec, 4>(x, y, rows, cols, log, stream);
+      return true;
+    }
+  }
+  if constexpr (kVec * 8 <= 32) {
+    if (chunks <= 8) {
+      launch_softmax_regs<T, kVec, 8>(x, y, rows, cols, log, stream);
+      return true;
+    }
+  }
+  if constexpr (kVec * 16 <= 32) {
+    if (chunks <= 16) {
+      launch_softmax_regs<T, kVec, 16>(x, y, rows, cols, log, stream);
+      return true;
+    }
+  }
+  if constexpr (kVec * 32 <= 32) {
+    if (chunks <= 32) {
+      launch_softmax_regs<T, kVec, 32>(x, y, rows, cols, log, stream);
+      return true;
+    }
+  }
+  return false;
+}
+
+template <typename T>
+bool softmax_in_registers(const T* x, T* y, int64_t rows, int64_t cols, bool log, cudaStream_t stream) {
+  if (cols > 32 * 32) return false;
+  auto fits = [&](int vec) {
+    const auto bytes = static_cast<uintptr_t>(vec) * sizeof(T);
+    return vec * sizeof(T) <= 16 && cols % vec == 0 && cols >= 32 * vec &&
+           reinterpret_cast<uintptr_t>(x) % bytes == 0 && reinterpret_cast<uintptr_t>(y) % bytes == 0;
+  };
+  if (fits(8)) return softmax_regs_with<T, 8>(x, y, rows, cols, log, stream);
+  if (fits(4)) return softmax_regs_with<T, 4>(x, y, rows, cols, log, stream);
+  if (fits(2)) return softmax_regs_with<T, 2>(x, y, rows, cols, log, stream);
+  return softmax_regs_with<T, 1>(x, y, rows, cols, log, stream);
+}
+
 template <typename T>
 __global__ void softmax_block_kernel(const T* x, T* y, int64_t rows, int64_t cols, bool log) {
   __shared__ float scratch_m[32];
@@ -188,7 +317,9 @@ void launch_softmax(ElemType type, bool log, const void* x, void* y, int64_t row
     using T = typename decltype(tag)::type;
     const auto* px = static_cast<const T*>(x);
     auto* py = static_cast<T*>(y);
-    if (cols <= k_warp_row_limit) {
+    if (softmax_in_registers(px, py, rows, cols, log, stream)) {
+      // a row of up to 1024 columns, read once
+    } else if (cols <= k_warp_row_limit) {
       softmax_warp_kernel<T><<<grid_for(rows, k_block / 32), k_block, 0, stream>>>(px, py, rows, cols, log);
     } else {
       softmax_block_kernel<T><<<grid_for(rows, 1), k_row_block, 0, stream>>>(px, py, rows, cols, log);
