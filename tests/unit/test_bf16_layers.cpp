@@ -6,14 +6,16 @@
 // (residual sum, ReLU, sigmoid) in fp32 before one final rounding differs
 // from that emulation by at most about half a bf16 unit in the last place
 // per element; accumulating in bf16, rounding the bias, rounding before a
-// post-op or reading weights in a wrong layout does not stay inside that.
+// post-op or reading weights in a wrong layout does not stay inside that (a
+// bias rounded to bf16, in the conv or the Gemm, was tried: it fails).
 //
 // The chains are the layer kinds of the public-model corpus where bf16
 // errors were largest (fcn_resnet50, regnet_y_400mf): dilated 3x3 convs with
-// a residual sum, a strided grouped conv, squeeze-and-excitation and a
-// bilinear Resize after the classifier. On those models the error is bf16
-// rounding amplified by many layers, not a kernel fault (docs/performance.md,
-// "bf16 accuracy"); this test keeps the kernels exact to the rounding.
+// a residual sum, a strided grouped conv, squeeze-and-excitation, a bilinear
+// Resize after the classifier conv, a pooled Gemm classifier. On those models
+// the error is bf16 rounding amplified by many layers, not a kernel fault
+// (docs/performance.md, "bf16 accuracy"); this test keeps the kernels exact
+// to the rounding.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -122,6 +124,16 @@ class Chain {
     return y;
   }
 
+  // Flatten, then Gemm with a transposed [n, k] weight and a bias: a classifier.
+  std::string classifier(const std::string& x, int64_t k, int64_t n) {
+    const std::string id = std::to_string(++m_layers);
+    m_model.node("Flatten", {x}, "flat" + id);
+    m_model.floats("w" + id, {n, k}, values(n * k, std::sqrt(3.0 / static_cast<double>(k)), true));
+    m_model.floats("b" + id, {n}, values(n, 0.5, false));
+    set_int(m_model.node("Gemm", {stored("flat" + id), "w" + id, "b" + id}, "gemm" + id), "transB", 1);
+    return stored("gemm" + id);
+  }
+
   std::string resize(const std::string& x, const Shape& sizes) {
     const std::string id = std::to_string(++m_layers);
     m_model.ints("sizes" + id, sizes);
@@ -157,6 +169,7 @@ class Chain {
 struct Bf16Case {
   std::string name;
   std::function<std::string(Chain&)> body;  // returns the output's name
+  size_t rank = 4;                          // the output's
 };
 
 void PrintTo(const Bf16Case& c, std::ostream* os) { *os << c.name; }
@@ -166,7 +179,7 @@ ir::Graph build(const Bf16Case& c, bool emulate, std::vector<Tensor>* inputs) {
   Chain chain(m, emulate);
   const std::string y = c.body(chain);
   m.node("Identity", {y}, "y");
-  m.output("y", TensorProto::FLOAT, 4);
+  m.output("y", TensorProto::FLOAT, c.rank);
   if (inputs) *inputs = m.inputs();
   return m.import().graph;
 }
@@ -225,9 +238,9 @@ TEST_P(Bf16Layers, StayWithinHalfAnUlpOfTheBf16Emulation) {
   if (!cpu_has_native_bf16()) {
     GTEST_SKIP() << "this CPU (" << backend->fingerprint().isa << ") has no native bf16 kernels to check";
   }
-  size_t convs = 0;
+  size_t convs = 0;  // and Gemms
   for (const LayerReport& r : engine->info().layers) {
-    if (r.op.rfind("Conv", 0) != 0) continue;
+    if (r.op.rfind("Conv", 0) != 0 && r.op.rfind("Gemm", 0) != 0) continue;
     ++convs;
     EXPECT_NE(r.tactic.find("bf16"), std::string::npos) << r.name << ": " << r.tactic;
   }
@@ -269,12 +282,21 @@ INSTANTIATE_TEST_SUITE_P(Corpus, Bf16Layers,
                                       }},
                              // fcn_resnet50's head: 3x3 + ReLU, the 1x1 classifier, bilinear Resize
                              // to the input size.
-                             Bf16Case{"ClassifierAndResize", [](Chain& c) {
+                             Bf16Case{"ClassifierAndResize",
+                                      [](Chain& c) {
                                         c.input("x", {1, 64, 8, 8});
                                         const std::string a = c.conv("x", 64, 32, 3);
                                         const std::string b = c.conv(a, 32, 5, 1, 1, 1, 1, "");
                                         return c.resize(b, {1, 5, 64, 64});
-                                      }}));
+                                      }},
+                             // regnet_y_400mf's end: global pool, Flatten, the Gemm classifier.
+                             Bf16Case{"PoolAndGemmClassifier",
+                                      [](Chain& c) {
+                                        c.input("x", {2, 96, 7, 7});
+                                        const std::string a = c.conv("x", 96, 96, 1);
+                                        return c.classifier(c.global_average_pool(a), 96, 40);
+                                      },
+                                      2}));
 
 }  // namespace
 }  // namespace kiln
