@@ -261,13 +261,19 @@ size_t CudaEngine::upload_constant(ValueId v, const Tensor& host) {
   // The recipe's fp32 value, rounded on the host to the storage precision
   // (to nearest even, as the kernels' own conversions): a refit and a fresh
   // build of the same weights upload the same bytes.
-  const std::vector<std::byte> bytes = to_storage(host.data<float>(), m_plan.precision);
+  // fp32 goes up as it is, without a host copy.
+  std::vector<std::byte> converted;
+  std::span<const std::byte> bytes = host.bytes();
+  if (m_plan.precision != ElemType::f32) {
+    converted = to_storage(host.data<float>(), m_plan.precision);
+    bytes = converted;
+  }
   auto& slot = m_constants[static_cast<size_t>(v)];
   if (!slot || slot->size() != std::max<size_t>(bytes.size(), 4))
     slot.emplace(std::max<size_t>(bytes.size(), 4));
   // From pageable memory, cudaMemcpyAsync returns once the bytes are staged,
-  // so `bytes` may go away at once; callers synchronize once after a batch
-  // of uploads instead of once per weight.
+  // so they may go away at once; callers synchronize once after a batch of
+  // uploads instead of once per weight.
   check(cudaMemcpyAsync(slot->data(), bytes.data(), bytes.size(), cudaMemcpyHostToDevice, m_device.stream()),
         "cudaMemcpyAsync(constant)");
   return bytes.size();
@@ -296,8 +302,9 @@ const void* CudaEngine::constant_ptr(ValueId v) const {
 }
 
 void CudaEngine::prepare_matmul_weights() {
-  // Gemm with transB holds W as [N, K]; cuBLASLt reads [K, N]: transpose once
-  // per refit, on the host, from the value just uploaded.
+  // Gemm with transB holds W as [N, K]; cuBLASLt reads [K, N]: transposed
+  // once per refit, on the GPU, from the value just uploaded (elements of
+  // the storage precision move unconverted).
   const ir::Graph& g = m_plan.graph;
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
     const Layer& layer = m_plan.layers[i];
@@ -306,22 +313,14 @@ void CudaEngine::prepare_matmul_weights() {
     if (n.op_type != "Gemm" || n.attrs.get_int("transB", 0) == 0) continue;
     const ValueId w = n.inputs[1];
     const auto shape = g.value(w).type.static_shape();
-    const int64_t rows = shape[0], cols = shape[1];
-    // Elements of the storage precision, moved as bytes: the transpose
-    // copies values and never converts them again.
-    const size_t es = elem_size(m_plan.precision);
-    std::vector<std::byte> host(static_cast<size_t>(rows * cols) * es), transposed(host.size());
-    check(cudaMemcpy(host.data(), constant_ptr(w), host.size(), cudaMemcpyDeviceToHost),
-          "cudaMemcpy(weight)");
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        std::memcpy(&transposed[static_cast<size_t>(c * rows + r) * es],
-                    &host[static_cast<size_t>(r * cols + c) * es], es);
+    const size_t bytes = static_cast<size_t>(shape[0] * shape[1]) * elem_size(m_plan.precision);
     auto& slot = m_matmul_weights[i];
-    if (!slot) slot.emplace(std::max<size_t>(transposed.size(), 4));
-    check(cudaMemcpy(slot->data(), transposed.data(), transposed.size(), cudaMemcpyHostToDevice),
-          "cudaMemcpy(weight)");
+    if (!slot) slot.emplace(std::max<size_t>(bytes, 4));
+    const int perm[2] = {1, 0};
+    launch_transpose(m_plan.precision, constant_ptr(w), slot->data(), 2, shape.data(), perm,
+                     m_device.stream());
   }
+  m_device.synchronize();
 }
 
 std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vector<int64_t>>& input_shapes) {
