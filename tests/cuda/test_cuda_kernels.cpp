@@ -957,6 +957,39 @@ void run_slice(cudaStream_t stream, ElemType t, const std::vector<int64_t>& in_s
   expect_close(t, got, want, Tol{0, 0}, "slice");  // data movement: exact
 }
 
+// A strided copy visits offset + sum of c_d * stride_d: attention's Split →
+// Reshape → Transpose walk, a slice with steps, a broadcast-free permutation.
+TEST_F(CudaKernels, StridedCopyWalksAnyChainOfViews) {
+  struct Case {
+    std::vector<int64_t> in_shape, out_shape, strides;
+    int64_t offset;
+  };
+  const std::vector<Case> cases = {
+      {{2, 128, 2304}, {2, 12, 128, 64}, {128 * 2304, 64, 2304, 1}, 768},   // K of a qkv split, heads first
+      {{2, 128, 2304}, {2, 12, 64, 128}, {128 * 2304, 64, 1, 2304}, 1536},  // V, transposed
+      {{3, 5, 7}, {2, 3, 2}, {35, 7, 2}, 35 + 14 + 3},                      // a slice with steps
+      {{4, 6}, {6, 4}, {1, 6}, 0},                                          // a transpose
+      {{10}, {10}, {1}, 0},                                                 // a copy
+  };
+  for (ElemType t : {ElemType::f32, ElemType::f16}) {
+    for (const Case& c : cases) {
+      const int64_t in_n = numel(c.in_shape), out_n = numel(c.out_shape);
+      const std::vector<float> x = random_values(t, static_cast<size_t>(in_n), -50, 50, 78);
+      std::vector<double> want(static_cast<size_t>(out_n));
+      for (int64_t i = 0; i < out_n; ++i) {
+        const std::vector<int64_t> co = coords_of(i, c.out_shape);
+        int64_t off = c.offset;
+        for (size_t d = 0; d < co.size(); ++d) off += co[d] * c.strides[d];
+        want[static_cast<size_t>(i)] = x[static_cast<size_t>(off)];
+      }
+      DeviceTensor dx(t, x), dy(t, want.size());
+      launch_strided_copy(t, dx.get(), dy.get(), static_cast<int>(c.out_shape.size()), c.out_shape.data(),
+                          c.strides.data(), c.offset, in_n, stream_);
+      expect_close(t, dy.read(), want, Tol{0, 0}, "strided copy");
+    }
+  }
+}
+
 TEST_F(CudaKernels, SliceBoxesStepsAndSplitParts) {
   for (ElemType t : {ElemType::f32, ElemType::f16}) {
     run_slice(stream_, t, {2, 197, 768}, {0, 0, 0}, {1, 1, 1}, {2, 1, 768});       // ViT's class token
@@ -1043,6 +1076,13 @@ TEST(CudaKernelArgs, BadArgumentsThrowNamingTheKernel) {
       "unary");
   expect_error([] { launch_unary({}, static_cast<ElemType>(9), nullptr, nullptr, 4, nullptr); }, "unary");
   expect_error([] { launch_unary({}, ElemType::f32, nullptr, nullptr, -1, nullptr); }, "unary");
+  // A strided walk past the input's end is refused before any launch.
+  const int64_t walk_shape[1] = {4}, walk_strides[1] = {3};
+  expect_error(
+      [&] {
+        launch_strided_copy(ElemType::f32, nullptr, nullptr, 1, walk_shape, walk_strides, 0, 9, nullptr);
+      },
+      "strided_copy");
   BroadcastShape too_deep;
   too_deep.rank = k_max_rank + 1;
   expect_error(

@@ -113,6 +113,13 @@ void launch_transpose(ElemType type, const void* x, void* y, int rank, const int
 void launch_concat_part(ElemType type, const void* x, void* y, int64_t outer, int64_t x_inner,
                         int64_t y_inner, int64_t offset, cudaStream_t stream);
 
+// y[i] = x[offset + sum over d of c_d * in_strides[d]], c the coordinates of
+// output element i in out_shape (`rank` entries): any chain of slices,
+// reshapes and transposes as one gather. `extent` bounds every input element
+// index the walk reaches (x's element count). Strides are non-negative.
+void launch_strided_copy(ElemType type, const void* x, void* y, int rank, const int64_t* out_shape,
+                         const int64_t* in_strides, int64_t offset, int64_t extent, cudaStream_t stream);
+
 // y = x[starts[d] + i * steps[d] for each dim d]: Slice, and one output of a
 // Split. in_shape, starts, steps and out_shape have `rank` entries; every
 // step is at least 1 and the box lies inside x.

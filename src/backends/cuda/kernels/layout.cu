@@ -238,6 +238,46 @@ void launch_concat_part(ElemType type, const void* x, void* y, int64_t outer, in
   detail::check_launch("concat_part");
 }
 
+void launch_strided_copy(ElemType type, const void* x, void* y, int rank, const int64_t* out_shape,
+                         const int64_t* in_strides, int64_t offset, int64_t extent, cudaStream_t stream) {
+  detail::require(rank >= 0 && rank <= k_max_rank, "strided_copy",
+                  "rank " + std::to_string(rank) + " is outside 0.." + std::to_string(k_max_rank));
+  Strided s;
+  int64_t n = 1;
+  for (int d = 0; d < rank; ++d) {
+    detail::require(out_shape[d] >= 0 && in_strides[d] >= 0 && offset >= 0, "strided_copy",
+                    "negative size, stride or offset");
+    n *= out_shape[d];
+    if (out_shape[d] == 1) continue;
+    // Merge with the previous output dim when the two walk the input as one.
+    if (s.rank > 0 && s.in_stride[s.rank - 1] == in_strides[d] * out_shape[d]) {
+      s.out[s.rank - 1] *= out_shape[d];
+      s.in_stride[s.rank - 1] = in_strides[d];
+      continue;
+    }
+    s.out[s.rank] = out_shape[d];
+    s.in_stride[s.rank] = in_strides[d];
+    ++s.rank;
+  }
+  if (n == 0) return;
+  int64_t last = offset;
+  for (int d = 0; d < s.rank; ++d) last += (s.out[d] - 1) * s.in_stride[d];
+  detail::require(last < extent, "strided_copy",
+                  "the walk reaches element " + std::to_string(last) + " of " + std::to_string(extent));
+  size_t es = 0;
+  detail::dispatch(type, "strided_copy", [&](auto tag) { es = sizeof(typename decltype(tag)::type); });
+  if (s.rank == 0 || (s.rank == 1 && s.in_stride[0] == 1)) {
+    const cudaError_t err =
+        cudaMemcpyAsync(y, static_cast<const std::byte*>(x) + offset * static_cast<int64_t>(es),
+                        static_cast<size_t>(n) * es, cudaMemcpyDeviceToDevice, stream);
+    if (err != cudaSuccess)
+      throw std::runtime_error(std::string("strided_copy: copy failed: ") + cudaGetErrorString(err));
+    return;
+  }
+  launch_gather(es, x, y, s, offset, n, extent, stream);
+  detail::check_launch("strided_copy");
+}
+
 void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t* in_shape,
                   const int64_t* starts, const int64_t* steps, const int64_t* out_shape,
                   cudaStream_t stream) {
