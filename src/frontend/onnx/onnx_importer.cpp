@@ -6,6 +6,8 @@
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -14,6 +16,7 @@
 #include "frontend/onnx/model_validator.hpp"
 #include "frontend/onnx/tensor_proto.hpp"
 #include "ir/op_schema.hpp"
+#include "util/log.hpp"
 
 namespace kiln::frontend {
 
@@ -204,6 +207,26 @@ class GraphBuilder {
   std::unordered_map<std::string, ValueId> m_by_name;
 };
 
+// Times an import's phases for the info log (kiln --debug): on an
+// engine-cache hit the import can cost more than the hit itself, so where its
+// milliseconds go is worth one line.
+class PhaseClock {
+ public:
+  void mark(const char* phase) {
+    auto now = std::chrono::steady_clock::now();
+    double ms = std::chrono::duration<double, std::milli>(now - m_last).count();
+    char text[64];
+    std::snprintf(text, sizeof text, "%s%s %.1f ms", m_line.empty() ? "" : ", ", phase, ms);
+    m_line += text;
+    m_last = now;
+  }
+  void log(const std::string& source) const { log::info("import " + source + ": " + m_line); }
+
+ private:
+  std::chrono::steady_clock::time_point m_last = std::chrono::steady_clock::now();
+  std::string m_line;
+};
+
 // Runs only on models whose versions the library knows (checker_knows).
 // onnx::checker::check_model(ModelProto) resolves external-data files against
 // the current directory, and check_model(path) parses the whole file a second
@@ -223,7 +246,7 @@ void run_checker(const onnx::ModelProto& model, const std::filesystem::path& bas
 }
 
 ImportedModel check_and_convert(std::shared_ptr<onnx::ModelProto> model, const std::string& source,
-                                const std::filesystem::path& base_dir) {
+                                const std::filesystem::path& base_dir, PhaseClock& clock) {
   check_versions(*model, source);
   if (checker_knows(*model)) {
     try {
@@ -236,15 +259,20 @@ ImportedModel check_and_convert(std::shared_ptr<onnx::ModelProto> model, const s
     validate_newer_model(*model, source);
   }
   if (!model->has_graph()) throw Error(ErrorCode::invalid_model, source + ": model has no graph");
+  clock.mark("check");
   const onnx::ModelProto& ref = *model;
   GraphBuilder builder(ref, std::shared_ptr<const void>(std::move(model)), source, base_dir);
-  return builder.build();
+  ImportedModel result = builder.build();
+  clock.mark("graph");
+  clock.log(source);
+  return result;
 }
 
 }  // namespace
 
 ImportedModel import_onnx_file(const std::filesystem::path& path) {
   const std::string source = path.string();
+  PhaseClock clock;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw Error(ErrorCode::io, source + ": cannot open: " + std::strerror(errno));
   auto model = std::make_shared<onnx::ModelProto>();
@@ -262,18 +290,21 @@ ImportedModel import_onnx_file(const std::filesystem::path& path) {
   }
   // "model.onnx" has no parent: its folder is the current one.
   auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
-  return check_and_convert(std::move(model), source, folder);
+  clock.mark("parse");
+  return check_and_convert(std::move(model), source, folder, clock);
 }
 
 ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source,
                                 const std::filesystem::path& base_dir) {
+  PhaseClock clock;
   auto model = std::make_shared<onnx::ModelProto>();
   if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
       !model->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     throw Error(ErrorCode::invalid_model,
                 source + ": not a valid ONNX model (truncated or corrupt protobuf)");
   }
-  return check_and_convert(std::move(model), source, base_dir);
+  clock.mark("parse");
+  return check_and_convert(std::move(model), source, base_dir, clock);
 }
 
 Tensor read_tensor_proto_file(const std::filesystem::path& path) {
