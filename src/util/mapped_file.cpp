@@ -22,25 +22,25 @@ namespace {
 std::shared_ptr<const MappedFile> MappedFile::open(const std::filesystem::path& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(path, "open");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int saved = errno;
+  try {
+    auto file = map(fd, path);
+    ::close(fd);  // the mapping stays valid without the descriptor
+    return file;
+  } catch (...) {
     ::close(fd);
-    errno = saved;
-    fail(path, "stat");
+    throw;
   }
+}
+
+std::shared_ptr<const MappedFile> MappedFile::map(int fd, const std::filesystem::path& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(path, "stat");
   auto size = static_cast<size_t>(st.st_size);
   void* addr = nullptr;
   if (size > 0) {
     addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (addr == MAP_FAILED) {
-      int saved = errno;
-      ::close(fd);
-      errno = saved;
-      fail(path, "map");
-    }
+    if (addr == MAP_FAILED) fail(path, "map");
   }
-  ::close(fd);  // the mapping stays valid without the descriptor
   return std::make_shared<const MappedFile>(PassKey{}, static_cast<const std::byte*>(addr), size);
 }
 

@@ -15,6 +15,10 @@ class MappedFile {
  public:
   // Throws kiln::Error(io) naming the path if it cannot be opened or mapped.
   static std::shared_ptr<const MappedFile> open(const std::filesystem::path& path);
+  // Maps the file open on `fd` (which stays open, the caller's to close), for
+  // a caller that also reads that very file through the descriptor. `path`
+  // names it in errors.
+  static std::shared_ptr<const MappedFile> map(int fd, const std::filesystem::path& path);
 
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;

@@ -1,6 +1,7 @@
 #include "frontend/onnx/onnx_importer.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <google/protobuf/io/zero_copy_stream_impl.h>
@@ -13,10 +14,12 @@
 #include <limits>
 #include <unordered_map>
 
+#include "frontend/onnx/model_parser.hpp"
 #include "frontend/onnx/model_validator.hpp"
 #include "frontend/onnx/tensor_proto.hpp"
 #include "ir/op_schema.hpp"
 #include "util/log.hpp"
+#include "util/mapped_file.hpp"
 
 namespace kiln::frontend {
 
@@ -93,10 +96,12 @@ std::optional<ir::AttributeValue> attribute_from_proto(const onnx::AttributeProt
 
 class GraphBuilder {
  public:
-  GraphBuilder(const onnx::ModelProto& model, std::shared_ptr<const void> owner, std::string source,
+  GraphBuilder(const onnx::ModelProto& model, std::shared_ptr<const void> owner,
+               std::unordered_map<const onnx::TensorProto*, TensorSource::Payload> elided, std::string source,
                std::filesystem::path base_dir)
       : m_model(model), m_source(std::move(source)) {
     m_tensor_source.owner = std::move(owner);
+    m_tensor_source.elided = std::move(elided);
     m_tensor_source.base_dir = std::move(base_dir);
   }
 
@@ -245,23 +250,24 @@ void run_checker(const onnx::ModelProto& model, const std::filesystem::path& bas
   onnx::checker::check_graph(model.graph(), ctx, scope);
 }
 
-ImportedModel check_and_convert(std::shared_ptr<onnx::ModelProto> model, const std::string& source,
+ImportedModel check_and_convert(ParsedModel parsed, const std::string& source,
                                 const std::filesystem::path& base_dir, PhaseClock& clock) {
-  check_versions(*model, source);
-  if (checker_knows(*model)) {
+  const onnx::ModelProto& model = *parsed.proto;
+  check_versions(model, source);
+  if (checker_knows(model)) {
     try {
-      run_checker(*model, base_dir);
+      run_checker(model, base_dir);
     } catch (const std::exception& e) {
       throw Error(ErrorCode::invalid_model, source + ": rejected by the ONNX checker: " + e.what());
     }
   } else {
     // IR 9 and 10, and opsets 18 to 21: newer than the checker knows.
-    validate_newer_model(*model, source);
+    validate_newer_model(model, source);
   }
-  if (!model->has_graph()) throw Error(ErrorCode::invalid_model, source + ": model has no graph");
+  if (!model.has_graph()) throw Error(ErrorCode::invalid_model, source + ": model has no graph");
   clock.mark("check");
-  const onnx::ModelProto& ref = *model;
-  GraphBuilder builder(ref, std::shared_ptr<const void>(std::move(model)), source, base_dir);
+  GraphBuilder builder(model, std::shared_ptr<const void>(std::move(parsed.proto)), std::move(parsed.elided),
+                       source, base_dir);
   ImportedModel result = builder.build();
   clock.mark("graph");
   clock.log(source);
@@ -273,38 +279,45 @@ ImportedModel check_and_convert(std::shared_ptr<onnx::ModelProto> model, const s
 ImportedModel import_onnx_file(const std::filesystem::path& path) {
   const std::string source = path.string();
   PhaseClock clock;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw Error(ErrorCode::io, source + ": cannot open: " + std::strerror(errno));
-  auto model = std::make_shared<onnx::ModelProto>();
-  bool parsed = false;
-  {
-    // Streaming from the descriptor means the file is never held in memory
-    // beside the parsed model: peak memory stays near one copy of the weights.
-    google::protobuf::io::FileInputStream stream(fd);
-    stream.SetCloseOnDelete(true);
-    parsed = model->ParseFromZeroCopyStream(&stream);
-  }
-  if (!parsed) {
-    throw Error(ErrorCode::invalid_model,
-                source + ": not a valid ONNX model (truncated or corrupt protobuf)");
-  }
   // "model.onnx" has no parent: its folder is the current one.
   auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  // Only a regular file can be mapped. stat before open: opening a FIFO
+  // blocks until a writer comes, which only a pipe's reader should wait for.
+  struct stat st {};
+  const bool regular = ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(ErrorCode::io, source + ": cannot open: " + std::strerror(errno));
+  ParsedModel parsed;
+  if (regular && ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    // Weights are borrowed from a read-only mapping of the file where they
+    // are aligned (model_parser.hpp): they are not read at all until a
+    // tensor is used, and their pages are the page cache's.
+    try {
+      parsed = parse_model(MappedFile::map(fd, path), fd, source);
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
+    ::close(fd);
+  } else {
+    // A pipe or device: streamed, so that it is never held in memory beside
+    // the parsed model.
+    parsed.proto = std::make_shared<onnx::ModelProto>();
+    google::protobuf::io::FileInputStream stream(fd);
+    stream.SetCloseOnDelete(true);
+    if (!parsed.proto->ParseFromZeroCopyStream(&stream)) throw_not_a_model(source);
+  }
   clock.mark("parse");
-  return check_and_convert(std::move(model), source, folder, clock);
+  return check_and_convert(std::move(parsed), source, folder, clock);
 }
 
 ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source,
                                 const std::filesystem::path& base_dir) {
   PhaseClock clock;
-  auto model = std::make_shared<onnx::ModelProto>();
-  if (bytes.size() > static_cast<size_t>(INT32_MAX) ||
-      !model->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error(ErrorCode::invalid_model,
-                source + ": not a valid ONNX model (truncated or corrupt protobuf)");
-  }
+  // The caller's buffer may not outlive the model: payloads are copied.
+  ParsedModel parsed = parse_model(bytes, source);
   clock.mark("parse");
-  return check_and_convert(std::move(model), source, base_dir, clock);
+  return check_and_convert(std::move(parsed), source, base_dir, clock);
 }
 
 Tensor read_tensor_proto_file(const std::filesystem::path& path) {

@@ -170,6 +170,10 @@ Tensor tensor_from_proto(const onnx::TensorProto& proto, TensorSource& source) {
     return borrow_or_copy(*dtype, std::move(shape), external.bytes, std::move(external.file));
   }
   if (proto.has_raw_data()) {
+    if (auto elided = source.elided.find(&proto); elided != source.elided.end()) {
+      expect_byte_size(*dtype, shape, elided->second.bytes.size(), "raw_data");
+      return borrow_or_copy(*dtype, std::move(shape), elided->second.bytes, elided->second.owner);
+    }
     const std::string& raw = proto.raw_data();
     std::span<const std::byte> bytes(reinterpret_cast<const std::byte*>(raw.data()), raw.size());
     expect_byte_size(*dtype, shape, bytes.size(), "raw_data");

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <span>
+#include <unordered_map>
 
 #include "kiln/tensor.hpp"
 #include "util/mapped_file.hpp"
@@ -17,6 +19,13 @@ namespace kiln::frontend {
 struct TensorSource {
   // Keeps the parsed proto (whose raw_data strings tensors borrow) alive.
   std::shared_ptr<const void> owner;
+  // raw_data that the parsed proto holds only a placeholder for (see
+  // raw_data_scanner.hpp): the real payload and what keeps it alive.
+  struct Payload {
+    std::span<const std::byte> bytes;
+    std::shared_ptr<const void> owner;
+  };
+  std::unordered_map<const onnx::TensorProto*, Payload> elided;
   // Folder that external-data locations are relative to; empty refuses them.
   std::filesystem::path base_dir;
   // External files mapped so far, shared by every tensor that lives in them.
