@@ -2,9 +2,15 @@
 //
 // Loads a ModelProto from a file or from bytes, runs the ONNX model checker,
 // and converts it into an ir::Graph with static shape inference applied.
-// Weights are not copied: initializer tensors borrow the bytes of the parsed
-// model (raw_data) or of memory-mapped external-data files, and the graph
-// keeps those buffers alive for as long as any tensor refers to them.
+// protobuf never copies the large initializer weights (model_parser.hpp):
+// from a file, tensors borrow them from a read-only mapping of the file, or
+// from one aligned buffer they are read into where their offset in the file
+// is not aligned for their type; external data is mapped and borrowed too.
+// The graph keeps those buffers alive for as long as any tensor refers to
+// them. So a model file must not be rewritten in place while its graph lives
+// (onnx.save and cp truncate and rewrite the same file): borrowed weights
+// would change under the graph, and a read past a shortened end is SIGBUS.
+// Replace it by writing a new file and renaming it over the old one.
 //
 // Every failure is a kiln::Error naming the file, and the node and op where
 // one is involved: invalid_model for a truncated, corrupt or checker-rejected
@@ -33,8 +39,9 @@ struct ImportedModel {
 // must stay inside it.
 ImportedModel import_onnx_file(const std::filesystem::path& path);
 
-// `bytes` is copied into the parsed model; `base_dir` resolves external data
-// (empty: external data is refused). `source` names the model in errors.
+// The weights in `bytes` are copied once (the buffer need not outlive the
+// model); `base_dir` resolves external data (empty: external data is
+// refused). `source` names the model in errors.
 ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source = "<memory>",
                                 const std::filesystem::path& base_dir = {});
 
