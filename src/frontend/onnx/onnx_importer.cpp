@@ -212,9 +212,9 @@ class GraphBuilder {
   std::unordered_map<std::string, ValueId> m_by_name;
 };
 
-// Times an import's phases for the info log (kiln --debug): on an
-// engine-cache hit the import can cost more than the hit itself, so where its
-// milliseconds go is worth one line.
+// Times an import's phases for the info log: on an engine-cache hit the
+// import can cost more than the hit itself, so where its milliseconds go is
+// worth one line.
 class PhaseClock {
  public:
   void mark(const char* phase) {
