@@ -38,11 +38,14 @@ void read_exactly(int fd, std::span<std::byte> to, size_t offset, const std::str
 }
 
 // Points each parsed initializer whose raw_data the scanner elided at its
-// payload. From a file, a payload aligned for its element type is borrowed
-// from the mapping in place. The rest, and every payload of bytes, are
-// copied once into one buffer, each at a 64-byte boundary: a tensor's data
-// must be aligned for its type, and a payload's offset in the file is
-// whatever the writer's field sizes made it.
+// payload, copied once into one buffer, each at a 64-byte boundary: a
+// tensor's data must be aligned for its type, and a payload's offset in the
+// file is whatever the writer's field sizes made it. Nothing is borrowed
+// from a file's mapping, though an aligned payload could be: a model file
+// rewritten in place (onnx.save, cp) while its graph lives would change the
+// weights under it, or end the process with SIGBUS where it shrank. The copy
+// costs a few milliseconds per 50 MB; the mapping is only read while the
+// model is imported.
 void place_payloads(const onnx::GraphProto& graph,
                     std::span<const std::optional<std::span<const std::byte>>> payloads,
                     const std::optional<FileSource>& file, const std::string& source, ParsedModel& parsed) {
@@ -52,17 +55,12 @@ void place_payloads(const onnx::GraphProto& graph,
                                          std::to_string(graph.initializer_size()));
   }
   constexpr size_t k_slot_alignment = 64;
-  constexpr size_t k_borrowed = std::numeric_limits<size_t>::max();
-  std::vector<size_t> offsets(payloads.size(), k_borrowed);
+  std::vector<size_t> offsets(payloads.size(), 0);
   size_t arena_size = 0;
   for (size_t i = 0; i < payloads.size(); ++i) {
     if (!payloads[i]) continue;
-    const auto& payload = *payloads[i];
-    auto dtype = dtype_from_onnx(graph.initializer(static_cast<int>(i)).data_type());
-    const size_t alignment = dtype ? dtype_size(*dtype) : 1;
-    if (file && reinterpret_cast<uintptr_t>(payload.data()) % alignment == 0) continue;
     offsets[i] = arena_size;
-    arena_size += (payload.size() + k_slot_alignment - 1) / k_slot_alignment * k_slot_alignment;
+    arena_size += (payloads[i]->size() + k_slot_alignment - 1) / k_slot_alignment * k_slot_alignment;
   }
   std::shared_ptr<HugePageBuffer> arena;
   if (arena_size > 0) arena = std::make_shared<HugePageBuffer>(arena_size);
@@ -70,10 +68,6 @@ void place_payloads(const onnx::GraphProto& graph,
     if (!payloads[i]) continue;
     const auto& payload = *payloads[i];
     const onnx::TensorProto* tensor = &graph.initializer(static_cast<int>(i));
-    if (offsets[i] == k_borrowed) {
-      parsed.elided[tensor] = {payload, file->mapping};
-      continue;
-    }
     std::span<std::byte> slot(arena->data() + offsets[i], payload.size());
     if (file) {
       read_exactly(file->fd, slot, static_cast<size_t>(payload.data() - file->mapping->bytes().data()),
