@@ -118,9 +118,22 @@ TEST(CudaPlan, AttentionMatmulsOfTwoActivationsAreOneBatchedLayer) {
   const std::vector<cuda::Layer> layers = cuda::partition_layers(g);
   ASSERT_EQ(layers.size(), 1u);
   EXPECT_EQ(layers[0].kind, cuda::LayerKind::matmul);
-  // An unknown batch dim may differ at run time: not one strided call.
-  g.value(k).type.shape = ir::Dims{ir::Dim(), 4, 16, 8};
+  // A batch dim that differs statically (a symbol against 1 broadcasts):
+  // not one strided call.
+  g.value(k).type.shape = ir::Dims{1, 4, 16, 8};
   EXPECT_NE(cuda::unsupported_reason(g, id), std::nullopt);
+  // One static inference cannot tell (after a Reshape whose target is
+  // computed from shapes) is checked when an instance is made.
+  g.value(k).type.shape = ir::Dims{ir::Dim(), 4, 16, 8};
+  EXPECT_EQ(cuda::unsupported_reason(g, id), std::nullopt);
+  std::vector<std::optional<std::vector<int64_t>>> shapes(g.num_values());
+  shapes[static_cast<size_t>(g.node(id).inputs[0])] = std::vector<int64_t>{2, 4, 8, 16};
+  shapes[static_cast<size_t>(k)] = std::vector<int64_t>{2, 4, 16, 8};
+  EXPECT_EQ(cuda::instance_problem(g, layers[0], shapes), std::nullopt);
+  shapes[static_cast<size_t>(k)] = std::vector<int64_t>{1, 4, 16, 8};
+  const auto problem = cuda::instance_problem(g, layers[0], shapes);
+  ASSERT_TRUE(problem.has_value());
+  EXPECT_NE(problem->find("batch dims differ"), std::string::npos) << *problem;
 }
 
 TEST(CudaPlan, ASplitIsOneSliceLayerPerOutputAndBroadcastBatchesStayOnTheHost) {

@@ -9,13 +9,13 @@
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/cuda/cuda_plan_format.hpp"
 #include "backends/cuda/device_io.hpp"
+#include "backends/cuda/host_shapes.hpp"
 #include "backends/cuda/kernels/kernels.hpp"
 #include "backends/cuda/precision.hpp"
 #include "backends/cuda/tactic_signature.hpp"
 #include "builder/progress.hpp"
 #include "builder/tactic_search.hpp"
 #include "ir/ops/tensor_params.hpp"
-#include "partition/partition.hpp"
 #include "passes/passes.hpp"
 #include "util/log.hpp"
 
@@ -64,10 +64,16 @@ struct MatmulParts {
   bool bias_in_post = false;  // the bias too (batched products: one bias for every batch)
 };
 
+// Where a slice layer starts and how it steps in each input dim.
+struct SliceParts {
+  std::vector<int64_t> starts, steps;
+};
+
 struct LayerExec {
   std::optional<ConvPlan> conv;
   std::unique_ptr<LtMatmul> matmul;
   MatmulParts matmul_parts;  // worked out once per instance, not per run
+  SliceParts slice;          // likewise: its arguments may be shape values of the instance
 };
 
 struct Instance {
@@ -244,6 +250,45 @@ BroadcastShape broadcast(const std::vector<int64_t>& a, const std::vector<int64_
   return s;
 }
 
+// A slice layer's starts and steps at one instance's shapes, from constants
+// or the instance's shape values (`host`, by value).
+SliceParts slice_parts(const ir::Graph& g, const Layer& layer, const Instance& inst,
+                       const std::vector<std::optional<Tensor>>& host) {
+  const ir::Node& n = g.node(layer.anchor());
+  const auto& x = inst.shape(n.inputs[0]);
+  SliceParts p{std::vector<int64_t>(x.size(), 0), std::vector<int64_t>(x.size(), 1)};
+  if (n.op_type == "Split") {
+    // This layer's output starts where the outputs before it end.
+    int64_t axis = n.attrs.get_int("axis", 0);
+    if (axis < 0) axis += static_cast<int64_t>(x.size());
+    for (ValueId out : n.outputs) {
+      if (out == layer.output) break;
+      p.starts[static_cast<size_t>(axis)] += inst.shape(out)[static_cast<size_t>(axis)];
+    }
+    return p;
+  }
+  std::vector<const Tensor*> values;
+  for (ValueId in : n.inputs) {
+    const Tensor* known = in == k_no_value ? nullptr : g.value(in).known_value();
+    if (in != k_no_value && !known && host[static_cast<size_t>(in)]) known = &*host[static_cast<size_t>(in)];
+    values.push_back(known);
+  }
+  const auto args = ir::slice_args(n, values, static_cast<int64_t>(x.size()));
+  if (!args) throw Error(ErrorCode::internal, n.describe() + ": slice arguments unknown at these shapes");
+  for (size_t i = 0; i < args->axes.size(); ++i) {
+    const auto d = static_cast<size_t>(args->axes[i]);
+    if (args->steps[i] < 1) {
+      // Steps computed from shapes: the support check could not see them.
+      throw Error(ErrorCode::unsupported,
+                  "cuda engine: " + n.describe() + ": a step below 1 at these input shapes");
+    }
+    const ir::SliceRange r = ir::clamp_slice(args->starts[i], args->ends[i], args->steps[i], x[d]);
+    p.starts[d] = r.start;
+    p.steps[d] = r.step;
+  }
+  return p;
+}
+
 }  // namespace
 
 CudaEngine::CudaEngine(Plan plan) : m_plan(std::move(plan)) {
@@ -282,6 +327,7 @@ size_t CudaEngine::upload_constant(ValueId v, const Tensor& host) {
 void CudaEngine::upload_structural_constants() {
   const ir::Graph& g = m_plan.graph;
   for (const Layer& layer : m_plan.layers) {
+    if (layer.kind == LayerKind::shape) continue;  // read on the host only
     for (ir::NodeId id : layer.nodes) {
       for (ValueId v : g.node(id).inputs) {
         if (v == k_no_value || !is_constant(g, v) || g.value(v).recipe) continue;
@@ -328,13 +374,14 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   const ir::Graph& g = m_plan.graph;
   auto inst = std::make_unique<Instance>();
   inst->input_shapes = input_shapes;
-  std::vector<InputSpec> at = m_plan.specs;
-  for (size_t i = 0; i < at.size(); ++i) at[i].min = at[i].opt = at[i].max = input_shapes[i];
-  const std::vector<ir::ValueType> types = partition::types_at(g, at, &InputSpec::opt);
+  // Shapes at these input shapes, and the host values of the shape layers
+  // (a Reshape's run-time target is a constant of the instance).
+  InstanceValues known = instance_values(g, m_plan.specs, input_shapes, m_plan.layers);
   const size_t nv = g.num_values();
-  inst->shapes.resize(nv);
-  for (size_t v = 0; v < nv; ++v) {
-    if (types[v].is_static()) inst->shapes[v] = types[v].static_shape();
+  inst->shapes = std::move(known.shapes);
+  for (const Layer& layer : m_plan.layers) {
+    if (auto problem = instance_problem(g, layer, inst->shapes))
+      throw Error(ErrorCode::unsupported, "cuda engine: " + *problem);
   }
   inst->root.resize(nv);
   std::iota(inst->root.begin(), inst->root.end(), 0);
@@ -345,6 +392,8 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   for (int64_t i = 0; i < n_layers; ++i) {
     const Layer& layer = m_plan.layers[static_cast<size_t>(i)];
     const ir::Node& anchor = g.node(layer.anchor());
+    // A shape layer reads shapes, not memory, and its outputs live on the host.
+    if (layer.kind == LayerKind::shape) continue;
     if (layer.kind == LayerKind::view) {
       inst->root[static_cast<size_t>(layer.output)] = inst->root[static_cast<size_t>(anchor.inputs[0])];
     } else {
@@ -352,7 +401,7 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
     }
     for (ir::NodeId id : layer.nodes) {
       for (ValueId in : g.node(id).inputs) {
-        if (in == k_no_value) continue;
+        if (in == k_no_value || known.host[static_cast<size_t>(in)]) continue;
         auto& l = last[static_cast<size_t>(inst->root[static_cast<size_t>(in)])];
         l = std::max(l, i);
       }
@@ -370,6 +419,9 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   for (size_t v = 0; v < nv; ++v) {
     if (first[v] == -2 || inst->root[v] != static_cast<ValueId>(v) || is_constant(g, static_cast<ValueId>(v)))
       continue;
+    // An input only shape layers read (its shape is all they need) is not
+    // copied to the GPU.
+    if (first[v] == -1 && last[v] == -2) continue;
     if (!inst->shapes[v]) {
       throw Error(ErrorCode::unsupported, "cuda engine: the shape of '" +
                                               g.value(static_cast<ValueId>(v)).name +
@@ -411,6 +463,10 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   }
   const double memory_ms = ms_since(start);
   inst->layers.resize(m_plan.layers.size());
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    if (m_plan.layers[i].kind == LayerKind::slice)
+      inst->layers[i].slice = slice_parts(g, m_plan.layers[i], *inst, known.host);
+  }
   double conv_ms = 0, matmul_ms = 0;
   size_t convs = 0, matmuls = 0;
   // Conv and matmul layers at these shapes, from the plan's choices.
@@ -603,33 +659,15 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
     case LayerKind::slice: {
       const auto& x = inst.shape(n.inputs[0]);
       const auto& y = inst.shape(layer.output);
-      std::vector<int64_t> starts(x.size(), 0), steps(x.size(), 1);
-      if (n.op_type == "Split") {
-        // This layer's output starts where the outputs before it end.
-        int64_t axis = n.attrs.get_int("axis", 0);
-        if (axis < 0) axis += static_cast<int64_t>(x.size());
-        for (ValueId out : n.outputs) {
-          if (out == layer.output) break;
-          starts[static_cast<size_t>(axis)] += inst.shape(out)[static_cast<size_t>(axis)];
-        }
-      } else {
-        std::vector<const Tensor*> values;
-        for (ValueId in : n.inputs) values.push_back(in == k_no_value ? nullptr : g.value(in).known_value());
-        const auto args = ir::slice_args(n, values, static_cast<int64_t>(x.size()));
-        if (!args) throw Error(ErrorCode::internal, n.describe() + ": slice arguments unknown on the GPU");
-        for (size_t i = 0; i < args->axes.size(); ++i) {
-          const auto d = static_cast<size_t>(args->axes[i]);
-          const ir::SliceRange r = ir::clamp_slice(args->starts[i], args->ends[i], args->steps[i], x[d]);
-          starts[d] = r.start;
-          steps[d] = r.step;
-        }
-      }
+      const SliceParts& p = inst.layers[index].slice;
       launch_slice(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
-                   starts.data(), steps.data(), y.data(), stream);
+                   p.starts.data(), p.steps.data(), y.data(), stream);
       return;
     }
     case LayerKind::view:
       return;  // the output is the input's memory
+    case LayerKind::shape:
+      return;  // evaluated on the host when the instance was made
   }
 }
 
@@ -837,6 +875,7 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
       continue;
     }
     const Layer& layer = m_plan.layers[i];
+    if (layer.kind == LayerKind::shape) continue;  // no GPU work to time
     LayerTiming timing;
     timing.name = g.node(layer.anchor()).name;
     for (ir::NodeId id : layer.nodes) {

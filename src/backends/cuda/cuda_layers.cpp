@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 
+#include "backends/cuda/host_shapes.hpp"
 #include "passes/lowering_passes.hpp"
 #include "passes/passes.hpp"
 
@@ -52,6 +53,10 @@ std::optional<int64_t> rank_of(const ir::Graph& g, ir::ValueId v) {
 // second input is a constant or activation matrix (rows of the first input
 // stack into M), or both inputs have the same rank >= 3 with the same batch
 // dims, dim by dim (static or the same symbol), as attention's Q·Kᵀ and P·V.
+// A dim static inference cannot tell (after a Reshape whose target shape
+// layers compute) is checked when an instance is made (instance_problem):
+// refusing it would send every dynamic-shape transformer's attention to the
+// host.
 std::optional<std::string> batched_matmul_reason(const ir::Graph& g, const ir::Node& n) {
   const auto x_rank = rank_of(g, n.inputs[0]), w_rank = rank_of(g, n.inputs[1]);
   if (!x_rank || !w_rank || *x_rank < 2 || *w_rank < 2) return "MatMul of a vector or of unknown rank";
@@ -60,7 +65,8 @@ std::optional<std::string> batched_matmul_reason(const ir::Graph& g, const ir::N
   const ir::Dims& x = *g.value(n.inputs[0]).type.shape;
   const ir::Dims& w = *g.value(n.inputs[1]).type.shape;
   for (size_t d = 0; d + 2 < x.size(); ++d) {
-    if (x[d].is_unknown() || !(x[d] == w[d])) return "MatMul whose batch dims differ or broadcast";
+    if (x[d].is_unknown() || w[d].is_unknown()) continue;
+    if (!(x[d] == w[d])) return "MatMul whose batch dims differ or broadcast";
   }
   return std::nullopt;
 }
@@ -121,8 +127,9 @@ std::optional<ActParams> activation_of(const ir::Graph& graph, const ir::Node& n
   return p;
 }
 
-LayerKind layer_kind(const ir::Node& node) {
-  const std::string& op = node.op_type;
+LayerKind layer_kind(const ir::Graph& graph, ir::NodeId id, const std::vector<bool>& host_nodes) {
+  if (host_nodes[static_cast<size_t>(id)]) return LayerKind::shape;
+  const std::string& op = graph.node(id).op_type;
   if (op == "Conv") return LayerKind::conv;
   if (op == "MatMul" || op == "Gemm") return LayerKind::matmul;
   if (unary_ops().count(op)) return LayerKind::unary;
@@ -137,8 +144,19 @@ LayerKind layer_kind(const ir::Node& node) {
   return LayerKind::view;
 }
 
-std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id) {
+namespace {
+
+// Why the GPU cannot run node `id` as a layer of its own; its shape
+// arguments may read the values marked in `host_value` (empty: none but
+// constants).
+std::optional<std::string> gpu_reason(const ir::Graph& g, ir::NodeId id,
+                                      const std::vector<bool>& host_value) {
   const ir::Node& n = g.node(id);
+  // A shape argument the engine knows when it makes an instance: a
+  // constant, or a value its shape layers compute on the host.
+  auto known_on_host = [&](ir::ValueId v) {
+    return g.value(v).known_value() || (!host_value.empty() && host_value[static_cast<size_t>(v)]);
+  };
   const std::string& op = n.op_type;
   if (!n.domain.empty() && n.domain != "ai.onnx") return "op domain '" + n.domain + "'";
   const bool known = op == "Conv" || op == "MatMul" || op == "Gemm" || unary_ops().count(op) ||
@@ -208,33 +226,66 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
       return "LayerNormalization bias computed at run time";
   } else if (op == "Slice") {
     for (size_t i = 1; i < n.inputs.size(); ++i) {
-      if (n.inputs[i] != ir::k_no_value && !g.value(n.inputs[i]).known_value())
-        return "Slice whose starts, ends, axes or steps are computed at run time";
+      if (n.inputs[i] != ir::k_no_value && !known_on_host(n.inputs[i]))
+        return "Slice whose starts, ends, axes or steps are not known when an instance is made";
     }
-    if (n.inputs.size() > 4 && n.inputs[4] != ir::k_no_value) {
+    // Steps computed from shapes are checked when an instance is made.
+    if (n.inputs.size() > 4 && n.inputs[4] != ir::k_no_value && g.value(n.inputs[4]).known_value()) {
       const Tensor& steps = *g.value(n.inputs[4]).known_value();
       for (int64_t i = 0; i < steps.numel(); ++i) {
         if (steps.int_at(i) < 1) return "Slice with a step below 1";
       }
     }
   } else if (op == "Split") {
-    if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !g.value(n.inputs[1]).known_value())
-      return "Split whose sizes are computed at run time";
+    if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !known_on_host(n.inputs[1]))
+      return "Split whose sizes are not known when an instance is made";
   } else if (is_view(op) && op != "Identity" && op != "Flatten") {
-    // The output shape must follow from the input shape alone.
-    if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !g.value(n.inputs[1]).known_value())
-      return op + " whose shape input is computed at run time";
+    // The output shape must follow from the input shapes and the instance's
+    // host values alone.
+    if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !known_on_host(n.inputs[1]))
+      return op + " whose shape input is not known when an instance is made";
   }
   return std::nullopt;
 }
+
+HostShapes host_shapes(const ir::Graph& g) {
+  return analyse_host_shapes(
+      g, [&g](ir::NodeId id, const std::vector<bool>& host_value) { return gpu_reason(g, id, host_value); });
+}
+
+}  // namespace
+
+std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id) {
+  // Most nodes read float32 activations only: no shape value is involved,
+  // and the whole-graph analysis is not needed.
+  if (!involves_shape_values(g, g.node(id))) return gpu_reason(g, id, {});
+  const HostShapes shapes = host_shapes(g);
+  const auto n = static_cast<size_t>(id);
+  if (shapes.taken[n]) return std::nullopt;
+  if (shapes.refused[n]) return shapes.refused[n];
+  return gpu_reason(g, id, shapes.host_value);
+}
+
+std::vector<bool> host_shape_nodes(const ir::Graph& graph) { return host_shapes(graph).taken; }
 
 std::vector<Layer> partition_layers(const ir::Graph& g) {
   std::vector<Layer> layers;
   std::vector<bool> taken(g.num_nodes(), false);
   std::map<ir::NodeId, passes::FusionGroup> groups;
   for (const passes::FusionGroup& group : passes::find_fusions(g)) groups[group.anchor] = group;
+  const std::vector<bool> host_nodes = host_shape_nodes(g);
   for (ir::NodeId id : g.topological_order()) {
     if (taken[static_cast<size_t>(id)]) continue;
+    if (host_nodes[static_cast<size_t>(id)]) {
+      // Evaluated on the host when an instance is made; no GPU work.
+      Layer layer;
+      layer.kind = LayerKind::shape;
+      layer.nodes = {id};
+      layer.output = g.node(id).outputs[0];
+      taken[static_cast<size_t>(id)] = true;
+      layers.push_back(std::move(layer));
+      continue;
+    }
     if (g.node(id).op_type == "Split") {
       // One slice layer per output: a layer writes one value.
       for (ir::ValueId out : g.node(id).outputs) {
@@ -248,7 +299,7 @@ std::vector<Layer> partition_layers(const ir::Graph& g) {
       continue;
     }
     Layer layer;
-    layer.kind = layer_kind(g.node(id));
+    layer.kind = layer_kind(g, id, host_nodes);
     layer.nodes = {id};
     layer.output = g.node(id).outputs[0];
     auto group = groups.find(id);
@@ -294,6 +345,20 @@ std::vector<Layer> partition_layers(const ir::Graph& g) {
   return layers;
 }
 
+std::optional<std::string> instance_problem(const ir::Graph& graph, const Layer& layer,
+                                            const std::vector<std::optional<std::vector<int64_t>>>& shapes) {
+  if (layer.kind != LayerKind::matmul) return std::nullopt;
+  const ir::Node& n = graph.node(layer.anchor());
+  const auto& x = shapes[static_cast<size_t>(n.inputs[0])];
+  const auto& w = shapes[static_cast<size_t>(n.inputs[1])];
+  if (!x || !w) return n.describe() + ": input shapes unknown at these input shapes";
+  if (w->size() == 2) return std::nullopt;
+  if (x->size() != w->size() || !std::equal(x->begin(), x->end() - 2, w->begin()))
+    return n.describe() + ": batch dims differ or broadcast at these input shapes [" + shape_to_string(*x) +
+           "] · [" + shape_to_string(*w) + "], which one strided cuBLASLt call cannot express";
+  return std::nullopt;
+}
+
 BinaryOp binary_op_of(const ir::Node& node) { return binary_ops().at(node.op_type); }
 
 const char* layer_kind_name(LayerKind kind) {
@@ -322,6 +387,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "concat";
     case LayerKind::slice:
       return "slice";
+    case LayerKind::shape:
+      return "shape";
   }
   return "unknown";
 }

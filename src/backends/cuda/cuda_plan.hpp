@@ -32,8 +32,9 @@ enum class LayerKind : uint8_t {
   view = 9,  // Reshape, Flatten, Squeeze, Unsqueeze, Identity: the input's memory
   concat = 10,
   slice = 11,  // Slice, or one output of a Split (a Split is one layer per output)
+  shape = 12,  // a node computing shape values, evaluated on the host per instance (host_shapes.hpp)
 };
-constexpr uint8_t k_last_layer_kind = 11;
+constexpr uint8_t k_last_layer_kind = 12;
 
 struct Tactic {
   std::string name;    // for reports: "cudnn:e12/k3=1 fused", "cublasLt:3"

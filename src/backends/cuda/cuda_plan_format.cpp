@@ -64,6 +64,7 @@ Plan parse_plan(std::span<const std::byte> bytes) {
   p.specs = plan::read_specs(fp->specs(), p.graph.inputs().size(), k_what);
   if (!fp->layers()) corrupt("no layers");
   plan::LayerFieldReader fields(p.graph, k_what);
+  const std::vector<bool> host_nodes = host_shape_nodes(p.graph);
   for (const fbs::Layer* fl : *fp->layers()) {
     Layer l;
     if (fl->kind() > k_last_layer_kind) corrupt("bad layer kind");
@@ -74,7 +75,7 @@ Plan parse_plan(std::span<const std::byte> bytes) {
         .move_into(l);
     // The layer builders trust a layer's kind: its anchor must be a node this
     // kiln runs as that kind.
-    if (unsupported_reason(p.graph, l.anchor()) || layer_kind(p.graph.node(l.anchor())) != l.kind)
+    if (unsupported_reason(p.graph, l.anchor()) || layer_kind(p.graph, l.anchor(), host_nodes) != l.kind)
       corrupt("a layer whose kind does not fit its node");
     for (ir::NodeId fused : {l.bias_add, l.residual_add, l.activation}) {
       if (fused != ir::k_no_node && std::find(l.nodes.begin(), l.nodes.end(), fused) == l.nodes.end())
