@@ -771,6 +771,14 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
                                               builder::TimingCache& timing_cache,
                                               const Fingerprint& fingerprint) {
   check_engine_specs(lowered, specs, "cuda");
+  // The partitioner checked each node on the whole model; an extracted
+  // segment can differ (a shape value another segment computes arrives as
+  // an input when it cannot be computed again), and a layer of a node the
+  // GPU cannot run would compute garbage.
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(lowered.num_nodes()); ++id) {
+    if (auto why = unsupported_reason(lowered, id))
+      throw Error(ErrorCode::unsupported, "cuda: " + lowered.node(id).describe() + ": " + *why);
+  }
   Plan plan;
   plan.graph = lowered;
   plan.specs.assign(specs.begin(), specs.end());
