@@ -109,6 +109,19 @@ size_t count_kind(const std::vector<cuda::Layer>& layers, cuda::LayerKind kind) 
       std::count_if(layers.begin(), layers.end(), [kind](const cuda::Layer& l) { return l.kind == kind; }));
 }
 
+// After lowering (as a compile sees the model): one cuda segment, and its
+// shape subgraph still shape layers (lowering folds only what is static).
+void expect_one_engine_after_lowering(const ir::Graph& graph, const std::vector<InputSpec>& specs,
+                                      size_t shape_layers) {
+  const ir::Graph lowered = passes::lower(graph);
+  CudaSupportOnly backend;
+  const auto segments = partition::plan_segments(lowered, backend, specs, 1);
+  ASSERT_EQ(segments.size(), 1u) << graph.source;
+  EXPECT_TRUE(segments[0].engine) << segments[0].fallback_reason;
+  EXPECT_EQ(count_kind(cuda::partition_layers(lowered), cuda::LayerKind::shape), shape_layers)
+      << graph.source;
+}
+
 TEST(CudaShapes, ARunTimeReshapeTargetIsOneEngineSegmentWithShapeLayers) {
   const ReshapeModel m = reshape_model();
   for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(m.graph.num_nodes()); ++id) {
@@ -129,6 +142,7 @@ TEST(CudaShapes, ARunTimeReshapeTargetIsOneEngineSegmentWithShapeLayers) {
                             l.anchor() == m.concat;
     EXPECT_EQ(l.kind == cuda::LayerKind::shape, shape_node) << m.graph.node(l.anchor()).describe();
   }
+  expect_one_engine_after_lowering(m.graph, batch_range(1, 4, 8), 4);
 }
 
 TEST(CudaShapes, EachInstanceComputesItsReshapeTargetOnTheHost) {
@@ -277,6 +291,48 @@ TEST(CudaShapes, BertTinysEncoderRunsInCudaEnginesWithItsShapeSubgraphs) {
   }
 }
 
+// x [batch, seq, 8] → Slice(x, starts [1], ends [Shape(x)[1] - 1], axes [1])
+// → Relu: the end is a shape value of the instance (a dynamic dim, so
+// lowering cannot fold it).
+ir::Graph slice_model() {
+  ir::Graph g;
+  g.source = "slice_model";
+  const ir::ValueId x =
+      g.add_value("x", {DType::float32, ir::Dims{ir::Dim::symbol("batch"), ir::Dim::symbol("seq"), 8}});
+  g.add_input(x);
+  ir::Attributes axis0;
+  axis0.set("axis", int64_t{0});
+  const ir::ValueId shape = g.add_value("shape"), dim = g.add_value("dim"), end = g.add_value("end"),
+                    y = g.add_value("y"), z = g.add_value("z");
+  add_node(g, "shape", "Shape", {x}, {shape});
+  add_node(g, "gather", "Gather", {shape, int64s(g, "one_index", {1}, {1})}, {dim}, axis0);
+  add_node(g, "sub", "Sub", {dim, int64s(g, "one", {1}, {1})}, {end});
+  add_node(g, "slice", "Slice", {x, int64s(g, "starts", {1}, {1}), end, int64s(g, "axes", {1}, {1})}, {y});
+  add_node(g, "relu", "Relu", {y}, {z});
+  g.add_output(z);
+  ir::infer_shapes(g);
+  return g;
+}
+
+const std::vector<InputSpec> k_slice_range{{"x", DType::float32, {1, 3, 8}, {2, 6, 8}, {4, 8, 8}}};
+
+TEST(CudaShapes, SliceArgumentsFromShapeValuesAreWorkedOutPerInstance) {
+  const ir::Graph g = slice_model();
+  const std::vector<cuda::Layer> layers = cuda::partition_layers(g);
+  EXPECT_EQ(count_kind(layers, cuda::LayerKind::shape), 3u);  // Shape, Gather, Sub
+  const auto slice = std::find_if(layers.begin(), layers.end(),
+                                  [](const cuda::Layer& l) { return l.kind == cuda::LayerKind::slice; });
+  ASSERT_NE(slice, layers.end());
+  for (int64_t seq : {3, 6}) {
+    const cuda::InstanceValues at = cuda::instance_values(g, k_slice_range, {{2, seq, 8}}, layers);
+    EXPECT_EQ(*at.shapes[static_cast<size_t>(slice->output)], (std::vector<int64_t>{2, seq - 2, 8}));
+    const cuda::SliceParts p = cuda::slice_parts(g, *slice, at.shapes, at.host);
+    EXPECT_EQ(p.starts, (std::vector<int64_t>{0, 1, 0}));
+    EXPECT_EQ(p.steps, (std::vector<int64_t>{1, 1, 1}));
+  }
+  expect_one_engine_after_lowering(g, k_slice_range, 3);
+}
+
 // ---- on a GPU (label gpu) ----
 
 class CudaShapesGpu : public ::testing::Test {
@@ -364,33 +420,16 @@ TEST_F(CudaShapesGpu, ARunTimeReshapeModelIsOneEngineWithDeviceIo) {
 }
 
 TEST_F(CudaShapesGpu, ASliceWhoseEndComesFromTheShapeMatchesTheReference) {
-  // x [batch, 6, 8] → Slice(x, starts [1], ends [Shape(x)[1] - 1], axes [1]):
-  // the end is a shape value of the instance, computed once per instance.
-  ir::Graph g;
-  g.source = "slice_model";
-  const ir::ValueId x = g.add_value("x", {DType::float32, ir::Dims{ir::Dim::symbol("batch"), 6, 8}});
-  g.add_input(x);
-  ir::Attributes axis0;
-  axis0.set("axis", int64_t{0});
-  const ir::ValueId shape = g.add_value("shape"), dim = g.add_value("dim"), end = g.add_value("end"),
-                    y = g.add_value("y"), z = g.add_value("z");
-  add_node(g, "shape", "Shape", {x}, {shape});
-  add_node(g, "gather", "Gather", {shape, int64s(g, "one_index", {1}, {1})}, {dim}, axis0);
-  add_node(g, "sub", "Sub", {dim, int64s(g, "one", {1}, {1})}, {end});
-  add_node(g, "slice", "Slice", {x, int64s(g, "starts", {1}, {1}), end, int64s(g, "axes", {1}, {1})}, {y});
-  add_node(g, "relu", "Relu", {y}, {z});
-  g.add_output(z);
-  ir::infer_shapes(g);
-  const std::vector<InputSpec> specs{{"x", DType::float32, {1, 6, 8}, {2, 6, 8}, {4, 6, 8}}};
-  auto compiled = runtime::CompiledModel::compile(g, specs, settings());
+  const ir::Graph g = slice_model();
+  auto compiled = runtime::CompiledModel::compile(g, k_slice_range, settings());
   EXPECT_EQ(compiled.device_io_unavailable(), std::nullopt);
   ref::Executor reference(g);
-  for (int64_t batch : {1, 3}) {
-    const std::vector<Tensor> in{ramp({batch, 6, 8}, 0.5f)};
+  for (int64_t seq : {3, 5, 8}) {
+    const std::vector<Tensor> in{ramp({3, seq, 8}, 0.5f)};
     const auto want = reference.run(in);
     const auto got = compiled.run(in);
-    EXPECT_EQ(got[0].shape(), (std::vector<int64_t>{batch, 4, 8}));
-    EXPECT_LT(relative_error(got[0], want[0]), 1e-6) << "batch " << batch;
+    EXPECT_EQ(got[0].shape(), (std::vector<int64_t>{3, seq - 2, 8}));
+    EXPECT_LT(relative_error(got[0], want[0]), 1e-6) << "seq " << seq;
   }
 }
 

@@ -15,7 +15,6 @@
 #include "backends/cuda/tactic_signature.hpp"
 #include "builder/progress.hpp"
 #include "builder/tactic_search.hpp"
-#include "ir/ops/tensor_params.hpp"
 #include "passes/passes.hpp"
 #include "util/log.hpp"
 
@@ -62,11 +61,6 @@ struct MatmulParts {
   LtShape shape;
   ActParams post;             // applied after the matmul when the epilogue cannot
   bool bias_in_post = false;  // the bias too (batched products: one bias for every batch)
-};
-
-// Where a slice layer starts and how it steps in each input dim.
-struct SliceParts {
-  std::vector<int64_t> starts, steps;
 };
 
 struct LayerExec {
@@ -250,45 +244,6 @@ BroadcastShape broadcast(const std::vector<int64_t>& a, const std::vector<int64_
   return s;
 }
 
-// A slice layer's starts and steps at one instance's shapes, from constants
-// or the instance's shape values (`host`, by value).
-SliceParts slice_parts(const ir::Graph& g, const Layer& layer, const Instance& inst,
-                       const std::vector<std::optional<Tensor>>& host) {
-  const ir::Node& n = g.node(layer.anchor());
-  const auto& x = inst.shape(n.inputs[0]);
-  SliceParts p{std::vector<int64_t>(x.size(), 0), std::vector<int64_t>(x.size(), 1)};
-  if (n.op_type == "Split") {
-    // This layer's output starts where the outputs before it end.
-    int64_t axis = n.attrs.get_int("axis", 0);
-    if (axis < 0) axis += static_cast<int64_t>(x.size());
-    for (ValueId out : n.outputs) {
-      if (out == layer.output) break;
-      p.starts[static_cast<size_t>(axis)] += inst.shape(out)[static_cast<size_t>(axis)];
-    }
-    return p;
-  }
-  std::vector<const Tensor*> values;
-  for (ValueId in : n.inputs) {
-    const Tensor* known = in == k_no_value ? nullptr : g.value(in).known_value();
-    if (in != k_no_value && !known && host[static_cast<size_t>(in)]) known = &*host[static_cast<size_t>(in)];
-    values.push_back(known);
-  }
-  const auto args = ir::slice_args(n, values, static_cast<int64_t>(x.size()));
-  if (!args) throw Error(ErrorCode::internal, n.describe() + ": slice arguments unknown at these shapes");
-  for (size_t i = 0; i < args->axes.size(); ++i) {
-    const auto d = static_cast<size_t>(args->axes[i]);
-    if (args->steps[i] < 1) {
-      // Steps computed from shapes: the support check could not see them.
-      throw Error(ErrorCode::unsupported,
-                  "cuda engine: " + n.describe() + ": a step below 1 at these input shapes");
-    }
-    const ir::SliceRange r = ir::clamp_slice(args->starts[i], args->ends[i], args->steps[i], x[d]);
-    p.starts[d] = r.start;
-    p.steps[d] = r.step;
-  }
-  return p;
-}
-
 }  // namespace
 
 CudaEngine::CudaEngine(Plan plan) : m_plan(std::move(plan)) {
@@ -465,7 +420,7 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   inst->layers.resize(m_plan.layers.size());
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
     if (m_plan.layers[i].kind == LayerKind::slice)
-      inst->layers[i].slice = slice_parts(g, m_plan.layers[i], *inst, known.host);
+      inst->layers[i].slice = slice_parts(g, m_plan.layers[i], inst->shapes, known.host);
   }
   double conv_ms = 0, matmul_ms = 0;
   size_t convs = 0, matmuls = 0;

@@ -4,6 +4,7 @@
 
 #include "ir/op_schema.hpp"
 #include "ir/op_versions.hpp"
+#include "ir/ops/tensor_params.hpp"
 #include "reference/kernel.hpp"
 
 namespace kiln::cuda {
@@ -242,6 +243,48 @@ InstanceValues instance_values(const ir::Graph& g, std::span<const InputSpec> sp
     if (types[v].is_static()) out.shapes[v] = types[v].static_shape();
   }
   return out;
+}
+
+SliceParts slice_parts(const ir::Graph& g, const Layer& layer,
+                       const std::vector<std::optional<std::vector<int64_t>>>& shapes,
+                       const std::vector<std::optional<Tensor>>& host) {
+  const ir::Node& n = g.node(layer.anchor());
+  auto shape = [&](ValueId v) -> const std::vector<int64_t>& {
+    const auto& s = shapes[static_cast<size_t>(v)];
+    if (!s)
+      throw Error(ErrorCode::internal, "cuda engine: " + n.describe() + ": a shape unknown at these shapes");
+    return *s;
+  };
+  const auto& x = shape(n.inputs[0]);
+  SliceParts p{std::vector<int64_t>(x.size(), 0), std::vector<int64_t>(x.size(), 1)};
+  if (n.op_type == "Split") {
+    // This layer's output starts where the outputs before it end.
+    int64_t axis = n.attrs.get_int("axis", 0);
+    if (axis < 0) axis += static_cast<int64_t>(x.size());
+    for (ValueId out : n.outputs) {
+      if (out == layer.output) break;
+      p.starts[static_cast<size_t>(axis)] += shape(out)[static_cast<size_t>(axis)];
+    }
+    return p;
+  }
+  std::vector<const Tensor*> values;
+  for (ValueId in : n.inputs) {
+    const Tensor* known = in == k_no_value ? nullptr : g.value(in).known_value();
+    if (in != k_no_value && !known && host[static_cast<size_t>(in)]) known = &*host[static_cast<size_t>(in)];
+    values.push_back(known);
+  }
+  const auto args = ir::slice_args(n, values, static_cast<int64_t>(x.size()));
+  if (!args) throw Error(ErrorCode::internal, "cuda engine: " + n.describe() + ": slice arguments unknown");
+  for (size_t i = 0; i < args->axes.size(); ++i) {
+    const auto d = static_cast<size_t>(args->axes[i]);
+    if (args->steps[i] < 1)
+      throw Error(ErrorCode::unsupported,
+                  "cuda engine: " + n.describe() + ": a step below 1 at these input shapes");
+    const ir::SliceRange r = ir::clamp_slice(args->starts[i], args->ends[i], args->steps[i], x[d]);
+    p.starts[d] = r.start;
+    p.steps[d] = r.step;
+  }
+  return p;
 }
 
 }  // namespace kiln::cuda

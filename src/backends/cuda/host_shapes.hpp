@@ -71,4 +71,16 @@ InstanceValues instance_values(const ir::Graph& graph, std::span<const InputSpec
                                const std::vector<std::vector<int64_t>>& input_shapes,
                                std::span<const Layer> layers);
 
+// Where a slice layer (a Slice, or one output of a Split) starts and how it
+// steps in each dim of its input at one instance: from constants or the
+// instance's shape values, worked out once per instance rather than per run.
+// Throws kiln::Error(unsupported) for a step below 1 (the slice kernel's
+// limit), which the support check cannot see when shapes compute it.
+struct SliceParts {
+  std::vector<int64_t> starts, steps;
+};
+SliceParts slice_parts(const ir::Graph& graph, const Layer& layer,
+                       const std::vector<std::optional<std::vector<int64_t>>>& shapes,
+                       const std::vector<std::optional<Tensor>>& host);
+
 }  // namespace kiln::cuda
