@@ -333,6 +333,60 @@ TEST(CudaShapes, SliceArgumentsFromShapeValuesAreWorkedOutPerInstance) {
   expect_one_engine_after_lowering(g, k_slice_range, 3);
 }
 
+// x [batch, 4, 8] → Concat(Expand(cls [1, 1, 8], Concat(Shape(x)[0:1],
+// [1, 8])), x) on axis 1: a class token broadcast to the batch, as
+// torchvision's ViT exports it.
+ir::Graph expand_model() {
+  ir::Graph g;
+  g.source = "expand_model";
+  const ir::ValueId x = g.add_value("x", {DType::float32, ir::Dims{ir::Dim::symbol("batch"), 4, 8}});
+  g.add_input(x);
+  std::vector<float> token(8);
+  for (size_t i = 0; i < token.size(); ++i) token[i] = 0.25f * static_cast<float>(i) - 1.0f;
+  const ir::ValueId cls = g.add_initializer("cls", Tensor::from_values<float>({1, 1, 8}, token));
+  const ir::ValueId shape = g.add_value("shape"), batch = g.add_value("batch"),
+                    target = g.add_value("target"), tokens = g.add_value("tokens"), y = g.add_value("y");
+  ir::Attributes axis0, axis1;
+  axis0.set("axis", int64_t{0});
+  axis1.set("axis", int64_t{1});
+  add_node(g, "shape", "Shape", {x}, {shape});
+  add_node(g, "batch", "Slice", {shape, int64s(g, "zero", {1}, {0}), int64s(g, "one", {1}, {1})}, {batch});
+  add_node(g, "target", "Concat", {batch, int64s(g, "token_dims", {2}, {1, 8})}, {target}, axis0);
+  add_node(g, "expand", "Expand", {cls, target}, {tokens});
+  add_node(g, "concat", "Concat", {tokens, x}, {y}, axis1);
+  g.add_output(y);
+  ir::infer_shapes(g);
+  return g;
+}
+
+const std::vector<InputSpec> k_expand_range{{"x", DType::float32, {1, 4, 8}, {2, 4, 8}, {8, 4, 8}}};
+
+TEST(CudaShapes, AnExpandToAShapeValueIsABroadcastLayerOfTheEngine) {
+  const ir::Graph g = expand_model();
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(g.num_nodes()); ++id) {
+    EXPECT_EQ(cuda::unsupported_reason(g, id), std::nullopt) << g.node(id).describe();
+  }
+  const std::vector<cuda::Layer> layers = cuda::partition_layers(g);
+  EXPECT_EQ(count_kind(layers, cuda::LayerKind::shape), 3u);  // Shape, Slice, Concat of the target
+  EXPECT_EQ(count_kind(layers, cuda::LayerKind::expand), 1u);
+  EXPECT_EQ(count_kind(layers, cuda::LayerKind::concat), 1u);
+  const auto expand = std::find_if(layers.begin(), layers.end(),
+                                   [](const cuda::Layer& l) { return l.kind == cuda::LayerKind::expand; });
+  ASSERT_NE(expand, layers.end());
+  const cuda::InstanceValues at = cuda::instance_values(g, k_expand_range, {{3, 4, 8}}, layers);
+  EXPECT_EQ(*at.shapes[static_cast<size_t>(expand->output)], (std::vector<int64_t>{3, 1, 8}));
+  EXPECT_EQ(*at.shapes[static_cast<size_t>(g.outputs()[0])], (std::vector<int64_t>{3, 5, 8}));
+  expect_one_engine_after_lowering(g, k_expand_range, 3);
+}
+
+TEST(CudaShapes, ExpandStridesRepeatSizeOneAndMissingDims) {
+  using V = std::vector<int64_t>;
+  EXPECT_EQ(cuda::expand_strides(V{1, 1, 8}, V{3, 1, 8}), (V{0, 0, 1}));
+  EXPECT_EQ(cuda::expand_strides(V{4, 1}, V{2, 4, 5}), (V{0, 1, 0}));
+  EXPECT_EQ(cuda::expand_strides(V{2, 3}, V{2, 3}), (V{3, 1}));
+  EXPECT_EQ(cuda::expand_strides(V{}, V{2, 2}), (V{0, 0}));
+}
+
 // ---- on a GPU (label gpu) ----
 
 class CudaShapesGpu : public ::testing::Test {
@@ -430,6 +484,20 @@ TEST_F(CudaShapesGpu, ASliceWhoseEndComesFromTheShapeMatchesTheReference) {
     const auto got = compiled.run(in);
     EXPECT_EQ(got[0].shape(), (std::vector<int64_t>{3, seq - 2, 8}));
     EXPECT_LT(relative_error(got[0], want[0]), 1e-6) << "seq " << seq;
+  }
+}
+
+TEST_F(CudaShapesGpu, AnExpandedClassTokenMatchesTheReferenceAtTwoBatchSizes) {
+  const ir::Graph g = expand_model();
+  auto compiled = runtime::CompiledModel::compile(g, k_expand_range, settings());
+  EXPECT_EQ(compiled.device_io_unavailable(), std::nullopt);
+  ref::Executor reference(g);
+  for (int64_t batch : {2, 7}) {
+    const std::vector<Tensor> in{ramp({batch, 4, 8}, 0.25f)};
+    const auto want = reference.run(in);
+    const auto got = compiled.run(in);
+    EXPECT_EQ(got[0].shape(), (std::vector<int64_t>{batch, 5, 8}));
+    EXPECT_LT(relative_error(got[0], want[0]), 1e-6) << "batch " << batch;
   }
 }
 

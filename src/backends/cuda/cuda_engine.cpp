@@ -66,8 +66,9 @@ struct MatmulParts {
 struct LayerExec {
   std::optional<ConvPlan> conv;
   std::unique_ptr<LtMatmul> matmul;
-  MatmulParts matmul_parts;  // worked out once per instance, not per run
-  SliceParts slice;          // likewise: its arguments may be shape values of the instance
+  MatmulParts matmul_parts;             // worked out once per instance, not per run
+  SliceParts slice;                     // likewise: its arguments may be shape values of the instance
+  std::vector<int64_t> expand_strides;  // an expand layer's walk over its input
 };
 
 struct Instance {
@@ -419,8 +420,13 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   const double memory_ms = ms_since(start);
   inst->layers.resize(m_plan.layers.size());
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
-    if (m_plan.layers[i].kind == LayerKind::slice)
-      inst->layers[i].slice = slice_parts(g, m_plan.layers[i], inst->shapes, known.host);
+    const Layer& layer = m_plan.layers[i];
+    if (layer.kind == LayerKind::slice)
+      inst->layers[i].slice = slice_parts(g, layer, inst->shapes, known.host);
+    if (layer.kind == LayerKind::expand) {
+      inst->layers[i].expand_strides =
+          expand_strides(inst->shape(g.node(layer.anchor()).inputs[0]), inst->shape(layer.output));
+    }
   }
   double conv_ms = 0, matmul_ms = 0;
   size_t convs = 0, matmuls = 0;
@@ -623,6 +629,13 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       return;  // the output is the input's memory
     case LayerKind::shape:
       return;  // evaluated on the host when the instance was made
+    case LayerKind::expand: {
+      const auto& y = inst.shape(layer.output);
+      launch_strided_copy(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(y.size()), y.data(),
+                          inst.layers[index].expand_strides.data(), 0, numel(inst.shape(n.inputs[0])),
+                          stream);
+      return;
+    }
   }
 }
 

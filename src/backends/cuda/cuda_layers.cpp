@@ -141,6 +141,7 @@ LayerKind layer_kind(const ir::Graph& graph, ir::NodeId id, const std::vector<bo
   if (op == "Transpose") return LayerKind::transpose;
   if (op == "Concat") return LayerKind::concat;
   if (op == "Slice" || op == "Split") return LayerKind::slice;
+  if (op == "Expand") return LayerKind::expand;
   return LayerKind::view;
 }
 
@@ -163,10 +164,11 @@ std::optional<std::string> gpu_reason(const ir::Graph& g, ir::NodeId id,
                      binary_ops().count(op) || op == "MaxPool" || op == "AveragePool" ||
                      op == "GlobalAveragePool" || op == "GlobalMaxPool" || op == "Softmax" ||
                      op == "LogSoftmax" || op == "LayerNormalization" || op == "Transpose" ||
-                     op == "Concat" || op == "Slice" || op == "Split" || is_view(op);
+                     op == "Concat" || op == "Slice" || op == "Split" || op == "Expand" || is_view(op);
   if (!known) return "no cuda kernel for " + op;
   // Every data input and output is fp32 (shape inputs of views are int64).
-  const size_t data_inputs = is_view(op) || op == "Slice" || op == "Split" ? 1 : n.inputs.size();
+  const size_t data_inputs =
+      is_view(op) || op == "Slice" || op == "Split" || op == "Expand" ? 1 : n.inputs.size();
   for (size_t i = 0; i < n.inputs.size() && i < data_inputs; ++i) {
     if (n.inputs[i] == ir::k_no_value) continue;
     if (op == "Clip" && i > 0) continue;
@@ -236,6 +238,10 @@ std::optional<std::string> gpu_reason(const ir::Graph& g, ir::NodeId id,
         if (steps.int_at(i) < 1) return "Slice with a step below 1";
       }
     }
+  } else if (op == "Expand") {
+    // The output shape follows from the target, which the instance knows.
+    if (!known_on_host(n.inputs[1])) return "Expand whose shape input is not known when an instance is made";
+    if (*out_rank == 0) return "Expand to a scalar";
   } else if (op == "Split") {
     if (n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value && !known_on_host(n.inputs[1]))
       return "Split whose sizes are not known when an instance is made";
@@ -389,6 +395,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "slice";
     case LayerKind::shape:
       return "shape";
+    case LayerKind::expand:
+      return "expand";
   }
   return "unknown";
 }

@@ -31,10 +31,11 @@ enum class LayerKind : uint8_t {
   transpose = 8,
   view = 9,  // Reshape, Flatten, Squeeze, Unsqueeze, Identity: the input's memory
   concat = 10,
-  slice = 11,  // Slice, or one output of a Split (a Split is one layer per output)
-  shape = 12,  // a node computing shape values, evaluated on the host per instance (host_shapes.hpp)
+  slice = 11,   // Slice, or one output of a Split (a Split is one layer per output)
+  shape = 12,   // a node computing shape values, evaluated on the host per instance (host_shapes.hpp)
+  expand = 13,  // Expand: a broadcast copy to the target shape
 };
-constexpr uint8_t k_last_layer_kind = 12;
+constexpr uint8_t k_last_layer_kind = 13;
 
 struct Tactic {
   std::string name;    // for reports: "cudnn:e12/k3=1 fused", "cublasLt:3"

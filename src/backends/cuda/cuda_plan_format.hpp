@@ -18,7 +18,8 @@ namespace kiln::cuda {
 
 // Bump on any change to the schema or to what a field means.
 // 2: the plan records its storage precision (fp32, fp16, bf16).
-// 3: shape layers (LayerKind::shape), evaluated on the host per instance.
+// 3: shape layers (LayerKind::shape), evaluated on the host per instance,
+//    and expand layers.
 constexpr uint32_t k_plan_version = 3;
 
 std::vector<std::byte> serialize_plan(const Plan& plan);

@@ -54,7 +54,7 @@ bool host_computable(const ir::Node& node) {
 
 std::vector<size_t> shape_arguments(const ir::Node& node) {
   const std::string& op = node.op_type;
-  if (op == "Reshape" || op == "Squeeze" || op == "Unsqueeze" || op == "Split") return {1};
+  if (op == "Reshape" || op == "Squeeze" || op == "Unsqueeze" || op == "Split" || op == "Expand") return {1};
   if (op == "Slice") return {1, 2, 3, 4};
   return {};
 }
@@ -285,6 +285,19 @@ SliceParts slice_parts(const ir::Graph& g, const Layer& layer,
     p.steps[d] = r.step;
   }
   return p;
+}
+
+std::vector<int64_t> expand_strides(std::span<const int64_t> in, std::span<const int64_t> out) {
+  std::vector<int64_t> strides(out.size(), 0);
+  int64_t stride = 1;
+  // Right-aligned, as ONNX broadcasting: a missing or size-1 input dim
+  // repeats (stride 0).
+  for (size_t k = 0; k < in.size() && k < out.size(); ++k) {
+    const int64_t dim = in[in.size() - 1 - k];
+    if (dim != 1) strides[out.size() - 1 - k] = stride;
+    stride *= dim;
+  }
+  return strides;
 }
 
 }  // namespace kiln::cuda

@@ -83,4 +83,9 @@ SliceParts slice_parts(const ir::Graph& graph, const Layer& layer,
                        const std::vector<std::optional<std::vector<int64_t>>>& shapes,
                        const std::vector<std::optional<Tensor>>& host);
 
+// An Expand layer's walk over its input: per output dim, the input elements
+// one step of it moves (0 where the input dim is 1 or missing and repeats).
+// REQUIRES: `in` broadcasts to `out`.
+std::vector<int64_t> expand_strides(std::span<const int64_t> in, std::span<const int64_t> out);
+
 }  // namespace kiln::cuda
