@@ -209,33 +209,39 @@ InstanceValues instance_values(const ir::Graph& g, std::span<const InputSpec> sp
   }
   for (size_t i = 0; i < g.inputs().size() && i < specs.size() && i < input_shapes.size(); ++i)
     types[static_cast<size_t>(g.inputs()[i])] = ir::ValueType::of_static(specs[i].dtype, input_shapes[i]);
+  // Nodes in the graph's topological order (a fused layer's nodes may read
+  // values of layers placed after its anchor); shape layers' nodes are
+  // evaluated, every other node's outputs only typed.
+  std::vector<bool> evaluated(g.num_nodes(), false);
   for (const Layer& layer : layers) {
-    for (NodeId id : layer.nodes) {
-      const ir::Node& node = g.node(id);
-      std::vector<ir::ValueType> in_types;
-      std::vector<const Tensor*> in_values;
-      for (ValueId in : node.inputs) {
-        in_types.push_back(in == k_no_value ? ir::ValueType{} : types[static_cast<size_t>(in)]);
-        in_values.push_back(in == k_no_value || !out.host[static_cast<size_t>(in)]
-                                ? nullptr
-                                : &*out.host[static_cast<size_t>(in)]);
-      }
-      try {
-        ir::InferResult inferred = ir::infer_node(node, in_types, in_values);
-        for (size_t o = 0; o < node.outputs.size(); ++o) {
-          const ValueId v = node.outputs[o];
-          if (v == k_no_value) continue;
-          types[static_cast<size_t>(v)] = inferred.types[o];
-          auto& host = out.host[static_cast<size_t>(v)];
-          if (layer.kind == LayerKind::shape) {
-            host = evaluate(node, in_values, inferred, o);
-          } else if (g.value(v).inferred_value) {
-            host = *g.value(v).inferred_value;  // known before any instance
-          }
+    if (layer.kind != LayerKind::shape) continue;
+    for (NodeId id : layer.nodes) evaluated[static_cast<size_t>(id)] = true;
+  }
+  for (NodeId id : g.topological_order()) {
+    const ir::Node& node = g.node(id);
+    std::vector<ir::ValueType> in_types;
+    std::vector<const Tensor*> in_values;
+    for (ValueId in : node.inputs) {
+      in_types.push_back(in == k_no_value ? ir::ValueType{} : types[static_cast<size_t>(in)]);
+      in_values.push_back(in == k_no_value || !out.host[static_cast<size_t>(in)]
+                              ? nullptr
+                              : &*out.host[static_cast<size_t>(in)]);
+    }
+    try {
+      ir::InferResult inferred = ir::infer_node(node, in_types, in_values);
+      for (size_t o = 0; o < node.outputs.size(); ++o) {
+        const ValueId v = node.outputs[o];
+        if (v == k_no_value) continue;
+        types[static_cast<size_t>(v)] = inferred.types[o];
+        auto& host = out.host[static_cast<size_t>(v)];
+        if (evaluated[static_cast<size_t>(id)]) {
+          host = evaluate(node, in_values, inferred, o);
+        } else if (g.value(v).inferred_value) {
+          host = *g.value(v).inferred_value;  // known before any instance
         }
-      } catch (const Error& e) {
-        throw e.with_context("cuda engine: " + node.describe() + ": ");
       }
+    } catch (const Error& e) {
+      throw e.with_context("cuda engine: " + node.describe() + ": ");
     }
   }
   out.shapes.resize(nv);

@@ -60,7 +60,7 @@ HostShapes analyse_host_shapes(const ir::Graph& graph, const GpuReason& gpu_reas
 
 // Every value's static type at one set of input shapes, and the host value
 // of every constant and shape-layer output, from inference node by node in
-// layer order (a Reshape whose target a shape layer computes gets its static
+// topological order (a Reshape whose target a shape layer computes gets its static
 // shape). Throws kiln::Error naming the node when a shape node cannot be
 // evaluated.
 struct InstanceValues {
