@@ -41,13 +41,19 @@ bool shape_like_outputs(const ir::Graph& g, const ir::Node& node) {
 }
 
 // Whether the host can evaluate `node`: a default-domain op at a version
-// kiln computes, with a deterministic reference kernel.
-bool host_computable(const ir::Node& node) {
+// kiln computes, with a deterministic reference kernel that takes these
+// input dtypes and attributes.
+bool host_computable(const ir::Graph& g, const ir::Node& node) {
   if (!node.domain.empty() && node.domain != "ai.onnx") return false;
   if (node.op_type.rfind("Random", 0) == 0 || node.op_type == "Multinomial") return false;
   if (ir::op_version_problem(node)) return false;
-  return ref::kernels().find(node.op_type) != nullptr &&
-         ir::find_schema(node.domain, node.op_type) != nullptr;
+  const ref::KernelDef* kernel = ref::kernels().find(node.op_type);
+  if (!kernel || !ir::find_schema(node.domain, node.op_type)) return false;
+  if (!kernel->check) return true;
+  std::vector<DType> dtypes;
+  for (ValueId in : node.inputs)
+    dtypes.push_back(in == k_no_value ? DType::undefined : g.value(in).type.dtype);
+  return !kernel->check(node, dtypes);
 }
 
 }  // namespace
@@ -78,7 +84,7 @@ HostShapes analyse_host_shapes(const ir::Graph& g, const GpuReason& gpu_reason) 
   for (size_t v = 0; v < n_values; ++v) derived[v] = structural_constant(g, static_cast<ValueId>(v));
   for (NodeId id : order) {
     const ir::Node& n = g.node(id);
-    if (!host_computable(n) || !shape_like_outputs(g, n)) continue;
+    if (!host_computable(g, n) || !shape_like_outputs(g, n)) continue;
     bool ok = n.op_type == "Shape" || n.op_type == "Size";
     if (!ok) {
       ok = true;
