@@ -126,9 +126,14 @@ std::vector<Segment> plan_segments(const ir::Graph& lowered, const Backend& back
       take(ready_engine, true);
     } else if (!ready_fallback.empty()) {
       // All ready fallback nodes go together, so the next engine segment
-      // sees as many of its inputs computed as possible.
-      size_t count = ready_fallback.size();
-      for (size_t i = 0; i < count; ++i) take(ready_fallback, false);
+      // sees as many of its inputs computed as possible: those ready now,
+      // not the ones they make ready (a chain of fallback nodes with low ids
+      // would otherwise go first and defer the others past the next engine
+      // segment, splitting it).
+      Queue now;
+      std::swap(now, ready_fallback);
+      const size_t count = now.size();
+      for (size_t i = 0; i < count; ++i) take(now, false);
       taken += count - 1;
     } else {
       throw Error(ErrorCode::invalid_model, lowered.source + ": the graph has a cycle");
