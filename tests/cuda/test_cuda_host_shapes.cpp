@@ -232,12 +232,12 @@ TEST(CudaShapes, AShapeValueThatIsAnEngineOutputIsRefused) {
 }
 
 // bert_tiny computes its Reshape targets from Shape(hidden state) at run
-// time. Every Shape, Slice, Concat, Reshape and MatMul of its encoder layers
-// now runs in cuda engines; the host keeps only the embeddings (Gathers of
-// int64 token ids, and position/type ids sliced to the sequence length) and
-// the mask's int64 Unsqueeze and Cast, for which the cuda backend has no
-// kernels. The greedy partition schedules that mask after the first layer's
-// projections, so the encoder is two engines split at the first mask Add.
+// time. Its whole encoder (the embeddings' LayerNorm and both layers, with
+// their Shape, Slice, Concat, Reshape and MatMul nodes) is one cuda engine;
+// the host keeps only the embeddings (Gathers of int64 token ids, and
+// position/type ids sliced to the sequence length) and the mask's int64
+// Unsqueeze and Cast, for which the cuda backend has no kernels. The mask's
+// float Sub and Mul are a second, small engine.
 TEST(CudaShapes, BertTinysEncoderRunsInCudaEnginesWithItsShapeSubgraphs) {
   const auto model = zoo_model("bert_tiny", 1);
   const ir::Graph lowered = passes::lower(model.graph);
@@ -265,6 +265,13 @@ TEST(CudaShapes, BertTinysEncoderRunsInCudaEnginesWithItsShapeSubgraphs) {
   EXPECT_EQ(shapes, 2u);    // one per layer, of its hidden state
   EXPECT_EQ(matmuls, 16u);  // 2 layers × (Q, K, V, Q·Kᵀ, P·V, out, FFN × 2)
   EXPECT_EQ(engines, 2u);
+  size_t encoder_engines = 0;
+  for (const partition::Segment& s : segments) {
+    encoder_engines += s.engine && std::any_of(s.nodes.begin(), s.nodes.end(), [&](ir::NodeId id) {
+                         return lowered.node(id).name.rfind("encoder.", 0) == 0;
+                       });
+  }
+  EXPECT_EQ(encoder_engines, 1u);
   // In the engines, as the runtime extracts them (a shape value another
   // segment computes is computed again), the shape subgraphs are shape
   // layers and every node is supported.
@@ -275,6 +282,8 @@ TEST(CudaShapes, BertTinysEncoderRunsInCudaEnginesWithItsShapeSubgraphs) {
   for (const partition::Segment& s : segments) {
     if (!s.engine) continue;
     const partition::Subgraph sub = partition::extract_subgraph(lowered, s, recompute);
+    // Its inputs have shapes known over the range: it is built as an engine.
+    EXPECT_TRUE(partition::subgraph_specs(sub, at_min, at_opt, at_max).has_value());
     for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(sub.graph.num_nodes()); ++id) {
       EXPECT_EQ(cuda::unsupported_reason(sub.graph, id), std::nullopt) << sub.graph.node(id).describe();
     }
@@ -423,9 +432,11 @@ TEST_F(CudaShapesGpu, BertTinyWithADynamicBatchMatchesTheReferenceAtTwoBatchSize
   for (ir::ValueId v : model.graph.inputs())
     specs.push_back({model.graph.value(v).name, DType::int64, {1, 16}, {4, 16}, {8, 16}});
   auto compiled = runtime::CompiledModel::compile(model.graph, specs, settings());
+  // Both engine segments are built as engines (their inputs' shapes are
+  // known over the range), none downgraded to the reference backend.
   size_t engines = 0;
-  for (const auto& s : compiled.report().segments) engines += s.engine;
-  EXPECT_LE(engines, 3u);
+  for (const auto& s : compiled.report().segments) engines += s.engine && s.engine_index >= 0;
+  EXPECT_EQ(engines, 2u);
   ref::Executor reference(model.graph);
   for (int64_t batch : {2, 7}) {
     Tensor ids = Tensor::zeros(DType::int64, {batch, 16});
