@@ -296,6 +296,13 @@ Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment,
   return sub;
 }
 
+std::optional<std::string> first_unsupported_node(const Backend& backend, const ir::Graph& graph) {
+  for (NodeId id = 0; id < static_cast<NodeId>(graph.num_nodes()); ++id) {
+    if (auto why = backend.unsupported_reason(graph, id)) return graph.node(id).describe() + ": " + *why;
+  }
+  return std::nullopt;
+}
+
 std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub,
                                                      std::span<const ir::ValueType> at_min,
                                                      std::span<const ir::ValueType> at_opt,

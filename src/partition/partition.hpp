@@ -73,6 +73,15 @@ std::vector<bool> recomputable_shape_values(const ir::Graph& lowered, std::span<
 Subgraph extract_subgraph(const ir::Graph& lowered, const Segment& segment,
                           const std::vector<bool>& recompute = {});
 
+// The first node of an extracted engine segment that `backend` cannot run,
+// as "node '...' (Op): reason"; nullopt when it runs them all. The segment
+// was planned on the whole graph, where a value computed by shape nodes of
+// another segment could be read; extracted, such a value may arrive as a
+// plain input instead, and a node the backend took for its shape logic is
+// then data it has no kernel for. Such a segment runs on the reference
+// backend rather than failing the compile.
+std::optional<std::string> first_unsupported_node(const Backend& backend, const ir::Graph& graph);
+
 // Input specs of a subgraph, from the parent's value types at min, opt and
 // max. Nullopt when some input's shape is not known over the whole range.
 std::optional<std::vector<InputSpec>> subgraph_specs(const Subgraph& sub,

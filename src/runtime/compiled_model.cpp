@@ -80,8 +80,10 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
       SegmentRecord seg{segment.engine, segment.nodes.size(), -1, segment.fallback_reason};
       std::optional<std::vector<InputSpec>> sub_specs;
       if (segment.engine) sub_specs = partition::subgraph_specs(sub, at_min, at_opt, at_max);
+      std::optional<std::string> refused;
+      if (sub_specs) refused = partition::first_unsupported_node(backend, sub.graph);
       step.sources = sub.sources;
-      if (sub_specs) {
+      if (sub_specs && !refused) {
         std::vector<Tensor> sub_sources = pick_sources(sources, step.sources);
         EngineRecord record;
         step.engine = provider.provide(sub.graph, *sub_specs, sub_sources, record);
@@ -90,7 +92,8 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
       } else {
         if (segment.engine) {
           seg.engine = false;
-          seg.reason = "an input's shape is not known over the whole input range";
+          seg.reason = refused ? "extracted, the segment has a node the backend cannot run: " + *refused
+                               : "an input's shape is not known over the whole input range";
         }
         step.graph = std::make_unique<ir::Graph>(std::move(sub.graph));
         step.executor = std::make_unique<ref::Executor>(*step.graph);

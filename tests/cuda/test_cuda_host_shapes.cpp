@@ -514,3 +514,57 @@ TEST_F(CudaShapesGpu, AnExpandedClassTokenMatchesTheReferenceAtTwoBatchSizes) {
 
 }  // namespace
 }  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// bert_tiny at fixed shapes of one token: the shapes fold, the partitioner
+// splits the encoder, and an extracted segment receives a Shape's value as a
+// plain input, so its Slice of that value is int64 data to the cuda backend.
+// The runtime's check of each extracted engine segment (the one
+// runtime::CompiledModel::compile makes) names that node, so the segment runs
+// on the reference backend instead of failing the compile; every segment it
+// lets through holds only nodes the backend runs.
+TEST(CudaShapes, AnExtractedSegmentWithANodeTheBackendCannotRunIsNamed) {
+  const auto model = zoo_model("bert_tiny", 1);
+  passes::LoweringOptions lowering;
+  lowering.defer_weight_values = true;
+  const ir::Graph lowered = passes::lower(model.graph, lowering);
+  std::vector<InputSpec> specs;
+  for (ir::ValueId v : model.graph.inputs()) {
+    const ir::Value& value = model.graph.value(v);
+    std::vector<int64_t> shape;
+    for (const ir::Dim& d : *value.type.shape) shape.push_back(d.is_static() ? d.value() : 1);
+    specs.push_back(InputSpec::fixed(value.name, value.type.dtype, shape));
+  }
+  CudaSupportOnly backend;
+  const auto segments = partition::plan_segments(lowered, backend, specs, 1);
+  ASSERT_GT(segments.size(), 1u);
+  const auto at_min = partition::types_at(lowered, specs, &InputSpec::min);
+  const auto at_opt = partition::types_at(lowered, specs, &InputSpec::opt);
+  const auto at_max = partition::types_at(lowered, specs, &InputSpec::max);
+  const std::vector<bool> recompute = partition::recomputable_shape_values(lowered, at_min, at_opt, at_max);
+  size_t refused = 0, built = 0;
+  for (const partition::Segment& s : segments) {
+    if (!s.engine) continue;
+    const ir::Graph graph = partition::extract_subgraph(lowered, s, recompute).graph;
+    const auto why = partition::first_unsupported_node(backend, graph);
+    if (!why) {
+      ++built;
+      continue;
+    }
+    ++refused;
+    EXPECT_NE(why->find("(Slice): input 0 is int64"), std::string::npos) << *why;
+    // The node it names is one the backend refuses in that graph.
+    bool named = false;
+    for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(graph.num_nodes()); ++id) {
+      named = named || (cuda::unsupported_reason(graph, id) && why->rfind(graph.node(id).describe(), 0) == 0);
+    }
+    EXPECT_TRUE(named) << *why;
+  }
+  EXPECT_GT(refused, 0u);
+  EXPECT_GT(built, 0u);
+}
+
+}  // namespace
+}  // namespace kiln
