@@ -63,4 +63,21 @@ std::optional<std::string> require_dtypes(std::span<const DType> input_dtypes,
   return std::nullopt;
 }
 
+Tensor evaluate_output(const ir::Node& node, std::span<const Tensor* const> inputs,
+                       const ir::InferResult& inferred, size_t output) {
+  if (inferred.values[output]) return *inferred.values[output];
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    if (node.inputs[i] != ir::k_no_value && !inputs[i])
+      throw Error(ErrorCode::internal,
+                  node.describe() + ": input " + std::to_string(i) + " has no value on the host");
+  }
+  const KernelDef* kernel = kernels().find(node.op_type);
+  if (!kernel) throw Error(ErrorCode::unsupported, node.describe() + ": no reference kernel");
+  std::vector<Tensor> outs(node.outputs.size());
+  KernelContext ctx(node, inputs, inferred, outs);
+  kernel->run(ctx);
+  if (!outs[output].defined()) ctx.output(output);
+  return outs[output];
+}
+
 }  // namespace kiln::ref

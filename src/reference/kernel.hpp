@@ -84,6 +84,14 @@ class KernelRegistry {
 // The registry of every reference kernel.
 const KernelRegistry& kernels();
 
+// Output `output` of `node` on the host: the value inference already found,
+// else the node's reference kernel run on `inputs` (null for an omitted
+// input). How engines evaluate shape computations when an instance is made.
+// Throws kiln::Error: internal when a present input has no value,
+// unsupported when the op has no reference kernel.
+Tensor evaluate_output(const ir::Node& node, std::span<const Tensor* const> inputs,
+                       const ir::InferResult& inferred, size_t output);
+
 // One registration function per op family (src/reference/kernels/*.cpp).
 void register_elementwise_kernels(KernelRegistry& registry);
 void register_nn_kernels(KernelRegistry& registry);

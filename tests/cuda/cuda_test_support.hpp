@@ -2,6 +2,8 @@
 // user's would be, whether this machine has a GPU, and deterministic inputs.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -10,6 +12,7 @@
 
 #include "backends/cuda/device.hpp"
 #include "frontend/onnx/onnx_importer.hpp"
+#include "kiln/settings.hpp"
 #include "kiln/tensor.hpp"
 #include "passes/passes.hpp"
 #include "zoo/zoo.hpp"
@@ -36,6 +39,22 @@ inline LoweredModel lowered_zoo_model(const std::string& name, uint64_t seed) {
 }
 
 inline bool has_gpu() { return cuda::probe_gpu().gpu.has_value(); }
+
+// A test fixture for GPU tests: skipped where no GPU is present; settings()
+// compile on the cuda backend without the engine or timing caches.
+class GpuTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!has_gpu()) GTEST_SKIP() << "no GPU: " << cuda::probe_gpu().reason;
+  }
+  static CompileSettings settings() {
+    CompileSettings s;
+    s.backend = "cuda";
+    s.timing_cache_path = "-";
+    s.cache_built_engines = s.reuse_cached_engines = false;
+    return s;
+  }
+};
 
 // sin(0.37 i + phase): every element differs, and the values stay in [-1, 1].
 inline Tensor ramp(std::vector<int64_t> shape, float phase = 0) {

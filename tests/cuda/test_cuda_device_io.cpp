@@ -75,19 +75,7 @@ double max_abs_diff(const Tensor& a, const Tensor& b) {
   return d / scale;
 }
 
-class CudaDeviceIo : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!has_gpu()) GTEST_SKIP() << "no GPU: " << cuda::probe_gpu().reason;
-  }
-  static CompileSettings settings() {
-    CompileSettings s;
-    s.backend = "cuda";
-    s.timing_cache_path = "-";
-    s.cache_built_engines = s.reuse_cached_engines = false;
-    return s;
-  }
-};
+using CudaDeviceIo = testing::GpuTest;
 
 // resnet_tiny with a dynamic batch 1..4.
 const std::vector<InputSpec> k_dynamic{

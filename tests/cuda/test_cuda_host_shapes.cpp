@@ -398,19 +398,7 @@ TEST(CudaShapes, ExpandStridesRepeatSizeOneAndMissingDims) {
 
 // ---- on a GPU (label gpu) ----
 
-class CudaShapesGpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (!has_gpu()) GTEST_SKIP() << "no GPU: " << cuda::probe_gpu().reason;
-  }
-  static CompileSettings settings() {
-    CompileSettings s;
-    s.backend = "cuda";
-    s.timing_cache_path = "-";
-    s.cache_built_engines = s.reuse_cached_engines = false;
-    return s;
-  }
-};
+using CudaShapesGpu = testing::GpuTest;
 
 double relative_error(const Tensor& got, const Tensor& want) {
   EXPECT_EQ(got.shape(), want.shape());

@@ -11,10 +11,26 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include "kiln/error.hpp"
 #include "kiln/settings.hpp"
 #include "kiln/tensor.hpp"
 
 namespace kiln::testing {
+
+// Runs `fn`, which must throw a kiln::Error of `code` whose message holds
+// every one of `parts`.
+template <typename Fn>
+void expect_error(Fn&& fn, ErrorCode code, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "expected a kiln::Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+  }
+}
 
 // A fresh folder under the system temp dir, removed with everything in it
 // when the object goes out of scope.

@@ -15,26 +15,18 @@
 #include "ir/op_versions.hpp"
 #include "onnx_test_model.hpp"
 #include "reference/executor.hpp"
+#include "test_helpers.hpp"
 
 namespace kiln {
 namespace {
+
+using testing::expect_error;
 
 using onnx::TensorProto;
 
 using testing::ProtoModel;
 using testing::set_int;
 using testing::set_string;
-
-template <typename Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a kiln::Error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 void expect_values(const Tensor& got, const std::vector<int64_t>& shape, const std::vector<float>& want,
                    double tol = 1e-5) {

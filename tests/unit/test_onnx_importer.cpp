@@ -13,6 +13,8 @@
 namespace kiln {
 namespace {
 
+using testing::expect_error;
+
 using frontend::import_onnx_bytes;
 using frontend::import_onnx_file;
 using testing::TempDir;
@@ -22,17 +24,6 @@ std::string tiny_model() { return zoo::build_zoo_model("resnet_tiny", {}).onnx_b
 
 // Expects `fn` to throw a kiln::Error with `code` whose message contains every
 // string in `parts`.
-template <typename Fn>
-void expect_error(Fn&& fn, ErrorCode code, std::vector<std::string> parts) {
-  try {
-    fn();
-    FAIL() << "expected a kiln::Error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
-
 TEST(OnnxImporter, ImportsZooModelWithoutCopyingWeights) {
   TempDir dir;
   write_file(dir / "tiny.onnx", tiny_model());

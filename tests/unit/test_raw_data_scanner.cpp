@@ -18,6 +18,8 @@
 namespace kiln {
 namespace {
 
+using testing::expect_error;
+
 using frontend::elide_initializer_payloads;
 using frontend::import_onnx_bytes;
 using frontend::import_onnx_file;
@@ -28,17 +30,6 @@ std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes
 
 std::string raw_string(const Tensor& t) {
   return std::string(reinterpret_cast<const char*>(t.bytes().data()), t.bytes().size());
-}
-
-template <typename Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    FAIL() << "expected a kiln::Error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
 }
 
 // Every initializer of `model` against the raw_data protobuf parses from

@@ -14,25 +14,17 @@
 #include "frontend/onnx/onnx_importer.hpp"
 #include "onnx_test_model.hpp"
 #include "reference/executor.hpp"
+#include "test_helpers.hpp"
 
 namespace kiln {
 namespace {
+
+using testing::expect_error;
 
 using onnx::TensorProto;
 using testing::ProtoModel;
 using testing::set_int;
 using testing::set_string;
-
-template <typename Fn>
-void expect_error(Fn&& fn, ErrorCode code, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected a kiln::Error";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    for (const auto& p : parts) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
-  }
-}
 
 template <typename T>
 void expect_values(const Tensor& got, const std::vector<int64_t>& shape, const std::vector<T>& want) {

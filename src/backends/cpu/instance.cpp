@@ -225,22 +225,6 @@ void InstanceBuilder::set_aux_output(ValueId v, Tensor tensor) {
   m_inst.aux_bytes += st.tensor.byte_size();
 }
 
-namespace {
-
-Tensor evaluate_shape_node(const ir::Node& node, std::span<const Tensor* const> inputs,
-                           const ir::InferResult& inferred, size_t output) {
-  if (inferred.values[output]) return *inferred.values[output];
-  const ref::KernelDef* kernel = ref::kernels().find(node.op_type);
-  if (!kernel) throw Error(ErrorCode::unsupported, node.describe() + ": no reference kernel");
-  std::vector<Tensor> outs(node.outputs.size());
-  ref::KernelContext ctx(node, inputs, inferred, outs);
-  kernel->run(ctx);
-  if (!outs[output].defined()) ctx.output(output);
-  return outs[output];
-}
-
-}  // namespace
-
 void InstanceBuilder::compute_types() {
   const ir::Graph& g = graph();
   const size_t nv = g.num_values();
@@ -291,7 +275,7 @@ void InstanceBuilder::compute_types() {
         set_type(out, inferred.types[o]);
         if (layer.kind == LayerKind::shape) {
           try {
-            state(out).tensor = evaluate_shape_node(node, values, inferred, o);
+            state(out).tensor = ref::evaluate_output(node, values, inferred, o);
           } catch (const Error& e) {
             throw e.with_context(node.describe() + ": ");
           }

@@ -177,26 +177,6 @@ HostShapes analyse_host_shapes(const ir::Graph& g, const GpuReason& gpu_reason) 
   return out;
 }
 
-namespace {
-
-Tensor evaluate(const ir::Node& node, std::span<const Tensor* const> inputs, const ir::InferResult& inferred,
-                size_t output) {
-  if (inferred.values[output]) return *inferred.values[output];
-  for (size_t i = 0; i < node.inputs.size(); ++i) {
-    if (node.inputs[i] != k_no_value && !inputs[i])
-      throw Error(ErrorCode::internal, "input " + std::to_string(i) + " has no value on the host");
-  }
-  const ref::KernelDef* kernel = ref::kernels().find(node.op_type);
-  if (!kernel) throw Error(ErrorCode::unsupported, "no reference kernel for " + node.op_type);
-  std::vector<Tensor> outs(node.outputs.size());
-  ref::KernelContext ctx(node, inputs, inferred, outs);
-  kernel->run(ctx);
-  if (!outs[output].defined()) ctx.output(output);
-  return outs[output];
-}
-
-}  // namespace
-
 InstanceValues instance_values(const ir::Graph& g, std::span<const InputSpec> specs,
                                const std::vector<std::vector<int64_t>>& input_shapes,
                                std::span<const Layer> layers) {
@@ -241,7 +221,7 @@ InstanceValues instance_values(const ir::Graph& g, std::span<const InputSpec> sp
         types[static_cast<size_t>(v)] = inferred.types[o];
         auto& host = out.host[static_cast<size_t>(v)];
         if (evaluated[static_cast<size_t>(id)]) {
-          host = evaluate(node, in_values, inferred, o);
+          host = ref::evaluate_output(node, in_values, inferred, o);
         } else if (g.value(v).inferred_value) {
           host = *g.value(v).inferred_value;  // known before any instance
         }
