@@ -12,6 +12,7 @@
 #include "backends/cuda/host_shapes.hpp"
 #include "backends/cuda/kernels/kernels.hpp"
 #include "backends/cuda/precision.hpp"
+#include "backends/cuda/strided_walk.hpp"
 #include "backends/cuda/tactic_signature.hpp"
 #include "builder/progress.hpp"
 #include "builder/tactic_search.hpp"
@@ -63,12 +64,24 @@ struct MatmulParts {
   bool bias_in_post = false;  // the bias too (batched products: one bias for every batch)
 };
 
+// A gather layer at one instance: its chain as one strided walk over the
+// slice's input; or, where a view of the chain is no walk at these shapes,
+// the slice into a scratch buffer of the instance and the transpose from it.
+struct GatherParts {
+  bool one_walk = true;
+  StridedWalk walk;
+  int64_t extent = 0;  // elements of the slice's input
+  SliceParts slice;
+  std::optional<DeviceBuffer> scratch;
+};
+
 struct LayerExec {
   std::optional<ConvPlan> conv;
   std::unique_ptr<LtMatmul> matmul;
   MatmulParts matmul_parts;             // worked out once per instance, not per run
   SliceParts slice;                     // likewise: its arguments may be shape values of the instance
   std::vector<int64_t> expand_strides;  // an expand layer's walk over its input
+  GatherParts gather;
 };
 
 struct Instance {
@@ -120,6 +133,42 @@ struct Tensors {
   const void* in(ValueId v) const { return ptr(v); }
   void* out(ValueId v) const { return ptr(v); }
 };
+
+// The slice output a gather layer's chain reads: the first view's (or the
+// transpose's) data input.
+ValueId gather_part(const ir::Graph& g, const Layer& layer) { return g.node(layer.nodes[1]).inputs[0]; }
+
+std::vector<int64_t> transpose_perm(const ir::Node& n, size_t rank) {
+  std::vector<int64_t> perm = n.attrs.get_ints("perm", {});
+  if (perm.empty()) {
+    for (size_t d = rank; d-- > 0;) perm.push_back(static_cast<int64_t>(d));
+  }
+  return perm;
+}
+
+GatherParts gather_parts(const ir::Graph& g, const Layer& layer, const Instance& inst,
+                         const std::vector<std::optional<Tensor>>& host, ElemType type) {
+  const ValueId part = gather_part(g, layer);
+  Layer slice;
+  slice.kind = LayerKind::slice;
+  slice.nodes = {layer.nodes.front()};
+  slice.output = part;
+  GatherParts p;
+  p.slice = slice_parts(g, slice, inst.shapes, host);
+  const auto& x = inst.shape(g.node(layer.nodes.front()).inputs[0]);
+  p.extent = numel(x);
+  p.walk = StridedWalk::contiguous(x);
+  p.walk.slice(p.slice.starts, p.slice.steps, inst.shape(part));
+  for (size_t k = 1; k + 1 < layer.nodes.size() && p.one_walk; ++k)
+    p.one_walk = p.walk.reshape(inst.shape(g.node(layer.nodes[k]).outputs[0]));
+  if (p.one_walk) {
+    const ir::Node& t = g.node(layer.nodes.back());
+    p.walk.transpose(transpose_perm(t, inst.shape(t.inputs[0]).size()));
+  } else {
+    p.scratch.emplace(std::max<size_t>(static_cast<size_t>(numel(inst.shape(part))) * elem_size(type), 4));
+  }
+  return p;
+}
 
 ConvGeometry conv_geometry(const Plan& plan, const Layer& layer, const Instance& inst) {
   const ir::Graph& g = plan.graph;
@@ -423,6 +472,8 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
     const Layer& layer = m_plan.layers[i];
     if (layer.kind == LayerKind::slice)
       inst->layers[i].slice = slice_parts(g, layer, inst->shapes, known.host);
+    if (layer.kind == LayerKind::gather)
+      inst->layers[i].gather = gather_parts(g, layer, *inst, known.host, m_plan.precision);
     if (layer.kind == LayerKind::expand) {
       inst->layers[i].expand_strides =
           expand_strides(inst->shape(g.node(layer.anchor()).inputs[0]), inst->shape(layer.output));
@@ -593,10 +644,7 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
     }
     case LayerKind::transpose: {
       const auto& x = inst.shape(n.inputs[0]);
-      std::vector<int64_t> perm = n.attrs.get_ints("perm", {});
-      if (perm.empty()) {
-        for (size_t d = x.size(); d-- > 0;) perm.push_back(static_cast<int64_t>(d));
-      }
+      const std::vector<int64_t> perm = transpose_perm(n, x.size());
       std::vector<int> perm32(perm.begin(), perm.end());
       launch_transpose(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
                        perm32.data(), stream);
@@ -629,6 +677,26 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       return;  // the output is the input's memory
     case LayerKind::shape:
       return;  // evaluated on the host when the instance was made
+    case LayerKind::gather: {
+      const GatherParts& p = inst.layers[index].gather;
+      const ValueId x = n.inputs[0];  // the slice's input
+      if (p.one_walk) {
+        launch_strided_copy(type, t.in(x), t.out(layer.output), static_cast<int>(p.walk.shape.size()),
+                            p.walk.shape.data(), p.walk.strides.data(), p.walk.offset, p.extent, stream);
+        return;
+      }
+      const auto& xs = inst.shape(x);
+      const auto& part = inst.shape(gather_part(g, layer));
+      launch_slice(type, t.in(x), p.scratch->data(), static_cast<int>(xs.size()), xs.data(),
+                   p.slice.starts.data(), p.slice.steps.data(), part.data(), stream);
+      const ir::Node& tr = g.node(layer.nodes.back());
+      const auto& ts = inst.shape(tr.inputs[0]);
+      const std::vector<int64_t> perm = transpose_perm(tr, ts.size());
+      std::vector<int> perm32(perm.begin(), perm.end());
+      launch_transpose(type, p.scratch->data(), t.out(layer.output), static_cast<int>(ts.size()), ts.data(),
+                       perm32.data(), stream);
+      return;
+    }
     case LayerKind::expand: {
       const auto& y = inst.shape(layer.output);
       launch_strided_copy(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(y.size()), y.data(),

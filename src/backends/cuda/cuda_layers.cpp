@@ -274,6 +274,59 @@ std::optional<std::string> unsupported_reason(const ir::Graph& g, ir::NodeId id)
 
 std::vector<bool> host_shape_nodes(const ir::Graph& graph) { return host_shapes(graph).taken; }
 
+namespace {
+
+// Every Transpose layer whose input is a slice layer's output, directly or
+// through view layers, where no other node and no graph output reads the
+// slice's output or the views: the chain becomes one gather layer, a
+// strided copy from the slice's input, instead of a copy per op. (The
+// attention heads of Q, K and V: Split → Reshape → Transpose.)
+std::vector<Layer> fuse_gathers(const ir::Graph& g, std::vector<Layer> layers) {
+  std::vector<int> readers(g.num_values(), 0);
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(g.num_nodes()); ++id) {
+    for (ir::ValueId in : g.node(id).inputs) {
+      if (in != ir::k_no_value) ++readers[static_cast<size_t>(in)];
+    }
+  }
+  for (ir::ValueId out : g.outputs()) readers[static_cast<size_t>(out)] += 2;  // never fused away
+  std::map<ir::ValueId, size_t> producer;  // layer index by the value it writes
+  for (size_t i = 0; i < layers.size(); ++i) producer[layers[i].output] = i;
+  std::vector<bool> fused(layers.size(), false);
+  for (size_t t = 0; t < layers.size(); ++t) {
+    if (layers[t].kind != LayerKind::transpose) continue;
+    std::vector<size_t> chain;  // the views, last first
+    ir::ValueId v = g.node(layers[t].anchor()).inputs[0];
+    for (;;) {
+      auto p = producer.find(v);
+      if (p == producer.end() || readers[static_cast<size_t>(v)] != 1 || fused[p->second]) break;
+      const Layer& from = layers[p->second];
+      if (from.kind == LayerKind::view) {
+        chain.push_back(p->second);
+        v = g.node(from.anchor()).inputs[0];
+        continue;
+      }
+      if (from.kind != LayerKind::slice) break;
+      Layer gather;
+      gather.kind = LayerKind::gather;
+      gather.nodes.push_back(from.anchor());
+      for (auto it = chain.rbegin(); it != chain.rend(); ++it) gather.nodes.push_back(layers[*it].anchor());
+      gather.nodes.push_back(layers[t].anchor());
+      gather.output = layers[t].output;
+      fused[p->second] = true;
+      for (size_t c : chain) fused[c] = true;
+      layers[t] = std::move(gather);
+      break;
+    }
+  }
+  std::vector<Layer> out;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (!fused[i]) out.push_back(std::move(layers[i]));
+  }
+  return out;
+}
+
+}  // namespace
+
 std::vector<Layer> partition_layers(const ir::Graph& g) {
   std::vector<Layer> layers;
   std::vector<bool> taken(g.num_nodes(), false);
@@ -348,7 +401,7 @@ std::vector<Layer> partition_layers(const ir::Graph& g) {
     for (ir::NodeId n : layer.nodes) taken[static_cast<size_t>(n)] = true;
     layers.push_back(std::move(layer));
   }
-  return layers;
+  return fuse_gathers(g, std::move(layers));
 }
 
 std::optional<std::string> instance_problem(const ir::Graph& graph, const Layer& layer,
@@ -397,6 +450,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "shape";
     case LayerKind::expand:
       return "expand";
+    case LayerKind::gather:
+      return "gather";
   }
   return "unknown";
 }

@@ -34,8 +34,12 @@ enum class LayerKind : uint8_t {
   slice = 11,   // Slice, or one output of a Split (a Split is one layer per output)
   shape = 12,   // a node computing shape values, evaluated on the host per instance (host_shapes.hpp)
   expand = 13,  // Expand: a broadcast copy to the target shape
+  // A slice (or one Split output), the views after it and the Transpose that
+  // ends them, as one strided copy from the slice's input (strided_walk.hpp):
+  // nodes are [Slice or Split, views..., Transpose], output the Transpose's.
+  gather = 14,
 };
-constexpr uint8_t k_last_layer_kind = 13;
+constexpr uint8_t k_last_layer_kind = 14;
 
 struct Tactic {
   std::string name;    // for reports: "cudnn:e12/k3=1 fused", "cublasLt:3"

@@ -64,6 +64,11 @@ Plan parse_plan(std::span<const std::byte> bytes) {
   p.specs = plan::read_specs(fp->specs(), p.graph.inputs().size(), k_what);
   if (!fp->layers()) corrupt("no layers");
   plan::LayerFieldReader fields(p.graph, k_what);
+  // A Split is a layer per output (a slice or gather layer each).
+  std::vector<bool> splits(p.graph.num_nodes(), false);
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(p.graph.num_nodes()); ++id)
+    splits[static_cast<size_t>(id)] = p.graph.node(id).op_type == "Split";
+  fields.allow_in_several_layers(std::move(splits));
   const std::vector<bool> host_nodes = host_shape_nodes(p.graph);
   for (const fbs::Layer* fl : *fp->layers()) {
     Layer l;
@@ -75,8 +80,19 @@ Plan parse_plan(std::span<const std::byte> bytes) {
         .move_into(l);
     // The layer builders trust a layer's kind: its anchor must be a node this
     // kiln runs as that kind.
-    if (unsupported_reason(p.graph, l.anchor()) || layer_kind(p.graph, l.anchor(), host_nodes) != l.kind)
+    auto kind_of = [&](ir::NodeId id) { return layer_kind(p.graph, id, host_nodes); };
+    if (l.kind == LayerKind::gather) {
+      // [Slice or Split, views..., Transpose], every node one this kiln runs.
+      bool fits = l.nodes.size() >= 2 && kind_of(l.nodes.front()) == LayerKind::slice &&
+                  kind_of(l.nodes.back()) == LayerKind::transpose;
+      for (size_t k = 0; fits && k < l.nodes.size(); ++k) {
+        fits = !unsupported_reason(p.graph, l.nodes[k]) &&
+               (k == 0 || k + 1 == l.nodes.size() || kind_of(l.nodes[k]) == LayerKind::view);
+      }
+      if (!fits) corrupt("a gather layer that is not a slice, views and a transpose");
+    } else if (unsupported_reason(p.graph, l.anchor()) || kind_of(l.anchor()) != l.kind) {
       corrupt("a layer whose kind does not fit its node");
+    }
     for (ir::NodeId fused : {l.bias_add, l.residual_add, l.activation}) {
       if (fused != ir::k_no_node && std::find(l.nodes.begin(), l.nodes.end(), fused) == l.nodes.end())
         corrupt("a fused node outside its layer");

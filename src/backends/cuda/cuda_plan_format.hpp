@@ -20,7 +20,8 @@ namespace kiln::cuda {
 // 2: the plan records its storage precision (fp32, fp16, bf16).
 // 3: shape layers (LayerKind::shape), evaluated on the host per instance,
 //    and expand layers.
-constexpr uint32_t k_plan_version = 3;
+// 4: gather layers (a slice, views and a transpose as one strided copy).
+constexpr uint32_t k_plan_version = 4;
 
 std::vector<std::byte> serialize_plan(const Plan& plan);
 Plan parse_plan(std::span<const std::byte> bytes);

@@ -24,7 +24,8 @@ LayerFields LayerFieldReader::read(const flatbuffers::Vector<int32_t>* nodes, in
   for (int32_t n : *nodes) {
     if (n == ir::k_no_node) corrupt("node index " + std::to_string(n) + " out of range");
     optional_node(n);
-    if (m_covered[static_cast<size_t>(n)]) corrupt("a node in two layers");
+    const auto i = static_cast<size_t>(n);
+    if (m_covered[i] && !(i < m_shared.size() && m_shared[i])) corrupt("a node in two layers");
     m_covered[static_cast<size_t>(n)] = true;
     f.nodes.push_back(n);
   }

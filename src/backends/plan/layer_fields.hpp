@@ -55,6 +55,9 @@ class LayerFieldReader {
   ir::NodeId optional_node(int32_t id) const;
   // After the last layer: every node of the graph is in one.
   void check_every_node_covered() const;
+  // Nodes (indexed by node id) that may be in several layers, as a Split
+  // whose outputs are a layer each; every other node is in one layer only.
+  void allow_in_several_layers(std::vector<bool> nodes) { m_shared = std::move(nodes); }
 
  private:
   [[noreturn]] void corrupt(const std::string& why) const;
@@ -62,6 +65,7 @@ class LayerFieldReader {
   const ir::Graph& m_graph;
   std::string m_what;
   std::vector<bool> m_covered;
+  std::vector<bool> m_shared;
 };
 
 }  // namespace kiln::plan
