@@ -162,3 +162,16 @@ def test_onnx_runtime_on_the_emulation_computes_the_rounded_model(tmp_path):
     assert np.mean(got == want) > 0.95
     # And not the fp32 model: the rounding is there.
     assert np.abs(plain - want).max() > 2 ** -10 * scale
+
+
+def test_the_accuracy_table_says_rounding_bound_for_a_row_its_emulation_explains():
+    import report
+
+    base = {"system": "kiln bf16", "model": "fcn", "batch": 1, "round_checks": [1], "tolerance": 3e-2,
+            "per_output": {"out": {"elements": 10, "ref_max_abs": 1.0, "max_abs_err": 0.2,
+                                   "max_err_over_scale": 0.2, "mean_err_over_scale": 0.01,
+                                   "p99_err_over_scale": 0.1, "passed": False}}}
+    explained = dict(base, status="ok", bf16_emulation={"err": 0.19, "factor": 2})
+    failed = dict(base, status="FAILED")
+    rows = [line for line in report.accuracy_table([explained, failed]) if line.startswith("| fcn")]
+    assert rows[0].endswith("| rounding-bound |") and rows[1].endswith("| FAILED |")
