@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -39,6 +40,29 @@ inline LoweredModel lowered_zoo_model(const std::string& name, uint64_t seed) {
 }
 
 inline bool has_gpu() { return cuda::probe_gpu().gpu.has_value(); }
+
+// max |got - want| / max |want| over every element of every output; NaN when
+// `got` holds a NaN (an output never written), which fails any bound.
+inline double relative_error(std::span<const Tensor> got, std::span<const Tensor> want) {
+  EXPECT_EQ(got.size(), want.size());
+  double err = 0, scale = 0;
+  for (size_t o = 0; o < std::min(got.size(), want.size()); ++o) {
+    EXPECT_EQ(got[o].shape(), want[o].shape());
+    auto g = got[o].data<float>();
+    auto w = want[o].data<float>();
+    for (size_t i = 0; i < std::min(g.size(), w.size()); ++i) {
+      const double e = std::abs(double(g[i]) - double(w[i]));
+      err = std::isnan(e) ? e : std::max(err, e);
+      if (std::isnan(err)) return err;
+      scale = std::max(scale, std::abs(double(w[i])));
+    }
+  }
+  return err / std::max(scale, 1e-30);
+}
+
+inline double relative_error(const Tensor& got, const Tensor& want) {
+  return relative_error(std::span<const Tensor>(&got, 1), std::span<const Tensor>(&want, 1));
+}
 
 // A test fixture for GPU tests: skipped where no GPU is present; settings()
 // compile on the cuda backend without the engine or timing caches.

@@ -31,23 +31,8 @@ namespace {
 using testing::has_gpu;
 using testing::lowered_zoo_model;
 using testing::ramp;
+using testing::relative_error;
 using testing::zoo_model;
-
-// max |got - want| / max |want| over every element of every output.
-double relative_error(const std::vector<Tensor>& got, const std::vector<Tensor>& want) {
-  EXPECT_EQ(got.size(), want.size());
-  double err = 0, scale = 0;
-  for (size_t o = 0; o < std::min(got.size(), want.size()); ++o) {
-    EXPECT_EQ(got[o].shape(), want[o].shape());
-    auto g = got[o].data<float>();
-    auto w = want[o].data<float>();
-    for (size_t i = 0; i < std::min(g.size(), w.size()); ++i) {
-      err = std::max(err, std::abs(double(g[i]) - double(w[i])));
-      scale = std::max(scale, std::abs(double(w[i])));
-    }
-  }
-  return err / std::max(scale, 1e-30);
-}
 
 cuda::Plan resnet_tiny_plan() {
   ir::Graph lowered = passes::lower(zoo_model("resnet_tiny", 1).graph);

@@ -22,6 +22,7 @@ namespace kiln {
 namespace {
 
 using testing::ramp;
+using testing::relative_error;
 
 ir::ValueId int64s(ir::Graph& g, const std::string& name, std::vector<int64_t> values) {
   const auto n = static_cast<int64_t>(values.size());
@@ -158,18 +159,6 @@ TEST(CudaGather, ASliceReshapeTransposeChainFusesToo) {
 // ---- on a GPU (label gpu) ----
 
 using CudaGatherGpu = testing::GpuTest;
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  EXPECT_EQ(got.shape(), want.shape());
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < std::min(g.size(), w.size()); ++i) {
-    err = std::max(err, std::abs(double(g[i]) - double(w[i])));
-    scale = std::max(scale, std::abs(double(w[i])));
-  }
-  return err / std::max(scale, 1e-30);
-}
 
 TEST_F(CudaGatherGpu, GatherLayersMatchTheReference) {
   for (const ir::Graph& g : {attention_heads(false), attention_heads(true), slice_then_merge()}) {

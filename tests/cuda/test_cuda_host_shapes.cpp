@@ -25,6 +25,7 @@ namespace {
 
 using testing::has_gpu;
 using testing::ramp;
+using testing::relative_error;
 using testing::zoo_model;
 
 // The cuda backend's support check without a GPU: what plan_segments asks.
@@ -399,20 +400,6 @@ TEST(CudaShapes, ExpandStridesRepeatSizeOneAndMissingDims) {
 // ---- on a GPU (label gpu) ----
 
 using CudaShapesGpu = testing::GpuTest;
-
-double relative_error(const Tensor& got, const Tensor& want) {
-  EXPECT_EQ(got.shape(), want.shape());
-  auto g = got.data<float>();
-  auto w = want.data<float>();
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < std::min(g.size(), w.size()); ++i) {
-    const double e = std::abs(double(g[i]) - double(w[i]));
-    err = std::isnan(e) ? e : std::max(err, e);
-    if (std::isnan(err)) break;
-    scale = std::max(scale, std::abs(double(w[i])));
-  }
-  return err / std::max(scale, 1e-30);
-}
 
 TEST_F(CudaShapesGpu, BertTinyWithADynamicBatchMatchesTheReferenceAtTwoBatchSizes) {
   const auto model = zoo_model("bert_tiny", 1);
