@@ -282,3 +282,13 @@ def judge_against_emulation(rec, emulation):
                          "rounding)")
     else:
         rec["reason"] = f"{reason}; and over {EMULATION_FACTOR:g} x the bf16 emulation's err {emul:.3g}"
+
+
+def share_verdict(rec, records):
+    """The latency row `rec` was judged again: its throughput row (the same model, batch, system,
+    precision and threads, made from the same runs before the verdict) takes its status."""
+    keys = ("model", "batch", "system", "precision", "threads")
+    for other in records:
+        if other is not rec and other.get("metric") == "throughput" and all(
+                other.get(k) == rec.get(k) for k in keys):
+            other["status"] = rec["status"]

@@ -189,6 +189,7 @@ def run(kiln, ctx, work, opts, records, versions):
             emulation = bf16_emulation_check(kiln, model, batch, entry["path"], work, opts)
             for r in over:
                 corpus_bf16.judge_against_emulation(r, emulation)
+                corpus_bf16.share_verdict(r, records[first:])
                 log(f"corpus {model}-b{batch}: kiln bf16 {r['threads']}t: {r['status']} ({r['reason']})")
         if any(r["system"] == "kiln" and r.get("precision") == "fp32" and r.get("median") is not None
                for r in records[first:]):

@@ -175,3 +175,12 @@ def test_the_accuracy_table_says_rounding_bound_for_a_row_its_emulation_explains
     failed = dict(base, status="FAILED")
     rows = [line for line in report.accuracy_table([explained, failed]) if line.startswith("| fcn")]
     assert rows[0].endswith("| rounding-bound |") and rows[1].endswith("| FAILED |")
+
+
+def test_a_rejudged_row_shares_its_verdict_with_its_throughput_row():
+    latency = {"model": "fcn", "batch": 8, "system": "kiln", "precision": "bf16", "threads": 2,
+               "metric": "latency", "status": "ok"}
+    same = dict(latency, metric="throughput", status="FAILED")
+    other_threads = dict(same, threads=1)
+    corpus_bf16.share_verdict(latency, [latency, same, other_threads])
+    assert same["status"] == "ok" and other_threads["status"] == "FAILED"
