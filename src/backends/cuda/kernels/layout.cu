@@ -289,8 +289,7 @@ void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t
     in_strides[d] = stride;
     stride *= in_shape[d];
   }
-  Strided s;
-  int64_t base = 0, n = 1;
+  int64_t base = 0, step_strides[k_max_rank] = {};
   for (int d = 0; d < rank; ++d) {
     const int64_t last = starts[d] + (out_shape[d] - 1) * steps[d];
     detail::require(
@@ -299,36 +298,11 @@ void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t
         "dim " + std::to_string(d) + ": " + std::to_string(out_shape[d]) + " elements from " +
             std::to_string(starts[d]) + " step " + std::to_string(steps[d]) + " do not fit in " +
             std::to_string(in_shape[d]));
-    n *= out_shape[d];
     base += starts[d] * in_strides[d];
-    if (out_shape[d] == 1) continue;
-    const int64_t step_stride = in_strides[d] * steps[d];
-    // Merge with the previous output dim when the two walk the input as one.
-    if (s.rank > 0 && s.in_stride[s.rank - 1] == step_stride * out_shape[d]) {
-      s.out[s.rank - 1] *= out_shape[d];
-      s.in_stride[s.rank - 1] = step_stride;
-      continue;
-    }
-    s.out[s.rank] = out_shape[d];
-    s.in_stride[s.rank] = step_stride;
-    ++s.rank;
+    step_strides[d] = in_strides[d] * steps[d];
   }
-  if (n == 0) return;
-  detail::dispatch(type, "slice", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const auto* px = static_cast<const T*>(x);
-    auto* py = static_cast<T*>(y);
-    if (s.rank == 0 || (s.rank == 1 && s.in_stride[0] == 1)) {
-      // One contiguous run of the input.
-      const cudaError_t err = cudaMemcpyAsync(py, px + base, static_cast<size_t>(n) * sizeof(T),
-                                              cudaMemcpyDeviceToDevice, stream);
-      if (err != cudaSuccess)
-        throw std::runtime_error(std::string("slice: copy failed: ") + cudaGetErrorString(err));
-      return;
-    }
-    launch_gather(sizeof(T), px, py, s, base, n, stride, stream);
-  });
-  detail::check_launch("slice");
+  // A slice is a strided walk from its first element: the same copy.
+  launch_strided_copy(type, x, y, rank, out_shape, step_strides, base, stride, stream);
 }
 
 }  // namespace kiln::cuda
