@@ -31,7 +31,7 @@
 #include <thread>
 #include <vector>
 
-#include "backends/cpu/attention_pattern.hpp"
+#include "backends/cpu/attention_fusion.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/openmp_symbols.hpp"
 #include "util/parallel_for.hpp"

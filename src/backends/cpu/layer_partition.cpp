@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <map>
 
-#include "backends/cpu/attention_pattern.hpp"
+#include "backends/cpu/attention_fusion.hpp"
 #include "backends/cpu/dnnl_util.hpp"
 #include "backends/cpu/resample_layer.hpp"
 #include "backends/cpu/spatial_pads.hpp"

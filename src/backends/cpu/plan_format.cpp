@@ -8,7 +8,7 @@
 #pragma GCC diagnostic ignored "-Wshadow"
 #include "backends/cpu/cpu_plan_generated.h"
 #pragma GCC diagnostic pop
-#include "backends/cpu/attention_pattern.hpp"
+#include "backends/cpu/attention_fusion.hpp"
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/plan/layer_fields.hpp"
 #include "backends/plan/plan_graph.hpp"

@@ -1,7 +1,8 @@
-// Recognises scaled dot-product attention in a lowered graph, so the cpu
-// backend can run it as one fused layer (attention_layer.cpp) instead of a
-// batched MatMul, scale, mask Add, Softmax and a second batched MatMul with
-// the whole [batch, heads, seq, seq] score tensor in memory between them.
+// Recognises scaled dot-product attention in a lowered graph, so a backend
+// can run it as one fused layer instead of a batched MatMul, scale, mask
+// Add, Softmax and a second batched MatMul with the whole [batch, heads,
+// seq, seq] score tensor in memory between them (the cpu backend's
+// attention layer, the cuda backend's flash-attention kernel).
 //
 // The pattern, walked back from the Softmax:
 //   Q' = Q (* or / scalar)*        torch scales Q; SDPA's export scales Q and Kᵀ by sqrt(scale)
@@ -23,10 +24,9 @@
 #include <string>
 #include <vector>
 
-#include "backends/cpu/plan.hpp"
 #include "ir/graph.hpp"
 
-namespace kiln::cpu {
+namespace kiln::passes {
 
 struct ScaleFactor {
   ir::ValueId value = ir::k_no_value;  // the one-element float constant or weight
@@ -62,17 +62,4 @@ std::optional<AttentionMatch> match_attention_layer(const ir::Graph& graph,
                                                     const std::vector<ir::NodeId>& nodes,
                                                     std::string* why = nullptr);
 
-// Replaces, in a partition of `graph`, the layers that together run exactly
-// one matched attention's nodes with one LayerKind::attention layer, at the
-// place of the last of them (its operands are computed before it). Layers
-// holding other nodes too (a fusion group reaching past the pattern) keep
-// the attention unfused. Why a Softmax stays unfused is logged at debug
-// level. Called only when CompileSettings::cpu_fused_attention is on:
-// measured on the development machine (2 shared cores), the fused layer was
-// slower than oneDNN's batched matmuls and softmax at BERT's and ViT's shapes
-// (docs/architecture.md, "Fused attention"), so it is opt-in; the setting is
-// part of the engine key, so engines built with and without it never share a
-// cache entry.
-void fuse_attention_layers(const ir::Graph& graph, std::vector<LayerDesc>& layers);
-
-}  // namespace kiln::cpu
+}  // namespace kiln::passes
