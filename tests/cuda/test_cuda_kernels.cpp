@@ -11,11 +11,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <numbers>
 #include <numeric>
 #include <random>
@@ -1036,6 +1038,136 @@ TEST_F(CudaKernels, CastRoundsToNearestEvenBetweenEveryPairOfTypes) {
 
 // ---------------------------------------------- argument checks, no GPU
 
+// ---------------------------------------------------------------- attention
+
+// One attention problem: operands in device memory laid out as the strides
+// say (Q inside a fused projection, Kᵀ stored transposed, the output written
+// transposed), against the formula in double over the values as stored.
+struct AttentionCase {
+  int64_t batch, heads, q_len, kv_len, d, dv;
+  bool mask = false;
+  bool full_mask = false;                       // [B, H, Sq, Sk] rather than [B, 1, 1, Sk]
+  std::vector<std::pair<double, bool>> scales;  // value, divide
+  double constant_scale = 1.0;
+};
+
+// Flat element of (b, h, r, c) through strides.
+size_t at(const std::array<int64_t, 4>& s, int64_t b, int64_t h, int64_t r, int64_t c) {
+  return static_cast<size_t>(b * s[0] + h * s[1] + r * s[2] + c * s[3]);
+}
+
+void run_attention_case(cudaStream_t stream, ElemType t, const AttentionCase& c, const std::string& what) {
+  const int64_t B = c.batch, H = c.heads, Sq = c.q_len, Sk = c.kv_len, D = c.d, Dv = c.dv;
+  // Q inside a fused [B, Sq, 2, H, D] projection (the other half unused);
+  // K stored transposed, [B, H, D, Sk]; V plain [B, H, Sk, Dv]; the output
+  // written as [B, Sq, H, Dv] (the transpose after attention).
+  const std::array<int64_t, 4> qs{Sq * 2 * H * D, D, 2 * H * D, 1};
+  const std::array<int64_t, 4> ks{H * D * Sk, D * Sk, 1, Sk};
+  const std::array<int64_t, 4> vs{H * Sk * Dv, Sk * Dv, Dv, 1};
+  const std::array<int64_t, 4> ms =
+      c.full_mask ? std::array<int64_t, 4>{H * Sq * Sk, Sq * Sk, Sk, 1} : std::array<int64_t, 4>{Sk, 0, 0, 1};
+  const std::array<int64_t, 4> os{Sq * H * Dv, Dv, H * Dv, 1};
+  const std::vector<float> q = random_values(t, static_cast<size_t>(B * Sq * 2 * H * D), -1, 1, 71);
+  const std::vector<float> k = random_values(t, static_cast<size_t>(B * H * D * Sk), -1, 1, 72);
+  const std::vector<float> v = random_values(t, static_cast<size_t>(B * H * Sk * Dv), -1, 1, 73);
+  std::vector<float> mask =
+      random_values(t, static_cast<size_t>(c.full_mask ? B * H * Sq * Sk : B * Sk), -2, 2, 74);
+  for (size_t i = 0; i < mask.size(); i += 5) mask[i] = round_to(t, -10000.0);  // masked-out keys
+  double scale = c.constant_scale;
+  std::vector<std::unique_ptr<DeviceTensor>> scale_tensors;
+  AttentionArgs a;
+  for (auto [value, divide] : c.scales) {
+    const float stored = round_to(t, value);
+    scale = divide ? scale / stored : scale * stored;
+    scale_tensors.push_back(std::make_unique<DeviceTensor>(t, std::vector<float>{stored}));
+    a.divide_mask |= (divide ? 1u : 0u) << a.n_scales;
+    a.scales[static_cast<size_t>(a.n_scales++)] = scale_tensors.back()->get();
+  }
+  std::vector<double> want(static_cast<size_t>(B * Sq * H * Dv), 0.0);
+  std::vector<double> p(static_cast<size_t>(Sk));
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t i = 0; i < Sq; ++i) {
+        double top = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j < Sk; ++j) {
+          double dot = 0;
+          for (int64_t e = 0; e < D; ++e) dot += double{q[at(qs, b, h, i, e)]} * k[at(ks, b, h, j, e)];
+          double s = scale * dot;
+          if (c.mask) s += mask[at(ms, b, h, i, j)];
+          p[static_cast<size_t>(j)] = s;
+          top = std::max(top, s);
+        }
+        double sum = 0;
+        for (double& x : p) sum += (x = std::exp(x - top));
+        for (int64_t e = 0; e < Dv; ++e) {
+          double o = 0;
+          for (int64_t j = 0; j < Sk; ++j) o += p[static_cast<size_t>(j)] * v[at(vs, b, h, j, e)];
+          want[at(os, b, h, i, e)] = o / sum;
+        }
+      }
+    }
+  }
+  DeviceTensor dq(t, q), dk(t, k), dv(t, v), dmask(t, mask), dout(t, want.size());
+  a.batch = B;
+  a.heads = H;
+  a.q_len = Sq;
+  a.kv_len = Sk;
+  a.head_dim = D;
+  a.v_dim = Dv;
+  a.q = {dq.get(), qs};
+  a.k = {dk.get(), ks};
+  a.v = {dv.get(), vs};
+  if (c.mask) a.mask = {dmask.get(), ms};
+  a.out = dout.get();
+  a.out_strides = os;
+  a.constant_scale = static_cast<float>(c.constant_scale);
+  launch_attention(t, a, stream);
+  // The probabilities are rounded to t before P·V (as every tensor-core
+  // attention does): about one rounding of t on top of the output's own.
+  const Tol tol = t == ElemType::f16 ? Tol{4e-3, 4e-3} : Tol{3e-2, 3e-2};
+  expect_close(t, dout.read(), want, tol, what);
+}
+
+TEST_F(CudaKernels, AttentionMatchesTheUnfusedFormulaOnStridedOperands) {
+  const std::vector<std::pair<AttentionCase, std::string>> cases = {
+      // BERT's head at a tail of both tiles: 77 rows and keys, a [B,1,1,Sk] mask, a Div by sqrt(64).
+      {{2, 3, 77, 77, 64, 64, true, false, {{8.0, true}}}, "bert-like 77 tokens"},
+      // Head dims that are no multiple of 16, keys over three tiles, Mul and Div scales.
+      {{1, 2, 5, 130, 40, 24, false, false, {{0.5, false}, {2.0, true}}}, "odd dims"},
+      // The widest head, query rows over four blocks, a full mask and a host scale.
+      {{1, 1, 200, 64, 128, 128, true, true, {}, 0.088}, "d128 full mask"},
+      // One token, one key.
+      {{3, 2, 1, 1, 32, 32, false, false, {{0.25, false}}}, "one token"},
+  };
+  for (ElemType t : {ElemType::f16, ElemType::bf16}) {
+    for (const auto& [c, name] : cases) run_attention_case(stream_, t, c, name);
+  }
+}
+
+TEST_F(CudaKernels, AttentionFullyMaskedRowIsNaNAsTheUnfusedSoftmax) {
+  const ElemType t = ElemType::f16;
+  const std::vector<float> halves(32, round_to(t, 0.5));
+  std::vector<float> mask(4, -std::numeric_limits<float>::infinity());
+  mask[2] = 0;  // row 1 keeps key 0
+  DeviceTensor dq(t, halves), dk(t, halves), dv(t, halves), dmask(t, mask), dout(t, 32);
+  AttentionArgs a;
+  a.batch = a.heads = 1;
+  a.q_len = a.kv_len = 2;
+  a.head_dim = a.v_dim = 16;
+  a.q = {dq.get(), {0, 0, 16, 1}};
+  a.k = {dk.get(), {0, 0, 16, 1}};
+  a.v = {dv.get(), {0, 0, 16, 1}};
+  a.mask = {dmask.get(), {0, 0, 2, 1}};
+  a.out = dout.get();
+  a.out_strides = {0, 0, 16, 1};
+  launch_attention(t, a, stream_);
+  const std::vector<float> out = dout.read();
+  for (size_t e = 0; e < 16; ++e) {
+    EXPECT_TRUE(std::isnan(out[e])) << "row 0 (every key masked) element " << e;
+    EXPECT_FLOAT_EQ(out[16 + e], 0.5f) << "row 1 element " << e;
+  }
+}
+
 template <typename F>
 void expect_error(F&& f, const std::string& kernel) {
   try {
@@ -1116,6 +1248,15 @@ TEST(CudaKernelArgs, BadArgumentsThrowNamingTheKernel) {
                "concat_part");
   expect_error([] { launch_cast(ElemType::f32, static_cast<ElemType>(7), nullptr, nullptr, 3, nullptr); },
                "cast");
+  AttentionArgs attention;
+  attention.batch = attention.heads = attention.q_len = attention.kv_len = 1;
+  attention.head_dim = attention.v_dim = 64;
+  expect_error([&] { launch_attention(ElemType::f32, attention, nullptr); }, "attention");  // no fp32 kernel
+  attention.head_dim = k_attention_max_dim + 1;
+  expect_error([&] { launch_attention(ElemType::f16, attention, nullptr); }, "attention");
+  attention.head_dim = 64;
+  attention.kv_len = 0;
+  expect_error([&] { launch_attention(ElemType::bf16, attention, nullptr); }, "attention");
 }
 
 }  // namespace

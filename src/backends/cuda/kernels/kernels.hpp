@@ -129,4 +129,40 @@ void launch_slice(ElemType type, const void* x, void* y, int rank, const int64_t
 // Element-type conversion of n elements (precision boundaries).
 void launch_cast(ElemType from, ElemType to, const void* x, void* y, int64_t n, cudaStream_t stream);
 
+// One operand of launch_attention as a [batch, heads, rows, cols] view:
+// element (b, h, r, c) at data[b * strides[0] + h * strides[1] + r *
+// strides[2] + c * strides[3]] (elements; 0 along a broadcast dimension).
+struct AttentionOperand {
+  const void* data = nullptr;
+  std::array<int64_t, 4> strides{};
+};
+
+constexpr int64_t k_attention_max_dim = 128;
+
+// out = softmax(scale * Q * K^T + mask) * V per (batch, head), the softmax
+// over the keys. scale is constant_scale times the first n_scales one-element
+// device tensors of the storage type, each dividing where its bit of
+// divide_mask is set (read when the kernel runs, so a refit that changes them
+// is honoured). A fully masked row gives NaN, as the unfused softmax does.
+struct AttentionArgs {
+  int64_t batch = 0, heads = 0, q_len = 0, kv_len = 0, head_dim = 0, v_dim = 0;
+  AttentionOperand q;     // [batch, heads, q_len, head_dim]
+  AttentionOperand k;     // [batch, heads, kv_len, head_dim]: key j, feature d
+  AttentionOperand v;     // [batch, heads, kv_len, v_dim]
+  AttentionOperand mask;  // [batch, heads, q_len, kv_len] added to the scores; data null when none
+  void* out = nullptr;    // [batch, heads, q_len, v_dim] through out_strides
+  std::array<int64_t, 4> out_strides{};
+  float constant_scale = 1.0f;
+  std::array<const void*, 4> scales{};
+  int n_scales = 0;
+  uint32_t divide_mask = 0;
+};
+
+// Whether launch_attention takes this problem: fp16 or bf16, head and value
+// dimensions of at most k_attention_max_dim.
+bool attention_supported(ElemType type, int64_t head_dim, int64_t v_dim);
+
+// Fused attention (attention.cu): the scores never leave the chip.
+void launch_attention(ElemType type, const AttentionArgs& args, cudaStream_t stream);
+
 }  // namespace kiln::cuda

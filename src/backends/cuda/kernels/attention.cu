@@ -1,0 +1,258 @@
+// Fused scaled dot-product attention for fp16 and bf16 (kernels.hpp,
+// launch_attention): softmax(scale · Q·Kᵀ + mask)·V without the score
+// tensor in memory, in the manner of FlashAttention. A block owns 64 query
+// rows of one (batch, head), four warps of 16 rows each; it walks the keys in
+// tiles of 64. Per tile, each warp computes its 16×64 scores on the tensor
+// cores (WMMA, fp32 accumulation), updates its rows' running maximum and sum
+// (the online softmax), and adds P·V into an fp32 accumulator in shared
+// memory, rescaled by how much the maximum moved. Scores and the output
+// accumulate in fp32; the probabilities are rounded to the storage type for
+// the P·V product, as every fused attention on tensor cores does.
+//
+// Operands are read through four strides each, so Kᵀ (a transposed view of
+// K), and Q, K, V as strided views of one fused projection, cost no copy.
+// Head dimensions are padded with zeros to the tile's 32, 64 or 128 columns;
+// rows past the sequence are zeros (Q, V) or masked out (keys).
+#include <mma.h>
+
+#include <algorithm>
+
+#include "common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int k_warps = 4;
+constexpr int k_threads = 32 * k_warps;
+constexpr int k_rows = 16 * k_warps;  // query rows per block
+constexpr int k_keys = 64;            // keys per tile
+// Padding (in elements) of every shared-memory row: staggers the banks that
+// consecutive rows start in, and keeps each WMMA pointer 32-byte aligned.
+constexpr int k_half_pad = 8;
+constexpr int k_float_pad = 4;
+
+template <int Cols>
+struct Layout {
+  static constexpr int ld_in = Cols + k_half_pad;    // Q, K, V tiles (storage type)
+  static constexpr int ld_s = k_keys + k_float_pad;  // scores (fp32)
+  static constexpr int ld_p = k_keys + k_half_pad;   // probabilities (storage type)
+  static constexpr int ld_o = Cols + k_float_pad;    // output accumulator (fp32)
+  static constexpr size_t q_elems = size_t{k_rows} * ld_in;
+  static constexpr size_t kv_elems = size_t{k_keys} * ld_in;
+  static constexpr size_t bytes = (q_elems + 2 * kv_elems) * 2 + size_t{k_rows} * ld_s * 4 +
+                                  size_t{k_rows} * ld_p * 2 + size_t{k_rows} * ld_o * 4 + k_rows * 4;
+};
+
+template <typename T>
+__device__ __forceinline__ T zero() {
+  return Elem<T>::store(0.0f);
+}
+
+// Fills a rows × Cols tile (row stride `ld`) from `src`, where element (r, c)
+// is src[r * rs + c * cs]; zeros past `valid_rows` or `valid_cols`. Threads
+// walk whichever of the two dimensions is contiguous in memory, and load 16
+// bytes at a time where a row is contiguous and aligned.
+template <typename T, int Cols>
+__device__ void load_tile(T* dst, int ld, int rows, const T* src, int64_t rs, int64_t cs, int valid_rows,
+                          int valid_cols) {
+  constexpr int vec = 16 / sizeof(T);
+  const bool vector_rows =
+      cs == 1 && valid_cols == Cols && rs % vec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+  if (vector_rows) {
+    constexpr int chunks = Cols / vec;
+    for (int i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
+      const int r = i / chunks, c = (i % chunks) * vec;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < valid_rows) v = *reinterpret_cast<const uint4*>(src + r * rs + c);
+      *reinterpret_cast<uint4*>(dst + r * ld + c) = v;
+    }
+    return;
+  }
+  const bool rows_fastest = rs == 1 && cs != 1;
+  for (int i = threadIdx.x; i < rows * Cols; i += blockDim.x) {
+    const int r = rows_fastest ? i % rows : i / Cols;
+    const int c = rows_fastest ? i / rows : i % Cols;
+    dst[r * ld + c] = (r < valid_rows && c < valid_cols) ? src[r * rs + c * cs] : zero<T>();
+  }
+}
+
+template <typename T, int Cols>
+__global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
+  using namespace nvcuda;
+  using L = Layout<Cols>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* s_q = reinterpret_cast<T*>(smem);
+  T* s_k = s_q + L::q_elems;
+  T* s_v = s_k + L::kv_elems;
+  float* s_s = reinterpret_cast<float*>(s_v + L::kv_elems);
+  T* s_p = reinterpret_cast<T*>(s_s + k_rows * L::ld_s);
+  float* s_o = reinterpret_cast<float*>(s_p + k_rows * L::ld_p);
+  float* s_l = s_o + k_rows * L::ld_o;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t b = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * k_rows;
+  const int q_rows = static_cast<int>((a.q_len - q0 < k_rows ? a.q_len - q0 : int64_t{k_rows}));
+  const int d = static_cast<int>(a.head_dim), dv = static_cast<int>(a.v_dim);
+
+  float scale = a.constant_scale;
+  for (int i = 0; i < a.n_scales; ++i) {
+    const float s = Elem<T>::load(*static_cast<const T*>(a.scales[i]));
+    scale = (a.divide_mask >> i & 1u) ? scale / s : scale * s;
+  }
+  auto base = [&](const AttentionOperand& o) {
+    return static_cast<const T*>(o.data) + b * o.strides[0] + h * o.strides[1];
+  };
+  const T* q = base(a.q) + q0 * a.q.strides[2];
+  const T* k = base(a.k);
+  const T* v = base(a.v);
+  const T* mask = a.mask.data ? base(a.mask) : nullptr;
+
+  load_tile<T, Cols>(s_q, L::ld_in, k_rows, q, a.q.strides[2], a.q.strides[3], q_rows, d);
+  // Each warp's rows: zero output, running max and sum. Lane pair (2r, 2r+1)
+  // owns row r of the warp, each half of its columns.
+  const int row = lane >> 1, half = lane & 1;
+  float* o_row = s_o + (warp * 16 + row) * L::ld_o;
+  for (int c = half * (Cols / 2); c < (half + 1) * (Cols / 2); ++c) o_row[c] = 0.0f;
+  float run_max = -INFINITY, run_sum = 0.0f;
+  const int64_t q_index = q0 + warp * 16 + row;
+
+  for (int64_t k0 = 0; k0 < a.kv_len; k0 += k_keys) {
+    const int keys = static_cast<int>((a.kv_len - k0 < k_keys ? a.kv_len - k0 : int64_t{k_keys}));
+    __syncthreads();  // the previous tile's K and V are no longer read
+    load_tile<T, Cols>(s_k, L::ld_in, k_keys, k + k0 * a.k.strides[2], a.k.strides[2], a.k.strides[3], keys,
+                       d);
+    load_tile<T, Cols>(s_v, L::ld_in, k_keys, v + k0 * a.v.strides[2], a.v.strides[2], a.v.strides[3], keys,
+                       dv);
+    __syncthreads();
+
+    // Scores of the warp's 16 rows against the tile's 64 keys.
+    float* s_warp = s_s + warp * 16 * L::ld_s;
+#pragma unroll
+    for (int n = 0; n < k_keys / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < Cols / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kb;
+        wmma::load_matrix_sync(qa, s_q + warp * 16 * L::ld_in + kk * 16, L::ld_in);
+        wmma::load_matrix_sync(kb, s_k + n * 16 * L::ld_in + kk * 16, L::ld_in);
+        wmma::mma_sync(acc, qa, kb, acc);
+      }
+      wmma::store_matrix_sync(s_warp + n * 16, acc, L::ld_s, wmma::mem_row_major);
+    }
+    __syncwarp();
+
+    // Online softmax over the row's 32 columns of this tile.
+    float s[k_keys / 2];
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < k_keys / 2; ++c) {
+      const int col = half * (k_keys / 2) + c;
+      float x = -INFINITY;
+      if (col < keys) {
+        x = s_warp[row * L::ld_s + col] * scale;
+        if (mask && q_index < a.q_len)
+          x += Elem<T>::load(mask[q_index * a.mask.strides[2] + (k0 + col) * a.mask.strides[3]]);
+      }
+      s[c] = x;
+      tile_max = fmaxf(tile_max, x);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    const float new_max = fmaxf(run_max, tile_max);
+    const float alpha = run_max == -INFINITY ? 0.0f : __expf(run_max - new_max);
+    float tile_sum = 0.0f;
+    T* p_row = s_p + (warp * 16 + row) * L::ld_p;
+#pragma unroll
+    for (int c = 0; c < k_keys / 2; ++c) {
+      const float p = s[c] == -INFINITY ? 0.0f : __expf(s[c] - new_max);
+      tile_sum += p;
+      p_row[half * (k_keys / 2) + c] = Elem<T>::store(p);
+    }
+    tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
+    run_sum = run_sum * alpha + tile_sum;
+    run_max = new_max;
+    for (int c = half * (Cols / 2); c < (half + 1) * (Cols / 2); ++c) o_row[c] *= alpha;
+    __syncwarp();
+
+    // O += P · V for the warp's rows.
+    float* o_warp = s_o + warp * 16 * L::ld_o;
+#pragma unroll
+    for (int n = 0; n < Cols / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, o_warp + n * 16, L::ld_o, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < k_keys / 16; ++kk) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vb;
+        wmma::load_matrix_sync(pa, s_p + warp * 16 * L::ld_p + kk * 16, L::ld_p);
+        wmma::load_matrix_sync(vb, s_v + kk * 16 * L::ld_in + n * 16, L::ld_in);
+        wmma::mma_sync(acc, pa, vb, acc);
+      }
+      wmma::store_matrix_sync(o_warp + n * 16, acc, L::ld_o, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+
+  // Normalise and write the warp's rows, lanes along the columns.
+  if (half == 0) s_l[warp * 16 + row] = run_sum;
+  __syncwarp();
+  T* out = static_cast<T*>(a.out) + b * a.out_strides[0] + h * a.out_strides[1];
+  for (int i = lane; i < 16 * dv; i += 32) {
+    const int r = i / dv, c = i % dv;
+    const int64_t qi = q0 + warp * 16 + r;
+    if (qi >= a.q_len) break;
+    const float value = s_o[(warp * 16 + r) * L::ld_o + c] / s_l[warp * 16 + r];
+    out[qi * a.out_strides[2] + c * a.out_strides[3]] = Elem<T>::store(value);
+  }
+}
+
+template <typename T, int Cols>
+void launch_with(const AttentionArgs& a, cudaStream_t stream) {
+  constexpr size_t bytes = Layout<Cols>::bytes;
+  // Above 48 KiB a kernel must opt in to its dynamic shared memory; the
+  // attribute belongs to the function, so setting it on every launch is
+  // idempotent (and not a stream operation, so graph capture is unaffected).
+  if (cudaFuncSetAttribute(attention_kernel<T, Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(bytes)) != cudaSuccess) {
+    check_launch("attention");
+  }
+  const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
+                  static_cast<unsigned>((a.q_len + k_rows - 1) / k_rows));
+  attention_kernel<T, Cols><<<grid, k_threads, bytes, stream>>>(a);
+  check_launch("attention");
+}
+
+}  // namespace
+
+bool attention_supported(ElemType type, int64_t head_dim, int64_t v_dim) {
+  return type != ElemType::f32 && head_dim >= 1 && v_dim >= 1 &&
+         std::max(head_dim, v_dim) <= k_attention_max_dim;
+}
+
+void launch_attention(ElemType type, const AttentionArgs& a, cudaStream_t stream) {
+  require(attention_supported(type, a.head_dim, a.v_dim), "attention",
+          "fp16 or bf16 with head dimensions 1.." + std::to_string(k_attention_max_dim));
+  require(a.batch >= 1 && a.heads >= 1 && a.q_len >= 1 && a.kv_len >= 1, "attention", "empty problem");
+  require(a.batch * a.heads <= 0x7fffffff && (a.q_len + k_rows - 1) / k_rows <= 65535, "attention",
+          "too many heads or query rows for one grid");
+  require(a.n_scales >= 0 && a.n_scales <= static_cast<int>(a.scales.size()), "attention", "too many scales");
+  const int64_t cols = std::max(a.head_dim, a.v_dim);
+  dispatch(type, "attention", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    if constexpr (std::is_same_v<T, float>) {
+      return;  // refused above
+    } else if (cols <= 32) {
+      launch_with<T, 32>(a, stream);
+    } else if (cols <= 64) {
+      launch_with<T, 64>(a, stream);
+    } else {
+      launch_with<T, 128>(a, stream);
+    }
+  });
+}
+
+}  // namespace kiln::cuda
