@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "backends/cuda/attention_layer.hpp"
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/cuda/cuda_plan_format.hpp"
@@ -75,6 +76,27 @@ struct GatherParts {
   std::optional<DeviceBuffer> scratch;
 };
 
+// One operand of an attention layer at one instance: a 4-D strided view of
+// the value it is read from (its chain's first input, or itself). Where a
+// gather chain is no walk at these shapes, the gather runs into `staged`
+// first and the view reads that.
+struct AttentionOperandExec {
+  ValueId source = k_no_value;
+  int64_t offset = 0;
+  std::array<int64_t, 4> strides{};
+  Layer chain;  // the chain as a gather layer, when staged
+  std::optional<GatherParts> staged_parts;
+  std::optional<DeviceBuffer> staged;
+};
+
+// An attention layer at one instance: its problem sizes and strides (the
+// data pointers are filled per run), worked out once.
+struct AttentionExec {
+  AttentionNodes nodes;
+  std::array<AttentionOperandExec, 3> operands;  // Q, Kᵀ, V
+  AttentionArgs args;
+};
+
 struct LayerExec {
   std::optional<ConvPlan> conv;
   std::unique_ptr<LtMatmul> matmul;
@@ -82,6 +104,7 @@ struct LayerExec {
   SliceParts slice;                     // likewise: its arguments may be shape values of the instance
   std::vector<int64_t> expand_strides;  // an expand layer's walk over its input
   GatherParts gather;
+  std::optional<AttentionExec> attention;
 };
 
 struct Instance {
@@ -168,6 +191,133 @@ GatherParts gather_parts(const ir::Graph& g, const Layer& layer, const Instance&
     p.scratch.emplace(std::max<size_t>(static_cast<size_t>(numel(inst.shape(part))) * elem_size(type), 4));
   }
   return p;
+}
+
+// A gather layer's copy from x (its slice's input) into y.
+void run_gather(const ir::Graph& g, const Layer& layer, const GatherParts& p, const Instance& inst,
+                const void* x, void* y, ElemType type, cudaStream_t stream) {
+  if (p.one_walk) {
+    launch_strided_copy(type, x, y, static_cast<int>(p.walk.shape.size()), p.walk.shape.data(),
+                        p.walk.strides.data(), p.walk.offset, p.extent, stream);
+    return;
+  }
+  const auto& xs = inst.shape(g.node(layer.anchor()).inputs[0]);
+  const auto& part = inst.shape(gather_part(g, layer));
+  launch_slice(type, x, p.scratch->data(), static_cast<int>(xs.size()), xs.data(), p.slice.starts.data(),
+               p.slice.steps.data(), part.data(), stream);
+  const ir::Node& tr = g.node(layer.nodes.back());
+  const auto& ts = inst.shape(tr.inputs[0]);
+  const std::vector<int64_t> perm = transpose_perm(tr, ts.size());
+  std::vector<int> perm32(perm.begin(), perm.end());
+  launch_transpose(type, p.scratch->data(), y, static_cast<int>(ts.size()), ts.data(), perm32.data(), stream);
+}
+
+std::vector<int64_t> contiguous_strides(std::span<const int64_t> shape) {
+  std::vector<int64_t> s(shape.size(), 1);
+  for (size_t d = shape.size(); d-- > 1;) s[d - 1] = s[d] * shape[d];
+  return s;
+}
+
+// Strides of a rank-3 ([batch·heads, rows, cols]) or rank-4 view as the
+// kernel's [batch, heads, rows, cols].
+std::array<int64_t, 4> as_bhrc(std::span<const int64_t> strides) {
+  if (strides.size() == 4) return {strides[0], strides[1], strides[2], strides[3]};
+  return {strides[0], 0, strides[1], strides[2]};
+}
+
+AttentionOperandExec attention_operand(const ir::Graph& g, const std::vector<ir::NodeId>& chain,
+                                       ValueId operand, const Instance& inst,
+                                       const std::vector<std::optional<Tensor>>& host, ElemType type) {
+  AttentionOperandExec o;
+  const auto& shape = inst.shape(operand);
+  StridedWalk walk = StridedWalk::contiguous(shape);
+  o.source = operand;
+  if (chain.size() == 1) {  // a Transpose
+    const ir::Node& t = g.node(chain.front());
+    o.source = t.inputs[0];
+    walk = StridedWalk::contiguous(inst.shape(t.inputs[0]));
+    walk.transpose(transpose_perm(t, shape.size()));
+  } else if (!chain.empty()) {  // a gather: [Slice or Split, views..., Transpose]
+    o.chain.kind = LayerKind::gather;
+    o.chain.nodes = chain;
+    o.chain.output = operand;
+    GatherParts p = gather_parts(g, o.chain, inst, host, type);
+    if (p.one_walk) {
+      o.source = g.node(chain.front()).inputs[0];
+      walk = std::move(p.walk);
+    } else {
+      o.staged_parts = std::move(p);
+      o.staged.emplace(std::max<size_t>(static_cast<size_t>(numel(shape)) * elem_size(type), 4));
+    }
+  }
+  o.offset = walk.offset;
+  o.strides = as_bhrc(walk.strides);
+  return o;
+}
+
+AttentionExec attention_exec(const ir::Graph& g, const Layer& layer, const Instance& inst,
+                             const std::vector<std::optional<Tensor>>& host, ElemType type) {
+  std::string why;
+  auto nodes = attention_nodes(g, layer, &why);
+  if (!nodes) throw Error(ErrorCode::internal, "cuda engine: an attention layer that does not hold: " + why);
+  AttentionExec e;
+  e.nodes = std::move(*nodes);
+  const passes::AttentionMatch& m = e.nodes.match;
+  const std::string where = g.node(m.softmax).describe();
+  const auto& q = inst.shape(m.q);
+  const auto& k_t = inst.shape(m.k_t);
+  const auto& v = inst.shape(m.v);
+  const size_t r = q.size();
+  const bool fits = (r == 3 || r == 4) && k_t.size() == r && v.size() == r &&
+                    std::equal(q.begin(), q.end() - 2, k_t.begin()) &&
+                    std::equal(q.begin(), q.end() - 2, v.begin()) && k_t[r - 2] == q[r - 1] &&
+                    v[r - 2] == k_t[r - 1];
+  if (!fits) {
+    throw Error(ErrorCode::unsupported, "cuda engine: attention at " + where + ": Q [" + shape_to_string(q) +
+                                            "], Kᵀ [" + shape_to_string(k_t) + "], V [" + shape_to_string(v) +
+                                            "] are no batched attention of equal batch dims");
+  }
+  AttentionArgs& a = e.args;
+  a.batch = q[0];
+  a.heads = r == 4 ? q[1] : 1;
+  a.q_len = q[r - 2];
+  a.head_dim = q[r - 1];
+  a.kv_len = k_t[r - 1];
+  a.v_dim = v[r - 1];
+  if (!attention_supported(type, a.head_dim, a.v_dim))
+    throw Error(ErrorCode::unsupported, "cuda engine: attention at " + where + ": head dims " +
+                                            std::to_string(a.head_dim) + ", " + std::to_string(a.v_dim));
+  const std::array<ValueId, 3> operands{m.q, m.k_t, m.v};
+  for (size_t i = 0; i < 3; ++i)
+    e.operands[i] = attention_operand(g, e.nodes.chains[i], operands[i], inst, host, type);
+  a.q.strides = e.operands[0].strides;
+  const auto& kt = e.operands[1].strides;
+  a.k.strides = {kt[0], kt[1], kt[3], kt[2]};  // key j, feature d of Kᵀ's (d, j)
+  a.v.strides = e.operands[2].strides;
+  if (m.mask != k_no_value) {
+    // Right-aligned broadcast onto the scores [..., Sq, Sk].
+    const auto& ms = inst.shape(m.mask);
+    const std::vector<int64_t> contiguous = contiguous_strides(ms);
+    std::vector<int64_t> strides(r, 0);
+    for (size_t d = 0; d < r; ++d) {
+      const int64_t j = static_cast<int64_t>(d) - static_cast<int64_t>(r - ms.size());
+      if (j >= 0 && ms[static_cast<size_t>(j)] != 1) strides[d] = contiguous[static_cast<size_t>(j)];
+    }
+    a.mask.strides = as_bhrc(strides);
+  }
+  const auto& y = inst.shape(layer.output);
+  std::vector<int64_t> out = contiguous_strides(y);
+  if (e.nodes.output_transpose != ir::k_no_node) {
+    // Output dim perm[i] of the attention is dim i of the Transpose's output.
+    const std::vector<int64_t> perm = transpose_perm(g.node(e.nodes.output_transpose), r);
+    std::vector<int64_t> strides(r);
+    for (size_t i = 0; i < r; ++i) strides[static_cast<size_t>(perm[i])] = out[i];
+    out = std::move(strides);
+  }
+  a.out_strides = as_bhrc(out);
+  a.n_scales = static_cast<int>(m.scales.size());
+  for (size_t i = 0; i < m.scales.size(); ++i) a.divide_mask |= (m.scales[i].divide ? 1u : 0u) << i;
+  return e;
 }
 
 ConvGeometry conv_geometry(const Plan& plan, const Layer& layer, const Instance& inst) {
@@ -474,6 +624,8 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
       inst->layers[i].slice = slice_parts(g, layer, inst->shapes, known.host);
     if (layer.kind == LayerKind::gather)
       inst->layers[i].gather = gather_parts(g, layer, *inst, known.host, m_plan.precision);
+    if (layer.kind == LayerKind::attention)
+      inst->layers[i].attention = attention_exec(g, layer, *inst, known.host, m_plan.precision);
     if (layer.kind == LayerKind::expand) {
       inst->layers[i].expand_strides =
           expand_strides(inst->shape(g.node(layer.anchor()).inputs[0]), inst->shape(layer.output));
@@ -677,24 +829,33 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       return;  // the output is the input's memory
     case LayerKind::shape:
       return;  // evaluated on the host when the instance was made
-    case LayerKind::gather: {
-      const GatherParts& p = inst.layers[index].gather;
-      const ValueId x = n.inputs[0];  // the slice's input
-      if (p.one_walk) {
-        launch_strided_copy(type, t.in(x), t.out(layer.output), static_cast<int>(p.walk.shape.size()),
-                            p.walk.shape.data(), p.walk.strides.data(), p.walk.offset, p.extent, stream);
-        return;
+    case LayerKind::gather:
+      run_gather(g, layer, inst.layers[index].gather, inst, t.in(n.inputs[0]), t.out(layer.output), type,
+                 stream);
+      return;
+    case LayerKind::attention: {
+      const AttentionExec& e = *inst.layers[index].attention;
+      AttentionArgs a = e.args;
+      std::array<const void*, 3> data{};
+      for (size_t i = 0; i < 3; ++i) {
+        const AttentionOperandExec& o = e.operands[i];
+        if (o.staged) {
+          run_gather(g, o.chain, *o.staged_parts, inst, t.in(g.node(o.chain.anchor()).inputs[0]),
+                     o.staged->data(), type, stream);
+          data[i] = o.staged->data();
+        } else {
+          data[i] =
+              static_cast<const char*>(t.in(o.source)) + o.offset * static_cast<int64_t>(elem_size(type));
+        }
       }
-      const auto& xs = inst.shape(x);
-      const auto& part = inst.shape(gather_part(g, layer));
-      launch_slice(type, t.in(x), p.scratch->data(), static_cast<int>(xs.size()), xs.data(),
-                   p.slice.starts.data(), p.slice.steps.data(), part.data(), stream);
-      const ir::Node& tr = g.node(layer.nodes.back());
-      const auto& ts = inst.shape(tr.inputs[0]);
-      const std::vector<int64_t> perm = transpose_perm(tr, ts.size());
-      std::vector<int> perm32(perm.begin(), perm.end());
-      launch_transpose(type, p.scratch->data(), t.out(layer.output), static_cast<int>(ts.size()), ts.data(),
-                       perm32.data(), stream);
+      a.q.data = data[0];
+      a.k.data = data[1];
+      a.v.data = data[2];
+      const passes::AttentionMatch& m = e.nodes.match;
+      if (m.mask != k_no_value) a.mask.data = t.in(m.mask);
+      for (size_t i = 0; i < m.scales.size(); ++i) a.scales[i] = constant_ptr(m.scales[i].value);
+      a.out = t.out(layer.output);
+      launch_attention(type, a, stream);
       return;
     }
     case LayerKind::expand: {
@@ -821,6 +982,7 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
   plan.layers = partition_layers(lowered);
   plan.fingerprint = fingerprint;
   plan.precision = storage_precision(settings.enabled_precisions);
+  if (plan.precision != ElemType::f32) plan.layers = fuse_attention(lowered, std::move(plan.layers));
   // Weights leave the plan; their values go to the GPU.
   std::vector<std::pair<ValueId, Tensor>> weights;
   for (size_t i = 0; i < plan.graph.num_values(); ++i) {
@@ -1131,7 +1293,12 @@ EngineInfo CudaEngine::info() const {
   for (const Layer& layer : m_plan.layers) {
     LayerReport r;
     r.name = g.node(layer.anchor()).name;
-    for (ir::NodeId id : layer.nodes) r.op += (r.op.empty() ? "" : "+") + g.node(id).op_type;
+    if (layer.kind == LayerKind::attention) {
+      r.name = g.node(attention_nodes(g, layer)->match.softmax).name;
+      r.op = "Attention";
+    } else {
+      for (ir::NodeId id : layer.nodes) r.op += (r.op.empty() ? "" : "+") + g.node(id).op_type;
+    }
     r.tactic = reported_tactic(layer, m_plan.precision);
     r.time_ms = layer.tactic.time_ms;
     out.layers.push_back(std::move(r));

@@ -452,6 +452,8 @@ const char* layer_kind_name(LayerKind kind) {
       return "expand";
     case LayerKind::gather:
       return "gather";
+    case LayerKind::attention:
+      return "attention";
   }
   return "unknown";
 }

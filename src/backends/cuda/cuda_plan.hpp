@@ -38,8 +38,11 @@ enum class LayerKind : uint8_t {
   // ends them, as one strided copy from the slice's input (strided_walk.hpp):
   // nodes are [Slice or Split, views..., Transpose], output the Transpose's.
   gather = 14,
+  // Scaled dot-product attention as one kernel, with the chains its operands
+  // are read through and the Transpose of its output (attention_layer.hpp).
+  attention = 15,
 };
-constexpr uint8_t k_last_layer_kind = 14;
+constexpr uint8_t k_last_layer_kind = 15;
 
 struct Tactic {
   std::string name;    // for reports: "cudnn:e12/k3=1 fused", "cublasLt:3"

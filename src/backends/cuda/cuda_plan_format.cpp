@@ -6,6 +6,7 @@
 #pragma GCC diagnostic ignored "-Wshadow"
 #include "backends/cuda/cuda_plan_generated.h"
 #pragma GCC diagnostic pop
+#include "backends/cuda/attention_layer.hpp"
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/plan/layer_fields.hpp"
 #include "backends/plan/plan_graph.hpp"
@@ -90,6 +91,12 @@ Plan parse_plan(std::span<const std::byte> bytes) {
                (k == 0 || k + 1 == l.nodes.size() || kind_of(l.nodes[k]) == LayerKind::view);
       }
       if (!fits) corrupt("a gather layer that is not a slice, views and a transpose");
+    } else if (l.kind == LayerKind::attention) {
+      std::string why;
+      if (!attention_nodes(p.graph, l, &why)) corrupt("an attention layer that does not hold: " + why);
+      for (ir::NodeId id : l.nodes) {
+        if (unsupported_reason(p.graph, id)) corrupt("an attention layer with a node this kiln cannot run");
+      }
     } else if (unsupported_reason(p.graph, l.anchor()) || kind_of(l.anchor()) != l.kind) {
       corrupt("a layer whose kind does not fit its node");
     }

@@ -21,7 +21,8 @@ namespace kiln::cuda {
 // 3: shape layers (LayerKind::shape), evaluated on the host per instance,
 //    and expand layers.
 // 4: gather layers (a slice, views and a transpose as one strided copy).
-constexpr uint32_t k_plan_version = 4;
+// 5: attention layers (fp16/bf16 engines).
+constexpr uint32_t k_plan_version = 5;
 
 std::vector<std::byte> serialize_plan(const Plan& plan);
 Plan parse_plan(std::span<const std::byte> bytes);

@@ -213,12 +213,13 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
 template <typename T, int Cols>
 void launch_with(const AttentionArgs& a, cudaStream_t stream) {
   constexpr size_t bytes = Layout<Cols>::bytes;
-  // Above 48 KiB a kernel must opt in to its dynamic shared memory; the
-  // attribute belongs to the function, so setting it on every launch is
-  // idempotent (and not a stream operation, so graph capture is unaffected).
-  if (cudaFuncSetAttribute(attention_kernel<T, Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(bytes)) != cudaSuccess) {
-    check_launch("attention");
+  // Above 48 KiB a kernel must opt in to its dynamic shared memory, once
+  // per function (before any graph capture: the first launch is eager).
+  static const cudaError_t opted_in = cudaFuncSetAttribute(
+      attention_kernel<T, Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (opted_in != cudaSuccess) {
+    throw std::runtime_error("attention: cannot use " + std::to_string(bytes) +
+                             " bytes of shared memory: " + cudaGetErrorString(opted_in));
   }
   const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
                   static_cast<unsigned>((a.q_len + k_rows - 1) / k_rows));
