@@ -88,4 +88,28 @@ inline Tensor ramp(std::vector<int64_t> shape, float phase = 0) {
   return t;
 }
 
+// Builders for small hand-made graphs.
+inline ir::ValueId int64s(ir::Graph& g, const std::string& name, std::vector<int64_t> values) {
+  const auto n = static_cast<int64_t>(values.size());
+  return g.add_initializer(name, Tensor::from_values<int64_t>({n}, values));
+}
+
+inline ir::NodeId add_node(ir::Graph& g, const std::string& op, std::vector<ir::ValueId> inputs,
+                           std::vector<ir::ValueId> outputs, ir::Attributes attrs = {}) {
+  ir::Node n;
+  n.name = op + "_" + std::to_string(g.num_nodes());
+  n.op_type = op;
+  n.opset = 17;
+  n.inputs = std::move(inputs);
+  n.outputs = std::move(outputs);
+  n.attrs = std::move(attrs);
+  return g.add_node(std::move(n));
+}
+
+inline ir::Attributes ints(const std::string& name, std::vector<int64_t> values) {
+  ir::Attributes a;
+  a.set(name, std::move(values));
+  return a;
+}
+
 }  // namespace kiln::testing

@@ -21,31 +21,11 @@
 namespace kiln {
 namespace {
 
+using testing::add_node;
+using testing::int64s;
+using testing::ints;
 using testing::ramp;
 using testing::relative_error;
-
-ir::ValueId int64s(ir::Graph& g, const std::string& name, std::vector<int64_t> values) {
-  const auto n = static_cast<int64_t>(values.size());
-  return g.add_initializer(name, Tensor::from_values<int64_t>({n}, values));
-}
-
-ir::NodeId add_node(ir::Graph& g, const std::string& op, std::vector<ir::ValueId> inputs,
-                    std::vector<ir::ValueId> outputs, ir::Attributes attrs = {}) {
-  ir::Node n;
-  n.name = op + "_" + std::to_string(g.num_nodes());
-  n.op_type = op;
-  n.opset = 17;
-  n.inputs = std::move(inputs);
-  n.outputs = std::move(outputs);
-  n.attrs = std::move(attrs);
-  return g.add_node(std::move(n));
-}
-
-ir::Attributes ints(const std::string& name, std::vector<int64_t> values) {
-  ir::Attributes a;
-  a.set(name, std::move(values));
-  return a;
-}
 
 // x [2, 5, 36] → Split(axis 2) into Q, K, V [2, 5, 12] → Reshape [2, 5, 3, 4]
 // → Transpose (Q, V: [0, 2, 1, 3]; K: [0, 2, 3, 1]) → softmax(Q·Kᵀ)·V.
