@@ -407,7 +407,9 @@ MatmulParts matmul_parts(const Plan& plan, const Layer& layer, const Instance& i
     return p;
   }
   p.shape.bias = p.bias != k_no_value;
-  if (p.residual == k_no_value && act.kind == Act::relu) {
+  if (p.residual != k_no_value && act.kind == Act::none) {
+    p.shape.accumulate = true;  // the residual as cuBLASLt's C
+  } else if (p.residual == k_no_value && act.kind == Act::relu) {
     p.shape.epilogue = LtEpilogue::relu;
   } else if (p.residual == k_no_value && act.kind == Act::gelu_tanh) {
     p.shape.epilogue = LtEpilogue::gelu_tanh;
@@ -710,18 +712,18 @@ void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& 
   const MatmulParts& parts = inst.layers[index].matmul_parts;
   const void* w = m_matmul_weights[index] ? m_matmul_weights[index]->data() : t.in(n.inputs[1]);
   void* y = t.out(layer.output);
-  matmul.run(t.in(parts.x), w, parts.shape.bias ? t.in(parts.bias) : nullptr, y, workspace,
-             m_device.stream());
+  matmul.run(t.in(parts.x), w, parts.shape.bias ? t.in(parts.bias) : nullptr,
+             parts.shape.accumulate ? t.in(parts.residual) : nullptr, y, workspace, m_device.stream());
   if (parts.bias_in_post) {
     // Rows of N: the bias is per column, the epilogue kernel's "channel".
     const int64_t rows = numel(inst.shape(layer.output)) / std::max<int64_t>(1, parts.shape.n);
     launch_bias_act(m_plan.precision, y, t.in(parts.bias),
                     parts.residual != k_no_value ? t.in(parts.residual) : nullptr, y, rows, parts.shape.n, 1,
                     parts.post, m_device.stream());
-  } else if (parts.residual != k_no_value || parts.post.kind != Act::none) {
+  } else if ((parts.residual != k_no_value && !parts.shape.accumulate) || parts.post.kind != Act::none) {
     launch_bias_act(m_plan.precision, y, nullptr,
-                    parts.residual != k_no_value ? t.in(parts.residual) : nullptr, y, 1, 1,
-                    numel(inst.shape(layer.output)), parts.post, m_device.stream());
+                    parts.residual != k_no_value && !parts.shape.accumulate ? t.in(parts.residual) : nullptr,
+                    y, 1, 1, numel(inst.shape(layer.output)), parts.post, m_device.stream());
   }
 }
 

@@ -122,16 +122,20 @@ bool LtMatmul::select(const LtAlgoBytes& bytes) {
   return true;
 }
 
-void LtMatmul::run(const void* x, const void* w, const void* bias, void* y, void* workspace,
+void LtMatmul::run(const void* x, const void* w, const void* bias, const void* c, void* y, void* workspace,
                    cudaStream_t stream) const {
   if (!m_algo) throw Error(ErrorCode::internal, "cuBLASLt matmul run before an algorithm was selected");
   if (m_shape.bias) {
     check(cublasLtMatmulDescSetAttribute(m_op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias),
           "bias pointer");
   }
-  const float alpha = 1.0f, beta = 0.0f;  // scale type fp32 (the descriptor's CUDA_R_32F)
-  check(cublasLtMatmul(m_handle, m_op, &alpha, w, m_w, x, m_x, &beta, y, m_y, y, m_y, &*m_algo, workspace,
-                       m_workspace, stream),
+  if (m_shape.accumulate && c == nullptr)
+    throw Error(ErrorCode::internal, "cuBLASLt matmul: an accumulating product without its C");
+  // Scale type fp32 (the descriptor's CUDA_R_32F).
+  const float alpha = 1.0f, beta = m_shape.accumulate ? 1.0f : 0.0f;
+  const void* c_or_y = m_shape.accumulate ? c : y;
+  check(cublasLtMatmul(m_handle, m_op, &alpha, w, m_w, x, m_x, &beta, c_or_y, m_y, y, m_y, &*m_algo,
+                       workspace, m_workspace, stream),
         "cublasLtMatmul");
 }
 

@@ -39,6 +39,10 @@ struct LtShape {
   bool bias = false;
   LtEpilogue epilogue = LtEpilogue::none;
   bool allow_tf32 = false;  // fp32 only
+  // Y = X·W + bias + C, C (a residual, of Y's shape) read through Y's
+  // layout with beta 1: the residual Add after a Linear costs no kernel.
+  // The activation epilogues apply after C, so only `none` goes with it.
+  bool accumulate = false;
   ElemType type = ElemType::f32;
   // Strided batches: product b reads X at b * stride_x, W at b * stride_w and
   // writes Y at b * stride_y (elements). batch 1 ignores the strides.
@@ -64,8 +68,9 @@ class LtMatmul {
   bool select(const LtAlgoBytes& algo);
   size_t workspace() const { return m_workspace; }
 
-  // Enqueues Y = epilogue(X·W + bias) on `stream`.
-  void run(const void* x, const void* w, const void* bias, void* y, void* workspace,
+  // Enqueues Y = epilogue(X·W + bias (+ C)) on `stream`; `c` is read when
+  // the shape accumulates, and may equal y.
+  void run(const void* x, const void* w, const void* bias, const void* c, void* y, void* workspace,
            cudaStream_t stream) const;
 
  private:

@@ -28,7 +28,7 @@ std::string conv_signature(const ConvGeometry& g, const ConvFusion* fusion) {
 std::string matmul_signature(const LtShape& s) {
   return "matmul|m=" + std::to_string(s.m) + "|k=" + std::to_string(s.k) + "|n=" + std::to_string(s.n) +
          "|bias=" + std::to_string(s.bias) + "|epilogue=" + std::to_string(static_cast<int>(s.epilogue)) +
-         "|batch=" + std::to_string(s.batch) + "|dt=" + precision_name(s.type);
+         "|batch=" + std::to_string(s.batch) + "|dt=" + precision_name(s.type) + (s.accumulate ? "|c" : "");
 }
 
 }  // namespace kiln::cuda
