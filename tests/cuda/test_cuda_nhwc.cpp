@@ -217,6 +217,17 @@ TEST(CudaNhwcLayouts, Fp32EnginesKeepEveryValueNchw) {
   }
 }
 
+TEST(CudaNhwcLayouts, ATransformerWithoutConvsGetsNoNhwcValueAndNoConversion) {
+  // Attention's 4-D [batch, heads, seq, head] values come from transposes
+  // and feed MatMuls and Softmax: nothing channels-last produces them.
+  const ir::Graph g = passes::lower(testing::zoo_model("bert_tiny", 1).graph);
+  const std::vector<cuda::Layer> layers = cuda::partition_layers(g);
+  const ActivationLayouts l = ActivationLayouts::assign(g, layers, ElemType::f16);
+  EXPECT_EQ(l.nhwc_values(), 0u);
+  EXPECT_TRUE(l.conversions().empty());
+  for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(l.of_layer(i), Layout::nchw);
+}
+
 TEST(CudaNhwcLayouts, APlanReadBackGetsTheSameLayoutsWithoutRecordingThem) {
   ir::Graph g = passes::lower(import(mixed_readers_model(false, true), "mixed").graph);
   cuda::Plan plan;

@@ -141,9 +141,9 @@ struct Instance {
 
 namespace {
 
-// Everything a layer step needs to find its tensors.
 constexpr size_t k_no_layer = static_cast<size_t>(-1);
 
+// Everything a layer step needs to find its tensors.
 struct Tensors {
   const ir::Graph& graph;
   const Instance& inst;
