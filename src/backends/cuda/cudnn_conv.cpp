@@ -58,11 +58,11 @@ constexpr int64_t k_first_virtual_uid = 100;
 // Element strides of packed [N, C, H, W] dims: NCHW, or channels-last
 // (C innermost, then W, H, N), which for the weight [K, C/g, R, S] is KRSC.
 std::vector<int64_t> packed_strides(const std::vector<int64_t>& dims, bool channels_last) {
-  std::vector<int64_t> strides(dims.size(), 1);
   if (channels_last) {
     const int64_t c = dims[1], h = dims[2], w = dims[3];
     return {c * h * w, 1, w * c, c};
   }
+  std::vector<int64_t> strides(dims.size(), 1);
   for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
   return strides;
 }
