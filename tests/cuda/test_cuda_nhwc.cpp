@@ -498,6 +498,8 @@ TEST_F(CudaNhwcGpu, NhwcPoolingEqualsNchwPoolingBitwise) {
     p.out_w = out(w);
     return p;
   };
+  // Channel counts that are multiples of the 16-byte vector (4 fp32, 8
+  // half) take the vector kernel, the others the scalar one.
   const std::vector<Case> cases = {
       {"resnet stem 3x3/2 pad 1", pool(2, 64, 17, 17, 3, 2, 1, 1, false, false)},
       {"ceil mode, odd sizes", pool(2, 24, 9, 11, 3, 2, 1, 1, true, false)},

@@ -91,8 +91,9 @@ struct Pool2d {
 void launch_max_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
 void launch_avg_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
 // The same over channels-last tensors: x is [n, h, w, c] and y [n, out_h,
-// out_w, c] in memory (one thread per output element, c innermost, so a
-// warp reads and writes consecutive channels).
+// out_w, c] in memory. c is innermost, so a warp reads and writes
+// consecutive channels (16 bytes of them per thread where c allows); each
+// channel is computed as the NCHW kernels compute it, bit for bit.
 void launch_max_pool2d_nhwc(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
 void launch_avg_pool2d_nhwc(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
 

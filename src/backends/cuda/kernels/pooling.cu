@@ -94,6 +94,57 @@ __global__ void pool2d_nhwc_kernel(const T* x, T* y, Pool2d p, int64_t total) {
   }
 }
 
+// pool2d_nhwc_kernel with one 16-byte vector of channels per thread (C a
+// multiple of the vector size, both tensors 16-byte aligned): the same
+// arithmetic per channel, so the same bits, with a quarter to an eighth of
+// the loads and index arithmetic.
+template <typename T, bool Max>
+__global__ void pool2d_nhwc_vec_kernel(const T* x, T* y, Pool2d p, int64_t total_vecs) {
+  constexpr int V = detail::Vec<T>::size;
+  const int64_t vecs_per_pixel = p.c / V;
+  for (int64_t i = global_thread(); i < total_vecs; i += grid_threads()) {
+    const int64_t c0 = (i % vecs_per_pixel) * V;
+    const int64_t ow = (i / vecs_per_pixel) % p.out_w;
+    const int64_t oh = (i / (vecs_per_pixel * p.out_w)) % p.out_h;
+    const int64_t n = i / (vecs_per_pixel * p.out_w * p.out_h);
+    const T* xn = x + n * p.h * p.w * p.c + c0;
+    const int64_t h0 = oh * p.stride_h - p.pad_top;
+    const int64_t w0 = ow * p.stride_w - p.pad_left;
+    float acc[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) acc[k] = Max ? -INFINITY : 0.0f;
+    int64_t valid = 0;
+    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+      const int64_t ih = h0 + kh * p.dilation_h;
+      if (ih < 0 || ih >= p.h) continue;
+      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+        const int64_t iw = w0 + kw * p.dilation_w;
+        if (iw < 0 || iw >= p.w) continue;
+        const detail::Vec<T> v = *reinterpret_cast<const detail::Vec<T>*>(xn + (ih * p.w + iw) * p.c);
+#pragma unroll
+        for (int k = 0; k < V; ++k) {
+          const float e = Elem<T>::load(v.e[k]);
+          acc[k] = Max ? detail::max_prop(acc[k], e) : acc[k] + e;
+        }
+        ++valid;
+      }
+    }
+    detail::Vec<T> out;
+    const int64_t count = p.count_include_pad ? p.kernel_h * p.kernel_w : valid;
+#pragma unroll
+    for (int k = 0; k < V; ++k) {
+      float o;
+      if (Max) {
+        o = valid > 0 ? acc[k] : Elem<T>::lowest;
+      } else {
+        o = count > 0 ? acc[k] / static_cast<float>(count) : 0.0f;
+      }
+      out.e[k] = Elem<T>::store(o);
+    }
+    reinterpret_cast<detail::Vec<T>*>(y)[i] = out;
+  }
+}
+
 template <bool Max, bool ChannelsLast = false>
 void launch_pool2d(const char* name, ElemType type, const void* x, void* y, const Pool2d& p,
                    cudaStream_t stream) {
@@ -108,8 +159,14 @@ void launch_pool2d(const char* name, ElemType type, const void* x, void* y, cons
   detail::dispatch(type, name, [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (ChannelsLast) {
-      pool2d_nhwc_kernel<T, Max>
-          <<<grid_for(total), k_block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p, total);
+      constexpr int V = detail::Vec<T>::size;
+      if (p.c % V == 0 && detail::aligned16(x) && detail::aligned16(y)) {
+        pool2d_nhwc_vec_kernel<T, Max><<<grid_for(total / V), k_block, 0, stream>>>(
+            static_cast<const T*>(x), static_cast<T*>(y), p, total / V);
+      } else {
+        pool2d_nhwc_kernel<T, Max>
+            <<<grid_for(total), k_block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p, total);
+      }
     } else {
       pool2d_kernel<T, Max>
           <<<grid_for(total), k_block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p, total);
