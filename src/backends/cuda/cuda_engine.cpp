@@ -430,10 +430,12 @@ MatmulParts matmul_parts(const Plan& plan, const Layer& layer, const Instance& i
   return p;
 }
 
-// A layer's tactic as reports show it: a half engine's layers say so.
-std::string reported_tactic(const Layer& layer, ElemType precision) {
+// A layer's tactic as reports show it: a half engine's layers say so, and
+// channels-last layers say "nhwc".
+std::string reported_tactic(const Layer& layer, ElemType precision, Layout layout) {
   std::string name = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
   if (precision != ElemType::f32) name += std::string(" ") + precision_name(precision);
+  if (layout == Layout::nhwc) name += " nhwc";
   return name;
 }
 
@@ -1226,7 +1228,7 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
       timing.nodes.push_back(g.node(id).name);
       timing.op += (timing.op.empty() ? "" : "+") + g.node(id).op_type;
     }
-    timing.tactic = reported_tactic(layer, m_plan.precision);
+    timing.tactic = reported_tactic(layer, m_plan.precision, m_layouts.of_layer(i));
     timing.kind = "cuda";
     timing.ms = time_on_stream(stream, [&] { run_layer(inst, i, inst.workspace.data()); });
     timings->push_back(std::move(timing));
@@ -1429,7 +1431,8 @@ std::vector<std::byte> CudaEngine::serialize() const { return serialize_plan(m_p
 EngineInfo CudaEngine::info() const {
   EngineInfo out;
   const ir::Graph& g = m_plan.graph;
-  for (const Layer& layer : m_plan.layers) {
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    const Layer& layer = m_plan.layers[i];
     LayerReport r;
     r.name = g.node(layer.anchor()).name;
     if (layer.kind == LayerKind::attention) {
@@ -1438,7 +1441,7 @@ EngineInfo CudaEngine::info() const {
     } else {
       for (ir::NodeId id : layer.nodes) r.op += (r.op.empty() ? "" : "+") + g.node(id).op_type;
     }
-    r.tactic = reported_tactic(layer, m_plan.precision);
+    r.tactic = reported_tactic(layer, m_plan.precision, m_layouts.of_layer(i));
     r.time_ms = layer.tactic.time_ms;
     out.layers.push_back(std::move(r));
   }
