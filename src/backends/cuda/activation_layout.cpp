@@ -67,6 +67,7 @@ ActivationLayouts ActivationLayouts::assign(const ir::Graph& g, std::span<const 
       for (ir::NodeId b : layer.nodes) {
         for (ValueId v : g.node(a).outputs) {
           const auto& ins = g.node(b).inputs;
+          if (v == k_no_value) continue;
           if (v != layer.output && std::find(ins.begin(), ins.end(), v) != ins.end())
             out.m_four_d[static_cast<size_t>(v)] = false;
         }
@@ -82,6 +83,7 @@ ActivationLayouts ActivationLayouts::assign(const ir::Graph& g, std::span<const 
   };
   for (size_t i = 0; i < layers.size(); ++i) {
     const Layer& layer = layers[i];
+    if (layer.kind == LayerKind::shape || layer.output == k_no_value) continue;  // host values, NCHW
     const ir::Node& n = g.node(layer.anchor());
     Layout mode = Layout::nchw;
     switch (layer.kind) {
@@ -122,7 +124,7 @@ ActivationLayouts ActivationLayouts::assign(const ir::Graph& g, std::span<const 
   std::vector<size_t> producer(nv, k_none);
   size_t first_gpu_layer = k_none;
   for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].kind == LayerKind::shape) continue;
+    if (layers[i].kind == LayerKind::shape || layers[i].output == k_no_value) continue;
     producer[static_cast<size_t>(layers[i].output)] = i;
     first_gpu_layer = std::min(first_gpu_layer, i);
   }
