@@ -10,6 +10,7 @@
 #include <set>
 
 #include "backends/cuda/activation_layout.hpp"
+#include "backends/cuda/attention_layer.hpp"
 #include "backends/cuda/cuda_layers.hpp"
 #include "backends/cuda/cuda_plan_format.hpp"
 #include "backends/cuda/precision.hpp"
@@ -237,12 +238,17 @@ TEST(CudaNhwcLayouts, Fp32EnginesKeepEveryValueNchw) {
 TEST(CudaNhwcLayouts, ATransformerWithoutConvsGetsNoNhwcValueAndNoConversion) {
   // Attention's 4-D [batch, heads, seq, head] values come from transposes
   // and feed MatMuls and Softmax: nothing channels-last produces them.
+  // With attention fused into one layer, as a half build makes it, and without.
   const ir::Graph g = passes::lower(testing::zoo_model("bert_tiny", 1).graph);
-  const std::vector<cuda::Layer> layers = cuda::partition_layers(g);
-  const ActivationLayouts l = ActivationLayouts::assign(g, layers, ElemType::f16);
-  EXPECT_EQ(l.nhwc_values(), 0u);
-  EXPECT_TRUE(l.conversions().empty());
-  for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(l.of_layer(i), Layout::nchw);
+  const std::vector<cuda::Layer> plain = cuda::partition_layers(g);
+  const std::vector<cuda::Layer> fused = cuda::fuse_attention(g, plain);
+  EXPECT_LT(fused.size(), plain.size());
+  for (const std::vector<cuda::Layer>* layers : {&plain, &fused}) {
+    const ActivationLayouts l = ActivationLayouts::assign(g, *layers, ElemType::f16);
+    EXPECT_EQ(l.nhwc_values(), 0u);
+    EXPECT_TRUE(l.conversions().empty());
+    for (size_t i = 0; i < layers->size(); ++i) EXPECT_EQ(l.of_layer(i), Layout::nchw);
+  }
 }
 
 TEST(CudaNhwcLayouts, APlanReadBackGetsTheSameLayoutsWithoutRecordingThem) {
