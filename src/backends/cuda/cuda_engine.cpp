@@ -109,6 +109,9 @@ struct LayerExec {
 
 struct Instance {
   std::vector<std::vector<int64_t>> input_shapes;
+  // The engine's activation layouts. The tables below are by value: the
+  // graph's values, then the layout copies (ActivationLayouts::num_values).
+  const ActivationLayouts* layouts = nullptr;
   std::vector<std::optional<std::vector<int64_t>>> shapes;  // by value
   std::vector<ValueId> root;                                // by value: the value whose memory it is
   std::vector<int64_t> offset;                              // by root value: arena offset, -1 if none
@@ -138,22 +141,31 @@ struct Instance {
 
 namespace {
 
+constexpr size_t k_no_layer = static_cast<size_t>(-1);
+
 // Everything a layer step needs to find its tensors.
 struct Tensors {
   const ir::Graph& graph;
   const Instance& inst;
   std::function<const void*(ValueId)> constant;
+  // The layer whose inputs in() reads: in its layout, a value or the value's
+  // layout copy. k_no_layer: values as stored.
+  size_t layer = k_no_layer;
 
   void* ptr(ValueId v) const {
     const ValueId r = inst.root[static_cast<size_t>(v)];
-    if (is_constant(graph, r)) return const_cast<void*>(constant(r));
+    if (static_cast<size_t>(r) < graph.num_values() && is_constant(graph, r))
+      return const_cast<void*>(constant(r));
     const int64_t off = inst.offset[static_cast<size_t>(r)];
-    if (off < 0)
-      throw Error(ErrorCode::internal, "cuda engine: value '" + graph.value(v).name + "' has no memory");
+    if (off < 0) {
+      const std::string name =
+          static_cast<size_t>(v) < graph.num_values() ? graph.value(v).name : "a layout copy";
+      throw Error(ErrorCode::internal, "cuda engine: value '" + name + "' has no memory");
+    }
     return static_cast<char*>(inst.arena.data()) + off;
   }
   // Elements of the plan's storage precision.
-  const void* in(ValueId v) const { return ptr(v); }
+  const void* in(ValueId v) const { return ptr(layer == k_no_layer ? v : inst.layouts->read(layer, v)); }
   void* out(ValueId v) const { return ptr(v); }
 };
 
@@ -320,11 +332,12 @@ AttentionExec attention_exec(const ir::Graph& g, const Layer& layer, const Insta
   return e;
 }
 
-ConvGeometry conv_geometry(const Plan& plan, const Layer& layer, const Instance& inst) {
+ConvGeometry conv_geometry(const Plan& plan, const Layer& layer, const Instance& inst, Layout layout) {
   const ir::Graph& g = plan.graph;
   const ir::Node& n = g.node(layer.anchor());
   ConvGeometry geo;
   geo.type = plan.precision;
+  geo.nhwc = layout == Layout::nhwc;
   const auto& x = inst.shape(n.inputs[0]);
   const auto& w = inst.shape(n.inputs[1]);
   const auto& y = inst.shape(n.outputs[0]);
@@ -419,10 +432,12 @@ MatmulParts matmul_parts(const Plan& plan, const Layer& layer, const Instance& i
   return p;
 }
 
-// A layer's tactic as reports show it: a half engine's layers say so.
-std::string reported_tactic(const Layer& layer, ElemType precision) {
+// A layer's tactic as reports show it: a half engine's layers say so, and
+// channels-last layers say "nhwc".
+std::string reported_tactic(const Layer& layer, ElemType precision, Layout layout) {
   std::string name = layer.tactic.name.empty() ? layer_kind_name(layer.kind) : layer.tactic.name;
   if (precision != ElemType::f32) name += std::string(" ") + precision_name(precision);
+  if (layout == Layout::nhwc) name += " nhwc";
   return name;
 }
 
@@ -446,11 +461,27 @@ BroadcastShape broadcast(const std::vector<int64_t>& a, const std::vector<int64_
   return s;
 }
 
+// A shape of rank <= 4 as a channels-last layer walks it: padded to
+// [N, C, H, W] with leading 1s, then in memory order [N, H, W, C]. A binary
+// layer in NHWC broadcasts over these (its operands are NHWC or layout-free,
+// activation_layout.hpp), so each operand's strides follow its bytes.
+std::vector<int64_t> channels_last_order(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> d(4 - std::min<size_t>(shape.size(), 4), 1);
+  d.insert(d.end(), shape.begin(), shape.end());
+  return {d[0], d[2], d[3], d[1]};
+}
+
 }  // namespace
 
 CudaEngine::CudaEngine(Plan plan) : m_plan(std::move(plan)) {
   m_constants.resize(m_plan.graph.num_values());
   m_matmul_weights.resize(m_plan.layers.size());
+  m_krsc_weights.resize(m_plan.graph.num_values());
+  // From the plan alone: a build and a load of its plan agree.
+  m_layouts = ActivationLayouts::assign(m_plan.graph, m_plan.layers, m_plan.precision);
+  if (m_plan.precision != ElemType::f32)
+    log::info("cuda engine: " + std::string(precision_name(m_plan.precision)) + ": " +
+              m_layouts.summary(m_plan.graph));
 }
 
 CudaEngine::~CudaEngine() = default;
@@ -526,6 +557,56 @@ void CudaEngine::prepare_matmul_weights() {
   m_device.synchronize();
 }
 
+void CudaEngine::prepare_conv_weights() {
+  // A channels-last conv reads W [K, C/g, R, S] as KRSC. The recipe's value
+  // is uploaded KCRS (as every constant) and transposed here, once per
+  // refit; where nothing but channels-last convs' weight inputs reads it,
+  // the KCRS copy is freed (a refit uploads it again). A structural weight
+  // is uploaded once: its KRSC copy, made at the first refit, stays valid.
+  const ir::Graph& g = m_plan.graph;
+  std::vector<bool> nhwc_conv(g.num_nodes(), false);  // by node: the anchor of a channels-last conv
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    if (m_plan.layers[i].kind == LayerKind::conv && m_layouts.of_layer(i) == Layout::nhwc)
+      nhwc_conv[static_cast<size_t>(m_plan.layers[i].anchor())] = true;
+  }
+  // By value: read as a channels-last conv's weight; read any other way.
+  std::vector<bool> krsc(g.num_values(), false), other(g.num_values(), false);
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(g.num_nodes()); ++id) {
+    const auto& ins = g.node(id).inputs;
+    for (size_t k = 0; k < ins.size(); ++k) {
+      if (ins[k] == k_no_value) continue;
+      const bool weight = nhwc_conv[static_cast<size_t>(id)] && k == 1;
+      (weight ? krsc : other)[static_cast<size_t>(ins[k])] = true;
+    }
+  }
+  for (ValueId v : g.outputs()) other[static_cast<size_t>(v)] = true;
+  std::vector<size_t> freed;
+  for (size_t v = 0; v < g.num_values(); ++v) {
+    if (!krsc[v] || !m_constants[v]) continue;
+    const auto shape = g.value(static_cast<ValueId>(v)).type.static_shape();
+    const size_t bytes = static_cast<size_t>(numel(shape)) * elem_size(m_plan.precision);
+    auto& slot = m_krsc_weights[v];
+    if (!slot) slot.emplace(std::max<size_t>(bytes, 4));
+    const int perm[4] = {0, 2, 3, 1};
+    launch_transpose(m_plan.precision, m_constants[v]->data(), slot->data(), 4, shape.data(), perm,
+                     m_device.stream());
+    if (!other[v]) freed.push_back(v);
+  }
+  m_device.synchronize();
+  for (size_t v : freed) m_constants[v].reset();
+}
+
+const void* CudaEngine::conv_weight(const Instance& inst, size_t layer) const {
+  const ValueId w = m_plan.graph.node(m_plan.layers[layer].anchor()).inputs[1];
+  if (m_layouts.of_layer(layer) != Layout::nhwc)
+    return Tensors{m_plan.graph, inst, [this](ValueId v) { return constant_ptr(v); }}.in(w);
+  const auto& slot = m_krsc_weights[static_cast<size_t>(w)];
+  if (!slot)
+    throw Error(ErrorCode::internal,
+                "cuda engine: the KRSC weight '" + m_plan.graph.value(w).name + "' is not on the GPU");
+  return slot->data();
+}
+
 std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vector<int64_t>>& input_shapes) {
   const auto start = Clock::now();
   const ir::Graph& g = m_plan.graph;
@@ -534,12 +615,17 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   // Shapes at these input shapes, and the host values of the shape layers
   // (a Reshape's run-time target is a constant of the instance).
   InstanceValues known = instance_values(g, m_plan.specs, input_shapes, m_plan.layers);
-  const size_t nv = g.num_values();
+  inst->layouts = &m_layouts;
   inst->shapes = std::move(known.shapes);
   for (const Layer& layer : m_plan.layers) {
     if (auto problem = instance_problem(g, layer, inst->shapes))
       throw Error(ErrorCode::unsupported, "cuda engine: " + *problem);
   }
+  // The graph's values, then the layout copies, each of its source's shape.
+  const size_t nv = m_layouts.num_values();
+  inst->shapes.resize(nv);
+  for (const LayoutConversion& c : m_layouts.conversions())
+    inst->shapes[static_cast<size_t>(c.copy)] = inst->shapes[static_cast<size_t>(c.from)];
   inst->root.resize(nv);
   std::iota(inst->root.begin(), inst->root.end(), 0);
   // Lifetimes over layer indices: a graph input lives from -1, an output to the end.
@@ -551,20 +637,37 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
     const ir::Node& anchor = g.node(layer.anchor());
     // A shape layer reads shapes, not memory, and its outputs live on the host.
     if (layer.kind == LayerKind::shape) continue;
+    const auto li = static_cast<size_t>(i);
     if (layer.kind == LayerKind::view) {
-      inst->root[static_cast<size_t>(layer.output)] = inst->root[static_cast<size_t>(anchor.inputs[0])];
+      inst->root[static_cast<size_t>(layer.output)] =
+          inst->root[static_cast<size_t>(m_layouts.read(li, anchor.inputs[0]))];
     } else {
       first[static_cast<size_t>(layer.output)] = i;
     }
     for (ir::NodeId id : layer.nodes) {
       for (ValueId in : g.node(id).inputs) {
         if (in == k_no_value || known.host[static_cast<size_t>(in)]) continue;
-        auto& l = last[static_cast<size_t>(inst->root[static_cast<size_t>(in)])];
+        auto& l = last[static_cast<size_t>(inst->root[static_cast<size_t>(m_layouts.read(li, in))])];
         l = std::max(l, i);
       }
     }
+    // Layout copies made after this layer live from it on; so does their source.
+    for (size_t c : m_layouts.after(li)) {
+      const LayoutConversion& conv = m_layouts.conversions()[c];
+      first[static_cast<size_t>(conv.copy)] = i;
+      auto& l = last[static_cast<size_t>(inst->root[static_cast<size_t>(conv.from)])];
+      l = std::max(l, i);
+    }
   }
-  for (ValueId v : g.outputs()) last[static_cast<size_t>(inst->root[static_cast<size_t>(v)])] = n_layers;
+  // Copies made before a layer (of graph inputs) live from that layer on.
+  for (const LayoutConversion& conv : m_layouts.conversions()) {
+    if (!conv.before) continue;
+    first[static_cast<size_t>(conv.copy)] = static_cast<int64_t>(conv.layer);
+    auto& l = last[static_cast<size_t>(inst->root[static_cast<size_t>(conv.from)])];
+    l = std::max(l, static_cast<int64_t>(conv.layer));
+  }
+  for (ValueId v : g.outputs())
+    last[static_cast<size_t>(inst->root[static_cast<size_t>(m_layouts.output(v))])] = n_layers;
   // Greedy by size: largest first, each at the lowest offset free over its lifetime.
   struct Block {
     ValueId value;
@@ -574,15 +677,18 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
   };
   std::vector<Block> blocks;
   for (size_t v = 0; v < nv; ++v) {
-    if (first[v] == -2 || inst->root[v] != static_cast<ValueId>(v) || is_constant(g, static_cast<ValueId>(v)))
+    const bool graph_value = v < g.num_values();
+    if (first[v] == -2 || inst->root[v] != static_cast<ValueId>(v) ||
+        (graph_value && is_constant(g, static_cast<ValueId>(v))))
       continue;
     // An input only shape layers read (its shape is all they need) is not
     // copied to the GPU.
     if (first[v] == -1 && last[v] == -2) continue;
     if (!inst->shapes[v]) {
-      throw Error(ErrorCode::unsupported, "cuda engine: the shape of '" +
-                                              g.value(static_cast<ValueId>(v)).name +
-                                              "' is not known at these input shapes");
+      throw Error(ErrorCode::unsupported,
+                  "cuda engine: the shape of '" +
+                      (graph_value ? g.value(static_cast<ValueId>(v)).name : std::string("a layout copy")) +
+                      "' is not known at these input shapes");
     }
     const size_t bytes = aligned(static_cast<size_t>(numel(*inst->shapes[v])) * elem_size(m_plan.precision));
     blocks.push_back(
@@ -640,7 +746,7 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
     const auto layer_start = Clock::now();
     const Layer& layer = m_plan.layers[i];
     if (layer.kind == LayerKind::conv && layer.tactic.cudnn.engine >= 0) {
-      const ConvGeometry geo = conv_geometry(m_plan, layer, *inst);
+      const ConvGeometry geo = conv_geometry(m_plan, layer, *inst, m_layouts.of_layer(i));
       const ConvFusion fusion = layer.tactic.fused ? *cudnn_fusion(g, layer) : ConvFusion{};
       try {
         inst->layers[i].conv.emplace(conv_plan(m_device.cudnn(), geo, fusion, layer.tactic.cudnn));
@@ -677,7 +783,8 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
             (input_shapes.empty() ? std::string("()") : shape_to_string(input_shapes.front())) + " in " +
             ms_text(ms_since(start)) + ": memory plan and arena " + ms_text(memory_ms) + ", " +
             std::to_string(convs) + " cuDNN plans " + ms_text(conv_ms) + ", " + std::to_string(matmuls) +
-            " cuBLASLt matmuls " + ms_text(matmul_ms));
+            " cuBLASLt matmuls " + ms_text(matmul_ms) + ", " +
+            std::to_string(m_layouts.conversions().size()) + " layout conversions");
   return inst;
 }
 
@@ -686,9 +793,9 @@ void CudaEngine::run_conv(const Instance& inst, size_t index, const ConvPlan& pl
   const ir::Graph& g = m_plan.graph;
   const Layer& layer = m_plan.layers[index];
   const ir::Node& n = g.node(layer.anchor());
-  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }, index};
   const ValueId bias = conv_bias(g, layer), residual = residual_of(g, layer);
-  ConvPointers p{t.in(n.inputs[0]), t.in(n.inputs[1]), nullptr, nullptr, t.out(layer.output)};
+  ConvPointers p{t.in(n.inputs[0]), conv_weight(inst, index), nullptr, nullptr, t.out(layer.output)};
   if (fused) {
     p.bias = bias != k_no_value ? t.in(bias) : nullptr;
     p.residual = residual != k_no_value ? t.in(residual) : nullptr;
@@ -697,9 +804,11 @@ void CudaEngine::run_conv(const Instance& inst, size_t index, const ConvPlan& pl
   const ActParams act = layer_activation(g, layer);
   if (!fused && (bias != k_no_value || residual != k_no_value || act.kind != Act::none)) {
     const auto& y = inst.shape(layer.output);
+    // Channels-last: [N*H*W, C, 1], the bias still per channel.
+    const bool nhwc = m_layouts.of_layer(index) == Layout::nhwc;
     launch_bias_act(m_plan.precision, p.y, bias != k_no_value ? t.in(bias) : nullptr,
-                    residual != k_no_value ? t.in(residual) : nullptr, p.y, y[0], y[1], y[2] * y[3], act,
-                    m_device.stream());
+                    residual != k_no_value ? t.in(residual) : nullptr, p.y, nhwc ? y[0] * y[2] * y[3] : y[0],
+                    y[1], nhwc ? 1 : y[2] * y[3], act, m_device.stream());
   }
 }
 
@@ -708,7 +817,7 @@ void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& 
   const ir::Graph& g = m_plan.graph;
   const Layer& layer = m_plan.layers[index];
   const ir::Node& n = g.node(layer.anchor());
-  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }, index};
   const MatmulParts& parts = inst.layers[index].matmul_parts;
   const void* w = m_matmul_weights[index] ? m_matmul_weights[index]->data() : t.in(n.inputs[1]);
   void* y = t.out(layer.output);
@@ -727,13 +836,34 @@ void CudaEngine::run_matmul(const Instance& inst, size_t index, const LtMatmul& 
   }
 }
 
+void CudaEngine::run_conversions(const Instance& inst, const std::vector<size_t>& conversions) const {
+  const Tensors t{m_plan.graph, inst, [this](ValueId v) { return constant_ptr(v); }};
+  for (size_t c : conversions) {
+    const LayoutConversion& conv = m_layouts.conversions()[c];
+    const auto& s = inst.shape(conv.from);  // [N, C, H, W]
+    // NCHW -> NHWC moves C last; NHWC (in memory [N, H, W, C]) -> NCHW moves it back.
+    const bool to_nhwc = conv.to == Layout::nhwc;
+    const int64_t in_shape[4] = {s[0], to_nhwc ? s[1] : s[2], to_nhwc ? s[2] : s[3], to_nhwc ? s[3] : s[1]};
+    const int to_nhwc_perm[4] = {0, 2, 3, 1}, to_nchw_perm[4] = {0, 3, 1, 2};
+    launch_transpose(m_plan.precision, t.ptr(conv.from), t.ptr(conv.copy), 4, in_shape,
+                     to_nhwc ? to_nhwc_perm : to_nchw_perm, m_device.stream());
+  }
+}
+
 void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) const {
+  run_conversions(inst, m_layouts.before(index));
+  run_layer_kernels(inst, index, workspace);
+  run_conversions(inst, m_layouts.after(index));
+}
+
+void CudaEngine::run_layer_kernels(const Instance& inst, size_t index, void* workspace) const {
   const ir::Graph& g = m_plan.graph;
   const Layer& layer = m_plan.layers[index];
   const ir::Node& n = g.node(layer.anchor());
-  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }};
+  const Tensors t{g, inst, [this](ValueId v) { return constant_ptr(v); }, index};
   const cudaStream_t stream = m_device.stream();
   const ElemType type = m_plan.precision;
+  const bool nhwc = m_layouts.of_layer(index) == Layout::nhwc;
   switch (layer.kind) {
     case LayerKind::conv:
       run_conv(inst, index, *inst.layers[index].conv, layer.tactic.fused, workspace);
@@ -746,8 +876,12 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
                    numel(inst.shape(layer.output)), stream);
       return;
     case LayerKind::binary: {
+      const auto& a = inst.shape(n.inputs[0]);
+      const auto& b = inst.shape(n.inputs[1]);
+      const auto& y = inst.shape(layer.output);
       launch_binary(binary_op_of(n), {}, type, t.in(n.inputs[0]), t.in(n.inputs[1]), t.out(layer.output),
-                    broadcast(inst.shape(n.inputs[0]), inst.shape(n.inputs[1]), inst.shape(layer.output)),
+                    nhwc ? broadcast(channels_last_order(a), channels_last_order(b), channels_last_order(y))
+                         : broadcast(a, b, y),
                     stream);
       return;
     }
@@ -766,15 +900,19 @@ void CudaEngine::run_layer(const Instance& inst, size_t index, void* workspace) 
       p.pad_top = pads.at(0), p.pad_left = pads.at(1);
       p.dilation_h = dilations.at(0), p.dilation_w = dilations.at(1);
       p.count_include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
-      if (n.op_type == "MaxPool") {
-        launch_max_pool2d(type, t.in(n.inputs[0]), t.out(layer.output), p, stream);
-      } else {
-        launch_avg_pool2d(type, t.in(n.inputs[0]), t.out(layer.output), p, stream);
-      }
+      const auto pool = n.op_type == "MaxPool" ? (nhwc ? launch_max_pool2d_nhwc : launch_max_pool2d)
+                                               : (nhwc ? launch_avg_pool2d_nhwc : launch_avg_pool2d);
+      pool(type, t.in(n.inputs[0]), t.out(layer.output), p, stream);
       return;
     }
     case LayerKind::reduce: {
       const auto& x = inst.shape(n.inputs[0]);
+      if (nhwc) {
+        // [N, H*W, C] in memory; the [N, C] result is [N, C, 1, 1] in either layout.
+        launch_reduce_nhwc(type, n.op_type == "GlobalMaxPool", t.in(n.inputs[0]), t.out(layer.output), x[0],
+                           numel(x) / std::max<int64_t>(1, x[0] * x[1]), x[1], stream);
+        return;
+      }
       const int64_t rows = x[0] * x[1];
       launch_reduce_rows(type, n.op_type == "GlobalMaxPool", t.in(n.inputs[0]), t.out(layer.output), rows,
                          numel(x) / std::max<int64_t>(1, rows), stream);
@@ -884,7 +1022,8 @@ void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
     std::vector<builder::TacticCandidate> candidates;
     std::string signature;
     if (layer.kind == LayerKind::conv) {
-      const ConvGeometry geo = conv_geometry(m_plan, layer, inst);
+      // At the layout the conv runs at (and its weight as it will read it).
+      const ConvGeometry geo = conv_geometry(m_plan, layer, inst, m_layouts.of_layer(i));
       const auto fusion = cudnn_fusion(g, layer);
       std::vector<ConvCandidate> offered;
       std::vector<bool> fused;
@@ -1004,6 +1143,7 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
   for (const auto& [v, host] : weights) engine->m_weight_bytes += engine->upload_constant(v, host);
   engine->m_device.synchronize();
   engine->prepare_matmul_weights();
+  engine->prepare_conv_weights();
   engine->m_ready = true;
   std::vector<std::vector<int64_t>> opt;
   for (const InputSpec& s : engine->m_plan.specs) opt.push_back(s.opt);
@@ -1090,7 +1230,7 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
       timing.nodes.push_back(g.node(id).name);
       timing.op += (timing.op.empty() ? "" : "+") + g.node(id).op_type;
     }
-    timing.tactic = reported_tactic(layer, m_plan.precision);
+    timing.tactic = reported_tactic(layer, m_plan.precision, m_layouts.of_layer(i));
     timing.kind = "cuda";
     timing.ms = time_on_stream(stream, [&] { run_layer(inst, i, inst.workspace.data()); });
     timings->push_back(std::move(timing));
@@ -1098,7 +1238,7 @@ std::vector<Tensor> CudaEngine::execute(std::span<const Tensor> inputs, std::vec
   std::vector<Tensor> outputs;
   for (ValueId v : g.outputs()) {
     Tensor out = Tensor::zeros(DType::float32, inst.shape(v));
-    const void* from = t.ptr(v);
+    const void* from = t.ptr(m_layouts.output(v));  // NCHW at the boundary
     if (type != ElemType::f32) {
       launch_cast(type, ElemType::f32, from, inst.boundary.data(), static_cast<int64_t>(out.numel()), stream);
       from = inst.boundary.data();
@@ -1234,13 +1374,13 @@ void CudaEngine::run_device(std::span<const DeviceTensor> inputs, std::span<cons
   }
   enqueue_layers(inst, true);
   for (size_t o = 0; o < outputs.size(); ++o) {
+    const void* from = t.ptr(m_layouts.output(g.outputs()[o]));  // NCHW at the boundary
     if (type != ElemType::f32) {
-      launch_cast(type, ElemType::f32, t.ptr(g.outputs()[o]), outputs[o].data,
+      launch_cast(type, ElemType::f32, from, outputs[o].data,
                   static_cast<int64_t>(outputs[o].byte_size() / sizeof(float)), own);
       continue;
     }
-    check(cudaMemcpyAsync(outputs[o].data, t.ptr(g.outputs()[o]), outputs[o].byte_size(),
-                          cudaMemcpyDeviceToDevice, own),
+    check(cudaMemcpyAsync(outputs[o].data, from, outputs[o].byte_size(), cudaMemcpyDeviceToDevice, own),
           "cudaMemcpyAsync(output)");
   }
   // What the caller enqueues after this call starts after the run.
@@ -1283,6 +1423,7 @@ void CudaEngine::refit(std::span<const Tensor> source_weights) {
   }
   m_device.synchronize();
   prepare_matmul_weights();
+  prepare_conv_weights();
   m_weight_bytes = bytes;
   m_ready = true;
 }
@@ -1292,7 +1433,8 @@ std::vector<std::byte> CudaEngine::serialize() const { return serialize_plan(m_p
 EngineInfo CudaEngine::info() const {
   EngineInfo out;
   const ir::Graph& g = m_plan.graph;
-  for (const Layer& layer : m_plan.layers) {
+  for (size_t i = 0; i < m_plan.layers.size(); ++i) {
+    const Layer& layer = m_plan.layers[i];
     LayerReport r;
     r.name = g.node(layer.anchor()).name;
     if (layer.kind == LayerKind::attention) {
@@ -1301,7 +1443,7 @@ EngineInfo CudaEngine::info() const {
     } else {
       for (ir::NodeId id : layer.nodes) r.op += (r.op.empty() ? "" : "+") + g.node(id).op_type;
     }
-    r.tactic = reported_tactic(layer, m_plan.precision);
+    r.tactic = reported_tactic(layer, m_plan.precision, m_layouts.of_layer(i));
     r.time_ms = layer.tactic.time_ms;
     out.layers.push_back(std::move(r));
   }

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "backends/backend.hpp"
+#include "backends/cuda/activation_layout.hpp"
 #include "backends/cuda/cuda_plan.hpp"
 #include "backends/cuda/device.hpp"
 #include "backends/cuda/device_io.hpp"
@@ -79,12 +80,19 @@ class CudaEngine final : public Engine {
   // Returns the bytes it holds on the GPU (in the storage precision).
   size_t upload_constant(ir::ValueId v, const Tensor& host);
   void prepare_matmul_weights();
+  // Channels-last convs read their weight as KRSC: transposed once per
+  // refit, on the GPU, from the uploaded KCRS value.
+  void prepare_conv_weights();
+  const void* conv_weight(const Instance& inst, size_t layer) const;
   void check_finished() const;
   const void* constant_ptr(ir::ValueId v) const;
   Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
   std::unique_ptr<Instance> create_instance(const std::vector<std::vector<int64_t>>& shapes);
   void choose_tactics(Instance& inst, const CompileSettings& settings, builder::TimingCache& timing_cache);
+  // A layer's work and the layout conversions scheduled around it.
   void run_layer(const Instance& inst, size_t layer, void* workspace) const;
+  void run_layer_kernels(const Instance& inst, size_t layer, void* workspace) const;
+  void run_conversions(const Instance& inst, const std::vector<size_t>& conversions) const;
   // One conv or matmul layer with a given plan (the instance's, or a
   // candidate being timed).
   void run_conv(const Instance& inst, size_t layer, const ConvPlan& plan, bool fused, void* workspace) const;
@@ -98,6 +106,8 @@ class CudaEngine final : public Engine {
   DeviceContext m_device;
   std::vector<std::optional<DeviceBuffer>> m_constants;       // by value id
   std::vector<std::optional<DeviceBuffer>> m_matmul_weights;  // by layer: W as [K, N]
+  ActivationLayouts m_layouts;                                // from the plan, at construction
+  std::vector<std::optional<DeviceBuffer>> m_krsc_weights;    // by value: a channels-last conv's W
   size_t m_weight_bytes = 0;
   bool m_ready = false;
   std::map<std::vector<std::vector<int64_t>>, std::unique_ptr<Instance>> m_instances;

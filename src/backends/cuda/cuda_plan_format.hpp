@@ -22,7 +22,11 @@ namespace kiln::cuda {
 //    and expand layers.
 // 4: gather layers (a slice, views and a transpose as one strided copy).
 // 5: attention layers (fp16/bf16 engines).
-constexpr uint32_t k_plan_version = 5;
+// 6: fp16/bf16 engines keep 4-D activations channels-last
+//    (activation_layout.hpp): nothing new is recorded (the layouts follow
+//    from the graph and layers), but a conv's recorded cuDNN engine was
+//    chosen and timed at its NHWC layout, which a v5 plan's was not.
+constexpr uint32_t k_plan_version = 6;
 
 std::vector<std::byte> serialize_plan(const Plan& plan);
 Plan parse_plan(std::span<const std::byte> bytes);

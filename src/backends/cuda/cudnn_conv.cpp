@@ -55,7 +55,13 @@ enum Uid : int64_t { uid_x = 1, uid_w = 2, uid_y = 3, uid_bias = 4, uid_residual
 // Virtual intermediates between the fused nodes.
 constexpr int64_t k_first_virtual_uid = 100;
 
-std::vector<int64_t> packed_strides(const std::vector<int64_t>& dims) {
+// Element strides of packed [N, C, H, W] dims: NCHW, or channels-last
+// (C innermost, then W, H, N), which for the weight [K, C/g, R, S] is KRSC.
+std::vector<int64_t> packed_strides(const std::vector<int64_t>& dims, bool channels_last) {
+  if (channels_last) {
+    const int64_t c = dims[1], h = dims[2], w = dims[3];
+    return {c * h * w, 1, w * c, c};
+  }
   std::vector<int64_t> strides(dims.size(), 1);
   for (size_t i = dims.size(); i-- > 1;) strides[i - 1] = strides[i] * dims[i];
   return strides;
@@ -73,14 +79,17 @@ cudnnDataType_t cudnn_type(ElemType type) {
   throw Error(ErrorCode::internal, "cudnn: unknown element type " + std::to_string(static_cast<int>(type)));
 }
 
-// A packed NCHW tensor. Virtual tensors (between fused nodes, never in
-// memory) are fp32 whatever the data type: the chain rounds once, at y.
-SharedDescriptor tensor(const std::vector<int64_t>& dims, int64_t uid, bool is_virtual, ElemType data) {
+// A packed 4-D tensor, NCHW or channels-last. Virtual tensors (between
+// fused nodes, never in memory) are fp32 whatever the data type: the chain
+// rounds once, at y; they take the layout of y, as cuDNN's fusion engines
+// expect one layout through the graph.
+SharedDescriptor tensor(const std::vector<int64_t>& dims, int64_t uid, bool is_virtual, ElemType data,
+                        bool channels_last) {
   auto t = std::make_shared<BackendDescriptor>(CUDNN_BACKEND_TENSOR_DESCRIPTOR);
   const cudnnDataType_t type = is_virtual ? CUDNN_DATA_FLOAT : cudnn_type(data);
   t->set(CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &type);
   t->set_int64(CUDNN_ATTR_TENSOR_DIMENSIONS, dims);
-  t->set_int64(CUDNN_ATTR_TENSOR_STRIDES, packed_strides(dims));
+  t->set_int64(CUDNN_ATTR_TENSOR_STRIDES, packed_strides(dims, channels_last));
   t->set(CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid);
   const int64_t alignment = 16;  // the engine's arena aligns every tensor to 256 bytes
   t->set(CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &alignment);
@@ -114,8 +123,8 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
                                  std::vector<SharedDescriptor>& parts) {
   const std::vector<int64_t> x_dims(g.x.begin(), g.x.end()), w_dims(g.w.begin(), g.w.end()),
       y_dims(g.y.begin(), g.y.end());
-  auto x = tensor(x_dims, uid_x, false, g.type);
-  auto w = tensor(w_dims, uid_w, false, g.type);
+  auto x = tensor(x_dims, uid_x, false, g.type, g.nhwc);
+  auto w = tensor(w_dims, uid_w, false, g.type, g.nhwc);
   parts.insert(parts.end(), {x, w});
 
   auto conv = std::make_shared<BackendDescriptor>(CUDNN_BACKEND_CONVOLUTION_DESCRIPTOR);
@@ -138,8 +147,8 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
   int64_t next_virtual = k_first_virtual_uid;
   int remaining = steps;
   auto node_output = [&] {
-    auto t =
-        remaining == 0 ? tensor(y_dims, uid_y, false, g.type) : tensor(y_dims, next_virtual++, true, g.type);
+    auto t = remaining == 0 ? tensor(y_dims, uid_y, false, g.type, g.nhwc)
+                            : tensor(y_dims, next_virtual++, true, g.type, g.nhwc);
     parts.push_back(t);
     return t;
   };
@@ -157,7 +166,7 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
   std::vector<cudnnBackendDescriptor_t> ops{conv_op->get()};
 
   if (fusion.bias) {
-    auto bias = tensor({1, g.y[1], 1, 1}, uid_bias, false, g.type);
+    auto bias = tensor({1, g.y[1], 1, 1}, uid_bias, false, g.type, g.nhwc);
     parts.push_back(bias);
     --remaining;
     auto out = node_output();
@@ -167,7 +176,7 @@ SharedDescriptor operation_graph(cudnnHandle_t handle, const ConvGeometry& g, Co
     current = out;
   }
   if (fusion.residual) {
-    auto residual = tensor(y_dims, uid_residual, false, g.type);
+    auto residual = tensor(y_dims, uid_residual, false, g.type, g.nhwc);
     parts.push_back(residual);
     --remaining;
     auto out = node_output();

@@ -45,14 +45,19 @@ class BackendDescriptor {
 };
 using SharedDescriptor = std::shared_ptr<BackendDescriptor>;
 
-// NCHW tensors of `type` (x, w, y, the bias and the residual alike); the
-// weight is [K, C / groups, R, S]. Whatever the type, the convolution and
-// the fused pointwise nodes compute in fp32, and the intermediates between
-// fused nodes are fp32: one rounding to `type`, when y is written.
+// Tensors of `type` (x, w, y, the bias and the residual alike), dims in
+// NCHW order; the weight is [K, C / groups, R, S]. In memory they are packed
+// NCHW (weight KCRS), or with `nhwc` channels-last: x, y and the residual
+// NHWC and the weight KRSC (C innermost), the layout cuDNN's fast half
+// kernels on sm_80+ read without converting. Whatever the type, the
+// convolution and the fused pointwise nodes compute in fp32, and the
+// intermediates between fused nodes are fp32: one rounding to `type`, when
+// y is written.
 struct ConvGeometry {
   std::array<int64_t, 4> x{}, w{}, y{};
   std::array<int64_t, 2> stride{1, 1}, dilation{1, 1}, pad_begin{0, 0}, pad_end{0, 0};
   ElemType type = ElemType::f32;
+  bool nhwc = false;
 };
 
 // The pointwise nodes after the convolution in the operation graph.

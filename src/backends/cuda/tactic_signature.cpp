@@ -22,7 +22,7 @@ std::string conv_signature(const ConvGeometry& g, const ConvFusion* fusion) {
          (fusion
               ? std::to_string(fusion->bias) + std::to_string(fusion->residual) + std::to_string(fusion->relu)
               : "none") +
-         "|dt=" + precision_name(g.type);
+         "|dt=" + precision_name(g.type) + (g.nhwc ? "|nhwc" : "");
 }
 
 std::string matmul_signature(const LtShape& s) {

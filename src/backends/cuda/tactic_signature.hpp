@@ -14,7 +14,8 @@
 
 namespace kiln::cuda {
 
-// "conv|x=1x64x56x56|w=...|fusion=110|dt=fp16"; `fusion` null: no fused graph.
+// "conv|x=1x64x56x56|w=...|fusion=110|dt=fp16|nhwc" (the layout only when
+// channels-last: NCHW signatures stay as they were); `fusion` null: no fused graph.
 std::string conv_signature(const ConvGeometry& geometry, const ConvFusion* fusion);
 
 // "matmul|m=..|k=..|n=..|bias=1|epilogue=1|batch=1|dt=fp16"

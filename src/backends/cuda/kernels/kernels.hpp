@@ -5,7 +5,8 @@
 // or a launch that fails; a fault while the kernel runs is reported by the
 // next synchronising CUDA call (the engine checks at the end of every run).
 //
-// Tensors are dense, row-major (NCHW for images), of one element type.
+// Tensors are dense, row-major (NCHW for images, unless a launcher says
+// channels-last: NHWC), of one element type.
 // Sizes are int64: a tensor of more than 2^31 elements is supported.
 #pragma once
 
@@ -89,11 +90,23 @@ struct Pool2d {
 };
 void launch_max_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
 void launch_avg_pool2d(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
+// The same over channels-last tensors: x is [n, h, w, c] and y [n, out_h,
+// out_w, c] in memory. c is innermost, so a warp reads and writes
+// consecutive channels (16 bytes of them per thread where c allows); each
+// channel is computed as the NCHW kernels compute it, bit for bit.
+void launch_max_pool2d_nhwc(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
+void launch_avg_pool2d_nhwc(ElemType type, const void* x, void* y, const Pool2d& p, cudaStream_t stream);
 
 // y[r] = mean (or max) of x[r, 0..inner) for r < rows: GlobalAveragePool /
 // GlobalMaxPool over NC(HW), and ReduceMean over trailing axes.
 void launch_reduce_rows(ElemType type, bool max, const void* x, void* y, int64_t rows, int64_t inner,
                         cudaStream_t stream);
+
+// y[b, c] = mean (or max) of x[b, 0..inner, c] for b < outer, c < channels:
+// GlobalAveragePool / GlobalMaxPool over a channels-last [N, H*W, C] tensor,
+// whose [N, C] output is the same bytes as NCHW [N, C, 1, 1].
+void launch_reduce_nhwc(ElemType type, bool max, const void* x, void* y, int64_t outer, int64_t inner,
+                        int64_t channels, cudaStream_t stream);
 
 // Softmax (or LogSoftmax) over the last axis of [rows, cols].
 void launch_softmax(ElemType type, bool log, const void* x, void* y, int64_t rows, int64_t cols,
