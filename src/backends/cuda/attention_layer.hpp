@@ -11,9 +11,8 @@
 // QKV projection, Kᵀ and the head merge after it cost no copy. The layer's
 // output is that Transpose's, else the attention's.
 //
-// Only fp16 and bf16 engines fuse attention (the kernel runs on tensor
-// cores in those types; an fp32 engine keeps cuBLASLt's matmuls and kiln's
-// softmax, as TF32 is not allowed by default).
+// Engines of every precision fuse it: fp16 and bf16 on the tensor cores,
+// fp32 on the CUDA cores in exact fp32 (TF32 is not allowed by default).
 //
 // Stateless; thread-safe.
 #pragma once

@@ -1123,7 +1123,7 @@ std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::spa
   plan.layers = partition_layers(lowered);
   plan.fingerprint = fingerprint;
   plan.precision = storage_precision(settings.enabled_precisions);
-  if (plan.precision != ElemType::f32) plan.layers = fuse_attention(lowered, std::move(plan.layers));
+  plan.layers = fuse_attention(lowered, std::move(plan.layers));
   // Weights leave the plan; their values go to the GPU.
   std::vector<std::pair<ValueId, Tensor>> weights;
   for (size_t i = 0; i < plan.graph.num_values(); ++i) {

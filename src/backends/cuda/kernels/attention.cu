@@ -58,8 +58,8 @@ template <typename T, int Cols>
 __device__ void load_tile(T* dst, int ld, int rows, const T* src, int64_t rs, int64_t cs, int valid_rows,
                           int valid_cols) {
   constexpr int vec = 16 / sizeof(T);
-  const bool vector_rows =
-      cs == 1 && valid_cols == Cols && rs % vec == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0;
+  const bool vector_rows = cs == 1 && valid_cols == Cols && rs % vec == 0 && ld % vec == 0 &&
+                           reinterpret_cast<uintptr_t>(src) % 16 == 0;
   if (vector_rows) {
     constexpr int chunks = Cols / vec;
     for (int i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
@@ -227,16 +227,186 @@ void launch_with(const AttentionArgs& a, cudaStream_t stream) {
   check_launch("attention");
 }
 
+// fp32: the same tiles and online softmax on the CUDA cores, in exact fp32
+// (the tensor cores would round the operands to TF32). Lane pair (2r, 2r+1)
+// of a warp owns query row r: each lane scores half the tile's keys, and
+// accumulates half the output columns in registers; the pair trades
+// probabilities through a shuffle for P·V. Kᵀ is held feature-major in
+// shared memory, so a lane's 32 keys are 8 float4 loads that all the lanes
+// of its half share.
+template <int Cols>
+struct LayoutF32 {
+  static constexpr int ld_q = Cols + 1;     // Q rows: an odd stride puts 16 rows in 16 banks
+  static constexpr int ld_kt = k_keys + 4;  // Kᵀ rows (one per feature), keys contiguous
+  static constexpr int ld_v = Cols + 4;     // V rows; the output is staged here at the end
+  static constexpr size_t q_floats = size_t{k_rows} * ld_q;
+  static constexpr size_t kt_floats = size_t{Cols} * ld_kt;
+  static constexpr size_t v_floats = size_t{k_keys} * ld_v;
+  static constexpr size_t bytes = (q_floats + kt_floats + v_floats) * 4;
+};
+
+// Fills Kᵀ [Cols][ld] from K, key j and feature d at src[j * rs + d * cs]:
+// zeros past `valid_keys` or `valid_cols`. Threads walk whichever dimension
+// is contiguous in memory.
+template <int Cols>
+__device__ void load_transposed(float* dst, int ld, const float* src, int64_t rs, int64_t cs, int valid_keys,
+                                int valid_cols) {
+  const bool keys_fastest = rs == 1;
+  for (int i = threadIdx.x; i < k_keys * Cols; i += blockDim.x) {
+    const int j = keys_fastest ? i % k_keys : i / Cols;
+    const int d = keys_fastest ? i / k_keys : i % Cols;
+    dst[d * ld + j] = (j < valid_keys && d < valid_cols) ? src[j * rs + d * cs] : 0.0f;
+  }
+}
+
+template <int Cols>
+__global__ void __launch_bounds__(k_threads) attention_f32_kernel(AttentionArgs a) {
+  using L = LayoutF32<Cols>;
+  constexpr int half_cols = Cols / 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* s_q = reinterpret_cast<float*>(smem);
+  float* s_kt = s_q + L::q_floats;
+  float* s_v = s_kt + L::kt_floats;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t b = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
+  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * k_rows;
+  const int q_rows = static_cast<int>(a.q_len - q0 < k_rows ? a.q_len - q0 : int64_t{k_rows});
+  const int d = static_cast<int>(a.head_dim), dv = static_cast<int>(a.v_dim);
+
+  float scale = a.constant_scale;
+  for (int i = 0; i < a.n_scales; ++i) {
+    const float f = *static_cast<const float*>(a.scales[i]);
+    scale = (a.divide_mask >> i & 1u) ? scale / f : scale * f;
+  }
+  auto base = [&](const AttentionOperand& o) {
+    return static_cast<const float*>(o.data) + b * o.strides[0] + h * o.strides[1];
+  };
+  const float* q = base(a.q) + q0 * a.q.strides[2];
+  const float* k = base(a.k);
+  const float* v = base(a.v);
+  const float* mask = a.mask.data ? base(a.mask) : nullptr;
+
+  load_tile<float, Cols>(s_q, L::ld_q, k_rows, q, a.q.strides[2], a.q.strides[3], q_rows, d);
+  const int row = lane >> 1, half = lane & 1;
+  const float* q_row = s_q + (warp * 16 + row) * L::ld_q;
+  const int64_t q_index = q0 + warp * 16 + row;
+  float o[half_cols];
+#pragma unroll
+  for (int c = 0; c < half_cols; ++c) o[c] = 0.0f;
+  float run_max = -INFINITY, run_sum = 0.0f;
+
+  for (int64_t k0 = 0; k0 < a.kv_len; k0 += k_keys) {
+    const int keys = static_cast<int>(a.kv_len - k0 < k_keys ? a.kv_len - k0 : int64_t{k_keys});
+    __syncthreads();  // the previous tile's K and V are no longer read
+    load_transposed<Cols>(s_kt, L::ld_kt, k + k0 * a.k.strides[2], a.k.strides[2], a.k.strides[3], keys, d);
+    load_tile<float, Cols>(s_v, L::ld_v, k_keys, v + k0 * a.v.strides[2], a.v.strides[2], a.v.strides[3],
+                           keys, dv);
+    __syncthreads();
+
+    float s[k_keys / 2];
+#pragma unroll
+    for (int c = 0; c < k_keys / 2; ++c) s[c] = 0.0f;
+    for (int e = 0; e < Cols; ++e) {
+      const float qe = q_row[e];
+      const float4* kt = reinterpret_cast<const float4*>(s_kt + e * L::ld_kt + half * (k_keys / 2));
+#pragma unroll
+      for (int c4 = 0; c4 < k_keys / 8; ++c4) {
+        const float4 kv = kt[c4];
+        s[4 * c4 + 0] = fmaf(qe, kv.x, s[4 * c4 + 0]);
+        s[4 * c4 + 1] = fmaf(qe, kv.y, s[4 * c4 + 1]);
+        s[4 * c4 + 2] = fmaf(qe, kv.z, s[4 * c4 + 2]);
+        s[4 * c4 + 3] = fmaf(qe, kv.w, s[4 * c4 + 3]);
+      }
+    }
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int c = 0; c < k_keys / 2; ++c) {
+      const int col = half * (k_keys / 2) + c;
+      float x = -INFINITY;
+      if (col < keys) {
+        x = s[c] * scale;
+        if (mask && q_index < a.q_len)
+          x += mask[q_index * a.mask.strides[2] + (k0 + col) * a.mask.strides[3]];
+      }
+      s[c] = x;
+      tile_max = fmaxf(tile_max, x);
+    }
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    const float new_max = fmaxf(run_max, tile_max);
+    const float alpha = run_max == -INFINITY ? 0.0f : expf(run_max - new_max);
+    float tile_sum = 0.0f;
+#pragma unroll
+    for (int c = 0; c < k_keys / 2; ++c) {
+      s[c] = s[c] == -INFINITY ? 0.0f : expf(s[c] - new_max);
+      tile_sum += s[c];
+    }
+    tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
+    run_sum = run_sum * alpha + tile_sum;
+    run_max = new_max;
+#pragma unroll
+    for (int c = 0; c < half_cols; ++c) o[c] *= alpha;
+      // O += P · V: key c from the lane of half 0, key 32 + c from half 1.
+#pragma unroll
+    for (int c = 0; c < k_keys / 2; ++c) {
+      const float other = __shfl_xor_sync(0xffffffffu, s[c], 1);
+      const float p_lo = half ? other : s[c];
+      const float p_hi = half ? s[c] : other;
+      const float4* v_lo = reinterpret_cast<const float4*>(s_v + c * L::ld_v + half * half_cols);
+      const float4* v_hi =
+          reinterpret_cast<const float4*>(s_v + (c + k_keys / 2) * L::ld_v + half * half_cols);
+#pragma unroll
+      for (int c4 = 0; c4 < half_cols / 4; ++c4) {
+        const float4 lo = v_lo[c4], hi = v_hi[c4];
+        o[4 * c4 + 0] = fmaf(p_hi, hi.x, fmaf(p_lo, lo.x, o[4 * c4 + 0]));
+        o[4 * c4 + 1] = fmaf(p_hi, hi.y, fmaf(p_lo, lo.y, o[4 * c4 + 1]));
+        o[4 * c4 + 2] = fmaf(p_hi, hi.z, fmaf(p_lo, lo.z, o[4 * c4 + 2]));
+        o[4 * c4 + 3] = fmaf(p_hi, hi.w, fmaf(p_lo, lo.w, o[4 * c4 + 3]));
+      }
+    }
+  }
+
+  // Stage the normalised rows in V's space, then write them with the lanes
+  // along the columns.
+  __syncthreads();
+  float* staged = s_v + (warp * 16 + row) * L::ld_v + half * half_cols;
+#pragma unroll
+  for (int c = 0; c < half_cols; ++c) staged[c] = o[c] / run_sum;
+  __syncwarp();
+  float* out = static_cast<float*>(a.out) + b * a.out_strides[0] + h * a.out_strides[1];
+  for (int i = lane; i < 16 * dv; i += 32) {
+    const int r = i / dv, c = i % dv;
+    const int64_t qi = q0 + warp * 16 + r;
+    if (qi >= a.q_len) break;
+    out[qi * a.out_strides[2] + c * a.out_strides[3]] = s_v[(warp * 16 + r) * L::ld_v + c];
+  }
+}
+
+template <int Cols>
+void launch_f32_with(const AttentionArgs& a, cudaStream_t stream) {
+  constexpr size_t bytes = LayoutF32<Cols>::bytes;
+  static const cudaError_t opted_in = cudaFuncSetAttribute(
+      attention_f32_kernel<Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (opted_in != cudaSuccess) {
+    throw std::runtime_error("attention: cannot use " + std::to_string(bytes) +
+                             " bytes of shared memory: " + cudaGetErrorString(opted_in));
+  }
+  const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
+                  static_cast<unsigned>((a.q_len + k_rows - 1) / k_rows));
+  attention_f32_kernel<Cols><<<grid, k_threads, bytes, stream>>>(a);
+  check_launch("attention");
+}
+
 }  // namespace
 
 bool attention_supported(ElemType type, int64_t head_dim, int64_t v_dim) {
-  return type != ElemType::f32 && head_dim >= 1 && v_dim >= 1 &&
-         std::max(head_dim, v_dim) <= k_attention_max_dim;
+  return (type == ElemType::f32 || type == ElemType::f16 || type == ElemType::bf16) && head_dim >= 1 &&
+         v_dim >= 1 && std::max(head_dim, v_dim) <= k_attention_max_dim;
 }
 
 void launch_attention(ElemType type, const AttentionArgs& a, cudaStream_t stream) {
   require(attention_supported(type, a.head_dim, a.v_dim), "attention",
-          "fp16 or bf16 with head dimensions 1.." + std::to_string(k_attention_max_dim));
+          "head dimensions 1.." + std::to_string(k_attention_max_dim));
   require(a.batch >= 1 && a.heads >= 1 && a.q_len >= 1 && a.kv_len >= 1, "attention", "empty problem");
   require(a.batch * a.heads <= 0x7fffffff && (a.q_len + k_rows - 1) / k_rows <= 65535, "attention",
           "too many heads or query rows for one grid");
@@ -245,7 +415,13 @@ void launch_attention(ElemType type, const AttentionArgs& a, cudaStream_t stream
   dispatch(type, "attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
     if constexpr (std::is_same_v<T, float>) {
-      return;  // refused above
+      if (cols <= 32) {
+        launch_f32_with<32>(a, stream);
+      } else if (cols <= 64) {
+        launch_f32_with<64>(a, stream);
+      } else {
+        launch_f32_with<128>(a, stream);
+      }
     } else if (cols <= 32) {
       launch_with<T, 32>(a, stream);
     } else if (cols <= 64) {
