@@ -43,6 +43,7 @@ struct Shape {
   bool merge_heads = true;        // Transpose [0, 2, 1, 3] and Reshape after the attention
   bool q_part_is_output = false;  // Q's Split part is read outside too
   bool projection = false;        // x goes through a QKV MatMul weight first (refit tests)
+  bool k_two_transposes = false;  // Kᵀ as torch writes k.transpose(1, 2).transpose(-1, -2)
 };
 
 // BERT's self-attention after its fused QKV projection: x [batch, seq,
@@ -76,8 +77,16 @@ ir::Graph bert_attention(const Shape& s) {
     const ir::ValueId r = g.add_value(g.value(parts[i]).name + "_r");
     const ir::ValueId t = g.add_value(g.value(parts[i]).name + "_t");
     add_node(g, "Reshape", {parts[i], target}, {r});
+    const bool one_transpose_for_k = i == 1 && !s.k_two_transposes;
     add_node(g, "Transpose", {r}, {t},
-             ints("perm", i == 1 ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3}));
+             ints("perm",
+                  one_transpose_for_k ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3}));
+    if (i == 1 && s.k_two_transposes) {
+      const ir::ValueId kt = g.add_value("k_tt");
+      add_node(g, "Transpose", {t}, {kt}, ints("perm", {0, 1, 3, 2}));
+      heads.push_back(kt);
+      continue;
+    }
     heads.push_back(t);
   }
   const ir::ValueId scores = g.add_value("scores"), scaled = g.add_value("scaled");
@@ -157,6 +166,19 @@ TEST(CudaAttention, TheWholeAttentionWithItsHeadSplitAndMergeIsOneLayer) {
   EXPECT_NE(nodes->match.mask, ir::k_no_value);
   ASSERT_EQ(nodes->match.scales.size(), 1u);
   EXPECT_TRUE(nodes->match.scales[0].divide);
+}
+
+TEST(CudaAttention, KTransposedTwiceAfterTheHeadSplitIsOneChain) {
+  Shape s;
+  s.k_two_transposes = true;
+  const ir::Graph g = bert_attention(s);
+  const auto layers = cuda::fuse_attention(g, cuda::partition_layers(g));
+  ASSERT_EQ(layers.size(), 2u);  // the attention and the merged heads' view
+  const auto nodes = cuda::attention_nodes(g, the_attention(layers));
+  ASSERT_TRUE(nodes.has_value());
+  ASSERT_EQ(nodes->chains[1].size(), 4u);
+  EXPECT_EQ(g.node(nodes->chains[1][0]).op_type, "Split");
+  EXPECT_EQ(g.node(nodes->chains[1][3]).op_type, "Transpose");
 }
 
 TEST(CudaAttention, OperandsReadElsewhereAndUnmergedOutputsStayAsTheyAre) {
@@ -276,9 +298,9 @@ TEST_F(CudaAttentionGpu, FusedAttentionMatchesTheReferenceInHalf) {
   // key tiles, heads of 64 (BERT's) and of 40 (padded), with and without
   // the mask, the merged heads and an operand read elsewhere.
   const std::vector<Shape> shapes = {
-      Shape{ir::Dim(2), 77, 4, 64, true, true, false},
-      Shape{ir::Dim(1), 130, 2, 40, false, true, false},
+      Shape{ir::Dim(2), 77, 4, 64, true, true, false}, Shape{ir::Dim(1), 130, 2, 40, false, true, false},
       Shape{ir::Dim(3), 5, 3, 16, true, false, true},
+      Shape{ir::Dim(2), 128, 12, 64, false, true, false, false, true},  // the bench's BERT layer
   };
   for (const Shape& s : shapes) {
     const ir::Graph g = bert_attention(s);

@@ -93,14 +93,25 @@ std::vector<Layer> fuse_attention(const ir::Graph& g, std::vector<Layer> layers)
     }
     Layer fused;
     fused.kind = LayerKind::attention;
-    // The operands' gather and Transpose layers that only the attention reads.
+    // The operands' chains: Transpose layers, back to a gather layer or
+    // to a value read elsewhere, each read only by the next (Kᵀ of a head
+    // split is often a gather and a second Transpose).
     for (ValueId operand : {m->q, m->k_t, m->v}) {
-      auto p = producer.find(operand);
-      if (p == producer.end() || removed[p->second] || readers[static_cast<size_t>(operand)] != 1) continue;
-      const Layer& from = layers[p->second];
-      if (from.kind != LayerKind::gather && from.kind != LayerKind::transpose) continue;
-      fused.nodes.insert(fused.nodes.end(), from.nodes.begin(), from.nodes.end());
-      removed[p->second] = true;
+      std::vector<size_t> chain;  // layer indices, last first
+      ValueId v = operand;
+      for (;;) {
+        auto p = producer.find(v);
+        if (p == producer.end() || removed[p->second] || readers[static_cast<size_t>(v)] != 1) break;
+        const Layer& from = layers[p->second];
+        if (from.kind != LayerKind::gather && from.kind != LayerKind::transpose) break;
+        chain.push_back(p->second);
+        if (from.kind == LayerKind::gather) break;
+        v = g.node(from.anchor()).inputs[0];
+      }
+      for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+        fused.nodes.insert(fused.nodes.end(), layers[*it].nodes.begin(), layers[*it].nodes.end());
+        removed[*it] = true;
+      }
     }
     fused.nodes.insert(fused.nodes.end(), m->nodes.begin(), m->nodes.end());
     fused.output = m->output;
@@ -176,12 +187,16 @@ std::optional<AttentionNodes> attention_nodes(const ir::Graph& g, const Layer& l
       if (before == k_no_node || !in_prefix(before)) break;
       p = before;
     }
-    for (size_t k = 1; k + 1 < chain.size(); ++k) {
-      if (is_slice_op(g.node(chain[k])) || g.node(chain[k]).op_type == "Transpose")
-        return no("an operand chain that is not [Slice or Split, views..., Transpose]");
-    }
-    if (chain.size() > 1 && !is_slice_op(g.node(chain.front())))
-      return no("an operand chain of views that does not start at a Slice or Split");
+    // [Slice or Split, views...] (a gather's head) or nothing, then Transposes.
+    const auto first_transpose =
+        std::find_if(chain.begin(), chain.end(), [&](NodeId n) { return g.node(n).op_type == "Transpose"; });
+    const bool transposes_after =
+        std::all_of(first_transpose, chain.end(), [&](NodeId n) { return g.node(n).op_type == "Transpose"; });
+    bool head_fits = first_transpose == chain.begin() || is_slice_op(g.node(chain.front()));
+    for (auto it = chain.begin() + 1; it < first_transpose && head_fits; ++it)
+      head_fits = !is_slice_op(g.node(*it));
+    if (!transposes_after || !head_fits)
+      return no("an operand chain that is not [Slice or Split, views..., Transpose, Transpose...]");
     rebuilt.insert(rebuilt.end(), chain.begin(), chain.end());
   }
   if (rebuilt != prefix) return no("nodes before the attention that are not its operands' chains");

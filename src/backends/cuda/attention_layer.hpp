@@ -5,8 +5,9 @@
 // An attention layer's nodes are, in order: the chains it reads Q, Kᵀ and V
 // through, the matched attention (passes/attention_pattern.hpp), and last,
 // where there is one, the Transpose of its output that it writes directly.
-// A chain is the nodes of a gather layer ([Slice or Split, views...,
-// Transpose]) or of a Transpose layer that only the attention read: the
+// A chain is the nodes of Transpose layers, back to a gather layer ([Slice
+// or Split, views..., Transpose]) or to a value read elsewhere, each value
+// read only by the next (Kᵀ after a head split is often two): the
 // kernel reads every operand through strides, so the head split of a fused
 // QKV projection, Kᵀ and the head merge after it cost no copy. The layer's
 // output is that Transpose's, else the attention's.

@@ -244,24 +244,33 @@ AttentionOperandExec attention_operand(const ir::Graph& g, const std::vector<ir:
   const auto& shape = inst.shape(operand);
   StridedWalk walk = StridedWalk::contiguous(shape);
   o.source = operand;
-  if (chain.size() == 1) {  // a Transpose
+  // [Slice or Split, views..., Transpose] (a gather) or a Transpose, then
+  // further Transposes: the walk of the first part, transposed by the rest.
+  auto rest = std::find_if(chain.begin(), chain.end(),
+                           [&](ir::NodeId n) { return g.node(n).op_type == "Transpose"; });
+  if (rest != chain.end()) ++rest;
+  if (rest - chain.begin() == 1) {  // a Transpose
     const ir::Node& t = g.node(chain.front());
     o.source = t.inputs[0];
     walk = StridedWalk::contiguous(inst.shape(t.inputs[0]));
-    walk.transpose(transpose_perm(t, shape.size()));
-  } else if (!chain.empty()) {  // a gather: [Slice or Split, views..., Transpose]
+    walk.transpose(transpose_perm(t, walk.shape.size()));
+  } else if (!chain.empty()) {  // a gather
     o.chain.kind = LayerKind::gather;
-    o.chain.nodes = chain;
-    o.chain.output = operand;
+    o.chain.nodes.assign(chain.begin(), rest);
+    o.chain.output = g.node(o.chain.nodes.back()).outputs[0];
     GatherParts p = gather_parts(g, o.chain, inst, host, type);
     if (p.one_walk) {
       o.source = g.node(chain.front()).inputs[0];
       walk = std::move(p.walk);
     } else {
+      const auto& staged_shape = inst.shape(o.chain.output);
       o.staged_parts = std::move(p);
-      o.staged.emplace(std::max<size_t>(static_cast<size_t>(numel(shape)) * elem_size(type), 4));
+      o.staged.emplace(std::max<size_t>(static_cast<size_t>(numel(staged_shape)) * elem_size(type), 4));
+      walk = StridedWalk::contiguous(staged_shape);
     }
   }
+  for (auto it = rest; it != chain.end(); ++it)
+    walk.transpose(transpose_perm(g.node(*it), walk.shape.size()));
   o.offset = walk.offset;
   o.strides = as_bhrc(walk.strides);
   return o;
@@ -982,7 +991,8 @@ void CudaEngine::run_layer_kernels(const Instance& inst, size_t index, void* wor
         if (o.staged) {
           run_gather(g, o.chain, *o.staged_parts, inst, t.in(g.node(o.chain.anchor()).inputs[0]),
                      o.staged->data(), type, stream);
-          data[i] = o.staged->data();
+          data[i] =
+              static_cast<const char*>(o.staged->data()) + o.offset * static_cast<int64_t>(elem_size(type));
         } else {
           data[i] =
               static_cast<const char*>(t.in(o.source)) + o.offset * static_cast<int64_t>(elem_size(type));
