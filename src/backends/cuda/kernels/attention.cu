@@ -78,6 +78,33 @@ __device__ void load_tile(T* dst, int ld, int rows, const T* src, int64_t rs, in
   }
 }
 
+// A block's share of the problem: its (batch, head), its first query row
+// and how many rows it has, the operands at that head, and the scores' scale.
+template <typename T>
+struct BlockProblem {
+  int64_t b, h, q0;
+  int q_rows;
+  const T *q, *k, *v, *mask;
+  float scale;
+
+  __device__ explicit BlockProblem(const AttentionArgs& a)
+      : b(blockIdx.x / a.heads), h(blockIdx.x % a.heads), q0(static_cast<int64_t>(blockIdx.y) * k_rows) {
+    q_rows = static_cast<int>(a.q_len - q0 < k_rows ? a.q_len - q0 : int64_t{k_rows});
+    scale = a.constant_scale;
+    for (int i = 0; i < a.n_scales; ++i) {
+      const float f = Elem<T>::load(*static_cast<const T*>(a.scales[i]));
+      scale = (a.divide_mask >> i & 1u) ? scale / f : scale * f;
+    }
+    q = at(a.q) + q0 * a.q.strides[2];
+    k = at(a.k);
+    v = at(a.v);
+    mask = a.mask.data ? at(a.mask) : nullptr;
+  }
+  __device__ const T* at(const AttentionOperand& o) const {
+    return static_cast<const T*>(o.data) + b * o.strides[0] + h * o.strides[1];
+  }
+};
+
 template <typename T, int Cols>
 __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
   using namespace nvcuda;
@@ -92,23 +119,12 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
   float* s_l = s_o + k_rows * L::ld_o;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * k_rows;
-  const int q_rows = static_cast<int>((a.q_len - q0 < k_rows ? a.q_len - q0 : int64_t{k_rows}));
   const int d = static_cast<int>(a.head_dim), dv = static_cast<int>(a.v_dim);
-
-  float scale = a.constant_scale;
-  for (int i = 0; i < a.n_scales; ++i) {
-    const float s = Elem<T>::load(*static_cast<const T*>(a.scales[i]));
-    scale = (a.divide_mask >> i & 1u) ? scale / s : scale * s;
-  }
-  auto base = [&](const AttentionOperand& o) {
-    return static_cast<const T*>(o.data) + b * o.strides[0] + h * o.strides[1];
-  };
-  const T* q = base(a.q) + q0 * a.q.strides[2];
-  const T* k = base(a.k);
-  const T* v = base(a.v);
-  const T* mask = a.mask.data ? base(a.mask) : nullptr;
+  const BlockProblem<T> p(a);
+  const int64_t b = p.b, h = p.h, q0 = p.q0;
+  const int q_rows = p.q_rows;
+  const float scale = p.scale;
+  const T *q = p.q, *k = p.k, *v = p.v, *mask = p.mask;
 
   load_tile<T, Cols>(s_q, L::ld_in, k_rows, q, a.q.strides[2], a.q.strides[3], q_rows, d);
   // Each warp's rows: zero output, running max and sum. Lane pair (2r, 2r+1)
@@ -210,21 +226,25 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
   }
 }
 
-template <typename T, int Cols>
-void launch_with(const AttentionArgs& a, cudaStream_t stream) {
-  constexpr size_t bytes = Layout<Cols>::bytes;
-  // Above 48 KiB a kernel must opt in to its dynamic shared memory, once
-  // per function (before any graph capture: the first launch is eager).
-  static const cudaError_t opted_in = cudaFuncSetAttribute(
-      attention_kernel<T, Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+// Above 48 KiB a kernel must opt in to its dynamic shared memory, once per
+// function (before any graph capture: the first launch is eager).
+template <auto Kernel, size_t Bytes>
+void launch_kernel(const AttentionArgs& a, cudaStream_t stream) {
+  static const cudaError_t opted_in =
+      cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(Bytes));
   if (opted_in != cudaSuccess) {
-    throw std::runtime_error("attention: cannot use " + std::to_string(bytes) +
+    throw std::runtime_error("attention: cannot use " + std::to_string(Bytes) +
                              " bytes of shared memory: " + cudaGetErrorString(opted_in));
   }
   const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
                   static_cast<unsigned>((a.q_len + k_rows - 1) / k_rows));
-  attention_kernel<T, Cols><<<grid, k_threads, bytes, stream>>>(a);
+  Kernel<<<grid, k_threads, Bytes, stream>>>(a);
   check_launch("attention");
+}
+
+template <typename T, int Cols>
+void launch_with(const AttentionArgs& a, cudaStream_t stream) {
+  launch_kernel<attention_kernel<T, Cols>, Layout<Cols>::bytes>(a, stream);
 }
 
 // fp32: the same tiles and online softmax on the CUDA cores, in exact fp32
@@ -269,23 +289,12 @@ __global__ void __launch_bounds__(k_threads) attention_f32_kernel(AttentionArgs 
   float* s_v = s_kt + L::kt_floats;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t b = blockIdx.x / a.heads, h = blockIdx.x % a.heads;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.y) * k_rows;
-  const int q_rows = static_cast<int>(a.q_len - q0 < k_rows ? a.q_len - q0 : int64_t{k_rows});
   const int d = static_cast<int>(a.head_dim), dv = static_cast<int>(a.v_dim);
-
-  float scale = a.constant_scale;
-  for (int i = 0; i < a.n_scales; ++i) {
-    const float f = *static_cast<const float*>(a.scales[i]);
-    scale = (a.divide_mask >> i & 1u) ? scale / f : scale * f;
-  }
-  auto base = [&](const AttentionOperand& o) {
-    return static_cast<const float*>(o.data) + b * o.strides[0] + h * o.strides[1];
-  };
-  const float* q = base(a.q) + q0 * a.q.strides[2];
-  const float* k = base(a.k);
-  const float* v = base(a.v);
-  const float* mask = a.mask.data ? base(a.mask) : nullptr;
+  const BlockProblem<float> p(a);
+  const int64_t b = p.b, h = p.h, q0 = p.q0;
+  const int q_rows = p.q_rows;
+  const float scale = p.scale;
+  const float *q = p.q, *k = p.k, *v = p.v, *mask = p.mask;
 
   load_tile<float, Cols>(s_q, L::ld_q, k_rows, q, a.q.strides[2], a.q.strides[3], q_rows, d);
   const int row = lane >> 1, half = lane & 1;
@@ -384,17 +393,7 @@ __global__ void __launch_bounds__(k_threads) attention_f32_kernel(AttentionArgs 
 
 template <int Cols>
 void launch_f32_with(const AttentionArgs& a, cudaStream_t stream) {
-  constexpr size_t bytes = LayoutF32<Cols>::bytes;
-  static const cudaError_t opted_in = cudaFuncSetAttribute(
-      attention_f32_kernel<Cols>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (opted_in != cudaSuccess) {
-    throw std::runtime_error("attention: cannot use " + std::to_string(bytes) +
-                             " bytes of shared memory: " + cudaGetErrorString(opted_in));
-  }
-  const dim3 grid(static_cast<unsigned>(a.batch * a.heads),
-                  static_cast<unsigned>((a.q_len + k_rows - 1) / k_rows));
-  attention_f32_kernel<Cols><<<grid, k_threads, bytes, stream>>>(a);
-  check_launch("attention");
+  launch_kernel<attention_f32_kernel<Cols>, LayoutF32<Cols>::bytes>(a, stream);
 }
 
 }  // namespace
