@@ -19,47 +19,50 @@ using detail::grid_for;
 using detail::grid_threads;
 using detail::k_block;
 
-// One thread per output element. Taps outside the input are skipped; for
-// the average they count toward the divisor only with count_include_pad.
+// The pooled value of the window at (oh, ow) over one channel whose pixel
+// (ih, iw) is xc[(ih * w + iw) * pixel_stride]: 1 for NCHW, C for NHWC.
+// Taps outside the input are skipped; for the average they count toward the
+// divisor only with count_include_pad. Both layouts visit the taps in this
+// one order, so they compute the same value bit for bit.
+template <typename T, bool Max>
+__device__ __forceinline__ float pool_window(const T* xc, int64_t pixel_stride, const Pool2d& p, int64_t oh,
+                                             int64_t ow) {
+  const int64_t h0 = oh * p.stride_h - p.pad_top;
+  const int64_t w0 = ow * p.stride_w - p.pad_left;
+  float acc = Max ? -INFINITY : 0.0f;
+  int64_t valid = 0;
+  for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
+    const int64_t ih = h0 + kh * p.dilation_h;
+    if (ih < 0 || ih >= p.h) continue;
+    for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
+      const int64_t iw = w0 + kw * p.dilation_w;
+      if (iw < 0 || iw >= p.w) continue;
+      const float v = detail::load(xc, (ih * p.w + iw) * pixel_stride);
+      acc = Max ? detail::max_prop(acc, v) : acc + v;
+      ++valid;
+    }
+  }
+  if (Max) return valid > 0 ? acc : Elem<T>::lowest;
+  // Without ceil_mode every tap of a window lies inside the padded input,
+  // so counting the padding means dividing by the window size.
+  const int64_t count = p.count_include_pad ? p.kernel_h * p.kernel_w : valid;
+  return count > 0 ? acc / static_cast<float>(count) : 0.0f;
+}
+
+// One thread per output element.
 template <typename T, bool Max>
 __global__ void pool2d_kernel(const T* x, T* y, Pool2d p, int64_t total) {
   for (int64_t i = global_thread(); i < total; i += grid_threads()) {
     const int64_t ow = i % p.out_w;
     const int64_t oh = (i / p.out_w) % p.out_h;
     const int64_t plane = i / (p.out_w * p.out_h);  // n * C + c
-    const T* xp = x + plane * p.h * p.w;
-    const int64_t h0 = oh * p.stride_h - p.pad_top;
-    const int64_t w0 = ow * p.stride_w - p.pad_left;
-    float acc = Max ? -INFINITY : 0.0f;
-    int64_t valid = 0;
-    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      const int64_t ih = h0 + kh * p.dilation_h;
-      if (ih < 0 || ih >= p.h) continue;
-      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        const int64_t iw = w0 + kw * p.dilation_w;
-        if (iw < 0 || iw >= p.w) continue;
-        const float v = detail::load(xp, ih * p.w + iw);
-        acc = Max ? detail::max_prop(acc, v) : acc + v;
-        ++valid;
-      }
-    }
-    float out;
-    if (Max) {
-      out = valid > 0 ? acc : Elem<T>::lowest;
-    } else {
-      // Without ceil_mode every tap of a window lies inside the padded
-      // input, so counting the padding means dividing by the window size.
-      const int64_t count = p.count_include_pad ? p.kernel_h * p.kernel_w : valid;
-      out = count > 0 ? acc / static_cast<float>(count) : 0.0f;
-    }
-    detail::store(y, i, out);
+    detail::store(y, i, pool_window<T, Max>(x + plane * p.h * p.w, 1, p, oh, ow));
   }
 }
 
 // The channels-last twin of pool2d_kernel: output element i is (n, oh, ow,
 // c) with c innermost, so consecutive threads read consecutive channels of
-// one tap. Taps are visited in the same order as pool2d_kernel's, so both
-// kernels compute the same value bit for bit.
+// one tap.
 template <typename T, bool Max>
 __global__ void pool2d_nhwc_kernel(const T* x, T* y, Pool2d p, int64_t total) {
   for (int64_t i = global_thread(); i < total; i += grid_threads()) {
@@ -67,30 +70,7 @@ __global__ void pool2d_nhwc_kernel(const T* x, T* y, Pool2d p, int64_t total) {
     const int64_t ow = (i / p.c) % p.out_w;
     const int64_t oh = (i / (p.c * p.out_w)) % p.out_h;
     const int64_t n = i / (p.c * p.out_w * p.out_h);
-    const T* xn = x + n * p.h * p.w * p.c + c;
-    const int64_t h0 = oh * p.stride_h - p.pad_top;
-    const int64_t w0 = ow * p.stride_w - p.pad_left;
-    float acc = Max ? -INFINITY : 0.0f;
-    int64_t valid = 0;
-    for (int64_t kh = 0; kh < p.kernel_h; ++kh) {
-      const int64_t ih = h0 + kh * p.dilation_h;
-      if (ih < 0 || ih >= p.h) continue;
-      for (int64_t kw = 0; kw < p.kernel_w; ++kw) {
-        const int64_t iw = w0 + kw * p.dilation_w;
-        if (iw < 0 || iw >= p.w) continue;
-        const float v = detail::load(xn, (ih * p.w + iw) * p.c);
-        acc = Max ? detail::max_prop(acc, v) : acc + v;
-        ++valid;
-      }
-    }
-    float out;
-    if (Max) {
-      out = valid > 0 ? acc : Elem<T>::lowest;
-    } else {
-      const int64_t count = p.count_include_pad ? p.kernel_h * p.kernel_w : valid;
-      out = count > 0 ? acc / static_cast<float>(count) : 0.0f;
-    }
-    detail::store(y, i, out);
+    detail::store(y, i, pool_window<T, Max>(x + n * p.h * p.w * p.c + c, p.c, p, oh, ow));
   }
 }
 
