@@ -245,8 +245,8 @@ std::string layout_family(const Md& md) {
 // reorders into the windows). A plain output also leaves the channel
 // shuffle's Reshape after it a view.
 void build_plain_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector<ValueId>& parts, ValueId y,
-                        int64_t axis) {
-  const Md dst_md = plain_md(b.shape(y), Dt::f32);
+                        int64_t axis, Dt dt) {
+  const Md dst_md = plain_md(b.shape(y), dt);
   const int dst = b.define(y, dst_md);
   Dims offsets(b.shape(y).size(), 0);
   for (ValueId v : parts) {
@@ -256,7 +256,7 @@ void build_plain_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector<
     b.add_reorder(src, b.view(dst, dst_md.submemory_desc(dims, offsets)));
     offsets[static_cast<size_t>(axis)] += dims[static_cast<size_t>(axis)];
   }
-  layer.tactic.name = "concat:reorders";
+  layer.tactic.name = dt == Dt::bf16 ? "concat:reorders/bf16" : "concat:reorders";
 }
 
 }  // namespace
@@ -274,6 +274,14 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
       continue;  // empty inputs add nothing
     parts.push_back(v);
   }
+  // In bf16 when any input is bf16: it came from a bf16 kernel, so the build
+  // allows bf16, and the kernels after the Concat read bf16. An f32 concat
+  // converted every bf16 input to f32 and its bf16 consumers converted the
+  // whole result back (DenseNet's bf16 build ran slower than its f32 one).
+  const Dt dt =
+      std::any_of(parts.begin(), parts.end(), [&](ValueId v) { return b.md_of(v).data_type() == Dt::bf16; })
+          ? Dt::bf16
+          : Dt::f32;
   // First in the layout of the inputs that are not plain (DenseNet's convs
   // write 16-channel blocks: a plain concat reordered each of them and left
   // the BatchNorm after it on plain data), the others reordered into it,
@@ -288,8 +296,8 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
     const Md md = b.md_of(v);
     if (is_plain(md)) {
       any_plain = true;
-    } else if (!like && md.data_type() == Dt::f32) {
-      like = md;
+    } else if (!like) {
+      like = with_data_type(md, dt);
     }
   }
   if (any_plain) like.reset();
@@ -298,7 +306,7 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
   if (like) {
     for (ValueId v : parts) {
       const Md md = b.md_of(v);
-      std::optional<Md> want = md.data_type() == Dt::f32 && layout_family(md) == layout_family(*like)
+      std::optional<Md> want = md.data_type() == dt && layout_family(md) == layout_family(*like)
                                    ? md
                                    : layout_like(*like, md.dims());
       if (!want) break;
@@ -306,7 +314,7 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
     }
     if (srcs.size() == parts.size()) {
       try {
-        pd = dnnl::concat::primitive_desc(Md(to_dims(b.shape(y)), Dt::f32, dnnl::memory::format_tag::any),
+        pd = dnnl::concat::primitive_desc(Md(to_dims(b.shape(y)), dt, dnnl::memory::format_tag::any),
                                           static_cast<int>(axis), srcs, b.engine(), b.attr());
         if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0) pd.reset();
       } catch (const dnnl::error&) {
@@ -315,14 +323,14 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
     }
   }
   if (!pd) {
-    build_plain_concat(b, layer, parts, y, axis);
+    build_plain_concat(b, layer, parts, y, axis, dt);
     return;
   }
   std::vector<std::pair<int, int>> args;
   for (size_t i = 0; i < parts.size(); ++i) {
     args.emplace_back(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), b.use(parts[i], srcs[i]));
   }
-  layer.tactic.name = "concat:" + std::string(pd->impl_info_str());
+  layer.tactic.name = "concat:" + std::string(pd->impl_info_str()) + (dt == Dt::bf16 ? "/bf16" : "");
   args.emplace_back(DNNL_ARG_DST, b.define(y, pd->dst_desc()));
   b.add_primitive(*pd, std::move(args));
 }

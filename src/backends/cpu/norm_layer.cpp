@@ -7,6 +7,7 @@
 // followed by a per-channel affine binary. BatchNormalization normalizes over
 // channels in the producer's layout, with a following Relu fused.
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include "backends/cpu/instance_builder.hpp"
@@ -203,22 +204,32 @@ void build_batch_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
                dnnl::normalization_flags::use_shift;
   if (relu) flags = flags | dnnl::normalization_flags::fuse_norm_relu;
   const float epsilon = n.attrs.get_float("epsilon", 1e-5f);
-  // The producer's layout (blocked included): oneDNN normalizes over
-  // channels in any of them, so no reorder; f32 when it is not f32.
+  // The producer's layout (blocked included) and data type: oneDNN
+  // normalizes over channels in any of them, in f32 inside, so no reorder.
+  // A bf16 input stays bf16 (DenseNet's BN -> ReLU -> Conv after each
+  // Concat: converting to f32 and back cost more than the normalization).
+  // Other types, or a layout the primitive does not take, become plain f32.
   int src = b.use_current(x);
-  if (b.slot(src).md.data_type() != Dt::f32) src = b.use_plain(x, Dt::f32);
+  const Dt dt = b.slot(src).md.data_type();
+  if (dt != Dt::f32 && dt != Dt::bf16) src = b.use_plain(x, Dt::f32);
   std::optional<dnnl::batch_normalization_forward::primitive_desc> pd;
   for (int attempt = 0; attempt < 2 && !pd; ++attempt) {
     try {
       dnnl::batch_normalization_forward::desc desc(dnnl::prop_kind::forward_inference, b.slot(src).md,
                                                    epsilon, flags);
       pd = dnnl::batch_normalization_forward::primitive_desc(desc, b.attr(), b.engine());
+      if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0 && attempt == 0 &&
+          b.slot(src).md.data_type() != Dt::f32) {
+        pd.reset();  // oneDNN's reference kernel for bf16: f32 is faster
+        src = b.use_plain(x, Dt::f32);
+      }
     } catch (const dnnl::error&) {
       if (attempt == 1) throw;
       src = b.use_plain(x, Dt::f32);  // a layout this primitive does not take
     }
   }
-  layer.tactic.name = std::string("batch_norm") + (relu ? "+relu" : "");
+  layer.tactic.name = std::string("batch_norm") + (relu ? "+relu" : "") +
+                      (pd->src_desc().data_type() == Dt::bf16 ? "/bf16" : "");
   int dst = b.try_inplace(x, y, pd->dst_desc());
   if (dst < 0) dst = b.define(y, pd->dst_desc());
   const Md vec = plain_md(Dims{channels}, Dt::f32);
