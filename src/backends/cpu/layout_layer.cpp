@@ -8,11 +8,17 @@
 // over its inputs' shared layout, or each input reordered into its window of
 // a plain output.
 #include <algorithm>
+#include <cstring>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "backends/cpu/instance_builder.hpp"
+#include "backends/cpu/tactics.hpp"
 
 namespace kiln::cpu {
 
@@ -236,17 +242,16 @@ std::string layout_family(const Md& md) {
   return family;
 }
 
-// A plain destination with every input reordered straight into its window
-// (a sub-memory view at the input's offset along the axis): one pass per
-// input whatever its layout. ShuffleNet's 58-channel inputs, one plain and one
-// in 16-channel blocks, have no blocked concat; the plain concat primitive
-// first reordered the blocked input to plain and then copied both (measured
-// on one of its units, 1 thread: 0.185 ms against 0.025 ms for the two
-// reorders into the windows). A plain output also leaves the channel
-// shuffle's Reshape after it a view.
-void build_plain_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector<ValueId>& parts, ValueId y,
-                        int64_t axis, Dt dt) {
-  const Md dst_md = plain_md(b.shape(y), dt);
+// A destination laid out as `dst_md` (plain, or the inputs' shared layout)
+// with every input reordered straight into its window (a sub-memory view at
+// the input's offset along the axis): one pass per input whatever its layout.
+// ShuffleNet's 58-channel inputs, one plain and one in 16-channel blocks, have
+// no blocked concat; the plain concat primitive first reordered the blocked
+// input to plain and then copied both (measured on one of its units, 1
+// thread: 0.185 ms against 0.025 ms for the two reorders into the windows). A
+// plain output also leaves the channel shuffle's Reshape after it a view.
+void build_window_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector<ValueId>& parts, ValueId y,
+                         int64_t axis, const Md& dst_md) {
   const int dst = b.define(y, dst_md);
   Dims offsets(b.shape(y).size(), 0);
   for (ValueId v : parts) {
@@ -256,7 +261,91 @@ void build_plain_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector<
     b.add_reorder(src, b.view(dst, dst_md.submemory_desc(dims, offsets)));
     offsets[static_cast<size_t>(axis)] += dims[static_cast<size_t>(axis)];
   }
-  layer.tactic.name = dt == Dt::bf16 ? "concat:reorders/bf16" : "concat:reorders";
+  layer.tactic.name = "concat:reorders";
+  if (!is_plain(dst_md)) layer.tactic.name += ":" + layout_family(dst_md);
+  if (dst_md.data_type() == Dt::bf16) layer.tactic.name += "/bf16";
+}
+
+// The output `like`'s layout over `dims` when every input's window in it is
+// whole blocks (offsets and sizes along the axis multiples of the axis's
+// block, no padding); nullopt otherwise.
+std::optional<Md> window_layout(const Md& like, const Dims& dims, const std::vector<Dims>& parts,
+                                int64_t axis) {
+  std::optional<Md> out = layout_like(like, dims);
+  if (!out) return std::nullopt;
+  const auto& blocking = out->data.format_desc.blocking;
+  int64_t block = 1;
+  for (int k = 0; k < blocking.inner_nblks; ++k) {
+    if (blocking.inner_idxs[k] == axis) block *= blocking.inner_blks[k];
+  }
+  for (const Dims& p : parts) {
+    if (p[static_cast<size_t>(axis)] % block != 0) return std::nullopt;
+  }
+  return out;
+}
+
+// A timing closure for a concat candidate: the reorders it needs, then its
+// primitive (if any), on zero-filled temporaries made on the first call.
+struct TimedConcat {
+  struct Move {
+    Md from, to;
+    int to_buffer = -1;  // the window of buffer `to_buffer` it writes, or a buffer of its own (-1)
+  };
+  std::vector<Move> moves;
+  std::vector<Md> buffers;  // the primitive's sources (where a move does not write them) and destination
+  std::optional<dnnl::concat::primitive_desc> pd;
+  std::vector<int> pd_sources;  // buffer index per source
+  int pd_dst = -1;
+};
+
+std::function<double()> concat_timer(InstanceBuilder& b, TimedConcat plan) {
+  struct State {
+    bool ready = false;
+    std::vector<dnnl::memory> buffers;
+    std::vector<std::tuple<dnnl::primitive, dnnl::memory, dnnl::memory>> moves;
+    dnnl::primitive prim;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+  auto state = std::make_shared<State>();
+  const dnnl::engine& engine = b.engine();
+  dnnl::stream& stream = b.stream();
+  return [state, plan = std::move(plan), &engine, &stream] {
+    State& s = *state;
+    auto zeroed = [&](const Md& md) {
+      dnnl::memory m(md, engine);
+      if (md.get_size() > 0) std::memset(m.get_data_handle(), 0, md.get_size());
+      return m;
+    };
+    if (!s.ready) {
+      for (const Md& md : plan.buffers) s.buffers.push_back(zeroed(md));
+      for (const TimedConcat::Move& m : plan.moves) {
+        dnnl::memory from = zeroed(m.from);
+        dnnl::memory to =
+            m.to_buffer >= 0
+                ? dnnl::memory(m.to, engine, s.buffers[static_cast<size_t>(m.to_buffer)].get_data_handle())
+                : zeroed(m.to);
+        s.moves.emplace_back(dnnl::reorder(from, to), from, to);
+      }
+      if (plan.pd) {
+        s.prim = dnnl::primitive(plan.pd->get());
+        for (size_t i = 0; i < plan.pd_sources.size(); ++i) {
+          s.args[DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i)] =
+              s.buffers[static_cast<size_t>(plan.pd_sources[i])];
+        }
+        s.args[DNNL_ARG_DST] = s.buffers[static_cast<size_t>(plan.pd_dst)];
+        const Md scratch = plan.pd->scratchpad_desc();
+        if (scratch.get_size() > 0) s.args[DNNL_ARG_SCRATCHPAD] = zeroed(scratch);
+      }
+      s.ready = true;
+    }
+    auto once = [&] {
+      for (auto& [prim, from, to] : s.moves) prim.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+      if (plan.pd) s.prim.execute(stream, s.args);
+      stream.wait();
+    };
+    const double first = builder::time_call(once);
+    return std::min(first, builder::time_call(once));
+  };
 }
 
 }  // namespace
@@ -322,8 +411,61 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
       }
     }
   }
-  if (!pd) {
-    build_plain_concat(b, layer, parts, y, axis, dt);
+  std::vector<Dims> part_dims;
+  for (ValueId v : parts) part_dims.push_back(to_dims(b.shape(v)));
+  const Dims out_dims = to_dims(b.shape(y));
+  // The same layout written by one reorder per input into its window: the
+  // inputs' layout conversion and the copy in one pass, and no concat
+  // primitive. oneDNN's simple concat of DenseNet's dense blocks at batch 1
+  // took 18 times as long as the reorders into the windows in 16-channel
+  // blocks, 2.4 times in nhwc (its 6 inputs of 56x56, 1 thread); at batch 8
+  // the two are within 10%, except bf16 nhwc (4.6 times) (docs/performance.md,
+  // "Concat"). The build times both; tactic.algo keeps the choice (automatic:
+  // the primitive, direct: the reorders).
+  std::optional<Md> windows = like ? window_layout(*like, out_dims, part_dims, axis) : std::nullopt;
+  if (!pd && !windows) {
+    build_window_concat(b, layer, parts, y, axis, plain_md(b.shape(y), dt));
+    return;
+  }
+  bool use_windows = !pd;
+  if (pd && windows) {
+    if (b.tuning()) {
+      TimedConcat primitive;
+      primitive.pd = pd;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        primitive.pd_sources.push_back(static_cast<int>(primitive.buffers.size()));
+        primitive.buffers.push_back(srcs[i]);
+        const Md md = b.md_of(parts[i]);
+        bool converted = md == srcs[i];
+        for (const auto& [have, slot] : b.state(parts[i]).conversions)
+          converted = converted || have == srcs[i];
+        // A conversion an earlier layer made is reused, not paid again.
+        if (!converted) primitive.moves.push_back({md, srcs[i], primitive.pd_sources.back()});
+      }
+      primitive.pd_dst = static_cast<int>(primitive.buffers.size());
+      primitive.buffers.push_back(pd->dst_desc());
+      TimedConcat reorders;
+      reorders.buffers.push_back(*windows);
+      Dims offsets(out_dims.size(), 0);
+      for (size_t i = 0; i < parts.size(); ++i) {
+        reorders.moves.push_back({b.md_of(parts[i]), windows->submemory_desc(part_dims[i], offsets), 0});
+        offsets[static_cast<size_t>(axis)] += part_dims[i][static_cast<size_t>(axis)];
+      }
+      std::vector<builder::TacticCandidate> candidates = {
+          {"concat:primitive", concat_timer(b, std::move(primitive))},
+          {"concat:reorders", concat_timer(b, std::move(reorders))}};
+      std::string signature = "concat|y=" + dims_string(out_dims) + "|axis=" + std::to_string(axis);
+      for (ValueId v : parts) signature += "|x=" + md_string(b.md_of(v));
+      double ms = 0;
+      use_windows = choose_tactic(b, signature, candidates, &ms) == 1;
+      layer.tactic.algo = use_windows ? ConvAlgo::direct : ConvAlgo::automatic;
+      layer.tactic.time_ms = ms;
+    } else {
+      use_windows = layer.tactic.algo == ConvAlgo::direct;
+    }
+  }
+  if (use_windows) {
+    build_window_concat(b, layer, parts, y, axis, *windows);
     return;
   }
   std::vector<std::pair<int, int>> args;
