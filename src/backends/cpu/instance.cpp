@@ -48,6 +48,21 @@ void InstanceBuilder::touch(int s) {
   root.last = std::max(root.last, m_layer);
 }
 
+bool InstanceBuilder::read_only_by(ValueId v, LayerKind kind) const {
+  const auto& outputs = graph().outputs();
+  if (std::find(outputs.begin(), outputs.end(), v) != outputs.end()) return false;
+  bool read = false;
+  for (const LayerDesc& layer : m_plan.layers) {
+    for (ir::NodeId n : layer.nodes) {
+      const auto& inputs = node(n).inputs;
+      if (std::find(inputs.begin(), inputs.end(), v) == inputs.end()) continue;
+      if (layer.kind != kind) return false;
+      read = true;
+    }
+  }
+  return read;
+}
+
 Md InstanceBuilder::md_of(ValueId v) {
   const ValueState& s = state(v);
   if (s.slot >= 0) return slot(s.slot).md;

@@ -34,6 +34,9 @@ class InstanceBuilder {
   int num_threads() const { return m_plan.num_threads; }  // 0: all cores
   Instance& instance() { return m_inst; }
 
+  // Whether every layer that reads `v` is of `kind` (and one does), and `v`
+  // is not a graph output.
+  bool read_only_by(ir::ValueId v, LayerKind kind) const;
   // The layout `v` is available in now (plain for values not yet in a slot).
   Md md_of(ir::ValueId v);
   // While tuning: notes that a consumer reads `v` laid out as `md`; and what
