@@ -6,7 +6,7 @@
 // constant Pad fills its destination and reorders the source into the
 // interior. Concat is oneDNN concat
 // over its inputs' shared layout, or each input reordered into its window of
-// a plain output.
+// an output in that layout (timed against each other), or of a plain output.
 #include <algorithm>
 #include <cstring>
 #include <functional>
@@ -396,8 +396,7 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
   // runs in the concat's layout, and in blocks oneDNN's concat and batch norm
   // of a dense block's inputs (6 of them, 56x56, batch 8, 1 thread) took 0.80
   // and 0.59 ms against 1.43 and 1.12 ms in nhwc (bf16: 0.36 and 0.37 ms
-  // against 1.99 and 0.88 ms). The whole of DenseNet-121 at batch 8 then ran
-  // about 12% faster (docs/performance.md, "Concat").
+  // against 1.99 and 0.88 ms; docs/performance.md, "Concat").
   if (like && rank == 4 && axis == 1 && b.read_only_by(y, LayerKind::batch_norm) &&
       std::all_of(parts.begin(), parts.end(), [&](ValueId v) { return b.shape(v)[1] % 16 == 0; })) {
     like = Md(to_dims(b.shape(y)), dt, dnnl::memory::format_tag::nChw16c);
@@ -468,6 +467,7 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
           {"concat:reorders", concat_timer(b, std::move(reorders))}};
       std::string signature = "concat|y=" + dims_string(out_dims) + "|axis=" + std::to_string(axis);
       for (ValueId v : parts) signature += "|x=" + md_string(b.md_of(v));
+      signature += "|to=" + md_string(*windows);  // the layout depends on the readers too
       double ms = 0;
       use_windows = choose_tactic(b, signature, candidates, &ms) == 1;
       layer.tactic.algo = use_windows ? ConvAlgo::direct : ConvAlgo::automatic;
