@@ -363,14 +363,18 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
       continue;  // empty inputs add nothing
     parts.push_back(v);
   }
-  // In bf16 when any input is bf16: it came from a bf16 kernel, so the build
-  // allows bf16, and the kernels after the Concat read bf16. An f32 concat
-  // converted every bf16 input to f32 and its bf16 consumers converted the
-  // whole result back (DenseNet's bf16 build ran slower than its f32 one).
-  const Dt dt =
-      std::any_of(parts.begin(), parts.end(), [&](ValueId v) { return b.md_of(v).data_type() == Dt::bf16; })
-          ? Dt::bf16
-          : Dt::f32;
+  // In bf16 when bf16 inputs hold most of the elements: they came from bf16
+  // kernels, so the build allows bf16, and the kernels after the Concat read
+  // bf16. An f32 concat converted every bf16 input to f32 and its bf16
+  // consumers converted the whole result back (DenseNet's bf16 build ran
+  // slower than its f32 one). At a tie it stays f32: ShuffleNet's split half
+  // is an f32 copy (Slice) beside a bf16 branch, and the Slices after its
+  // channel shuffle read f32.
+  int64_t bf16_elements = 0, f32_elements = 0;
+  for (ValueId v : parts) {
+    (b.md_of(v).data_type() == Dt::bf16 ? bf16_elements : f32_elements) += shape_numel(b.shape(v));
+  }
+  const Dt dt = bf16_elements > f32_elements ? Dt::bf16 : Dt::f32;
   // First in the layout of the inputs that are not plain (DenseNet's convs
   // write 16-channel blocks: a plain concat reordered each of them and left
   // the BatchNorm after it on plain data), the others reordered into it,
