@@ -762,7 +762,8 @@ std::unique_ptr<Instance> CudaEngine::create_instance(const std::vector<std::vec
       } catch (const Error&) {
         // The recorded engine does not take these shapes (another batch size
         // of a dynamic range): cuDNN's first heuristic choice does.
-        auto candidates = conv_candidates(m_device.cudnn(), geo, fusion, 1, false);
+        // The layer's fusion is fixed by the plan, so any engine will do.
+        auto candidates = conv_candidates(m_device.cudnn(), geo, fusion, 1, false, true);
         if (candidates.empty()) throw;
         inst->layers[i].conv.emplace(std::move(candidates.front().plan));
       }

@@ -111,10 +111,14 @@ struct ConvCandidate {
 // down-convert inputs are left out unless allow_tf32; for fp16/bf16 tensors
 // tensor cores are the point, and only engines that reduce in less than fp32
 // are left out. Nondeterministic engines are always left out (a refitted
-// engine equals a fresh build bitwise). Empty when no engine supports the
-// graph.
+// engine equals a fresh build bitwise). Engines that compile their kernel
+// when finalized (runtime fusion, seconds each) are offered only where no
+// other engine takes the graph, and for a fused graph only when
+// `compiling_fused` (a build offers the conv unfused instead). Empty when no
+// engine supports the graph.
 std::vector<ConvCandidate> conv_candidates(cudnnHandle_t handle, const ConvGeometry& geometry,
-                                           ConvFusion fusion, size_t max_count, bool allow_tf32);
+                                           ConvFusion fusion, size_t max_count, bool allow_tf32,
+                                           bool compiling_fused = false);
 
 // The plan of a recorded choice. Throws kiln::Error(invalid_model) when the
 // engine does not support this geometry (a plan from another cuDNN).
