@@ -1,4 +1,4 @@
-// The fused attention layer (attention_pattern.hpp): for every (batch·head,
+// The fused attention layer (attention_fusion.hpp): for every (batch·head,
 // block of query rows) task, one thread computes the block's scores with
 // dnnl_sgemm (Q_block · Kᵀ, the scales folded into its alpha), adds the
 // mask, takes a numerically stable softmax in place, and multiplies by V

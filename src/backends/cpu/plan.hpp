@@ -37,7 +37,7 @@ enum class LayerKind : uint8_t {
   batch_norm = 11,  // BatchNormalization with its statistics (+ a fused Relu as `activation`)
   resample = 12,    // Resize / Upsample that oneDNN's resampling computes exactly (resample_layer.hpp)
   attention =
-      13,  // MatMul(Q, Kᵀ), scales, mask Add, Softmax, MatMul(·, V) as one layer (attention_pattern.hpp)
+      13,  // MatMul(Q, Kᵀ), scales, mask Add, Softmax, MatMul(·, V) as one layer (attention_fusion.hpp)
 };
 constexpr uint8_t k_last_layer_kind = 13;
 
