@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -86,6 +87,19 @@ inline Tensor ramp(std::vector<int64_t> shape, float phase = 0) {
   auto v = t.mutable_data<float>();
   for (size_t i = 0; i < v.size(); ++i) v[i] = std::sin(0.37f * static_cast<float>(i) + phase);
   return t;
+}
+
+// Whether two runs' outputs are the same bits, output by output; the
+// failure names the first output that differs.
+inline ::testing::AssertionResult same_bits(std::span<const Tensor> a, std::span<const Tensor> b) {
+  if (a.size() != b.size())
+    return ::testing::AssertionFailure() << a.size() << " outputs against " << b.size();
+  for (size_t o = 0; o < a.size(); ++o) {
+    if (a[o].byte_size() != b[o].byte_size() ||
+        std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()) != 0)
+      return ::testing::AssertionFailure() << "output " << o << " differs";
+  }
+  return ::testing::AssertionSuccess();
 }
 
 // Builders for small hand-made graphs.

@@ -375,11 +375,7 @@ TEST_F(CudaGpu, ADeserializedPlanRefittedEqualsTheBuiltEngineBitwise) {
   const std::vector<Tensor> in{ramp({1, 3, 64, 64})};
   const auto a = built->run(in);
   const auto b = loaded->run(in);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t o = 0; o < a.size(); ++o) {
-    ASSERT_EQ(a[o].byte_size(), b[o].byte_size());
-    EXPECT_EQ(std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()), 0) << "output " << o;
-  }
+  EXPECT_TRUE(testing::same_bits(a, b));
 }
 
 TEST_F(CudaGpu, ACacheHitWithOtherWeightsGivesThatModelsOutputs) {
@@ -506,11 +502,7 @@ TEST_F(CudaGpu, AHalfRefitEqualsAFreshHalfBuildBitwise) {
   const std::vector<Tensor> in{ramp({1, 3, 64, 64})};
   const auto a = built->run(in);
   const auto b = loaded->run(in);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t o = 0; o < a.size(); ++o) {
-    ASSERT_EQ(a[o].byte_size(), b[o].byte_size());
-    EXPECT_EQ(std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()), 0) << "output " << o;
-  }
+  EXPECT_TRUE(testing::same_bits(a, b));
   // Refit with another model's weights, then back: the first outputs again,
   // bit for bit (nothing of the other weights stays behind).
   const auto other = zoo_model("resnet_tiny", 2);
@@ -518,10 +510,7 @@ TEST_F(CudaGpu, AHalfRefitEqualsAFreshHalfBuildBitwise) {
   ref::Executor other_reference(other.graph);
   EXPECT_LT(relative_error(built->run(in), other_reference.run(in)), 1e-2);
   built->refit(sources);
-  const auto again = built->run(in);
-  for (size_t o = 0; o < a.size(); ++o)
-    EXPECT_EQ(std::memcmp(a[o].bytes().data(), again[o].bytes().data(), a[o].byte_size()), 0)
-        << "output " << o;
+  EXPECT_TRUE(testing::same_bits(a, built->run(in)));
 }
 
 TEST_F(CudaGpu, AnFp32CacheEntryIsNeverAHitForAnFp16Compile) {
@@ -541,9 +530,7 @@ TEST_F(CudaGpu, AnFp32CacheEntryIsNeverAHitForAnFp16Compile) {
   EXPECT_EQ(again.report().engines[0].status, "hit");
   const auto a = fp16.run(in);
   const auto b = again.run(in);
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t o = 0; o < a.size(); ++o)
-    EXPECT_EQ(std::memcmp(a[o].bytes().data(), b[o].bytes().data(), a[o].byte_size()), 0) << "output " << o;
+  EXPECT_TRUE(testing::same_bits(a, b));
   // And the fp32 engine differs from the fp16 one: they are not one entry.
   EXPECT_GT(relative_error(fp32.run(in), a), 0.0);
 }

@@ -224,12 +224,6 @@ void run_gather(const ir::Graph& g, const Layer& layer, const GatherParts& p, co
   launch_transpose(type, p.scratch->data(), y, static_cast<int>(ts.size()), ts.data(), perm32.data(), stream);
 }
 
-std::vector<int64_t> contiguous_strides(std::span<const int64_t> shape) {
-  std::vector<int64_t> s(shape.size(), 1);
-  for (size_t d = shape.size(); d-- > 1;) s[d - 1] = s[d] * shape[d];
-  return s;
-}
-
 // Strides of a rank-3 ([batch·heads, rows, cols]) or rank-4 view as the
 // kernel's [batch, heads, rows, cols].
 std::array<int64_t, 4> as_bhrc(std::span<const int64_t> strides) {
@@ -318,7 +312,7 @@ AttentionExec attention_exec(const ir::Graph& g, const Layer& layer, const Insta
   if (m.mask != k_no_value) {
     // Right-aligned broadcast onto the scores [..., Sq, Sk].
     const auto& ms = inst.shape(m.mask);
-    const std::vector<int64_t> contiguous = contiguous_strides(ms);
+    const std::vector<int64_t> contiguous = StridedWalk::contiguous(ms).strides;
     std::vector<int64_t> strides(r, 0);
     for (size_t d = 0; d < r; ++d) {
       const int64_t j = static_cast<int64_t>(d) - static_cast<int64_t>(r - ms.size());
@@ -327,7 +321,7 @@ AttentionExec attention_exec(const ir::Graph& g, const Layer& layer, const Insta
     a.mask.strides = as_bhrc(strides);
   }
   const auto& y = inst.shape(layer.output);
-  std::vector<int64_t> out = contiguous_strides(y);
+  std::vector<int64_t> out = StridedWalk::contiguous(y).strides;
   if (e.nodes.output_transpose != ir::k_no_node) {
     // Output dim perm[i] of the attention is dim i of the Transpose's output.
     const std::vector<int64_t> perm = transpose_perm(g.node(e.nodes.output_transpose), r);

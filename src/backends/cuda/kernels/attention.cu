@@ -403,13 +403,22 @@ bool attention_supported(ElemType type, int64_t head_dim, int64_t v_dim) {
          v_dim >= 1 && std::max(head_dim, v_dim) <= k_attention_max_dim;
 }
 
+static_assert(k_attention_max_dim == 128, "the refusal message below names the limit");
+
 void launch_attention(ElemType type, const AttentionArgs& a, cudaStream_t stream) {
-  require(attention_supported(type, a.head_dim, a.v_dim), "attention",
-          "head dimensions 1.." + std::to_string(k_attention_max_dim));
-  require(a.batch >= 1 && a.heads >= 1 && a.q_len >= 1 && a.kv_len >= 1, "attention", "empty problem");
-  require(a.batch * a.heads <= 0x7fffffff && (a.q_len + k_rows - 1) / k_rows <= 65535, "attention",
-          "too many heads or query rows for one grid");
-  require(a.n_scales >= 0 && a.n_scales <= static_cast<int>(a.scales.size()), "attention", "too many scales");
+  // Checked on every launch (a layer's hot path): the message is built only
+  // for a problem the kernel refuses.
+  const char* refused = nullptr;
+  if (!attention_supported(type, a.head_dim, a.v_dim)) {
+    refused = "head dimensions must be 1..128";
+  } else if (a.batch < 1 || a.heads < 1 || a.q_len < 1 || a.kv_len < 1) {
+    refused = "empty problem";
+  } else if (a.batch * a.heads > 0x7fffffff || (a.q_len + k_rows - 1) / k_rows > 65535) {
+    refused = "too many heads or query rows for one grid";
+  } else if (a.n_scales < 0 || a.n_scales > static_cast<int>(a.scales.size())) {
+    refused = "too many scales";
+  }
+  if (refused) throw std::runtime_error(std::string("attention: ") + refused);
   const int64_t cols = std::max(a.head_dim, a.v_dim);
   dispatch(type, "attention", [&](auto tag) {
     using T = typename decltype(tag)::type;
