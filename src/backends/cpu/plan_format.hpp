@@ -22,8 +22,10 @@ namespace kiln::cpu {
 // layers; 4: eltwise layers may be PRelu, Selu or Celu, layer_norm layers
 // InstanceNormalization or with statistics outputs, Gemm matmul layers carry
 // alpha, beta and a broadcast C, conv and pool layers 1-D/3-D and auto_pad;
-// resample layers.
-constexpr uint32_t k_plan_version = 4;
+// resample layers; 5: a concat layer's tactic.algo names oneDNN's concat
+// (automatic) or one reorder per input into its window (direct), and a Concat
+// of bf16 inputs, with the BatchNorm after it, stays bf16.
+constexpr uint32_t k_plan_version = 5;
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);
 // Throws kiln::Error(invalid_model) for a plan that fails any check.
