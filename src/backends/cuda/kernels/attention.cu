@@ -1,21 +1,24 @@
 // Fused scaled dot-product attention for fp16 and bf16 (kernels.hpp,
 // launch_attention): softmax(scale · Q·Kᵀ + mask)·V without the score
-// tensor in memory, in the manner of FlashAttention. A block owns 64 query
+// tensor in memory, in the manner of FlashAttention-2. A block owns 64 query
 // rows of one (batch, head), four warps of 16 rows each; it walks the keys in
-// tiles of 64. Per tile, each warp computes its 16×64 scores on the tensor
-// cores (WMMA, fp32 accumulation), updates its rows' running maximum and sum
-// (the online softmax), and adds P·V into an fp32 accumulator in shared
-// memory, rescaled by how much the maximum moved. Scores and the output
-// accumulate in fp32; the probabilities are rounded to the storage type for
-// the P·V product, as every fused attention on tensor cores does.
+// tiles of 64. Everything a warp computes stays in its registers: its rows of
+// Q as tensor-core operands, the 16×64 scores of a tile (mma.sync m16n8k16,
+// fp32 accumulation), the running maximum and sum of the online softmax, and
+// the fp32 output accumulator, rescaled by how much the maximum moved. The
+// scores' accumulator layout is the next product's operand layout, so the
+// probabilities feed P·V without leaving the registers; they are rounded to
+// the storage type for that product, as every fused attention on tensor cores
+// does. Shared memory holds only the Q, K and V tiles.
 //
 // Operands are read through four strides each, so Kᵀ (a transposed view of
 // K), and Q, K, V as strided views of one fused projection, cost no copy.
 // Head dimensions are padded with zeros to the tile's 32, 64 or 128 columns;
 // rows past the sequence are zeros (Q, V) or masked out (keys).
-#include <mma.h>
-
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "common.cuh"
 
@@ -28,21 +31,17 @@ constexpr int k_warps = 4;
 constexpr int k_threads = 32 * k_warps;
 constexpr int k_rows = 16 * k_warps;  // query rows per block
 constexpr int k_keys = 64;            // keys per tile
-// Padding (in elements) of every shared-memory row: staggers the banks that
-// consecutive rows start in, and keeps each WMMA pointer 32-byte aligned.
+// Padding (in elements) of every shared-memory row: a row of Q, K or V then
+// starts 4 banks after the one before, so the eight rows a fragment load
+// touches fall in different banks, and each row stays 16-byte aligned.
 constexpr int k_half_pad = 8;
-constexpr int k_float_pad = 4;
 
 template <int Cols>
 struct Layout {
-  static constexpr int ld_in = Cols + k_half_pad;    // Q, K, V tiles (storage type)
-  static constexpr int ld_s = k_keys + k_float_pad;  // scores (fp32)
-  static constexpr int ld_p = k_keys + k_half_pad;   // probabilities (storage type)
-  static constexpr int ld_o = Cols + k_float_pad;    // output accumulator (fp32)
-  static constexpr size_t q_elems = size_t{k_rows} * ld_in;
-  static constexpr size_t kv_elems = size_t{k_keys} * ld_in;
-  static constexpr size_t bytes = (q_elems + 2 * kv_elems) * 2 + size_t{k_rows} * ld_s * 4 +
-                                  size_t{k_rows} * ld_p * 2 + size_t{k_rows} * ld_o * 4 + k_rows * 4;
+  static constexpr int ld = Cols + k_half_pad;  // Q, K, V tiles (storage type)
+  static constexpr size_t q_elems = size_t{k_rows} * ld;
+  static constexpr size_t kv_elems = size_t{k_keys} * ld;
+  static constexpr size_t bytes = (q_elems + 2 * kv_elems) * 2;
 };
 
 template <typename T>
@@ -105,124 +104,202 @@ struct BlockProblem {
   }
 };
 
+// One m16n8k16 tensor-core product, D = A·B + D, in fp32 (PTX ISA, "Matrix
+// Fragments for mma.m16n8k16"). With lane = 4·g + t, a lane holds:
+//   A (16×16, row major): a[0] = (g, 2t..2t+1), a[1] = (g+8, 2t..2t+1),
+//                         a[2] = (g, 2t+8..2t+9), a[3] = (g+8, 2t+8..2t+9)
+//   B (16×8, k × n):      b[0] = (k 2t..2t+1, n g), b[1] = (k 2t+8..2t+9, n g)
+//   D (16×8):             d[0], d[1] = (g, 2t..2t+1), d[2], d[3] = (g+8, 2t..2t+1)
+// Each register of A and B packs two elements, the lower column (or k) in
+// the lower half.
+template <typename T>
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+// Two adjacent elements of shared memory as one register.
+template <typename T>
+__device__ __forceinline__ uint32_t pair_at(const T* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+// Two fp32 values rounded to T and packed, `lo` in the lower half.
+template <typename T>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  uint32_t bits;
+  if constexpr (std::is_same_v<T, __half>) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    memcpy(&bits, &v, sizeof bits);
+  } else {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    memcpy(&bits, &v, sizeof bits);
+  }
+  return bits;
+}
+
+// The B operand (16 keys × 8 columns) of P·V from V's row-major tile: the
+// transposing matrix load gives lane 4·g + t the keys 2t..2t+1 (and 2t+8..2t+9)
+// of column g. Lanes 0..15 name the 16 key rows; the others repeat them.
+template <typename T>
+__device__ __forceinline__ void load_v_operand(uint32_t (&b)[2], const T* tile, int ld, int lane) {
+  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(tile + (lane & 15) * ld));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(b[0]), "=r"(b[1])
+               : "r"(address));
+}
+
 template <typename T, int Cols>
 __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
-  using namespace nvcuda;
   using L = Layout<Cols>;
+  constexpr int k_feature_steps = Cols / 16;  // A fragments of Q per row block
+  constexpr int k_key_tiles = k_keys / 8;     // 16×8 score tiles per key tile
+  constexpr int k_out_tiles = Cols / 8;       // 16×8 output tiles
   extern __shared__ __align__(128) unsigned char smem[];
   T* s_q = reinterpret_cast<T*>(smem);
   T* s_k = s_q + L::q_elems;
   T* s_v = s_k + L::kv_elems;
-  float* s_s = reinterpret_cast<float*>(s_v + L::kv_elems);
-  T* s_p = reinterpret_cast<T*>(s_s + k_rows * L::ld_s);
-  float* s_o = reinterpret_cast<float*>(s_p + k_rows * L::ld_p);
-  float* s_l = s_o + k_rows * L::ld_o;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane >> 2, t = lane & 3;
   const int d = static_cast<int>(a.head_dim), dv = static_cast<int>(a.v_dim);
   const BlockProblem<T> p(a);
-  const int64_t b = p.b, h = p.h, q0 = p.q0;
-  const int q_rows = p.q_rows;
   const float scale = p.scale;
-  const T *q = p.q, *k = p.k, *v = p.v, *mask = p.mask;
+  // This lane's two query rows: g and g + 8 of the warp's 16.
+  const int64_t rows[2] = {p.q0 + warp * 16 + g, p.q0 + warp * 16 + g + 8};
 
-  load_tile<T, Cols>(s_q, L::ld_in, k_rows, q, a.q.strides[2], a.q.strides[3], q_rows, d);
-  // Each warp's rows: zero output, running max and sum. Lane pair (2r, 2r+1)
-  // owns row r of the warp, each half of its columns.
-  const int row = lane >> 1, half = lane & 1;
-  float* o_row = s_o + (warp * 16 + row) * L::ld_o;
-  for (int c = half * (Cols / 2); c < (half + 1) * (Cols / 2); ++c) o_row[c] = 0.0f;
-  float run_max = -INFINITY, run_sum = 0.0f;
-  const int64_t q_index = q0 + warp * 16 + row;
+  load_tile<T, Cols>(s_q, L::ld, k_rows, p.q, a.q.strides[2], a.q.strides[3], p.q_rows, d);
+  __syncthreads();
+  uint32_t qa[k_feature_steps][4];
+  const T* q_warp = s_q + warp * 16 * L::ld;
+#pragma unroll
+  for (int kk = 0; kk < k_feature_steps; ++kk) {
+    const T* at = q_warp + g * L::ld + kk * 16 + 2 * t;
+    qa[kk][0] = pair_at(at);
+    qa[kk][1] = pair_at(at + 8 * L::ld);
+    qa[kk][2] = pair_at(at + 8);
+    qa[kk][3] = pair_at(at + 8 * L::ld + 8);
+  }
+
+  float o[k_out_tiles][4];
+#pragma unroll
+  for (int n = 0; n < k_out_tiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+  // Per row: the running maximum (shared by the row's four lanes) and this
+  // lane's share of the running sum (added up across the four at the end).
+  float run_max[2] = {-INFINITY, -INFINITY}, run_sum[2] = {0.0f, 0.0f};
 
   for (int64_t k0 = 0; k0 < a.kv_len; k0 += k_keys) {
     const int keys = static_cast<int>((a.kv_len - k0 < k_keys ? a.kv_len - k0 : int64_t{k_keys}));
     __syncthreads();  // the previous tile's K and V are no longer read
-    load_tile<T, Cols>(s_k, L::ld_in, k_keys, k + k0 * a.k.strides[2], a.k.strides[2], a.k.strides[3], keys,
+    load_tile<T, Cols>(s_k, L::ld, k_keys, p.k + k0 * a.k.strides[2], a.k.strides[2], a.k.strides[3], keys,
                        d);
-    load_tile<T, Cols>(s_v, L::ld_in, k_keys, v + k0 * a.v.strides[2], a.v.strides[2], a.v.strides[3], keys,
+    load_tile<T, Cols>(s_v, L::ld, k_keys, p.v + k0 * a.v.strides[2], a.v.strides[2], a.v.strides[3], keys,
                        dv);
     __syncthreads();
 
-    // Scores of the warp's 16 rows against the tile's 64 keys.
-    float* s_warp = s_s + warp * 16 * L::ld_s;
+    // Scores of the warp's 16 rows against the tile's 64 keys: key tile j's
+    // B operand is K's rows j·8..j·8+7, features along k.
+    float s[k_key_tiles][4];
 #pragma unroll
-    for (int n = 0; n < k_keys / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
+    for (int j = 0; j < k_key_tiles; ++j) {
+      s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+      const T* key_row = s_k + (j * 8 + g) * L::ld + 2 * t;
 #pragma unroll
-      for (int kk = 0; kk < Cols / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> qa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> kb;
-        wmma::load_matrix_sync(qa, s_q + warp * 16 * L::ld_in + kk * 16, L::ld_in);
-        wmma::load_matrix_sync(kb, s_k + n * 16 * L::ld_in + kk * 16, L::ld_in);
-        wmma::mma_sync(acc, qa, kb, acc);
+      for (int kk = 0; kk < k_feature_steps; ++kk) {
+        const uint32_t kb[2] = {pair_at(key_row + kk * 16), pair_at(key_row + kk * 16 + 8)};
+        mma_16816<T>(s[j], qa[kk], kb);
       }
-      wmma::store_matrix_sync(s_warp + n * 16, acc, L::ld_s, wmma::mem_row_major);
     }
-    __syncwarp();
 
-    // Online softmax over the row's 32 columns of this tile.
-    float s[k_keys / 2];
-    float tile_max = -INFINITY;
+    // Scale, mask and the online softmax. Element e of tile j is row e / 2,
+    // key j·8 + 2t + e % 2.
+    float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int c = 0; c < k_keys / 2; ++c) {
-      const int col = half * (k_keys / 2) + c;
-      float x = -INFINITY;
-      if (col < keys) {
-        x = s_warp[row * L::ld_s + col] * scale;
-        if (mask && q_index < a.q_len)
-          x += Elem<T>::load(mask[q_index * a.mask.strides[2] + (k0 + col) * a.mask.strides[3]]);
+    for (int j = 0; j < k_key_tiles; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = j * 8 + 2 * t + (e & 1), r = e >> 1;
+        float x = -INFINITY;
+        if (key < keys) {
+          x = s[j][e] * scale;
+          if (p.mask && rows[r] < a.q_len)
+            x += Elem<T>::load(p.mask[rows[r] * a.mask.strides[2] + (k0 + key) * a.mask.strides[3]]);
+        }
+        s[j][e] = x;
+        tile_max[r] = fmaxf(tile_max[r], x);
       }
-      s[c] = x;
-      tile_max = fmaxf(tile_max, x);
     }
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    const float new_max = fmaxf(run_max, tile_max);
-    const float alpha = run_max == -INFINITY ? 0.0f : __expf(run_max - new_max);
-    float tile_sum = 0.0f;
-    T* p_row = s_p + (warp * 16 + row) * L::ld_p;
+    float alpha[2];
 #pragma unroll
-    for (int c = 0; c < k_keys / 2; ++c) {
-      const float p = s[c] == -INFINITY ? 0.0f : __expf(s[c] - new_max);
-      tile_sum += p;
-      p_row[half * (k_keys / 2) + c] = Elem<T>::store(p);
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float new_max = fmaxf(run_max[r], tile_max[r]);
+      alpha[r] = run_max[r] == -INFINITY ? 0.0f : __expf(run_max[r] - new_max);
+      run_max[r] = new_max;
+      run_sum[r] *= alpha[r];
     }
-    tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
-    run_sum = run_sum * alpha + tile_sum;
-    run_max = new_max;
-    for (int c = half * (Cols / 2); c < (half + 1) * (Cols / 2); ++c) o_row[c] *= alpha;
-    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < k_key_tiles; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        s[j][e] = s[j][e] == -INFINITY ? 0.0f : __expf(s[j][e] - run_max[r]);
+        run_sum[r] += s[j][e];
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < k_out_tiles; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
 
-    // O += P · V for the warp's rows.
-    float* o_warp = s_o + warp * 16 * L::ld_o;
+    // O += P · V, 16 keys at a time: score tiles 2kk and 2kk+1 are the A
+    // operand as they stand.
 #pragma unroll
-    for (int n = 0; n < Cols / 16; ++n) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, o_warp + n * 16, L::ld_o, wmma::mem_row_major);
+    for (int kk = 0; kk < k_keys / 16; ++kk) {
+      const uint32_t pa[4] = {
+          pack_pair<T>(s[2 * kk][0], s[2 * kk][1]), pack_pair<T>(s[2 * kk][2], s[2 * kk][3]),
+          pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-      for (int kk = 0; kk < k_keys / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> pa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> vb;
-        wmma::load_matrix_sync(pa, s_p + warp * 16 * L::ld_p + kk * 16, L::ld_p);
-        wmma::load_matrix_sync(vb, s_v + kk * 16 * L::ld_in + n * 16, L::ld_in);
-        wmma::mma_sync(acc, pa, vb, acc);
+      for (int n = 0; n < k_out_tiles; ++n) {
+        uint32_t vb[2];
+        load_v_operand(vb, s_v + kk * 16 * L::ld + n * 8, L::ld, lane);
+        mma_16816<T>(o[n], pa, vb);
       }
-      wmma::store_matrix_sync(o_warp + n * 16, acc, L::ld_o, wmma::mem_row_major);
     }
-    __syncwarp();
   }
 
-  // Normalise and write the warp's rows, lanes along the columns.
-  if (half == 0) s_l[warp * 16 + row] = run_sum;
-  __syncwarp();
-  T* out = static_cast<T*>(a.out) + b * a.out_strides[0] + h * a.out_strides[1];
-  for (int i = lane; i < 16 * dv; i += 32) {
-    const int r = i / dv, c = i % dv;
-    const int64_t qi = q0 + warp * 16 + r;
-    if (qi >= a.q_len) break;
-    const float value = s_o[(warp * 16 + r) * L::ld_o + c] / s_l[warp * 16 + r];
-    out[qi * a.out_strides[2] + c * a.out_strides[3]] = Elem<T>::store(value);
+  // Normalise and write: lane 4g + t holds columns n·8 + 2t..2t+1 of rows g
+  // and g + 8. A row whose every key was masked has sum 0 and gives NaN, as
+  // the unfused Softmax does.
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    run_sum[r] += __shfl_xor_sync(0xffffffffu, run_sum[r], 1);
+    run_sum[r] += __shfl_xor_sync(0xffffffffu, run_sum[r], 2);
+  }
+  T* out = static_cast<T*>(a.out) + p.b * a.out_strides[0] + p.h * a.out_strides[1];
+#pragma unroll
+  for (int n = 0; n < k_out_tiles; ++n) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = n * 8 + 2 * t + (e & 1), r = e >> 1;
+      if (rows[r] < a.q_len && col < dv)
+        out[rows[r] * a.out_strides[2] + col * a.out_strides[3]] = Elem<T>::store(o[n][e] / run_sum[r]);
+    }
   }
 }
 
