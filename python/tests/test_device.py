@@ -76,6 +76,24 @@ def test_cuda_tensors_run_in_place_and_equal_the_host_path(tmp_path):
 
 
 @needs_cuda
+@pytest.mark.parametrize("half", ["fp16", "bf16"])
+def test_a_half_engine_gives_the_same_values_on_either_path(tmp_path, half):
+    # One engine (channels-last half activations, casts at its boundary): a
+    # device input must give exactly what the same values from the host give.
+    model = kiln.compile(kiln.zoo_model("resnet_tiny", seed=1), inputs=DYNAMIC, enabled_precisions={"fp32", half},
+                         **cuda_settings(tmp_path))
+    assert model.device_io_unavailable() is None
+    for batch in (2, 4, 2):
+        x = torch.from_numpy(ramp((batch, 3, 64, 64)))
+        want = model.run([x.numpy()])[0]
+        y = model(x.cuda())
+        torch.cuda.current_stream().synchronize()
+        got = y.cpu().numpy()
+        assert got.shape == want.shape
+        assert np.array_equal(got, want), "max |device - host| = %g" % float(np.max(np.abs(got - want)))
+
+
+@needs_cuda
 def test_the_run_is_ordered_on_torchs_current_stream(tmp_path):
     # Input produced, model run and output consumed on a side stream, with
     # no synchronisation until the end: kiln must wait for the producer and
