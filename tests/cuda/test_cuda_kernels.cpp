@@ -24,6 +24,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels.hpp"
@@ -493,9 +494,12 @@ TEST_F(CudaKernels, BinaryInPlaceAndNaNThroughMaxMin) {
 
 TEST_F(CudaKernels, BiasActAddsBiasPerChannelAndResidual) {
   // inner 7 takes the per-element kernel; inner 16 (a multiple of every
-  // vector size) the vectorised one.
-  for (const int64_t inner : {int64_t{7}, int64_t{16}}) {
-    const int64_t outer = 3, channels = 5;
+  // vector size) the vectorised one; inner 1 (channels-last) with 24
+  // channels the one whose vectors hold consecutive channels, with 5 the
+  // per-element one again.
+  const std::pair<int64_t, int64_t> inner_channels[] = {{7, 5}, {16, 5}, {1, 24}, {1, 5}};
+  for (const auto& [inner, channels] : inner_channels) {
+    const int64_t outer = 3;
     const auto n = static_cast<size_t>(outer * channels * inner);
     for (ElemType t : k_types) {
       for (int mode = 0; mode < 4; ++mode) {  // bit 0: bias, bit 1: residual

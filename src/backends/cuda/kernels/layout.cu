@@ -172,6 +172,37 @@ __global__ void transpose_tiled_kernel(const T* x, T* y, int64_t batch, int64_t 
   }
 }
 
+// The same transpose where one side is at most k_narrow wide (an image's 3
+// channels): a 32x32 tile would leave most of its lanes idle (NCHW -> NHWC of
+// a batch of 100 RGB images in fp16 took 0.45 ms, 15 times its bytes' worth).
+// A thread moves one short row instead; the threads of a warp read
+// neighbouring elements of each long row and write one contiguous span.
+constexpr int64_t k_narrow = 4;
+
+// y [batch, p, q] from x [batch, q, p], q <= k_narrow: a thread per y row.
+template <typename T>
+__global__ void transpose_to_narrow_kernel(const T* x, T* y, int64_t batch, int64_t q, int64_t p) {
+  const int64_t n = batch * p;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    const int64_t b = i / p, pi = i - b * p;
+    const T* from = x + b * q * p + pi;
+    T* to = y + i * q;
+    for (int64_t qi = 0; qi < q; ++qi) to[qi] = from[qi * p];
+  }
+}
+
+// y [batch, p, q] from x [batch, q, p], p <= k_narrow: a thread per x row.
+template <typename T>
+__global__ void transpose_from_narrow_kernel(const T* x, T* y, int64_t batch, int64_t q, int64_t p) {
+  const int64_t n = batch * q;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    const int64_t b = i / q, qi = i - b * q;
+    const T* from = x + i * p;
+    T* to = y + b * q * p + qi;
+    for (int64_t pi = 0; pi < p; ++pi) to[pi * q] = from[pi];
+  }
+}
+
 template <typename T>
 __global__ void concat_part_kernel(const T* x, T* y, int64_t outer, int64_t x_inner, int64_t y_inner,
                                    int64_t offset) {
@@ -212,6 +243,14 @@ void launch_transpose(ElemType type, const void* x, void* y, int rank, const int
       const int64_t batch = tiled_3d ? s.out[0] : 1;
       const int64_t p = tiled_3d ? s.out[1] : s.out[0];
       const int64_t q = tiled_3d ? s.out[2] : s.out[1];
+      if (q <= k_narrow) {
+        transpose_to_narrow_kernel<T><<<grid_for(batch * p), k_block, 0, stream>>>(px, py, batch, q, p);
+        return;
+      }
+      if (p <= k_narrow) {
+        transpose_from_narrow_kernel<T><<<grid_for(batch * q), k_block, 0, stream>>>(px, py, batch, q, p);
+        return;
+      }
       const int64_t tiles = batch * ((p + k_tile - 1) / k_tile) * ((q + k_tile - 1) / k_tile);
       const unsigned grid =
           static_cast<unsigned>(tiles < detail::k_max_blocks ? tiles : detail::k_max_blocks);
