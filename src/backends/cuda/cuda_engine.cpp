@@ -55,100 +55,115 @@ LayerLauncher CudaEngine::launcher() const { return LayerLauncher(m_plan, m_layo
 
 void CudaEngine::choose_tactics(Instance& inst, const CompileSettings& settings,
                                 builder::TimingCache& timing_cache) {
-  const ir::Graph& g = m_plan.graph;
   size_t tuned = 0;
   for (const Layer& l : m_plan.layers) tuned += l.kind == LayerKind::conv || l.kind == LayerKind::matmul;
   builder::BuildProgress progress("cuda: timing layers", tuned);
   const std::string platform = m_plan.fingerprint.to_string();
-  const LayerLauncher launch = launcher();
   for (size_t i = 0; i < m_plan.layers.size(); ++i) {
-    Layer& layer = m_plan.layers[i];
-    if (layer.kind != LayerKind::conv && layer.kind != LayerKind::matmul) continue;
-    const std::string where = g.node(layer.anchor()).describe();
-    std::vector<builder::TacticCandidate> candidates;
-    std::string signature;
-    if (layer.kind == LayerKind::conv) {
-      // At the layout the conv runs at (and its weight as it will read it).
-      const ConvGeometry geo = conv_geometry(m_plan, layer, inst, m_layouts.of_layer(i));
-      const auto fusion = cudnn_fusion(g, layer);
-      std::vector<ConvCandidate> offered;
-      std::vector<bool> fused;
-      if (fusion) {
-        for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, *fusion, k_max_candidates, false)) {
-          offered.push_back(std::move(c));
-          fused.push_back(true);
-        }
-      }
-      for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, {}, k_max_candidates, false)) {
-        offered.push_back(std::move(c));
-        fused.push_back(false);
-      }
-      if (offered.empty()) throw Error(ErrorCode::unsupported, "cuda: cuDNN has no engine for " + where);
-      size_t workspace = 0;
-      for (const ConvCandidate& c : offered) workspace = std::max(workspace, c.plan.workspace());
-      auto scratch = std::make_shared<DeviceBuffer>(workspace);
-      for (size_t c = 0; c < offered.size(); ++c) {
-        const std::string name = offered[c].choice.name() + (fused[c] ? " fused" : "");
-        candidates.push_back({name, [this, &launch, &inst, &offered, &fused, c, i, scratch] {
-                                return time_on_stream(m_device.stream(), [&] {
-                                  launch.run_conv(inst, i, offered[c].plan, fused[c], scratch->data());
-                                });
-                              }});
-      }
-      signature = conv_signature(geo, fusion ? &*fusion : nullptr);
-      const builder::TacticChoice choice = builder::search_tactics(
-          builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
-      layer.tactic.cudnn = offered[choice.index].choice;
-      layer.tactic.fused = fused[choice.index];
-      layer.tactic.name = choice.tactic;
-      for (const auto& timing : choice.timings) {
-        if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
-      }
-      inst.layers[i].conv.emplace(offered[choice.index].plan);
-      inst.workspace_bytes = std::max(inst.workspace_bytes, inst.layers[i].conv->workspace());
+    const LayerKind kind = m_plan.layers[i].kind;
+    if (kind == LayerKind::conv) {
+      choose_conv_tactic(inst, i, platform, settings, timing_cache);
+    } else if (kind == LayerKind::matmul) {
+      choose_matmul_tactic(inst, i, platform, settings, timing_cache);
     } else {
-      const MatmulParts& parts = inst.layers[i].matmul_parts = matmul_parts(m_plan, layer, inst);
-      LtMatmul probe(m_device.cublaslt(), parts.shape);
-      const std::vector<LtAlgoBytes> algos = probe.candidates(k_max_candidates, k_max_matmul_workspace);
-      if (algos.empty()) throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " + where);
-      auto scratch = std::make_shared<DeviceBuffer>(k_max_matmul_workspace);
-      std::vector<std::shared_ptr<LtMatmul>> matmuls;  // one per candidate, with its algorithm
-      std::vector<size_t> algo_of;                     // by candidate: index into algos
-      for (size_t c = 0; c < algos.size(); ++c) {
-        auto mm = std::make_shared<LtMatmul>(m_device.cublaslt(), parts.shape);
-        if (!mm->select(algos[c])) continue;
-        uint64_t h = 1469598103934665603ull;
-        for (uint8_t b : algos[c]) h = (h ^ b) * 1099511628211ull;
-        char hex[17];
-        std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-        candidates.push_back({"cublasLt:" + std::string(hex), [this, &launch, &inst, mm, i, scratch] {
-                                return time_on_stream(m_device.stream(), [&] {
-                                  launch.run_matmul(inst, i, *mm, scratch->data());
-                                });
-                              }});
-        matmuls.push_back(std::move(mm));
-        algo_of.push_back(c);
-      }
-      if (candidates.empty())
-        throw Error(ErrorCode::unsupported, "cuda: cuBLASLt rejects every algorithm for " + where);
-      signature = matmul_signature(parts.shape);
-      const builder::TacticChoice choice = builder::search_tactics(
-          builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
-      const size_t algo_index = algo_of[choice.index];
-      layer.tactic.lt_algo.assign(algos[algo_index].begin(), algos[algo_index].end());
-      layer.tactic.name = choice.tactic;
-      for (const auto& timing : choice.timings) {
-        if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
-      }
-      auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
-      mm->select(algos[algo_index]);
-      inst.workspace_bytes = std::max(inst.workspace_bytes, mm->workspace());
-      inst.layers[i].matmul = std::move(mm);
+      continue;
     }
     progress.advance();
   }
   progress.finish();
   inst.workspace = DeviceBuffer(inst.workspace_bytes);
+}
+
+void CudaEngine::choose_conv_tactic(Instance& inst, size_t i, const std::string& platform,
+                                    const CompileSettings& settings, builder::TimingCache& timing_cache) {
+  const ir::Graph& g = m_plan.graph;
+  Layer& layer = m_plan.layers[i];
+  const std::string where = g.node(layer.anchor()).describe();
+  const LayerLauncher launch = launcher();
+  std::vector<builder::TacticCandidate> candidates;
+  // At the layout the conv runs at (and its weight as it will read it).
+  const ConvGeometry geo = conv_geometry(m_plan, layer, inst, m_layouts.of_layer(i));
+  const auto fusion = cudnn_fusion(g, layer);
+  std::vector<ConvCandidate> offered;
+  std::vector<bool> fused;
+  if (fusion) {
+    for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, *fusion, k_max_candidates, false)) {
+      offered.push_back(std::move(c));
+      fused.push_back(true);
+    }
+  }
+  for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, {}, k_max_candidates, false)) {
+    offered.push_back(std::move(c));
+    fused.push_back(false);
+  }
+  if (offered.empty()) throw Error(ErrorCode::unsupported, "cuda: cuDNN has no engine for " + where);
+  size_t workspace = 0;
+  for (const ConvCandidate& c : offered) workspace = std::max(workspace, c.plan.workspace());
+  auto scratch = std::make_shared<DeviceBuffer>(workspace);
+  for (size_t c = 0; c < offered.size(); ++c) {
+    const std::string name = offered[c].choice.name() + (fused[c] ? " fused" : "");
+    candidates.push_back({name, [this, &launch, &inst, &offered, &fused, c, i, scratch] {
+                            return time_on_stream(m_device.stream(), [&] {
+                              launch.run_conv(inst, i, offered[c].plan, fused[c], scratch->data());
+                            });
+                          }});
+  }
+  const std::string signature = conv_signature(geo, fusion ? &*fusion : nullptr);
+  const builder::TacticChoice choice = builder::search_tactics(
+      builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+  layer.tactic.cudnn = offered[choice.index].choice;
+  layer.tactic.fused = fused[choice.index];
+  layer.tactic.name = choice.tactic;
+  for (const auto& timing : choice.timings) {
+    if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
+  }
+  inst.layers[i].conv.emplace(offered[choice.index].plan);
+  inst.workspace_bytes = std::max(inst.workspace_bytes, inst.layers[i].conv->workspace());
+}
+
+void CudaEngine::choose_matmul_tactic(Instance& inst, size_t i, const std::string& platform,
+                                      const CompileSettings& settings, builder::TimingCache& timing_cache) {
+  const ir::Graph& g = m_plan.graph;
+  Layer& layer = m_plan.layers[i];
+  const std::string where = g.node(layer.anchor()).describe();
+  const LayerLauncher launch = launcher();
+  std::vector<builder::TacticCandidate> candidates;
+  const MatmulParts& parts = inst.layers[i].matmul_parts = matmul_parts(m_plan, layer, inst);
+  LtMatmul probe(m_device.cublaslt(), parts.shape);
+  const std::vector<LtAlgoBytes> algos = probe.candidates(k_max_candidates, k_max_matmul_workspace);
+  if (algos.empty()) throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " + where);
+  auto scratch = std::make_shared<DeviceBuffer>(k_max_matmul_workspace);
+  std::vector<std::shared_ptr<LtMatmul>> matmuls;  // one per candidate, with its algorithm
+  std::vector<size_t> algo_of;                     // by candidate: index into algos
+  for (size_t c = 0; c < algos.size(); ++c) {
+    auto mm = std::make_shared<LtMatmul>(m_device.cublaslt(), parts.shape);
+    if (!mm->select(algos[c])) continue;
+    uint64_t h = 1469598103934665603ull;
+    for (uint8_t b : algos[c]) h = (h ^ b) * 1099511628211ull;
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+    candidates.push_back({"cublasLt:" + std::string(hex), [this, &launch, &inst, mm, i, scratch] {
+                            return time_on_stream(m_device.stream(),
+                                                  [&] { launch.run_matmul(inst, i, *mm, scratch->data()); });
+                          }});
+    matmuls.push_back(std::move(mm));
+    algo_of.push_back(c);
+  }
+  if (candidates.empty())
+    throw Error(ErrorCode::unsupported, "cuda: cuBLASLt rejects every algorithm for " + where);
+  const std::string signature = matmul_signature(parts.shape);
+  const builder::TacticChoice choice = builder::search_tactics(
+      builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+  const size_t algo_index = algo_of[choice.index];
+  layer.tactic.lt_algo.assign(algos[algo_index].begin(), algos[algo_index].end());
+  layer.tactic.name = choice.tactic;
+  for (const auto& timing : choice.timings) {
+    if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
+  }
+  auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
+  mm->select(algos[algo_index]);
+  inst.workspace_bytes = std::max(inst.workspace_bytes, mm->workspace());
+  inst.layers[i].matmul = std::move(mm);
 }
 
 std::unique_ptr<CudaEngine> CudaEngine::build(const ir::Graph& lowered, std::span<const InputSpec> specs,

@@ -86,6 +86,12 @@ class CudaEngine final : public Engine {
   void check_finished() const;
   Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
   void choose_tactics(Instance& inst, const CompileSettings& settings, builder::TimingCache& timing_cache);
+  // Times the candidates of layer i at `inst`'s shapes (or takes the timing
+  // cache's choice), records the winner in the plan and gives it to `inst`.
+  void choose_conv_tactic(Instance& inst, size_t i, const std::string& platform,
+                          const CompileSettings& settings, builder::TimingCache& timing_cache);
+  void choose_matmul_tactic(Instance& inst, size_t i, const std::string& platform,
+                            const CompileSettings& settings, builder::TimingCache& timing_cache);
   std::vector<Tensor> execute(std::span<const Tensor> inputs, std::vector<LayerTiming>* timings);
   // Every layer of `inst` on the engine's stream: eagerly, or as the
   // instance's CUDA graph (captured on its second device run).
