@@ -22,6 +22,11 @@
 // cost one. Graphs are dropped on refit (weights may move) and belong to
 // their instance (a new input-shape set captures its own).
 //
+// Where the parts live: an instance and its arena in cuda_instance.hpp
+// (each layer's shapes and walks at it in layer_parts.hpp), running a layer
+// in layer_launch.hpp, the device copies of the weights in
+// device_weights.hpp; this file builds, loads, refits and runs.
+//
 // Not thread-safe: one caller at a time, as every Engine.
 #pragma once
 
@@ -35,6 +40,7 @@
 #include "backends/cuda/cuda_plan.hpp"
 #include "backends/cuda/device.hpp"
 #include "backends/cuda/device_io.hpp"
+#include "backends/cuda/device_weights.hpp"
 
 namespace kiln::builder {
 class TimingCache;
@@ -43,6 +49,7 @@ class TimingCache;
 namespace kiln::cuda {
 
 struct Instance;
+class LayerLauncher;
 
 class CudaEngine final : public Engine {
  public:
@@ -74,29 +81,17 @@ class CudaEngine final : public Engine {
  private:
   explicit CudaEngine(Plan plan);
 
-  // The values layers read from device constants, and the host value of
-  // each structural (non-refittable) constant.
-  void upload_structural_constants();
-  // Returns the bytes it holds on the GPU (in the storage precision).
-  size_t upload_constant(ir::ValueId v, const Tensor& host);
-  void prepare_matmul_weights();
-  // Channels-last convs read their weight as KRSC: transposed once per
-  // refit, on the GPU, from the uploaded KCRS value.
-  void prepare_conv_weights();
-  const void* conv_weight(const Instance& inst, size_t layer) const;
+  // Runs layers of an instance on the engine's stream, with its weights.
+  LayerLauncher launcher() const;
   void check_finished() const;
-  const void* constant_ptr(ir::ValueId v) const;
   Instance& instance_for(const std::vector<std::vector<int64_t>>& shapes);
-  std::unique_ptr<Instance> create_instance(const std::vector<std::vector<int64_t>>& shapes);
   void choose_tactics(Instance& inst, const CompileSettings& settings, builder::TimingCache& timing_cache);
-  // A layer's work and the layout conversions scheduled around it.
-  void run_layer(const Instance& inst, size_t layer, void* workspace) const;
-  void run_layer_kernels(const Instance& inst, size_t layer, void* workspace) const;
-  void run_conversions(const Instance& inst, const std::vector<size_t>& conversions) const;
-  // One conv or matmul layer with a given plan (the instance's, or a
-  // candidate being timed).
-  void run_conv(const Instance& inst, size_t layer, const ConvPlan& plan, bool fused, void* workspace) const;
-  void run_matmul(const Instance& inst, size_t layer, const LtMatmul& matmul, void* workspace) const;
+  // Times the candidates of layer i at `inst`'s shapes (or takes the timing
+  // cache's choice), records the winner in the plan and gives it to `inst`.
+  void choose_conv_tactic(Instance& inst, size_t i, const std::string& platform,
+                          const CompileSettings& settings, builder::TimingCache& timing_cache);
+  void choose_matmul_tactic(Instance& inst, size_t i, const std::string& platform,
+                            const CompileSettings& settings, builder::TimingCache& timing_cache);
   std::vector<Tensor> execute(std::span<const Tensor> inputs, std::vector<LayerTiming>* timings);
   // Every layer of `inst` on the engine's stream: eagerly, or as the
   // instance's CUDA graph (captured on its second device run).
@@ -104,10 +99,8 @@ class CudaEngine final : public Engine {
 
   Plan m_plan;
   DeviceContext m_device;
-  std::vector<std::optional<DeviceBuffer>> m_constants;       // by value id
-  std::vector<std::optional<DeviceBuffer>> m_matmul_weights;  // by layer: W as [K, N]
-  ActivationLayouts m_layouts;                                // from the plan, at construction
-  std::vector<std::optional<DeviceBuffer>> m_krsc_weights;    // by value: a channels-last conv's W
+  ActivationLayouts m_layouts;  // from the plan, at construction
+  DeviceWeights m_weights;      // reads the three above
   size_t m_weight_bytes = 0;
   bool m_ready = false;
   std::map<std::vector<std::vector<int64_t>>, std::unique_ptr<Instance>> m_instances;
