@@ -138,10 +138,34 @@ def kiln_row(row, onnx_path, shape, x_host, x_dev, ref, runs, precisions):
         row["kiln_error"] = "%s: %s" % (type(e).__name__, e)
 
 
+class Attention(torch.nn.Module):
+    """BERT-base's attention alone (12 heads of 64, sequence 128, no projections), to time the
+    fused attention kernel by itself. fused_qkv: Q, K and V are column blocks of one
+    [batch, 128, 2304] input, split into heads as BERT does (strided operands); otherwise the
+    input is [batch, 3, 12, 128, 64] and each operand is contiguous."""
+
+    def __init__(self, fused_qkv):
+        super().__init__()
+        self.fused_qkv = fused_qkv
+
+    def forward(self, x):
+        if self.fused_qkv:
+            q, k, v = (t.reshape(-1, 128, 12, 64).transpose(1, 2) for t in x.split(768, dim=-1))
+        else:
+            q, k, v = x[:, 0], x[:, 1], x[:, 2]
+        att = torch.softmax(torch.matmul(q, k.transpose(-1, -2)) / 8.0, dim=-1)
+        out = torch.matmul(att, v)
+        return out.transpose(1, 2).reshape(-1, 128, 768) if self.fused_qkv else out
+
+
 def build_model(name):
     """The model and its per-sample input shape."""
     if name == "bert_base":
         return BertBase(), (128, 768)
+    if name == "attention_fused_qkv":
+        return Attention(True), (128, 2304)
+    if name == "attention_heads":
+        return Attention(False), (3, 12, 128, 64)
     return getattr(torchvision.models, name)(weights=None), (3, 224, 224)
 
 
