@@ -9,7 +9,8 @@
 // scores' accumulator layout is the next product's operand layout, so the
 // probabilities feed P·V without leaving the registers; they are rounded to
 // the storage type for that product, as every fused attention on tensor cores
-// does. Shared memory holds only the Q, K and V tiles.
+// does. Shared memory holds only Q and two buffers of K and V tiles: each
+// tile after the first is copied in (cp.async) while the one before it is used.
 //
 // Operands are read through four strides each, so Kᵀ (a transposed view of
 // K), and Q, K, V as strided views of one fused projection, cost no copy.
@@ -36,12 +37,13 @@ constexpr int k_keys = 64;            // keys per tile
 // touches fall in different banks, and each row stays 16-byte aligned.
 constexpr int k_half_pad = 8;
 
+// Q, then two buffers of K and V: the next tile loads while this one is used.
 template <int Cols>
 struct Layout {
   static constexpr int ld = Cols + k_half_pad;  // Q, K, V tiles (storage type)
   static constexpr size_t q_elems = size_t{k_rows} * ld;
   static constexpr size_t kv_elems = size_t{k_keys} * ld;
-  static constexpr size_t bytes = (q_elems + 2 * kv_elems) * 2;
+  static constexpr size_t bytes = (q_elems + 4 * kv_elems) * 2;
 };
 
 template <typename T>
@@ -75,6 +77,37 @@ __device__ void load_tile(T* dst, int ld, int rows, const T* src, int64_t rs, in
     const int c = rows_fastest ? i / rows : i % Cols;
     dst[r * ld + c] = (r < valid_rows && c < valid_cols) ? src[r * rs + c * cs] : zero<T>();
   }
+}
+
+// load_tile without waiting: where rows are whole 16-byte words, each word
+// is copied by cp.async (rows past `valid_rows` are zero-filled by copying
+// no bytes), to be waited for with async_wait; otherwise the plain load.
+template <typename T, int Cols>
+__device__ void load_tile_async(T* dst, int ld, int rows, const T* src, int64_t rs, int64_t cs, int valid_rows,
+                                int valid_cols) {
+  constexpr int vec = 16 / sizeof(T);
+  const bool vector_rows = cs == 1 && valid_cols == Cols && rs % vec == 0 && ld % vec == 0 &&
+                           reinterpret_cast<uintptr_t>(src) % 16 == 0;
+  if (!vector_rows) {
+    load_tile<T, Cols>(dst, ld, rows, src, rs, cs, valid_rows, valid_cols);
+    return;
+  }
+  constexpr int chunks = Cols / vec;
+  for (int i = threadIdx.x; i < rows * chunks; i += blockDim.x) {
+    const int r = i / chunks, c = (i % chunks) * vec;
+    const bool valid = r < valid_rows;
+    const T* from = valid ? src + r * rs + c : src;
+    const auto to = static_cast<unsigned>(__cvta_generic_to_shared(dst + r * ld + c));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from), "r"(valid ? 16 : 0));
+  }
+}
+
+__device__ __forceinline__ void async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+// Waits until at most `Pending` committed groups of this thread are in flight.
+template <int Pending>
+__device__ __forceinline__ void async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
 }
 
 // A block's share of the problem: its (batch, head), its first query row
@@ -179,18 +212,19 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
   // This lane's two query rows: g and g + 8 of the warp's 16.
   const int64_t rows[2] = {p.q0 + warp * 16 + g, p.q0 + warp * 16 + g + 8};
 
-  load_tile<T, Cols>(s_q, L::ld, k_rows, p.q, a.q.strides[2], a.q.strides[3], p.q_rows, d);
-  __syncthreads();
+  // Tile k0's K and V into buffer `buf`.
+  auto load_keys = [&](int64_t k0, int buf) {
+    const int keys = static_cast<int>((a.kv_len - k0 < k_keys ? a.kv_len - k0 : int64_t{k_keys}));
+    load_tile_async<T, Cols>(s_k + buf * 2 * L::kv_elems, L::ld, k_keys, p.k + k0 * a.k.strides[2],
+                             a.k.strides[2], a.k.strides[3], keys, d);
+    load_tile_async<T, Cols>(s_v + buf * 2 * L::kv_elems, L::ld, k_keys, p.v + k0 * a.v.strides[2],
+                             a.v.strides[2], a.v.strides[3], keys, dv);
+  };
+  // Q and the first tile in one group.
+  load_tile_async<T, Cols>(s_q, L::ld, k_rows, p.q, a.q.strides[2], a.q.strides[3], p.q_rows, d);
+  load_keys(0, 0);
+  async_commit();
   uint32_t qa[k_feature_steps][4];
-  const T* q_warp = s_q + warp * 16 * L::ld;
-#pragma unroll
-  for (int kk = 0; kk < k_feature_steps; ++kk) {
-    const T* at = q_warp + g * L::ld + kk * 16 + 2 * t;
-    qa[kk][0] = pair_at(at);
-    qa[kk][1] = pair_at(at + 8 * L::ld);
-    qa[kk][2] = pair_at(at + 8);
-    qa[kk][3] = pair_at(at + 8 * L::ld + 8);
-  }
 
   float o[k_out_tiles][4];
 #pragma unroll
@@ -199,14 +233,33 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
   // lane's share of the running sum (added up across the four at the end).
   float run_max[2] = {-INFINITY, -INFINITY}, run_sum[2] = {0.0f, 0.0f};
 
-  for (int64_t k0 = 0; k0 < a.kv_len; k0 += k_keys) {
+  int buf = 0;
+  for (int64_t k0 = 0; k0 < a.kv_len; k0 += k_keys, buf ^= 1) {
     const int keys = static_cast<int>((a.kv_len - k0 < k_keys ? a.kv_len - k0 : int64_t{k_keys}));
-    __syncthreads();  // the previous tile's K and V are no longer read
-    load_tile<T, Cols>(s_k, L::ld, k_keys, p.k + k0 * a.k.strides[2], a.k.strides[2], a.k.strides[3], keys,
-                       d);
-    load_tile<T, Cols>(s_v, L::ld, k_keys, p.v + k0 * a.v.strides[2], a.v.strides[2], a.v.strides[3], keys,
-                       dv);
+    // Start the next tile into the other buffer, whose last reader (the
+    // previous tile) every warp has finished, then wait for this one.
     __syncthreads();
+    if (k0 + k_keys < a.kv_len) {
+      load_keys(k0 + k_keys, buf ^ 1);
+      async_commit();
+      async_wait<1>();
+    } else {
+      async_wait<0>();
+    }
+    __syncthreads();
+    if (k0 == 0) {
+      const T* q_warp = s_q + warp * 16 * L::ld;
+#pragma unroll
+      for (int kk = 0; kk < k_feature_steps; ++kk) {
+        const T* at = q_warp + g * L::ld + kk * 16 + 2 * t;
+        qa[kk][0] = pair_at(at);
+        qa[kk][1] = pair_at(at + 8 * L::ld);
+        qa[kk][2] = pair_at(at + 8);
+        qa[kk][3] = pair_at(at + 8 * L::ld + 8);
+      }
+    }
+    const T* k_tile = s_k + buf * 2 * L::kv_elems;
+    const T* v_tile = s_v + buf * 2 * L::kv_elems;
 
     // Scores of the warp's 16 rows against the tile's 64 keys: key tile j's
     // B operand is K's rows j·8..j·8+7, features along k.
@@ -214,7 +267,7 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
 #pragma unroll
     for (int j = 0; j < k_key_tiles; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-      const T* key_row = s_k + (j * 8 + g) * L::ld + 2 * t;
+      const T* key_row = k_tile + (j * 8 + g) * L::ld + 2 * t;
 #pragma unroll
       for (int kk = 0; kk < k_feature_steps; ++kk) {
         const uint32_t kb[2] = {pair_at(key_row + kk * 16), pair_at(key_row + kk * 16 + 8)};
@@ -277,7 +330,7 @@ __global__ void __launch_bounds__(k_threads) attention_kernel(AttentionArgs a) {
 #pragma unroll
       for (int n = 0; n < k_out_tiles; ++n) {
         uint32_t vb[2];
-        load_v_operand(vb, s_v + kk * 16 * L::ld + n * 8, L::ld, lane);
+        load_v_operand(vb, v_tile + kk * 16 * L::ld + n * 8, L::ld, lane);
         mma_16816<T>(o[n], pa, vb);
       }
     }
