@@ -83,8 +83,8 @@ __device__ void load_tile(T* dst, int ld, int rows, const T* src, int64_t rs, in
 // is copied by cp.async (rows past `valid_rows` are zero-filled by copying
 // no bytes), to be waited for with async_wait; otherwise the plain load.
 template <typename T, int Cols>
-__device__ void load_tile_async(T* dst, int ld, int rows, const T* src, int64_t rs, int64_t cs, int valid_rows,
-                                int valid_cols) {
+__device__ void load_tile_async(T* dst, int ld, int rows, const T* src, int64_t rs, int64_t cs,
+                                int valid_rows, int valid_cols) {
   constexpr int vec = 16 / sizeof(T);
   const bool vector_rows = cs == 1 && valid_cols == Cols && rs % vec == 0 && ld % vec == 0 &&
                            reinterpret_cast<uintptr_t>(src) % 16 == 0;
@@ -391,10 +391,10 @@ constexpr int k_rows_per_lane = 4;  // 4 row groups x 8 key (or column) groups p
 
 template <int Cols>
 struct LayoutF32 {
-  static constexpr int ld_qt = k_rows + 4;   // Qᵀ rows (one per feature), query rows contiguous
-  static constexpr int ld_kt = k_keys + 4;   // Kᵀ rows (one per feature), keys contiguous
-  static constexpr int ld_v = Cols + 4;      // V rows
-  static constexpr int ld_pt = 16 + 4;       // a warp's Pᵀ rows (one per key), its 16 rows contiguous
+  static constexpr int ld_qt = k_rows + 4;  // Qᵀ rows (one per feature), query rows contiguous
+  static constexpr int ld_kt = k_keys + 4;  // Kᵀ rows (one per feature), keys contiguous
+  static constexpr int ld_v = Cols + 4;     // V rows
+  static constexpr int ld_pt = 16 + 4;      // a warp's Pᵀ rows (one per key), its 16 rows contiguous
   static constexpr size_t qt_floats = size_t{Cols} * ld_qt;
   static constexpr size_t kt_floats = size_t{Cols} * ld_kt;
   static constexpr size_t v_floats = size_t{k_keys} * ld_v;
