@@ -182,6 +182,24 @@ __global__ void bias_act_kernel(const T* x, const T* bias, const T* residual, T*
   }
 }
 
+// The end of both vector epilogues: vector i of the residual (if any) added
+// to v, the activation applied, and the result stored as vector i of y.
+template <typename T>
+__device__ __forceinline__ void residual_act_store(float (&v)[Vec<T>::size], const T* residual, int64_t i,
+                                                   ActParams act, T* y) {
+  constexpr int V = Vec<T>::size;
+  if (residual != nullptr) {
+    float r[V];
+    load_vec(residual, false, i, r);
+#pragma unroll
+    for (int k = 0; k < V; ++k) v[k] += r[k];
+  }
+  Vec<T> out;
+#pragma unroll
+  for (int k = 0; k < V; ++k) out.e[k] = Elem<T>::store(detail::apply_act(act, v[k]));
+  reinterpret_cast<Vec<T>*>(y)[i] = out;
+}
+
 // inner a multiple of the vector size and aligned pointers: a vector never
 // straddles two channels, so it takes one bias value.
 template <typename T>
@@ -197,16 +215,7 @@ __global__ void bias_act_vec_kernel(const T* x, const T* bias, const T* residual
 #pragma unroll
       for (int k = 0; k < V; ++k) v[k] += bv;
     }
-    if (residual != nullptr) {
-      float r[V];
-      load_vec(residual, false, i, r);
-#pragma unroll
-      for (int k = 0; k < V; ++k) v[k] += r[k];
-    }
-    Vec<T> out;
-#pragma unroll
-    for (int k = 0; k < V; ++k) out.e[k] = Elem<T>::store(detail::apply_act(act, v[k]));
-    reinterpret_cast<Vec<T>*>(y)[i] = out;
+    residual_act_store(v, residual, i, act, y);
   }
 }
 
@@ -229,16 +238,7 @@ __global__ void bias_act_channels_vec_kernel(const T* x, const T* bias, const T*
 #pragma unroll
       for (int k = 0; k < V; ++k) v[k] += b[k];
     }
-    if (residual != nullptr) {
-      float r[V];
-      load_vec(residual, false, i, r);
-#pragma unroll
-      for (int k = 0; k < V; ++k) v[k] += r[k];
-    }
-    Vec<T> out;
-#pragma unroll
-    for (int k = 0; k < V; ++k) out.e[k] = Elem<T>::store(detail::apply_act(act, v[k]));
-    reinterpret_cast<Vec<T>*>(y)[i] = out;
+    residual_act_store(v, residual, i, act, y);
   }
 }
 
