@@ -126,10 +126,11 @@ def latency_workload(kiln, ctx, model, batch, work, opts, records, versions, pre
     # kiln: one process per row and round, with the row's own engine cache (so no row is served
     # another row's engine: the plan stores its thread count and the engine key does not hash
     # it). The first round builds the engine; later rounds load it from that cache, as a user's
-    # next process would, so every round times the same engine. `--repeat N+1`: one compile,
-    # then N+1 passes; the first pass is a warmup (dropped), as the peer's is. The compile is
-    # reported separately (compile_ms, first round), never in the latency.
+    # next process would, so every round times the same engine. `--repeat N+W`: one compile,
+    # then N+W passes; the first W (--warmup) are dropped, as the peer's W warmups are. The
+    # compile is reported separately (compile_ms, first round), never in the latency.
     rounds = max(1, opts.rounds)
+    warmup = getattr(opts, "warmup", 1)
     per_round = argparse.Namespace(**vars(opts))
     per_round.budget = opts.budget / rounds
     per_round.min_runs = max(1, math.ceil(opts.min_runs / rounds))
@@ -171,10 +172,10 @@ def latency_workload(kiln, ctx, model, batch, work, opts, records, versions, pre
                 continue
             n = per_round.min_runs if backend == "ref" else planned_runs(peer_ms.get(threads), per_round)
             compiling = "compile + " if backend == "cpu" and r == 0 else ""
-            log(f"{tag}: {label}: {compiling}{n} runs (+1 warmup){of}")
+            log(f"{tag}: {label}: {compiling}{n} runs (+{warmup} warmup){of}")
             cache = ["--cache-dir", os.path.join(work, "cache", f"{precision}-{threads}t")]
             proc, rep = kiln_run(kiln, model_path, inputs, os.path.join(d, f"{system}-{precision}-{threads}t-out-{r}"),
-                                 precision, threads, n + 1, backend, cache)
+                                 precision, threads, n + warmup, backend, cache)
             if rep is None:
                 row["failed"] = f"kiln run failed: {proc.last_error()}"
                 continue
@@ -190,8 +191,8 @@ def latency_workload(kiln, ctx, model, batch, work, opts, records, versions, pre
                     row["compile_ms"], row["engine_status"] = c.get("compile_ms"), engine_of(c).get("status")
             elif backend == "cpu":
                 row.setdefault("later_engine_status", []).append(engine_of(rep.get("compile", {})).get("status"))
-            row["ms"] += t["run"][1:]
-            row["round_medians"].append(statistics.median(t["run"][1:]))
+            row["ms"] += t["run"][warmup:]
+            row["round_medians"].append(statistics.median(t["run"][warmup:]))
             row["rss"] = max(row["rss"], proc.maxrss_mib)
             row["cpu_per_wall"] = proc.cpu_per_wall()
 

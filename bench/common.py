@@ -346,7 +346,8 @@ def apply_check(rec, check, against, judge=True):
 def run_ort(model_path, inputs, out_dir, threads, opts, extra=()):
     """The ONNX Runtime peer on `inputs`; returns (proc, its JSON report or None)."""
     cmd = ["node", ORT_RUNNER, "--model", model_path, "--threads", str(threads), "--output-dir", out_dir,
-           "--warmup", "1", "--min-runs", str(opts.min_runs), "--max-runs", str(opts.max_runs),
+           "--warmup", str(getattr(opts, "warmup", 1)), "--min-runs", str(opts.min_runs),
+           "--max-runs", str(opts.max_runs),
            "--budget-s", str(opts.budget), *extra]
     for name, path, _ in inputs:
         cmd += ["--input", f"{name}={path}"]

@@ -69,6 +69,9 @@ def parse_args(argv):
                                                "run counts split between the rounds (3; 1 quick)")
     ap.add_argument("--min-runs", type=int, help="at least this many timed runs (3; 2 quick)")
     ap.add_argument("--max-runs", type=int, help="at most this many timed runs (30; 10 quick)")
+    ap.add_argument("--warmup", type=int, help="untimed runs before the timed ones, in every process of every "
+                                               "system (3; 1 quick): a small model's first runs at 2 threads "
+                                               "can take twice its steady time")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds before one process is killed")
     ap.add_argument("--results-dir", default=os.path.join(BENCH_DIR, "results"))
     ap.add_argument("--keep-work", action="store_true", help="keep the models, inputs, outputs and caches")
@@ -79,6 +82,7 @@ def parse_args(argv):
     opts.budget = opts.budget if opts.budget is not None else (1.0 if q else 3.0)
     opts.min_runs = opts.min_runs if opts.min_runs is not None else (2 if q else 3)
     opts.max_runs = opts.max_runs if opts.max_runs is not None else (10 if q else 30)
+    opts.warmup = max(0, opts.warmup if opts.warmup is not None else (1 if q else 3))
     opts.compile_runs = max(1, opts.compile_runs if opts.compile_runs is not None else (2 if q else 3))
     opts.refit_rounds = max(1, opts.refit_rounds if opts.refit_rounds is not None else (1 if q else 2))
     opts.rounds = max(1, opts.rounds if opts.rounds is not None else (1 if q else 3))
@@ -155,7 +159,7 @@ def main(argv):
     result = {"machine": mach, "versions": versions,
               "run": {"date": datetime.date.today().isoformat(), "quick": opts.quick, "cases": opts.cases,
                       "precisions": opts.precisions, "budget_s": opts.budget, "min_runs": opts.min_runs,
-                      "max_runs": opts.max_runs, "compile_runs": opts.compile_runs, "hit_runs": opts.hit_runs,
+                      "max_runs": opts.max_runs, "warmup": opts.warmup, "compile_runs": opts.compile_runs, "hit_runs": opts.hit_runs,
                       "refit_rounds": opts.refit_rounds, "rounds": opts.rounds, "tolerances": TOLERANCES,
                       "input_seed": INPUT_SEED,
                       "weight_seed": WEIGHT_SEED, "seq_len": SEQ_LEN, "loadavg_start": loadavg_start,
