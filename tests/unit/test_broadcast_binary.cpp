@@ -13,6 +13,7 @@
 
 #include "backends/cpu/broadcast_binary.hpp"
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/cpu/dnnl_util.hpp"
 #include "reference/executor.hpp"
 
 #include "cpu_test_helpers.hpp"
@@ -207,9 +208,12 @@ TEST_P(BroadcastEngine, MatchesTheReferenceWithoutReferenceKernels) {
 INSTANTIATE_TEST_SUITE_P(
     Patterns, BroadcastEngine,
     ::testing::Values(
-        // Swin's shifted-window mask: per_mb_spatial once [1,64,3,49,49] is [64,3,2401].
-        EngineCase{"SwinMaskConstant", "Add", {1, 64, 3, 49, 49}, {1, 64, 1, 49, 49}, true, "binary:Add"},
-        EngineCase{"SwinMaskInput", "Add", {1, 16, 3, 49, 49}, {1, 16, 1, 49, 49}, false, "binary:Add"},
+        // Swin's shifted-window mask: [1,64,3,49,49] + [1,64,1,49,49] is rows
+        // against a repeated row once its dims are merged ([64,3,2401] +
+        // [64,1,2401]): kiln's loop over the operands' own layout.
+        EngineCase{"SwinMaskConstant", "Add", {1, 64, 3, 49, 49}, {1, 64, 1, 49, 49}, true, "native:nested_Add"},
+        EngineCase{"SwinMaskInput", "Add", {1, 16, 3, 49, 49}, {1, 16, 1, 49, 49}, false, "native:nested_Add"},
+        EngineCase{"RepeatedRowFirst", "Div", {2, 1, 40}, {2, 7, 40}, false, "native:nested_Div"},
         // Both operands broadcast: no oneDNN primitive at all.
         EngineCase{"BothSides", "Add", {3, 1, 5}, {1, 4, 5}, false, "native:broadcast_Add"},
         EngineCase{"BothSidesDiv", "Div", {3, 1, 5}, {1, 4, 5}, true, "native:broadcast_Div"},
@@ -225,6 +229,68 @@ INSTANTIATE_TEST_SUITE_P(
         EngineCase{"PerChannel", "Mul", {1, 8, 5, 5}, {8, 1, 1}, true, "binary:Mul"},
         EngineCase{"Same", "Sub", {2, 3, 4}, {2, 3, 4}, false, "binary:Sub"}),
     [](const ::testing::TestParamInfo<EngineCase>& p) { return p.param.name; });
+
+// The nesting of a tensor's bytes that kiln's loop reads a broadcast over:
+// nhwc as [N,H,W,C], nChw16c as [N,C/16,H,W,16] with the channels padded,
+// and a [N,C,1,1] scale laid out like it as the same nesting with 1s.
+TEST(BroadcastLayouts, NestedDimsFollowTheBlocking) {
+  using Tag = dnnl::memory::format_tag;
+  const cpu::Md nhwc({2, 24, 5, 7}, cpu::Dt::f32, Tag::nhwc);
+  const std::vector<size_t> nhwc_order = cpu::stride_order(nhwc);
+  EXPECT_EQ(cpu::nested_dims(nhwc, nhwc_order), (cpu::Dims{2, 5, 7, 24}));
+  const cpu::Md blocked({2, 24, 5, 7}, cpu::Dt::f32, Tag::nChw16c);
+  const std::vector<size_t> order = cpu::stride_order(blocked);
+  EXPECT_EQ(cpu::nested_dims(blocked, order), (cpu::Dims{2, 2, 5, 7, 16}));
+  const std::optional<cpu::Md> scale = cpu::layout_like(blocked, {2, 24, 1, 1});
+  ASSERT_TRUE(scale);
+  EXPECT_EQ(cpu::nested_dims(*scale, order), (cpu::Dims{2, 2, 1, 1, 16}));
+  // A view with gaps (every other row of a plain tensor) does not nest densely.
+  const cpu::Md gaps({2, 3}, cpu::Dt::f32, cpu::Dims{8, 1});
+  EXPECT_FALSE(cpu::nested_dims(gaps, cpu::stride_order(gaps)));
+}
+
+// Squeeze-and-excitation: a conv's output (in the layout its tactic chose)
+// times a
+// per-image, per-channel scale computed from it. The Mul runs kiln's loop
+// over the conv's own layout, at batch 1 and 3, either operand first, and
+// matches the reference backend.
+TEST(BroadcastEngine, SqueezeExcitationScaleRunsOverTheConvLayout) {
+  for (int64_t batch : {1, 3}) {
+    for (bool scale_first : {false, true}) {
+      ProtoModel m(17);
+      m.input("x", TensorProto::FLOAT, {batch, 8, 12, 12});
+      m.weight("w", {24, 8, 3, 3}, 0.2);
+      m.weight("bias", {24}, 0.1);
+      auto* conv = m.node("Conv", {"x", "w", "bias"}, "c");
+      testing::set_ints(conv, "pads", {1, 1, 1, 1});
+      m.node("GlobalAveragePool", {"c"}, "pooled");
+      m.node("Sigmoid", {"pooled"}, "s");
+      if (scale_first) {
+        m.node("Mul", {"s", "c"}, "scaled");
+      } else {
+        m.node("Mul", {"c", "s"}, "scaled");
+      }
+      m.node("Relu", {"scaled"}, "y");
+      m.output("y", TensorProto::FLOAT, 4);
+      const ir::Graph graph = m.import().graph;
+      const std::vector<Tensor> inputs = {
+          Tensor::from_values<float>({batch, 8, 12, 12}, ramp(batch * 8 * 144, 0.4f))};
+      const std::vector<Tensor> oracle = ref::Executor(graph).run(inputs);
+      auto backend = make_cpu_backend();
+      auto engine = testing::build_engine(*backend, graph, inputs, 0);
+      const std::vector<Tensor> got = engine->run(inputs);
+      ASSERT_EQ(got.size(), 1u);
+      EXPECT_LE(testing::relative_error(got[0], oracle[0]), 1e-5) << "batch " << batch;
+      bool found = false;
+      for (const LayerReport& r : engine->info().layers) {
+        if (r.op != "Mul") continue;
+        found = true;
+        EXPECT_EQ(r.tactic, "native:nested_Mul") << "batch " << batch << " scale first " << scale_first;
+      }
+      EXPECT_TRUE(found);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace kiln

@@ -14,12 +14,9 @@
 // dim. The scale factors and the mask are read at run time, so a refit that
 // changes a scale weight is honoured.
 //
-// Threads: the tasks run on oneDNN's own OpenMP pool (libgomp, which libdnnl
-// loads), entered through GOMP_parallel looked up at run time, as
-// cpu_engine.cpp does for omp_set_num_threads: a second pool would fight
-// OpenMP's spinning workers for the same cores. dnnl_sgemm called inside the
-// parallel region runs on its caller's thread (oneDNN sees it is nested).
-// Without libgomp the tasks run on util/parallel_for.hpp.
+// Threads: the tasks run on oneDNN's own OpenMP pool (openmp_pool.hpp).
+// dnnl_sgemm called inside the parallel region runs on its caller's thread
+// (oneDNN sees it is nested).
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -33,8 +30,7 @@
 
 #include "backends/cpu/attention_fusion.hpp"
 #include "backends/cpu/instance_builder.hpp"
-#include "backends/cpu/openmp_symbols.hpp"
-#include "util/parallel_for.hpp"
+#include "backends/cpu/openmp_pool.hpp"
 
 namespace kiln::cpu {
 
@@ -226,37 +222,6 @@ constexpr int k_lanes = 16;
   for (int64_t k = whole; k < n; ++k) s[k] *= inv[0];
 }
 
-using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
-
-GompParallel gomp_parallel() {
-  static const GompParallel fn = openmp_symbol<GompParallel>("GOMP_parallel");
-  return fn;
-}
-
-// Runs task(i) for i in [0, n) on oneDNN's OpenMP threads (its current
-// thread count), handing tasks out one at a time.
-template <typename Task>
-void run_tasks(size_t n, Task&& task) {
-  GompParallel gomp = gomp_parallel();
-  if (!gomp || n <= 1) {
-    parallel_for(n, gomp ? 1 : 0, task);
-    return;
-  }
-  struct Shared {
-    std::atomic<size_t> next{0};
-    size_t n = 0;
-    Task* task = nullptr;
-  } shared;
-  shared.n = n;
-  shared.task = &task;
-  gomp(
-      [](void* data) {
-        auto* sh = static_cast<Shared*>(data);
-        for (size_t i = sh->next++; i < sh->n; i = sh->next++) (*sh->task)(i);
-      },
-      &shared, 0, 0);
-}
-
 struct Problem {
   int64_t sq = 0, sk = 0, d = 0, dv = 0;
   int64_t rows = 0;  // query rows per task
@@ -371,7 +336,7 @@ void build_attention_layer(InstanceBuilder& b, LayerDesc& layer) {
         const Problem& pr = *p;
         const size_t tasks = pr.q_off.size() * static_cast<size_t>(pr.blocks);
         std::atomic<int> status{dnnl_success};
-        run_tasks(tasks, [&](size_t t) {
+        run_on_openmp_pool(tasks, [&](size_t t) {
           thread_local std::vector<float> scratch;
           const size_t bi = t / static_cast<size_t>(pr.blocks);
           const int64_t r0 = static_cast<int64_t>(t % static_cast<size_t>(pr.blocks)) * pr.rows;

@@ -3,11 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
-#include <thread>
 
-#include "backends/cpu/openmp_symbols.hpp"
+#include "backends/cpu/openmp_pool.hpp"
 #include "kiln/error.hpp"
-#include "util/parallel_for.hpp"
 
 namespace kiln::cpu {
 
@@ -56,13 +54,17 @@ BroadcastShape canonical_broadcast(std::span<const int64_t> out, std::span<const
 
 namespace {
 
-// The thread count oneDNN runs with: the engine sets it (omp_set_num_threads)
-// before every run. Looked up at run time, as the engine does, so this
-// library needs no link to the OpenMP runtime.
-int engine_threads() {
-  using Fn = int (*)();
-  static Fn fn = openmp_symbol<Fn>("omp_get_max_threads");
-  return fn ? fn() : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+// fn(i) for i in [0, items): on the engine's OpenMP pool (threads 0), or on
+// `threads` threads of their own (callers outside an engine).
+template <typename Fn>
+void for_items(int64_t items, int threads, Fn&& fn) {
+  if (items <= 1) {
+    if (items == 1) fn(size_t{0});
+  } else if (threads > 0) {
+    parallel_for(static_cast<size_t>(items), threads, fn);
+  } else {
+    run_on_openmp_pool(static_cast<size_t>(items), fn);
+  }
 }
 
 template <BinaryOp Op>
@@ -91,6 +93,66 @@ template <BinaryOp Op>
     const float c = apply<Op>(a[0], b[0]);
     for (int64_t i = 0; i < n; ++i) y[i] = c;
   }
+}
+
+// Rows of `full` against one row of `row` repeated: y[r][i] = full[r][i]
+// (op) row[i], or row[i] (op) full[r][i] when the repeated row is the first
+// operand. Len, where not 0, is the row length known at compile time: a
+// blocked layout's 16 or 8 floats, one vector per row with no loop around it.
+template <BinaryOp Op, bool RowFirst, int64_t Len>
+[[gnu::target_clones("avx512f", "avx2", "default")]] void run_repeated_row(const float* full, const float* row,
+                                                                           float* y, int64_t rows, int64_t len) {
+  if constexpr (Len != 0) len = Len;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* f = full + r * len;
+    float* out = y + r * len;
+    // out is full itself or apart from both: no element depends on another
+    // (without this GCC assumes overlap and keeps the loop scalar).
+#pragma GCC ivdep
+    for (int64_t i = 0; i < len; ++i) out[i] = RowFirst ? apply<Op>(row[i], f[i]) : apply<Op>(f[i], row[i]);
+  }
+}
+
+template <BinaryOp Op, bool RowFirst>
+void run_repeated_rows_of(const float* full, const float* row, float* y, int64_t rows, int64_t len) {
+  if (len == 16) return run_repeated_row<Op, RowFirst, 16>(full, row, y, rows, len);
+  if (len == 8) return run_repeated_row<Op, RowFirst, 8>(full, row, y, rows, len);
+  run_repeated_row<Op, RowFirst, 0>(full, row, y, rows, len);
+}
+
+// [G, P, L] (op) [G, 1, L], either way round (G may be absent): each group's
+// P rows meet the same L values, as a per-channel scale or bias does over a
+// channels-last or channel-blocked tensor. False for other shapes.
+template <BinaryOp Op>
+bool run_repeated_rows(const BroadcastShape& s, const float* a, const float* b, float* y, int threads) {
+  if (!repeats_rows(s)) return false;
+  const size_t rank = s.out.size();
+  const bool b_repeats = s.b[rank - 2] == 1;
+  const int64_t groups = rank == 3 ? s.out[0] : 1;
+  const int64_t rows = s.out[rank - 2];
+  const int64_t len = s.out.back();
+  const float* full = b_repeats ? a : b;
+  const float* repeated = b_repeats ? b : a;
+  // Items of about 16K elements over all groups' rows together: a 7x7
+  // image's 49 rows per group are too little work to hand out alone.
+  constexpr int64_t k_item_elements = 16384;
+  const int64_t total_rows = groups * rows;
+  const int64_t rows_per_item = std::max<int64_t>(1, k_item_elements / len);
+  const int64_t items = (total_rows + rows_per_item - 1) / rows_per_item;
+  for_items(items, threads, [&](size_t item) {
+    const int64_t last = std::min(total_rows, (static_cast<int64_t>(item) + 1) * rows_per_item);
+    for (int64_t r = static_cast<int64_t>(item) * rows_per_item; r < last;) {
+      const int64_t g = r / rows;
+      const int64_t end = std::min(last, (g + 1) * rows);
+      if (b_repeats) {
+        run_repeated_rows_of<Op, false>(full + r * len, repeated + g * len, y + r * len, end - r, len);
+      } else {
+        run_repeated_rows_of<Op, true>(full + r * len, repeated + g * len, y + r * len, end - r, len);
+      }
+      r = end;
+    }
+  });
+  return true;
 }
 
 // Columns [c0, c1) of rows [first, last) of the canonical shape (a row is
@@ -142,6 +204,7 @@ template <BinaryOp Op>
 void run(const BroadcastShape& s, const float* a, const float* b, float* y, int threads) {
   const int64_t total = s.numel();
   if (total == 0) return;
+  if (run_repeated_rows<Op>(s, a, b, y, threads)) return;
   const std::vector<int64_t> stride_a = strides_of(s.a);
   const std::vector<int64_t> stride_b = strides_of(s.b);
   const int64_t len = s.out.back();
@@ -155,8 +218,7 @@ void run(const BroadcastShape& s, const float* a, const float* b, float* y, int 
   const int64_t pieces = len > k_item_elements ? (len + k_item_elements - 1) / k_item_elements : 1;
   const int64_t piece_len = (len + pieces - 1) / pieces;
   const int64_t items = pieces > 1 ? rows * pieces : (rows + rows_per_item - 1) / rows_per_item;
-  const int workers = threads > 0 ? threads : engine_threads();
-  parallel_for(static_cast<size_t>(items), items > 1 ? workers : 1, [&](size_t item) {
+  for_items(items, threads, [&](size_t item) {
     const auto i = static_cast<int64_t>(item);
     if (pieces > 1) {
       const int64_t row = i / pieces, c0 = (i % pieces) * piece_len;
@@ -169,6 +231,15 @@ void run(const BroadcastShape& s, const float* a, const float* b, float* y, int 
 }
 
 }  // namespace
+
+bool repeats_rows(const BroadcastShape& s) {
+  const size_t rank = s.out.size();
+  if (rank < 2 || rank > 3 || s.a.back() != s.out.back() || s.b.back() != s.out.back()) return false;
+  if (rank == 3 && (s.a[0] != s.out[0] || s.b[0] != s.out[0])) return false;
+  // Canonical dims alternate their broadcast pattern: exactly one operand is
+  // 1 along the rows.
+  return (s.a[rank - 2] == 1) != (s.b[rank - 2] == 1);
+}
 
 void broadcast_binary(BinaryOp op, const BroadcastShape& shape, const float* a, const float* b, float* y,
                       int threads) {

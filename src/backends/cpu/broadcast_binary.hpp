@@ -34,9 +34,16 @@ struct BroadcastShape {
 BroadcastShape canonical_broadcast(std::span<const int64_t> out, std::span<const int64_t> a,
                                    std::span<const int64_t> b);
 
+// Whether `shape` is [G, P, L] (op) [G, 1, L] or the other way round (G may
+// be absent): rows of one operand against one row of the other per group,
+// as a per-channel scale or bias over a channels-last or channel-blocked
+// tensor. The kernel runs these at memory speed, any row length.
+bool repeats_rows(const BroadcastShape& shape);
+
 // y = a (op) b over `shape`. `y` may be `a` or `b` itself when that operand
 // is full (each element is read before it is written); no other overlap.
-// Runs on up to `threads` threads (0: the OpenMP count oneDNN runs with).
+// Runs on oneDNN's OpenMP pool at its thread count (threads 0: inside an
+// engine), or on `threads` threads of its own.
 void broadcast_binary(BinaryOp op, const BroadcastShape& shape, const float* a, const float* b, float* y,
                       int threads = 0);
 

@@ -8,7 +8,7 @@
 
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/non_finite.hpp"
-#include "backends/cpu/openmp_symbols.hpp"
+#include "backends/cpu/openmp_pool.hpp"
 #include "backends/cpu/plan_format.hpp"
 #include "builder/progress.hpp"
 #include "ir/op_schema.hpp"

@@ -78,6 +78,41 @@ std::optional<Md> layout_like(const Md& like, const Dims& dims) {
   return Md(d);
 }
 
+std::vector<size_t> stride_order(const Md& md) {
+  const auto& blocking = md.data.format_desc.blocking;
+  std::vector<size_t> order(static_cast<size_t>(md.data.ndims));
+  for (size_t d = 0; d < order.size(); ++d) order[d] = d;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t x, size_t y) { return blocking.strides[x] > blocking.strides[y]; });
+  return order;
+}
+
+std::optional<Dims> nested_dims(const Md& md, std::span<const size_t> order) {
+  const dnnl_memory_desc_t& m = md.data;
+  if (m.format_kind != dnnl_blocked || order.size() != static_cast<size_t>(m.ndims)) return std::nullopt;
+  const auto& blocking = m.format_desc.blocking;
+  Dims block(order.size(), 1);
+  Dims nested;
+  int64_t inner = 1;
+  for (int k = 0; k < blocking.inner_nblks; ++k) {
+    block[static_cast<size_t>(blocking.inner_idxs[k])] *= blocking.inner_blks[k];
+    inner *= blocking.inner_blks[k];
+  }
+  Dims outer(order.size());
+  int64_t stride = inner;
+  for (size_t i = order.size(); i-- > 0;) {
+    const size_t d = order[i];
+    if (m.padded_dims[d] % block[d] != 0) return std::nullopt;
+    outer[i] = m.padded_dims[d] / block[d];
+    // A dim of one outer step never moves, whatever its stride says.
+    if (outer[i] != 1 && blocking.strides[d] != stride) return std::nullopt;
+    stride *= outer[i];
+  }
+  nested.assign(outer.begin(), outer.end());
+  for (int k = 0; k < blocking.inner_nblks; ++k) nested.push_back(blocking.inner_blks[k]);
+  return nested;
+}
+
 std::string md_string(const Md& md) {
   std::string s;
   switch (md.data_type()) {

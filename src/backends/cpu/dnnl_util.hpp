@@ -41,6 +41,15 @@ Md with_data_type(const Md& md, Dt dt);
 // blocked or permuted tensor, binary falls back to its reference kernel).
 // nullopt for layouts this cannot describe (offset views, non-blocked).
 std::optional<Md> layout_like(const Md& like, const Dims& dims);
+// The dims of a blocked descriptor as its bytes nest, outermost first: each
+// logical dim's outer part (its padded size over its block) in the order of
+// `order` (logical dims, outermost first), then the inner blocks. nhwc
+// [N,C,H,W] is [N,H,W,C]; nChw16c is [N,C/16,H,W,16]. nullopt unless the
+// bytes are dense in that order (a view with gaps, a non-blocked format).
+std::optional<Dims> nested_dims(const Md& md, std::span<const size_t> order);
+// A blocked descriptor's logical dims by stride, outermost first (ties keep
+// the logical order).
+std::vector<size_t> stride_order(const Md& md);
 
 // "f32[1,64,56,56]{s:200704,1,3584,64}" or with inner blocks "{...|b:1x16}".
 std::string md_string(const Md& md);

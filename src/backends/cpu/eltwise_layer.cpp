@@ -149,6 +149,26 @@ void add_native_binary(InstanceBuilder& b, LayerDesc& layer, const ir::Node& n) 
   });
 }
 
+// The broadcast of `broadcast` (laid out like `full`, layout_like) over
+// `full` as the bytes of both nest: the canonical form of [N,H,W,C] (op)
+// [N,1,1,C] for nhwc. `broadcast_first`: it is the first operand. nullopt
+// where the two do not nest alike, a broadcast dim is blocked inside (its
+// block would hold one value and padding), or the result is not rows
+// against a repeated row (other patterns stay on oneDNN's jit).
+std::optional<BroadcastShape> nested_broadcast(const Md& full, const Md& broadcast, bool broadcast_first) {
+  const std::vector<size_t> order = stride_order(full);
+  const std::optional<Dims> f = nested_dims(full, order);
+  const std::optional<Dims> c = nested_dims(broadcast, order);
+  if (!f || !c || f->size() != c->size()) return std::nullopt;
+  for (size_t i = 0; i < f->size(); ++i) {
+    const bool inner_block = i >= order.size();
+    if ((*c)[i] != (*f)[i] && ((*c)[i] != 1 || inner_block)) return std::nullopt;
+  }
+  BroadcastShape shape = broadcast_first ? canonical_broadcast(*f, *c, *f) : canonical_broadcast(*f, *f, *c);
+  if (!repeats_rows(shape)) return std::nullopt;
+  return shape;
+}
+
 }  // namespace
 
 void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
@@ -172,7 +192,8 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
     }
   }
   dnnl::post_ops post_ops;
-  if (!full(x) && full(z)) {
+  const bool swapped = !full(x) && full(z);
+  if (swapped) {
     std::swap(x, z);
     if (n.op_type == "Sub") post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_linear, -1.0f, 0.0f);
     if (n.op_type == "Div") post_ops.append_eltwise(1.0f, dnnl::algorithm::eltwise_pow, 1.0f, -1.0f);
@@ -233,6 +254,31 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
   const Md first = b.md_of(x);
   std::optional<dnnl::binary::primitive_desc> pd;
   if (auto like = same ? std::optional<Md>(first) : layout_like(first, padded)) {
+    if (!same && first.data_type() == Dt::f32) {
+      // A broadcast over the full operand's own layout (squeeze-and-
+      // excitation's per-channel scale, a per-channel bias on nhwc or
+      // nChw16c): kiln's loop over the bytes as they nest, [N,H,W,C] *
+      // [N,1,1,C]. Measured on EfficientNet-B0's 16 such layers at 2
+      // threads: 0.36 ms on oneDNN 2.6's jit binary against 0.19 ms at
+      // batch 1, 1.43 against 1.03 ms at batch 8.
+      if (auto shape = nested_broadcast(first, *like, swapped)) {
+        const int src0 = b.use_current(x);
+        const int src1 = second(*like);
+        int dst = (z == x) ? -1 : b.try_inplace(x, y, first);
+        if (dst >= 0 && b.slot(src0).md != b.slot(dst).md) dst = -1;
+        if (dst < 0) dst = b.define(y, first);
+        layer.tactic.name = "native:nested_" + n.op_type;
+        Instance* inst = &b.instance();
+        const BinaryOp op = binary_op_of(n.op_type);
+        const int sa = swapped ? src1 : src0, sb = swapped ? src0 : src1;
+        b.add_function([inst, op, shape = *shape, sa, sb, dst](RunContext&) {
+          const auto& slots = inst->slots;
+          broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sa)]),
+                           slot_data(slots[static_cast<size_t>(sb)]), slot_data(slots[static_cast<size_t>(dst)]));
+        });
+        return;
+      }
+    }
     pd = probe(canonical_md(first), canonical_md(*like));
     if (pd && !is_reference(*pd)) {
       const int src0 = canonical(b.use_current(x));

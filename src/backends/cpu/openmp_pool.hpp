@@ -1,0 +1,66 @@
+// The OpenMP runtime oneDNN runs on, reached through functions looked up at
+// run time: libdnnl loads the runtime, so the cpu backend needs neither
+// -fopenmp nor a direct link to it.
+//
+// Work kiln runs itself inside an engine (its own kernels between oneDNN
+// primitives) goes to this same pool: a second pool of threads would fight
+// OpenMP's spinning workers for the same cores (measured: a per-channel
+// multiply on std::threads took 5x longer than on the pool).
+#pragma once
+
+#include <dlfcn.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+
+#include "util/parallel_for.hpp"
+
+namespace kiln::cpu {
+
+// The loaded process's function `name` as a `Fn`, or nullptr when no
+// OpenMP runtime is loaded.
+template <typename Fn>
+Fn openmp_symbol(const char* name) {
+  void* sym = dlsym(RTLD_DEFAULT, name);
+  Fn f = nullptr;
+  static_assert(sizeof(sym) == sizeof(f));
+  std::memcpy(&f, &sym, sizeof(f));
+  return f;
+}
+
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+
+inline GompParallel gomp_parallel() {
+  static const GompParallel fn = openmp_symbol<GompParallel>("GOMP_parallel");
+  return fn;
+}
+
+// Runs task(i) for i in [0, n) on oneDNN's OpenMP threads (its current
+// thread count, which the engine sets), handing tasks out one at a time.
+// Without libgomp the tasks run on util/parallel_for.hpp's threads. task
+// must not throw: an exception cannot cross the OpenMP region.
+template <typename Task>
+void run_on_openmp_pool(size_t n, Task&& task) {
+  GompParallel gomp = gomp_parallel();
+  if (!gomp || n <= 1) {
+    parallel_for(n, gomp ? 1 : 0, task);
+    return;
+  }
+  struct Shared {
+    std::atomic<size_t> next{0};
+    size_t n = 0;
+    std::remove_reference_t<Task>* task = nullptr;
+  } shared;
+  shared.n = n;
+  shared.task = &task;
+  gomp(
+      [](void* data) {
+        auto* sh = static_cast<Shared*>(data);
+        for (size_t i = sh->next++; i < sh->n; i = sh->next++) (*sh->task)(i);
+      },
+      &shared, 0, 0);
+}
+
+}  // namespace kiln::cpu
