@@ -211,8 +211,10 @@ INSTANTIATE_TEST_SUITE_P(
         // Swin's shifted-window mask: [1,64,3,49,49] + [1,64,1,49,49] is rows
         // against a repeated row once its dims are merged ([64,3,2401] +
         // [64,1,2401]): kiln's loop over the operands' own layout.
-        EngineCase{"SwinMaskConstant", "Add", {1, 64, 3, 49, 49}, {1, 64, 1, 49, 49}, true, "native:nested_Add"},
-        EngineCase{"SwinMaskInput", "Add", {1, 16, 3, 49, 49}, {1, 16, 1, 49, 49}, false, "native:nested_Add"},
+        EngineCase{
+            "SwinMaskConstant", "Add", {1, 64, 3, 49, 49}, {1, 64, 1, 49, 49}, true, "native:nested_Add"},
+        EngineCase{
+            "SwinMaskInput", "Add", {1, 16, 3, 49, 49}, {1, 16, 1, 49, 49}, false, "native:nested_Add"},
         EngineCase{"RepeatedRowFirst", "Div", {2, 1, 40}, {2, 7, 40}, false, "native:nested_Div"},
         // Both operands broadcast: no oneDNN primitive at all.
         EngineCase{"BothSides", "Add", {3, 1, 5}, {1, 4, 5}, false, "native:broadcast_Add"},

@@ -100,8 +100,9 @@ template <BinaryOp Op>
 // operand. Len, where not 0, is the row length known at compile time: a
 // blocked layout's 16 or 8 floats, one vector per row with no loop around it.
 template <BinaryOp Op, bool RowFirst, int64_t Len>
-[[gnu::target_clones("avx512f", "avx2", "default")]] void run_repeated_row(const float* full, const float* row,
-                                                                           float* y, int64_t rows, int64_t len) {
+[[gnu::target_clones("avx512f", "avx2", "default")]] void run_repeated_row(const float* full,
+                                                                           const float* row, float* y,
+                                                                           int64_t rows, int64_t len) {
   if constexpr (Len != 0) len = Len;
   for (int64_t r = 0; r < rows; ++r) {
     const float* f = full + r * len;

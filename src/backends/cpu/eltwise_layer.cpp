@@ -274,7 +274,8 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
         b.add_function([inst, op, shape = *shape, sa, sb, dst](RunContext&) {
           const auto& slots = inst->slots;
           broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sa)]),
-                           slot_data(slots[static_cast<size_t>(sb)]), slot_data(slots[static_cast<size_t>(dst)]));
+                           slot_data(slots[static_cast<size_t>(sb)]),
+                           slot_data(slots[static_cast<size_t>(dst)]));
         });
         return;
       }
