@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <string>
 
+#include <xxhash.h>
+
 #include "backends/cuda/attention_layer.hpp"
 #include "backends/cuda/cuda_check.hpp"
 #include "backends/cuda/cuda_instance.hpp"
@@ -37,6 +39,29 @@ std::string reported_tactic(const Layer& layer, ElemType precision, Layout layou
   if (precision != ElemType::f32) name += std::string(" ") + precision_name(precision);
   if (layout == Layout::nhwc) name += " nhwc";
   return name;
+}
+
+// Times a layer's candidates (or finds them in the timing cache) and
+// records the fastest one's name and time in the layer's tactic.
+builder::TacticChoice search_layer(Layer& layer, const std::string& platform, const std::string& signature,
+                                   const std::vector<builder::TacticCandidate>& candidates,
+                                   const CompileSettings& settings, builder::TimingCache& timing_cache) {
+  builder::TacticChoice choice = builder::search_tactics(
+      builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+  layer.tactic.name = choice.tactic;
+  for (const auto& timing : choice.timings) {
+    if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
+  }
+  return choice;
+}
+
+// A cuBLASLt algorithm's name in tactic lists and the timing cache: a hash
+// of its 64 opaque bytes, stable across processes and machines.
+std::string matmul_algo_name(const LtAlgoBytes& algo) {
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx",
+                static_cast<unsigned long long>(XXH3_64bits(algo.data(), algo.size())));
+  return "cublasLt:" + std::string(hex);
 }
 
 }  // namespace
@@ -108,15 +133,10 @@ void CudaEngine::choose_conv_tactic(Instance& inst, size_t i, const std::string&
                             });
                           }});
   }
-  const std::string signature = conv_signature(geo, fusion ? &*fusion : nullptr);
-  const builder::TacticChoice choice = builder::search_tactics(
-      builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+  const builder::TacticChoice choice = search_layer(
+      layer, platform, conv_signature(geo, fusion ? &*fusion : nullptr), candidates, settings, timing_cache);
   layer.tactic.cudnn = offered[choice.index].choice;
   layer.tactic.fused = fused[choice.index];
-  layer.tactic.name = choice.tactic;
-  for (const auto& timing : choice.timings) {
-    if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
-  }
   inst.layers[i].conv.emplace(offered[choice.index].plan);
   inst.workspace_bytes = std::max(inst.workspace_bytes, inst.layers[i].conv->workspace());
 }
@@ -138,11 +158,7 @@ void CudaEngine::choose_matmul_tactic(Instance& inst, size_t i, const std::strin
   for (size_t c = 0; c < algos.size(); ++c) {
     auto mm = std::make_shared<LtMatmul>(m_device.cublaslt(), parts.shape);
     if (!mm->select(algos[c])) continue;
-    uint64_t h = 1469598103934665603ull;
-    for (uint8_t b : algos[c]) h = (h ^ b) * 1099511628211ull;
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-    candidates.push_back({"cublasLt:" + std::string(hex), [this, &launch, &inst, mm, i, scratch] {
+    candidates.push_back({matmul_algo_name(algos[c]), [this, &launch, &inst, mm, i, scratch] {
                             return time_on_stream(m_device.stream(),
                                                   [&] { launch.run_matmul(inst, i, *mm, scratch->data()); });
                           }});
@@ -151,15 +167,10 @@ void CudaEngine::choose_matmul_tactic(Instance& inst, size_t i, const std::strin
   }
   if (candidates.empty())
     throw Error(ErrorCode::unsupported, "cuda: cuBLASLt rejects every algorithm for " + where);
-  const std::string signature = matmul_signature(parts.shape);
-  const builder::TacticChoice choice = builder::search_tactics(
-      builder::layer_key(platform, 1, signature, candidates), candidates, settings, &timing_cache);
+  const builder::TacticChoice choice =
+      search_layer(layer, platform, matmul_signature(parts.shape), candidates, settings, timing_cache);
   const size_t algo_index = algo_of[choice.index];
   layer.tactic.lt_algo.assign(algos[algo_index].begin(), algos[algo_index].end());
-  layer.tactic.name = choice.tactic;
-  for (const auto& timing : choice.timings) {
-    if (timing.tactic == choice.tactic) layer.tactic.time_ms = timing.time_ms;
-  }
   auto mm = std::make_unique<LtMatmul>(m_device.cublaslt(), parts.shape);
   mm->select(algos[algo_index]);
   inst.workspace_bytes = std::max(inst.workspace_bytes, mm->workspace());
