@@ -7,10 +7,12 @@
 #include <google/protobuf/io/zero_copy_stream_impl.h>
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <unordered_map>
 
@@ -276,8 +278,21 @@ ImportedModel check_and_convert(ParsedModel parsed, const std::string& source,
 
 }  // namespace
 
+// The ONNX library registers its operator schemas on first use, about 15 ms
+// that a fresh process's first import would pay inside the checker, after
+// the parse. The first import starts it on a thread of its own so it
+// overlaps the parse (the registry is a function-local static: the checker
+// waits for it if it has not finished). The future joins when the import
+// returns or throws.
+std::future<void> start_schema_registration() {
+  static std::atomic<bool> started{false};
+  if (started.exchange(true)) return {};
+  return std::async(std::launch::async, [] { onnx::OpSchemaRegistry::Schema("Relu", 14, ""); });
+}
+
 ImportedModel import_onnx_file(const std::filesystem::path& path) {
   const std::string source = path.string();
+  const std::future<void> schemas = start_schema_registration();
   PhaseClock clock;
   // "model.onnx" has no parent: its folder is the current one.
   auto folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
@@ -313,6 +328,7 @@ ImportedModel import_onnx_file(const std::filesystem::path& path) {
 
 ImportedModel import_onnx_bytes(std::span<const std::byte> bytes, const std::string& source,
                                 const std::filesystem::path& base_dir) {
+  const std::future<void> schemas = start_schema_registration();
   PhaseClock clock;
   // The caller's buffer may not outlive the model: payloads are copied.
   ParsedModel parsed = parse_model(bytes, source);
