@@ -1,5 +1,6 @@
 // Gather layers: a Slice or Split part, the views after it and the Transpose
-// that ends them run as one strided copy (attention's Q, K and V heads).
+// that ends them run as one strided copy (attention's Q, K and V heads). And
+// Gather nodes of one constant index, which run as slice layers.
 // Host tests: which chains fuse, and the plan's round trip; GPU tests
 // (label gpu): engines against the reference backend, for a chain that is
 // one walk and one that needs the slice's copy first.
@@ -83,6 +84,30 @@ size_t count_kind(const std::vector<cuda::Layer>& layers, cuda::LayerKind kind) 
       std::count_if(layers.begin(), layers.end(), [kind](const cuda::Layer& l) { return l.kind == kind; }));
 }
 
+// x [2, 5, 8] → Gather(axis 1, scalar index 0) → [2, 8] (a class token, x[:, 0])
+// → Relu; and Gather(axis 2, index [-1]) → [2, 5, 1] → Transpose [2, 1, 5]:
+// each Gather of one constant index is a slice layer, never part of a
+// gather chain. A Gather of indices the model computes stays off the GPU.
+ir::Graph constant_index_gathers() {
+  ir::Graph g;
+  g.source = "constant_index_gathers";
+  const ir::ValueId x = g.add_value("x", {DType::float32, ir::Dims{2, 5, 8}});
+  g.add_input(x);
+  const ir::ValueId token = g.add_value("token"), y0 = g.add_value("y0");
+  const ir::ValueId last = g.add_value("last"), y1 = g.add_value("y1");
+  ir::Attributes axis1, axis2;
+  axis1.set("axis", int64_t{1});
+  axis2.set("axis", int64_t{2});
+  add_node(g, "Gather", {x, g.add_initializer("zero", Tensor::scalar<int64_t>(0))}, {token}, axis1);
+  add_node(g, "Relu", {token}, {y0});
+  add_node(g, "Gather", {x, int64s(g, "minus_one", {-1})}, {last}, axis2);
+  add_node(g, "Transpose", {last}, {y1}, ints("perm", {0, 2, 1}));
+  g.add_output(y0);
+  g.add_output(y1);
+  ir::infer_shapes(g);
+  return g;
+}
+
 // The layers through a plan's serialization and back (a Split's node is in
 // a layer per output).
 void expect_plan_round_trip(const ir::Graph& g, const std::vector<cuda::Layer>& layers) {
@@ -136,12 +161,35 @@ TEST(CudaGather, ASliceReshapeTransposeChainFusesToo) {
   EXPECT_EQ(count_kind(layers, cuda::LayerKind::slice), 0u);
 }
 
+TEST(CudaGather, AGatherOfOneConstantIndexIsASliceLayer) {
+  const ir::Graph g = constant_index_gathers();
+  for (ir::NodeId id = 0; id < static_cast<ir::NodeId>(g.num_nodes()); ++id)
+    EXPECT_EQ(cuda::unsupported_reason(g, id), std::nullopt) << g.node(id).describe();
+  const auto layers = cuda::partition_layers(g);
+  EXPECT_EQ(count_kind(layers, cuda::LayerKind::slice), 2u);
+  EXPECT_EQ(count_kind(layers, cuda::LayerKind::gather), 0u);
+  expect_plan_round_trip(g, layers);
+
+  // Indices computed at run time (here a graph input) are not one window.
+  ir::Graph h;
+  const ir::ValueId x = h.add_value("x", {DType::float32, ir::Dims{2, 5, 8}});
+  const ir::ValueId i = h.add_value("i", {DType::int64, ir::Dims{}});
+  const ir::ValueId y = h.add_value("y");
+  h.add_input(x);
+  h.add_input(i);
+  const ir::NodeId gather = add_node(h, "Gather", {x, i}, {y});
+  h.add_output(y);
+  ir::infer_shapes(h);
+  EXPECT_NE(cuda::unsupported_reason(h, gather), std::nullopt);
+}
+
 // ---- on a GPU (label gpu) ----
 
 using CudaGatherGpu = testing::GpuTest;
 
 TEST_F(CudaGatherGpu, GatherLayersMatchTheReference) {
-  for (const ir::Graph& g : {attention_heads(false), attention_heads(true), slice_then_merge()}) {
+  for (const ir::Graph& g :
+       {attention_heads(false), attention_heads(true), slice_then_merge(), constant_index_gathers()}) {
     std::vector<InputSpec> specs;
     std::vector<Tensor> inputs;
     for (ir::ValueId v : g.inputs()) {

@@ -140,7 +140,8 @@ LayerKind layer_kind(const ir::Graph& graph, ir::NodeId id, const std::vector<bo
   if (op == "LayerNormalization") return LayerKind::layer_norm;
   if (op == "Transpose") return LayerKind::transpose;
   if (op == "Concat") return LayerKind::concat;
-  if (op == "Slice" || op == "Split") return LayerKind::slice;
+  // Gather of one constant index is the window at that index.
+  if (op == "Slice" || op == "Split" || op == "Gather") return LayerKind::slice;
   if (op == "Expand") return LayerKind::expand;
   return LayerKind::view;
 }
@@ -160,15 +161,15 @@ std::optional<std::string> gpu_reason(const ir::Graph& g, ir::NodeId id,
   };
   const std::string& op = n.op_type;
   if (!n.domain.empty() && n.domain != "ai.onnx") return "op domain '" + n.domain + "'";
-  const bool known = op == "Conv" || op == "MatMul" || op == "Gemm" || unary_ops().count(op) ||
-                     binary_ops().count(op) || op == "MaxPool" || op == "AveragePool" ||
-                     op == "GlobalAveragePool" || op == "GlobalMaxPool" || op == "Softmax" ||
-                     op == "LogSoftmax" || op == "LayerNormalization" || op == "Transpose" ||
-                     op == "Concat" || op == "Slice" || op == "Split" || op == "Expand" || is_view(op);
+  const bool known =
+      op == "Conv" || op == "MatMul" || op == "Gemm" || unary_ops().count(op) || binary_ops().count(op) ||
+      op == "MaxPool" || op == "AveragePool" || op == "GlobalAveragePool" || op == "GlobalMaxPool" ||
+      op == "Softmax" || op == "LogSoftmax" || op == "LayerNormalization" || op == "Transpose" ||
+      op == "Concat" || op == "Slice" || op == "Split" || op == "Expand" || op == "Gather" || is_view(op);
   if (!known) return "no cuda kernel for " + op;
   // Every data input and output is fp32 (shape inputs of views are int64).
   const size_t data_inputs =
-      is_view(op) || op == "Slice" || op == "Split" || op == "Expand" ? 1 : n.inputs.size();
+      is_view(op) || op == "Slice" || op == "Split" || op == "Expand" || op == "Gather" ? 1 : n.inputs.size();
   for (size_t i = 0; i < n.inputs.size() && i < data_inputs; ++i) {
     if (n.inputs[i] == ir::k_no_value) continue;
     if (op == "Clip" && i > 0) continue;
@@ -238,6 +239,20 @@ std::optional<std::string> gpu_reason(const ir::Graph& g, ir::NodeId id,
         if (steps.int_at(i) < 1) return "Slice with a step below 1";
       }
     }
+  } else if (op == "Gather") {
+    // x[:, 0] of a class token: one constant index, a window of the input.
+    const Tensor* index = g.value(n.inputs[1]).known_value();
+    if (!index || index->numel() != 1 || index->shape().size() > 1)
+      return "Gather of indices that are not one constant";
+    const auto in_rank = rank_of(g, n.inputs[0]);
+    if (!in_rank) return "Gather of an input of unknown rank";
+    int64_t axis = a.get_int("axis", 0);
+    if (axis < 0) axis += *in_rank;
+    if (axis < 0 || axis >= *in_rank) return "Gather axis out of range";
+    const ir::Dim& dim = (*g.value(n.inputs[0]).type.shape)[static_cast<size_t>(axis)];
+    const int64_t i = index->int_at(0);
+    if (!dim.is_static() || i < -dim.value() || i >= dim.value())
+      return "Gather whose index may fall outside its axis";
   } else if (op == "Expand") {
     // The output shape follows from the target, which the instance knows.
     if (!known_on_host(n.inputs[1])) return "Expand whose shape input is not known when an instance is made";
@@ -305,7 +320,8 @@ std::vector<Layer> fuse_gathers(const ir::Graph& g, std::vector<Layer> layers) {
         v = g.node(from.anchor()).inputs[0];
         continue;
       }
-      if (from.kind != LayerKind::slice) break;
+      // A Gather's window drops its axis: its walks keep to Slice and Split.
+      if (from.kind != LayerKind::slice || g.node(from.anchor()).op_type == "Gather") break;
       Layer gather;
       gather.kind = LayerKind::gather;
       gather.nodes.push_back(from.anchor());

@@ -85,6 +85,7 @@ Plan parse_plan(std::span<const std::byte> bytes) {
     if (l.kind == LayerKind::gather) {
       // [Slice or Split, views..., Transpose], every node one this kiln runs.
       bool fits = l.nodes.size() >= 2 && kind_of(l.nodes.front()) == LayerKind::slice &&
+                  p.graph.node(l.nodes.front()).op_type != "Gather" &&
                   kind_of(l.nodes.back()) == LayerKind::transpose;
       for (size_t k = 0; fits && k < l.nodes.size(); ++k) {
         fits = !unsupported_reason(p.graph, l.nodes[k]) &&

@@ -259,6 +259,18 @@ SliceParts slice_parts(const ir::Graph& g, const Layer& layer,
     }
     return p;
   }
+  if (n.op_type == "Gather") {
+    // One constant index (gpu_reason): the window of one element along the
+    // axis, which a scalar index drops from the output.
+    int64_t axis = n.attrs.get_int("axis", 0);
+    if (axis < 0) axis += static_cast<int64_t>(x.size());
+    const Tensor& index = *g.value(n.inputs[1]).known_value();
+    const int64_t dim = x[static_cast<size_t>(axis)];
+    const int64_t i = index.int_at(0);
+    p.starts[static_cast<size_t>(axis)] = i < 0 ? i + dim : i;
+    if (index.shape().empty()) p.dropped_axis = axis;
+    return p;
+  }
   std::vector<const Tensor*> values;
   for (ValueId in : n.inputs) {
     const Tensor* known = in == k_no_value ? nullptr : g.value(in).known_value();

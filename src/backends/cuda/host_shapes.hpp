@@ -78,6 +78,9 @@ InstanceValues instance_values(const ir::Graph& graph, std::span<const InputSpec
 // limit), which the support check cannot see when shapes compute it.
 struct SliceParts {
   std::vector<int64_t> starts, steps;
+  // For a Gather of one index whose output drops the axis: the axis, where
+  // the window keeps a dim of 1 (the same bytes); else -1.
+  int64_t dropped_axis = -1;
 };
 SliceParts slice_parts(const ir::Graph& graph, const Layer& layer,
                        const std::vector<std::optional<std::vector<int64_t>>>& shapes,

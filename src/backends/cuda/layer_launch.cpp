@@ -182,8 +182,10 @@ void LayerStep::run_concat() const {
 
 void LayerStep::run_slice() const {
   const auto& x = inst.shape(n.inputs[0]);
-  const auto& y = inst.shape(layer.output);
+  std::vector<int64_t> y = inst.shape(layer.output);
   const SliceParts& p = exec.slice;
+  // The kernel walks a window of x's rank: a dropped axis is a dim of 1.
+  if (p.dropped_axis >= 0) y.insert(y.begin() + p.dropped_axis, 1);
   launch_slice(type, t.in(n.inputs[0]), t.out(layer.output), static_cast<int>(x.size()), x.data(),
                p.starts.data(), p.steps.data(), y.data(), stream);
 }
