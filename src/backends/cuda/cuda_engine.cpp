@@ -30,7 +30,13 @@ using ir::ValueId;
 
 namespace {
 
-constexpr size_t k_max_candidates = 8;
+// How many cuDNN engines or cuBLASLt algorithms a layer times, from the top
+// of the libraries' heuristics: the default level takes 8; levels 4 and 5
+// (CompileSettings::optimization_level, "exhaustive") look further down the
+// lists, for a slower build.
+size_t max_candidates(const CompileSettings& settings) {
+  return settings.optimization_level >= 5 ? 32 : settings.optimization_level == 4 ? 16 : 8;
+}
 
 // A layer's tactic as reports show it: a half engine's layers say so, and
 // channels-last layers say "nhwc".
@@ -112,12 +118,12 @@ void CudaEngine::choose_conv_tactic(Instance& inst, size_t i, const std::string&
   std::vector<ConvCandidate> offered;
   std::vector<bool> fused;
   if (fusion) {
-    for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, *fusion, k_max_candidates, false)) {
+    for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, *fusion, max_candidates(settings), false)) {
       offered.push_back(std::move(c));
       fused.push_back(true);
     }
   }
-  for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, {}, k_max_candidates, false)) {
+  for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, {}, max_candidates(settings), false)) {
     offered.push_back(std::move(c));
     fused.push_back(false);
   }
@@ -150,7 +156,7 @@ void CudaEngine::choose_matmul_tactic(Instance& inst, size_t i, const std::strin
   std::vector<builder::TacticCandidate> candidates;
   const MatmulParts& parts = inst.layers[i].matmul_parts = matmul_parts(m_plan, layer, inst);
   LtMatmul probe(m_device.cublaslt(), parts.shape);
-  const std::vector<LtAlgoBytes> algos = probe.candidates(k_max_candidates, k_max_matmul_workspace);
+  const std::vector<LtAlgoBytes> algos = probe.candidates(max_candidates(settings), k_max_matmul_workspace);
   if (algos.empty()) throw Error(ErrorCode::unsupported, "cuda: cuBLASLt has no algorithm for " + where);
   auto scratch = std::make_shared<DeviceBuffer>(k_max_matmul_workspace);
   std::vector<std::shared_ptr<LtMatmul>> matmuls;  // one per candidate, with its algorithm
