@@ -88,6 +88,12 @@ TEST(BroadcastKernel, MatchesAnIndexLoop) {
       {{70000}, {70000}, {1}},               // one long row: split into pieces
       {{3, 40000}, {3, 40000}, {3, 40000}},  // full + full: one row
       {{4000, 3}, {4000, 1}, {3}},           // many short rows
+      // Rows against a repeated row, each way round, at the lengths the
+      // kernel compiles for (16, 8) and others; groups spanning items.
+      {{9, 1500, 16}, {9, 1500, 16}, {9, 1, 16}},
+      {{6, 7, 16}, {6, 1, 16}, {6, 7, 16}},
+      {{3000, 8}, {3000, 8}, {8}},
+      {{2, 5, 33}, {2, 1, 33}, {2, 5, 33}},
   };
   for (const Case& c : cases) {
     const std::vector<float> a = ramp(numel(c.a), 0.1f);
