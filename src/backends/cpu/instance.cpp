@@ -48,7 +48,9 @@ void InstanceBuilder::touch(int s) {
   root.last = std::max(root.last, m_layer);
 }
 
-bool InstanceBuilder::read_only_by(ValueId v, LayerKind kind) const {
+bool InstanceBuilder::read_only_by(ValueId v, LayerKind kind) const { return read_only_by(v, {kind}); }
+
+bool InstanceBuilder::read_only_by(ValueId v, std::initializer_list<LayerKind> kinds) const {
   const auto& outputs = graph().outputs();
   if (std::find(outputs.begin(), outputs.end(), v) != outputs.end()) return false;
   bool read = false;
@@ -56,7 +58,7 @@ bool InstanceBuilder::read_only_by(ValueId v, LayerKind kind) const {
     for (ir::NodeId n : layer.nodes) {
       const auto& inputs = node(n).inputs;
       if (std::find(inputs.begin(), inputs.end(), v) == inputs.end()) continue;
-      if (layer.kind != kind) return false;
+      if (std::find(kinds.begin(), kinds.end(), layer.kind) == kinds.end()) return false;
       read = true;
     }
   }

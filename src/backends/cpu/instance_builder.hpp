@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ class InstanceBuilder {
   // Whether every layer that reads `v` is of `kind` (and one does), and `v`
   // is not a graph output.
   bool read_only_by(ir::ValueId v, LayerKind kind) const;
+  bool read_only_by(ir::ValueId v, std::initializer_list<LayerKind> kinds) const;
   // The layout `v` is available in now (plain for values not yet in a slot).
   Md md_of(ir::ValueId v);
   // While tuning: notes that a consumer reads `v` laid out as `md`; and what

@@ -39,14 +39,21 @@ std::vector<int64_t> known_ints(InstanceBuilder& b, const ir::Node& n, size_t i)
 }
 
 // The window of `x` starting at `starts` with `out` elements every `steps`
-// along each dim, copied by one reorder (a descriptor with offsets and
-// strides over x's storage) into a plain tensor of its own, so readers see
-// an ordinary dense value.
+// along each dim (a descriptor with offsets and strides over x's storage),
+// copied by one reorder into a plain tensor of its own, so readers see an
+// ordinary dense value. Where only convs and concats read it, which reorder
+// their inputs into a layout of their own anyway, it stays a view of x and
+// they reorder from the window: ShuffleNet's channel split halves were
+// copied twice.
 void copy_window(InstanceBuilder& b, ir::ValueId x, ir::ValueId y, const Dims& starts, const Dims& steps,
                  const std::vector<int64_t>& out) {
-  const int dst = b.define(y, plain_md(out, Dt::f32));
+  const bool view = b.read_only_by(y, {LayerKind::conv, LayerKind::concat});
+  const int dst = view ? -1 : b.define(y, plain_md(out, Dt::f32));
   for (int64_t d : out) {
-    if (d == 0) return;  // nothing to copy
+    if (d == 0) {
+      if (view) b.define(y, plain_md(out, Dt::f32));
+      return;  // nothing to copy
+    }
   }
   const int src = b.use_strided(x, Dt::f32);
   const Md base = b.slot(src).md;
@@ -59,7 +66,11 @@ void copy_window(InstanceBuilder& b, ir::ValueId x, ir::ValueId y, const Dims& s
   }
   Md window(to_dims(out), Dt::f32, window_strides);
   window.data.offset0 = offset;
-  b.add_reorder(b.view(src, window), dst);
+  if (view) {
+    b.define_view(y, src, window);
+  } else {
+    b.add_reorder(b.view(src, window), dst);
+  }
 }
 
 // Slice with positive steps: the window of the input.
@@ -311,19 +322,14 @@ std::function<double()> concat_timer(InstanceBuilder& b, TimedConcat plan) {
   dnnl::stream& stream = b.stream();
   return [state, plan = std::move(plan), &engine, &stream] {
     State& s = *state;
-    auto zeroed = [&](const Md& md) {
-      dnnl::memory m(md, engine);
-      if (md.get_size() > 0) std::memset(m.get_data_handle(), 0, md.get_size());
-      return m;
-    };
     if (!s.ready) {
-      for (const Md& md : plan.buffers) s.buffers.push_back(zeroed(md));
+      for (const Md& md : plan.buffers) s.buffers.push_back(zeroed(md, engine));
       for (const TimedConcat::Move& m : plan.moves) {
-        dnnl::memory from = zeroed(m.from);
+        dnnl::memory from = zeroed(m.from, engine);
         dnnl::memory to =
             m.to_buffer >= 0
                 ? dnnl::memory(m.to, engine, s.buffers[static_cast<size_t>(m.to_buffer)].get_data_handle())
-                : zeroed(m.to);
+                : zeroed(m.to, engine);
         s.moves.emplace_back(dnnl::reorder(from, to), from, to);
       }
       if (plan.pd) {
@@ -334,7 +340,7 @@ std::function<double()> concat_timer(InstanceBuilder& b, TimedConcat plan) {
         }
         s.args[DNNL_ARG_DST] = s.buffers[static_cast<size_t>(plan.pd_dst)];
         const Md scratch = plan.pd->scratchpad_desc();
-        if (scratch.get_size() > 0) s.args[DNNL_ARG_SCRATCHPAD] = zeroed(scratch);
+        if (scratch.get_size() > 0) s.args[DNNL_ARG_SCRATCHPAD] = zeroed(scratch, engine);
       }
       s.ready = true;
     }

@@ -13,11 +13,6 @@ namespace {
 
 constexpr double k_long_run_ms = 10.0;
 
-dnnl::memory zeroed(const Md& md, const dnnl::engine& engine) {
-  dnnl::memory m(md, engine);
-  if (md.get_size() > 0) std::memset(m.get_data_handle(), 0, md.get_size());
-  return m;
-}
 
 // A reorder between two temporaries, run before or after the primitive.
 struct TimedReorder {
@@ -52,6 +47,14 @@ void add_move(TimerState& s, const std::optional<Md>& other, int arg, bool out, 
 }
 
 }  // namespace
+
+dnnl::memory zeroed(const Md& md, const dnnl::engine& engine) {
+  Md local = md;
+  local.data.offset0 = 0;
+  dnnl::memory m(local, engine);
+  if (local.get_size() > 0) std::memset(m.get_data_handle(), 0, local.get_size());
+  return m;
+}
 
 std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitive_desc_base& pd,
                                         std::vector<TimedArg> args, LayoutMoves moves) {

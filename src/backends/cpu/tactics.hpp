@@ -43,6 +43,12 @@ struct LayoutMoves {
   std::optional<Md> consumer;
 };
 
+// A zero-filled temporary laid out as `md`, for timing. A window's
+// descriptor (a Slice's view) keeps its offset into the tensor it views,
+// which a temporary of the window's size does not hold: the temporary starts
+// at the window (a copy's cost does not depend on where it starts).
+dnnl::memory zeroed(const Md& md, const dnnl::engine& engine);
+
 // A closure that runs `pd` once on zero-filled temporaries, with the
 // reorders `moves` implies, and returns the milliseconds taken. Resources are
 // made on first call.
