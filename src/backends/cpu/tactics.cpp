@@ -13,7 +13,6 @@ namespace {
 
 constexpr double k_long_run_ms = 10.0;
 
-
 // A reorder between two temporaries, run before or after the primitive.
 struct TimedReorder {
   dnnl::primitive prim;

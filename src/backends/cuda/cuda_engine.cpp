@@ -118,7 +118,8 @@ void CudaEngine::choose_conv_tactic(Instance& inst, size_t i, const std::string&
   std::vector<ConvCandidate> offered;
   std::vector<bool> fused;
   if (fusion) {
-    for (ConvCandidate& c : conv_candidates(m_device.cudnn(), geo, *fusion, max_candidates(settings), false)) {
+    for (ConvCandidate& c :
+         conv_candidates(m_device.cudnn(), geo, *fusion, max_candidates(settings), false)) {
       offered.push_back(std::move(c));
       fused.push_back(true);
     }
