@@ -2,7 +2,8 @@
 // views of a plain tensor (no copy; a blocked input is reordered to plain
 // once). Transpose is a strided view: consumers that read strides (matmul,
 // reorders) take it as is, others get one reorder. Slice (positive steps)
-// and Gather of one constant index copy a strided window by one reorder;
+// and Gather of one constant index copy a strided window by one reorder, or
+// stay a view of it where only convs and concats (which reorder) read them;
 // constant Pad fills its destination and reorders the source into the
 // interior. Concat is oneDNN concat
 // over its inputs' shared layout, or each input reordered into its window of

@@ -31,7 +31,7 @@ enum class LayerKind : uint8_t {
   softmax = 5,
   layer_norm = 6,
   concat = 7,
-  view = 8,         // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy; Slice: one reorder
+  view = 8,         // Reshape, Flatten, Squeeze, Unsqueeze, Identity, Transpose: no copy; Slice: copy or view
   aux = 9,          // runs a reference kernel inside the engine
   shape = 10,       // depends only on input shapes: evaluated once per shape set
   batch_norm = 11,  // BatchNormalization with its statistics (+ a fused Relu as `activation`)
