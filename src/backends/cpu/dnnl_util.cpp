@@ -48,22 +48,36 @@ Md with_data_type(const Md& md, Dt dt) {
   return Md(c);
 }
 
+namespace {
+
+// Each logical dim's inner block (1 where it has none) and the product of
+// all inner blocks: the elements one outer step of the last dim spans.
+struct InnerBlocks {
+  Dims per_dim;
+  int64_t total = 1;
+};
+
+InnerBlocks inner_blocks(const dnnl_memory_desc_t& m) {
+  const auto& blocking = m.format_desc.blocking;
+  InnerBlocks b{Dims(static_cast<size_t>(m.ndims), 1)};
+  for (int k = 0; k < blocking.inner_nblks; ++k) {
+    b.per_dim[static_cast<size_t>(blocking.inner_idxs[k])] *= blocking.inner_blks[k];
+    b.total *= blocking.inner_blks[k];
+  }
+  return b;
+}
+
+}  // namespace
+
 std::optional<Md> layout_like(const Md& like, const Dims& dims) {
   const dnnl_memory_desc_t& l = like.data;
   if (l.format_kind != dnnl_blocked || l.offset0 != 0 || static_cast<size_t>(l.ndims) != dims.size())
     return std::nullopt;
-  const auto& blocking = l.format_desc.blocking;
   const size_t rank = dims.size();
-  Dims block(rank, 1);
-  int64_t inner = 1;
-  for (int k = 0; k < blocking.inner_nblks; ++k) {
-    block[static_cast<size_t>(blocking.inner_idxs[k])] *= blocking.inner_blks[k];
-    inner *= blocking.inner_blks[k];
-  }
-  std::vector<size_t> order(rank);  // outermost first
-  for (size_t d = 0; d < rank; ++d) order[d] = d;
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t x, size_t y) { return blocking.strides[x] > blocking.strides[y]; });
+  const InnerBlocks blocks = inner_blocks(l);
+  const Dims& block = blocks.per_dim;
+  const int64_t inner = blocks.total;
+  const std::vector<size_t> order = stride_order(like);  // outermost first
   dnnl_memory_desc_t d = l;
   int64_t stride = inner;
   for (size_t i = rank; i-- > 0;) {
@@ -91,15 +105,10 @@ std::optional<Dims> nested_dims(const Md& md, std::span<const size_t> order) {
   const dnnl_memory_desc_t& m = md.data;
   if (m.format_kind != dnnl_blocked || order.size() != static_cast<size_t>(m.ndims)) return std::nullopt;
   const auto& blocking = m.format_desc.blocking;
-  Dims block(order.size(), 1);
-  Dims nested;
-  int64_t inner = 1;
-  for (int k = 0; k < blocking.inner_nblks; ++k) {
-    block[static_cast<size_t>(blocking.inner_idxs[k])] *= blocking.inner_blks[k];
-    inner *= blocking.inner_blks[k];
-  }
+  const InnerBlocks blocks = inner_blocks(m);
+  const Dims& block = blocks.per_dim;
   Dims outer(order.size());
-  int64_t stride = inner;
+  int64_t stride = blocks.total;
   for (size_t i = order.size(); i-- > 0;) {
     const size_t d = order[i];
     if (m.padded_dims[d] % block[d] != 0) return std::nullopt;
@@ -108,7 +117,7 @@ std::optional<Dims> nested_dims(const Md& md, std::span<const size_t> order) {
     if (outer[i] != 1 && blocking.strides[d] != stride) return std::nullopt;
     stride *= outer[i];
   }
-  nested.assign(outer.begin(), outer.end());
+  Dims nested = outer;
   for (int k = 0; k < blocking.inner_nblks; ++k) nested.push_back(blocking.inner_blks[k]);
   return nested;
 }

@@ -120,6 +120,18 @@ float* slot_data(const Slot& s) {
   return base + s.md.data.offset0;
 }
 
+// A step running y = a (op) b through kiln's broadcast loop over the slots'
+// memory as `shape` describes it, read at run time.
+void add_broadcast_step(InstanceBuilder& b, BinaryOp op, const BroadcastShape& shape, int sa, int sb,
+                        int dst) {
+  Instance* inst = &b.instance();
+  b.add_function([inst, op, shape, sa, sb, dst](RunContext&) {
+    const auto& slots = inst->slots;
+    broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sa)]),
+                     slot_data(slots[static_cast<size_t>(sb)]), slot_data(slots[static_cast<size_t>(dst)]));
+  });
+}
+
 // The node's operands, in its order, through kiln's broadcast loop over
 // plain f32 copies: for the broadcasts oneDNN has no jit kernel for (both
 // operands broadcast, or one along a dim pattern it does not recognise).
@@ -140,13 +152,7 @@ void add_native_binary(InstanceBuilder& b, LayerDesc& layer, const ir::Node& n) 
   if (dst < 0) dst = b.define(y, md);
   layer.tactic.name = "native:broadcast_" + n.op_type;
   if (shape.numel() == 0) return;
-  Instance* inst = &b.instance();
-  const BinaryOp op = binary_op_of(n.op_type);
-  b.add_function([inst, op, shape, sx, sz, dst](RunContext&) {
-    const auto& slots = inst->slots;
-    broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sx)]),
-                     slot_data(slots[static_cast<size_t>(sz)]), slot_data(slots[static_cast<size_t>(dst)]));
-  });
+  add_broadcast_step(b, binary_op_of(n.op_type), shape, sx, sz, dst);
 }
 
 // The broadcast of `broadcast` (laid out like `full`, layout_like) over
@@ -268,15 +274,8 @@ void build_binary_layer(InstanceBuilder& b, LayerDesc& layer) {
         if (dst >= 0 && b.slot(src0).md != b.slot(dst).md) dst = -1;
         if (dst < 0) dst = b.define(y, first);
         layer.tactic.name = "native:nested_" + n.op_type;
-        Instance* inst = &b.instance();
-        const BinaryOp op = binary_op_of(n.op_type);
-        const int sa = swapped ? src1 : src0, sb = swapped ? src0 : src1;
-        b.add_function([inst, op, shape = *shape, sa, sb, dst](RunContext&) {
-          const auto& slots = inst->slots;
-          broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sa)]),
-                           slot_data(slots[static_cast<size_t>(sb)]),
-                           slot_data(slots[static_cast<size_t>(dst)]));
-        });
+        add_broadcast_step(b, binary_op_of(n.op_type), *shape, swapped ? src1 : src0, swapped ? src0 : src1,
+                           dst);
         return;
       }
     }

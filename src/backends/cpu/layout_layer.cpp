@@ -48,13 +48,9 @@ std::vector<int64_t> known_ints(InstanceBuilder& b, const ir::Node& n, size_t i)
 // copied twice.
 void copy_window(InstanceBuilder& b, ir::ValueId x, ir::ValueId y, const Dims& starts, const Dims& steps,
                  const std::vector<int64_t>& out) {
-  const bool view = b.read_only_by(y, {LayerKind::conv, LayerKind::concat});
-  const int dst = view ? -1 : b.define(y, plain_md(out, Dt::f32));
-  for (int64_t d : out) {
-    if (d == 0) {
-      if (view) b.define(y, plain_md(out, Dt::f32));
-      return;  // nothing to copy
-    }
+  if (std::find(out.begin(), out.end(), 0) != out.end()) {
+    b.define(y, plain_md(out, Dt::f32));  // nothing to copy
+    return;
   }
   const int src = b.use_strided(x, Dt::f32);
   const Md base = b.slot(src).md;
@@ -67,10 +63,10 @@ void copy_window(InstanceBuilder& b, ir::ValueId x, ir::ValueId y, const Dims& s
   }
   Md window(to_dims(out), Dt::f32, window_strides);
   window.data.offset0 = offset;
-  if (view) {
+  if (b.read_only_by(y, {LayerKind::conv, LayerKind::concat})) {
     b.define_view(y, src, window);
   } else {
-    b.add_reorder(b.view(src, window), dst);
+    b.add_reorder(b.view(src, window), b.define(y, plain_md(out, Dt::f32)));
   }
 }
 
