@@ -4,9 +4,13 @@
 // conv). A Concat runs either as oneDNN's concat primitive or as one reorder
 // per input into its window of the output (the build times both and the plan
 // keeps the choice); both must match the reference executor, in nhwc and in
-// 16-channel blocks, at batch 1 and above. In a bf16 build the Concats and
-// BatchNorms stay bf16: no activation goes back to f32 between the convs
-// (that round trip made DenseNet's bf16 build slower than its fp32 one).
+// 16-channel blocks, at batch 1 and above. At batch 1 in blocks every window
+// is a dense tensor: each conv writes its features straight into the
+// block's buffer and no Concat copies anything; in nhwc each feature map is
+// copied once, into the first Concat that reads it. In a bf16 build the
+// Concats and BatchNorms stay bf16: no activation goes back to f32 between
+// the convs (that round trip made DenseNet's bf16 build slower than its fp32
+// one).
 #include <gtest/gtest.h>
 
 #include <onnx/onnx_pb.h>
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/cpu/dnnl_util.hpp"
 #include "backends/cpu/plan_format.hpp"
 #include "cpu_test_helpers.hpp"
 #include "onnx_test_model.hpp"
@@ -123,13 +128,32 @@ std::vector<const LayerTiming*> concat_steps(const std::vector<LayerTiming>& ste
   return found;
 }
 
-// Each Concat (the layers' and the block's) ran the way `algo` says: one
+struct Case {
+  int64_t batch;
+  cpu::Layout layout;
+  cpu::ConvAlgo concat;
+};
+
+// Each Concat (the layers' and the block's) ran the way `c` says. At batch 1
+// in blocks, none runs a step: every input is already in its window. At
+// batch 1 in nhwc, a layer's Concat after the first (in 16-channel blocks:
+// a batch norm reads it) finds the earlier features in the previous one's
+// buffer and copies only the newest. Otherwise, as `c.concat` says: one
 // oneDNN concat primitive, or one reorder per input and no primitive.
-void expect_concats_ran(const std::vector<LayerTiming>& steps, cpu::ConvAlgo algo) {
+void expect_concats_ran(const std::vector<LayerTiming>& steps, const Case& c) {
   for (int i = 1; i <= k_layers; ++i) {
     const std::string node = i < k_layers ? name("cat", i) : "out";
     const auto found = concat_steps(steps, node);
-    if (algo == cpu::ConvAlgo::direct) {
+    if (c.batch == 1 && c.layout == cpu::Layout::blocked) {
+      EXPECT_TRUE(found.empty()) << node << ": " << found.size() << " steps, first " << found.at(0)->tactic;
+      continue;
+    }
+    if (c.batch == 1 && node != "out" && i > 1) {
+      ASSERT_EQ(found.size(), 1u) << node;
+      EXPECT_EQ(found[0]->kind, "reorder") << node << ": " << found[0]->tactic;
+      continue;
+    }
+    if (c.concat == cpu::ConvAlgo::direct) {
       EXPECT_EQ(found.size(), static_cast<size_t>(i + 1)) << node;  // x and i layers' features
       for (const LayerTiming* t : found) EXPECT_EQ(t->kind, "reorder") << node << ": " << t->tactic;
     } else {
@@ -144,12 +168,6 @@ void expect_concats_ran(const std::vector<LayerTiming>& steps, cpu::ConvAlgo alg
     }
   }
 }
-
-struct Case {
-  int64_t batch;
-  cpu::Layout layout;
-  cpu::ConvAlgo concat;
-};
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   const Case& c = info.param;
@@ -166,7 +184,7 @@ TEST_P(DenseBlock, Fp32MatchesTheReferenceWithEitherConcat) {
   const BlockRun run = run_dense_block(
       m, false, cpu::Tactic(cpu::ConvAlgo::direct, c.layout, cpu::Prec::f32, layout), c.concat);
   EXPECT_LE(error_against_reference(m, run.output), k_fp32_tolerance);
-  expect_concats_ran(run.steps, c.concat);
+  expect_concats_ran(run.steps, c);
 }
 
 TEST_P(DenseBlock, Bf16StaysWithinTheBf16BoundWithEitherConcat) {
@@ -176,7 +194,7 @@ TEST_P(DenseBlock, Bf16StaysWithinTheBf16BoundWithEitherConcat) {
   const BlockRun run = run_dense_block(
       m, true, cpu::Tactic(cpu::ConvAlgo::direct, c.layout, cpu::Prec::bf16, layout), c.concat);
   EXPECT_LE(error_against_reference(m, run.output), k_bf16_tolerance);
-  expect_concats_ran(run.steps, c.concat);
+  expect_concats_ran(run.steps, c);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, DenseBlock,
@@ -268,18 +286,85 @@ TEST(DenseBlockTimed, TheChosenConcatIsKeptInThePlan) {
     ++concats;
     const std::string node = graph.node(l.anchor()).name;
     const auto found = concat_steps(steps, node);
-    ASSERT_FALSE(found.empty()) << node;
     int primitives = 0;
     for (const LayerTiming* t : found) primitives += t->kind == "onednn" ? 1 : 0;
-    if (l.tactic.algo == cpu::ConvAlgo::direct) {
+    if (l.tactic.name.rfind("concat:in_place", 0) == 0) {
+      // Every input already in its window of the output (batch 1, blocks).
+      EXPECT_EQ(l.tactic.algo, cpu::ConvAlgo::direct) << l.tactic.name;
+      EXPECT_TRUE(found.empty()) << node << ": " << found.size() << " steps";
+    } else if (l.tactic.algo == cpu::ConvAlgo::direct) {
       // Reorders into the windows of an output in the inputs' layout.
+      ASSERT_FALSE(found.empty()) << node;
       EXPECT_EQ(primitives, 0) << node << ": " << l.tactic.name;
       EXPECT_EQ(l.tactic.name.rfind("concat:reorders:", 0), 0u) << l.tactic.name;
     } else {
+      ASSERT_FALSE(found.empty()) << node;
       EXPECT_EQ(primitives, 1) << node << ": " << l.tactic.name;  // oneDNN's concat
     }
   }
   EXPECT_EQ(concats, k_layers);
+}
+
+// Which windows of a concat's output a producer can write as a dense tensor
+// of its own: whole-block channel windows at batch 1, in NCHW and in
+// 16-channel blocks; never in nhwc (channels innermost) or with a batch
+// above 1 (a gap between images).
+TEST(DenseWindows, OnlyChannelsOutermostAtBatchOneAreDense) {
+  using Tag = dnnl::memory::format_tag;
+  const cpu::Md blocked({1, 96, 7, 5}, cpu::Dt::f32, Tag::nChw16c);
+  const auto window = cpu::dense_window(blocked, {1, 32, 7, 5}, {0, 64, 0, 0});
+  ASSERT_TRUE(window);
+  EXPECT_EQ(window->byte_offset, 64u * 7 * 5 * 4);
+  EXPECT_TRUE(cpu::same_addressing(window->md, cpu::Md({1, 32, 7, 5}, cpu::Dt::f32, Tag::nChw16c)));
+  EXPECT_FALSE(cpu::same_addressing(window->md, cpu::Md({1, 32, 7, 5}, cpu::Dt::f32, Tag::nhwc)));
+  // Not whole blocks.
+  EXPECT_FALSE(cpu::dense_window(blocked, {1, 8, 7, 5}, {0, 8, 0, 0}));
+  const cpu::Md plain({1, 96, 7, 5}, cpu::Dt::bf16, Tag::nchw);
+  const auto plain_window = cpu::dense_window(plain, {1, 3, 7, 5}, {0, 5, 0, 0});
+  ASSERT_TRUE(plain_window);
+  EXPECT_EQ(plain_window->byte_offset, 5u * 7 * 5 * 2);
+  EXPECT_FALSE(
+      cpu::dense_window(cpu::Md({1, 96, 7, 5}, cpu::Dt::f32, Tag::nhwc), {1, 32, 7, 5}, {0, 32, 0, 0}));
+  EXPECT_FALSE(
+      cpu::dense_window(cpu::Md({2, 96, 7, 5}, cpu::Dt::f32, Tag::nChw16c), {2, 32, 7, 5}, {0, 32, 0, 0}));
+  // Along the batch axis every image is dense, whatever the layout.
+  EXPECT_TRUE(
+      cpu::dense_window(cpu::Md({4, 96, 7, 5}, cpu::Dt::f32, Tag::nhwc), {2, 96, 7, 5}, {2, 0, 0, 0}));
+}
+
+// Two Concats that share an input but are not one inside the other: the
+// second cannot take the first's buffer (its other input would land on the
+// first's), so it copies, and both still match the reference.
+TEST(DenseWindows, ConcatsThatShareAnInputButNotAPrefixStayCorrect) {
+  Model m(17);
+  m.input("x", {1, 3, k_size, k_size});
+  for (const char* w : {"wa", "wb", "wc"}) m.weight(w, {16, 3, 3, 3});
+  set_ints(m.node("Conv", "conv_a", {"x", "wa"}, {"a"}), "pads", {1, 1, 1, 1});
+  set_ints(m.node("Conv", "conv_b", {"x", "wb"}, {"b"}), "pads", {1, 1, 1, 1});
+  set_ints(m.node("Conv", "conv_c", {"x", "wc"}, {"c"}), "pads", {1, 1, 1, 1});
+  set_int(m.node("Concat", "cat_ab", {"a", "b"}, {"ab"}), "axis", 1);
+  set_int(m.node("Concat", "cat_ac", {"a", "c"}, {"ac"}), "axis", 1);
+  set_int(m.node("Concat", "cat_ca", {"c", "a"}, {"ca"}), "axis", 1);
+  m.node("Add", "sum", {"ab", "ac"}, {"s"});
+  m.node("Add", "out", {"s", "ca"}, {"y"});
+  m.output_shaped("y", TensorProto::FLOAT, {1, 32, k_size, k_size});
+  const ir::Graph graph = m.import("dense.onnx").graph;
+  auto backend = make_cpu_backend();
+  auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
+  cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
+  for (cpu::LayerDesc& l : plan.layers) {
+    if (l.kind == cpu::LayerKind::conv) {
+      l.tactic = cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::f32, "nChw16c");
+    }
+  }
+  auto blocked = backend->deserialize(cpu::serialize_plan(plan));
+  blocked->refit(passes::source_weights(graph));
+  std::vector<LayerTiming> steps;
+  const std::vector<Tensor> got = blocked->run_profiled(m.inputs(), steps);
+  EXPECT_LE(testing::relative_error(got.at(0), ref::Executor(graph).run(m.inputs())[0]), k_fp32_tolerance);
+  EXPECT_TRUE(concat_steps(steps, "cat_ab").empty());  // a and b written into it
+  EXPECT_FALSE(concat_steps(steps, "cat_ac").empty());
+  EXPECT_FALSE(concat_steps(steps, "cat_ca").empty());
 }
 
 }  // namespace

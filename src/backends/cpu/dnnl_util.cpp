@@ -92,6 +92,45 @@ std::optional<Md> layout_like(const Md& like, const Dims& dims) {
   return Md(d);
 }
 
+bool same_addressing(const Md& a, const Md& b) {
+  const dnnl_memory_desc_t& x = a.data;
+  const dnnl_memory_desc_t& y = b.data;
+  if (x.format_kind != dnnl_blocked || y.format_kind != dnnl_blocked || x.ndims != y.ndims ||
+      x.data_type != y.data_type || x.offset0 != y.offset0)
+    return false;
+  const auto& bx = x.format_desc.blocking;
+  const auto& by = y.format_desc.blocking;
+  if (bx.inner_nblks != by.inner_nblks) return false;
+  for (int k = 0; k < bx.inner_nblks; ++k) {
+    if (bx.inner_blks[k] != by.inner_blks[k] || bx.inner_idxs[k] != by.inner_idxs[k]) return false;
+  }
+  const Dims block = inner_blocks(x).per_dim;
+  for (int d = 0; d < x.ndims; ++d) {
+    if (x.dims[d] != y.dims[d] || x.padded_dims[d] != y.padded_dims[d] || x.padded_offsets[d] != 0 ||
+        y.padded_offsets[d] != 0)
+      return false;
+    if (x.padded_dims[d] / block[static_cast<size_t>(d)] > 1 && bx.strides[d] != by.strides[d]) return false;
+  }
+  return true;
+}
+
+std::optional<DenseWindow> dense_window(const Md& whole, const Dims& dims, const Dims& offsets) {
+  std::optional<Md> dense = layout_like(whole, dims);
+  if (!dense) return std::nullopt;
+  Md window;
+  try {
+    window = whole.submemory_desc(dims, offsets);
+  } catch (const dnnl::error&) {
+    return std::nullopt;  // not whole blocks
+  }
+  dnnl_memory_desc_t shifted = window.data;
+  const size_t byte_offset =
+      static_cast<size_t>(shifted.offset0) * dnnl::memory::data_type_size(whole.data_type());
+  shifted.offset0 = 0;
+  if (!same_addressing(Md(shifted), *dense)) return std::nullopt;
+  return DenseWindow{*dense, byte_offset};
+}
+
 std::vector<size_t> stride_order(const Md& md) {
   const auto& blocking = md.data.format_desc.blocking;
   std::vector<size_t> order(static_cast<size_t>(md.data.ndims));

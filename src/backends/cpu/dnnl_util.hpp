@@ -50,6 +50,21 @@ std::optional<Dims> nested_dims(const Md& md, std::span<const size_t> order);
 // A blocked descriptor's logical dims by stride, outermost first (ties keep
 // the logical order).
 std::vector<size_t> stride_order(const Md& md);
+// Whether two blocked descriptors address the same bytes for every element
+// (data type, dims, inner blocks and offset equal, and the strides of every
+// dim that has more than one outer step): a stride of a size-1 dim never
+// matters, so [1,C,H,W] in nChw16c is one layout whatever its batch stride.
+bool same_addressing(const Md& a, const Md& b);
+// The window of `whole` over `dims` at `offsets`, where it is itself a dense
+// tensor in `whole`'s layout: that dense descriptor (layout_like) and the
+// byte at which it starts in `whole`'s storage. A whole-block channel window
+// of NCHW or nChw16c is one at batch 1 (its channels are outermost); nhwc's,
+// or any with a gap between images, is not (nullopt).
+struct DenseWindow {
+  Md md;
+  size_t byte_offset = 0;
+};
+std::optional<DenseWindow> dense_window(const Md& whole, const Dims& dims, const Dims& offsets);
 
 // "f32[1,64,56,56]{s:200704,1,3584,64}" or with inner blocks "{...|b:1x16}".
 std::string md_string(const Md& md);

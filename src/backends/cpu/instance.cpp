@@ -156,12 +156,55 @@ int InstanceBuilder::define(ValueId v, const Md& md) {
   return s;
 }
 
-int InstanceBuilder::view(int base, const Md& md) {
-  int r = root_of(base);
+int InstanceBuilder::view(int base, const Md& md) { return view_at(base, md, 0); }
+
+int InstanceBuilder::view_at(int base, const Md& md, size_t byte_offset) {
+  const int r = root_of(base);
+  const size_t start = slot(base).byte_offset + byte_offset;
   int s = new_slot(md, slot(r).place);
   m_inst.slots[static_cast<size_t>(s)].root = r;
+  m_inst.slots[static_cast<size_t>(s)].byte_offset = start;
   touch(s);
   return s;
+}
+
+std::vector<int> InstanceBuilder::slots_of(ValueId v) const {
+  const ValueState& st = m_inst.values[static_cast<size_t>(v)];
+  std::vector<int> out;
+  if (st.slot >= 0) out.push_back(st.slot);
+  for (const auto& [md, c] : st.conversions) out.push_back(c);
+  return out;
+}
+
+void InstanceBuilder::merge_root(int from, int into, size_t byte_offset) {
+  Slot& src = m_inst.slots[static_cast<size_t>(from)];
+  Slot& dst = m_inst.slots[static_cast<size_t>(into)];
+  if (src.root >= 0 || dst.root >= 0 || from == into || src.place != Slot::Place::arena ||
+      dst.place != Slot::Place::arena || byte_offset + src.md.get_size() > dst.md.get_size()) {
+    throw Error(ErrorCode::internal,
+                "merge_root: slot " + std::to_string(from) + " cannot move into " + std::to_string(into));
+  }
+  dst.first = std::min(dst.first, src.first);
+  dst.last = std::max(dst.last, src.last);
+  dst.values.insert(dst.values.end(), src.values.begin(), src.values.end());
+  src.values.clear();
+  for (Slot& s : m_inst.slots) {
+    if (s.root != from) continue;
+    s.root = into;
+    s.byte_offset += byte_offset;
+  }
+  src.root = into;
+  src.byte_offset = byte_offset;
+}
+
+void InstanceBuilder::add_conversion(ValueId v, int s) {
+  state(v).conversions.emplace_back(slot(s).md, s);
+  hold(v, s);
+}
+
+void InstanceBuilder::hold(ValueId v, int s) {
+  std::vector<ValueId>& values = m_inst.slots[static_cast<size_t>(root_of(s))].values;
+  if (std::find(values.begin(), values.end(), v) == values.end()) values.push_back(v);
 }
 
 int InstanceBuilder::define_view(ValueId v, int base, const Md& md) {
@@ -426,19 +469,19 @@ void materialize(Instance& inst, const dnnl::engine& engine) {
     Slot& s = inst.slots[i];
     const size_t root_index = s.root >= 0 ? static_cast<size_t>(s.root) : i;
     const Slot& root = inst.slots[root_index];
-    void* ptr = nullptr;
+    std::byte* ptr = nullptr;
     switch (root.place) {
       case Slot::Place::arena:
-        ptr = inst.m_arena.data() + root.offset;
+        ptr = inst.m_arena.data() + root.offset + s.byte_offset;
         break;
       case Slot::Place::input:
         ptr = nullptr;
         break;
       case Slot::Place::external:
-        ptr = root.external;
+        ptr = static_cast<std::byte*>(root.external) + s.byte_offset;
         break;
       case Slot::Place::owned:
-        ptr = inst.m_owned.data() + owned_offset[root_index];
+        ptr = inst.m_owned.data() + owned_offset[root_index] + s.byte_offset;
         break;
     }
     s.mem = dnnl::memory(s.md, engine, ptr);
@@ -524,7 +567,8 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
     const Slot& root = s.root >= 0 ? slots[static_cast<size_t>(s.root)] : s;
     if (root.place == Slot::Place::input) {
       s.mem.set_data_handle(
-          const_cast<std::byte*>(inputs[static_cast<size_t>(root.input_index)].bytes().data()));
+          const_cast<std::byte*>(inputs[static_cast<size_t>(root.input_index)].bytes().data()) +
+          s.byte_offset);
     }
   }
   RunContext ctx{inputs, &weights, &stream};

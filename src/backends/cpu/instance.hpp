@@ -62,6 +62,7 @@ struct Slot {
   Md md;
   Place place = Place::arena;
   int root = -1;             // a view of another slot's storage; -1 for a root
+  size_t byte_offset = 0;    // a view: where its storage starts in the root's (md's own offset aside)
   int input_index = -1;      // Place::input: which engine input
   void* external = nullptr;  // Place::external: constants, aux outputs
   size_t offset = 0;         // Place::arena: assigned by the memory plan

@@ -63,6 +63,25 @@ class InstanceBuilder {
   int try_inplace(ir::ValueId in, ir::ValueId out, const Md& md);
   // A view of slot `base` with another descriptor (no value).
   int view(int base, const Md& md);
+  // A view of `base`'s storage starting `byte_offset` bytes after `base`'s
+  // own start, through `md` (no value).
+  int view_at(int base, const Md& md, size_t byte_offset);
+  // The slots holding `v`: its own, then its copies in other layouts.
+  std::vector<int> slots_of(ir::ValueId v) const;
+  // Slot `s`'s storage: its root, and the byte where it starts in the root's.
+  int root(int s) const { return root_of(s); }
+  size_t byte_offset(int s) const { return slot(s).byte_offset; }
+  // Moves arena root `from`, with every value and view in it, into root
+  // `into` at `byte_offset`: its storage becomes that part of `into`'s,
+  // which lives as long as both did. A concat places its inputs this way.
+  void merge_root(int from, int into, size_t byte_offset);
+  // Records slot `s` (already written, in layout slot(s).md) as a copy of
+  // `v`: later readers of `v` in that layout use it, and its storage stays
+  // as it is while `v` is read.
+  void add_conversion(ir::ValueId v, int s);
+  // Slot `s`'s storage holds `v` (or a copy of it): no layer writes over it
+  // in place while `v` is still read.
+  void hold(ir::ValueId v, int s);
   // Scratch for this layer only.
   int temp(const Md& md);
   // Weight or float constant `v`, read through `view` (a plain descriptor
