@@ -15,10 +15,13 @@
 // still in cache; and as two primitives, each with its own best tactic. The
 // faster wins and the plan records which.
 #include <optional>
+#include <span>
+#include <string>
 
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/layer_partition.hpp"
 #include "backends/cpu/spatial_pads.hpp"
+#include "backends/cpu/swish.hpp"
 #include "backends/cpu/tactics.hpp"
 #include "backends/cpu/winograd_weights.hpp"
 
@@ -32,9 +35,10 @@ using ir::ValueId;
 namespace {
 
 void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId activation, std::string* name,
-                       bool swish = false) {
+                       bool swish = false, bool with_swish = true) {
   if (activation == k_no_node) return;
   if (swish) {
+    if (!with_swish) return;                                              // kiln's pass after the primitive
     po.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.0f, 0.0f);  // x * sigmoid(1 * x)
     if (name) *name += "+swish";
     return;
@@ -49,13 +53,14 @@ void append_activation(dnnl::post_ops& po, const InstanceBuilder& b, NodeId acti
 
 }  // namespace
 
-dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name) {
+dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name,
+                              bool with_swish) {
   dnnl::post_ops po;
   if (layer.residual_add != k_no_node) {
     po.append_sum(1.0f);
     if (name) *name += "+sum";
   }
-  append_activation(po, b, layer.activation, name, has_swish(b.graph(), layer));
+  append_activation(po, b, layer.activation, name, has_swish(b.graph(), layer), with_swish);
   return po;
 }
 
@@ -85,6 +90,15 @@ std::string tactic_name(const Tactic& t) {
   const char* layout = t.layout == Layout::any ? "any" : t.layout == Layout::nhwc ? "nhwc" : "nChw16c";
   return std::string("conv:") + algo_name(t.algo) + "/" + layout + "/" +
          (t.precision == Prec::bf16 ? "bf16" : "f32");
+}
+
+constexpr const char* k_native_swish = "+native_swish";
+
+// The floats of a conv's destination, padding included (a blocked layout's
+// padded channels hold zeros, and swish(0) is 0).
+std::span<float> dst_floats(dnnl::memory& dst) {
+  return {static_cast<float*>(dst.get_data_handle()) + dst.get_desc().data.offset0,
+          dst.get_desc().get_size() / sizeof(float)};
 }
 
 // One convolution primitive's problem: the node's geometry and values, and
@@ -235,12 +249,18 @@ struct ConvChoice {
 // With tuning, times the candidates for `p` with its input now laid out as
 // `from` and returns the fastest (`compared`: its time will be weighed
 // against another choice's, so even a lone candidate is timed); without,
-// recreates `stored`. Throws
+// recreates `stored`. `swish_pass`, where given, is `p` without its swish
+// post-op: each f32 candidate is then also timed as that primitive followed
+// by kiln's swish pass (Tactic::native_swish). Throws
 // kiln::Error(unsupported) when oneDNN has no convolution for the problem.
 ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from, const Tactic& stored,
-                       bool compared = false) {
+                       bool compared = false, const ConvProblem* swish_pass = nullptr) {
   if (!b.tuning()) {
-    std::optional<Pd> pd = make_pd(b, p, stored);
+    if (stored.native_swish && !swish_pass) {
+      throw Error(ErrorCode::invalid_model,
+                  "the plan's tactic " + stored.name + " runs a swish this conv lacks");
+    }
+    std::optional<Pd> pd = make_pd(b, stored.native_swish ? *swish_pass : p, stored);
     if (!pd) {
       throw Error(ErrorCode::invalid_model,
                   "the plan's tactic " + stored.name + " is not available for this convolution");
@@ -266,6 +286,13 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     tactics.emplace_back(ConvAlgo::winograd, Layout::any, prec);
     tactics.emplace_back(ConvAlgo::gemm, Layout::nhwc, prec);
   }
+  if (swish_pass && native_swish_available()) {
+    for (size_t i = 0, n = tactics.size(); i < n; ++i) {
+      if (tactics[i].precision != Prec::f32) continue;  // the pass reads f32
+      tactics.push_back(tactics[i]);
+      tactics.back().native_swish = true;
+    }
+  }
   // Each candidate pays for the reorders its layouts imply: its input from
   // the producer's layout, the residual into its output layout, and (from a
   // second tuning pass on) its output into what the consumer read last pass.
@@ -276,10 +303,11 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   bool any_fast = false;
   bool any_blocked = false;
   for (const Tactic& t : tactics) {
-    auto cand = make_pd(b, p, t);
+    auto cand = make_pd(b, t.native_swish ? *swish_pass : p, t);
     if (!cand) continue;
     std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) +
-                           md_string(cand->weights_desc()) + md_string(cand->dst_desc());
+                           md_string(cand->weights_desc()) + md_string(cand->dst_desc()) +
+                           (t.native_swish ? k_native_swish : "");
     if (std::find(seen.begin(), seen.end(), identity) != seen.end()) continue;
     seen.push_back(identity);
     any_fast = any_fast || std::string(cand->impl_info_str()).rfind("ref", 0) != 0;
@@ -304,7 +332,10 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
     if (!slow_refit_ok && any_blocked && !fast_weights) continue;
     t.name = tactic_name(t);
-    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, t, cand), moves)});
+    AfterPrimitive after;
+    if (t.native_swish) after = [](dnnl::memory& dst) { swish_in_place(dst_floats(dst)); };
+    candidates.push_back({t.name + (t.native_swish ? k_native_swish : ""),
+                          primitive_timer(b, cand, timed_args(p, t, cand), moves, after)});
     offered.emplace_back(t, cand);
   }
   if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
@@ -317,7 +348,13 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   double ms = 0;
   const size_t index = choose_tactic(b, signature, candidates, &ms, compared);
   ConvChoice choice{offered[index].first, offered[index].second};
-  choice.tactic.name += p.post_name + " [" + choice.pd.impl_info_str() + "]";
+  // The primitive's post-ops, then kiln's pass: "conv:direct/nChw16c/f32+sum+native_swish [...]".
+  if (choice.tactic.native_swish) {
+    choice.tactic.name += swish_pass->post_name + k_native_swish;
+  } else {
+    choice.tactic.name += p.post_name;
+  }
+  choice.tactic.name += std::string(" [") + choice.pd.impl_info_str() + "]";
   choice.tactic.time_ms = ms;
   return choice;
 }
@@ -525,9 +562,24 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   if (layer.residual_add != k_no_node) {
     p.residual = b.node(layer.residual_add).inputs[static_cast<size_t>(layer.residual_input)];
   }
-  ConvChoice choice = choose_conv(b, p, b.md_of(p.x), layer.tactic);
+  // The same conv with its swish left to kiln's pass (swish.hpp).
+  std::optional<ConvProblem> swish_pass;
+  if (has_swish(b.graph(), layer)) {
+    swish_pass = p;
+    swish_pass->post_name.clear();
+    swish_pass->post_ops = fused_post_ops(b, layer, &swish_pass->post_name, false);  // a new handle
+  }
+  ConvChoice choice =
+      choose_conv(b, p, b.md_of(p.x), layer.tactic, false, swish_pass ? &*swish_pass : nullptr);
   if (b.tuning()) layer.tactic = choice.tactic;
-  emit_conv(b, p, choice);
+  if (!choice.tactic.native_swish) {
+    emit_conv(b, p, choice);
+    return;
+  }
+  emit_conv(b, *swish_pass, choice);
+  Instance* inst = &b.instance();
+  const auto out = static_cast<size_t>(b.state(p.out).slot);
+  b.add_function([inst, out](RunContext&) { swish_in_place(dst_floats(inst->slots[out].mem)); });
 }
 
 }  // namespace kiln::cpu

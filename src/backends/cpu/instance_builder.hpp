@@ -134,7 +134,9 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_resample_layer(InstanceBuilder& b, LayerDesc& layer);
 void build_attention_layer(InstanceBuilder& b, LayerDesc& layer);
 
-// Post-ops for a fused conv/matmul layer: residual sum, then the activation.
-dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name);
+// Post-ops for a fused conv/matmul layer: residual sum, then the activation
+// (a swish only `with_swish`: without, the caller runs it as kiln's pass).
+dnnl::post_ops fused_post_ops(const InstanceBuilder& b, const LayerDesc& layer, std::string* name,
+                              bool with_swish = true);
 
 }  // namespace kiln::cpu

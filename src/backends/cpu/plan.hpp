@@ -71,6 +71,9 @@ struct Tactic {
   // those oneDNN offers for it. Empty impl: oneDNN's first choice.
   WeightLayout weights = WeightLayout::any;
   std::string impl;
+  // Conv only: the layer's swish (Sigmoid + Mul) runs as kiln's own pass
+  // after the primitive rather than as its post-op (swish.hpp).
+  bool native_swish = false;
 };
 
 struct LayerDesc {

@@ -44,7 +44,7 @@ std::vector<std::byte> serialize_plan(const EnginePlan& plan) {
         l.output, static_cast<uint8_t>(l.tactic.algo), static_cast<uint8_t>(l.tactic.layout),
         static_cast<uint8_t>(l.tactic.precision), l.tactic.name.c_str(), l.tactic.time_ms,
         static_cast<uint8_t>(l.tactic.weights), l.tactic.impl.empty() ? nullptr : l.tactic.impl.c_str(),
-        l.dw_conv, l.dw_activation, l.dw_fused, dw_tactic));
+        l.dw_conv, l.dw_activation, l.dw_fused, dw_tactic, l.tactic.native_swish));
   }
   const Fingerprint& f = plan.fingerprint;
   auto root = fbs::CreatePlan(b, f.plan_version, b.CreateString(f.backend), b.CreateString(f.library_version),
@@ -92,6 +92,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.tactic.time_ms = fl->time_ms();
     l.tactic.weights = static_cast<WeightLayout>(fl->weight_layout());
     l.tactic.impl = plan::read_string(fl->impl());
+    l.tactic.native_swish = fl->native_swish();
     l.dw_conv = fields.optional_node(fl->dw_conv());
     l.dw_activation = fields.optional_node(fl->dw_activation());
     l.dw_fused = fl->dw_fused();

@@ -24,8 +24,9 @@ namespace kiln::cpu {
 // alpha, beta and a broadcast C, conv and pool layers 1-D/3-D and auto_pad;
 // resample layers; 5: a concat layer's tactic.algo names oneDNN's concat
 // (automatic) or one reorder per input into its window (direct), and a Concat
-// of bf16 inputs, with the BatchNorm after it, stays bf16.
-constexpr uint32_t k_plan_version = 5;
+// of bf16 inputs, with the BatchNorm after it, stays bf16; 6: a conv's swish
+// may run as kiln's own pass (native_swish).
+constexpr uint32_t k_plan_version = 6;
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);
 // Throws kiln::Error(invalid_model) for a plan that fails any check.

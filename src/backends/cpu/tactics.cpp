@@ -56,11 +56,11 @@ dnnl::memory zeroed(const Md& md, const dnnl::engine& engine) {
 }
 
 std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitive_desc_base& pd,
-                                        std::vector<TimedArg> args, LayoutMoves moves) {
+                                        std::vector<TimedArg> args, LayoutMoves moves, AfterPrimitive after) {
   auto state = std::make_shared<TimerState>();
   const dnnl::engine& engine = b.engine();
   dnnl::stream& stream = b.stream();
-  return [state, pd, args, moves, &engine, &stream]() {
+  return [state, pd, args, moves, after, &engine, &stream]() {
     TimerState& s = *state;
     if (!s.ready) {
       s.prim = dnnl::primitive(pd.get());
@@ -82,6 +82,10 @@ std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitiv
     auto once = [&] {
       for (TimedReorder& r : s.before) r.prim.execute(stream, {{DNNL_ARG_FROM, r.from}, {DNNL_ARG_TO, r.to}});
       s.prim.execute(stream, s.args);
+      if (after) {
+        stream.wait();
+        after(s.args.at(DNNL_ARG_DST));
+      }
       for (TimedReorder& r : s.after) r.prim.execute(stream, {{DNNL_ARG_FROM, r.from}, {DNNL_ARG_TO, r.to}});
       stream.wait();
     };

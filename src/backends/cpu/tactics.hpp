@@ -49,11 +49,16 @@ struct LayoutMoves {
 // at the window (a copy's cost does not depend on where it starts).
 dnnl::memory zeroed(const Md& md, const dnnl::engine& engine);
 
+// Work a candidate runs after its primitive, on its destination's memory
+// (kiln's swish pass), timed with it.
+using AfterPrimitive = std::function<void(dnnl::memory& dst)>;
+
 // A closure that runs `pd` once on zero-filled temporaries, with the
-// reorders `moves` implies, and returns the milliseconds taken. Resources are
-// made on first call.
+// reorders `moves` implies (and `after`), and returns the milliseconds
+// taken. Resources are made on first call.
 std::function<double()> primitive_timer(InstanceBuilder& b, const dnnl::primitive_desc_base& pd,
-                                        std::vector<TimedArg> args, LayoutMoves moves);
+                                        std::vector<TimedArg> args, LayoutMoves moves,
+                                        AfterPrimitive after = {});
 
 // Picks among `candidates` (the heuristic favourite first) and returns its
 // index; sets `time_ms` to its time (0 when untimed). `signature` names the
