@@ -246,12 +246,36 @@ struct ConvChoice {
   }
 };
 
+// The chosen conv's swish as oneDNN's post-op or as kiln's pass after the
+// primitive without it: the two timed together, the same algorithm and
+// layouts either way. Only the activation changes, never the layouts the
+// rest of the model sees: offered as candidates of their own, the pass won
+// EfficientNet-B0's depthwise convs at batch 1 in nhwc where the post-op's
+// best was 16-channel blocks, and the per-channel scale and pooling after
+// them then ran slower in nhwc than the pass saved.
+void choose_swish_pass(InstanceBuilder& b, const ConvProblem& swish_pass, const LayoutMoves& moves,
+                       const std::string& signature, ConvChoice& choice) {
+  std::optional<Pd> pass_pd = make_pd(b, swish_pass, choice.tactic);
+  if (!pass_pd) return;
+  const std::string name = tactic_name(choice.tactic);
+  std::vector<builder::TacticCandidate> candidates = {
+      {name, primitive_timer(b, choice.pd, timed_args(swish_pass, choice.tactic, choice.pd), moves)},
+      {name + k_native_swish,
+       primitive_timer(b, *pass_pd, timed_args(swish_pass, choice.tactic, *pass_pd), moves,
+                       [](dnnl::memory& dst) { swish_in_place(dst_floats(dst)); })}};
+  double ms = 0;
+  if (choose_tactic(b, signature + "|swish_pass", candidates, &ms, true) != 1) return;
+  choice.tactic.native_swish = true;
+  choice.tactic.time_ms = ms;
+  choice.pd = *pass_pd;
+}
+
 // With tuning, times the candidates for `p` with its input now laid out as
 // `from` and returns the fastest (`compared`: its time will be weighed
 // against another choice's, so even a lone candidate is timed); without,
 // recreates `stored`. `swish_pass`, where given, is `p` without its swish
-// post-op: each f32 candidate is then also timed as that primitive followed
-// by kiln's swish pass (Tactic::native_swish). Throws
+// post-op: an f32 winner is then also timed as that primitive followed by
+// kiln's swish pass (choose_swish_pass, Tactic::native_swish). Throws
 // kiln::Error(unsupported) when oneDNN has no convolution for the problem.
 ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from, const Tactic& stored,
                        bool compared = false, const ConvProblem* swish_pass = nullptr) {
@@ -286,13 +310,6 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     tactics.emplace_back(ConvAlgo::winograd, Layout::any, prec);
     tactics.emplace_back(ConvAlgo::gemm, Layout::nhwc, prec);
   }
-  if (swish_pass && native_swish_available()) {
-    for (size_t i = 0, n = tactics.size(); i < n; ++i) {
-      if (tactics[i].precision != Prec::f32) continue;  // the pass reads f32
-      tactics.push_back(tactics[i]);
-      tactics.back().native_swish = true;
-    }
-  }
   // Each candidate pays for the reorders its layouts imply: its input from
   // the producer's layout, the residual into its output layout, and (from a
   // second tuning pass on) its output into what the consumer read last pass.
@@ -303,11 +320,10 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   bool any_fast = false;
   bool any_blocked = false;
   for (const Tactic& t : tactics) {
-    auto cand = make_pd(b, t.native_swish ? *swish_pass : p, t);
+    auto cand = make_pd(b, p, t);
     if (!cand) continue;
     std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) +
-                           md_string(cand->weights_desc()) + md_string(cand->dst_desc()) +
-                           (t.native_swish ? k_native_swish : "");
+                           md_string(cand->weights_desc()) + md_string(cand->dst_desc());
     if (std::find(seen.begin(), seen.end(), identity) != seen.end()) continue;
     seen.push_back(identity);
     any_fast = any_fast || std::string(cand->impl_info_str()).rfind("ref", 0) != 0;
@@ -332,10 +348,7 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
     if (!slow_refit_ok && any_blocked && !fast_weights) continue;
     t.name = tactic_name(t);
-    AfterPrimitive after;
-    if (t.native_swish) after = [](dnnl::memory& dst) { swish_in_place(dst_floats(dst)); };
-    candidates.push_back({t.name + (t.native_swish ? k_native_swish : ""),
-                          primitive_timer(b, cand, timed_args(p, t, cand), moves, after)});
+    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, t, cand), moves)});
     offered.emplace_back(t, cand);
   }
   if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
@@ -348,6 +361,10 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   double ms = 0;
   const size_t index = choose_tactic(b, signature, candidates, &ms, compared);
   ConvChoice choice{offered[index].first, offered[index].second};
+  choice.tactic.time_ms = ms;
+  if (swish_pass && choice.tactic.precision == Prec::f32 && native_swish_available()) {
+    choose_swish_pass(b, *swish_pass, moves, signature, choice);
+  }
   // The primitive's post-ops, then kiln's pass: "conv:direct/nChw16c/f32+sum+native_swish [...]".
   if (choice.tactic.native_swish) {
     choice.tactic.name += swish_pass->post_name + k_native_swish;
@@ -355,7 +372,6 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     choice.tactic.name += p.post_name;
   }
   choice.tactic.name += std::string(" [") + choice.pd.impl_info_str() + "]";
-  choice.tactic.time_ms = ms;
   return choice;
 }
 
