@@ -67,8 +67,9 @@ extern "C" {
  * "last_refit" in kiln_model_report_json, kiln_abi_minor_version.
  * 2: device tensors and stream runs: kiln_tensor_wrap_device,
  * kiln_tensor_device, kiln_model_check_device_io, kiln_model_output_info,
- * kiln_model_run_into_stream. */
-#define KILN_ABI_MINOR_VERSION 2
+ * kiln_model_run_into_stream.
+ * 3: "segments" in kiln_model_report_json. */
+#define KILN_ABI_MINOR_VERSION 3
 
 typedef enum kiln_status {
   KILN_OK = 0,
@@ -252,9 +253,14 @@ KILN_API const char* kiln_model_output_name(const kiln_model* model, size_t inde
 /* What the compile did, as a JSON object: {"backend": "cpu" | "ref",
  * "compile_ms": x, "engines": [{"key": hex, "status": "hit" | "miss" |
  * "built_uncached", "reason": why a miss missed, "build_ms", "load_ms",
- * "refit_ms"}, ...], "last_refit": null before any kiln_model_refit, else
- * {"weights", "engines", "fallback_weights", "check_ms", "refit_ms"} of the
- * last successful one}. Release with kiln_free. */
+ * "refit_ms"}, ...], "segments": [{"kind": "engine" | "fallback", "nodes",
+ * "engine": index into "engines" | "reason": why it is not an engine,
+ * "values_in", "bytes_in", "values_unsized": the values it reads from
+ * earlier segments at every run, each passing through host memory, bytes
+ * at the opt shapes, those sized only at run time not in bytes_in}, ...],
+ * "last_refit": null before any kiln_model_refit, else {"weights",
+ * "engines", "fallback_weights", "check_ms", "refit_ms"} of the last
+ * successful one}. Release with kiln_free. */
 KILN_API kiln_status kiln_model_report_json(const kiln_model* model, char** json_out);
 /* The input specs as a JSON array of {"name", "dtype", "min", "opt",
  * "max"} (dtype as "float32", ...). Release with kiln_free. */

@@ -506,7 +506,7 @@ class CompiledModel:
 
     def report(self):
         """What the compile did: {"backend", "compile_ms", "engines": [...],
-        "last_refit": None or the stats of the last refit()}."""
+        "segments": [...], "last_refit": None or the stats of the last refit()}."""
         out = ctypes.c_void_p()
         _check(lib.kiln_model_report_json(self._live(), ctypes.byref(out)))
         return json.loads(_lib.take_string(out))
@@ -515,6 +515,15 @@ class CompiledModel:
         """One dict per engine: key, status ("hit", "miss", "built_uncached"),
         reason (why a miss missed), build_ms, load_ms, refit_ms."""
         return self.report()["engines"]
+
+    def segments(self):
+        """One dict per segment of the partitioned model, in execution order:
+        kind ("engine" or "fallback"), nodes, engine (an index into engines())
+        or reason (why it is not an engine), and values_in, bytes_in,
+        values_unsized: what it reads from earlier segments at every run
+        (through host memory: on the cuda backend a copy off the device and
+        one back on), bytes at the opt shapes."""
+        return self.report()["segments"]
 
     @property
     def compile_ms(self):

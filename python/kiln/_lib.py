@@ -6,7 +6,7 @@ import os
 import pathlib
 
 ABI_VERSION = 1  # KILN_ABI_VERSION of the header these prototypes follow
-ABI_MINOR_VERSION = 2  # the KILN_ABI_MINOR_VERSION that added the newest function declared here
+ABI_MINOR_VERSION = 3  # the KILN_ABI_MINOR_VERSION that added the newest function or report key used here
 
 _c_char_pp = ctypes.POINTER(ctypes.c_char_p)
 

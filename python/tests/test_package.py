@@ -56,6 +56,11 @@ def test_round_trip_matches_the_reference_backend(tiny, fast):
         assert_close(model(x), reference(x))
     assert [e["status"] for e in model.engines()] == ["miss"]
     assert reference.engines() == []
+    # One engine segment reading only the caller's input: nothing passes between segments.
+    [segment] = model.segments()
+    assert segment["kind"] == "engine" and segment["engine"] == 0 and segment["nodes"] > 0
+    assert (segment["values_in"], segment["bytes_in"], segment["values_unsized"]) == (0, 0, 0)
+    assert reference.segments() == []  # the reference backend runs the model as it is, unpartitioned
     assert model.inputs[0]["min"] == [1, 3, 64, 64] and model.inputs[0]["dtype"] == "float32"
     assert len(model.input_names) == 1 and len(model.output_names) == 1
 

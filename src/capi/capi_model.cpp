@@ -7,6 +7,7 @@
 
 #include "capi/capi_internal.hpp"
 #include "runtime/artifact.hpp"
+#include "runtime/report_json.hpp"
 #include "util/atomic_file.hpp"
 #include "util/mapped_file.hpp"
 #include "zoo/zoo.hpp"
@@ -237,6 +238,7 @@ json report_json(const kiln_model& model) {
   return {{"backend", model.backend},
           {"compile_ms", model.compile_ms},
           {"engines", engines},
+          {"segments", model.compiled ? runtime::segments_json(model.compiled->report()) : json::array()},
           {"last_refit", last_refit}};
 }
 

@@ -17,6 +17,26 @@
 
 namespace kiln::runtime {
 
+namespace {
+
+// Counts into `seg` the values of `inputs` that an earlier segment computes
+// (`from_a_segment`), with their bytes at the opt shapes where known.
+void count_values_in(SegmentRecord& seg, std::span<const ir::ValueId> inputs,
+                     const std::vector<bool>& from_a_segment, std::span<const ir::ValueType> at_opt) {
+  for (ir::ValueId v : inputs) {
+    if (!from_a_segment[static_cast<size_t>(v)]) continue;
+    ++seg.values_in;
+    const ir::ValueType& type = at_opt[static_cast<size_t>(v)];
+    if (type.is_static()) {
+      seg.bytes_in += static_cast<size_t>(shape_numel(type.static_shape())) * dtype_size(type.dtype);
+    } else {
+      ++seg.values_unsized;
+    }
+  }
+}
+
+}  // namespace
+
 CompiledModel::CompiledModel(CompiledModel&&) noexcept = default;
 CompiledModel& CompiledModel::operator=(CompiledModel&&) noexcept = default;
 CompiledModel::~CompiledModel() = default;
@@ -72,12 +92,15 @@ CompiledModel CompiledModel::compile_with(const ir::Graph& graph, std::vector<In
     auto at_opt = partition::types_at(lowered, specs, &InputSpec::opt);
     auto at_max = partition::types_at(lowered, specs, &InputSpec::max);
     const std::vector<bool> recompute = partition::recomputable_shape_values(lowered, at_min, at_opt, at_max);
+    std::vector<bool> from_a_segment(lowered.num_values(), false);
     for (const auto& segment : segments) {
       partition::Subgraph sub = partition::extract_subgraph(lowered, segment, recompute);
       Step step;
       step.inputs = sub.inputs;
       step.outputs = sub.outputs;
       SegmentRecord seg{segment.engine, segment.nodes.size(), -1, segment.fallback_reason};
+      count_values_in(seg, sub.inputs, from_a_segment, at_opt);
+      for (ir::ValueId v : sub.outputs) from_a_segment[static_cast<size_t>(v)] = true;
       std::optional<std::vector<InputSpec>> sub_specs;
       if (segment.engine) sub_specs = partition::subgraph_specs(sub, at_min, at_opt, at_max);
       std::optional<std::string> refused;

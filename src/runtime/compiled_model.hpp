@@ -52,6 +52,14 @@ struct SegmentRecord {
   size_t nodes = 0;
   int engine_index = -1;  // into CompileReport::engines, for an engine segment
   std::string reason;     // for a fallback segment: why it is not an engine
+  // Values this segment reads that an earlier segment computes, at every
+  // run: each passes between the two as a host tensor (on the cuda
+  // backend, a copy off the device and one back on). Bytes at the opt
+  // shapes; a value whose size only a run tells is counted in values_in
+  // only (values_unsized).
+  size_t values_in = 0;
+  size_t bytes_in = 0;
+  size_t values_unsized = 0;
 };
 
 struct CompileReport {

@@ -55,6 +55,17 @@ TEST(Partition, UnsupportedNodesFallBackAndOutputsMatchTheReference) {
   }
   EXPECT_NE(report.segments[1].reason.find("NonZero"), std::string::npos) << report.segments[1].reason;
   EXPECT_EQ(report.engines.size(), 6u);
+  // What passes between segments at every run, at the opt batch of 2: each
+  // fallback (NonZero, Shape) reads its block's Relu output [2,4,8,8] (2048
+  // bytes); each later engine reads that too, from the engine before, and
+  // the NonZero's shape (2 int64s) for its Gather, Cast, Mul and Add.
+  EXPECT_EQ(report.segments[0].values_in, 0u);
+  for (size_t s = 1; s < report.segments.size(); ++s) {
+    const runtime::SegmentRecord& seg = report.segments[s];
+    EXPECT_EQ(seg.values_in, seg.engine ? 2u : 1u) << "segment " << s;
+    EXPECT_EQ(seg.bytes_in, seg.engine ? 2064u : 2048u) << "segment " << s;
+    EXPECT_EQ(seg.values_unsized, 0u) << "segment " << s;
+  }
   for (int64_t batch : {1, 2, 3, 4}) expect_matches_reference(compiled, model.graph, batch);
 }
 

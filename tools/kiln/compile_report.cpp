@@ -2,6 +2,8 @@
 
 #include <iomanip>
 
+#include "runtime/report_json.hpp"
+
 namespace kiln::cli {
 
 nlohmann::json compile_report_json(const runtime::CompileReport& r, bool with_layers) {
@@ -30,13 +32,7 @@ nlohmann::json compile_report_json(const runtime::CompileReport& r, bool with_la
     }
     j["engines"].push_back(ej);
   }
-  j["segments"] = nlohmann::json::array();
-  for (const auto& seg : r.segments) {
-    nlohmann::json sj{{"kind", seg.engine ? "engine" : "fallback"}, {"nodes", seg.nodes}};
-    if (seg.engine) sj["engine"] = seg.engine_index;
-    if (!seg.reason.empty()) sj["reason"] = seg.reason;
-    j["segments"].push_back(sj);
-  }
+  j["segments"] = runtime::segments_json(r);
   if (!r.timing_cache_path.empty()) {
     j["timing_cache"] = {{"path", r.timing_cache_path.string()},
                          {"entries", r.timing_cache_entries},
@@ -69,9 +65,21 @@ void print_compile_report(std::ostream& out, const runtime::CompileReport& r, bo
       }
     }
   }
+  size_t values = 0, bytes = 0, unsized = 0;
   for (const auto& seg : r.segments) {
     if (!seg.engine)
       out << "fallback " << seg.nodes << " node(s) on the reference backend: " << seg.reason << "\n";
+    values += seg.values_in;
+    bytes += seg.bytes_in;
+    unsized += seg.values_unsized;
+  }
+  if (values > 0) {
+    // Each passes through the host: on the cuda backend a copy off the
+    // device and one back on, at every run.
+    out << "between " << r.segments.size() << " segments: " << values << " value(s), " << std::setprecision(3)
+        << static_cast<double>(bytes) / 1e6 << " MB per run at the opt shapes" << std::setprecision(1);
+    if (unsized > 0) out << " (" << unsized << " of them sized only at run time, not counted)";
+    out << "\n";
   }
   out << "compile " << r.backend << " backend: " << r.compile_ms << " ms (lowering " << r.lower_ms << " ms)";
   if (!r.timing_cache_path.empty()) {
