@@ -595,7 +595,10 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   emit_conv(b, *swish_pass, choice);
   Instance* inst = &b.instance();
   const auto out = static_cast<size_t>(b.state(p.out).slot);
-  b.add_function([inst, out](RunContext&) { swish_in_place(dst_floats(inst->slots[out].mem)); });
+  b.add_function([inst, out](RunContext&) {
+    const Slot& s = inst->slots[out];
+    swish_in_place({slot_floats(s), s.md.get_size() / sizeof(float)});
+  });
 }
 
 }  // namespace kiln::cpu

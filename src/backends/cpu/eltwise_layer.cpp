@@ -115,11 +115,6 @@ BinaryOp binary_op_of(const std::string& op) {
 
 // The first float of slot `s` (its descriptor's offset included), read at
 // run time: input slots are rebound to the caller's buffers on every run.
-float* slot_data(const Slot& s) {
-  auto* base = static_cast<float*>(s.mem.get_data_handle());
-  return base + s.md.data.offset0;
-}
-
 // A step running y = a (op) b through kiln's broadcast loop over the slots'
 // memory as `shape` describes it, read at run time.
 void add_broadcast_step(InstanceBuilder& b, BinaryOp op, const BroadcastShape& shape, int sa, int sb,
@@ -127,8 +122,9 @@ void add_broadcast_step(InstanceBuilder& b, BinaryOp op, const BroadcastShape& s
   Instance* inst = &b.instance();
   b.add_function([inst, op, shape, sa, sb, dst](RunContext&) {
     const auto& slots = inst->slots;
-    broadcast_binary(op, shape, slot_data(slots[static_cast<size_t>(sa)]),
-                     slot_data(slots[static_cast<size_t>(sb)]), slot_data(slots[static_cast<size_t>(dst)]));
+    broadcast_binary(op, shape, slot_floats(slots[static_cast<size_t>(sa)]),
+                     slot_floats(slots[static_cast<size_t>(sb)]),
+                     slot_floats(slots[static_cast<size_t>(dst)]));
   });
 }
 

@@ -72,6 +72,12 @@ struct Slot {
   dnnl::memory mem;                 // bound by materialize()
 };
 
+// The first float of slot `s`'s bound memory (its descriptor's offset
+// applied), for kiln's own kernels.
+inline float* slot_floats(const Slot& s) {
+  return static_cast<float*>(s.mem.get_data_handle()) + s.md.data.offset0;
+}
+
 struct RunContext {
   std::span<const Tensor> inputs;
   const WeightStore* weights = nullptr;

@@ -10,7 +10,7 @@
 
 #include <dlfcn.h>
 
-#include <atomic>
+#include <algorithm>
 #include <cstddef>
 #include <cstring>
 #include <type_traits>
@@ -37,19 +37,27 @@ inline GompParallel gomp_parallel() {
   return fn;
 }
 
+using OmpQuery = int (*)();
+
 // Runs task(i) for i in [0, n) on oneDNN's OpenMP threads (its current
-// thread count, which the engine sets), handing tasks out one at a time.
-// Without libgomp the tasks run on util/parallel_for.hpp's threads. task
-// must not throw: an exception cannot cross the OpenMP region.
+// thread count, which the engine sets): thread t of T takes the t-th of T
+// contiguous runs of tasks. Tasks over consecutive pieces of a tensor then
+// give each thread the same part of it in every pass (the swish, the
+// squeeze-and-excitation mean and scale), which stays in that core's cache
+// from one pass to the next; handed out one task at a time, the parts went
+// to whichever thread came first. Without libgomp the tasks run on
+// util/parallel_for.hpp's threads. task must not throw: an exception cannot
+// cross the OpenMP region.
 template <typename Task>
 void run_on_openmp_pool(size_t n, Task&& task) {
   GompParallel gomp = gomp_parallel();
-  if (!gomp || n <= 1) {
+  static const OmpQuery thread_num = openmp_symbol<OmpQuery>("omp_get_thread_num");
+  static const OmpQuery num_threads = openmp_symbol<OmpQuery>("omp_get_num_threads");
+  if (!gomp || !thread_num || !num_threads || n <= 1) {
     parallel_for(n, gomp ? 1 : 0, task);
     return;
   }
   struct Shared {
-    std::atomic<size_t> next{0};
     size_t n = 0;
     std::remove_reference_t<Task>* task = nullptr;
   } shared;
@@ -58,7 +66,10 @@ void run_on_openmp_pool(size_t n, Task&& task) {
   gomp(
       [](void* data) {
         auto* sh = static_cast<Shared*>(data);
-        for (size_t i = sh->next++; i < sh->n; i = sh->next++) (*sh->task)(i);
+        const auto t = static_cast<size_t>(thread_num());
+        const auto count = static_cast<size_t>(std::max(1, num_threads()));
+        const size_t end = sh->n * (t + 1) / count;
+        for (size_t i = sh->n * t / count; i < end; ++i) (*sh->task)(i);
       },
       &shared, 0, 0);
 }

@@ -1,7 +1,10 @@
 // Pooling layers (MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool) on
 // whatever layout the producer chose: oneDNN pools blocked layouts natively,
 // so a conv stack keeps its layout through them. 1-D, 2-D and 3-D pools, with
-// auto_pad and ceil_mode resolved to explicit pads per instance.
+// auto_pad and ceil_mode resolved to explicit pads per instance. An f32
+// GlobalAveragePool over channels-last or channel blocks is kiln's loop
+// (global_pool.hpp: it keeps each thread on its own part of the tensor).
+#include "backends/cpu/global_pool.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/spatial_pads.hpp"
 
@@ -38,6 +41,25 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
     for (size_t i = 0; i < nd; ++i) dilation[i] = d[i] - 1;
     pad_l = pads.begin;
     pad_r = pads.end;
+  }
+  if (n.op_type == "GlobalAveragePool") {
+    const int src = b.use_current(x);
+    const Md src_md = b.slot(src).md;
+    const std::optional<NestedPool> p = nested_pool(src_md);
+    const std::optional<Md> dst_md = p ? layout_like(src_md, to_dims(out)) : std::nullopt;
+    if (dst_md) {
+      const int dst = b.define(y, *dst_md);
+      const auto partial = static_cast<size_t>(b.temp(plain_md(Dims{p->tasks() * p->inner}, Dt::f32)));
+      Instance* inst = &b.instance();
+      b.add_function([inst, p = *p, in = static_cast<size_t>(src), out = static_cast<size_t>(dst),
+                      partial](RunContext&) {
+        const Slot& scratch = inst->slots[partial];
+        global_average(p, slot_floats(inst->slots[in]), slot_floats(inst->slots[out]),
+                       {slot_floats(scratch), scratch.md.get_size() / sizeof(float)});
+      });
+      layer.tactic.name = "native:global_average";
+      return;
+    }
   }
   const bool include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
   const dnnl::algorithm alg = is_max        ? dnnl::algorithm::pooling_max
