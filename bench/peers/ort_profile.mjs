@@ -8,25 +8,21 @@
 import { createRequire } from 'node:module';
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { flagPairs } from './flags.mjs';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
 
 function parseArgs(argv) {
   const opt = { threads: 1, warmup: 5, runs: 20 };
-  for (let i = 0; i < argv.length; ++i) {
-    const flag = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${flag} needs a value`);
-      return argv[++i];
-    };
+  for (const [flag, value] of flagPairs(argv)) {
     switch (flag) {
-      case '--model': opt.model = value(); break;
-      case '--shape': opt.shape = value().split('x').map(Number); break;
-      case '--threads': opt.threads = Number(value()); break;
-      case '--warmup': opt.warmup = Number(value()); break;
-      case '--runs': opt.runs = Number(value()); break;
-      case '--prefix': opt.prefix = value(); break;
+      case '--model': opt.model = value; break;
+      case '--shape': opt.shape = value.split('x').map(Number); break;
+      case '--threads': opt.threads = Number(value); break;
+      case '--warmup': opt.warmup = Number(value); break;
+      case '--runs': opt.runs = Number(value); break;
+      case '--prefix': opt.prefix = value; break;
       default: throw new Error(`unknown argument ${flag}`);
     }
   }

@@ -12,28 +12,24 @@ import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { readNpy, writeNpy } from './npy.mjs';
+import { flagPairs } from './flags.mjs';
 
 const require = createRequire(import.meta.url);
 const ort = require('onnxruntime-node');
 
 function parseArgs(argv) {
   const opt = { inputs: [], threads: 1, warmup: 1, minRuns: 3, maxRuns: 10, budgetS: 0, loads: 1, outputDir: '' };
-  for (let i = 0; i < argv.length; ++i) {
-    const flag = argv[i];
-    const value = () => {
-      if (i + 1 >= argv.length) throw new Error(`${flag} needs a value`);
-      return argv[++i];
-    };
+  for (const [flag, value] of flagPairs(argv)) {
     switch (flag) {
-      case '--model': opt.model = value(); break;
-      case '--input': opt.inputs.push(value()); break;
-      case '--output-dir': opt.outputDir = value(); break;
-      case '--threads': opt.threads = Number(value()); break;
-      case '--warmup': opt.warmup = Number(value()); break;
-      case '--min-runs': opt.minRuns = Number(value()); break;
-      case '--max-runs': opt.maxRuns = Number(value()); break;
-      case '--budget-s': opt.budgetS = Number(value()); break;
-      case '--loads': opt.loads = Number(value()); break;
+      case '--model': opt.model = value; break;
+      case '--input': opt.inputs.push(value); break;
+      case '--output-dir': opt.outputDir = value; break;
+      case '--threads': opt.threads = Number(value); break;
+      case '--warmup': opt.warmup = Number(value); break;
+      case '--min-runs': opt.minRuns = Number(value); break;
+      case '--max-runs': opt.maxRuns = Number(value); break;
+      case '--budget-s': opt.budgetS = Number(value); break;
+      case '--loads': opt.loads = Number(value); break;
       default: throw new Error(`unknown argument ${flag}`);
     }
   }

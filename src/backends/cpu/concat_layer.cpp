@@ -29,12 +29,8 @@ namespace {
 // layout whatever their sizes ("abcd", "acdb", "aBcd16b").
 std::string layout_family(const Md& md) {
   const auto& blocking = md.data.format_desc.blocking;
-  std::vector<int> order(static_cast<size_t>(md.data.ndims));
-  for (size_t d = 0; d < order.size(); ++d) order[d] = static_cast<int>(d);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int x, int y) { return blocking.strides[x] > blocking.strides[y]; });
   std::string family;
-  for (int d : order) family += static_cast<char>('a' + d);
+  for (size_t d : stride_order(md)) family += static_cast<char>('a' + d);
   for (int k = 0; k < blocking.inner_nblks; ++k) {
     family += "|" + std::to_string(blocking.inner_blks[k]) + static_cast<char>('a' + blocking.inner_idxs[k]);
   }
@@ -119,7 +115,8 @@ void build_window_concat(InstanceBuilder& b, LayerDesc& layer, const std::vector
         if (const int root = movable_root(b, parts, windows, i, dst); root >= 0)
           b.merge_root(root, dst, w.dense->byte_offset);
       }
-      // (A copy a layer made for itself in this layout held no value.)
+      // Its storage now holds v: no layer may write over it in place while
+      // v is read (a copy a layer made in this layout was held by nothing).
       if (const int s = slot_at(b, v, w, dst, w.dense->byte_offset); s >= 0) {
         b.hold(v, s);
         ++in_place;

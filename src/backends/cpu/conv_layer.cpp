@@ -15,7 +15,6 @@
 // still in cache; and as two primitives, each with its own best tactic. The
 // faster wins and the plan records which.
 #include <optional>
-#include <span>
 #include <string>
 
 #include "backends/cpu/instance_builder.hpp"
@@ -93,13 +92,6 @@ std::string tactic_name(const Tactic& t) {
 }
 
 constexpr const char* k_native_swish = "+native_swish";
-
-// The floats of a conv's destination, padding included (a blocked layout's
-// padded channels hold zeros, and swish(0) is 0).
-std::span<float> dst_floats(dnnl::memory& dst) {
-  return {static_cast<float*>(dst.get_data_handle()) + dst.get_desc().data.offset0,
-          dst.get_desc().get_size() / sizeof(float)};
-}
 
 // One convolution primitive's problem: the node's geometry and values, and
 // the post-ops fused into it (possibly a whole depthwise conv).
@@ -262,7 +254,8 @@ void choose_swish_pass(InstanceBuilder& b, const ConvProblem& swish_pass, const 
       {name, primitive_timer(b, choice.pd, timed_args(swish_pass, choice.tactic, choice.pd), moves)},
       {name + k_native_swish,
        primitive_timer(b, *pass_pd, timed_args(swish_pass, choice.tactic, *pass_pd), moves,
-                       [](dnnl::memory& dst) { swish_in_place(dst_floats(dst)); })}};
+                       // Padding included: a blocked layout's padded channels hold zeros, and swish(0) is 0.
+                       [](dnnl::memory& dst) { swish_in_place(memory_floats(dst)); })}};
   double ms = 0;
   if (choose_tactic(b, signature + "|swish_pass", candidates, &ms, true) != 1) return;
   choice.tactic.native_swish = true;
@@ -595,10 +588,7 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   emit_conv(b, *swish_pass, choice);
   Instance* inst = &b.instance();
   const auto out = static_cast<size_t>(b.state(p.out).slot);
-  b.add_function([inst, out](RunContext&) {
-    const Slot& s = inst->slots[out];
-    swish_in_place({slot_floats(s), s.md.get_size() / sizeof(float)});
-  });
+  b.add_function([inst, out](RunContext&) { swish_in_place(memory_floats(inst->slots[out].mem)); });
 }
 
 }  // namespace kiln::cpu

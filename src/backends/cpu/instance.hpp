@@ -72,11 +72,13 @@ struct Slot {
   dnnl::memory mem;                 // bound by materialize()
 };
 
-// The first float of slot `s`'s bound memory (its descriptor's offset
-// applied), for kiln's own kernels.
-inline float* slot_floats(const Slot& s) {
-  return static_cast<float*>(s.mem.get_data_handle()) + s.md.data.offset0;
+// The floats of f32 memory `m` from its first element (its descriptor's
+// offset applied), padding included, for kiln's own kernels.
+inline std::span<float> memory_floats(const dnnl::memory& m) {
+  const Md md = m.get_desc();
+  return {static_cast<float*>(m.get_data_handle()) + md.data.offset0, md.get_size() / sizeof(float)};
 }
+inline float* slot_floats(const Slot& s) { return memory_floats(s.mem).data(); }
 
 struct RunContext {
   std::span<const Tensor> inputs;

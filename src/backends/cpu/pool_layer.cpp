@@ -53,9 +53,8 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
       Instance* inst = &b.instance();
       b.add_function([inst, p = *p, in = static_cast<size_t>(src), out = static_cast<size_t>(dst),
                       partial](RunContext&) {
-        const Slot& scratch = inst->slots[partial];
         global_average(p, slot_floats(inst->slots[in]), slot_floats(inst->slots[out]),
-                       {slot_floats(scratch), scratch.md.get_size() / sizeof(float)});
+                       memory_floats(inst->slots[partial].mem));
       });
       layer.tactic.name = "native:global_average";
       return;
