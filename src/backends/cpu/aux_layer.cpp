@@ -61,6 +61,7 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
     known.push_back(b.known(v));
     in.dtype = type.dtype;
     in.shape = type.static_shape();
+    if (b.gathered(v)) b.use_current(v);  // written now, as an ordinary value
     ValueState& st = b.state(v);
     in.kind = st.kind;
     if (st.kind == ValueKind::input) {
@@ -109,6 +110,8 @@ void build_aux_layer(InstanceBuilder& b, LayerDesc& layer) {
       const AuxInput& in = inputs[i];
       switch (in.kind) {
         case ValueKind::unset:
+        case ValueKind::gathered:  // written before this layer (above)
+        case ValueKind::elided:
           break;
         case ValueKind::input:
           ptrs[i] = &ctx.inputs[static_cast<size_t>(in.index)];

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backends/cpu/channel_shuffle.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/tactics.hpp"
 
@@ -233,6 +234,7 @@ std::function<double()> concat_timer(InstanceBuilder& b, TimedConcat plan) {
 }  // namespace
 
 void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
+  if (build_gathered_shuffle(b, layer)) return;
   const ir::Node& n = b.node(layer.anchor());
   const ValueId y = n.outputs[0];
   const int64_t rank = static_cast<int64_t>(b.shape(y).size());

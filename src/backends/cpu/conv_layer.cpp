@@ -588,7 +588,8 @@ void build_conv_layer(InstanceBuilder& b, LayerDesc& layer) {
   emit_conv(b, *swish_pass, choice);
   Instance* inst = &b.instance();
   const auto out = static_cast<size_t>(b.state(p.out).slot);
-  b.add_function([inst, out](RunContext&) { swish_in_place(memory_floats(inst->slots[out].mem)); });
+  b.add_function([inst, out](RunContext&) { swish_in_place(memory_floats(inst->slots[out].mem)); },
+                 "Sigmoid+Mul", "native:swish");
 }
 
 }  // namespace kiln::cpu

@@ -309,11 +309,12 @@ std::vector<LayerTiming> CpuEngine::step_labels(const Instance& inst) const {
       t.kind = "reorder";
       t.tactic = md_string(step.pd.query_md(dnnl::query::src_md)) + " -> " +
                  md_string(step.pd.query_md(dnnl::query::dst_md));
-    } else if (step.fn && l.kind == LayerKind::conv) {
-      // The only function step of a conv layer: its swish as kiln's pass.
-      t.op = "Sigmoid+Mul";
+    } else if (step.fn && !step.op.empty()) {
+      // kiln's own pass for part of the layer (a conv's swish) or before it
+      // (a gathered input written where the layer reads it).
+      t.op = step.op;
       t.kind = "native";
-      t.tactic = "native:swish";
+      t.tactic = step.tactic;
     } else if (step.fn) {
       // A reference kernel ("aux:" tactics), or kiln's own loop (a
       // broadcast binary op, a Pad's fill): only the first is "aux".

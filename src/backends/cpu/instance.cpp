@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "backends/cpu/channel_gather.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/memory_plan.hpp"
 #include "backends/cpu/weight_reorder.hpp"
@@ -72,6 +73,7 @@ Md InstanceBuilder::md_of(ValueId v) {
 }
 
 int InstanceBuilder::use_current(ValueId v) {
+  if (state(v).kind == ValueKind::gathered) return write_gathered(v, plain_md(shape(v), Dt::f32));
   ValueState& s = state(v);
   if (s.slot >= 0) {
     touch(s.slot);
@@ -101,6 +103,8 @@ int InstanceBuilder::use_current(ValueId v) {
       break;
     case ValueKind::unset:
     case ValueKind::slot:
+    case ValueKind::gathered:
+    case ValueKind::elided:
       throw Error(ErrorCode::internal, "value '" + graph().value(v).name + "' is used before it is computed");
   }
   m_inst.slots[static_cast<size_t>(root_of(s.slot))].values.push_back(v);
@@ -124,6 +128,7 @@ std::optional<Md> InstanceBuilder::previous_consumer_layout(ValueId v) const {
 int InstanceBuilder::use(ValueId v, const Md& wanted) {
   const Md want = wanted;  // `wanted` may refer into m_inst.slots, which use_current() can grow
   note_consumer_layout(v, want);
+  if (state(v).kind == ValueKind::gathered && plane_layout(want)) return write_gathered(v, want);
   int s = use_current(v);
   if (slot(s).md == want) return s;
   ValueState& st = state(v);
@@ -228,6 +233,94 @@ int InstanceBuilder::try_inplace(ValueId in, ValueId out, const Md& md) {
   return define_view(out, st.slot, md);
 }
 
+void InstanceBuilder::define_gathered(ValueId v, std::vector<ChannelSource> from) {
+  // A graph output is written by its own layer: the output reorders run
+  // after the last layer, where no step of a layer can be added.
+  if (is_graph_output(v)) throw Error(ErrorCode::internal, "a graph output cannot be gathered");
+  for (ChannelSource& c : from) {
+    if (const std::vector<ChannelSource>* inner = gathered(c.value))
+      c = inner->at(static_cast<size_t>(c.channel));
+  }
+  const int last = m_last_use[static_cast<size_t>(v)];
+  for (const ChannelSource& c : from) {
+    int& source_last = m_last_use[static_cast<size_t>(c.value)];
+    source_last = std::max(source_last, last);
+  }
+  ValueState& st = state(v);
+  st.kind = ValueKind::gathered;
+  st.gathered_from = std::move(from);
+}
+
+const std::vector<ChannelSource>* InstanceBuilder::gathered(ValueId v) const {
+  const ValueState& st = m_inst.values[static_cast<size_t>(v)];
+  return st.kind == ValueKind::gathered ? &st.gathered_from : nullptr;
+}
+
+std::vector<ir::NodeId> InstanceBuilder::readers(ValueId v) const {
+  std::vector<ir::NodeId> out;
+  for (size_t n = 0; n < graph().num_nodes(); ++n) {
+    for (ValueId in : node(static_cast<ir::NodeId>(n)).inputs) {
+      if (in == v) out.push_back(static_cast<ir::NodeId>(n));
+    }
+  }
+  return out;
+}
+
+bool InstanceBuilder::is_graph_output(ValueId v) const {
+  const auto& outputs = graph().outputs();
+  return std::find(outputs.begin(), outputs.end(), v) != outputs.end();
+}
+
+LayerKind InstanceBuilder::layer_kind_of(ir::NodeId n) const {
+  for (const LayerDesc& layer : m_plan.layers) {
+    if (std::find(layer.nodes.begin(), layer.nodes.end(), n) != layer.nodes.end()) return layer.kind;
+  }
+  throw Error(ErrorCode::internal, "node " + node(n).describe() + " is in no layer");
+}
+
+// The gathered value `v` written once, laid out as `md`, by kiln's gather
+// pass in the layer that reads it first; from then on an ordinary value.
+int InstanceBuilder::write_gathered(ValueId v, const Md& md) {
+  const std::vector<ChannelSource> from = state(v).gathered_from;
+  // Each source once, in a layout the pass reads.
+  std::vector<std::pair<ValueId, int>> sources;   // value, slot
+  std::vector<std::pair<int, int64_t>> channels;  // per channel: index into sources, channel
+  for (const ChannelSource& c : from) {
+    auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& e) { return e.first == c.value; });
+    if (it == sources.end()) {
+      int s = use_current(c.value);
+      if (!plane_layout(slot(s).md)) s = use_plain(c.value, Dt::f32);
+      sources.emplace_back(c.value, s);
+      it = sources.end() - 1;
+    }
+    channels.emplace_back(static_cast<int>(it - sources.begin()), c.channel);
+  }
+  const int dst = new_slot(md, Slot::Place::arena);
+  m_inst.slots[static_cast<size_t>(dst)].values.push_back(v);
+  ValueState& st = state(v);
+  st.kind = ValueKind::slot;
+  st.slot = dst;
+  st.gathered_from.clear();
+  std::vector<PlaneLayout> layouts;
+  std::vector<int> source_slots;
+  for (const auto& [value, s] : sources) {
+    layouts.push_back(*plane_layout(slot(s).md));
+    source_slots.push_back(s);
+  }
+  auto pass = std::make_shared<const ChannelGather>(md.dims(), std::move(layouts), std::move(channels),
+                                                    *plane_layout(md), md.data.padded_dims[1]);
+  Instance* inst = &m_inst;
+  std::vector<const float*> data(source_slots.size());
+  add_function(
+      [inst, pass, source_slots, data, dst](RunContext&) mutable {
+        for (size_t i = 0; i < source_slots.size(); ++i)
+          data[i] = slot_floats(inst->slots[static_cast<size_t>(source_slots[i])]);
+        pass->run(data, slot_floats(inst->slots[static_cast<size_t>(dst)]));
+      },
+      "GatherChannels", "native:channel_gather");
+  return dst;
+}
+
 int InstanceBuilder::temp(const Md& md) { return new_slot(md, Slot::Place::arena); }
 
 int InstanceBuilder::weight_slot(ValueId v, const Md& view_md, const Md& want) {
@@ -271,10 +364,12 @@ void InstanceBuilder::add_reorder(int src, int dst) {
   add_primitive(pd, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
 }
 
-void InstanceBuilder::add_function(std::function<void(RunContext&)> fn) {
+void InstanceBuilder::add_function(std::function<void(RunContext&)> fn, std::string op, std::string tactic) {
   Step step;
   step.fn = std::move(fn);
   step.layer = m_layer;
+  step.op = std::move(op);
+  step.tactic = std::move(tactic);
   m_inst.steps.push_back(std::move(step));
 }
 

@@ -93,6 +93,9 @@ struct Step {
   std::unordered_map<int, dnnl::memory> args;
   std::function<void(RunContext&)> fn;
   int layer = 0;
+  // A function step that is kiln's own kernel, as the profile names it
+  // (empty: named after its layer).
+  std::string op, tactic;
 };
 
 // A weight (or float constant) reordered from its plain tensor, seen through
@@ -103,7 +106,17 @@ struct WeightPrep {
   int slot = -1;
 };
 
-enum class ValueKind : uint8_t { unset, input, weight, constant, aux_tensor, slot };
+// gathered: not written yet; its channels are other values' channels
+// (ValueState::gathered_from), written where a layer reads it. elided: a
+// step between such a value and its sources that nothing else reads.
+enum class ValueKind : uint8_t { unset, input, weight, constant, aux_tensor, slot, gathered, elided };
+
+// Channel `channel` of value `value` (a rank-4 [N, C, H, W] f32 value).
+struct ChannelSource {
+  ir::ValueId value = ir::k_no_value;
+  int64_t channel = 0;
+  bool operator==(const ChannelSource&) const = default;
+};
 
 struct ValueState {
   ValueKind kind = ValueKind::unset;
@@ -114,6 +127,7 @@ struct ValueState {
   // An aux output that only the caller reads: each run writes a fresh tensor
   // and hands that one out, rather than a copy of one the instance keeps.
   bool handed_out = false;
+  std::vector<ChannelSource> gathered_from;  // ValueKind::gathered: per channel
 };
 
 struct Instance {

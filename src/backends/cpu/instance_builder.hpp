@@ -82,6 +82,23 @@ class InstanceBuilder {
   // Slot `s`'s storage holds `v` (or a copy of it): no layer writes over it
   // in place while `v` is still read.
   void hold(ir::ValueId v, int s);
+  // `v` (rank 4, f32) as channels of other values, written by kiln's gather
+  // pass (channel_gather.hpp) only where a layer reads it, straight into the
+  // layout that layer asks for. Gathered sources resolve to their own
+  // sources. Every source stays readable, and unwritten in place, as long as
+  // `v` is read.
+  void define_gathered(ir::ValueId v, std::vector<ChannelSource> from);
+  // `v`'s channel sources while it is gathered and not yet written; null
+  // otherwise.
+  const std::vector<ChannelSource>* gathered(ir::ValueId v) const;
+  // `v` is a step a gathered value made unnecessary: nothing computes it.
+  void elide(ir::ValueId v) { state(v).kind = ValueKind::elided; }
+  // The nodes that read `v` (one entry per input position), and whether a
+  // graph output is `v`.
+  std::vector<ir::NodeId> readers(ir::ValueId v) const;
+  bool is_graph_output(ir::ValueId v) const;
+  // The kind of the layer `n` is in.
+  LayerKind layer_kind_of(ir::NodeId n) const;
   // Scratch for this layer only.
   int temp(const Md& md);
   // Weight or float constant `v`, read through `view` (a plain descriptor
@@ -91,7 +108,9 @@ class InstanceBuilder {
   dnnl::primitive_attr attr() const;  // user scratchpad
   void add_primitive(const dnnl::primitive_desc_base& pd, std::vector<std::pair<int, int>> args);
   void add_reorder(int src, int dst);
-  void add_function(std::function<void(RunContext&)> fn);
+  // A step of kiln's own; `op` and `tactic` name it in the profile where it
+  // is not what its layer computes (a gather before a conv).
+  void add_function(std::function<void(RunContext&)> fn, std::string op = {}, std::string tactic = {});
 
   // Registers the result of an aux layer: an owned tensor.
   void set_aux_output(ir::ValueId v, Tensor tensor);
@@ -105,6 +124,7 @@ class InstanceBuilder {
   int new_slot(const Md& md, Slot::Place place);
   int root_of(int s) const;
   void touch(int s);  // extends the root's lifetime to the current layer
+  int write_gathered(ir::ValueId v, const Md& md);
   void compute_types();
   void compute_last_uses();
 

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/channel_shuffle.hpp"
 #include "backends/cpu/instance_builder.hpp"
 
 namespace kiln::cpu {
@@ -96,6 +97,7 @@ void build_slice(InstanceBuilder& b, LayerDesc& layer) {
     offsets[a] = std::max<int64_t>(start, 0);
     strides[a] = step;
   }
+  if (build_gathered_slice(b, layer, offsets, strides)) return;
   layer.tactic.name = "reorder:slice";
   copy_window(b, x, y, offsets, strides, out);
 }
@@ -183,6 +185,7 @@ void build_pad(InstanceBuilder& b, LayerDesc& layer) {
 }  // namespace
 
 void build_view_layer(InstanceBuilder& b, LayerDesc& layer) {
+  if (part_of_gathered_shuffle(b, layer)) return;
   const ir::Node& n = b.node(layer.anchor());
   const ValueId x = n.inputs[0];
   const ValueId y = n.outputs[0];

@@ -1,0 +1,179 @@
+#include "backends/cpu/channel_gather.hpp"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cpu/openmp_pool.hpp"
+
+namespace kiln::cpu {
+
+std::optional<PlaneLayout> plane_layout(const Md& md) {
+  if (md.data.ndims != 4 || md.data_type() != Dt::f32 || md.data.format_kind != dnnl_blocked)
+    return std::nullopt;
+  const auto& blocking = md.data.format_desc.blocking;
+  PlaneLayout p;
+  p.image = blocking.strides[0];
+  p.channel = blocking.strides[1];
+  p.row = blocking.strides[2];
+  p.col = blocking.strides[3];
+  if (blocking.inner_nblks == 1 && blocking.inner_idxs[0] == 1) {
+    p.block = blocking.inner_blks[0];
+  } else if (blocking.inner_nblks != 0) {
+    return std::nullopt;
+  }
+  return p;
+}
+
+namespace {
+
+bool has_avx512() {
+  static const bool available = __builtin_cpu_supports("avx512f");
+  return available;
+}
+
+// GCC 12 reports the intrinsics' own undefined pass-through vectors as
+// maybe-uninitialized when AVX-512 is enabled per function (swish.cpp).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// Row h of one lane group over every column: per column, each piece's
+// masked load permuted into its lanes; lanes no piece fills are zeros.
+__attribute__((target("avx512f"))) void group_row_avx512(std::span<const ChannelGather::Piece> pieces,
+                                                         const float* const* base, const int64_t* col,
+                                                         int64_t width, float* out, int64_t out_col,
+                                                         __mmask16 store) {
+  __m512i index[16];
+  for (size_t i = 0; i < pieces.size(); ++i) index[i] = _mm512_load_si512(pieces[i].index);
+  for (int64_t w = 0; w < width; ++w, out += out_col) {
+    __m512 v = _mm512_setzero_ps();
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const __m512 loaded = _mm512_maskz_loadu_ps(pieces[i].load, base[i] + w * col[i]);
+      v = _mm512_mask_permutexvar_ps(v, pieces[i].fill, index[i], loaded);
+    }
+    _mm512_mask_storeu_ps(out, store, v);
+  }
+}
+
+// One plane row of a plain destination from a source row `col` floats
+// apart: a strided gather, 16 columns at a time.
+__attribute__((target("avx512f"))) void strided_row_avx512(const float* in, int64_t col, int64_t width,
+                                                           float* out) {
+  const __m512i index =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32(static_cast<int>(col)));
+  int64_t w = 0;
+  for (; w + 16 <= width; w += 16) _mm512_storeu_ps(out + w, _mm512_i32gather_ps(index, in + w * col, 4));
+  for (; w < width; ++w) out[w] = in[w * col];
+}
+
+#pragma GCC diagnostic pop
+
+}  // namespace
+
+ChannelGather::ChannelGather(const Dims& dims, std::vector<PlaneLayout> sources,
+                             std::vector<std::pair<int, int64_t>> channels, const PlaneLayout& dst,
+                             int64_t padded_channels)
+    : m_dims(dims),
+      m_sources(std::move(sources)),
+      m_channels(std::move(channels)),
+      m_dst(dst),
+      m_padded(padded_channels) {
+  // Lane groups: one block of a blocked destination (padding included), or
+  // 16 channels of a channels-last one.
+  const bool blocked = m_dst.block == 8 || m_dst.block == 16;
+  const bool channels_last = m_dst.block == 1 && m_dst.channel == 1 && m_dst.col != 1;
+  if (!has_avx512() || !(blocked || channels_last)) return;
+  m_lanes = blocked ? m_dst.block : 16;
+  const auto count = static_cast<int64_t>(m_channels.size());
+  for (int64_t c0 = 0; c0 < m_padded; c0 += m_lanes) {
+    const size_t first = m_pieces.size();
+    m_group_begin.push_back(first);
+    for (int64_t k = 0; k < m_lanes && c0 + k < count; ++k) {
+      const auto [source, channel] = m_channels[static_cast<size_t>(c0 + k)];
+      const int64_t offset = m_sources[static_cast<size_t>(source)].at(0, channel);
+      size_t i = first;
+      while (i < m_pieces.size() && !(m_pieces[i].source == source && offset >= m_pieces[i].offset &&
+                                      offset < m_pieces[i].offset + 16))
+        ++i;
+      if (i == m_pieces.size()) {
+        m_pieces.emplace_back();
+        m_pieces.back().source = source;
+        m_pieces.back().offset = offset;
+      }
+      Piece& p = m_pieces[i];
+      const auto at = static_cast<int32_t>(offset - p.offset);
+      p.index[k] = at;
+      p.fill = static_cast<uint16_t>(p.fill | (1u << k));
+      p.load = static_cast<uint16_t>(p.load | ((2u << at) - 1));
+    }
+  }
+  m_group_begin.push_back(m_pieces.size());
+}
+
+void ChannelGather::run(std::span<const float* const> data, float* dst) const {
+  if (m_lanes > 0) {
+    run_lanes(data, dst);
+  } else {
+    run_planes(data, dst);
+  }
+}
+
+void ChannelGather::run_lanes(std::span<const float* const> data, float* dst) const {
+  const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
+  const size_t groups = m_group_begin.size() - 1;
+  const bool blocked = m_dst.block > 1;
+  // One image's row per task, every group of it: a channels-last source's
+  // row is read once for all the groups it feeds.
+  run_on_openmp_pool(static_cast<size_t>(images * height), [&](size_t task) {
+    const auto n = static_cast<int64_t>(task) / height, h = static_cast<int64_t>(task) % height;
+    const float* base[16];
+    int64_t col[16];
+    for (size_t g = 0; g < groups; ++g) {
+      const std::span<const Piece> pieces(m_pieces.data() + m_group_begin[g],
+                                          m_group_begin[g + 1] - m_group_begin[g]);
+      for (size_t i = 0; i < pieces.size(); ++i) {
+        const PlaneLayout& s = m_sources[static_cast<size_t>(pieces[i].source)];
+        base[i] = data[static_cast<size_t>(pieces[i].source)] + pieces[i].offset + n * s.image + h * s.row;
+        col[i] = s.col;
+      }
+      const int64_t c0 = static_cast<int64_t>(g) * m_lanes;
+      const int64_t stored = blocked ? m_lanes : std::min<int64_t>(m_lanes, channels - c0);
+      group_row_avx512(pieces, base, col, width, dst + m_dst.at(n, c0) + h * m_dst.row, m_dst.col,
+                       static_cast<__mmask16>((1u << stored) - 1));
+    }
+  });
+}
+
+void ChannelGather::run_planes(std::span<const float* const> data, float* dst) const {
+  const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
+  const bool vector = has_avx512();
+  run_on_openmp_pool(static_cast<size_t>(images * channels), [&](size_t task) {
+    const auto n = static_cast<int64_t>(task) / channels, c = static_cast<int64_t>(task) % channels;
+    const auto [source, channel] = m_channels[static_cast<size_t>(c)];
+    const PlaneLayout& s = m_sources[static_cast<size_t>(source)];
+    const float* plane = data[static_cast<size_t>(source)] + s.at(n, channel);
+    for (int64_t h = 0; h < height; ++h) {
+      const float* in = plane + h * s.row;
+      float* out = dst + m_dst.at(n, c) + h * m_dst.row;
+      if (m_dst.col == 1 && s.col == 1) {
+        std::memcpy(out, in, static_cast<size_t>(width) * sizeof(float));
+      } else if (m_dst.col == 1 && vector) {
+        strided_row_avx512(in, s.col, width, out);
+      } else {
+        for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = in[w * s.col];
+      }
+    }
+  });
+  for (int64_t n = 0; n < images; ++n) {
+    for (int64_t c = channels; c < m_padded; ++c) {
+      for (int64_t h = 0; h < height; ++h) {
+        float* out = dst + m_dst.at(n, c) + h * m_dst.row;
+        for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace kiln::cpu

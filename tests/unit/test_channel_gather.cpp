@@ -1,0 +1,163 @@
+// ShuffleNet's channel shuffle and split as gathered values: the pass that
+// writes a tensor from other tensors' channels (channel_gather.hpp), from
+// and into plain, channels-last and 8- and 16-channel-blocked layouts, with
+// channel counts that fill the blocks and ones that pad them; and two
+// ShuffleNet units on the cpu backend, whose Concats, Reshapes and
+// Transposes add no step while each conv's input is written once, against
+// the reference backend.
+#include <gtest/gtest.h>
+
+#include <onnx/onnx_pb.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backends/cpu/channel_gather.hpp"
+#include "backends/cpu/cpu_backend.hpp"
+#include "cpu_test_helpers.hpp"
+#include "onnx_test_model.hpp"
+#include "reference/executor.hpp"
+
+namespace kiln {
+namespace {
+
+using onnx::TensorProto;
+using Model = testing::ProtoModel;
+using Tag = dnnl::memory::format_tag;
+using testing::set_int;
+using testing::set_ints;
+
+constexpr int64_t k_images = 2, k_height = 3, k_width = 21, k_source_channels = 40;
+
+float source_value(size_t s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return static_cast<float>(s * 100000 + n * 10000 + c * 100 + h * 30 + w);
+}
+
+struct GatherCase {
+  Tag dst;
+  int64_t channels;
+};
+
+class ChannelGatherLayouts : public ::testing::TestWithParam<GatherCase> {};
+
+TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
+  const GatherCase c = GetParam();
+  const std::vector<Tag> source_tags = {Tag::nhwc, Tag::nChw16c, Tag::nchw};
+  std::vector<std::vector<float>> sources;
+  std::vector<cpu::PlaneLayout> layouts;
+  for (size_t s = 0; s < source_tags.size(); ++s) {
+    const cpu::Md md({k_images, k_source_channels, k_height, k_width}, cpu::Dt::f32, source_tags[s]);
+    const cpu::PlaneLayout l = *cpu::plane_layout(md);
+    std::vector<float> data(md.get_size() / sizeof(float), 0.0f);
+    for (int64_t n = 0; n < k_images; ++n)
+      for (int64_t ch = 0; ch < k_source_channels; ++ch)
+        for (int64_t h = 0; h < k_height; ++h)
+          for (int64_t w = 0; w < k_width; ++w)
+            data[l.at(n, ch) + h * l.row + w * l.col] = source_value(s, n, ch, h, w);
+    sources.push_back(std::move(data));
+    layouts.push_back(l);
+  }
+  // Channel k from source k % 3, channel 7k mod 40: neighbours come from
+  // different tensors and channels far apart.
+  std::vector<std::pair<int, int64_t>> channels;
+  for (int64_t k = 0; k < c.channels; ++k)
+    channels.emplace_back(static_cast<int>(k % 3), (7 * k) % k_source_channels);
+  const cpu::Md dst_md({k_images, c.channels, k_height, k_width}, cpu::Dt::f32, c.dst);
+  const cpu::PlaneLayout d = *cpu::plane_layout(dst_md);
+  std::vector<float> dst(dst_md.get_size() / sizeof(float), std::numeric_limits<float>::quiet_NaN());
+  const int64_t padded = dst_md.data.padded_dims[1];
+  const cpu::ChannelGather pass({k_images, c.channels, k_height, k_width}, layouts, channels, d, padded);
+  const std::vector<const float*> data = {sources[0].data(), sources[1].data(), sources[2].data()};
+  pass.run(data, dst.data());
+  for (int64_t n = 0; n < k_images; ++n) {
+    for (int64_t k = 0; k < padded; ++k) {
+      for (int64_t h = 0; h < k_height; ++h) {
+        for (int64_t w = 0; w < k_width; ++w) {
+          const float got = dst[static_cast<size_t>(d.at(n, k) + h * d.row + w * d.col)];
+          if (k >= c.channels) {
+            ASSERT_EQ(got, 0.0f) << "padding channel " << k;
+            continue;
+          }
+          const auto [s, ch] = channels[static_cast<size_t>(k)];
+          ASSERT_EQ(got, source_value(static_cast<size_t>(s), n, ch, h, w))
+              << "image " << n << " channel " << k << " at " << h << "," << w;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, ChannelGatherLayouts,
+                         ::testing::Values(GatherCase{Tag::nchw, 58}, GatherCase{Tag::nhwc, 58},
+                                           GatherCase{Tag::nhwc, 32}, GatherCase{Tag::nChw16c, 58},
+                                           GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20}));
+
+// Two ShuffleNet units (stride 1): split the input's channels in halves,
+// the second half through 1x1 conv + Relu, Concat with the first, shuffle
+// (Reshape, Transpose, Reshape); a final conv reads the second shuffle.
+Model shuffle_units(int64_t batch) {
+  constexpr int64_t k_channels = 116, k_half = 58, k_size = 6;
+  Model m(17);
+  m.input("x", {batch, k_channels, k_size, k_size});
+  m.ints("lo", {0});
+  m.ints("mid", {k_half});
+  m.ints("hi", {k_channels});
+  m.ints("axis", {1});
+  m.ints("split_shape", {batch, 2, k_half, k_size, k_size});
+  m.ints("flat_shape", {batch, k_channels, k_size, k_size});
+  std::string in = "x";
+  for (int u = 1; u <= 2; ++u) {
+    const std::string i = std::to_string(u);
+    m.weight("w" + i, {k_half, k_half, 1, 1});
+    m.node("Slice", "left" + i, {in, "lo", "mid", "axis"}, {"a" + i});
+    m.node("Slice", "right" + i, {in, "mid", "hi", "axis"}, {"b" + i});
+    m.node("Conv", "conv" + i, {"b" + i, "w" + i}, {"c" + i});
+    m.node("Relu", "relu" + i, {"c" + i}, {"r" + i});
+    set_int(m.node("Concat", "concat" + i, {"a" + i, "r" + i}, {"cat" + i}), "axis", 1);
+    m.node("Reshape", "split" + i, {"cat" + i, "split_shape"}, {"s" + i});
+    set_ints(m.node("Transpose", "shuffle" + i, {"s" + i}, {"t" + i}), "perm", {0, 2, 1, 3, 4});
+    m.node("Reshape", "flat" + i, {"t" + i, "flat_shape"}, {"y" + i});
+    in = "y" + i;
+  }
+  m.weight("w3", {16, k_channels, 1, 1});
+  m.node("Conv", "head", {in, "w3"}, {"out"});
+  m.output_shaped("out", TensorProto::FLOAT, {batch, 16, k_size, k_size});
+  return m;
+}
+
+TEST(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
+  for (int64_t batch : {1, 2}) {
+    const Model m = shuffle_units(batch);
+    const ir::Graph graph = m.import("shuffle.onnx").graph;
+    auto backend = make_cpu_backend();
+    auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
+    std::vector<LayerTiming> steps;
+    const std::vector<Tensor> got = engine->run_profiled(m.inputs(), steps);
+    const std::vector<Tensor> want = ref::Executor(graph).run(m.inputs());
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_LE(testing::relative_error(got[0], want[0]), 1e-4) << "batch " << batch;
+    // The second unit's conv reads the first shuffle's second half, the head
+    // the second shuffle: one gather each. The first unit's halves are
+    // windows of the input (a view and the conv's own reorder).
+    int gathers = 0;
+    for (const LayerTiming& t : steps) {
+      EXPECT_NE(t.kind, "aux") << t.name;
+      for (const char* elided : {"concat1", "concat2", "split1", "split2", "shuffle1", "shuffle2", "flat1",
+                                 "flat2", "left2", "right2"}) {
+        EXPECT_NE(t.name, elided) << t.kind << " " << t.tactic;
+      }
+      if (t.tactic == "native:channel_gather") {
+        ++gathers;
+        EXPECT_EQ(t.op, "GatherChannels");
+        EXPECT_EQ(t.kind, "native");
+      }
+    }
+    EXPECT_EQ(gathers, 2) << "batch " << batch;
+  }
+}
+
+}  // namespace
+}  // namespace kiln
