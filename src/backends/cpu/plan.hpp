@@ -45,8 +45,11 @@ constexpr uint8_t k_last_layer_kind = 13;
 enum class ConvAlgo : uint8_t { automatic = 0, direct = 1, winograd = 2, gemm = 3 };
 constexpr uint8_t k_last_conv_algo = 3;
 // Activation layout a tactic asks for: oneDNN's choice, channels-last, or
-// 16-channel blocks (nChw16c, the layout of oneDNN's direct avx512 kernels).
-enum class Layout : uint8_t { any = 0, nhwc = 1, blocked = 2 };
+// 16-channel blocks (nChw16c, the layout of oneDNN's direct avx512 kernels);
+// plain_in: a stem conv (a few input channels) reading the plain NCHW input
+// as it is and writing 16-channel blocks, with no reorder before it.
+enum class Layout : uint8_t { any = 0, nhwc = 1, blocked = 2, plain_in = 3 };
+constexpr uint8_t k_last_layout = 3;
 enum class Prec : uint8_t { f32 = 0, bf16 = 1 };
 // Weight layout a MatMul/Gemm tactic asks oneDNN for, over the logical
 // [K, N] weights: its choice (format_tag::any, e.g. brgemm's BA16a64b),

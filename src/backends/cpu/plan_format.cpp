@@ -81,7 +81,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
         .read(fl->nodes(), fl->bias_add(), fl->residual_add(), fl->residual_input(), fl->activation(),
               fl->output(), true)
         .move_into(l);
-    if (fl->algo() > k_last_conv_algo || fl->layout() > 2 || fl->precision() > 1 ||
+    if (fl->algo() > k_last_conv_algo || fl->layout() > k_last_layout || fl->precision() > 1 ||
         fl->weight_layout() > k_last_weight_layout) {
       corrupt("bad tactic");
     }
@@ -98,7 +98,7 @@ EnginePlan parse_plan(std::span<const std::byte> bytes) {
     l.dw_fused = fl->dw_fused();
     if (l.dw_conv != ir::k_no_node && !l.dw_fused) {
       const fbs::ConvTactic* t = fl->dw_tactic();
-      if (!t || t->algo() > k_last_conv_algo || t->layout() > 2 || t->precision() > 1)
+      if (!t || t->algo() > k_last_conv_algo || t->layout() > k_last_layout || t->precision() > 1)
         corrupt("bad depthwise tactic");
       l.dw_tactic = Tactic(static_cast<ConvAlgo>(t->algo()), static_cast<Layout>(t->layout()),
                            static_cast<Prec>(t->precision()), plan::read_string(t->name()), t->time_ms());

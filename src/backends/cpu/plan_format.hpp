@@ -25,8 +25,9 @@ namespace kiln::cpu {
 // resample layers; 5: a concat layer's tactic.algo names oneDNN's concat
 // (automatic) or one reorder per input into its window (direct), and a Concat
 // of bf16 inputs, with the BatchNorm after it, stays bf16; 6: a conv's swish
-// may run as kiln's own pass (native_swish).
-constexpr uint32_t k_plan_version = 6;
+// may run as kiln's own pass (native_swish); 7: a conv's layout may be
+// plain_in.
+constexpr uint32_t k_plan_version = 7;
 
 std::vector<std::byte> serialize_plan(const EnginePlan& plan);
 // Throws kiln::Error(invalid_model) for a plan that fails any check.
