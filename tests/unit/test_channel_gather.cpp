@@ -95,10 +95,12 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ChannelGatherLayouts,
                                            GatherCase{Tag::nhwc, 32}, GatherCase{Tag::nChw16c, 58},
                                            GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20}));
 
-// Two ShuffleNet units (stride 1): split the input's channels in halves,
-// the second half through 1x1 conv + Relu, Concat with the first, shuffle
-// (Reshape, Transpose, Reshape); a final conv reads the second shuffle.
-Model shuffle_units(int64_t batch) {
+// Two ShuffleNet units (stride 1): split the input's channels in halves (two
+// Slices, as torch 1.13 exports x.chunk(2, 1), or one Split, as later
+// exporters do), the second half through 1x1 conv + Relu, Concat with the
+// first, shuffle (Reshape, Transpose, Reshape); a final conv reads the
+// second shuffle.
+Model shuffle_units(int64_t batch, bool split) {
   constexpr int64_t k_channels = 116, k_half = 58, k_size = 6;
   Model m(17);
   m.input("x", {batch, k_channels, k_size, k_size});
@@ -106,14 +108,19 @@ Model shuffle_units(int64_t batch) {
   m.ints("mid", {k_half});
   m.ints("hi", {k_channels});
   m.ints("axis", {1});
+  m.ints("halves", {k_half, k_half});
   m.ints("split_shape", {batch, 2, k_half, k_size, k_size});
   m.ints("flat_shape", {batch, k_channels, k_size, k_size});
   std::string in = "x";
   for (int u = 1; u <= 2; ++u) {
     const std::string i = std::to_string(u);
     m.weight("w" + i, {k_half, k_half, 1, 1});
-    m.node("Slice", "left" + i, {in, "lo", "mid", "axis"}, {"a" + i});
-    m.node("Slice", "right" + i, {in, "mid", "hi", "axis"}, {"b" + i});
+    if (split) {
+      set_int(m.node("Split", "left" + i, {in, "halves"}, {"a" + i, "b" + i}), "axis", 1);
+    } else {
+      m.node("Slice", "left" + i, {in, "lo", "mid", "axis"}, {"a" + i});
+      m.node("Slice", "right" + i, {in, "mid", "hi", "axis"}, {"b" + i});
+    }
     m.node("Conv", "conv" + i, {"b" + i, "w" + i}, {"c" + i});
     m.node("Relu", "relu" + i, {"c" + i}, {"r" + i});
     set_int(m.node("Concat", "concat" + i, {"a" + i, "r" + i}, {"cat" + i}), "axis", 1);
@@ -128,9 +135,11 @@ Model shuffle_units(int64_t batch) {
   return m;
 }
 
-TEST(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
+class ChannelShuffle : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
   for (int64_t batch : {1, 2}) {
-    const Model m = shuffle_units(batch);
+    const Model m = shuffle_units(batch, GetParam());
     const ir::Graph graph = m.import("shuffle.onnx").graph;
     auto backend = make_cpu_backend();
     auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
@@ -146,7 +155,7 @@ TEST(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
     for (const LayerTiming& t : steps) {
       EXPECT_NE(t.kind, "aux") << t.name;
       for (const char* elided : {"concat1", "concat2", "split1", "split2", "shuffle1", "shuffle2", "flat1",
-                                 "flat2", "left2", "right2"}) {
+                                 "flat2", "left2", "right2", "left2/slice0", "left2/slice1"}) {
         EXPECT_NE(t.name, elided) << t.kind << " " << t.tactic;
       }
       if (t.tactic == "native:channel_gather") {
@@ -158,6 +167,11 @@ TEST(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
     EXPECT_EQ(gathers, 2) << "batch " << batch;
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(SliceOrSplit, ChannelShuffle, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("split") : std::string("slices");
+                         });
 
 }  // namespace
 }  // namespace kiln

@@ -440,6 +440,46 @@ TEST(TransformerLayers, ShuffleUnitConcatIsOneReorderPerInputIntoAPlainOutput) {
   EXPECT_EQ(concat_reorders, 2);
 }
 
+// Split (torch.chunk and torch.split in today's exporters) runs as windows
+// of its input, one reorder per part, not on the reference kernel. Sizes
+// from the opset-11 attribute, the opset-13 input, and opset 18's
+// num_outputs with a smaller last part.
+TEST(TransformerLayers, SplitRunsAsOneReorderPerPartInEveryOpset) {
+  for (int64_t opset : {11, 13, 18}) {
+    Model m(opset);
+    m.input("x", {2, 10, 4, 4});
+    onnx::NodeProto* split = nullptr;
+    if (opset == 11) {
+      split = m.node("Split", "split", {"x"}, {"a", "b", "c"});
+      set_ints(split, "split", {3, 3, 4});
+    } else if (opset == 13) {
+      m.ints("sizes", {3, 3, 4});
+      split = m.node("Split", "split", {"x", "sizes"}, {"a", "b", "c"});
+    } else {
+      split = m.node("Split", "split", {"x"}, {"a", "b", "c"});
+      set_int(split, "num_outputs", 3);  // 4, 4, 2
+    }
+    set_int(split, "axis", 1);
+    const std::vector<int64_t> sizes =
+        opset == 18 ? std::vector<int64_t>{4, 4, 2} : std::vector<int64_t>{3, 3, 4};
+    const char* names[] = {"a", "b", "c"};
+    for (size_t i = 0; i < 3; ++i) {
+      const std::string out = std::string("y") + names[i];
+      m.node("Relu", std::string("relu_") + names[i], {names[i]}, {out});
+      m.output_shaped(out, TensorProto::FLOAT, {2, sizes[i], 4, 4});
+    }
+    const auto steps = run_and_compare(m);
+    expect_no_aux(steps);
+    int parts = 0;
+    for (const LayerTiming& t : steps) {
+      if (t.name != "split") continue;
+      EXPECT_EQ(t.kind, "reorder") << "opset " << opset << ": " << t.tactic;
+      ++parts;
+    }
+    EXPECT_EQ(parts, 3) << "opset " << opset;
+  }
+}
+
 // Inception's branch pool: torch writes avg_pool2d(padding=1,
 // count_include_pad) as a zero Pad then an unpadded AveragePool. Lowering
 // folds the Pad into the pool, which runs on oneDNN with the padding counted.

@@ -87,10 +87,7 @@ bool part_of_gathered_shuffle(InstanceBuilder& b, LayerDesc& layer) {
   return true;
 }
 
-bool build_gathered_slice(InstanceBuilder& b, LayerDesc& layer, const Dims& starts, const Dims& steps) {
-  const ir::Node& n = b.node(layer.anchor());
-  const ValueId x = n.inputs[0];
-  const ValueId y = n.outputs[0];
+bool build_gathered_slice(InstanceBuilder& b, ValueId x, ValueId y, const Dims& starts, const Dims& steps) {
   const std::vector<ChannelSource>* from = b.gathered(x);
   if (!from || b.is_graph_output(y)) return false;
   const std::vector<int64_t>& in = b.shape(x);
@@ -103,7 +100,6 @@ bool build_gathered_slice(InstanceBuilder& b, LayerDesc& layer, const Dims& star
   for (int64_t k = 0; k < out[1]; ++k)
     kept.push_back(from->at(static_cast<size_t>(starts[1] + k * steps[1])));
   b.define_gathered(y, std::move(kept));
-  layer.tactic.name = "gathered:slice";
   return true;
 }
 

@@ -20,8 +20,10 @@ bool build_gathered_shuffle(InstanceBuilder& b, LayerDesc& layer);
 // unnecessary or already defined (it then adds no step).
 bool part_of_gathered_shuffle(InstanceBuilder& b, LayerDesc& layer);
 
-// Slice `layer` of a gathered value along its channels only: a map of the
-// channels it keeps. False (and nothing done) otherwise.
-bool build_gathered_slice(InstanceBuilder& b, LayerDesc& layer, const Dims& starts, const Dims& steps);
+// The window of gathered value `x` from `starts` every `steps` (a Slice or
+// a Split's part), when it is along the channels only: `y` becomes a map of
+// the channels it keeps. False (and nothing done) otherwise.
+bool build_gathered_slice(InstanceBuilder& b, ir::ValueId x, ir::ValueId y, const Dims& starts,
+                          const Dims& steps);
 
 }  // namespace kiln::cpu

@@ -90,6 +90,19 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
     if (!single_output(n)) return no("extra outputs");
     return LayerKind::view;
   }
+  if (op == "Split") {
+    // Windows of a float tensor along one axis, each like a Slice's
+    // (torch.chunk and torch.split from opset 13 on: ShuffleNet's channel
+    // split in today's exporters).
+    if (n.opset < 2 || n.inputs.empty() || n.inputs[0] == k_no_value ||
+        g.value(n.inputs[0]).type.dtype != DType::float32 || !rank_of(g, n.inputs[0]) ||
+        *rank_of(g, n.inputs[0]) == 0) {
+      return no("Split of this kind");
+    }
+    if (n.inputs.size() > 1 && n.inputs[1] != k_no_value && !known_at_build(n.inputs[1]))
+      return no("Split sizes are not constant");
+    return LayerKind::view;
+  }
   // LayerNormalization's Mean and InvStdDev are oneDNN's statistics.
   if (!single_output(n) && op != "LayerNormalization") return no("optional outputs are requested");
   if (op == "Slice") {

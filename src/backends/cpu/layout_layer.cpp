@@ -1,8 +1,9 @@
 // Layout-only layers. Reshape, Flatten, Squeeze, Unsqueeze and Identity are
 // views of a plain tensor (no copy; a blocked input is reordered to plain
 // once). Transpose is a strided view: consumers that read strides (matmul,
-// reorders) take it as is, others get one reorder. Slice (positive steps)
-// and Gather of one constant index copy a strided window by one reorder, or
+// reorders) take it as is, others get one reorder. Slice (positive steps),
+// each part of a Split, and Gather of one constant index copy a strided
+// window by one reorder, or
 // stay a view of it where only convs and concats (which reorder) read them;
 // constant Pad fills its destination and reorders the source into the
 // interior. Concat is in concat_layer.cpp.
@@ -97,9 +98,60 @@ void build_slice(InstanceBuilder& b, LayerDesc& layer) {
     offsets[a] = std::max<int64_t>(start, 0);
     strides[a] = step;
   }
-  if (build_gathered_slice(b, layer, offsets, strides)) return;
+  if (build_gathered_slice(b, x, y, offsets, strides)) {
+    layer.tactic.name = "gathered:slice";
+    return;
+  }
   layer.tactic.name = "reorder:slice";
   copy_window(b, x, y, offsets, strides, out);
+}
+
+// The size of each of Split `n`'s outputs along an axis of `dim` elements:
+// the sizes input (opset 13 on), the attribute (before), or equal parts (the
+// last smaller from opset 18, num_outputs).
+std::vector<int64_t> split_sizes(InstanceBuilder& b, const ir::Node& n, int64_t dim) {
+  std::vector<int64_t> sizes;
+  if (n.opset >= 13 && n.inputs.size() > 1 && n.inputs[1] != ir::k_no_value) {
+    sizes = known_ints(b, n, 1);
+  } else if (n.opset < 13 && n.attrs.has("split")) {
+    sizes = n.attrs.get_ints("split", {});
+  } else {
+    const auto parts = static_cast<int64_t>(n.outputs.size());
+    const int64_t each = n.opset >= 18 ? (dim + parts - 1) / parts : dim / parts;
+    for (int64_t i = 0; i < parts; ++i) sizes.push_back(std::clamp<int64_t>(dim - i * each, 0, each));
+  }
+  int64_t total = 0;
+  for (int64_t s : sizes) total += s < 0 ? dim + 1 : s;
+  if (sizes.size() != n.outputs.size() || total != dim)
+    throw Error(ErrorCode::invalid_model, "Split sizes do not add up to the axis");
+  return sizes;
+}
+
+// Split: each output the window of its part, as a Slice's.
+void build_split(InstanceBuilder& b, LayerDesc& layer) {
+  const ir::Node& n = b.node(layer.anchor());
+  const ValueId x = n.inputs[0];
+  const auto& in = b.shape(x);
+  const auto rank = static_cast<int64_t>(in.size());
+  int64_t axis = n.attrs.get_int("axis", 0);
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "Split axis out of range");
+  const std::vector<int64_t> sizes = split_sizes(b, n, in[static_cast<size_t>(axis)]);
+  layer.tactic.name = "reorder:split";
+  int64_t start = 0;
+  for (size_t i = 0; i < n.outputs.size(); ++i) {
+    const ValueId y = n.outputs[i];
+    Dims offsets(in.size(), 0);
+    offsets[static_cast<size_t>(axis)] = start;
+    start += sizes[i];
+    if (y == ir::k_no_value) continue;
+    const Dims steps(in.size(), 1);
+    if (build_gathered_slice(b, x, y, offsets, steps)) {
+      layer.tactic.name = "gathered:split";
+      continue;
+    }
+    copy_window(b, x, y, offsets, steps, b.shape(y));
+  }
 }
 
 // Gather of one constant index: the window at that index (the axis dropped,
@@ -213,6 +265,10 @@ void build_view_layer(InstanceBuilder& b, LayerDesc& layer) {
   }
   if (n.op_type == "Slice") {
     build_slice(b, layer);
+    return;
+  }
+  if (n.op_type == "Split") {
+    build_split(b, layer);
     return;
   }
   if (n.op_type == "Gather") {
