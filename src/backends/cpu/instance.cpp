@@ -702,10 +702,16 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
       Tensor t = reorder != output_reorders.end() ? Tensor::uninitialized(type.dtype, type.static_shape())
                                                   : Tensor::zeros(type.dtype, type.static_shape());
       if (reorder != output_reorders.end()) {
-        dnnl::memory dst(plain_md(type.static_shape(), *to_dnnl(type.dtype)), engine,
-                         t.mutable_bytes().data());
+        const Md plain = plain_md(type.static_shape(), *to_dnnl(type.dtype));
         dnnl::memory& src = slots[static_cast<size_t>(st.slot)].mem;
-        reorder->prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
+        if (src.get_desc() == plain) {
+          // Already the returned layout (a classifier's logits): a copy,
+          // without a reorder primitive's parallel region around it.
+          std::memcpy(t.mutable_bytes().data(), src.get_data_handle(), t.byte_size());
+        } else {
+          dnnl::memory dst(plain, engine, t.mutable_bytes().data());
+          reorder->prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
+        }
       }
       outputs.push_back(std::move(t));
     } else if (st.kind == ValueKind::input) {
