@@ -96,8 +96,8 @@ INSTANTIATE_TEST_SUITE_P(Layouts, ChannelGatherLayouts,
                                            GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20}));
 
 // Two ShuffleNet units (stride 1): split the input's channels in halves (two
-// Slices, as torch 1.13 exports x.chunk(2, 1), or one Split, as later
-// exporters do), the second half through 1x1 conv + Relu, Concat with the
+// Slices, as torch 1.13 exports x.chunk(2, 1), or one Split, as it exports
+// torch.split), the second half through 1x1 conv + Relu, Concat with the
 // first, shuffle (Reshape, Transpose, Reshape); a final conv reads the
 // second shuffle.
 Model shuffle_units(int64_t batch, bool split) {

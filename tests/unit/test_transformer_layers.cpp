@@ -440,7 +440,7 @@ TEST(TransformerLayers, ShuffleUnitConcatIsOneReorderPerInputIntoAPlainOutput) {
   EXPECT_EQ(concat_reorders, 2);
 }
 
-// Split (torch.chunk and torch.split in today's exporters) runs as windows
+// Split (what torch.split exports) runs as windows
 // of its input, one reorder per part, not on the reference kernel. Sizes
 // from the opset-11 attribute, the opset-13 input, and opset 18's
 // num_outputs with a smaller last part.

@@ -92,8 +92,7 @@ std::optional<LayerKind> check_native(const ir::Graph& g, const ir::Node& n, std
   }
   if (op == "Split") {
     // Windows of a float tensor along one axis, each like a Slice's
-    // (torch.chunk and torch.split from opset 13 on: ShuffleNet's channel
-    // split in today's exporters).
+    // (torch.split exports as Split; a reference kernel copied each part).
     if (n.opset < 2 || n.inputs.empty() || n.inputs[0] == k_no_value ||
         g.value(n.inputs[0]).type.dtype != DType::float32 || !rank_of(g, n.inputs[0]) ||
         *rank_of(g, n.inputs[0]) == 0) {
