@@ -1,13 +1,16 @@
 // Resize / Upsample on oneDNN's resampling primitive, for the nodes whose
 // ONNX semantics it reproduces exactly (see resample_layer.hpp). The
 // primitive reads the producer's layout as it is (plain, nhwc or blocked);
-// a graph output is written plain, so returning it is a plain copy.
+// a graph output is written plain, so returning it is a plain copy, and a
+// 2-D linear one by kiln's own loop (bilinear.hpp).
 #include "backends/cpu/resample_layer.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <vector>
 
+#include "backends/cpu/bilinear.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/layer_partition.hpp"
 #include "ir/ops/tensor_params.hpp"
@@ -153,6 +156,21 @@ void build_resample_layer(InstanceBuilder& b, LayerDesc& layer) {
     dst_md = Md(to_dims(out), Dt::f32, dnnl::memory::format_tag::any);  // the source's layout
   }
   const bool linear = ir::resize_modes(n).mode == "linear";
+  if (graph_output && linear && in.size() == 4) {
+    // kiln's loop (bilinear.hpp): oneDNN's jit resampling over plain planes
+    // was a tenth of a segmentation network's time.
+    const int dst = b.define(y, dst_md);
+    auto pass = std::make_shared<const BilinearPlanes>(in[0] * in[1], in[2], in[3], out[2], out[3]);
+    Instance* inst = &b.instance();
+    b.add_function(
+        [inst, pass, src, dst](RunContext&) {
+          pass->run(slot_floats(inst->slots[static_cast<size_t>(src)]),
+                    slot_floats(inst->slots[static_cast<size_t>(dst)]));
+        },
+        "Resize", "native:bilinear");
+    layer.tactic.name = "native:bilinear";
+    return;
+  }
   const dnnl::algorithm alg =
       linear ? dnnl::algorithm::resampling_linear : dnnl::algorithm::resampling_nearest;
   dnnl::resampling_forward::desc desc(dnnl::prop_kind::forward_inference, alg, b.slot(src).md, dst_md);
