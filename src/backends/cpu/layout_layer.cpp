@@ -34,6 +34,15 @@ std::vector<int64_t> known_ints(InstanceBuilder& b, const ir::Node& n, size_t i)
   return t->to_int_vector();
 }
 
+// The node's "axis" attribute (default 0) counted from the front of a
+// rank-`rank` input.
+int64_t axis_attribute(const ir::Node& n, int64_t rank) {
+  int64_t axis = n.attrs.get_int("axis", 0);
+  if (axis < 0) axis += rank;
+  if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, n.op_type + " axis out of range");
+  return axis;
+}
+
 // The window of `x` starting at `starts` with `out` elements every `steps`
 // along each dim (a descriptor with offsets and strides over x's storage),
 // copied by one reorder into a plain tensor of its own, so readers see an
@@ -132,10 +141,7 @@ void build_split(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
   const ValueId x = n.inputs[0];
   const auto& in = b.shape(x);
-  const auto rank = static_cast<int64_t>(in.size());
-  int64_t axis = n.attrs.get_int("axis", 0);
-  if (axis < 0) axis += rank;
-  if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "Split axis out of range");
+  const int64_t axis = axis_attribute(n, static_cast<int64_t>(in.size()));
   const std::vector<int64_t> sizes = split_sizes(b, n, in[static_cast<size_t>(axis)]);
   layer.tactic.name = "reorder:split";
   int64_t start = 0;
@@ -163,9 +169,7 @@ void build_gather(InstanceBuilder& b, LayerDesc& layer) {
   const ValueId y = n.outputs[0];
   const auto& in = b.shape(x);
   const int64_t rank = static_cast<int64_t>(in.size());
-  int64_t axis = n.attrs.get_int("axis", 0);
-  if (axis < 0) axis += rank;
-  if (axis < 0 || axis >= rank) throw Error(ErrorCode::invalid_model, "Gather axis out of range");
+  const int64_t axis = axis_attribute(n, rank);
   const std::vector<int64_t> index = known_ints(b, n, 1);
   if (index.size() != 1) throw Error(ErrorCode::invalid_model, "Gather index is not one value");
   const int64_t dim = in[static_cast<size_t>(axis)];
