@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/cpu_features.hpp"
 #include "backends/cpu/openmp_pool.hpp"
 
 namespace kiln::cpu {
@@ -15,11 +16,6 @@ namespace {
 constexpr int64_t k_rows_per_task = 8;
 // Longest input row blended on the stack; longer rows blend per output.
 constexpr int64_t k_max_blended = 4096;
-
-bool has_avx512() {
-  static const bool available = __builtin_cpu_supports("avx512f");
-  return available;
-}
 
 // GCC 12 reports the intrinsics' own undefined pass-through vectors as
 // maybe-uninitialized when AVX-512 is enabled per function (swish.cpp).
@@ -96,11 +92,13 @@ BilinearPlanes::BilinearPlanes(int64_t planes, int64_t in_h, int64_t in_w, int64
 
 void BilinearPlanes::run(const float* src, float* dst) const {
   const int64_t chunks = (m_out_h + k_rows_per_task - 1) / k_rows_per_task;
-  const bool vector = has_avx512();
+  const bool vector = has_avx512f();
   run_on_openmp_pool(static_cast<size_t>(m_planes * chunks), [&](size_t task) {
     const auto p = static_cast<int64_t>(task) / chunks, c = static_cast<int64_t>(task) % chunks;
     const float* plane = src + p * m_in_h * m_in_w;
-    float blended[k_max_blended + 32] = {};  // the last 32 read by the permutes stay defined
+    float blended[k_max_blended];
+    // The permutes load 32 floats: those past the row are defined, unused.
+    if (m_in_w < 32) std::fill(blended + m_in_w, blended + 32, 0.0f);
     for (int64_t y = c * k_rows_per_task; y < std::min(m_out_h, (c + 1) * k_rows_per_task); ++y) {
       const float* top = plane + m_rows.lo[static_cast<size_t>(y)] * m_in_w;
       const float* bottom = plane + m_rows.hi[static_cast<size_t>(y)] * m_in_w;

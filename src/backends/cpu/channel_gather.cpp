@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "backends/cpu/cpu_features.hpp"
 #include "backends/cpu/openmp_pool.hpp"
 
 namespace kiln::cpu {
@@ -27,11 +28,6 @@ std::optional<PlaneLayout> plane_layout(const Md& md) {
 }
 
 namespace {
-
-bool has_avx512() {
-  static const bool available = __builtin_cpu_supports("avx512f");
-  return available;
-}
 
 // GCC 12 reports the intrinsics' own undefined pass-through vectors as
 // maybe-uninitialized when AVX-512 is enabled per function (swish.cpp).
@@ -84,7 +80,7 @@ ChannelGather::ChannelGather(const Dims& dims, std::vector<PlaneLayout> sources,
   // 16 channels of a channels-last one.
   const bool blocked = m_dst.block == 8 || m_dst.block == 16;
   const bool channels_last = m_dst.block == 1 && m_dst.channel == 1 && m_dst.col != 1;
-  if (!has_avx512() || !(blocked || channels_last)) return;
+  if (!has_avx512f() || !(blocked || channels_last)) return;
   m_lanes = blocked ? m_dst.block : 16;
   const auto count = static_cast<int64_t>(m_channels.size());
   for (int64_t c0 = 0; c0 < m_padded; c0 += m_lanes) {
@@ -148,7 +144,7 @@ void ChannelGather::run_lanes(std::span<const float* const> data, float* dst) co
 
 void ChannelGather::run_planes(std::span<const float* const> data, float* dst) const {
   const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
-  const bool vector = has_avx512();
+  const bool vector = has_avx512f();
   run_on_openmp_pool(static_cast<size_t>(images * channels), [&](size_t task) {
     const auto n = static_cast<int64_t>(task) / channels, c = static_cast<int64_t>(task) % channels;
     const auto [source, channel] = m_channels[static_cast<size_t>(c)];

@@ -52,8 +52,7 @@ void InstanceBuilder::touch(int s) {
 bool InstanceBuilder::read_only_by(ValueId v, LayerKind kind) const { return read_only_by(v, {kind}); }
 
 bool InstanceBuilder::read_only_by(ValueId v, std::initializer_list<LayerKind> kinds) const {
-  const auto& outputs = graph().outputs();
-  if (std::find(outputs.begin(), outputs.end(), v) != outputs.end()) return false;
+  if (is_graph_output(v)) return false;
   bool read = false;
   for (const LayerDesc& layer : m_plan.layers) {
     for (ir::NodeId n : layer.nodes) {
@@ -530,7 +529,7 @@ void InstanceBuilder::build_all(bool materialize_now) {
     const ir::ValueType& type = m_inst.types[static_cast<size_t>(out)];
     Md plain = plain_md(type.static_shape(), *to_dnnl(type.dtype));
     dnnl::reorder::primitive_desc pd(m_engine, slot(st.slot).md, m_engine, plain);
-    m_inst.output_reorders.push_back({out, pd, {}});
+    m_inst.output_reorders.push_back({out, pd, {}, slot(st.slot).md == plain});
   }
   std::vector<MemoryBlock> blocks;
   std::vector<int> block_slot;
@@ -702,14 +701,12 @@ std::vector<Tensor> Instance::run(const ir::Graph& graph, std::span<const Tensor
       Tensor t = reorder != output_reorders.end() ? Tensor::uninitialized(type.dtype, type.static_shape())
                                                   : Tensor::zeros(type.dtype, type.static_shape());
       if (reorder != output_reorders.end()) {
-        const Md plain = plain_md(type.static_shape(), *to_dnnl(type.dtype));
         dnnl::memory& src = slots[static_cast<size_t>(st.slot)].mem;
-        if (src.get_desc() == plain) {
-          // Already the returned layout (a classifier's logits): a copy,
-          // without a reorder primitive's parallel region around it.
+        if (reorder->copy) {
           std::memcpy(t.mutable_bytes().data(), src.get_data_handle(), t.byte_size());
         } else {
-          dnnl::memory dst(plain, engine, t.mutable_bytes().data());
+          dnnl::memory dst(plain_md(type.static_shape(), *to_dnnl(type.dtype)), engine,
+                           t.mutable_bytes().data());
           reorder->prim.execute(stream, {{DNNL_ARG_FROM, src}, {DNNL_ARG_TO, dst}});
         }
       }

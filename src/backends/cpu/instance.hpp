@@ -141,6 +141,9 @@ struct Instance {
     ir::ValueId value = ir::k_no_value;
     dnnl::primitive_desc_base pd;  // the value's slot → a plain tensor
     dnnl::primitive prim;
+    // The slot is already in the returned layout (a classifier's logits): a
+    // copy, without a reorder primitive's parallel region around it.
+    bool copy = false;
   };
   std::vector<OutputReorder> output_reorders;
   size_t arena_bytes = 0;

@@ -138,8 +138,7 @@ void build_resample_layer(InstanceBuilder& b, LayerDesc& layer) {
     layer.tactic.name += " (" + *why + ")";
     return;
   }
-  const std::vector<ir::ValueId>& outputs = b.graph().outputs();
-  const bool graph_output = std::find(outputs.begin(), outputs.end(), y) != outputs.end();
+  const bool graph_output = b.is_graph_output(y);
   int src = -1;
   Md dst_md;
   if (graph_output) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "backends/cpu/cpu_features.hpp"
 #include "backends/cpu/openmp_pool.hpp"
 
 namespace kiln::cpu {
@@ -61,10 +62,7 @@ void swish_scalar(float* data, size_t n) {
 
 }  // namespace
 
-bool native_swish_available() {
-  static const bool available = __builtin_cpu_supports("avx512f");
-  return available;
-}
+bool native_swish_available() { return has_avx512f(); }
 
 void swish_in_place(std::span<float> data) {
   const size_t tasks = (data.size() + k_chunk - 1) / k_chunk;

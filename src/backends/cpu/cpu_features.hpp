@@ -1,0 +1,12 @@
+// What the CPU kiln runs on offers beyond the baseline x86-64 it is built
+// for: kiln's own AVX-512 loops check here and fall back to portable code.
+#pragma once
+
+namespace kiln::cpu {
+
+inline bool has_avx512f() {
+  static const bool available = __builtin_cpu_supports("avx512f");
+  return available;
+}
+
+}  // namespace kiln::cpu
