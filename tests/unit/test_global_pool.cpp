@@ -7,6 +7,8 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -42,6 +44,36 @@ TEST(GlobalPoolNesting, ChannelsLastAndBlocksNestPlainDoesNot) {
   EXPECT_FALSE(cpu::nested_pool(cpu::Md({2, 24, 5, 7}, cpu::Dt::f32, Tag::nchw)));
   EXPECT_FALSE(cpu::nested_pool(cpu::Md({2, 24, 5, 7}, cpu::Dt::bf16, Tag::nhwc)));
   EXPECT_FALSE(cpu::nested_pool(cpu::Md({2, 4, 5, 7}, cpu::Dt::f32, Tag::nhwc)));  // rows of 4 floats
+}
+
+// The loop itself against a plain mean, over nestings that take each of its
+// paths: one group cut into tasks whose partial sums are combined (a single
+// image's wide channels-last tensor), many groups as one task each, rows of
+// 64-float strips, of 16-float strips and of a scalar tail.
+TEST(GlobalPoolLoop, EveryPathMatchesAPlainMean) {
+  struct Case {
+    int64_t outer, rows, inner;
+  };
+  for (const Case c : {Case{1, 196, 960}, Case{1, 49, 1536}, Case{2, 300, 40}, Case{64, 49, 16},
+                       Case{8, 49, 1536}, Case{3, 7, 100}}) {
+    cpu::NestedPool p{c.outer, c.rows, c.inner, 0};
+    p.chunk_rows = std::max<int64_t>(1, 16384 / c.inner);
+    std::vector<float> x(static_cast<size_t>(c.outer * c.rows * c.inner));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>((i * 7919) % 1000) / 250.0f - 2.0f;
+    std::vector<float> y(static_cast<size_t>(c.outer * c.inner), -1.0f);
+    std::vector<float> partial(static_cast<size_t>(p.tasks() * c.inner));
+    cpu::global_average(p, x.data(), y.data(), partial);
+    double worst = 0;
+    for (int64_t o = 0; o < c.outer; ++o) {
+      for (int64_t i = 0; i < c.inner; ++i) {
+        double sum = 0;
+        for (int64_t r = 0; r < c.rows; ++r) sum += x[static_cast<size_t>((o * c.rows + r) * c.inner + i)];
+        worst = std::max(
+            worst, std::abs(sum / static_cast<double>(c.rows) - y[static_cast<size_t>(o * c.inner + i)]));
+      }
+    }
+    EXPECT_LE(worst, 1e-5) << c.outer << " x " << c.rows << " x " << c.inner;
+  }
 }
 
 // x -> conv (channels) -> Relu -> GlobalAveragePool -> y, with every conv's

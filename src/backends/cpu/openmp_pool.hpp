@@ -39,6 +39,13 @@ inline GompParallel gomp_parallel() {
 
 using OmpQuery = int (*)();
 
+// The threads a parallel region started now would have (oneDNN's current
+// thread count); 1 without an OpenMP runtime.
+inline int openmp_threads() {
+  static const OmpQuery max_threads = openmp_symbol<OmpQuery>("omp_get_max_threads");
+  return max_threads ? std::max(1, max_threads()) : 1;
+}
+
 // Runs task(i) for i in [0, n) on oneDNN's OpenMP threads (its current
 // thread count, which the engine sets): thread t of T takes the t-th of T
 // contiguous runs of tasks. Tasks over consecutive pieces of a tensor then
