@@ -49,7 +49,8 @@ TEST(GlobalPoolNesting, ChannelsLastAndBlocksNestPlainDoesNot) {
 // The loop itself against a plain mean, over nestings that take each of its
 // paths: one group cut into tasks whose partial sums are combined (a single
 // image's wide channels-last tensor), many groups as one task each, rows of
-// 64-float strips, of 16-float strips and of a scalar tail.
+// 64-float strips, of 16-float strips and of a scalar tail, and 8-float
+// blocks (an even and an odd row count).
 TEST(GlobalPoolLoop, EveryPathMatchesAPlainMean) {
   struct Case {
     int64_t outer, rows, inner;

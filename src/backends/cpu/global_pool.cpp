@@ -69,6 +69,24 @@ using Floats16 = float __attribute__((vector_size(64)));
 // channels-last rows 64 bytes at a time.
 [[gnu::target_clones("avx512f", "avx2", "default")]] void sum_rows(const float* x, float* acc, int64_t rows,
                                                                    int64_t inner) {
+  if (inner == 8) {
+    // Rows of an 8-channel block (nChw8c, as grouped convs of 8 channels per
+    // group write): two rows per register, folded at the end. As a column
+    // loop this was scalar: 0.47 ms over RegNetY's [8,48,56,56].
+    const int64_t n = rows * 8;
+    Floats16 s0 = {}, s1 = {}, s2 = {}, s3 = {};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+      s0 += load16(x + i);
+      s1 += load16(x + i + 16);
+      s2 += load16(x + i + 32);
+      s3 += load16(x + i + 48);
+    }
+    for (; i + 16 <= n; i += 16) s0 += load16(x + i);
+    const Floats16 sum = (s0 + s1) + (s2 + s3);
+    for (int64_t k = 0; k < 8; ++k) acc[k] = sum[k] + sum[k + 8] + (i < n ? x[i + k] : 0.0f);
+    return;
+  }
   int64_t i0 = 0;
   for (; i0 + 64 <= inner; i0 += 64) {
     Floats16 s0 = {}, s1 = {}, s2 = {}, s3 = {};
