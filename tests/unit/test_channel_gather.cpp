@@ -1,7 +1,8 @@
 // ShuffleNet's channel shuffle and split as gathered values: the pass that
 // writes a tensor from other tensors' channels (channel_gather.hpp), from
 // and into plain, channels-last and 8- and 16-channel-blocked layouts, with
-// channel counts that fill the blocks and ones that pad them; and two
+// channel counts that fill the blocks and ones that pad them, and a shuffle's
+// interleave of two blocked halves; and two
 // ShuffleNet units on the cpu backend, whose Concats, Reshapes and
 // Transposes add no step while each conv's input is written once, against
 // the reference backend.
@@ -39,13 +40,20 @@ float source_value(size_t s, int64_t n, int64_t c, int64_t h, int64_t w) {
 struct GatherCase {
   Tag dst;
   int64_t channels;
+  // Two 16-channel-blocked sources interleaved from `shuffle_from` on, as a
+  // channel shuffle's halves: (from 0) each destination block from two
+  // source blocks, or (from 9) from windows across them. Otherwise three
+  // sources (channels-last, blocked, plain) with channels far apart.
+  int64_t shuffle_from = -1;
 };
 
 class ChannelGatherLayouts : public ::testing::TestWithParam<GatherCase> {};
 
 TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
   const GatherCase c = GetParam();
-  const std::vector<Tag> source_tags = {Tag::nhwc, Tag::nChw16c, Tag::nchw};
+  const bool shuffle = c.shuffle_from >= 0;
+  const std::vector<Tag> source_tags = shuffle ? std::vector<Tag>{Tag::nChw16c, Tag::nChw16c}
+                                               : std::vector<Tag>{Tag::nhwc, Tag::nChw16c, Tag::nchw};
   std::vector<std::vector<float>> sources;
   std::vector<cpu::PlaneLayout> layouts;
   for (size_t s = 0; s < source_tags.size(); ++s) {
@@ -63,14 +71,20 @@ TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
   // Channel k from source k % 3, channel 7k mod 40: neighbours come from
   // different tensors and channels far apart.
   std::vector<std::pair<int, int64_t>> channels;
-  for (int64_t k = 0; k < c.channels; ++k)
-    channels.emplace_back(static_cast<int>(k % 3), (7 * k) % k_source_channels);
+  for (int64_t k = 0; k < c.channels; ++k) {
+    if (shuffle) {
+      channels.emplace_back(static_cast<int>(k % 2), c.shuffle_from + k / 2);
+    } else {
+      channels.emplace_back(static_cast<int>(k % 3), (7 * k) % k_source_channels);
+    }
+  }
   const cpu::Md dst_md({k_images, c.channels, k_height, k_width}, cpu::Dt::f32, c.dst);
   const cpu::PlaneLayout d = *cpu::plane_layout(dst_md);
   std::vector<float> dst(dst_md.get_size() / sizeof(float), std::numeric_limits<float>::quiet_NaN());
   const int64_t padded = dst_md.data.padded_dims[1];
   const cpu::ChannelGather pass({k_images, c.channels, k_height, k_width}, layouts, channels, d, padded);
-  const std::vector<const float*> data = {sources[0].data(), sources[1].data(), sources[2].data()};
+  std::vector<const float*> data;
+  for (const std::vector<float>& source : sources) data.push_back(source.data());
   pass.run(data, dst.data());
   for (int64_t n = 0; n < k_images; ++n) {
     for (int64_t k = 0; k < padded; ++k) {
@@ -93,7 +107,9 @@ TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
 INSTANTIATE_TEST_SUITE_P(Layouts, ChannelGatherLayouts,
                          ::testing::Values(GatherCase{Tag::nchw, 58}, GatherCase{Tag::nhwc, 58},
                                            GatherCase{Tag::nhwc, 32}, GatherCase{Tag::nChw16c, 58},
-                                           GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20}));
+                                           GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20},
+                                           GatherCase{Tag::nChw16c, 58, 0}, GatherCase{Tag::nChw16c, 62, 9},
+                                           GatherCase{Tag::nhwc, 58, 0}));
 
 // Two ShuffleNet units (stride 1): split the input's channels in halves (two
 // Slices, as torch 1.13 exports x.chunk(2, 1), or one Split, as it exports

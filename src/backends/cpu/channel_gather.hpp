@@ -75,6 +75,8 @@ class ChannelGather {
   int64_t m_lanes = 0;
   std::vector<Piece> m_pieces;
   std::vector<size_t> m_group_begin;
+  // Blocked on every side with rows back to back: a group's plane is one run.
+  bool m_whole_planes = false;
 };
 
 }  // namespace kiln::cpu
