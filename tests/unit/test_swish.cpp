@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/cpu/cpu_features.hpp"
 #include "backends/cpu/plan_format.hpp"
 #include "backends/cpu/swish.hpp"
 #include "cpu_test_helpers.hpp"
@@ -105,6 +106,43 @@ TEST(SwishEngine, EitherWayMatchesTheReferenceAndThePlanKeepsTheChoice) {
         }
       }
     }
+  }
+}
+
+// oneDNN's winograd kernels take no swish post-op; they run the conv alone
+// and kiln's pass after it, and match the reference (winograd's transforms
+// round more than a direct conv: 1e-4).
+TEST(SwishEngine, WinogradRunsWithThePass) {
+  if (!cpu::has_avx512f()) GTEST_SKIP() << "oneDNN's f32 winograd convolution needs AVX-512";
+  const Model m = conv_silu();
+  const ir::Graph graph = m.import("silu.onnx").graph;
+  auto backend = make_cpu_backend();
+  auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
+  cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
+  for (cpu::LayerDesc& l : plan.layers) {
+    if (l.kind != cpu::LayerKind::conv) continue;
+    l.tactic = cpu::Tactic(cpu::ConvAlgo::winograd, cpu::Layout::any, cpu::Prec::f32, "conv");
+    l.tactic.native_swish = true;
+  }
+  auto rebuilt = backend->deserialize(cpu::serialize_plan(plan));
+  rebuilt->refit(passes::source_weights(graph));
+  std::vector<LayerTiming> steps;
+  const std::vector<Tensor> got = rebuilt->run_profiled(m.inputs(), steps);
+  EXPECT_LE(testing::relative_error(got.at(0), ref::Executor(graph).run(m.inputs())[0]), 1e-4);
+  // The layer's steps (reorders of the input and output aside): the conv
+  // (oneDNN would have refused a winograd primitive it cannot build: the
+  // rebuild throws), then the pass.
+  std::vector<std::string> conv_steps;
+  for (const LayerTiming& t : steps) {
+    if (t.name == "conv" && t.kind != "reorder") conv_steps.push_back(t.kind + " " + t.tactic);
+  }
+  ASSERT_EQ(conv_steps.size(), 2u);
+  EXPECT_EQ(conv_steps[0], "onednn conv");
+  EXPECT_EQ(conv_steps[1], "native native:swish");
+  for (const cpu::LayerDesc& l : cpu::parse_plan(rebuilt->serialize()).layers) {
+    if (l.kind != cpu::LayerKind::conv) continue;
+    EXPECT_EQ(l.tactic.algo, cpu::ConvAlgo::winograd);
+    EXPECT_TRUE(l.tactic.native_swish);
   }
 }
 

@@ -242,6 +242,10 @@ struct ConvChoice {
   }
 };
 
+// Kiln's swish pass over a timed primitive's output. Padding included: a
+// blocked layout's padded channels hold zeros, and swish(0) is 0.
+void swish_after(dnnl::memory& dst) { swish_in_place(memory_floats(dst)); }
+
 // The chosen conv's swish as oneDNN's post-op or as kiln's pass after the
 // primitive without it: the two timed together, the same algorithm and
 // layouts either way. Only the activation changes, never the layouts the
@@ -257,9 +261,7 @@ void choose_swish_pass(InstanceBuilder& b, const ConvProblem& swish_pass, const 
   std::vector<builder::TacticCandidate> candidates = {
       {name, primitive_timer(b, choice.pd, timed_args(swish_pass, choice.tactic, choice.pd), moves)},
       {name + k_native_swish,
-       primitive_timer(b, *pass_pd, timed_args(swish_pass, choice.tactic, *pass_pd), moves,
-                       // Padding included: a blocked layout's padded channels hold zeros, and swish(0) is 0.
-                       [](dnnl::memory& dst) { swish_in_place(memory_floats(dst)); })}};
+       primitive_timer(b, *pass_pd, timed_args(swish_pass, choice.tactic, *pass_pd), moves, swish_after)}};
   double ms = 0;
   if (choose_tactic(b, signature + "|swish_pass", candidates, &ms, true) != 1) return;
   choice.tactic.native_swish = true;
@@ -321,8 +323,17 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   std::vector<std::pair<Tactic, Pd>> usable;
   bool any_fast = false;
   bool any_blocked = false;
-  for (const Tactic& t : tactics) {
+  // A kernel that cannot take the swish post-op (oneDNN's winograd takes
+  // only ReLU and sums) still competes, as the primitive without it followed
+  // by kiln's swish pass: EfficientNetV2's stride-1 3x3 convs otherwise
+  // never met the winograd kernels that serve ResNet's.
+  const bool pass_candidates = swish_pass && native_swish_available();
+  for (Tactic t : tactics) {
     auto cand = make_pd(b, p, t);
+    if (!cand && pass_candidates && t.precision == Prec::f32) {
+      cand = make_pd(b, *swish_pass, t);
+      t.native_swish = cand.has_value();
+    }
     if (!cand) continue;
     std::string identity = cand->impl_info_str() + md_string(cand->src_desc()) +
                            md_string(cand->weights_desc()) + md_string(cand->dst_desc());
@@ -350,7 +361,12 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
     const bool fast_weights = wd.data.format_kind == dnnl_blocked || winograd_layout_supported(wd);
     if (!slow_refit_ok && any_blocked && !fast_weights) continue;
     t.name = tactic_name(t);
-    candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, t, cand), moves)});
+    if (t.native_swish) {
+      candidates.push_back({t.name + k_native_swish,
+                            primitive_timer(b, cand, timed_args(*swish_pass, t, cand), moves, swish_after)});
+    } else {
+      candidates.push_back({t.name, primitive_timer(b, cand, timed_args(p, t, cand), moves)});
+    }
     offered.emplace_back(t, cand);
   }
   if (candidates.empty()) throw Error(ErrorCode::unsupported, "oneDNN has no convolution for this problem");
@@ -364,7 +380,8 @@ ConvChoice choose_conv(InstanceBuilder& b, const ConvProblem& p, const Md& from,
   const size_t index = choose_tactic(b, signature, candidates, &ms, compared);
   ConvChoice choice{offered[index].first, offered[index].second};
   choice.tactic.time_ms = ms;
-  if (swish_pass && choice.tactic.precision == Prec::f32 && native_swish_available()) {
+  if (swish_pass && !choice.tactic.native_swish && choice.tactic.precision == Prec::f32 &&
+      native_swish_available()) {
     choose_swish_pass(b, *swish_pass, moves, signature, choice);
   }
   // The primitive's post-ops, then kiln's pass: "conv:direct/nChw16c/f32+sum+native_swish [...]".
