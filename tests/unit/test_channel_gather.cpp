@@ -1,6 +1,7 @@
 // ShuffleNet's channel shuffle and split as gathered values: the pass that
 // writes a tensor from other tensors' channels (channel_gather.hpp), from
-// and into plain, channels-last and 8- and 16-channel-blocked layouts, with
+// and into plain, channels-last and 8- and 16-channel-blocked layouts, f32
+// and bf16, with
 // channel counts that fill the blocks and ones that pad them, and a shuffle's
 // interleave of two blocked halves; and two
 // ShuffleNet units on the cpu backend, whose Concats, Reshapes and
@@ -11,15 +12,20 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
 #include <limits>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
 #include "backends/cpu/channel_gather.hpp"
 #include "backends/cpu/cpu_backend.hpp"
+#include "backends/cpu/plan_format.hpp"
 #include "cpu_test_helpers.hpp"
 #include "onnx_test_model.hpp"
+#include "passes/passes.hpp"
 #include "reference/executor.hpp"
 
 namespace kiln {
@@ -33,8 +39,12 @@ using testing::set_ints;
 
 constexpr int64_t k_images = 2, k_height = 3, k_width = 21, k_source_channels = 40;
 
-float source_value(size_t s, int64_t n, int64_t c, int64_t h, int64_t w) {
-  return static_cast<float>(s * 100000 + n * 10000 + c * 100 + h * 30 + w);
+// Element (n, c, h, w) of source s: distinct for every element, exact in
+// f32 and as a 16-bit pattern (the bf16 pass moves bits, it never reads them
+// as numbers).
+template <typename T>
+T source_value(size_t s, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return static_cast<T>(static_cast<int64_t>(s) * 5040 + n * 2520 + c * 63 + h * 21 + w + 1);
 }
 
 struct GatherCase {
@@ -45,26 +55,28 @@ struct GatherCase {
   // source blocks, or (from 9) from windows across them. Otherwise three
   // sources (channels-last, blocked, plain) with channels far apart.
   int64_t shuffle_from = -1;
+  bool bf16 = false;  // 16-bit elements on both sides
 };
 
 class ChannelGatherLayouts : public ::testing::TestWithParam<GatherCase> {};
 
-TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
-  const GatherCase c = GetParam();
+template <typename T>
+void expect_gathered(const GatherCase& c) {
+  const cpu::Dt dt = c.bf16 ? cpu::Dt::bf16 : cpu::Dt::f32;
   const bool shuffle = c.shuffle_from >= 0;
   const std::vector<Tag> source_tags = shuffle ? std::vector<Tag>{Tag::nChw16c, Tag::nChw16c}
                                                : std::vector<Tag>{Tag::nhwc, Tag::nChw16c, Tag::nchw};
-  std::vector<std::vector<float>> sources;
+  std::vector<std::vector<T>> sources;
   std::vector<cpu::PlaneLayout> layouts;
   for (size_t s = 0; s < source_tags.size(); ++s) {
-    const cpu::Md md({k_images, k_source_channels, k_height, k_width}, cpu::Dt::f32, source_tags[s]);
+    const cpu::Md md({k_images, k_source_channels, k_height, k_width}, dt, source_tags[s]);
     const cpu::PlaneLayout l = *cpu::plane_layout(md);
-    std::vector<float> data(md.get_size() / sizeof(float), 0.0f);
+    std::vector<T> data(md.get_size() / sizeof(T), T{});
     for (int64_t n = 0; n < k_images; ++n)
       for (int64_t ch = 0; ch < k_source_channels; ++ch)
         for (int64_t h = 0; h < k_height; ++h)
           for (int64_t w = 0; w < k_width; ++w)
-            data[l.at(n, ch) + h * l.row + w * l.col] = source_value(s, n, ch, h, w);
+            data[l.at(n, ch) + h * l.row + w * l.col] = source_value<T>(s, n, ch, h, w);
     sources.push_back(std::move(data));
     layouts.push_back(l);
   }
@@ -78,25 +90,26 @@ TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
       channels.emplace_back(static_cast<int>(k % 3), (7 * k) % k_source_channels);
     }
   }
-  const cpu::Md dst_md({k_images, c.channels, k_height, k_width}, cpu::Dt::f32, c.dst);
+  const cpu::Md dst_md({k_images, c.channels, k_height, k_width}, dt, c.dst);
   const cpu::PlaneLayout d = *cpu::plane_layout(dst_md);
-  std::vector<float> dst(dst_md.get_size() / sizeof(float), std::numeric_limits<float>::quiet_NaN());
+  std::vector<T> dst(dst_md.get_size() / sizeof(T), std::numeric_limits<T>::max());
   const int64_t padded = dst_md.data.padded_dims[1];
   const cpu::ChannelGather pass({k_images, c.channels, k_height, k_width}, layouts, channels, d, padded);
-  std::vector<const float*> data;
-  for (const std::vector<float>& source : sources) data.push_back(source.data());
-  pass.run(data, dst.data());
+  std::vector<const std::byte*> data;
+  for (const std::vector<T>& source : sources)
+    data.push_back(reinterpret_cast<const std::byte*>(source.data()));
+  pass.run(data, reinterpret_cast<std::byte*>(dst.data()));
   for (int64_t n = 0; n < k_images; ++n) {
     for (int64_t k = 0; k < padded; ++k) {
       for (int64_t h = 0; h < k_height; ++h) {
         for (int64_t w = 0; w < k_width; ++w) {
-          const float got = dst[static_cast<size_t>(d.at(n, k) + h * d.row + w * d.col)];
+          const T got = dst[static_cast<size_t>(d.at(n, k) + h * d.row + w * d.col)];
           if (k >= c.channels) {
-            ASSERT_EQ(got, 0.0f) << "padding channel " << k;
+            ASSERT_EQ(got, T{}) << "padding channel " << k;
             continue;
           }
           const auto [s, ch] = channels[static_cast<size_t>(k)];
-          ASSERT_EQ(got, source_value(static_cast<size_t>(s), n, ch, h, w))
+          ASSERT_EQ(got, source_value<T>(static_cast<size_t>(s), n, ch, h, w))
               << "image " << n << " channel " << k << " at " << h << "," << w;
         }
       }
@@ -104,12 +117,23 @@ TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Layouts, ChannelGatherLayouts,
-                         ::testing::Values(GatherCase{Tag::nchw, 58}, GatherCase{Tag::nhwc, 58},
-                                           GatherCase{Tag::nhwc, 32}, GatherCase{Tag::nChw16c, 58},
-                                           GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20},
-                                           GatherCase{Tag::nChw16c, 58, 0}, GatherCase{Tag::nChw16c, 62, 9},
-                                           GatherCase{Tag::nhwc, 58, 0}));
+TEST_P(ChannelGatherLayouts, EveryChannelFromItsSourceAndZeroPadding) {
+  const GatherCase c = GetParam();
+  if (c.bf16) {
+    expect_gathered<uint16_t>(c);
+  } else {
+    expect_gathered<float>(c);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, ChannelGatherLayouts,
+    ::testing::Values(GatherCase{Tag::nchw, 58}, GatherCase{Tag::nhwc, 58}, GatherCase{Tag::nhwc, 32},
+                      GatherCase{Tag::nChw16c, 58}, GatherCase{Tag::nChw16c, 32}, GatherCase{Tag::nChw8c, 20},
+                      GatherCase{Tag::nChw16c, 58, 0}, GatherCase{Tag::nChw16c, 62, 9},
+                      GatherCase{Tag::nhwc, 58, 0}, GatherCase{Tag::nchw, 58, -1, true},
+                      GatherCase{Tag::nhwc, 58, -1, true}, GatherCase{Tag::nChw16c, 58, -1, true},
+                      GatherCase{Tag::nChw8c, 20, -1, true}, GatherCase{Tag::nChw16c, 62, 9, true}));
 
 // Two ShuffleNet units (stride 1): split the input's channels in halves (two
 // Slices, as torch 1.13 exports x.chunk(2, 1), or one Split, as it exports
@@ -151,19 +175,34 @@ Model shuffle_units(int64_t batch, bool split) {
   return m;
 }
 
-class ChannelShuffle : public ::testing::TestWithParam<bool> {};
+// (split: one Split rather than two Slices, bf16: the convs on bf16 kernels
+// with bf16 activations, gathered as 16-bit elements)
+class ChannelShuffle : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
 
 TEST_P(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
+  const auto [split, bf16] = GetParam();
   for (int64_t batch : {1, 2}) {
-    const Model m = shuffle_units(batch, GetParam());
+    const Model m = shuffle_units(batch, split);
     const ir::Graph graph = m.import("shuffle.onnx").graph;
     auto backend = make_cpu_backend();
-    auto engine = testing::build_engine(*backend, graph, m.inputs(), 0);
+    CompileSettings settings;
+    settings.optimization_level = 0;
+    if (bf16) settings.enabled_precisions = {Precision::fp32, Precision::bf16};
+    auto engine = testing::build_engine(*backend, graph, m.inputs(), settings);
+    if (bf16) {
+      cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
+      for (cpu::LayerDesc& l : plan.layers) {
+        if (l.kind == cpu::LayerKind::conv)
+          l.tactic = cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::blocked, cpu::Prec::bf16, "conv");
+      }
+      engine = backend->deserialize(cpu::serialize_plan(plan));
+      engine->refit(passes::source_weights(graph));
+    }
     std::vector<LayerTiming> steps;
     const std::vector<Tensor> got = engine->run_profiled(m.inputs(), steps);
     const std::vector<Tensor> want = ref::Executor(graph).run(m.inputs());
     ASSERT_EQ(got.size(), 1u);
-    EXPECT_LE(testing::relative_error(got[0], want[0]), 1e-4) << "batch " << batch;
+    EXPECT_LE(testing::relative_error(got[0], want[0]), bf16 ? 3e-2 : 1e-4) << "batch " << batch;
     // The second unit's conv reads the first shuffle's second half, the head
     // the second shuffle: one gather each. The first unit's halves are
     // windows of the input (a view and the conv's own reorder).
@@ -184,9 +223,11 @@ TEST_P(ChannelShuffle, UnitsWriteEachConvInputOnceAndMatchTheReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(SliceOrSplit, ChannelShuffle, ::testing::Bool(),
-                         [](const ::testing::TestParamInfo<bool>& p) {
-                           return p.param ? std::string("split") : std::string("slices");
+INSTANTIATE_TEST_SUITE_P(SliceOrSplit, ChannelShuffle,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const ::testing::TestParamInfo<std::tuple<bool, bool>>& p) {
+                           return std::string(std::get<0>(p.param) ? "split" : "slices") +
+                                  (std::get<1>(p.param) ? "_bf16" : "_fp32");
                          });
 
 }  // namespace

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
+
+#include "kiln/error.hpp"
 
 #include "backends/cpu/cpu_features.hpp"
 #include "backends/cpu/openmp_pool.hpp"
@@ -11,10 +14,12 @@
 namespace kiln::cpu {
 
 std::optional<PlaneLayout> plane_layout(const Md& md) {
-  if (md.data.ndims != 4 || md.data_type() != Dt::f32 || md.data.format_kind != dnnl_blocked)
+  const bool f32 = md.data_type() == Dt::f32;
+  if (md.data.ndims != 4 || !(f32 || md.data_type() == Dt::bf16) || md.data.format_kind != dnnl_blocked)
     return std::nullopt;
   const auto& blocking = md.data.format_desc.blocking;
   PlaneLayout p;
+  p.element_bytes = f32 ? 4 : 2;
   p.image = blocking.strides[0];
   p.channel = blocking.strides[1];
   p.row = blocking.strides[2];
@@ -78,6 +83,39 @@ __attribute__((target("avx512f"))) void group_row_avx512(std::span<const Channel
   }
 }
 
+// group_row_avx512 for 16-bit elements (bf16): 16 lanes of a 256-bit
+// register, the same pieces with their indices narrowed.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void group_row16_avx512(
+    std::span<const ChannelGather::Piece> pieces, const uint16_t* const* base, const int64_t* col,
+    int64_t width, uint16_t* out, int64_t out_col, __mmask16 store) {
+  __m256i index[16];
+  for (size_t i = 0; i < pieces.size(); ++i)
+    index[i] = _mm512_cvtepi32_epi16(_mm512_load_si512(pieces[i].index));
+  for (int64_t w = 0; w < width; ++w, out += out_col) {
+    __m256i v = _mm256_setzero_si256();
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const __m256i loaded = _mm256_maskz_loadu_epi16(pieces[i].load, base[i] + w * col[i]);
+      v = _mm256_mask_permutexvar_epi16(v, pieces[i].fill, index[i], loaded);
+    }
+    if (store == 0xFFFF) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v);
+    } else {
+      _mm256_mask_storeu_epi16(out, store, v);
+    }
+  }
+}
+
+// The lane kernel for element type T.
+void group_row(std::span<const ChannelGather::Piece> pieces, const float* const* base, const int64_t* col,
+               int64_t width, float* out, int64_t out_col, __mmask16 store) {
+  group_row_avx512(pieces, base, col, width, out, out_col, store);
+}
+
+void group_row(std::span<const ChannelGather::Piece> pieces, const uint16_t* const* base, const int64_t* col,
+               int64_t width, uint16_t* out, int64_t out_col, __mmask16 store) {
+  group_row16_avx512(pieces, base, col, width, out, out_col, store);
+}
+
 // One plane row of a plain destination from a source row `col` floats
 // apart: a strided gather, 16 columns at a time.
 __attribute__((target("avx512f"))) void strided_row_avx512(const float* in, int64_t col, int64_t width,
@@ -101,12 +139,20 @@ ChannelGather::ChannelGather(const Dims& dims, std::vector<PlaneLayout> sources,
       m_sources(std::move(sources)),
       m_channels(std::move(channels)),
       m_dst(dst),
-      m_padded(padded_channels) {
+      m_padded(padded_channels),
+      m_element_bytes(dst.element_bytes) {
+  for (const PlaneLayout& source : m_sources) {
+    if (source.element_bytes != m_element_bytes) {
+      throw Error(ErrorCode::internal,
+                  "channel gather: a source's element type differs from the destination's");
+    }
+  }
   // Lane groups: one block of a blocked destination (padding included), or
   // 16 channels of a channels-last one.
   const bool blocked = m_dst.block == 8 || m_dst.block == 16;
   const bool channels_last = m_dst.block == 1 && m_dst.channel == 1 && m_dst.col != 1;
-  if (!has_avx512f() || !(blocked || channels_last)) return;
+  const bool vector = m_element_bytes == 4 ? has_avx512f() : has_avx512bw_vl();
+  if (!vector || !(blocked || channels_last)) return;
   m_lanes = blocked ? m_dst.block : 16;
   const auto count = static_cast<int64_t>(m_channels.size());
   for (int64_t c0 = 0; c0 < m_padded; c0 += m_lanes) {
@@ -138,15 +184,17 @@ ChannelGather::ChannelGather(const Dims& dims, std::vector<PlaneLayout> sources,
                                [&](const PlaneLayout& p) { return p.block > 1 && dense(p); });
 }
 
-void ChannelGather::run(std::span<const float* const> data, float* dst) const {
-  if (m_lanes > 0) {
-    run_lanes(data, dst);
+void ChannelGather::run(std::span<const std::byte* const> data, std::byte* dst) const {
+  if (m_element_bytes == 4) {
+    m_lanes > 0 ? run_lanes<float>(data, dst) : run_planes<float>(data, dst);
   } else {
-    run_planes(data, dst);
+    m_lanes > 0 ? run_lanes<uint16_t>(data, dst) : run_planes<uint16_t>(data, dst);
   }
 }
 
-void ChannelGather::run_lanes(std::span<const float* const> data, float* dst) const {
+template <typename T>
+void ChannelGather::run_lanes(std::span<const std::byte* const> data, std::byte* dst_bytes) const {
+  T* dst = reinterpret_cast<T*>(dst_bytes);
   const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
   const size_t groups = m_group_begin.size() - 1;
   const bool blocked = m_dst.block > 1;
@@ -154,17 +202,18 @@ void ChannelGather::run_lanes(std::span<const float* const> data, float* dst) co
   const auto group_rows = [&](int64_t n, int64_t h, size_t g, int64_t positions) {
     const std::span<const Piece> pieces(m_pieces.data() + m_group_begin[g],
                                         m_group_begin[g + 1] - m_group_begin[g]);
-    const float* base[16];
+    const T* base[16];
     int64_t col[16];
     for (size_t i = 0; i < pieces.size(); ++i) {
       const PlaneLayout& s = m_sources[static_cast<size_t>(pieces[i].source)];
-      base[i] = data[static_cast<size_t>(pieces[i].source)] + pieces[i].offset + n * s.image + h * s.row;
+      base[i] = reinterpret_cast<const T*>(data[static_cast<size_t>(pieces[i].source)]) + pieces[i].offset +
+                n * s.image + h * s.row;
       col[i] = s.col;
     }
     const int64_t c0 = static_cast<int64_t>(g) * m_lanes;
     const int64_t stored = blocked ? m_lanes : std::min<int64_t>(m_lanes, channels - c0);
-    group_row_avx512(pieces, base, col, positions, dst + m_dst.at(n, c0) + h * m_dst.row, m_dst.col,
-                     static_cast<__mmask16>((1u << stored) - 1));
+    group_row(pieces, base, col, positions, dst + m_dst.at(n, c0) + h * m_dst.row, m_dst.col,
+              static_cast<__mmask16>((1u << stored) - 1));
   };
   if (m_whole_planes) {
     // Every side's rows follow each other: a group's whole plane is one
@@ -183,31 +232,37 @@ void ChannelGather::run_lanes(std::span<const float* const> data, float* dst) co
   });
 }
 
-void ChannelGather::run_planes(std::span<const float* const> data, float* dst) const {
+template <typename T>
+void ChannelGather::run_planes(std::span<const std::byte* const> data, std::byte* dst_bytes) const {
+  T* dst = reinterpret_cast<T*>(dst_bytes);
   const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
-  const bool vector = has_avx512f();
+  const bool vector = std::is_same_v<T, float> && has_avx512f();
   run_on_openmp_pool(static_cast<size_t>(images * channels), [&](size_t task) {
     const auto n = static_cast<int64_t>(task) / channels, c = static_cast<int64_t>(task) % channels;
     const auto [source, channel] = m_channels[static_cast<size_t>(c)];
     const PlaneLayout& s = m_sources[static_cast<size_t>(source)];
-    const float* plane = data[static_cast<size_t>(source)] + s.at(n, channel);
+    const T* plane = reinterpret_cast<const T*>(data[static_cast<size_t>(source)]) + s.at(n, channel);
     for (int64_t h = 0; h < height; ++h) {
-      const float* in = plane + h * s.row;
-      float* out = dst + m_dst.at(n, c) + h * m_dst.row;
+      const T* in = plane + h * s.row;
+      T* out = dst + m_dst.at(n, c) + h * m_dst.row;
       if (m_dst.col == 1 && s.col == 1) {
-        std::memcpy(out, in, static_cast<size_t>(width) * sizeof(float));
-      } else if (m_dst.col == 1 && vector) {
-        strided_row_avx512(in, s.col, width, out);
-      } else {
-        for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = in[w * s.col];
+        std::memcpy(out, in, static_cast<size_t>(width) * sizeof(T));
+        continue;
       }
+      if constexpr (std::is_same_v<T, float>) {
+        if (m_dst.col == 1 && vector) {
+          strided_row_avx512(in, s.col, width, out);
+          continue;
+        }
+      }
+      for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = in[w * s.col];
     }
   });
   for (int64_t n = 0; n < images; ++n) {
     for (int64_t c = channels; c < m_padded; ++c) {
       for (int64_t h = 0; h < height; ++h) {
-        float* out = dst + m_dst.at(n, c) + h * m_dst.row;
-        for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = 0.0f;
+        T* out = dst + m_dst.at(n, c) + h * m_dst.row;
+        for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = T{};
       }
     }
   }

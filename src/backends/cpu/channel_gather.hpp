@@ -1,5 +1,6 @@
-// A rank-4 [N, C, H, W] f32 tensor written channel by channel from other
-// tensors' channels, in one pass, whatever the layouts on either side.
+// A rank-4 [N, C, H, W] f32 or bf16 tensor written channel by channel from
+// other tensors' channels of the same type, in one pass, whatever the
+// layouts on either side.
 //
 // Why: ShuffleNet's channel shuffle (Concat -> Reshape -> Transpose ->
 // Reshape) followed by the next unit's channel split (two Slices)
@@ -12,6 +13,7 @@
 // a layer reads it, in the layout that layer wants.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <span>
@@ -22,16 +24,18 @@
 
 namespace kiln::cpu {
 
-// Where the floats of a rank-4 f32 layout lie: element (n, c, h, w) at
-// n * image + (c / block) * channel + (c % block) + h * row + w * col. Plain
-// strided layouts have block 1; nChw16c and nChw8c are one channel block.
+// Where the elements of a rank-4 f32 or bf16 layout lie: element (n, c, h,
+// w) at n * image + (c / block) * channel + (c % block) + h * row + w * col
+// elements. Plain strided layouts have block 1; nChw16c and nChw8c are one
+// channel block.
 struct PlaneLayout {
   int64_t image = 0, channel = 0, block = 1, row = 0, col = 0;
+  int64_t element_bytes = 4;  // 4 (f32) or 2 (bf16)
   int64_t at(int64_t n, int64_t c) const { return n * image + (c / block) * channel + c % block; }
 };
 
-// The addressing of `md` if it is rank 4, f32, and plain strided or blocked
-// by one inner block of channels; nullopt otherwise.
+// The addressing of `md` if it is rank 4, f32 or bf16, and plain strided or
+// blocked by one inner block of channels; nullopt otherwise.
 std::optional<PlaneLayout> plane_layout(const Md& md);
 
 // The pass for one destination, planned when the instance is built; run()
@@ -43,16 +47,17 @@ class ChannelGather {
   // `padded_channels` >= C channels of storage (a blocked layout's last
   // block, written as zeros), and takes channel c from channel
   // channels[c].second of source channels[c].first, laid out as
-  // sources[channels[c].first].
+  // sources[channels[c].first]. Every source has the destination's element
+  // type (kiln::Error otherwise).
   ChannelGather(const Dims& dims, std::vector<PlaneLayout> sources,
                 std::vector<std::pair<int, int64_t>> channels, const PlaneLayout& dst,
                 int64_t padded_channels);
 
-  // data[i]: source i's first float. On oneDNN's OpenMP threads.
-  void run(std::span<const float* const> data, float* dst) const;
+  // data[i]: source i's first element. On oneDNN's OpenMP threads.
+  void run(std::span<const std::byte* const> data, std::byte* dst) const;
 
-  // Floats within 16 of each other in one source, moved to the lanes they
-  // fill by one load and one permute per destination position.
+  // Elements within 16 of each other in one source, moved to the lanes
+  // they fill by one load and one permute per destination position.
   struct Piece {
     int source = 0;
     int64_t offset = 0;  // of its first float at image 0, row 0, column 0
@@ -61,14 +66,17 @@ class ChannelGather {
   };
 
  private:
-  void run_lanes(std::span<const float* const> data, float* dst) const;
-  void run_planes(std::span<const float* const> data, float* dst) const;
+  template <typename T>
+  void run_lanes(std::span<const std::byte* const> data, std::byte* dst) const;
+  template <typename T>
+  void run_planes(std::span<const std::byte* const> data, std::byte* dst) const;
 
   Dims m_dims;
   std::vector<PlaneLayout> m_sources;
   std::vector<std::pair<int, int64_t>> m_channels;
   PlaneLayout m_dst;
   int64_t m_padded = 0;
+  int64_t m_element_bytes = 4;
   // The lane path (a blocked or channels-last destination on AVX-512): the
   // destination's channels in groups of `m_lanes` adjacent floats, each
   // group's pieces m_pieces[m_group_begin[g] .. m_group_begin[g + 1]).

@@ -21,9 +21,13 @@ NodeId sole_view_reader(const InstanceBuilder& b, ValueId v, const char* op) {
   return readers[0];
 }
 
-bool f32_value(InstanceBuilder& b, ValueId v) {
-  return b.instance().types[static_cast<size_t>(v)].dtype == DType::float32 &&
-         (b.gathered(v) || b.md_of(v).data_type() == Dt::f32);
+// A float tensor held as f32 or (in a bf16 build) as bf16: types the gather
+// pass reads and writes.
+bool gatherable_value(InstanceBuilder& b, ValueId v) {
+  if (b.instance().types[static_cast<size_t>(v)].dtype != DType::float32) return false;
+  if (b.gathered(v)) return true;
+  const Dt dt = b.md_of(v).data_type();
+  return dt == Dt::f32 || dt == Dt::bf16;
 }
 
 }  // namespace
@@ -35,11 +39,9 @@ bool build_gathered_shuffle(InstanceBuilder& b, LayerDesc& layer) {
   const std::vector<int64_t> dims = b.shape(c);
   int64_t axis = n.attrs.get_int("axis");
   if (axis < 0) axis += static_cast<int64_t>(dims.size());
-  if (dims.size() != 4 || axis != 1 || !f32_value(b, c)) return false;
-  // bf16 inputs (a bf16 build's branches) keep the Concat's own reorders:
-  // the gather pass writes f32.
+  if (dims.size() != 4 || axis != 1 || !gatherable_value(b, c)) return false;
   for (ValueId v : n.inputs) {
-    if (v == ir::k_no_value || !f32_value(b, v)) return false;
+    if (v == ir::k_no_value || !gatherable_value(b, v)) return false;
     const std::vector<int64_t>& s = b.shape(v);
     if (s.size() != 4 || s[0] != dims[0] || s[2] != dims[2] || s[3] != dims[3]) return false;
   }

@@ -9,4 +9,11 @@ inline bool has_avx512f() {
   return available;
 }
 
+// AVX-512's 16-bit lane operations on 256-bit registers too (BW and VL).
+inline bool has_avx512bw_vl() {
+  static const bool available =
+      has_avx512f() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return available;
+}
+
 }  // namespace kiln::cpu

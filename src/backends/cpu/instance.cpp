@@ -281,14 +281,15 @@ LayerKind InstanceBuilder::layer_kind_of(ir::NodeId n) const {
 // pass in the layer that reads it first; from then on an ordinary value.
 int InstanceBuilder::write_gathered(ValueId v, const Md& md) {
   const std::vector<ChannelSource> from = state(v).gathered_from;
-  // Each source once, in a layout the pass reads.
+  // Each source once, in a layout the pass reads, of the destination's type.
+  const Dt dt = md.data_type();
   std::vector<std::pair<ValueId, int>> sources;   // value, slot
   std::vector<std::pair<int, int64_t>> channels;  // per channel: index into sources, channel
   for (const ChannelSource& c : from) {
     auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& e) { return e.first == c.value; });
     if (it == sources.end()) {
       int s = use_current(c.value);
-      if (!plane_layout(slot(s).md)) s = use_plain(c.value, Dt::f32);
+      if (!plane_layout(slot(s).md) || slot(s).md.data_type() != dt) s = use_plain(c.value, dt);
       sources.emplace_back(c.value, s);
       it = sources.end() - 1;
     }
@@ -309,12 +310,12 @@ int InstanceBuilder::write_gathered(ValueId v, const Md& md) {
   auto pass = std::make_shared<const ChannelGather>(md.dims(), std::move(layouts), std::move(channels),
                                                     *plane_layout(md), md.data.padded_dims[1]);
   Instance* inst = &m_inst;
-  std::vector<const float*> data(source_slots.size());
+  std::vector<const std::byte*> data(source_slots.size());
   add_function(
       [inst, pass, source_slots, data, dst](RunContext&) mutable {
         for (size_t i = 0; i < source_slots.size(); ++i)
-          data[i] = slot_floats(inst->slots[static_cast<size_t>(source_slots[i])]);
-        pass->run(data, slot_floats(inst->slots[static_cast<size_t>(dst)]));
+          data[i] = slot_bytes(inst->slots[static_cast<size_t>(source_slots[i])]);
+        pass->run(data, slot_bytes(inst->slots[static_cast<size_t>(dst)]));
       },
       "GatherChannels", "native:channel_gather");
   return dst;

@@ -79,6 +79,12 @@ inline std::span<float> memory_floats(const dnnl::memory& m) {
   return {static_cast<float*>(m.get_data_handle()) + md.data.offset0, md.get_size() / sizeof(float)};
 }
 inline float* slot_floats(const Slot& s) { return memory_floats(s.mem).data(); }
+// The first element of slot `s`'s memory (its offset applied), any type.
+inline std::byte* slot_bytes(const Slot& s) {
+  const Md md = s.mem.get_desc();
+  return static_cast<std::byte*>(s.mem.get_data_handle()) +
+         md.data.offset0 * static_cast<int64_t>(dnnl::memory::data_type_size(md.data_type()));
+}
 
 struct RunContext {
   std::span<const Tensor> inputs;
