@@ -11,6 +11,7 @@
 
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -134,6 +135,69 @@ INSTANTIATE_TEST_SUITE_P(
                       GatherCase{Tag::nhwc, 58, 0}, GatherCase{Tag::nchw, 58, -1, true},
                       GatherCase{Tag::nhwc, 58, -1, true}, GatherCase{Tag::nChw16c, 58, -1, true},
                       GatherCase{Tag::nChw8c, 20, -1, true}, GatherCase{Tag::nChw16c, 62, 9, true}));
+
+// The pass's epilogue (a batch norm and Relu of a gathered Concat): every
+// channel scaled, shifted and clamped at zero as it is gathered, into
+// blocks with padding (the lane path; the padding stays zero) and into
+// plain NCHW (the plane path).
+TEST(ChannelGatherAffine, ScalesShiftsAndClampsEveryChannel) {
+  const std::vector<Tag> source_tags = {Tag::nhwc, Tag::nChw16c};
+  constexpr int64_t k_channels = 58;
+  std::vector<std::vector<float>> sources;
+  std::vector<cpu::PlaneLayout> layouts;
+  for (size_t s = 0; s < source_tags.size(); ++s) {
+    const cpu::Md md({k_images, k_source_channels, k_height, k_width}, cpu::Dt::f32, source_tags[s]);
+    const cpu::PlaneLayout l = *cpu::plane_layout(md);
+    std::vector<float> data(md.get_size() / sizeof(float), 0.0f);
+    for (int64_t n = 0; n < k_images; ++n)
+      for (int64_t ch = 0; ch < k_source_channels; ++ch)
+        for (int64_t h = 0; h < k_height; ++h)
+          for (int64_t w = 0; w < k_width; ++w)  // both signs, so the clamp matters
+            data[l.at(n, ch) + h * l.row + w * l.col] = static_cast<float>((ch * 7 + h * 3 + w) % 11) - 5.0f;
+    sources.push_back(std::move(data));
+    layouts.push_back(l);
+  }
+  std::vector<std::pair<int, int64_t>> channels;
+  for (int64_t k = 0; k < k_channels; ++k) channels.emplace_back(static_cast<int>(k % 2), k / 2 + 3);
+  std::vector<const std::byte*> data;
+  for (const std::vector<float>& source : sources)
+    data.push_back(reinterpret_cast<const std::byte*>(source.data()));
+  for (Tag tag : {Tag::nChw16c, Tag::nchw}) {
+    const cpu::Md dst_md({k_images, k_channels, k_height, k_width}, cpu::Dt::f32, tag);
+    const cpu::PlaneLayout d = *cpu::plane_layout(dst_md);
+    const int64_t padded = dst_md.data.padded_dims[1];
+    std::vector<float> scale(static_cast<size_t>(padded), 0.0f), shift(static_cast<size_t>(padded), 0.0f);
+    for (int64_t k = 0; k < k_channels; ++k) {
+      scale[static_cast<size_t>(k)] = 0.25f * static_cast<float>(k % 5) - 0.5f;
+      shift[static_cast<size_t>(k)] = 0.125f * static_cast<float>(k % 3);
+    }
+    std::vector<float> dst(dst_md.get_size() / sizeof(float), std::numeric_limits<float>::quiet_NaN());
+    const cpu::ChannelGather pass({k_images, k_channels, k_height, k_width}, layouts, channels, d, padded);
+    const cpu::ChannelAffine affine{scale, shift, true};
+    pass.run(data, reinterpret_cast<std::byte*>(dst.data()), &affine);
+    for (int64_t n = 0; n < k_images; ++n) {
+      for (int64_t k = 0; k < padded; ++k) {
+        for (int64_t h = 0; h < k_height; ++h) {
+          for (int64_t w = 0; w < k_width; ++w) {
+            const float got = dst[static_cast<size_t>(d.at(n, k) + h * d.row + w * d.col)];
+            if (k >= k_channels) {
+              ASSERT_EQ(got, 0.0f) << "padding channel " << k;
+              continue;
+            }
+            const auto [s, ch] = channels[static_cast<size_t>(k)];
+            const cpu::PlaneLayout& l = layouts[static_cast<size_t>(s)];
+            const float x =
+                sources[static_cast<size_t>(s)][static_cast<size_t>(l.at(n, ch) + h * l.row + w * l.col)];
+            const float want =
+                std::max(0.0f, x * scale[static_cast<size_t>(k)] + shift[static_cast<size_t>(k)]);
+            ASSERT_NEAR(got, want, 1e-6f) << (tag == Tag::nchw ? "nchw" : "nChw16c") << " image " << n
+                                          << " channel " << k << " at " << h << "," << w;
+          }
+        }
+      }
+    }
+  }
+}
 
 // Two ShuffleNet units (stride 1): split the input's channels in halves (two
 // Slices, as torch 1.13 exports x.chunk(2, 1), or one Split, as it exports

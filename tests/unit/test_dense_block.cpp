@@ -135,17 +135,27 @@ struct Case {
 };
 
 // Each Concat (the layers' and the block's) ran the way `c` says. At batch 1
-// in blocks, none runs a step: every input is already in its window. At
-// batch 1 in nhwc, a layer's Concat after the first (in 16-channel blocks:
-// a batch norm reads it) finds the earlier features in the previous one's
-// buffer and copies only the newest. Otherwise, as `c.concat` says: one
-// oneDNN concat primitive, or one reorder per input and no primitive.
-void expect_concats_ran(const std::vector<LayerTiming>& steps, const Case& c) {
+// in blocks, none runs a step: every input is already in its window. An f32
+// layer's Concat that would copy (only its batch norm reads it) runs no step
+// either: the batch norm gathers and normalizes its inputs' channels in one
+// pass. In bf16, at batch 1 in nhwc, a layer's Concat after the first (in
+// 16-channel blocks: a batch norm reads it) finds the earlier features in the
+// previous one's buffer and copies only the newest. Otherwise, as `c.concat`
+// says: one oneDNN concat primitive, or one reorder per input and no
+// primitive.
+void expect_concats_ran(const std::vector<LayerTiming>& steps, const Case& c, bool bf16) {
   for (int i = 1; i <= k_layers; ++i) {
     const std::string node = i < k_layers ? name("cat", i) : "out";
     const auto found = concat_steps(steps, node);
     if (c.batch == 1 && c.layout == cpu::Layout::blocked) {
       EXPECT_TRUE(found.empty()) << node << ": " << found.size() << " steps, first " << found.at(0)->tactic;
+      continue;
+    }
+    if (!bf16 && node != "out") {
+      EXPECT_TRUE(found.empty()) << node << ": " << found.size() << " steps, first " << found.at(0)->tactic;
+      const auto norm = concat_steps(steps, name("norm", i));
+      ASSERT_EQ(norm.size(), 1u) << name("norm", i);
+      EXPECT_EQ(norm[0]->tactic, "native:channel_gather+batch_norm+relu");
       continue;
     }
     if (c.batch == 1 && node != "out" && i > 1) {
@@ -184,7 +194,7 @@ TEST_P(DenseBlock, Fp32MatchesTheReferenceWithEitherConcat) {
   const BlockRun run = run_dense_block(
       m, false, cpu::Tactic(cpu::ConvAlgo::direct, c.layout, cpu::Prec::f32, layout), c.concat);
   EXPECT_LE(error_against_reference(m, run.output), k_fp32_tolerance);
-  expect_concats_ran(run.steps, c);
+  expect_concats_ran(run.steps, c, false);
 }
 
 TEST_P(DenseBlock, Bf16StaysWithinTheBf16BoundWithEitherConcat) {
@@ -194,7 +204,7 @@ TEST_P(DenseBlock, Bf16StaysWithinTheBf16BoundWithEitherConcat) {
   const BlockRun run = run_dense_block(
       m, true, cpu::Tactic(cpu::ConvAlgo::direct, c.layout, cpu::Prec::bf16, layout), c.concat);
   EXPECT_LE(error_against_reference(m, run.output), k_bf16_tolerance);
-  expect_concats_ran(run.steps, c);
+  expect_concats_ran(run.steps, c, true);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, DenseBlock,
@@ -243,26 +253,30 @@ TEST(DenseBlockBf16, ConcatsAndBatchNormsStayBf16) {
   EXPECT_GT(concats, 0);  // the level-0 build takes oneDNN's concat: a step of its own
 }
 
-// A Concat that only a BatchNormalization reads is written in 16-channel
-// blocks even when its inputs come in nhwc (the batch norm then runs in
-// blocks, about twice as fast at batch 8); the block's output, which the
-// caller reads, keeps its inputs' nhwc.
-TEST(DenseBlockLayout, ConcatsReadByABatchNormAreInBlocks) {
+// A Concat that only a BatchNormalization reads, at batch 2 (where its
+// inputs' windows are not dense tensors and it would copy them), runs no
+// step: the batch norm gathers its inputs' channels from the convs' nhwc
+// outputs, normalizes them and writes 16-channel blocks. The block's
+// output, which the caller reads, is a Concat of its own in the inputs' nhwc.
+TEST(DenseBlockLayout, ConcatsReadByABatchNormAreGatheredByIt) {
   const Model m = dense_block(2);
   const BlockRun run =
       run_dense_block(m, false, cpu::Tactic(cpu::ConvAlgo::direct, cpu::Layout::nhwc, cpu::Prec::f32, "nhwc"),
                       cpu::ConvAlgo::direct);
   EXPECT_LE(error_against_reference(m, run.output), k_fp32_tolerance);
-  for (int i = 1; i <= k_layers; ++i) {
-    const std::string node = i < k_layers ? name("cat", i) : "out";
-    const auto found = concat_steps(run.steps, node);
-    ASSERT_FALSE(found.empty()) << node;
-    for (const LayerTiming* t : found) {
-      const size_t arrow = t->tactic.find("->");
-      ASSERT_NE(arrow, std::string::npos) << t->tactic;
-      const bool blocked = t->tactic.find("|b:1x16", arrow) != std::string::npos;
-      EXPECT_EQ(blocked, node != "out") << node << ": " << t->tactic;
-    }
+  for (int i = 1; i < k_layers; ++i) {
+    EXPECT_TRUE(concat_steps(run.steps, name("cat", i)).empty()) << name("cat", i);
+    const auto norm = concat_steps(run.steps, name("norm", i));
+    ASSERT_EQ(norm.size(), 1u) << name("norm", i);
+    EXPECT_EQ(norm[0]->kind, "native");
+    EXPECT_EQ(norm[0]->tactic, "native:channel_gather+batch_norm+relu");
+  }
+  const auto out = concat_steps(run.steps, "out");
+  ASSERT_FALSE(out.empty());
+  for (const LayerTiming* t : out) {
+    const size_t arrow = t->tactic.find("->");
+    ASSERT_NE(arrow, std::string::npos) << t->tactic;
+    EXPECT_EQ(t->tactic.find("|b:1x16", arrow), std::string::npos) << t->tactic;
   }
 }
 

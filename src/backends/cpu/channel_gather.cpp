@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <type_traits>
 
@@ -42,6 +43,13 @@ namespace {
 // The lanes of `store` of v at `at`: a plain store when that is all 16 (a
 // blocked destination); on this AMD CPU masked stores cost a third of the
 // whole pass.
+// The group's epilogue (ChannelAffine) as registers.
+struct Epilogue16 {
+  bool affine = false, relu = false;
+  const float* scale = nullptr;  // the group's 16 lanes
+  const float* shift = nullptr;
+};
+
 __attribute__((target("avx512f"), always_inline)) inline void put16(float* at, __mmask16 store, __m512 v) {
   if (store == 0xFFFF) {
     _mm512_storeu_ps(at, v);
@@ -55,7 +63,22 @@ __attribute__((target("avx512f"), always_inline)) inline void put16(float* at, _
 __attribute__((target("avx512f"))) void group_row_avx512(std::span<const ChannelGather::Piece> pieces,
                                                          const float* const* base, const int64_t* col,
                                                          int64_t width, float* out, int64_t out_col,
-                                                         __mmask16 store) {
+                                                         __mmask16 store, const Epilogue16& epilogue) {
+  const __m512 scale = epilogue.affine ? _mm512_loadu_ps(epilogue.scale) : _mm512_set1_ps(1.0f);
+  const __m512 shift = epilogue.affine ? _mm512_loadu_ps(epilogue.shift) : _mm512_setzero_ps();
+  const __m512 floor = _mm512_set1_ps(epilogue.relu ? 0.0f : -INFINITY);
+  // With an epilogue each vector is scaled, shifted and clamped before its
+  // store (a branch the same way at every position).
+  const auto finish = [&](__m512 v) __attribute__((target("avx512f"), always_inline)) {
+    return epilogue.affine ? _mm512_max_ps(_mm512_fmadd_ps(v, scale, shift), floor) : v;
+  };
+  if (pieces.size() == 1 && pieces[0].identity) {
+    // 16 consecutive floats of one source in order (a Concat's input in
+    // blocks or channels-last): a plain load, no mask and no permute.
+    for (int64_t w = 0; w < width; ++w, out += out_col)
+      put16(out, store, finish(_mm512_loadu_ps(base[0] + w * col[0])));
+    return;
+  }
   if (pieces.size() == 2) {
     // Two sources (a channel shuffle's halves): one two-table permute, no
     // chain of merges through the destination register.
@@ -67,7 +90,7 @@ __attribute__((target("avx512f"))) void group_row_avx512(std::span<const Channel
     for (int64_t w = 0; w < width; ++w, out += out_col) {
       const __m512 from_a = _mm512_maskz_loadu_ps(a.load, base[0] + w * col[0]);
       const __m512 from_b = _mm512_maskz_loadu_ps(b.load, base[1] + w * col[1]);
-      put16(out, store, _mm512_maskz_permutex2var_ps(fill, from_a, index, from_b));
+      put16(out, store, finish(_mm512_maskz_permutex2var_ps(fill, from_a, index, from_b)));
     }
     return;
   }
@@ -79,7 +102,7 @@ __attribute__((target("avx512f"))) void group_row_avx512(std::span<const Channel
       const __m512 loaded = _mm512_maskz_loadu_ps(pieces[i].load, base[i] + w * col[i]);
       v = _mm512_mask_permutexvar_ps(v, pieces[i].fill, index[i], loaded);
     }
-    put16(out, store, v);
+    put16(out, store, finish(v));
   }
 }
 
@@ -107,12 +130,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void group_row16_avx512(
 
 // The lane kernel for element type T.
 void group_row(std::span<const ChannelGather::Piece> pieces, const float* const* base, const int64_t* col,
-               int64_t width, float* out, int64_t out_col, __mmask16 store) {
-  group_row_avx512(pieces, base, col, width, out, out_col, store);
+               int64_t width, float* out, int64_t out_col, __mmask16 store, const Epilogue16& epilogue) {
+  group_row_avx512(pieces, base, col, width, out, out_col, store, epilogue);
 }
 
 void group_row(std::span<const ChannelGather::Piece> pieces, const uint16_t* const* base, const int64_t* col,
-               int64_t width, uint16_t* out, int64_t out_col, __mmask16 store) {
+               int64_t width, uint16_t* out, int64_t out_col, __mmask16 store, const Epilogue16&) {
   group_row16_avx512(pieces, base, col, width, out, out_col, store);
 }
 
@@ -178,22 +201,41 @@ ChannelGather::ChannelGather(const Dims& dims, std::vector<PlaneLayout> sources,
     }
   }
   m_group_begin.push_back(m_pieces.size());
+  for (Piece& p : m_pieces) {
+    p.identity = p.load == 0xFFFF && p.fill == 0xFFFF;
+    for (int k = 0; k < 16 && p.identity; ++k) p.identity = p.index[k] == k;
+  }
   const auto dense = [&](const PlaneLayout& p) { return p.row == m_dims[3] * p.col; };
-  m_whole_planes = blocked && dense(m_dst) &&
-                   std::all_of(m_sources.begin(), m_sources.end(),
-                               [&](const PlaneLayout& p) { return p.block > 1 && dense(p); });
+  // A channels-last source is walked once per group this way: worth it
+  // only where every group is one plain load (a Concat's inputs: DenseNet's
+  // first dense layers read their block's channels-last input, 1.5 against
+  // 0.78 ms per row and per plane); a shuffle's groups of several windows
+  // keep the per-row walk, which reads such a source's row once for all.
+  const bool all_identity =
+      std::all_of(m_pieces.begin(), m_pieces.end(), [](const Piece& p) { return p.identity; });
+  m_whole_planes =
+      blocked && dense(m_dst) && std::all_of(m_sources.begin(), m_sources.end(), [&](const PlaneLayout& p) {
+        return dense(p) && (p.block > 1 || all_identity);
+      });
 }
 
-void ChannelGather::run(std::span<const std::byte* const> data, std::byte* dst) const {
+void ChannelGather::run(std::span<const std::byte* const> data, std::byte* dst,
+                        const ChannelAffine* affine) const {
+  if (affine && (m_element_bytes != 4 || static_cast<int64_t>(affine->scale.size()) < m_padded ||
+                 static_cast<int64_t>(affine->shift.size()) < m_padded)) {
+    throw Error(ErrorCode::internal,
+                "channel gather: an epilogue needs f32 and a scale and shift per channel");
+  }
   if (m_element_bytes == 4) {
-    m_lanes > 0 ? run_lanes<float>(data, dst) : run_planes<float>(data, dst);
+    m_lanes > 0 ? run_lanes<float>(data, dst, affine) : run_planes<float>(data, dst, affine);
   } else {
-    m_lanes > 0 ? run_lanes<uint16_t>(data, dst) : run_planes<uint16_t>(data, dst);
+    m_lanes > 0 ? run_lanes<uint16_t>(data, dst, affine) : run_planes<uint16_t>(data, dst, affine);
   }
 }
 
 template <typename T>
-void ChannelGather::run_lanes(std::span<const std::byte* const> data, std::byte* dst_bytes) const {
+void ChannelGather::run_lanes(std::span<const std::byte* const> data, std::byte* dst_bytes,
+                              const ChannelAffine* affine) const {
   T* dst = reinterpret_cast<T*>(dst_bytes);
   const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
   const size_t groups = m_group_begin.size() - 1;
@@ -212,8 +254,12 @@ void ChannelGather::run_lanes(std::span<const std::byte* const> data, std::byte*
     }
     const int64_t c0 = static_cast<int64_t>(g) * m_lanes;
     const int64_t stored = blocked ? m_lanes : std::min<int64_t>(m_lanes, channels - c0);
+    Epilogue16 epilogue;
+    if (affine) {
+      epilogue = {true, affine->relu, affine->scale.data() + c0, affine->shift.data() + c0};
+    }
     group_row(pieces, base, col, positions, dst + m_dst.at(n, c0) + h * m_dst.row, m_dst.col,
-              static_cast<__mmask16>((1u << stored) - 1));
+              static_cast<__mmask16>((1u << stored) - 1), epilogue);
   };
   if (m_whole_planes) {
     // Every side's rows follow each other: a group's whole plane is one
@@ -233,7 +279,8 @@ void ChannelGather::run_lanes(std::span<const std::byte* const> data, std::byte*
 }
 
 template <typename T>
-void ChannelGather::run_planes(std::span<const std::byte* const> data, std::byte* dst_bytes) const {
+void ChannelGather::run_planes(std::span<const std::byte* const> data, std::byte* dst_bytes,
+                               const ChannelAffine* affine) const {
   T* dst = reinterpret_cast<T*>(dst_bytes);
   const int64_t images = m_dims[0], channels = m_dims[1], height = m_dims[2], width = m_dims[3];
   const bool vector = std::is_same_v<T, float> && has_avx512f();
@@ -256,6 +303,18 @@ void ChannelGather::run_planes(std::span<const std::byte* const> data, std::byte
         }
       }
       for (int64_t w = 0; w < width; ++w) out[w * m_dst.col] = in[w * s.col];
+    }
+    if constexpr (std::is_same_v<T, float>) {
+      if (affine) {  // the channel's plane again, while it is in cache
+        const float a = affine->scale[static_cast<size_t>(c)], z = affine->shift[static_cast<size_t>(c)];
+        for (int64_t h = 0; h < height; ++h) {
+          float* out = dst + m_dst.at(n, c) + h * m_dst.row;
+          for (int64_t w = 0; w < width; ++w) {
+            const float y = out[w * m_dst.col] * a + z;
+            out[w * m_dst.col] = affine->relu && !(y > 0.0f) ? 0.0f : y;
+          }
+        }
+      }
     }
   });
   for (int64_t n = 0; n < images; ++n) {

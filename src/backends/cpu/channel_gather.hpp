@@ -38,6 +38,16 @@ struct PlaneLayout {
 // blocked by one inner block of channels; nullopt otherwise.
 std::optional<PlaneLayout> plane_layout(const Md& md);
 
+// A per-channel epilogue of the pass (a BatchNormalization, and its Relu,
+// of the gathered tensor): destination channel c becomes
+// x * scale[c] + shift[c], then max(., 0) with `relu`. Both spans cover the
+// destination's padded channels (0 and 0 for the padding, which keeps it
+// zero).
+struct ChannelAffine {
+  std::span<const float> scale, shift;
+  bool relu = false;
+};
+
 // The pass for one destination, planned when the instance is built; run()
 // takes the sources' storage. Immutable after construction: safe to run
 // concurrently on distinct buffers.
@@ -53,8 +63,10 @@ class ChannelGather {
                 std::vector<std::pair<int, int64_t>> channels, const PlaneLayout& dst,
                 int64_t padded_channels);
 
-  // data[i]: source i's first element. On oneDNN's OpenMP threads.
-  void run(std::span<const std::byte* const> data, std::byte* dst) const;
+  // data[i]: source i's first element. On oneDNN's OpenMP threads. An
+  // `affine` epilogue is for f32 destinations only.
+  void run(std::span<const std::byte* const> data, std::byte* dst,
+           const ChannelAffine* affine = nullptr) const;
 
   // Elements within 16 of each other in one source, moved to the lanes
   // they fill by one load and one permute per destination position.
@@ -62,14 +74,15 @@ class ChannelGather {
     int source = 0;
     int64_t offset = 0;  // of its first float at image 0, row 0, column 0
     uint16_t load = 0, fill = 0;
+    bool identity = false;  // all 16 lanes, each from the float at its own position
     alignas(64) int32_t index[16] = {};
   };
 
  private:
   template <typename T>
-  void run_lanes(std::span<const std::byte* const> data, std::byte* dst) const;
+  void run_lanes(std::span<const std::byte* const> data, std::byte* dst, const ChannelAffine* affine) const;
   template <typename T>
-  void run_planes(std::span<const std::byte* const> data, std::byte* dst) const;
+  void run_planes(std::span<const std::byte* const> data, std::byte* dst, const ChannelAffine* affine) const;
 
   Dims m_dims;
   std::vector<PlaneLayout> m_sources;
@@ -83,7 +96,8 @@ class ChannelGather {
   int64_t m_lanes = 0;
   std::vector<Piece> m_pieces;
   std::vector<size_t> m_group_begin;
-  // Blocked on every side with rows back to back: a group's plane is one run.
+  // A blocked destination and sources with rows back to back (channels-last
+  // ones only where every group is one plain load): a group's plane is one run.
   bool m_whole_planes = false;
 };
 

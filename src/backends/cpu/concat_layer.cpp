@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "backends/cpu/channel_gather.hpp"
 #include "backends/cpu/channel_shuffle.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/tactics.hpp"
@@ -322,12 +323,35 @@ void build_concat_layer(InstanceBuilder& b, LayerDesc& layer) {
   // "Concat"). The build times both; tactic.algo keeps the choice (automatic:
   // the primitive, direct: the reorders).
   std::optional<Md> windows = like ? window_layout(*like, out_dims, part_dims, axis) : std::nullopt;
+  const bool in_place = windows && any_in_place(b, parts, axis, *windows);
+  // A Concat that would copy its inputs and that only batch norms read
+  // (DenseNet's at batch > 1, where no input's window is a dense tensor): a
+  // map of its inputs' channels, which each batch norm normalizes as it
+  // gathers them (norm_layer.cpp). DenseNet-121 at batch 8 copied every
+  // block's features again at each dense layer: 58 Concats, 8% of its time.
+  // Inputs in blocks or channels-last only: the pass moves up to 16
+  // neighbouring channels per load there, but one float per load from plain
+  // NCHW, where the Concat's reorders into its windows are faster.
+  if (!in_place && rank == 4 && axis == 1 && dt == Dt::f32 && b.read_only_by(y, LayerKind::batch_norm) &&
+      std::all_of(parts.begin(), parts.end(), [&](ValueId v) {
+        if (b.gathered(v)) return true;
+        const Md md = b.md_of(v);
+        return md.data_type() == Dt::f32 && !is_plain(md) && plane_layout(md).has_value();
+      })) {
+    std::vector<ChannelSource> channels;
+    for (ValueId v : parts) {
+      for (int64_t c = 0; c < b.shape(v)[1]; ++c) channels.push_back({v, c});
+    }
+    b.define_gathered(y, std::move(channels));
+    layer.tactic.name = "gathered:concat";
+    return;
+  }
   if (!pd && !windows) {
     build_window_concat(b, layer, parts, y, axis, plain_md(b.shape(y), dt));
     return;
   }
   // Inputs placed in the output copy nothing: no candidate is faster.
-  if (windows && any_in_place(b, parts, axis, *windows)) {
+  if (in_place) {
     layer.tactic.algo = ConvAlgo::direct;
     build_window_concat(b, layer, parts, y, axis, *windows);
     return;

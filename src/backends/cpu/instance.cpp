@@ -279,45 +279,69 @@ LayerKind InstanceBuilder::layer_kind_of(ir::NodeId n) const {
 
 // The gathered value `v` written once, laid out as `md`, by kiln's gather
 // pass in the layer that reads it first; from then on an ordinary value.
-int InstanceBuilder::write_gathered(ValueId v, const Md& md) {
+InstanceBuilder::GatherPlan InstanceBuilder::plan_gather(ValueId v, const Md& md) {
   const std::vector<ChannelSource> from = state(v).gathered_from;
   // Each source once, in a layout the pass reads, of the destination's type.
   const Dt dt = md.data_type();
-  std::vector<std::pair<ValueId, int>> sources;   // value, slot
-  std::vector<std::pair<int, int64_t>> channels;  // per channel: index into sources, channel
+  std::vector<ValueId> values;
+  GatherPlan plan;
+  std::vector<std::pair<int, int64_t>> channels;  // per channel: index into the sources, channel
   for (const ChannelSource& c : from) {
-    auto it = std::find_if(sources.begin(), sources.end(), [&](const auto& e) { return e.first == c.value; });
-    if (it == sources.end()) {
+    auto it = std::find(values.begin(), values.end(), c.value);
+    if (it == values.end()) {
       int s = use_current(c.value);
       if (!plane_layout(slot(s).md) || slot(s).md.data_type() != dt) s = use_plain(c.value, dt);
-      sources.emplace_back(c.value, s);
-      it = sources.end() - 1;
+      values.push_back(c.value);
+      plan.source_slots.push_back(s);
+      it = values.end() - 1;
     }
-    channels.emplace_back(static_cast<int>(it - sources.begin()), c.channel);
+    channels.emplace_back(static_cast<int>(it - values.begin()), c.channel);
   }
+  std::vector<PlaneLayout> layouts;
+  for (int s : plan.source_slots) layouts.push_back(*plane_layout(slot(s).md));
+  plan.pass = std::make_shared<const ChannelGather>(md.dims(), std::move(layouts), std::move(channels),
+                                                    *plane_layout(md), md.data.padded_dims[1]);
+  return plan;
+}
+
+int InstanceBuilder::write_gathered(ValueId v, const Md& md) {
+  GatherPlan plan = plan_gather(v, md);
   const int dst = new_slot(md, Slot::Place::arena);
   m_inst.slots[static_cast<size_t>(dst)].values.push_back(v);
   ValueState& st = state(v);
   st.kind = ValueKind::slot;
   st.slot = dst;
   st.gathered_from.clear();
-  std::vector<PlaneLayout> layouts;
-  std::vector<int> source_slots;
-  for (const auto& [value, s] : sources) {
-    layouts.push_back(*plane_layout(slot(s).md));
-    source_slots.push_back(s);
-  }
-  auto pass = std::make_shared<const ChannelGather>(md.dims(), std::move(layouts), std::move(channels),
-                                                    *plane_layout(md), md.data.padded_dims[1]);
   Instance* inst = &m_inst;
-  std::vector<const std::byte*> data(source_slots.size());
+  std::vector<const std::byte*> data(plan.source_slots.size());
   add_function(
-      [inst, pass, source_slots, data, dst](RunContext&) mutable {
-        for (size_t i = 0; i < source_slots.size(); ++i)
-          data[i] = slot_bytes(inst->slots[static_cast<size_t>(source_slots[i])]);
+      [inst, pass = plan.pass, sources = plan.source_slots, data, dst](RunContext&) mutable {
+        for (size_t i = 0; i < sources.size(); ++i)
+          data[i] = slot_bytes(inst->slots[static_cast<size_t>(sources[i])]);
         pass->run(data, slot_bytes(inst->slots[static_cast<size_t>(dst)]));
       },
       "GatherChannels", "native:channel_gather");
+  return dst;
+}
+
+int InstanceBuilder::gather_affine(ValueId v, ValueId y, const Md& md, ChannelAffineFill affine, bool relu) {
+  if (md.data_type() != Dt::f32) throw Error(ErrorCode::internal, "gather_affine writes f32 only");
+  GatherPlan plan = plan_gather(v, md);
+  const int dst = define(y, md);
+  Instance* inst = &m_inst;
+  const auto padded = static_cast<size_t>(md.data.padded_dims[1]);
+  std::vector<const std::byte*> data(plan.source_slots.size());
+  std::vector<float> scale(padded), shift(padded);
+  add_function([inst, pass = plan.pass, sources = plan.source_slots, data, dst, affine = std::move(affine),
+                scale, shift, relu](RunContext&) mutable {
+    std::fill(scale.begin(), scale.end(), 0.0f);
+    std::fill(shift.begin(), shift.end(), 0.0f);
+    affine(scale, shift);
+    for (size_t i = 0; i < sources.size(); ++i)
+      data[i] = slot_bytes(inst->slots[static_cast<size_t>(sources[i])]);
+    const ChannelAffine epilogue{scale, shift, relu};
+    pass->run(data, slot_bytes(inst->slots[static_cast<size_t>(dst)]), &epilogue);
+  });
   return dst;
 }
 

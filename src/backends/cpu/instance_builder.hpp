@@ -9,13 +9,17 @@
 
 #include <functional>
 #include <initializer_list>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "backends/cpu/instance.hpp"
 
 namespace kiln::cpu {
+
+class ChannelGather;
 
 class InstanceBuilder {
  public:
@@ -91,6 +95,14 @@ class InstanceBuilder {
   // `v`'s channel sources while it is gathered and not yet written; null
   // otherwise.
   const std::vector<ChannelSource>* gathered(ir::ValueId v) const;
+  // Writes gathered `v`'s channels into a new slot for `y` laid out as `md`
+  // (f32), each channel c as v[c] * scale[c] + shift[c] (then max(., 0)
+  // with `relu`), the scale and shift filled per run by `affine` (one entry
+  // per channel of md, padding included; the padding's entries are zero on
+  // entry): a BatchNormalization (and its Relu) of a gathered Concat, in the
+  // pass that gathers it. `v` itself stays gathered.
+  using ChannelAffineFill = std::function<void(std::span<float> scale, std::span<float> shift)>;
+  int gather_affine(ir::ValueId v, ir::ValueId y, const Md& md, ChannelAffineFill affine, bool relu);
   // `v` is a step a gathered value made unnecessary: nothing computes it.
   void elide(ir::ValueId v) { state(v).kind = ValueKind::elided; }
   // The nodes that read `v` (one entry per input position), and whether a
@@ -125,6 +137,13 @@ class InstanceBuilder {
   int root_of(int s) const;
   void touch(int s);  // extends the root's lifetime to the current layer
   int write_gathered(ir::ValueId v, const Md& md);
+  // The pass writing gathered `v` in `md`, and the slots it reads (with any
+  // conversion of a source added as a step).
+  struct GatherPlan {
+    std::shared_ptr<const ChannelGather> pass;
+    std::vector<int> source_slots;
+  };
+  GatherPlan plan_gather(ir::ValueId v, const Md& md);
   void compute_types();
   void compute_last_uses();
 

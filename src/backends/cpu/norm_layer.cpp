@@ -6,7 +6,10 @@
 // InstanceNormalization is a layer normalization over the spatial dims
 // followed by a per-channel affine binary. BatchNormalization normalizes over
 // channels in the producer's layout, with a following Relu fused.
+#include <array>
+#include <cmath>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 
@@ -200,10 +203,34 @@ void build_batch_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
       throw Error(ErrorCode::invalid_model, "BatchNormalization statistics do not match the channels");
     }
   }
+  const float epsilon = n.attrs.get_float("epsilon", 1e-5f);
+  const Md vec = plain_md(Dims{channels}, Dt::f32);
+  if (b.gathered(x) && shape.size() == 4) {
+    // A Concat kept as a map of its inputs' channels (DenseNet's features at
+    // batch > 1, concat_layer.cpp): the gather pass normalizes each channel
+    // as it copies it, so the concatenated features are never written. In
+    // 16-channel blocks, the layout the Concat itself would have had.
+    const std::array<int, 4> stats = {
+        b.weight_slot(n.inputs[1], vec, vec), b.weight_slot(n.inputs[2], vec, vec),
+        b.weight_slot(n.inputs[3], vec, vec), b.weight_slot(n.inputs[4], vec, vec)};
+    Instance* inst = &b.instance();
+    const auto fill = [inst, stats, epsilon, channels](std::span<float> scale, std::span<float> shift) {
+      const float* gamma = slot_floats(inst->slots[static_cast<size_t>(stats[0])]);
+      const float* beta = slot_floats(inst->slots[static_cast<size_t>(stats[1])]);
+      const float* mean = slot_floats(inst->slots[static_cast<size_t>(stats[2])]);
+      const float* var = slot_floats(inst->slots[static_cast<size_t>(stats[3])]);
+      for (size_t c = 0; c < static_cast<size_t>(channels); ++c) {
+        scale[c] = gamma[c] / std::sqrt(var[c] + epsilon);
+        shift[c] = beta[c] - mean[c] * scale[c];
+      }
+    };
+    b.gather_affine(x, y, Md(to_dims(shape), Dt::f32, dnnl::memory::format_tag::nChw16c), fill, relu);
+    layer.tactic.name = std::string("native:channel_gather+batch_norm") + (relu ? "+relu" : "");
+    return;
+  }
   auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
                dnnl::normalization_flags::use_shift;
   if (relu) flags = flags | dnnl::normalization_flags::fuse_norm_relu;
-  const float epsilon = n.attrs.get_float("epsilon", 1e-5f);
   // The producer's layout (blocked included) and data type: oneDNN
   // normalizes over channels in any of them, in f32 inside, so no reorder.
   // A bf16 input stays bf16 (DenseNet's BN -> ReLU -> Conv after each
@@ -232,7 +259,6 @@ void build_batch_norm_layer(InstanceBuilder& b, LayerDesc& layer) {
                       (pd->src_desc().data_type() == Dt::bf16 ? "/bf16" : "");
   int dst = b.try_inplace(x, y, pd->dst_desc());
   if (dst < 0) dst = b.define(y, pd->dst_desc());
-  const Md vec = plain_md(Dims{channels}, Dt::f32);
   b.add_primitive(*pd, {{DNNL_ARG_SRC, src},
                         {DNNL_ARG_DST, dst},
                         {DNNL_ARG_SCALE, b.weight_slot(n.inputs[1], vec, vec)},
