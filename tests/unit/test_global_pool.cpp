@@ -134,5 +134,43 @@ TEST(GlobalPoolEngine, ChannelsLastAndBlocksRunKilnsLoopAndMatchTheReference) {
   }
 }
 
+// A bf16 build's grouped conv of 8 channels per group (RegNet's) may write
+// bf16 in 8-channel blocks, which oneDNN pools only with its reference
+// kernel: the mean then reads an f32 copy, and no pooling step is oneDNN's
+// reference implementation.
+TEST(GlobalPoolEngine, Bf16GroupedConvOutputIsNeverPooledByAReferenceKernel) {
+  Model m(17);
+  m.input("x", {2, 48, 14, 14});
+  m.weight("w", {48, 8, 3, 3}, 1.0);
+  auto* conv = m.node("Conv", "conv", {"x", "w"}, {"c"});
+  testing::set_ints(conv, "pads", {1, 1, 1, 1});
+  testing::set_int(conv, "group", 6);
+  m.node("GlobalAveragePool", "pool", {"c"}, {"y"});
+  m.output_shaped("y", TensorProto::FLOAT, {2, 48, 1, 1});
+  const ir::Graph graph = m.import("pool.onnx").graph;
+  auto backend = make_cpu_backend();
+  CompileSettings settings;
+  settings.optimization_level = 0;
+  settings.enabled_precisions = {Precision::fp32, Precision::bf16};
+  auto engine = testing::build_engine(*backend, graph, m.inputs(), settings);
+  cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
+  for (cpu::LayerDesc& l : plan.layers) {
+    if (l.kind == cpu::LayerKind::conv)
+      l.tactic = cpu::Tactic(cpu::ConvAlgo::automatic, cpu::Layout::any, cpu::Prec::bf16, "conv");
+  }
+  auto rebuilt = backend->deserialize(cpu::serialize_plan(plan));
+  rebuilt->refit(passes::source_weights(graph));
+  std::vector<LayerTiming> steps;
+  const std::vector<Tensor> got = rebuilt->run_profiled(m.inputs(), steps);
+  EXPECT_LE(testing::relative_error(got.at(0), ref::Executor(graph).run(m.inputs())[0]), 3e-2);
+  bool pooled = false;
+  for (const LayerTiming& t : steps) {
+    if (t.name != "pool" || t.kind == "reorder") continue;
+    pooled = true;
+    EXPECT_FALSE(t.tactic.size() >= 4 && t.tactic.compare(t.tactic.size() - 4, 4, "/ref") == 0) << t.tactic;
+  }
+  EXPECT_TRUE(pooled);
+}
+
 }  // namespace
 }  // namespace kiln

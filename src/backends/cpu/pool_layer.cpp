@@ -4,11 +4,19 @@
 // auto_pad and ceil_mode resolved to explicit pads per instance. An f32
 // GlobalAveragePool over channels-last or channel blocks is kiln's loop
 // (global_pool.hpp: it keeps each thread on its own part of the tensor).
+#include <string>
+
 #include "backends/cpu/global_pool.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/spatial_pads.hpp"
 
 namespace kiln::cpu {
+
+namespace {
+
+bool is_strided_or_blocked(const Md& md) { return is_strided(md) || md.data.format_kind == dnnl_blocked; }
+
+}  // namespace
 
 void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
   const ir::Node& n = b.node(layer.anchor());
@@ -42,8 +50,33 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
     pad_l = pads.begin;
     pad_r = pads.end;
   }
+  const bool include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
+  const dnnl::algorithm alg = is_max        ? dnnl::algorithm::pooling_max
+                              : include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                            : dnnl::algorithm::pooling_avg_exclude_padding;
+  const auto pooling = [&](const Md& src_md) {
+    const Md dst_any(to_dims(out), src_md.data_type(), dnnl::memory::format_tag::any);
+    const dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, dst_any,
+                                              strides, kernel, dilation, pad_l, pad_r);
+    return dnnl::pooling_v2_forward::primitive_desc(desc, b.attr(), b.engine());
+  };
+  const auto reference_only = [&](const Md& src_md) {
+    try {
+      return std::string(pooling(src_md).impl_info_str()).rfind("ref", 0) == 0;
+    } catch (const dnnl::error&) {
+      return true;
+    }
+  };
+  int src = b.use_current(x);
+  // bf16 in a layout oneDNN 2.6 pools only with its reference kernel (bf16
+  // nChw8c, as the grouped convs of a bf16 RegNet write it: 12 ms for one
+  // squeeze-and-excitation mean of [8,48,56,56], 63 of the model's 80):
+  // the same layout in f32 instead, one conversion, then a fast kernel.
+  if (b.slot(src).md.data_type() == Dt::bf16 && is_strided_or_blocked(b.slot(src).md) &&
+      reference_only(b.slot(src).md)) {
+    src = b.use(x, with_data_type(b.slot(src).md, Dt::f32));
+  }
   if (n.op_type == "GlobalAveragePool") {
-    const int src = b.use_current(x);
     const Md src_md = b.slot(src).md;
     const std::optional<NestedPool> p = nested_pool(src_md);
     const std::optional<Md> dst_md = p ? layout_like(src_md, to_dims(out)) : std::nullopt;
@@ -60,19 +93,13 @@ void build_pool_layer(InstanceBuilder& b, LayerDesc& layer) {
       return;
     }
   }
-  const bool include_pad = n.attrs.get_int("count_include_pad", 0) != 0;
-  const dnnl::algorithm alg = is_max        ? dnnl::algorithm::pooling_max
-                              : include_pad ? dnnl::algorithm::pooling_avg_include_padding
-                                            : dnnl::algorithm::pooling_avg_exclude_padding;
-  int src = b.use_current(x);
-  Md src_md = b.slot(src).md;
-  if (!is_strided(src_md) && src_md.data.format_kind != dnnl_blocked) src = b.use_plain(x, Dt::f32);
-  src_md = b.slot(src).md;
-  Md dst_any(to_dims(out), src_md.data_type(), dnnl::memory::format_tag::any);
-  dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src_md, dst_any, strides,
-                                      kernel, dilation, pad_l, pad_r);
-  dnnl::pooling_v2_forward::primitive_desc pd(desc, b.attr(), b.engine());
-  layer.tactic.name = std::string("pool:") + (is_max ? "max" : "avg");
+  if (!is_strided_or_blocked(b.slot(src).md)) src = b.use_plain(x, Dt::f32);
+  const dnnl::pooling_v2_forward::primitive_desc pd = pooling(b.slot(src).md);
+  // The implementation in the profile, "/ref" where it is oneDNN's
+  // reference kernel (what the bench counts as reference time).
+  const std::string impl = pd.impl_info_str();
+  layer.tactic.name = std::string("pool:") + (is_max ? "max" : "avg") +
+                      (impl.rfind("ref", 0) == 0 ? "/ref" : " [" + impl + "]");
   const int dst = b.define(y, pd.dst_desc());
   b.add_primitive(pd, {{DNNL_ARG_SRC, src}, {DNNL_ARG_DST, dst}});
 }
