@@ -78,6 +78,15 @@ inline std::unique_ptr<Engine> build_engine(Backend& backend, const ir::Graph& g
   return build_engine(backend, graph, inputs, settings);
 }
 
+// Level 0 with bf16 kernels allowed: every conv's first choice is bf16.
+inline std::unique_ptr<Engine> build_bf16_engine(Backend& backend, const ir::Graph& graph,
+                                                 const std::vector<Tensor>& inputs) {
+  CompileSettings settings;
+  settings.optimization_level = 0;
+  settings.enabled_precisions = {Precision::fp32, Precision::bf16};
+  return build_engine(backend, graph, inputs, settings);
+}
+
 // Largest |got - want| over max|want|; 1e9 for a shape mismatch or a
 // non-finite value.
 inline double relative_error(const Tensor& got, const Tensor& want) {

@@ -226,10 +226,7 @@ TEST(DenseBlockBf16, ConcatsAndBatchNormsStayBf16) {
   const Model m = dense_block(1);
   const ir::Graph graph = m.import("dense.onnx").graph;
   auto backend = make_cpu_backend();
-  CompileSettings settings;
-  settings.optimization_level = 0;
-  settings.enabled_precisions = {Precision::fp32, Precision::bf16};
-  auto engine = testing::build_engine(*backend, graph, m.inputs(), settings);
+  auto engine = testing::build_bf16_engine(*backend, graph, m.inputs());
   std::vector<LayerTiming> steps;
   const std::vector<Tensor> got = engine->run_profiled(m.inputs(), steps);
   EXPECT_LE(error_against_reference(m, got.at(0)), k_bf16_tolerance);

@@ -149,10 +149,7 @@ TEST(GlobalPoolEngine, Bf16GroupedConvOutputIsNeverPooledByAReferenceKernel) {
   m.output_shaped("y", TensorProto::FLOAT, {2, 48, 1, 1});
   const ir::Graph graph = m.import("pool.onnx").graph;
   auto backend = make_cpu_backend();
-  CompileSettings settings;
-  settings.optimization_level = 0;
-  settings.enabled_precisions = {Precision::fp32, Precision::bf16};
-  auto engine = testing::build_engine(*backend, graph, m.inputs(), settings);
+  auto engine = testing::build_bf16_engine(*backend, graph, m.inputs());
   cpu::EnginePlan plan = cpu::parse_plan(engine->serialize());
   for (cpu::LayerDesc& l : plan.layers) {
     if (l.kind == cpu::LayerKind::conv)
