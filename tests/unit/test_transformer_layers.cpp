@@ -399,7 +399,7 @@ TEST(TransformerLayers, ConcatOfBlockedConvOutputsIsGatheredByItsBatchNorm) {
   EXPECT_EQ(norm->kind, "native");
   EXPECT_EQ(norm->tactic, "native:channel_gather+batch_norm+relu");
   for (const LayerTiming& t : steps) {
-    EXPECT_NE(t.name, "concat") << t.kind << " " << t.tactic;        // no step for the Concat
+    EXPECT_NE(t.name, "concat") << t.kind << " " << t.tactic;  // no step for the Concat
     if (t.kind == "reorder") {
       EXPECT_NE(t.name, "norm") << t.tactic;  // no input reordered for it
     }
