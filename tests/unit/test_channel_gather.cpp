@@ -136,8 +136,9 @@ INSTANTIATE_TEST_SUITE_P(
                       GatherCase{Tag::nhwc, 58, -1, true}, GatherCase{Tag::nChw16c, 58, -1, true},
                       GatherCase{Tag::nChw8c, 20, -1, true}, GatherCase{Tag::nChw16c, 62, 9, true}));
 
-// The pass's epilogue (a batch norm and Relu of a gathered Concat): every
-// channel scaled, shifted and clamped at zero as it is gathered, into
+// The pass's epilogue (a batch norm, and its Relu, of a gathered Concat):
+// every channel scaled and shifted (and clamped at zero with a Relu) as it
+// is gathered, into
 // blocks with padding (the lane path; the padding stays zero) and into
 // plain NCHW (the plane path).
 TEST(ChannelGatherAffine, ScalesShiftsAndClampsEveryChannel) {
@@ -162,7 +163,8 @@ TEST(ChannelGatherAffine, ScalesShiftsAndClampsEveryChannel) {
   std::vector<const std::byte*> data;
   for (const std::vector<float>& source : sources)
     data.push_back(reinterpret_cast<const std::byte*>(source.data()));
-  for (Tag tag : {Tag::nChw16c, Tag::nchw}) {
+  for (const auto& [tag, relu] : {std::pair{Tag::nChw16c, true}, std::pair{Tag::nchw, true},
+                                  std::pair{Tag::nChw16c, false}, std::pair{Tag::nchw, false}}) {
     const cpu::Md dst_md({k_images, k_channels, k_height, k_width}, cpu::Dt::f32, tag);
     const cpu::PlaneLayout d = *cpu::plane_layout(dst_md);
     const int64_t padded = dst_md.data.padded_dims[1];
@@ -173,7 +175,7 @@ TEST(ChannelGatherAffine, ScalesShiftsAndClampsEveryChannel) {
     }
     std::vector<float> dst(dst_md.get_size() / sizeof(float), std::numeric_limits<float>::quiet_NaN());
     const cpu::ChannelGather pass({k_images, k_channels, k_height, k_width}, layouts, channels, d, padded);
-    const cpu::ChannelAffine affine{scale, shift, true};
+    const cpu::ChannelAffine affine{scale, shift, relu};
     pass.run(data, reinterpret_cast<std::byte*>(dst.data()), &affine);
     for (int64_t n = 0; n < k_images; ++n) {
       for (int64_t k = 0; k < padded; ++k) {
@@ -188,8 +190,8 @@ TEST(ChannelGatherAffine, ScalesShiftsAndClampsEveryChannel) {
             const cpu::PlaneLayout& l = layouts[static_cast<size_t>(s)];
             const float x =
                 sources[static_cast<size_t>(s)][static_cast<size_t>(l.at(n, ch) + h * l.row + w * l.col)];
-            const float want =
-                std::max(0.0f, x * scale[static_cast<size_t>(k)] + shift[static_cast<size_t>(k)]);
+            const float y = x * scale[static_cast<size_t>(k)] + shift[static_cast<size_t>(k)];
+            const float want = relu ? std::max(0.0f, y) : y;
             ASSERT_NEAR(got, want, 1e-6f) << (tag == Tag::nchw ? "nchw" : "nChw16c") << " image " << n
                                           << " channel " << k << " at " << h << "," << w;
           }

@@ -66,11 +66,12 @@ __attribute__((target("avx512f"))) void group_row_avx512(std::span<const Channel
                                                          __mmask16 store, const Epilogue16& epilogue) {
   const __m512 scale = epilogue.affine ? _mm512_loadu_ps(epilogue.scale) : _mm512_set1_ps(1.0f);
   const __m512 shift = epilogue.affine ? _mm512_loadu_ps(epilogue.shift) : _mm512_setzero_ps();
-  const __m512 floor = _mm512_set1_ps(epilogue.relu ? 0.0f : -INFINITY);
   // With an epilogue each vector is scaled, shifted and clamped before its
-  // store (a branch the same way at every position).
+  // store (a branch the same way at every position); only a Relu clamps.
   const auto finish = [&](__m512 v) __attribute__((target("avx512f"), always_inline)) {
-    return epilogue.affine ? _mm512_max_ps(_mm512_fmadd_ps(v, scale, shift), floor) : v;
+    if (!epilogue.affine) return v;
+    const __m512 y = _mm512_fmadd_ps(v, scale, shift);
+    return epilogue.relu ? _mm512_max_ps(y, _mm512_setzero_ps()) : y;
   };
   if (pieces.size() == 1 && pieces[0].identity) {
     // 16 consecutive floats of one source in order (a Concat's input in
