@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "backends/cpu/attention_fusion.hpp"
+#include "backends/cpu/float_vectors.hpp"
 #include "backends/cpu/instance_builder.hpp"
 #include "backends/cpu/openmp_pool.hpp"
 
@@ -124,12 +125,8 @@ std::vector<int64_t> batch_offsets(const std::vector<int64_t>& batch, const Stri
 // precision next to the row's 1 anyway). Written over GCC vectors of 16
 // floats, as branch-free selects, so every target_clones variant runs it in
 // SIMD registers (-O2's vectoriser leaves the scalar form's selects alone).
-// The helpers are always inlined into the clones: no vector crosses a call,
-// so GCC's note that passing 64-byte vectors without AVX-512 changes the
-// ABI does not apply (GCC reports it at the end of the file, so it is off
-// for the rest of this file).
-#pragma GCC diagnostic ignored "-Wpsabi"
-using Vec = float __attribute__((vector_size(64)));
+// The helpers are always inlined into the clones (float_vectors.hpp).
+using Vec = Floats16;
 using IVec = int32_t __attribute__((vector_size(64)));
 constexpr int k_lanes = 16;
 
@@ -155,13 +152,6 @@ constexpr int k_lanes = 16;
   return x < splat(-87.0f) ? splat(0.0f) : result;
 }
 
-[[gnu::always_inline]] inline Vec load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-[[gnu::always_inline]] inline void store(float* p, Vec v) { std::memcpy(p, &v, sizeof(v)); }
-
 // The last n % 16 elements, padded: `fill` in the unused lanes.
 [[gnu::always_inline]] inline Vec load_tail(const float* p, int64_t n, float fill) {
   Vec v = splat(fill);
@@ -184,13 +174,14 @@ constexpr int k_lanes = 16;
   Vec vmax = splat(-INFINITY);
   for (int64_t i = 0; i < n; i += k_lanes) {
     const int64_t count = std::min<int64_t>(k_lanes, n - i);
-    Vec v = count == k_lanes ? load(s + i) : load_tail(s + i, count, -INFINITY);
+    Vec v = count == k_lanes ? load16(s + i) : load_tail(s + i, count, -INFINITY);
     if (mask) {
-      const Vec m = mask_stride == 0 ? splat(*mask)
-                                     : (count == k_lanes ? load(mask + i) : load_tail(mask + i, count, 0.0f));
+      const Vec m = mask_stride == 0
+                        ? splat(*mask)
+                        : (count == k_lanes ? load16(mask + i) : load_tail(mask + i, count, 0.0f));
       v += m;
       if (count == k_lanes) {
-        store(s + i, v);
+        store16(s + i, v);
       } else {
         store_tail(s + i, count, v);
       }
@@ -205,8 +196,8 @@ constexpr int k_lanes = 16;
   Vec vsum = splat(0.0f);
   const Vec vm = splat(max);
   for (int64_t i = 0; i < whole; i += k_lanes) {
-    const Vec e = exp_nonpositive(load(s + i) - vm);
-    store(s + i, e);
+    const Vec e = exp_nonpositive(load16(s + i) - vm);
+    store16(s + i, e);
     vsum += e;
   }
   if (tail) {
@@ -218,7 +209,7 @@ constexpr int k_lanes = 16;
   float sum = 0.0f;
   for (int j = 0; j < k_lanes; ++j) sum += vsum[j];
   const Vec inv = splat(1.0f / sum);
-  for (int64_t i = 0; i < whole; i += k_lanes) store(s + i, load(s + i) * inv);
+  for (int64_t i = 0; i < whole; i += k_lanes) store16(s + i, load16(s + i) * inv);
   for (int64_t k = whole; k < n; ++k) s[k] *= inv[0];
 }
 

@@ -1,8 +1,8 @@
 #include "backends/cpu/global_pool.hpp"
 
 #include <algorithm>
-#include <cstring>
 
+#include "backends/cpu/float_vectors.hpp"
 #include "backends/cpu/openmp_pool.hpp"
 
 namespace kiln::cpu {
@@ -16,47 +16,6 @@ constexpr int64_t k_task_floats = 16 * 1024;
 // combine. Over [8,1536,7,7] channels-last at 2 threads, 8 whole images took
 // 31 us against 42 us as 40 pieces and their combine.
 constexpr int64_t k_groups_per_thread_for_whole_tasks = 4;
-
-// acc[i0 + k] for k < Width: the columns' sums down the rows, in two sets
-// of accumulators (even and odd rows, so consecutive adds do not wait for
-// each other).
-template <int64_t Width>
-[[gnu::always_inline]] inline void sum_strip(const float* x, float* acc, int64_t rows, int64_t inner) {
-  float even[Width] = {}, odd[Width] = {};
-  int64_t r = 0;
-  for (; r + 1 < rows; r += 2) {
-    const float* a = x + r * inner;
-    const float* b = a + inner;
-    for (int64_t k = 0; k < Width; ++k) {
-      even[k] += a[k];
-      odd[k] += b[k];
-    }
-  }
-  if (r < rows) {
-    const float* a = x + r * inner;
-    for (int64_t k = 0; k < Width; ++k) even[k] += a[k];
-  }
-  for (int64_t k = 0; k < Width; ++k) acc[k] = even[k] + odd[k];
-}
-
-// 16 floats as one value: each target_clones version below compiles its
-// arithmetic to that target's vector instructions (one AVX-512 register,
-// two AVX2 ones). -O2 leaves loops of unknown trip count scalar, so the
-// strips are written in these.
-using Floats16 = float __attribute__((vector_size(64)));
-
-// load16 and store16 are always inlined into the clones, so no call passes a
-// Floats16 by value: GCC's note that such a call's ABI differs between
-// targets never applies.
-#pragma GCC diagnostic ignored "-Wpsabi"
-
-[[gnu::always_inline]] inline Floats16 load16(const float* p) {
-  Floats16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-[[gnu::always_inline]] inline void store16(float* p, Floats16 v) { std::memcpy(p, &v, sizeof v); }
 
 // acc[i] = sum over `rows` rows of x[r * inner + i].
 //
